@@ -1,0 +1,203 @@
+"""The small protocols that components implement, and the records that flow between them.
+
+A *component* is a class registered by a plugin (see :mod:`qckit.hookspecs`). A recipe names it with
+``use = "<name>"``; the other keys of that table become keyword arguments of its constructor, so
+the constructor signature (with type hints and defaults) *is* the component's parameter schema.
+Constructors validate ranges and raise ``ValueError`` with a short message; qckit adds the recipe
+file and key path.
+
+Components must be picklable (plain attributes, no open files or locks) because the prepare pipeline
+ships them to worker processes, and must be pure functions of their input (except stateful filters,
+which run in one process in corpus order) so that the output is identical whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+KINDS = ("reader", "normalizer", "filter", "splitter", "writer", "chunker", "adapter")
+
+
+@dataclass(slots=True)
+class Document:
+    """One document of the corpus.
+
+    ``source`` and ``line`` say where it came from (1-based line number). ``meta`` holds JSON-serialisable
+    tags that writers may output; ``metrics`` holds numbers that the pipeline sums over kept documents
+    for the report (for example dialect-marker counts).
+    """
+
+    text: str
+    source: str = "<memory>"
+    line: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """Turns one input file into records (cheap, main process) and records into documents (workers)."""
+
+    name: ClassVar[str]
+    #: file name endings this reader handles, longest match wins (".jsonl.gz" beats ".gz").
+    suffixes: ClassVar[tuple[str, ...]]
+
+    def records(self, path: Path) -> Iterator[bytes]:
+        """Yield the raw records of ``path`` in order, one per line (line N is the N-th record)."""
+
+    def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
+        """Decode one record. Return ``None`` to skip it silently-but-counted (note it in ``issues``);
+        raise :class:`qckit.errors.RecordError` for a bad record, which the pipeline counts."""
+
+
+@runtime_checkable
+class Normalizer(Protocol):
+    """Rewrites text (Unicode form, mojibake, URLs …). The pipeline counts how many documents each one changed."""
+
+    name: ClassVar[str]
+
+    def normalize(self, text: str) -> str: ...
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """Decides whether a document stays. ``drop_reason`` returns ``None`` to keep the document, or a short
+    stable reason key (``"too_short"``) that the stats count per filter. A filter may also write
+    ``doc.meta`` / ``doc.metrics`` (a tagger is a filter that never drops)."""
+
+    name: ClassVar[str]
+    stateful: ClassVar[bool]  # False
+
+    def drop_reason(self, doc: Document) -> str | None: ...
+
+
+@runtime_checkable
+class StatefulFilter(Protocol):
+    """A filter whose answer depends on the documents seen before (deduplication).
+
+    ``fingerprint`` is pure and runs in worker processes; ``drop_reasons`` runs in the main process,
+    in corpus order, on the fingerprints of the documents that passed every stateless filter.
+    """
+
+    name: ClassVar[str]
+    stateful: ClassVar[bool]  # True
+
+    def fingerprint(self, doc: Document) -> Any: ...
+
+    def drop_reasons(self, fingerprints: Sequence[Any]) -> list[str | None]: ...
+
+
+@runtime_checkable
+class Splitter(Protocol):
+    """Assigns kept documents to train or validation. ``start`` is called once per output set with the
+    number of documents, then ``is_val`` for each document in order (index 0 … n_docs-1)."""
+
+    name: ClassVar[str]
+
+    def start(self, n_docs: int, set_index: int) -> None: ...
+
+    def is_val(self, index: int, doc: Document) -> bool: ...
+
+
+@runtime_checkable
+class Writer(Protocol):
+    """Formats documents for one output file format. The pipeline owns the files (temporary, then renamed)."""
+
+    name: ClassVar[str]
+    suffix: ClassVar[str]  # ".txt"
+
+    def format(self, doc: Document) -> str:
+        """Return the document as it goes into the file, ending with a newline."""
+
+
+@dataclass(slots=True)
+class PackingStats:
+    """What a chunker did: documents and tokens in, tokens kept in windows, windows made."""
+
+    documents: int = 0
+    tokens_total: int = 0  # including one EOS per document
+    tokens_kept: int = 0  # tokens that are a training target in some window
+    windows: int = 0
+    windows_dropped_short: int = 0
+
+
+@runtime_checkable
+class Chunker(Protocol):
+    """Turns tokenized documents into fixed-length training windows."""
+
+    name: ClassVar[str]
+
+    def windows(
+        self, documents: Iterable[Sequence[int]], eos_token_id: int, stats: PackingStats
+    ) -> Iterator[tuple[list[int], list[int]]]:
+        """Yield ``(input_ids, labels)`` windows; ``labels`` is -100 where a token is context only."""
+
+    def cache_key(self) -> str:
+        """A string that changes whenever the windows would change (settings, version)."""
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """Changes how the model is loaded, wrapped and trained (LoRA, 4-bit, 8-bit, FSDP …).
+
+    Adapters compose: every method is called on each adapter of the recipe, in order.
+    """
+
+    name: ClassVar[str]
+
+    def check(self, env: Any, adapters: Sequence[str]) -> None:
+        """Raise :class:`qckit.errors.HardwareError` if this adapter cannot run here or with the others
+        (``env`` describes the hardware; ``adapters`` names all adapters of the recipe). Called before loading."""
+
+    def load_kwargs(self, kwargs: dict[str, Any], env: Any) -> None:
+        """Edit the keyword arguments of ``AutoModelForCausalLM.from_pretrained`` (quantization config …)."""
+
+    def wrap_model(self, model: Any, env: Any) -> Any:
+        """Return the model to train (a peft model, a prepared k-bit model …)."""
+
+    def training_args(self, args: dict[str, Any], model: Any, env: Any) -> None:
+        """Edit the keyword arguments of ``transformers.TrainingArguments`` (fsdp settings …)."""
+
+
+class IssueLog:
+    """Counts recoverable problems by kind and keeps the first few examples (``file:line: message``).
+
+    Logs from worker processes are merged in corpus order, so the examples are deterministic.
+    """
+
+    __slots__ = ("counts", "examples", "max_examples")
+
+    def __init__(self, max_examples: int = 5) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
+        self.max_examples = max_examples
+
+    def add(self, kind: str, source: str, line: int | None, message: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        examples = self.examples.setdefault(kind, [])
+        if len(examples) < self.max_examples:
+            examples.append(f"{source}:{line}: {message}" if line is not None else f"{source}: {message}")
+
+    def merge(self, other: IssueLog) -> None:
+        for kind, count in other.counts.items():
+            self.counts[kind] = self.counts.get(kind, 0) + count
+            examples = self.examples.setdefault(kind, [])
+            room = self.max_examples - len(examples)
+            if room > 0:
+                examples.extend(other.examples.get(kind, [])[:room])
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {kind: {"count": self.counts[kind], "examples": self.examples.get(kind, [])} for kind in self.counts}
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)

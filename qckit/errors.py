@@ -1,0 +1,69 @@
+"""Exceptions raised by qckit.
+
+Library code raises these; only the CLI turns them into one-line messages and exit codes.
+Every error renders as a single line that names what is wrong and where.
+"""
+
+from __future__ import annotations
+
+
+class QckitError(Exception):
+    """Base class of every error qckit raises on purpose."""
+
+    exit_code = 1
+
+
+class RecipeError(QckitError):
+    """A recipe (or a flag translated into one) is invalid. Names the file and the key path."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.source, self.key, self.detail = source, key, message
+        where = ":".join(part for part in (source, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class InputError(QckitError):
+    """An input file cannot be used at all (missing, a directory, empty, unsupported)."""
+
+    exit_code = 3
+
+    def __init__(self, path: object, message: str, line: int | None = None):
+        self.path, self.line, self.detail = str(path), line, message
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
+
+
+class RecordError(QckitError):
+    """One record (line) of an input is unusable. Readers raise it; the pipeline counts it and goes on.
+
+    ``kind`` is a short stable key used in stats (``invalid_json``, ``missing_text`` …).
+    """
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+class PluginError(QckitError):
+    """A plugin could not be loaded or registered something invalid."""
+
+    exit_code = 4
+
+
+class ComponentError(QckitError):
+    """A component raised while working. Names the component, its plugin and distribution, and the input position."""
+
+    exit_code = 5
+
+    def __init__(self, kind: str, name: str, owner: str, where: str | None, cause: BaseException):
+        self.kind, self.name, self.owner, self.where, self.cause = kind, name, owner, where, cause
+        at = f" on {where}" if where else ""
+        super().__init__(f'{kind} "{name}" ({owner}) failed{at}: {type(cause).__name__}: {cause}')
+
+
+class HardwareError(QckitError):
+    """A requested combination cannot run on this machine. Raised before any model is loaded."""
+
+    exit_code = 6
