@@ -1,0 +1,117 @@
+"""Built-in chunker: fixed-length windows over one stream of documents, with optional overlap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import ClassVar
+
+from qckit import hookimpl
+from qckit.components import PackingStats
+
+IGNORE_INDEX = -100
+
+
+class WindowChunker:
+    """Cut the token stream into windows of ``max_length`` tokens, ``stride`` tokens of overlap (0 = none).
+
+    Every document gets an EOS appended and the documents are concatenated into one stream, so a window
+    may span several documents and nothing is lost at batch boundaries. Window ``k`` starts at token
+    ``k * (max_length - stride)``: with ``max_length=1024`` the windows are ``[0:1024], [1024:2048] …``
+    for ``stride=0`` and ``[0:1024], [512:1536], [1024:2048] …`` for ``stride=512``.
+
+    Labels say which tokens are trained, so that each token of the stream is a target at most once:
+
+    * the overlapped prefix (the first ``stride`` positions of every window but the first) is context
+      only (label -100): it was already a target in the previous window;
+    * position 0 of every window is -100 too, because a causal LM never predicts the first token of
+      its input (the Hugging Face loss shifts labels: position ``t`` predicts token ``t + 1``). This
+      changes nothing in the loss and keeps ``stats.tokens_kept`` honest.
+
+    Consequently, with ``stride > 0`` every token except the very first of the stream (and a dropped
+    tail) is trained exactly once, each new token being predicted with at least ``stride`` tokens of
+    context. With ``stride = 0`` the first token of each window is never trained (one token per
+    window; the seed behaved the same); use a small stride (even 1) to avoid that.
+
+    The final window is shorter than ``max_length`` when the stream ends; it keeps the same
+    ``stride`` tokens of overlap as context. It is dropped (``stats.windows_dropped_short``) when it has
+    fewer than ``min_length`` *new* tokens; ``min_length`` applies to that final window only (full
+    windows are always kept). The collator pads a short window; padding has label -100.
+
+    The chunker streams: it holds at most ``max_length`` tokens besides the windows it yields.
+    """
+
+    name: ClassVar[str] = "window"
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    def __init__(self, max_length: int = 1024, stride: int = 128, min_length: int = 32) -> None:
+        for key, value in (("max_length", max_length), ("stride", stride), ("min_length", min_length)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{key} must be an integer")
+        if max_length < 2:
+            raise ValueError("max_length must be at least 2")
+        if not 0 <= stride < max_length:
+            raise ValueError("stride must be >= 0 and < max_length")
+        if not 1 <= min_length <= max_length:
+            raise ValueError("min_length must be between 1 and max_length")
+        self.max_length = max_length
+        self.stride = stride
+        self.min_length = min_length
+
+    def __repr__(self) -> str:
+        return f"WindowChunker(max_length={self.max_length}, stride={self.stride}, min_length={self.min_length})"
+
+    def cache_key(self) -> str:
+        return (
+            f"{self.name}/v{self.FORMAT_VERSION}/max_length={self.max_length}"
+            f"/stride={self.stride}/min_length={self.min_length}"
+        )
+
+    def windows(
+        self, documents: Iterable[Sequence[int]], eos_token_id: int, stats: PackingStats
+    ) -> Iterator[tuple[list[int], list[int]]]:
+        max_length, stride = self.max_length, self.stride
+        step = max_length - stride
+        buffer: list[int] = []  # the stream from the start of the next window; never longer than max_length
+        first = True  # the next window is the stream's first (no overlap context)
+        eos = [eos_token_id]
+        for ids in documents:
+            stats.documents += 1
+            stats.tokens_total += len(ids) + 1
+            for piece in (ids, eos):
+                pos, n = 0, len(piece)
+                while pos < n:
+                    take = min(max_length - len(buffer), n - pos)
+                    buffer.extend(piece[pos : pos + take])
+                    pos += take
+                    if len(buffer) == max_length:
+                        yield self._emit(buffer, first, stats)
+                        first = False
+                        del buffer[:step]
+        # The tail: buffer holds the overlap context (stride tokens, or the whole stream if no window was
+        # emitted yet) followed by the new tokens.
+        context = 0 if first else stride
+        new = len(buffer) - context
+        if new <= 0:
+            return
+        if new < self.min_length:
+            stats.windows_dropped_short += 1
+            return
+        yield self._emit(buffer, first, stats)
+
+    @staticmethod
+    def _context(first: bool, stride: int) -> int:
+        return 1 if first else max(stride, 1)
+
+    def _emit(self, buffer: list[int], first: bool, stats: PackingStats) -> tuple[list[int], list[int]]:
+        input_ids = list(buffer)
+        labels = list(buffer)
+        context = self._context(first, self.stride)
+        labels[:context] = [IGNORE_INDEX] * context
+        stats.windows += 1
+        stats.tokens_kept += len(input_ids) - context
+        return input_ids, labels
+
+
+@hookimpl
+def register_chunkers(register) -> None:
+    register(WindowChunker)

@@ -1,0 +1,59 @@
+"""Built-in writers: plain text (one document per line) and JSON Lines.
+
+Both guarantee one document per line for any line-splitting reader, including Python's
+``str.splitlines``, which also breaks on ``\\v \\f \\x1c-\\x1e \\x85 \\u2028 \\u2029``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from qckit import hookimpl
+from qckit.components import Document
+
+#: every character that ``str.splitlines`` treats as a line boundary
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_TO_SPACE = str.maketrans({c: " " for c in LINE_BREAKS})
+# json.dumps(ensure_ascii=False) escapes \n \r \v \f and \x1c-\x1e but writes these three raw.
+_JSON_ESCAPE = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+class TxtWriter:
+    """One document per line (``.txt``); line breaks inside a document become spaces."""
+
+    name: ClassVar[str] = "txt"
+    suffix: ClassVar[str] = ".txt"
+
+    def format(self, doc: Document) -> str:
+        return doc.text.translate(_TO_SPACE) + "\n"
+
+
+class JsonlWriter:
+    """One JSON object per line (``.jsonl``), UTF-8 unescaped: ``{"text", "source", "line"}`` plus ``"meta"``
+    and ``"metrics"`` when they are not empty; with ``metadata = false`` only ``{"text"}``."""
+
+    name: ClassVar[str] = "jsonl"
+    suffix: ClassVar[str] = ".jsonl"
+
+    def __init__(self, metadata: bool = True) -> None:
+        if not isinstance(metadata, bool):
+            raise ValueError("metadata must be true or false")
+        self.metadata = metadata
+
+    def format(self, doc: Document) -> str:
+        if self.metadata:
+            obj: dict = {"text": doc.text, "source": doc.source, "line": doc.line}
+            if doc.meta:
+                obj["meta"] = doc.meta
+            if doc.metrics:
+                obj["metrics"] = doc.metrics
+        else:
+            obj = {"text": doc.text}
+        return json.dumps(obj, ensure_ascii=False).translate(_JSON_ESCAPE) + "\n"
+
+
+@hookimpl
+def register_writers(register) -> None:
+    register(TxtWriter)
+    register(JsonlWriter)

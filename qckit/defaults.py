@@ -1,0 +1,38 @@
+"""Default component lists, used where a recipe (or the seed-compatible flags) leaves a list out.
+
+They reproduce the seed's ``prepare_data.py`` behaviour with its bugs fixed (NFC instead of NFKC, a
+correct URL pattern, mojibake repair that keeps French typography, exact deduplication) plus the
+Quebec-marker tagger, which never drops anything but measures dialect density for the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PREPARE_COMPONENTS: dict[str, Any] = {
+    "readers": [],  # every registered reader with its defaults; list one here only to change its settings
+    "normalizers": [
+        {"use": "unicode", "form": "NFC"},
+        {"use": "mojibake"},
+        {"use": "control_chars"},
+        {"use": "strip_urls"},
+        {"use": "strip_emails"},
+        {"use": "collapse_punctuation"},
+        {"use": "whitespace"},
+    ],
+    "filters": [
+        {"use": "length", "min_length": 10, "max_length": 10000},
+        {"use": "min_words", "min_words": 3},
+        {"use": "unique_words", "min_ratio": 0.3},
+        {"use": "alpha_ratio", "min_ratio": 0.7},
+        {"use": "quebec_markers"},
+        {"use": "exact_dedup"},
+    ],
+    "splitter": {"use": "random", "val_split": 0.1, "seed": 42},
+    "writers": [{"use": "txt"}],
+}
+
+TRAIN_COMPONENTS: dict[str, Any] = {
+    "chunker": {"use": "window", "max_length": 1024, "stride": 128},
+    "adapters": [{"use": "lora"}],
+}

@@ -1,0 +1,212 @@
+"""What this machine can do, and which numeric precision to train in.
+
+:func:`detect_environment` looks at the hardware once (devices, bf16/fp16 support, the process's place in
+a ``torchrun``/``accelerate`` launch, whether bitsandbytes is installed) and returns an immutable
+:class:`Environment`. Everything that decides *whether* something can run takes an ``Environment``
+instead of asking torch directly, so the decisions are testable with a fabricated one
+(``Environment(device="cuda", gpu_count=2, world_size=2)``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from qckit.errors import HardwareError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The hardware and launch context of this process.
+
+    ``device`` is ``"cuda"``, ``"mps"`` or ``"cpu"``. ``bf16_supported`` refers to ``device``: on CUDA it
+    is ``torch.cuda.is_bf16_supported()``, on CPU whether the CPU computes bf16 natively (AVX512-BF16
+    or AMX-BF16), since emulated bf16 is slower than fp32. ``fp16_supported`` is True on CUDA only
+    (fp16 mixed precision needs a GPU's gradient scaler path). ``world_size``/``rank``/``local_rank``
+    come from the variables ``torchrun`` and ``accelerate launch`` set; a plain ``python`` run is rank
+    0 of 1. ``bitsandbytes_version`` is ``None`` when bitsandbytes is not installed.
+    """
+
+    device: str = "cpu"
+    gpu_count: int = 0
+    gpu_names: tuple[str, ...] = ()
+    cuda_capability: tuple[int, int] | None = None
+    bf16_supported: bool = False
+    fp16_supported: bool = False
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    bitsandbytes_version: str | None = None
+    cpu_count: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        """True when this process is one of several (``torchrun --nproc_per_node N`` with N > 1)."""
+        return self.world_size > 1
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on the process that should write files and reports (global rank 0)."""
+        return self.rank == 0
+
+    def describe(self) -> str:
+        """One line for reports: ``cuda: 2 x NVIDIA H100 (sm_90), bf16, rank 0/2, bitsandbytes 0.50.2``."""
+        if self.device == "cuda":
+            names = sorted(set(self.gpu_names)) or ["GPU"]
+            where = f"cuda: {self.gpu_count} x {', '.join(names)}"
+            if self.cuda_capability:
+                where += f" (sm_{self.cuda_capability[0]}{self.cuda_capability[1]})"
+        elif self.device == "mps":
+            where = "mps: Apple GPU"
+        else:
+            where = f"cpu: {self.cpu_count} cores"
+        kinds = [k for k, ok in (("bf16", self.bf16_supported), ("fp16", self.fp16_supported)) if ok]
+        parts = [where, ", ".join(kinds) if kinds else "fp32 only"]
+        if self.distributed:
+            parts.append(f"rank {self.rank}/{self.world_size}")
+        parts.append(f"bitsandbytes {self.bitsandbytes_version}" if self.bitsandbytes_version else "no bitsandbytes")
+        return ", ".join(parts)
+
+
+def detect_environment() -> Environment:
+    """Inspect this machine and process. Cheap: imports torch but not bitsandbytes or transformers."""
+    import torch
+
+    world_size = _int_env("WORLD_SIZE", 1)
+    rank = _int_env("RANK", 0)
+    local_rank = _int_env("LOCAL_RANK", 0)
+    cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    common: dict[str, Any] = dict(
+        world_size=max(world_size, 1),
+        rank=max(rank, 0),
+        local_rank=max(local_rank, 0),
+        bitsandbytes_version=_package_version("bitsandbytes"),
+        cpu_count=cpu_count,
+    )
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return Environment(
+            device="cuda",
+            gpu_count=count,
+            gpu_names=tuple(torch.cuda.get_device_name(i) for i in range(count)),
+            cuda_capability=tuple(torch.cuda.get_device_capability(0)),  # type: ignore[arg-type]
+            bf16_supported=bool(torch.cuda.is_bf16_supported()),
+            fp16_supported=True,
+            **common,
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        # bf16 on MPS needs macOS 14+; autocast there is still young, so auto precision stays fp32.
+        return Environment(device="mps", bf16_supported=False, fp16_supported=False, **common)
+    return Environment(device="cpu", bf16_supported=cpu_has_native_bf16(), fp16_supported=False, **common)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU has bf16 arithmetic instructions (AVX512-BF16 or AMX-BF16).
+
+    Asks torch (``torch.cpu.get_capabilities()``, torch >= 2.5) and falls back to the flags in
+    ``/proc/cpuinfo``. Any doubt answers False: without these instructions bf16 is emulated and slower
+    than fp32.
+    """
+    try:
+        import torch
+
+        caps = torch.cpu.get_capabilities()  # type: ignore[attr-defined]
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    except Exception:
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def choose_precision(env: Environment, requested: str = "auto") -> str:
+    """Pick the training precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    ``"auto"`` gives bf16 on a CUDA GPU that supports it, fp16 on older CUDA GPUs and fp32 elsewhere.
+    On a CPU, auto stays fp32 even when the CPU has native bf16: bf16 autocast on CPU only pays off on
+    some CPUs and ops, and on a CPU *without* native bf16 it is emulated and clearly slower than fp32
+    (the silent slowdown); ask for ``"bf16"`` explicitly to use it. An explicit ``"bf16"`` is refused
+    where the device cannot do bf16, and ``"fp16"`` is refused without CUDA (the seed script enabled
+    fp16 by default and crashed on CPU).
+    """
+    if requested not in PRECISIONS:
+        raise HardwareError(f"unknown precision {requested!r}; use one of: {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        if env.device == "cuda":
+            return "bf16" if env.bf16_supported else "fp16"
+        return "fp32"
+    if requested == "fp16" and env.device != "cuda":
+        alternatives = 'precision = "auto" (fp32 here)' + (' or "bf16"' if env.bf16_supported else "")
+        raise HardwareError(f"precision 'fp16' needs a CUDA GPU; this machine has none — use {alternatives}")
+    if requested == "bf16" and not env.bf16_supported:
+        if env.device == "cuda":
+            names = ", ".join(sorted(set(env.gpu_names))) or "this GPU"
+            raise HardwareError(
+                f"precision 'bf16' is not supported by {names}; use precision = \"auto\" (fp16 here) or \"fp32\""
+            )
+        raise HardwareError(
+            f"precision 'bf16' is not supported natively on this {env.device} (it would be emulated, slower "
+            f"than fp32); use precision = \"auto\" (fp32 here)"
+        )
+    return requested
+
+
+def trainer_precision_kwargs(precision: str) -> dict[str, Any]:
+    """The ``transformers.TrainingArguments`` keywords for a precision from :func:`choose_precision`.
+
+    ``{"bf16": True}``, ``{"fp16": True}`` or ``{}`` for fp32. Mixed precision: the Trainer runs the
+    forward pass under autocast; the trainable (master) weights stay fp32 (see :func:`model_dtype`).
+    """
+    if precision == "bf16":
+        return {"bf16": True}
+    if precision == "fp16":
+        return {"fp16": True}
+    if precision == "fp32":
+        return {}
+    raise HardwareError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
+
+
+def model_dtype(precision: str, *, trains_base_weights: bool) -> Any:
+    """The ``torch.dtype`` to load the base model in for ``precision``.
+
+    * fp32 → float32.
+    * bf16/fp16 with a frozen base (LoRA, quantized base): the base is loaded in that half type, which
+      halves its memory; the LoRA weights, the only trainable ones, are kept in float32 by peft and
+      the Trainer autocasts the forward pass.
+    * bf16/fp16 while training the base weights (full fine-tuning): float32, because the optimizer
+      must update fp32 master weights (fp16 weights also make the gradient scaler fail with
+      "Attempting to unscale FP16 gradients"); autocast still computes in half precision.
+    """
+    import torch
+
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise HardwareError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
+    if precision == "fp32" or trains_base_weights:
+        return torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
+def _package_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None

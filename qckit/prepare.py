@@ -1,0 +1,573 @@
+"""The prepare pipeline: files → records → documents → normalized → filtered → deduplicated → split → written.
+
+Data flows one way and in batches:
+
+* the main process reads raw lines (cheap I/O) and groups them into batches of about 1 MiB;
+* worker processes parse, normalize, run the stateless filters and compute dedup fingerprints;
+* the main process receives the batches **in corpus order**, runs the stateful filters, and spools
+  the kept documents to a temporary file; when every input is read, the splitter assigns each kept
+  document to train or validation and the writers format them into temporary files that are renamed
+  into place only when everything succeeded.
+
+Because batches are cut by bytes in the main process and results are consumed in order, the output is
+byte-identical whatever the number of workers. Memory stays bounded: at most ``2 × workers`` batches
+are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only the document count.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qckit.components import Document, IssueLog
+from qckit.errors import ComponentError, InputError, QckitError, RecordError
+from qckit.progress import NullObserver, Observer
+from qckit.recipe import ComponentSpec, PreparePlan
+
+STATS_FILE = "prepare_stats.json"
+
+
+@dataclass
+class PrepareSettings:
+    """The ``[prepare]`` table of a recipe (components are configured in its sub-tables)."""
+
+    inputs: list[str] = field(default_factory=list)
+    output: str = "./data"
+    merge: bool = False
+    workers: int = 0  # 0 = one per CPU core
+    batch_bytes: int = 1 << 20
+    max_examples: int = 5  # examples kept per drop reason / reader problem
+    stats_file: str = STATS_FILE
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError("workers: must be 0 (one per core) or more")
+        if self.batch_bytes < 1024:
+            raise ValueError("batch_bytes: must be at least 1024")
+        if self.max_examples < 0:
+            raise ValueError("max_examples: must be 0 or more")
+
+
+@dataclass
+class PrepareResult:
+    """What a prepare run produced: output paths (or documents, in memory) and the stats funnel."""
+
+    stats: dict[str, Any]
+    outputs: list[Path] = field(default_factory=list)
+    train: list[Document] | None = None
+    val: list[Document] | None = None
+
+
+# -- the per-batch work, shared by workers and the in-process path ----------------------------------
+
+
+@dataclass
+class _Stage:
+    """The components a worker needs, with their owner labels for error messages."""
+
+    readers: dict[str, tuple[str, Any]]  # reader name → (owner, instance)
+    normalizers: list[tuple[str, str, Any]]  # (name, owner, instance)
+    filters: list[tuple[str, str, Any]]  # stateless
+    stateful: list[tuple[str, str, Any]]
+    max_examples: int
+
+
+@dataclass
+class _Batch:
+    set_index: int
+    file_index: int
+    source: str
+    reader: str | None  # None: documents given in memory
+    first_line: int
+    records: list[Any]  # raw bytes, or Documents
+    nbytes: int
+
+
+@dataclass
+class _BatchResult:
+    set_index: int
+    file_index: int
+    nbytes: int
+    records: int
+    documents: int
+    issues: IssueLog
+    changed: list[int]
+    drops: dict[tuple[str, str], int]
+    drop_examples: dict[tuple[str, str], list[str]]
+    kept: list[Document]
+    fingerprints: list[list[Any]]  # per stateful filter, aligned with kept
+
+
+def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
+    issues = IssueLog(stage.max_examples)
+    docs: list[Document] = []
+    if batch.reader is None:
+        docs = batch.records
+    else:
+        owner, reader = stage.readers[batch.reader]
+        for offset, record in enumerate(batch.records):
+            line = batch.first_line + offset
+            try:
+                doc = reader.parse(record, batch.source, line, issues)
+            except RecordError as exc:
+                issues.add(exc.kind, batch.source, line, str(exc))
+                continue
+            except Exception as exc:
+                raise ComponentError("reader", batch.reader, owner, f"{batch.source}:{line}", exc) from exc
+            if doc is not None:
+                docs.append(doc)
+    n_docs = len(docs)
+
+    changed = []
+    for name, owner, normalizer in stage.normalizers:
+        count = 0
+        for doc in docs:
+            try:
+                new = normalizer.normalize(doc.text)
+            except Exception as exc:
+                raise ComponentError("normalizer", name, owner, doc.where, exc) from exc
+            if new is not doc.text and new != doc.text:
+                doc.text = new
+                count += 1
+        changed.append(count)
+
+    drops: dict[tuple[str, str], int] = {}
+    examples: dict[tuple[str, str], list[str]] = {}
+    kept = []
+    for doc in docs:
+        for name, owner, flt in stage.filters:
+            try:
+                reason = flt.drop_reason(doc)
+            except Exception as exc:
+                raise ComponentError("filter", name, owner, doc.where, exc) from exc
+            if reason is not None:
+                key = (name, reason)
+                drops[key] = drops.get(key, 0) + 1
+                ex = examples.setdefault(key, [])
+                if len(ex) < stage.max_examples:
+                    ex.append(doc.where)
+                break
+        else:
+            kept.append(doc)
+
+    fingerprints = []
+    for name, owner, flt in stage.stateful:
+        fps = []
+        for doc in kept:
+            try:
+                fps.append(flt.fingerprint(doc))
+            except Exception as exc:
+                raise ComponentError("filter", name, owner, doc.where, exc) from exc
+        fingerprints.append(fps)
+    return _BatchResult(batch.set_index, batch.file_index, batch.nbytes, len(batch.records), n_docs,
+                        issues, changed, drops, examples, kept, fingerprints)
+
+
+# Worker processes hold their stage in this module-level slot; it is set once per worker process by
+# the pool initializer and never touched in the main process.
+_WORKER_STAGE: _Stage | None = None
+
+
+def _init_worker(stage: _Stage) -> None:
+    global _WORKER_STAGE
+    _WORKER_STAGE = stage
+
+
+def _work(batch: _Batch) -> _BatchResult:
+    assert _WORKER_STAGE is not None
+    return _process(_WORKER_STAGE, batch)
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+
+
+class PreparePipeline:
+    """Runs one validated :class:`~qckit.recipe.PreparePlan`. Reusable; holds no global state."""
+
+    def __init__(self, plan: PreparePlan, observer: Observer | None = None):
+        self.plan = plan
+        self.settings = plan.settings
+        self.observer = observer or NullObserver()
+        self.readers = {spec.name: spec for spec in plan.readers}
+        self._all_readers = _reader_table(plan)
+        stateless = [s for s in plan.filters if not getattr(s.instance, "stateful", False)]
+        stateful = [s for s in plan.filters if getattr(s.instance, "stateful", False)]
+        self.stage = _Stage(
+            readers={name: (spec.owner, spec.instance) for name, spec in self._all_readers.items()},
+            normalizers=[(s.name, s.owner, s.instance) for s in plan.normalizers],
+            filters=[(s.name, s.owner, s.instance) for s in stateless],
+            stateful=[(s.name, s.owner, s.instance) for s in stateful],
+            max_examples=self.settings.max_examples,
+        )
+        self.stateful_specs = stateful
+
+    # public entry points ------------------------------------------------------------------------
+
+    def run(self) -> PrepareResult:
+        """Process the recipe's input files and write train/val files atomically into the output directory."""
+        inputs = [Path(p) for p in self.settings.inputs]
+        if not inputs:
+            raise InputError("[prepare].inputs", "no input files given")
+        readers = [self._reader_for(path) for path in inputs]
+        for path in inputs:
+            _check_input_file(path)
+        out_dir = Path(self.settings.output)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(out_dir, "output path exists and is not a directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        merge = self.settings.merge
+        set_names = ["" if merge else f"_{i + 1}" for i in range(1 if merge else len(inputs))]
+        tmp = Path(tempfile.mkdtemp(prefix=".qckit-prepare-", dir=out_dir))
+        try:
+            total = sum(p.stat().st_size for p in inputs)
+            batches = self._file_batches(inputs, readers, merge)
+            stats, spools = self._run_batches(batches, len(set_names), tmp, total, [str(p) for p in inputs])
+            self._check_files_had_documents(inputs, stats)
+            staged = self._split_and_write(spools, set_names, tmp, stats)
+            stats_path = tmp / "stats.json"
+            stats["outputs"] = [str(out_dir / final) for _, final in staged]
+            _write_json(stats_path, stats)
+            outputs = []
+            for temp_path, final in staged:  # everything succeeded: move into place
+                os.replace(temp_path, out_dir / final)
+                outputs.append(out_dir / final)
+            os.replace(stats_path, out_dir / self.settings.stats_file)
+            return PrepareResult(stats=stats, outputs=outputs)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def run_documents(self, items: Iterable[str | dict | Document]) -> PrepareResult:
+        """Run on in-memory texts (or ``{"text": …}`` dicts, or Documents); return kept documents and stats.
+
+        Nothing touches the disk except a temporary spool that is removed before returning.
+        """
+        def documents() -> Iterator[Document]:
+            for i, item in enumerate(items, start=1):
+                if isinstance(item, Document):
+                    yield item
+                elif isinstance(item, str):
+                    yield Document(item, "<memory>", i)
+                elif isinstance(item, dict) and isinstance(item.get("text"), str):
+                    meta = {k: v for k, v in item.items() if k != "text"}
+                    yield Document(item["text"], "<memory>", i, meta=meta)
+                else:
+                    raise InputError("<memory>", f"item {i} is not a string, a dict with a 'text' string, or a Document", i)
+
+        with tempfile.TemporaryDirectory(prefix="qckit-prepare-") as tmp:
+            batches = self._memory_batches(documents())
+            stats, spools = self._run_batches(batches, 1, Path(tmp), None, ["<memory>"])
+            splitter = self.plan.splitter.instance
+            n = stats["sets"][0]["kept"]
+            splitter.start(n, 0)
+            train, val = [], []
+            for index, doc in enumerate(_read_spool(spools[0])):
+                (val if splitter.is_val(index, doc) else train).append(doc)
+            stats["sets"][0].update(train=len(train), val=len(val))
+            return PrepareResult(stats=stats, train=train, val=val)
+
+    # batching ------------------------------------------------------------------------------------
+
+    def _reader_for(self, path: Path) -> str:
+        name = path.name.lower()
+        best = None
+        for reader_name, spec in self._all_readers.items():
+            for suffix in getattr(spec.instance, "suffixes", ()):
+                if name.endswith(suffix) and (best is None or len(suffix) > best[1]):
+                    best = (reader_name, len(suffix))
+        if best is None:
+            known = sorted({s for spec in self._all_readers.values() for s in spec.instance.suffixes})
+            raise InputError(path, f"unsupported file type; readers handle: {', '.join(known)}")
+        return best[0]
+
+    def _file_batches(self, inputs: list[Path], readers: list[str], merge: bool) -> Iterator[_Batch]:
+        limit = self.settings.batch_bytes
+        for file_index, (path, reader_name) in enumerate(zip(inputs, readers, strict=True)):
+            set_index = 0 if merge else file_index
+            reader = self._all_readers[reader_name]
+            records: list[bytes] = []
+            size = 0
+            first = 1
+            line = 0
+            try:
+                for line, record in enumerate(reader.instance.records(path), start=1):
+                    records.append(record)
+                    size += len(record) + 1
+                    if size >= limit:
+                        yield _Batch(set_index, file_index, str(path), reader_name, first, records, size)
+                        records, size, first = [], 0, line + 1
+            except QckitError:
+                raise
+            except OSError as exc:
+                raise InputError(path, f"cannot read: {exc}", line + 1) from exc
+            except Exception as exc:
+                raise ComponentError("reader", reader_name, reader.owner, f"{path}:{line + 1}", exc) from exc
+            if records:
+                yield _Batch(set_index, file_index, str(path), reader_name, first, records, size)
+
+    def _memory_batches(self, docs: Iterable[Document]) -> Iterator[_Batch]:
+        batch: list[Document] = []
+        size = 0
+        for doc in docs:
+            batch.append(doc)
+            size += len(doc.text) + 1
+            if size >= self.settings.batch_bytes:
+                yield _Batch(0, 0, "<memory>", None, batch[0].line, batch, size)
+                batch, size = [], 0
+        if batch:
+            yield _Batch(0, 0, "<memory>", None, batch[0].line, batch, size)
+
+    def _results(self, batches: Iterator[_Batch]) -> Iterator[_BatchResult]:
+        workers = self.settings.workers or os.cpu_count() or 1
+        if workers == 1:
+            for batch in batches:
+                yield _process(self.stage, batch)
+            return
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(self.stage,)) as pool:
+            pending: deque[Future] = deque()
+            try:
+                for batch in batches:
+                    pending.append(pool.submit(_work, batch))
+                    if len(pending) >= 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    # main loop -------------------------------------------------------------------------------------
+
+    def _run_batches(
+        self, batches: Iterator[_Batch], n_sets: int, tmp: Path, total_bytes: int | None, sources: list[str]
+    ) -> tuple[dict[str, Any], list[Path]]:
+        started = time.perf_counter()
+        issues = IssueLog(self.settings.max_examples)
+        changed = [0] * len(self.stage.normalizers)
+        drops: dict[tuple[str, str], int] = {}
+        drop_examples: dict[tuple[str, str], list[str]] = {}
+        metrics: dict[str, float] = {}
+        per_file = [{"path": s, "records": 0, "documents": 0, "bytes": 0} for s in sources]
+        kept_per_set = [0] * n_sets
+        bytes_per_set = [0] * n_sets
+        spool_paths = [tmp / f"spool-{i}.pkl" for i in range(n_sets)]
+        spools = [open(p, "wb") for p in spool_paths]  # noqa: SIM115 - closed in finally
+        obs = self.observer
+        obs.start("prepare", total=total_bytes, unit="B")
+        try:
+            for result in self._results(batches):
+                issues.merge(result.issues)
+                for i, count in enumerate(result.changed):
+                    changed[i] += count
+                _merge_counts(drops, drop_examples, result.drops, result.drop_examples, self.settings.max_examples)
+                f = per_file[result.file_index]
+                f["records"] += result.records
+                f["documents"] += result.documents
+                f["bytes"] += result.nbytes
+                kept = self._stateful(result, drops, drop_examples)
+                for doc in kept:
+                    for key, value in doc.metrics.items():
+                        metrics[key] = metrics.get(key, 0.0) + value
+                    bytes_per_set[result.set_index] += len(doc.text.encode("utf-8"))
+                kept_per_set[result.set_index] += len(kept)
+                if kept:
+                    pickle.dump(kept, spools[result.set_index], protocol=pickle.HIGHEST_PROTOCOL)
+                obs.advance("prepare", result.nbytes, kept=sum(kept_per_set))
+        finally:
+            for s in spools:
+                s.close()
+            obs.finish("prepare")
+        elapsed = time.perf_counter() - started
+        read_bytes = sum(f["bytes"] for f in per_file)
+        stats: dict[str, Any] = {
+            "inputs": per_file,
+            "records": sum(f["records"] for f in per_file),
+            "documents": sum(f["documents"] for f in per_file),
+            "reader_issues": issues.as_dict(),
+            "normalizers": {name: count for (name, _, _), count in zip(self.stage.normalizers, changed, strict=True)},
+            "filters": _filter_stats(self.plan, drops, drop_examples),
+            "kept": sum(kept_per_set),
+            "sets": [{"kept": k, "bytes": b} for k, b in zip(kept_per_set, bytes_per_set, strict=True)],
+            "metrics": metrics,
+            "summaries": self._summaries(metrics),
+            "workers": self.settings.workers or os.cpu_count() or 1,
+            "elapsed_s": round(elapsed, 3),
+            "throughput_mb_s": round(read_bytes / 1e6 / elapsed, 2) if elapsed > 0 else None,
+        }
+        return stats, spool_paths
+
+    def _stateful(self, result: _BatchResult, drops: dict, examples: dict) -> list[Document]:
+        alive = list(range(len(result.kept)))
+        for j, spec in enumerate(self.stateful_specs):
+            fps = [result.fingerprints[j][i] for i in alive]
+            try:
+                reasons = spec.instance.drop_reasons(fps)
+            except Exception as exc:
+                where = result.kept[alive[0]].where if alive else None
+                raise ComponentError("filter", spec.name, spec.owner, where, exc) from exc
+            survivors = []
+            for i, reason in zip(alive, reasons, strict=True):
+                if reason is None:
+                    survivors.append(i)
+                    continue
+                key = (spec.name, reason)
+                drops[key] = drops.get(key, 0) + 1
+                ex = examples.setdefault(key, [])
+                if len(ex) < self.settings.max_examples:
+                    ex.append(result.kept[i].where)
+            alive = survivors
+        return [result.kept[i] for i in alive]
+
+    def _summaries(self, metrics: dict[str, float]) -> dict[str, Any]:
+        out = {}
+        for spec in [*self.plan.normalizers, *self.plan.filters]:
+            summary = getattr(spec.instance, "summary", None)
+            if callable(summary):
+                out[spec.name] = summary(metrics)
+        return out
+
+    def _check_files_had_documents(self, inputs: Sequence[Path], stats: dict) -> None:
+        for path, info in zip(inputs, stats["inputs"], strict=True):
+            if info["documents"] == 0:
+                problems = sum(v["count"] for v in stats["reader_issues"].values()) if stats["reader_issues"] else 0
+                detail = f" ({problems} unusable records)" if problems else " (only blank lines)"
+                raise InputError(path, f"no documents found{detail}")
+
+    def _split_and_write(self, spools: list[Path], set_names: list[str], tmp: Path, stats: dict) -> list[tuple[Path, str]]:
+        splitter = self.plan.splitter
+        writers = self.plan.writers
+        staged: list[tuple[Path, str]] = []
+        for set_index, (spool, suffix) in enumerate(zip(spools, set_names, strict=True)):
+            n = stats["sets"][set_index]["kept"]
+            splitter.instance.start(n, set_index)
+            files = {}
+            for w in writers:
+                for part in ("train", "val"):
+                    final = f"{part}{suffix}{w.instance.suffix}"
+                    files[(w.name, part)] = (tmp / final, final)
+            handles = {key: open(path, "w", encoding="utf-8", newline="\n") for key, (path, _) in files.items()}
+            counts = {"train": 0, "val": 0}
+            try:
+                for index, doc in enumerate(_read_spool(spool)):
+                    try:
+                        part = "val" if splitter.instance.is_val(index, doc) else "train"
+                    except Exception as exc:
+                        raise ComponentError("splitter", splitter.name, splitter.owner, doc.where, exc) from exc
+                    counts[part] += 1
+                    for w in writers:
+                        handles[(w.name, part)].write(w.instance.format(doc))
+            finally:
+                for h in handles.values():
+                    h.close()
+            stats["sets"][set_index].update(name=f"train{suffix}/val{suffix}", **counts)
+            staged.extend(files.values())
+        return staged
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _reader_table(plan: PreparePlan) -> dict[str, ComponentSpec]:
+    """Every registered reader, built with defaults unless the recipe configured it."""
+    from qckit.recipe import build_component
+
+    table = {spec.name: spec for spec in plan.readers}
+    for name in plan.host.names("reader"):
+        if name not in table:
+            table[name] = build_component(plan.host, "reader", {"use": name}, f"prepare.readers.{name}", "<defaults>")
+    return table
+
+
+def _check_input_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+
+
+def _read_spool(path: Path) -> Iterator[Document]:
+    with open(path, "rb") as f:
+        while True:
+            try:
+                batch = pickle.load(f)
+            except EOFError:
+                return
+            yield from batch
+
+
+def _merge_counts(drops, examples, new_drops, new_examples, limit) -> None:
+    for key, count in new_drops.items():
+        drops[key] = drops.get(key, 0) + count
+        ex = examples.setdefault(key, [])
+        room = limit - len(ex)
+        if room > 0:
+            ex.extend(new_examples.get(key, [])[:room])
+
+
+def _filter_stats(plan: PreparePlan, drops: dict, examples: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for spec in plan.filters:
+        reasons = {r: c for (name, r), c in sorted(drops.items()) if name == spec.name}
+        out[spec.name] = {
+            "dropped": sum(reasons.values()),
+            "reasons": reasons,
+            "examples": {r: examples.get((spec.name, r), []) for r in reasons},
+        }
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run_prepare(plan: PreparePlan, observer: Observer | None = None) -> PrepareResult:
+    """Run the prepare stage of a validated recipe (see :func:`qckit.recipe.load_recipe`)."""
+    return PreparePipeline(plan, observer).run()
+
+
+def prepare_texts(
+    items: Iterable[str | dict | Document],
+    recipe: dict[str, Any] | None = None,
+    *,
+    host: Any = None,
+    observer: Observer | None = None,
+) -> PrepareResult:
+    """Library entry point: run the prepare pipeline on in-memory texts without touching the disk.
+
+    ``recipe`` is a recipe dict (``{"prepare": {...}}``, as TOML would give); omitted parts use the
+    defaults. Returns a :class:`PrepareResult` with ``train``, ``val`` (lists of Documents) and ``stats``.
+
+    >>> result = prepare_texts(["Salut, c'est moi pis mon chum icitte.", "lol"])
+    >>> [d.text for d in result.train + result.val]
+    ["Salut, c'est moi pis mon chum icitte."]
+    """
+    from qckit.recipe import build_recipe
+
+    data = dict(recipe or {})
+    data.setdefault("prepare", {})
+    data["prepare"] = dict(data["prepare"])
+    data["prepare"].setdefault("workers", 1)
+    built = build_recipe({"prepare": data["prepare"], **{k: v for k, v in data.items() if k == "plugins"}},
+                         source="<library>", host=host)
+    assert built.prepare is not None
+    return PreparePipeline(built.prepare, observer).run_documents(items)
+

@@ -1,0 +1,471 @@
+"""TOML recipes: parse, apply ``--set`` overrides, validate everything, resolve components.
+
+A recipe is data, never code: it is read with :mod:`tomllib` and every value is checked against the
+type hints of a settings dataclass or of a component's constructor. Validation builds every component
+before any work starts, so a bad value fails in a second with one line naming the file and key path::
+
+    recipes/quebec_cpt.toml:prepare.filters[2].min_ratio: expected a number, got 'high'
+
+Layout::
+
+    [prepare]                 # PrepareSettings fields (inputs, output, merge, workers …)
+    [[prepare.readers]]       # optional reader settings, e.g. use = "jsonl", field = "body"
+    [[prepare.normalizers]]   # ordered; absent = the defaults of qckit.defaults, [] = none
+    [[prepare.filters]]       # ordered, same rule
+    [prepare.splitter]        # one table
+    [[prepare.writers]]
+    [train]                   # TrainSettings fields (model, num_epochs …)
+    [train.chunker]           # one table
+    [[train.adapters]]        # ordered; [] = full fine-tuning
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from qckit import defaults
+from qckit.errors import PluginError, RecipeError
+from qckit.host import ComponentInfo, PluginHost
+
+TOP_LEVEL_KEYS = {"name", "description", "prepare", "train", "plugins"}
+PLUGINS_KEYS = {"disable"}
+# component-list keys of each stage: key → (component kind, "list" | "one")
+PREPARE_COMPONENTS = {
+    "readers": ("reader", "list"),
+    "normalizers": ("normalizer", "list"),
+    "filters": ("filter", "list"),
+    "splitter": ("splitter", "one"),
+    "writers": ("writer", "list"),
+}
+TRAIN_COMPONENTS = {"chunker": ("chunker", "one"), "adapters": ("adapter", "list")}
+
+
+@dataclass
+class ComponentSpec:
+    """One component of a recipe: which one, with which settings, where in the recipe, and the built instance."""
+
+    kind: str
+    name: str
+    params: dict[str, Any]
+    key: str
+    info: ComponentInfo
+    instance: Any
+
+    @property
+    def owner(self) -> str:
+        return self.info.owner
+
+
+@dataclass
+class PreparePlan:
+    settings: Any  # qckit.prepare.PrepareSettings
+    readers: list[ComponentSpec]
+    normalizers: list[ComponentSpec]
+    filters: list[ComponentSpec]
+    splitter: ComponentSpec
+    writers: list[ComponentSpec]
+    host: PluginHost = field(repr=False)
+
+
+@dataclass
+class TrainPlan:
+    settings: Any  # qckit.train.TrainSettings
+    chunker: ComponentSpec
+    adapters: list[ComponentSpec]
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: the resolved data (defaults filled in) and the built plans."""
+
+    source: str
+    data: dict[str, Any]
+    prepare: PreparePlan | None = None
+    train: TrainPlan | None = None
+    host: PluginHost | None = field(default=None, repr=False)
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML text (saved beside outputs so a run can be repeated)."""
+        return dump_toml(self.data)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_recipe(
+    path: str | Path, *, overrides: list[str] = (), host: PluginHost | None = None  # type: ignore[assignment]
+) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError("no such recipe file", source=str(path)) from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read recipe: {exc}", source=str(path)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"invalid TOML: {exc}", source=str(path)) from None
+    return build_recipe(data, source=str(path), overrides=overrides, host=host)
+
+
+def build_recipe(
+    data: dict[str, Any],
+    *,
+    source: str = "<recipe>",
+    overrides: list[str] = (),  # type: ignore[assignment]
+    host: PluginHost | None = None,
+) -> Recipe:
+    """Validate a recipe given as a dict (what ``tomllib`` returns) and build its components."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        apply_override(data, item, source)
+    _check_keys(data, TOP_LEVEL_KEYS, "", source)
+    if "prepare" not in data and "train" not in data:
+        raise RecipeError("a recipe needs a [prepare] or a [train] table (or both)", source=source)
+    plugins = _table(data.get("plugins", {}), "plugins", source)
+    _check_keys(plugins, PLUGINS_KEYS, "plugins", source)
+    disable = _coerce(plugins.get("disable", []), list[str], "plugins.disable", source)
+    if host is None:
+        host = PluginHost.from_entry_points(disable=disable)
+    recipe = Recipe(source=source, data=data, host=host)
+    if "prepare" in data:
+        recipe.prepare = _build_prepare(data, host, source)
+    if "train" in data:
+        recipe.train = _build_train(data, host, source)
+    return recipe
+
+
+def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
+    from qckit.prepare import PrepareSettings
+
+    table = _table(data["prepare"], "prepare", source)
+    for key, default in defaults.PREPARE_COMPONENTS.items():
+        table.setdefault(key, copy.deepcopy(default))
+    scalars = {k: v for k, v in table.items() if k not in PREPARE_COMPONENTS}
+    settings = build_dataclass(PrepareSettings, scalars, "prepare", source, extra_keys=set(PREPARE_COMPONENTS))
+    specs = _build_components(table, PREPARE_COMPONENTS, "prepare", host, source)
+    if not specs["writers"]:
+        raise RecipeError("at least one writer is needed", source=source, key="prepare.writers")
+    data["prepare"] = _resolved(settings, specs)
+    return PreparePlan(settings=settings, host=host, **specs)
+
+
+def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
+    from qckit.train import TrainSettings
+
+    table = _table(data["train"], "train", source)
+    for key, default in defaults.TRAIN_COMPONENTS.items():
+        table.setdefault(key, copy.deepcopy(default))
+    # Without an explicit train_file, train on what the prepare stage of the same recipe writes.
+    if not table.get("train_file") and "prepare" in data:
+        out = Path(data["prepare"].get("output", "./data"))
+        merged = data["prepare"].get("merge", False) or len(data["prepare"].get("inputs", [])) == 1
+        suffix = "" if data["prepare"].get("merge", False) else "_1"
+        if merged:
+            table["train_file"] = str(out / f"train{suffix}.txt")
+            table.setdefault("val_file", str(out / f"val{suffix}.txt"))
+    scalars = {k: v for k, v in table.items() if k not in TRAIN_COMPONENTS}
+    settings = build_dataclass(TrainSettings, scalars, "train", source, extra_keys=set(TRAIN_COMPONENTS))
+    specs = _build_components(table, TRAIN_COMPONENTS, "train", host, source)
+    data["train"] = _resolved(settings, specs)
+    return TrainPlan(settings=settings, **specs)
+
+
+def _build_components(table: dict, layout: dict, prefix: str, host: PluginHost, source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, (kind, arity) in layout.items():
+        value = table[key]
+        where = f"{prefix}.{key}"
+        if arity == "one":
+            out[key] = build_component(host, kind, _table(value, where, source), where, source)
+        else:
+            if not isinstance(value, list):
+                raise RecipeError(f"expected an array of tables ([[{where}]]), got {_tname(value)}", source=source, key=where)
+            out[key] = [
+                build_component(host, kind, _table(item, f"{where}[{i}]", source), f"{where}[{i}]", source)
+                for i, item in enumerate(value)
+            ]
+    return out
+
+
+def build_component(host: PluginHost, kind: str, table: dict, key: str, source: str) -> ComponentSpec:
+    """Instantiate the component a recipe table names, checking every parameter against its signature."""
+    if "use" not in table:
+        raise RecipeError(f"missing 'use' (which {kind} to run)", source=source, key=key)
+    name = table["use"]
+    if not isinstance(name, str):
+        raise RecipeError(f"'use' must be a string, got {_tname(name)}", source=source, key=f"{key}.use")
+    try:
+        info = host.get(kind, name)
+    except PluginError as exc:
+        raise RecipeError(str(exc), source=source, key=f"{key}.use") from None
+    params = {k: v for k, v in table.items() if k != "use"}
+    hints = _hints(info.cls.__init__)
+    accepted = {p.name: p for p in info.parameters()}
+    kwargs = {}
+    for pname, value in params.items():
+        if pname not in accepted:
+            raise RecipeError(_unknown_key_msg(pname, accepted, f"{kind} {name!r}"), source=source, key=f"{key}.{pname}")
+        kwargs[pname] = _coerce(value, hints.get(pname, Any), f"{key}.{pname}", source)
+    try:
+        instance = info.cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{kind} {name!r}: {exc}", source=source, key=key) from None
+    return ComponentSpec(kind, name, params, key, info, instance)
+
+
+def build_dataclass(cls: type, table: dict, key: str, source: str, extra_keys: set[str] = frozenset()) -> Any:  # type: ignore[assignment]
+    """Build a settings dataclass from a table, with type checks and the dataclass's own range checks."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in table.items():
+        if name not in fields:
+            raise RecipeError(_unknown_key_msg(name, {**fields, **dict.fromkeys(extra_keys)}, f"[{key}]"),
+                              source=source, key=f"{key}.{name}")
+        kwargs[name] = _coerce(value, hints.get(name, Any), f"{key}.{name}", source)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        field_name = msg.split(":", 1)[0].strip()
+        if field_name in fields and ":" in msg:
+            raise RecipeError(msg.split(":", 1)[1].strip(), source=source, key=f"{key}.{field_name}") from None
+        raise RecipeError(msg, source=source, key=key) from None
+
+
+def _resolved(settings: Any, specs: dict[str, Any]) -> dict[str, Any]:
+    """The stage table with every default written out, as saved beside the outputs."""
+    out = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
+    for key, spec in specs.items():
+        out[key] = [_resolved_component(s) for s in spec] if isinstance(spec, list) else _resolved_component(spec)
+    return out
+
+
+def _resolved_component(spec: ComponentSpec) -> dict[str, Any]:
+    table: dict[str, Any] = {"use": spec.name}
+    for p in spec.info.parameters():
+        if p.name in spec.params:
+            table[p.name] = spec.params[p.name]
+        elif p.default is not p.empty and p.default is not None:
+            table[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return table
+
+
+# -- overrides -----------------------------------------------------------------------------------
+
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def apply_override(data: dict, item: str, source: str) -> None:
+    """Apply one ``key.path=value`` override. ``value`` is read as a TOML value (``3``, ``true``,
+    ``"x"``, ``[1, 2]``), else taken as a plain string. A list of component tables can be indexed by
+    position (``prepare.filters[0]``) or by component name (``prepare.filters.length.min_length``)."""
+    if "=" not in item:
+        raise RecipeError(f"--set expects key.path=value, got {item!r}", source=source)
+    path, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    parts: list[str | int] = [int(i) if i else n for n, i in _SEGMENT.findall(path.strip())]
+    if not parts:
+        raise RecipeError(f"--set has an empty key in {item!r}", source=source)
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        here = ".".join(str(p) for p in parts[: depth + 1])
+        node = _step(node, part, here, source)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, path, source)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise RecipeError(f"cannot set {path!r}: its parent is not a table", source=source, key=path)
+
+
+def _step(node: Any, part: str | int, here: str, source: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, here, source)]
+    if not isinstance(node, dict):
+        raise RecipeError(f"cannot descend into {here!r}: not a table", source=source, key=here)
+    if isinstance(part, int):
+        raise RecipeError(f"{here!r} indexes a table, not an array", source=source, key=here)
+    if part not in node:
+        # A component list not written in the recipe still has its default: materialise it to edit it.
+        stage_defaults = {"prepare": defaults.PREPARE_COMPONENTS, "train": defaults.TRAIN_COMPONENTS}
+        stage = here.rsplit(".", 1)[0] if "." in here else ""
+        node[part] = copy.deepcopy(stage_defaults.get(stage, {}).get(part, {}))
+    return node[part]
+
+
+def _list_index(node: list, part: str | int, here: str, source: str) -> int:
+    if isinstance(part, int):
+        if not -len(node) <= part < len(node):
+            raise RecipeError(f"index {part} out of range (the array has {len(node)} items)", source=source, key=here)
+        return part
+    matches = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("use") == part]
+    if len(matches) != 1:
+        names = [item.get("use") for item in node if isinstance(item, dict)]
+        what = "no" if not matches else "several"
+        raise RecipeError(f"{what} component named {part!r} here; components: {names}", source=source, key=here)
+    return matches[0]
+
+
+# -- type checking ---------------------------------------------------------------------------------
+
+
+def _hints(obj: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(obj)
+    except Exception:
+        return {}
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check ``value`` (from TOML) against a type hint; ints are accepted for floats. Returns the value."""
+    ok, converted = _match(value, hint)
+    if ok:
+        return converted
+    raise RecipeError(f"expected {_describe(hint)}, got {_tname(value)} {value!r}", source=source, key=key)
+
+
+def _match(value: Any, hint: Any) -> tuple[bool, Any]:
+    if hint is Any or hint is object:
+        return True, value
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            ok, conv = _match(value, arg)
+            if ok:
+                return True, conv
+        return False, None
+    if hint is type(None):
+        return value is None, None
+    if origin is Literal:
+        return value in args, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, None
+    if hint is str or hint is Path:
+        return isinstance(value, str), value
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if not isinstance(value, list):
+            return False, None
+        item_hint = args[0] if args else Any
+        out = []
+        for item in value:
+            ok, conv = _match(item, item_hint)
+            if not ok:
+                return False, None
+            out.append(conv)
+        return True, out
+    if origin is dict or hint is dict:
+        return isinstance(value, dict), value
+    return isinstance(value, hint) if isinstance(hint, type) else True, value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"an array of {_describe(args[0]) if args else 'values'}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path string",
+            type(None): "nothing"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _tname(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _table(value: Any, key: str, source: str) -> dict:
+    if not isinstance(value, dict):
+        raise RecipeError(f"expected a table, got {_tname(value)}", source=source, key=key)
+    return value
+
+
+def _check_keys(table: dict, allowed: set[str], where: str, source: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise RecipeError(_unknown_key_msg(key, allowed, f"[{where}]" if where else "the recipe"),
+                              source=source, key=f"{where}.{key}" if where else key)
+
+
+def _unknown_key_msg(key: str, allowed: Any, what: str) -> str:
+    names = sorted(allowed)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(names)}"
+    return f"unknown key {key!r} in {what}; {hint}"
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Serialise a recipe dict back to TOML (the subset recipes use: tables, arrays of tables, scalars, arrays)."""
+    lines: list[str] = []
+    _dump_table(data, [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _dump_table(table: dict, path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not _is_table(v) and not _is_table_array(v)}
+    for key, value in scalars.items():
+        lines.append(f"{_key(key)} = {_value(value)}")
+    for key, value in table.items():
+        sub = [*path, key]
+        if _is_table(value):
+            lines.extend(["", f"[{'.'.join(_key(p) for p in sub)}]"])
+            _dump_table(value, sub, lines)
+        elif _is_table_array(value):
+            for item in value:
+                lines.extend(["", f"[[{'.'.join(_key(p) for p in sub)}]]"])
+                _dump_table(item, sub, lines)
+
+
+def _is_table(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_table_array(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(i, dict) for i in v)
+
+
+def _key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _value(k)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(i) for i in v) + "]"
+    if v is None:
+        raise ValueError("TOML has no null")
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

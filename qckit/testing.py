@@ -1,0 +1,194 @@
+"""Helpers for tests, for qckit itself and for third-party plugin authors.
+
+Everything here is built in-process, offline, in a few seconds and deterministically: a small
+corpus of Quebec French sentences, a byte-level BPE tokenizer trained on it, and a tiny randomly
+initialised Llama model whose vocabulary matches the tokenizer::
+
+    from qckit.testing import SAMPLE_SENTENCES, save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "tiny")  # loads with AutoModelForCausalLM / AutoTokenizer
+
+Nothing here downloads anything. ``transformers`` and ``tokenizers`` are imported lazily, so importing
+this module is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+__all__ = [
+    "SAMPLE_SENTENCES",
+    "BOS_TOKEN",
+    "EOS_TOKEN",
+    "PAD_TOKEN",
+    "train_tiny_tokenizer",
+    "make_tiny_llama",
+    "save_tiny_model",
+    "write_corpus",
+]
+
+BOS_TOKEN = "<s>"
+EOS_TOKEN = "</s>"
+PAD_TOKEN = "<pad>"
+
+#: Short, natural Quebec French sentences (informal register, regional vocabulary, accents,
+#: apostrophes). Usable as a corpus in tests; one sentence per document.
+SAMPLE_SENTENCES: tuple[str, ...] = (
+    "Je suis ben fatigué à soir, j'pense que j'vas me coucher de bonne heure.",
+    "On s'en va au chalet en fin de semaine avec les enfants.",
+    "Il fait frette en maudit ce matin, as-tu vu le thermomètre?",
+    "Ma blonde pis moi, on a magasiné toute l'après-midi au centre d'achats.",
+    "Arrête de niaiser pis viens m'aider à pelleter l'entrée.",
+    "C'est plate, le dépanneur du coin est fermé le dimanche asteure.",
+    "J'ai pogné un ticket en revenant de Québec, j'étais pas content.",
+    "Mon chum travaille de nuit cette semaine, ça fait que je soupe tout seul.",
+    "Veux-tu un café? Y'en reste encore dans la cafetière.",
+    "Les Canadiens ont perdu encore hier soir, c'est rendu gênant.",
+    "On a mangé une poutine au casse-croûte après la partie de hockey.",
+    "Envoye, dépêche-toi, l'autobus passe dans cinq minutes!",
+    "J'ai pas eu le temps de faire l'épicerie, on va commander du poulet.",
+    "La tempête de neige a fermé les écoles dans toute la région.",
+    "Y'a des bouchons sur le pont Jacques-Cartier, comme d'habitude.",
+    "Ma grand-mère fait la meilleure tourtière du Lac-Saint-Jean.",
+    "Je t'avais dit de barrer la porte avant de partir, voyons donc!",
+    "On va aller aux sucres au mois de mars si la saison est bonne.",
+    "C'est pas grave, on se reprendra la semaine prochaine.",
+    "Mon char est encore au garage, le mécanicien trouve pas le problème.",
+    "Les maringouins sont terribles au bord du lac cette année.",
+    "J'ai vu ton frère au party de Noël, il avait l'air de bonne humeur.",
+    "Faut que j'aille chercher les petits à la garderie avant six heures.",
+    "Il a mouillé toute la journée, on est restés en dedans à jouer aux cartes.",
+    "Le déménagement du premier juillet, c'est toujours la même folie.",
+    "Tu peux-tu me passer le sel, s'il te plaît?",
+    "Elle a lâché sa job pour retourner aux études à l'université.",
+    "On s'est pratiquement gelés à attendre le traversier à Tadoussac.",
+    "Mets ta tuque pis tes mitaines, il fait moins trente dehors.",
+    "J'ai acheté des bleuets du Lac au marché, ils sont écoeurants.",
+    "Le voisin a encore parti sa souffleuse à six heures du matin.",
+    "Ça me tente pas pantoute d'aller travailler aujourd'hui.",
+    "On a fêté la Saint-Jean dans le parc avec un grand feu de joie.",
+    "Mon cellulaire est mort, je peux-tu emprunter ton chargeur?",
+    "Il est tombé une bordée de neige pendant la nuit.",
+    "Les vacances de la construction commencent la semaine prochaine.",
+    "Je me suis fait une tasse de thé pis j'ai lu mon livre en paix.",
+    "Le cégep offre un nouveau programme en techniques forestières.",
+    "On a écouté le match au bar sportif avec toute la gang.",
+    "Bonne fête! J'espère que tu vas avoir une belle journée.",
+)
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts``, in-process and deterministically.
+
+    Byte-level means every UTF-8 string round-trips through encode/decode, whatever its characters.
+    The special tokens are ``<s>`` (bos, id 0), ``</s>`` (eos, id 1) and ``<pad>`` (pad, id 2). Like a
+    Llama tokenizer, ``tokenizer(text)`` prepends ``<s>``; ``add_special_tokens=False`` gives the bare
+    ids. The vocabulary may be smaller than ``vocab_size`` when the corpus is too small to learn that
+    many merges; use ``len(tokenizer)`` for the model.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 300:
+        raise ValueError("vocab_size must be at least 300 (256 bytes + special tokens + a few merges)")
+    special = [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(list(texts), trainer=trainer)
+    bos_id = backend.token_to_id(BOS_TOKEN)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B", special_tokens=[(BOS_TOKEN, bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def make_tiny_llama(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """A randomly initialised, tiny ``LlamaForCausalLM`` (float32) whose vocabulary matches ``tokenizer``.
+
+    The weights depend only on the arguments (the global torch RNG is left untouched). The config has
+    the tokenizer's bos/eos/pad ids, ``intermediate_size = 2 * hidden_size``, 512 positions and
+    untied input/output embeddings (so LoRA and adapters see a realistic layout).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if hidden_size % num_heads:
+        raise ValueError("hidden_size must be a multiple of num_heads")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype=torch.float32,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.eval()
+
+
+def save_tiny_model(
+    directory: str | Path,
+    texts: Sequence[str] = SAMPLE_SENTENCES,
+    *,
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Train a tiny tokenizer on ``texts``, build a tiny Llama for it, save both (safetensors) in ``directory``.
+
+    ``AutoModelForCausalLM.from_pretrained(directory)`` and ``AutoTokenizer.from_pretrained(directory)``
+    load the result offline. Returns ``directory`` as a :class:`~pathlib.Path`.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
+    model = make_tiny_llama(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed)
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def write_corpus(path: str | Path, texts: Iterable[str]) -> Path:
+    """Write ``texts`` to ``path`` (UTF-8), one document per line; newlines inside a text become spaces."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="\n") as handle:
+        for text in texts:
+            handle.write(" ".join(text.splitlines()) + "\n")
+    return path

@@ -1,0 +1,159 @@
+"""The prepare pipeline end to end: outputs, stats funnel, determinism, atomicity, bad input, library API."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from qckit.errors import InputError
+from qckit.prepare import STATS_FILE, prepare_texts, run_prepare
+from qckit.progress import RecordingObserver
+from qckit.recipe import build_recipe
+
+GOOD = [
+    "Mon chum pis moi, on est allés magasiner au centre-ville samedi passé.",
+    "Il fait frette en maudit à matin, mets ta tuque avant de sortir dehors.",
+    "Le dépanneur du coin vend encore des chips au ketchup pis du lait en sac.",
+    "On a jasé longtemps de la cabane à sucre avec ma blonde hier soir.",
+    "Les Canadiens ont perdu encore une fois, c’est plate en titi pour les fans.",
+    "La neige tombe depuis trois jours pis la ville a pas encore déneigé ma rue.",
+]
+
+
+def corpus(tmp_path: Path, lines: list[str], name: str = "corpus.txt") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def recipe_for(inputs, out, **prepare):
+    return build_recipe({"prepare": {"inputs": [str(p) for p in inputs], "output": str(out), "workers": 1, **prepare}})
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_single_file_writes_seed_names_and_stats(tmp_path):
+    src = corpus(tmp_path, [*GOOD, "lol", GOOD[0], "Voir https://example.com/page pour les détails du festival d'été."])
+    out = tmp_path / "out"
+    result = run_prepare(recipe_for([src], out).prepare)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["train_1.txt", "val_1.txt", STATS_FILE])
+    kept = read_lines(out / "train_1.txt") + read_lines(out / "val_1.txt")
+    assert len(kept) == len(GOOD) + 1
+    assert "Voir pour les détails du festival d'été." in kept
+    stats = json.loads((out / STATS_FILE).read_text())
+    assert stats == result.stats
+    assert stats["documents"] == 9 and stats["kept"] == 7
+    assert stats["filters"]["exact_dedup"]["reasons"] == {"duplicate": 1}
+    assert stats["filters"]["length"]["examples"]["too_short"] == [f"{src}:7"]
+    assert stats["normalizers"]["strip_urls"] == 1
+
+
+def test_merge_writes_train_and_val(tmp_path):
+    a = corpus(tmp_path, GOOD[:3], "a.txt")
+    b = tmp_path / "b.jsonl"
+    b.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in GOOD[3:]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run_prepare(recipe_for([a, b], out, merge=True, splitter={"use": "random", "val_split": 0.5}).prepare)
+    train, val = read_lines(out / "train.txt"), read_lines(out / "val.txt")
+    assert sorted(train + val) == sorted(GOOD)
+    assert len(val) == 3
+
+
+def test_output_is_identical_whatever_the_number_of_workers(tmp_path):
+    lines = [f"{GOOD[i % len(GOOD)]} Numéro {i} de la série, {i * 7 % 13} fois." for i in range(3000)]
+    lines += lines[:200]  # duplicates across batches
+    src = corpus(tmp_path, lines)
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        r = recipe_for([src], out, workers=workers, batch_bytes=4096, merge=True)
+        run_prepare(r.prepare)
+        outputs[workers] = ((out / "train.txt").read_bytes(), (out / "val.txt").read_bytes())
+    assert outputs[1] == outputs[2]
+    assert len(outputs[1][0].splitlines()) + len(outputs[1][1].splitlines()) == 3000
+
+
+def test_failed_run_leaves_no_partial_outputs(tmp_path):
+    good = corpus(tmp_path, GOOD, "good.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="empty.txt: file is empty"):
+        run_prepare(recipe_for([good, empty], out, merge=True).prepare)
+    assert not (out / "train.txt").exists()
+    # a corrupt gzip is only found while reading: still nothing written
+    bad = tmp_path / "bad.txt.gz"
+    bad.write_bytes(gzip.compress(("\n".join(GOOD * 50)).encode())[:-20])
+    with pytest.raises(InputError, match="bad.txt.gz"):
+        run_prepare(recipe_for([good, bad], out, merge=True).prepare)
+    assert [p.name for p in out.iterdir()] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.txt", None, "no such file"),
+        ("blank.txt", "\n  \n\n", "no documents found"),
+        ("data.csv", "a,b\n", "unsupported file type"),
+        ("bad.jsonl", "not json\n[1]\n", "no documents found (2 unusable records)"),
+    ],
+)
+def test_bad_inputs_fail_with_one_clear_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        run_prepare(recipe_for([path], tmp_path / "out").prepare)
+    assert str(err.value).startswith(str(path))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_directory_input_is_an_error(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        run_prepare(recipe_for([tmp_path], tmp_path / "out").prepare)
+
+
+def test_bad_records_are_counted_not_fatal(tmp_path):
+    path = tmp_path / "c.jsonl"
+    rows = [json.dumps({"text": t}, ensure_ascii=False) for t in GOOD]
+    rows.insert(2, "{oops")
+    rows.insert(4, json.dumps({"text": None}))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = run_prepare(recipe_for([path], tmp_path / "out").prepare)
+    issues = result.stats["reader_issues"]
+    assert issues["invalid_json"]["count"] == 1
+    assert issues["invalid_json"]["examples"][0].startswith(f"{path}:3:")
+    assert sum(v["count"] for v in issues.values()) == 2
+    assert result.stats["kept"] == len(GOOD)
+
+
+def test_progress_is_reported_per_batch(tmp_path):
+    src = corpus(tmp_path, GOOD * 10)
+    obs = RecordingObserver()
+    from qckit.prepare import PreparePipeline
+
+    PreparePipeline(recipe_for([src], tmp_path / "o").prepare, obs).run()
+    kinds = [e[0] for e in obs.events]
+    assert kinds[0] == "start" and kinds[-1] == "finish" and "advance" in kinds
+
+
+def test_library_api_runs_in_memory():
+    result = prepare_texts([*GOOD, "lol", {"text": GOOD[1]}, {"text": "Encore une belle journée au chalet avec la gang."}],
+                           {"prepare": {"splitter": {"use": "random", "val_split": 0.0}}})
+    texts = [d.text for d in result.train]
+    assert texts[: len(GOOD)] == GOOD
+    assert len(texts) == len(GOOD) + 1
+    assert result.val == []
+    assert result.stats["filters"]["exact_dedup"]["dropped"] == 1
+    assert result.stats["summaries"]["quebec_markers"]["qc_density_per_1k_words"] > 0
+
+
+def test_library_api_rejects_non_text_items():
+    with pytest.raises(InputError, match="item 2"):
+        prepare_texts(["Une phrase correcte pour commencer icitte.", 42])
