@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from qckit.errors import InputError, QckitError
-from qckit.packing import IGNORE_INDEX, iter_documents, tokenize_batch
+from qckit.packing import IGNORE_INDEX, BatchEncoder, iter_documents
 from qckit.progress import NullObserver, Observer
 
 __all__ = ["EvalResult", "evaluate_lm", "sliding_windows"]
@@ -130,9 +130,10 @@ def evaluate_lm(
     stream = [int(eos)]
     num_bytes = documents = 0
     batch: list[str] = []
+    encode = BatchEncoder(tokenizer)
 
     def flush() -> None:
-        for ids in tokenize_batch(tokenizer, batch):
+        for ids in encode(batch):
             stream.extend(ids)
             stream.append(eos)
         batch.clear()
@@ -147,7 +148,7 @@ def evaluate_lm(
     if documents == 0:
         raise InputError(source, "no documents to evaluate")
     tokens = np.asarray(stream, dtype=np.int64)
-    del stream
+    stream.clear()
     windows = list(sliding_windows(len(tokens), max_length, context))
 
     device = torch.device(device) if device is not None else _model_device(model)
@@ -174,10 +175,13 @@ def evaluate_lm(
                     input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False
                 ).logits
                 targets = labels[:, 1:].to(logits.device)
-                for row in range(len(group)):  # one row at a time: float32 logits of a big vocabulary are large
-                    total_nll += torch.nn.functional.cross_entropy(
+                batch_nll = torch.zeros((), dtype=torch.float32, device=logits.device)
+                # one row at a time: float32 logits of a whole batch over a big vocabulary are large
+                for row in range(len(group)):
+                    batch_nll += torch.nn.functional.cross_entropy(
                         logits[row, :-1].float(), targets[row], ignore_index=IGNORE_INDEX, reduction="sum"
-                    ).item()
+                    )
+                total_nll += batch_nll.item()
                 count = int((targets != IGNORE_INDEX).sum())
                 predicted += count
                 observer.advance("evaluate", len(group), loss=total_nll / max(predicted, 1))

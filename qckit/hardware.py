@@ -68,7 +68,9 @@ class Environment:
         parts = [where, ", ".join(kinds) if kinds else "fp32 only"]
         if self.distributed:
             parts.append(f"rank {self.rank}/{self.world_size}")
-        parts.append(f"bitsandbytes {self.bitsandbytes_version}" if self.bitsandbytes_version else "no bitsandbytes")
+        parts.append(
+            f"bitsandbytes {self.bitsandbytes_version}" if self.bitsandbytes_version else "no bitsandbytes"
+        )
         return ", ".join(parts)
 
 
@@ -153,11 +155,11 @@ def choose_precision(env: Environment, requested: str = "auto") -> str:
         if env.device == "cuda":
             names = ", ".join(sorted(set(env.gpu_names))) or "this GPU"
             raise HardwareError(
-                f"precision 'bf16' is not supported by {names}; use precision = \"auto\" (fp16 here) or \"fp32\""
+                f'precision \'bf16\' is not supported by {names}; use precision = "auto" (fp16 here) or "fp32"'
             )
         raise HardwareError(
             f"precision 'bf16' is not supported natively on this {env.device} (it would be emulated, slower "
-            f"than fp32); use precision = \"auto\" (fp32 here)"
+            f'than fp32); use precision = "auto" (fp32 here)'
         )
     return requested
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,9 @@ def resolve_model(spec: str) -> ModelSource:
     """
     text = str(spec).strip()
     if not text:
-        raise InputError("<model>", "no model given; set train.model to a hub id, a directory or a .gguf file")
+        raise InputError(
+            "<model>", "no model given; set train.model to a hub id, a directory or a .gguf file"
+        )
     if text.startswith(_PKG_PREFIX):
         return _resolve_packaged(text)
     path = Path(os.path.expanduser(text))
@@ -170,14 +173,15 @@ def load_model(
 
     ``dtype`` is a ``torch.dtype`` (see :func:`qckit.hardware.model_dtype`), ``"auto"`` or ``None``
     (float32). ``extra_kwargs`` are the keywords the model adapters edited (``quantization_config``,
-    ``device_map`` …). A GGUF file is dequantized into a plain model whose quantization marks are then
+    ``device_map`` …); a ``dtype`` among them wins over ``dtype``. A GGUF file is dequantized into a plain model whose quantization marks are then
     cleared (:func:`clear_gguf_marks`) so that the Trainer, peft and ``save_pretrained`` accept it.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = dict(extra_kwargs or {})
-    kwargs["dtype"] = torch.float32 if dtype is None else dtype
+    # an adapter that needs a particular dtype (4bit under FSDP) has set it in extra_kwargs
+    kwargs.setdefault("dtype", torch.float32 if dtype is None else dtype)
     kwargs["trust_remote_code"] = trust_remote_code
     kwargs.update(source.pretrained_kwargs())
     if source.kind == "gguf":
@@ -192,7 +196,7 @@ def load_model(
             kwargs["quantization_config"] = gguf_config
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path_or_id, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise _load_error(source, "model", exc) from exc
     if source.kind == "gguf":
         clear_gguf_marks(model)
@@ -228,8 +232,11 @@ def clear_gguf_marks(model: Any) -> Any:
         method = getattr(target, "quantization_method", None)
         config = getattr(target, "config", None)
         qconfig = getattr(config, "quantization_config", None) if config is not None else None
-        config_mark = (qconfig.get("quant_method") if isinstance(qconfig, dict)
-                       else getattr(qconfig, "quant_method", None))
+        config_mark = (
+            qconfig.get("quant_method")
+            if isinstance(qconfig, dict)
+            else getattr(qconfig, "quant_method", None)
+        )
         quantizer_mark = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
         marks = (quantizer_mark, method, config_mark)
         if not any(_is_gguf(mark) for mark in marks):
@@ -416,8 +423,12 @@ def merge_and_export(
     out_dir = Path(out_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise InputError(adapter_dir, "not a LoRA adapter directory (no adapter_config.json)")
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "config.json").exists())):
-        raise InputError(out_dir, "output exists and is not a model directory; choose an empty or new directory")
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "config.json").exists())
+    ):
+        raise InputError(
+            out_dir, "output exists and is not a model directory; choose an empty or new directory"
+        )
     if out_dir.resolve() == adapter_dir.resolve():
         raise InputError(out_dir, "the merged model cannot be written into the adapter directory itself")
 
@@ -430,10 +441,14 @@ def merge_and_export(
     merged = peft_model.merge_and_unload()
     if hasattr(merged, "config"):
         merged.config.use_cache = True
-    has_own_tokenizer = any((adapter_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    has_own_tokenizer = any(
+        (adapter_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
+    )
     if has_own_tokenizer:
-        tokenizer = load_tokenizer(ModelSource("dir", str(adapter_dir), display=str(adapter_dir)),
-                                   trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(
+            ModelSource("dir", str(adapter_dir), display=str(adapter_dir)),
+            trust_remote_code=trust_remote_code,
+        )
     else:
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
 
@@ -444,7 +459,7 @@ def merge_and_export(
         tokenizer.save_pretrained(tmp)
         old = None
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}")
             out_dir.rename(old)
         tmp.rename(out_dir)
         if old is not None:

@@ -12,13 +12,13 @@ chunker's ``cache_key()``. Editing the file, changing the tokenizer or any chunk
 
 from __future__ import annotations
 
-import array
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,13 @@ __all__ = [
     "pack_file",
     "pack_texts",
     "iter_documents",
+    "BatchEncoder",
     "tokenize_batch",
     "tokenizer_fingerprint",
     "file_sha256",
 ]
 
-PACKING_FORMAT_VERSION = 1
+PACKING_FORMAT_VERSION = 1  # bump when the tokenization or the stored arrays change
 IGNORE_INDEX = -100
 
 
@@ -61,25 +62,67 @@ def iter_documents(path: str | Path) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8").strip()
             except UnicodeDecodeError as exc:
-                raise InputError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", number) from None
+                raise InputError(
+                    path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", number
+                ) from None
             if text:
                 yield number, text
 
 
+class BatchEncoder:
+    """Turns a batch of texts into token ids without special tokens, the way packing and evaluation do.
+
+    Text is encoded as *text*: a document that contains the string of a special token (``</s>``,
+    ``<|im_end|>``, ``<|endoftext|>`` …) gets the ordinary tokens of that string, never the special
+    token itself, so no EOS or BOS is injected in the middle of a document. For a fast tokenizer this
+    works on a private copy of the Rust backend (truncation and padding off), calling
+    ``encode_batch_fast`` once per batch: the Rust side spreads the batch over all cores (unless
+    ``TOKENIZERS_PARALLELISM`` is set to false by the user). Other tokenizers go through
+    ``tokenizer(texts, add_special_tokens=False, split_special_tokens=True)``.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._tokenizer = tokenizer
+        self._backend = None
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            try:
+                copy = Tokenizer.from_str(backend.to_str())
+            except Exception:  # a backend that cannot serialize itself: use the tokenizer's own call
+                return
+            copy.no_truncation()
+            copy.no_padding()
+            copy.encode_special_tokens = True
+            self._backend = copy
+            self._encode = getattr(copy, "encode_batch_fast", copy.encode_batch)
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        if self._backend is not None:
+            return [encoding.ids for encoding in self._encode(list(texts), add_special_tokens=False)]
+        return self._tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
 def tokenize_batch(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text, without special tokens (one call, so a fast tokenizer runs it in parallel)."""
-    if not texts:
-        return []
-    return tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    """Token ids of each text, without special tokens (see :class:`BatchEncoder`; build one of those
+    instead when encoding many batches)."""
+    return BatchEncoder(tokenizer)(texts)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str | None:
     """A sha256 identifying what ``tokenize_batch`` produces, or ``None`` for a tokenizer without a
     serializable Rust backend (a "slow" tokenizer), which disables the cache."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+    try:
+        serialized = backend.to_str() if backend is not None else None
+    except Exception:
+        serialized = None
+    if serialized is None:
         return None
-    digest = hashlib.sha256(backend.to_str().encode("utf-8"))
+    digest = hashlib.sha256(serialized.encode("utf-8"))
     specials = {
         "bos": tokenizer.bos_token_id,
         "eos": tokenizer.eos_token_id,
@@ -222,7 +265,9 @@ class PackedDataset(Dataset):
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         if meta.get("format") != PACKING_FORMAT_VERSION:
             raise ValueError("packing cache format mismatch")
-        arrays = [np.load(directory / f"{name}.npy", mmap_mode="r") for name in ("input_ids", "labels", "offsets")]
+        arrays = [
+            np.load(directory / f"{name}.npy", mmap_mode="r") for name in ("input_ids", "labels", "offsets")
+        ]
         return cls(
             *arrays,
             pad_id=meta["pad_id"],
@@ -243,15 +288,34 @@ def _special_ids(tokenizer: Any) -> tuple[int, int]:
     return int(eos), int(eos if pad is None else pad)
 
 
-def _batches(docs: Iterable[str], size: int) -> Iterator[list[str]]:
+def _batches(docs: Iterable[str], size: int, max_chars: int = 8 << 20) -> Iterator[list[str]]:
+    """Batches of at most ``size`` documents and about ``max_chars`` characters (bounds memory for long documents)."""
     batch: list[str] = []
+    chars = 0
     for text in docs:
         batch.append(text)
-        if len(batch) >= size:
+        chars += len(text)
+        if len(batch) >= size or chars >= max_chars:
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
+
+
+def _encoded_batches(
+    texts: Iterable[str], encode: BatchEncoder, batch_size: int
+) -> Iterator[tuple[list[str], list[list[int]]]]:
+    """``(texts, token ids)`` per batch; the next batch is encoded in a helper thread (the Rust encoder
+    releases the GIL) while the caller packs the current one."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qckit-tokenize") as pool:
+        pending: tuple[list[str], Future] | None = None
+        for batch in _batches(texts, batch_size):
+            future = pool.submit(encode, batch)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (batch, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
 
 def _pack(
@@ -266,42 +330,49 @@ def _pack(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     eos, pad = _special_ids(tokenizer)
+    encode = BatchEncoder(tokenizer)
     counts = {"words": 0, "bytes": 0, "doc_tokens": 0}
     stats = PackingStats()
 
     def token_stream() -> Iterator[list[int]]:
-        for batch in _batches(texts, batch_size):
-            ids = tokenize_batch(tokenizer, batch)
+        for batch, ids in _encoded_batches(texts, encode, batch_size):
             batch_bytes = sum(len(text.encode("utf-8")) for text in batch)
             counts["bytes"] += batch_bytes
             counts["words"] += sum(len(text.split()) for text in batch)
-            counts["doc_tokens"] += sum(len(x) for x in ids)
+            counts["doc_tokens"] += sum(map(len, ids))
             yield from ids
             observer.advance(
-                "tokenize", batch_bytes, documents=stats.documents, tokens=stats.tokens_total, windows=stats.windows
+                "tokenize",
+                batch_bytes,
+                documents=stats.documents,
+                tokens=stats.tokens_total,
+                windows=stats.windows,
             )
 
-    flat_ids = array.array("i")
-    flat_labels = array.array("i")
-    offsets = array.array("q", [0])
+    id_parts: list[np.ndarray] = []
+    label_parts: list[np.ndarray] = []
+    lengths: list[int] = []
     for window_ids, window_labels in chunker.windows(token_stream(), eos, stats):
-        if len(window_ids) != len(window_labels) or not window_ids:
+        n = len(window_ids)
+        if n != len(window_labels) or n == 0:
             raise QckitError(f"chunker {chunker.name!r} yielded a window with mismatched or empty labels")
-        flat_ids.extend(window_ids)
-        flat_labels.extend(window_labels)
-        offsets.append(len(flat_ids))
+        id_parts.append(np.fromiter(window_ids, dtype=np.int32, count=n))
+        label_parts.append(np.fromiter(window_labels, dtype=np.int32, count=n))
+        lengths.append(n)
     if stats.documents == 0:
         raise InputError(source, "no documents (every line is blank)")
-    if len(offsets) == 1:
+    if not lengths:
         raise InputError(
             source,
             f"no training windows: {stats.documents} documents, {stats.tokens_total} tokens "
             f"are too few for chunker {chunker.name!r} ({stats.windows_dropped_short} short window dropped)",
         )
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
     return PackedDataset(
-        np.frombuffer(flat_ids, dtype=np.int32),
-        np.frombuffer(flat_labels, dtype=np.int32),
-        np.frombuffer(offsets, dtype=np.int64),
+        np.concatenate(id_parts),
+        np.concatenate(label_parts),
+        offsets,
         pad_id=pad,
         stats=stats,
         num_words=counts["words"],
@@ -311,7 +382,12 @@ def _pack(
 
 
 def pack_texts(
-    texts: Iterable[str], tokenizer: Any, chunker: Chunker, *, batch_size: int = 1000, observer: Observer | None = None
+    texts: Iterable[str],
+    tokenizer: Any,
+    chunker: Chunker,
+    *,
+    batch_size: int = 1000,
+    observer: Observer | None = None,
 ) -> PackedDataset:
     """Pack in-memory documents (blank ones skipped, others stripped like file lines); no cache."""
     observer = observer or NullObserver()
@@ -319,7 +395,12 @@ def pack_texts(
     observer.start("tokenize", None, "B")
     try:
         return _pack(
-            (t for t in docs if t), tokenizer, chunker, batch_size=batch_size, observer=observer, source="<memory>"
+            (t for t in docs if t),
+            tokenizer,
+            chunker,
+            batch_size=batch_size,
+            observer=observer,
+            source="<memory>",
         )
     finally:
         observer.finish("tokenize")

@@ -35,6 +35,7 @@ from qckit.progress import NullObserver, Observer
 from qckit.recipe import ComponentSpec, PreparePlan
 
 STATS_FILE = "prepare_stats.json"
+BLANK = "blank_line"  # the reader issue kind for blank lines: counted, but not a problem
 
 
 @dataclass
@@ -218,9 +219,9 @@ class PreparePipeline:
         inputs = [Path(p) for p in self.settings.inputs]
         if not inputs:
             raise InputError("[prepare].inputs", "no input files given")
-        readers = [self._reader_for(path) for path in inputs]
         for path in inputs:
             _check_input_file(path)
+        readers = [self._reader_for(path) for path in inputs]
         out_dir = Path(self.settings.output)
         if out_dir.exists() and not out_dir.is_dir():
             raise InputError(out_dir, "output path exists and is not a directory")
@@ -358,7 +359,7 @@ class PreparePipeline:
         drops: dict[tuple[str, str], int] = {}
         drop_examples: dict[tuple[str, str], list[str]] = {}
         metrics: dict[str, float] = {}
-        per_file = [{"path": s, "records": 0, "documents": 0, "bytes": 0} for s in sources]
+        per_file = [{"path": s, "records": 0, "documents": 0, "bytes": 0, "issues": {}} for s in sources]
         kept_per_set = [0] * n_sets
         bytes_per_set = [0] * n_sets
         spool_paths = [tmp / f"spool-{i}.pkl" for i in range(n_sets)]
@@ -375,6 +376,8 @@ class PreparePipeline:
                 f["records"] += result.records
                 f["documents"] += result.documents
                 f["bytes"] += result.nbytes
+                for kind, count in result.issues.counts.items():
+                    f["issues"][kind] = f["issues"].get(kind, 0) + count
                 kept = self._stateful(result, drops, drop_examples)
                 for doc in kept:
                     for key, value in doc.metrics.items():
@@ -440,7 +443,7 @@ class PreparePipeline:
     def _check_files_had_documents(self, inputs: Sequence[Path], stats: dict) -> None:
         for path, info in zip(inputs, stats["inputs"], strict=True):
             if info["documents"] == 0:
-                problems = sum(v["count"] for v in stats["reader_issues"].values()) if stats["reader_issues"] else 0
+                problems = sum(c for kind, c in info["issues"].items() if kind != BLANK)
                 detail = f" ({problems} unusable records)" if problems else " (only blank lines)"
                 raise InputError(path, f"no documents found{detail}")
 

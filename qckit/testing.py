@@ -178,7 +178,9 @@ def save_tiny_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
-    model = make_tiny_llama(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed)
+    model = make_tiny_llama(
+        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
+    )
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)
     return directory

@@ -5,9 +5,9 @@ import random
 from collections import Counter
 
 import pytest
+from qckit_builtins.chunkers import WindowChunker
 
 from qckit.components import Chunker, PackingStats
-from qckit_builtins.chunkers import WindowChunker
 
 EOS = 1
 
@@ -67,7 +67,7 @@ def test_every_token_trained_exactly_once_after_shift(max_length, stride):
     # the windows are slices of the one stream, EOS after every document
     for k, (ids, labels) in enumerate(windows):
         assert ids == stream[k * step : k * step + len(ids)]
-        assert all(lab in (-100, tok) for lab, tok in zip(labels, ids))
+        assert all(lab in (-100, tok) for lab, tok in zip(labels, ids, strict=True))
     counts = trained_positions(windows, step)
     assert max(counts.values()) == 1  # never trained twice (the seed trained the overlap twice)
     if stride > 0:

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from qckit_builtins.chunkers import WindowChunker
 from transformers import default_data_collator
 
 from qckit.components import PackingStats
@@ -12,7 +13,6 @@ from qckit.errors import InputError
 from qckit.packing import pack_file, pack_texts
 from qckit.progress import RecordingObserver
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
-from qckit_builtins.chunkers import WindowChunker
 
 DOCS = list(SAMPLE_SENTENCES)
 
@@ -62,7 +62,10 @@ def test_items_collate_and_pad_the_short_final_window(tiny_tokenizer):
     assert batch["input_ids"].dtype == torch.long
     n = len(last_ids)
     assert batch["attention_mask"][1].tolist() == [1] * n + [0] * (32 - n)
-    assert batch["labels"][1, n:].eq(-100).all() and batch["input_ids"][1, n:].eq(tiny_tokenizer.pad_token_id).all()
+    assert (
+        batch["labels"][1, n:].eq(-100).all()
+        and batch["input_ids"][1, n:].eq(tiny_tokenizer.pad_token_id).all()
+    )
     assert batch["labels"][1, :n].tolist() == last_labels.tolist()
     # the window's first 8 positions are overlap context; a tiny model computes a finite loss on the batch
     assert batch["labels"][1, :8].eq(-100).all()
@@ -87,13 +90,21 @@ def test_cache_hits_on_same_content_and_misses_on_changes(tmp_path, corpus, tiny
     assert [p.name for p in cache.iterdir()] == [first.cache_path.name]  # no temporary debris left
 
     os.utime(corpus, (1, 1))  # a new mtime alone changes nothing
-    again = pack_file(corpus, tiny_tokenizer, WindowChunker(max_length=64, stride=16, min_length=4), cache_dir=cache)
+    again = pack_file(
+        corpus, tiny_tokenizer, WindowChunker(max_length=64, stride=16, min_length=4), cache_dir=cache
+    )
     assert again.from_cache and again.cache_path == first.cache_path
     assert np.array_equal(again.input_ids, first.input_ids) and np.array_equal(again.labels, first.labels)
-    assert again.stats == first.stats and again.fertility == first.fertility and again.num_bytes == first.num_bytes
+    assert (
+        again.stats == first.stats
+        and again.fertility == first.fertility
+        and again.num_bytes == first.num_bytes
+    )
     assert all(torch.equal(again[3][k], first[3][k]) for k in ("input_ids", "labels", "attention_mask"))
 
-    other_chunker = pack_file(corpus, tiny_tokenizer, WindowChunker(max_length=64, stride=8, min_length=4), cache_dir=cache)
+    other_chunker = pack_file(
+        corpus, tiny_tokenizer, WindowChunker(max_length=64, stride=8, min_length=4), cache_dir=cache
+    )
     assert not other_chunker.from_cache
 
     # same size, same mtime, different content: must miss
@@ -121,7 +132,14 @@ def test_cache_entry_without_metadata_is_rebuilt(tmp_path, corpus, tiny_tokenize
 
 def test_progress_is_reported_per_batch(corpus, tiny_tokenizer):
     observer = RecordingObserver()
-    pack_file(corpus, tiny_tokenizer, WindowChunker(max_length=64, stride=0), cache_dir=None, batch_size=10, observer=observer)
+    pack_file(
+        corpus,
+        tiny_tokenizer,
+        WindowChunker(max_length=64, stride=0),
+        cache_dir=None,
+        batch_size=10,
+        observer=observer,
+    )
     kinds = [(kind, task) for kind, task, _ in observer.events]
     assert kinds[0] == ("start", "tokenize") and kinds[-1] == ("finish", "tokenize")
     advances = [data for kind, _, data in observer.events if kind == "advance"]
@@ -151,13 +169,29 @@ def test_errors_name_the_file_and_line(tmp_path, tiny_tokenizer):
     with pytest.raises(InputError, match="no training windows"):
         pack_file(short, tiny_tokenizer, chunker, cache_dir=None)
     bad = tmp_path / "bad.txt"
-    bad.write_bytes("bonjour\n".encode() + b"caf\xe9\n")
+    bad.write_bytes(b"bonjour\n" + b"caf\xe9\n")
     with pytest.raises(InputError, match=r"bad.txt:2: not valid UTF-8"):
         pack_file(bad, tiny_tokenizer, chunker, cache_dir=None)
 
 
 def test_lone_carriage_return_does_not_split_a_document(tmp_path, tiny_tokenizer):
     path = tmp_path / "cr.txt"
-    path.write_bytes("Il fait frette\rce matin\r\nOn s'en va au chalet\n".encode())
-    data = pack_file(path, tiny_tokenizer, WindowChunker(max_length=64, stride=0, min_length=1), cache_dir=None)
+    path.write_bytes(b"Il fait frette\rce matin\r\nOn s'en va au chalet\n")
+    data = pack_file(
+        path, tiny_tokenizer, WindowChunker(max_length=64, stride=0, min_length=1), cache_dir=None
+    )
     assert data.documents == 2
+
+
+def test_special_token_strings_in_documents_stay_text(tiny_tokenizer):
+    # "</s>" is the EOS of this tokenizer and an HTML closing tag in web text: it must not end the document
+    doc = "Prix: <s>20 $</s> 15 $ seulement"
+    data = pack_texts([doc, doc], tiny_tokenizer, WindowChunker(max_length=128, stride=0, min_length=1))
+    ids, _ = data.window(0)
+    assert ids.tolist().count(tiny_tokenizer.eos_token_id) == 2  # the two document ends, nothing else
+    assert tiny_tokenizer.bos_token_id not in ids.tolist()
+    assert tiny_tokenizer.decode(ids.tolist()) == f"{doc}</s>{doc}</s>"
+    plain = tiny_tokenizer(DOCS, add_special_tokens=False)["input_ids"]
+    assert pack_texts(
+        DOCS, tiny_tokenizer, WindowChunker(max_length=4096, stride=0, min_length=1)
+    ).input_ids.tolist() == [tok for ids in plain for tok in ids + [tiny_tokenizer.eos_token_id]]

@@ -58,7 +58,9 @@ class WindowChunker:
         self.min_length = min_length
 
     def __repr__(self) -> str:
-        return f"WindowChunker(max_length={self.max_length}, stride={self.stride}, min_length={self.min_length})"
+        return (
+            f"WindowChunker(max_length={self.max_length}, stride={self.stride}, min_length={self.min_length})"
+        )
 
     def cache_key(self) -> str:
         return (

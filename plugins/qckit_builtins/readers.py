@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import itertools
 import json
 import os
 import zlib
@@ -31,9 +32,7 @@ _BOM = b"\xef\xbb\xbf"
 
 # Windows-1252 for the bytes 0x80-0x9F; the five bytes it leaves undefined (0x81 0x8D 0x8F 0x90 0x9D) keep
 # their Latin-1 meaning (a C1 control character), so decoding never fails.
-_CP1252_HIGH = {
-    b: bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(0x80, 0xA0)
-}
+_CP1252_HIGH = {b: bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(0x80, 0xA0)}
 _LATIN1_TO_CP1252 = str.maketrans({chr(b): ch for b, ch in _CP1252_HIGH.items()})
 _ERROR_HANDLER = "qckit.cp1252"
 
@@ -92,6 +91,22 @@ def _open(path: Path):
         raise InputError(path, f"cannot open: {e.strerror or e}") from None
 
 
+def _chunks(f, path: Path, chunk_size: int) -> Iterator[bytes]:
+    gz = isinstance(f, gzip.GzipFile)
+    while True:
+        try:
+            chunk = f.read(chunk_size)
+        except (EOFError, zlib.error) as e:
+            raise InputError(path, f"corrupt gzip file: {e}") from None
+        except OSError as e:  # gzip.BadGzipFile is an OSError
+            if gz:
+                raise InputError(path, f"corrupt gzip file: {e}") from None
+            raise InputError(path, f"read error: {e.strerror or e}") from None
+        if not chunk:
+            return
+        yield chunk
+
+
 def iter_lines(path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Yield the lines of ``path`` (gzip-decompressed when its name ends with ``.gz``) as bytes without their
     line ending, a UTF-8 BOM removed from the first. Memory stays bounded by ``chunk_size`` plus the longest
@@ -99,37 +114,36 @@ def iter_lines(path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE) -> It
     path = Path(path)
     if path.is_dir():
         raise InputError(path, "is a directory, expected a file")
-    f = _open(path)
-    gz = isinstance(f, gzip.GzipFile)
-    first = True
-    rest = b""
-    with f:
-        while True:
-            try:
-                chunk = f.read(chunk_size)
-            except (EOFError, zlib.error) as e:
-                raise InputError(path, f"corrupt gzip file: {e}") from None
-            except OSError as e:  # gzip.BadGzipFile is an OSError
-                if gz:
-                    raise InputError(path, f"corrupt gzip file: {e}") from None
-                raise InputError(path, f"read error: {e.strerror or e}") from None
-            if not chunk:
+    with _open(path) as f:
+        chunks = _chunks(f, path, chunk_size)
+        head = b""
+        for piece in chunks:
+            head += piece
+            if len(head) >= 3:
                 break
-            if rest:
+        if head.startswith(_BOM):
+            head = head[3:]
+        rest = b""
+        pending: list[bytes] = []  # pieces of a line longer than one chunk, joined once its end arrives
+        for chunk in itertools.chain((head,), chunks):
+            if b"\n" not in chunk:
+                pending.append(chunk)
+                continue
+            if pending:
+                chunk = rest + b"".join(pending) + chunk
+                pending.clear()
+            elif rest:
                 chunk = rest + chunk
-            if first:
-                if len(chunk) < 3:  # too short to tell whether it starts with a BOM yet
-                    rest = chunk
-                    continue
-                first = False
-                if chunk.startswith(_BOM):
-                    chunk = chunk[3:]
             lines = chunk.split(b"\n")
             rest = lines.pop()
-            for line in lines:
-                yield line[:-1] if line.endswith(b"\r") else line
-    if rest:
-        yield rest[:-1] if rest.endswith(b"\r") else rest
+            if b"\r" in chunk:
+                for line in lines:
+                    yield line[:-1] if line.endswith(b"\r") else line
+            else:
+                yield from lines
+        rest += b"".join(pending)
+        if rest:  # the last line, without a final newline
+            yield rest[:-1] if rest.endswith(b"\r") else rest
 
 
 class TxtReader:
@@ -150,8 +164,15 @@ class TxtReader:
         return Document(text, source, line)
 
 
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def _json_type(value: Any) -> str:

@@ -66,11 +66,19 @@ class RandomSplitter:
         return bool(self._mask[index])
 
 
+# salt -> blake2b primed with it; hash objects cannot be pickled, so they live here, not on the splitters
+_SALTED: dict[str, hashlib.blake2b] = {}
+
+
 def hash_fraction(text: str, salt: str) -> float:
-    """Map ``text`` (case-folded, whitespace collapsed) and ``salt`` to a number in [0, 1)."""
-    key = " ".join(text.casefold().split())
-    digest = hashlib.blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    """Map ``text`` (case-folded, whitespace collapsed) and ``salt`` to a number in [0, 1):
+    the first 8 bytes of ``blake2b(salt + "\\0" + text)`` read as a big-endian integer, over 2**64."""
+    base = _SALTED.get(salt)
+    if base is None:
+        base = _SALTED[salt] = hashlib.blake2b(f"{salt}\x00".encode(), digest_size=8)
+    h = base.copy()
+    h.update(" ".join(text.casefold().split()).encode())
+    return int.from_bytes(h.digest(), "big") / 2.0**64
 
 
 class HashSplitter:

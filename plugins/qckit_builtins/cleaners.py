@@ -1,0 +1,122 @@
+"""Built-in cleaners: URL and e-mail removal, collapse of repeated punctuation.
+
+Cleaners are normalizers (``normalize(text) -> str``, the same object when unchanged) registered
+through ``register_normalizers``. Each one looks for a cheap sign first (``"://"``, ``"@"``,
+``".."``) and only then runs its regular expression.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from qckit import hookimpl
+
+# A URL: a scheme (http, https, ftp) or "www.", then anything up to whitespace, quotes or angle
+# brackets. Parentheses are taken only in balanced pairs ("…/Québec_(ville)"), and the last character
+# may not be sentence punctuation, so "voir https://exemple.ca/page, puis…" keeps its comma and
+# "(https://exemple.ca)." keeps ")." — the seed's pattern, with its accidental "[$-_]" range, took them.
+_URL_CHAR = r"[^\s()<>\"«»“”‘’\[\]{}|\\^`]"
+_URL_END = r"[^\s()<>\"«»“”‘’\[\]{}|\\^`.,;:!?'…*]"
+_URL_BODY = rf"(?:\({_URL_CHAR}*\)|{_URL_CHAR})*(?:\({_URL_CHAR}*\)|{_URL_END})"
+_URL = rf"(?:(?:https?|ftp)://|(?<![\w.@/-])www\.){_URL_BODY}"
+_URL_RE = re.compile(_URL, re.IGNORECASE)
+# With an empty replacement, the spaces before the URL go too ("voir https://x.ca." → "voir.").
+_URL_RE_SPACED = re.compile(r"[ \t\u00a0\u202f]*" + _URL, re.IGNORECASE)
+
+
+def _replace(pattern: re.Pattern[str], text: str, replacement: str) -> str:
+    cleaned = pattern.sub(replacement, text)
+    if cleaned == text:
+        return text
+    return cleaned.strip() if not replacement else cleaned
+
+
+class StripUrls:
+    """Removes URLs (recipe: ``use = "strip_urls"``): ``http://``, ``https://``, ``ftp://`` and ``www.``.
+
+    The sentence punctuation after a URL stays: "Voir https://exemple.ca/page, pis reviens." →
+    "Voir, pis reviens.". With the default empty ``replacement`` the spaces before each URL are removed
+    with it and the result is stripped; a non-empty ``replacement`` (``"<url>"``) takes the URL's place.
+    """
+
+    name: ClassVar[str] = "strip_urls"
+
+    def __init__(self, replacement: str = "") -> None:
+        self.replacement = str(replacement)
+
+    def normalize(self, text: str) -> str:
+        if "://" not in text and "www." not in text and "WWW." not in text:
+            return text
+        pattern = _URL_RE if self.replacement else _URL_RE_SPACED
+        return _replace(pattern, text, self.replacement)
+
+
+# local-part@domain.tld. The local part has no quotes or apostrophes, so the French elision before an
+# address stays ("d'info@cegep.qc.ca" → "d'"); the domain ends with a letters-only top-level domain,
+# so a final period stays too.
+_EMAIL_LOCAL = r"[\w!#$%&*+/=?^`{|}~-]+(?:\.[\w!#$%&*+/=?^`{|}~-]+)*"
+_EMAIL_DOMAIN = r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[a-zA-Z]{2,63}(?![\w-])"
+_EMAIL = rf"(?:mailto:)?(?<![\w.!#$%&*+/=?^`{{|}}~-]){_EMAIL_LOCAL}@{_EMAIL_DOMAIN}"
+_EMAIL_RE = re.compile(_EMAIL, re.IGNORECASE)
+_EMAIL_RE_SPACED = re.compile(r"[ \t\u00a0\u202f]*" + _EMAIL, re.IGNORECASE)
+
+
+class StripEmails:
+    """Removes e-mail addresses such as ``marie.tremblay@exemple.qc.ca`` (recipe: ``use = "strip_emails"``).
+
+    ``replacement`` (default empty) takes the place of each address; when it is empty the spaces before
+    the address go too and the result is stripped. A ``mailto:`` prefix is removed with the address.
+    """
+
+    name: ClassVar[str] = "strip_emails"
+
+    def __init__(self, replacement: str = "") -> None:
+        self.replacement = str(replacement)
+
+    def normalize(self, text: str) -> str:
+        if "@" not in text:
+            return text
+        pattern = _EMAIL_RE if self.replacement else _EMAIL_RE_SPACED
+        return _replace(pattern, text, self.replacement)
+
+
+_REPEATED = re.compile(r"([.!?])\1+")
+_REPEATED_BANG = re.compile(r"([!?])\1+")
+_DOTS = re.compile(r"\.{2,}")
+
+
+def _dots(match: re.Match[str]) -> str:
+    return "..." if len(match.group()) >= 3 else "."
+
+
+class CollapsePunctuation:
+    """Collapses repeated ``.``, ``!`` and ``?`` (recipe: ``use = "collapse_punctuation"``), as the seed did:
+    "Wow!!!" → "Wow!", "Quoi???" → "Quoi?", "Bon...." → "Bon.". Mixed runs such as "?!" are kept.
+
+    With ``keep_ellipsis = true`` three or more dots become an ellipsis "..." instead of one period
+    ("Bon...." → "Bon...", "Bon.." → "Bon."); the default (false) is the seed's behaviour.
+    """
+
+    name: ClassVar[str] = "collapse_punctuation"
+
+    def __init__(self, keep_ellipsis: bool = False) -> None:
+        self.keep_ellipsis = bool(keep_ellipsis)
+
+    def normalize(self, text: str) -> str:
+        if ".." not in text and "!!" not in text and "??" not in text:
+            return text
+        if self.keep_ellipsis:
+            cleaned = _DOTS.sub(_dots, _REPEATED_BANG.sub(r"\1", text))
+        else:
+            cleaned = _REPEATED.sub(r"\1", text)
+        return text if cleaned == text else cleaned
+
+
+CLEANERS = (StripUrls, StripEmails, CollapsePunctuation)
+
+
+@hookimpl
+def register_normalizers(register):
+    for component in CLEANERS:
+        register(component)

@@ -1,0 +1,150 @@
+"""Exact and near-duplicate removal (stateful filters: fingerprints in workers, decisions in order)."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+from qckit_builtins.dedup import ExactDedup, MinHashDedup, dedup_key
+
+from qckit.components import Document
+
+
+def run(flt, texts: list[str], batch: int = 1000) -> list[str | None]:
+    """What the pipeline does: fingerprints per document, then decisions batch by batch, in order."""
+    fingerprints = [flt.fingerprint(Document(t)) for t in texts]
+    reasons: list[str | None] = []
+    for start in range(0, len(fingerprints), batch):
+        reasons.extend(flt.drop_reasons(fingerprints[start : start + batch]))
+    return reasons
+
+
+def test_key_ignores_case_punctuation_spacing_and_apostrophe_style():
+    assert dedup_key("Bonjour  le monde!") == dedup_key("bonjour le monde") == "bonjour le monde"
+    assert dedup_key("C'est l'été.") == dedup_key("C’EST L’ÉTÉ") == "c est l été"
+    assert dedup_key("«\u00a0Allô\u00a0» — toi…") == "allô toi"
+    assert dedup_key("ﬁn ½") == "fin 1⁄2"  # NFKC
+    assert dedup_key("Straße") == dedup_key("STRASSE")  # case folding
+
+
+def test_exact_dedup_collapses_trivial_variants_but_not_different_texts():
+    texts = [
+        "Bonjour  le monde!",
+        "bonjour le monde",
+        "Bonjour le monde, toi",
+        "BONJOUR... le   MONDE",
+        "Allô la gang",
+        "Bonjour le monde toi",
+    ]
+    assert run(ExactDedup(), texts) == [None, "duplicate", None, "duplicate", None, "duplicate"]
+
+
+def test_exact_dedup_without_key_normalization_compares_raw_text():
+    texts = ["Bonjour  le monde!", "bonjour le monde", "Bonjour  le monde!"]
+    assert run(ExactDedup(normalize_key=False), texts) == [None, None, "duplicate"]
+
+
+def test_fingerprint_is_a_64_bit_int_and_stable():
+    flt = ExactDedup()
+    fp = flt.fingerprint(Document("Bonjour le monde"))
+    assert isinstance(fp, int) and 0 <= fp < 2**64
+    assert fp == ExactDedup().fingerprint(Document("bonjour, le monde!"))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 1000])
+def test_exact_dedup_across_the_merge_into_the_sorted_array(batch):
+    rng = random.Random(11)
+    uniques = [f"document numéro {i}" for i in range(40)]
+    texts = (
+        uniques + [rng.choice(uniques).upper() + "!" for _ in range(60)] + [f"nouveau {i}" for i in range(10)]
+    )
+    flt = ExactDedup(merge_threshold=4)
+    reasons = run(flt, texts, batch=batch)
+    assert reasons == [None] * 40 + ["duplicate"] * 60 + [None] * 10
+    # Most hashes now live in the sorted uint64 array; the set holds fewer than merge_threshold.
+    assert flt._sorted.dtype == np.uint64
+    assert len(flt._recent) < 4 and flt.n_unique == 50
+    assert np.all(np.diff(flt._sorted.astype(np.float64)) > 0)
+
+
+def test_duplicates_within_one_batch_keep_the_first():
+    flt = ExactDedup()
+    fps = [flt.fingerprint(Document(t)) for t in ["a b c", "x y z", "A B C!", "a b c"]]
+    assert flt.drop_reasons(fps) == [None, None, "duplicate", "duplicate"]
+    assert flt.drop_reasons([]) == []
+    flt.reset()
+    assert flt.drop_reasons(fps[:1]) == [None]
+
+
+def test_exact_dedup_rejects_bad_threshold_and_survives_pickle():
+    with pytest.raises(ValueError, match="merge_threshold must be at least 1"):
+        ExactDedup(merge_threshold=0)
+    flt = ExactDedup(merge_threshold=2)
+    run(flt, ["un", "deux", "trois"])
+    clone = pickle.loads(pickle.dumps(flt))
+    assert run(clone, ["Deux!", "quatre"]) == ["duplicate", None]
+    assert run(flt, ["Deux!", "quatre"]) == ["duplicate", None]
+
+
+WORDS = [
+    a + b for a in ("ma", "to", "pi", "lu", "ré", "son") for b in ("che", "ton", "ra", "lin", "vé", "don")
+]
+
+
+def forty_words(seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [rng.choice(WORDS) for _ in range(40)]
+
+
+def test_minhash_finds_a_one_word_edit_and_not_an_unrelated_text():
+    words = forty_words(1)
+    edited = list(words)
+    edited[-1] = "dépanneur"  # 35 of 37 five-word shingles shared: Jaccard ≈ 0.95
+    texts = [" ".join(words), " ".join(edited), " ".join(forty_words(2))]
+    assert run(MinHashDedup(), texts) == [None, "near_duplicate", None]
+
+
+def test_minhash_threshold_decides_for_a_middle_edit():
+    words = forty_words(1)
+    edited = list(words)
+    edited[20] = "dépanneur"  # changes 5 of 36 shingles: Jaccard = 31/41 ≈ 0.76
+    texts = [" ".join(words), " ".join(edited)]
+    assert run(MinHashDedup(threshold=0.5), texts) == [None, "near_duplicate"]
+    assert run(MinHashDedup(threshold=0.9), texts) == [None, None]
+
+
+def test_minhash_short_and_empty_documents():
+    flt = MinHashDedup()
+    assert flt.shingles("Allô toi") == [b"all\xc3\xb4 toi"]
+    assert flt.fingerprint(Document("!!!")) is None
+    assert run(flt, ["Allô toi", "ALLÔ, toi!", "", "", "Bonjour là"]) == [
+        None,
+        "near_duplicate",
+        None,
+        None,
+        None,
+    ]
+
+
+def test_minhash_fingerprint_is_compact_and_pickle_safe():
+    flt = MinHashDedup(num_perm=64)
+    fp = flt.fingerprint(Document(" ".join(forty_words(3))))
+    assert isinstance(fp, np.ndarray) and fp.shape == (64,) and fp.nbytes <= 64 * 8
+    clone = pickle.loads(pickle.dumps(flt))
+    assert np.array_equal(clone.fingerprint(Document(" ".join(forty_words(3)))), fp)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ngram": 0}, "ngram must be at least 1"),
+        ({"threshold": 1.0}, "threshold must be between 0 and 1"),
+        ({"threshold": 0.0}, "threshold must be between 0 and 1"),
+        ({"num_perm": 1}, "num_perm must be at least 2"),
+    ],
+)
+def test_minhash_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MinHashDedup(**kwargs)

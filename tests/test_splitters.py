@@ -1,0 +1,147 @@
+"""Built-in splitters: the seed's train/validation counts, determinism, per-set seeding, hash stability."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from qckit_builtins.splitters import HashSplitter, RandomSplitter, register_splitters, validation_count
+
+from qckit.components import Document, Splitter
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def val_indices(splitter, docs, set_index=0) -> list[int]:
+    splitter.start(len(docs), set_index)
+    return [i for i, doc in enumerate(docs) if splitter.is_val(i, doc)]
+
+
+def docs_of(n: int) -> list[Document]:
+    return [Document(f"Document numéro {i}, pis y est ben correct.", "c.txt", i + 1) for i in range(n)]
+
+
+def test_splitters_are_registered_and_follow_the_protocol():
+    registered = []
+    register_splitters(registered.append)
+    assert {cls.name for cls in registered} == {"random", "hash"}
+    for cls in registered:
+        assert isinstance(cls(), Splitter)
+
+
+@pytest.mark.parametrize(
+    ("n", "val_split", "n_val"),
+    [
+        (0, 0.1, 0),
+        (1, 0.1, 1),
+        (3, 0.1, 1),
+        (10, 0.1, 1),
+        (25, 0.3, 8),
+        (100, 0.0, 0),
+        (7, 0.5, 4),
+        (1000, 0.1, 100),
+    ],
+)
+def test_random_split_counts_match_the_seed_arithmetic(n, val_split, n_val):
+    assert validation_count(n, val_split) == n_val
+    assert len(val_indices(RandomSplitter(val_split=val_split), docs_of(n))) == n_val
+
+
+def test_random_split_counts_match_the_seed_reimplementation(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import seed_prepare
+    finally:
+        sys.path.remove(str(BENCH))
+    corpus = tmp_path / "c.txt"
+    lines = [f"Le document numéro {i} parle de hockey pis de cabane à sucre." for i in range(1, 238)]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for val_split in (0.05, 0.1, 0.33, 0.5):
+        stats = seed_prepare.prepare([corpus], tmp_path / "out", val_split=val_split)
+        assert len(val_indices(RandomSplitter(val_split=val_split), docs_of(stats["kept"]))) == stats["val"]
+
+
+def test_random_split_is_deterministic_and_seed_and_set_dependent():
+    docs = docs_of(500)
+    first = val_indices(RandomSplitter(seed=42), docs)
+    assert val_indices(RandomSplitter(seed=42), docs) == first
+    assert val_indices(RandomSplitter(seed=43), docs) != first
+    # every output set (one per input file when not merged) honours the seed, and sets differ
+    assert val_indices(RandomSplitter(seed=42), docs, set_index=1) == val_indices(
+        RandomSplitter(seed=42), docs, 1
+    )
+    assert val_indices(RandomSplitter(seed=42), docs, set_index=1) != first
+    assert val_indices(RandomSplitter(seed=-42), docs) != first
+
+
+def test_random_split_survives_pickling_between_start_and_is_val():
+    docs = docs_of(300)
+    splitter = RandomSplitter(val_split=0.2, seed=7)
+    splitter.start(len(docs), 0)
+    copy = pickle.loads(pickle.dumps(splitter))
+    assert [copy.is_val(i, d) for i, d in enumerate(docs)] == [
+        splitter.is_val(i, d) for i, d in enumerate(docs)
+    ]
+
+
+def test_random_split_picks_documents_uniformly():
+    # 20 documents, 5 in validation, 4000 seeds: each index should land in validation ~1000 times (sd ~27).
+    hits = [0] * 20
+    for seed in range(4000):
+        splitter = RandomSplitter(val_split=0.25, seed=seed)
+        splitter.start(20, 0)
+        for i in range(20):
+            hits[i] += splitter.is_val(i, None)
+    assert sum(hits) == 4000 * 5
+    assert min(hits) > 880 and max(hits) < 1120, hits
+
+
+def test_random_split_handles_millions_of_documents_quickly():
+    splitter = RandomSplitter(val_split=0.1, seed=1)
+    splitter.start(3_000_000, 0)
+    assert sum(splitter.is_val(i, None) for i in range(0, 3_000_000, 1000)) in range(200, 400)
+    assert len(pickle.dumps(splitter)) < 3_000_000 + 10_000  # one byte per document, never the texts
+
+
+def test_is_val_before_start_is_an_error():
+    with pytest.raises(RuntimeError, match="start"):
+        RandomSplitter().is_val(0, Document("x"))
+
+
+@pytest.mark.parametrize("cls", [RandomSplitter, HashSplitter])
+@pytest.mark.parametrize("bad", [-0.1, 0.51, 1, 2.0, "0.1", True, None])
+def test_bad_val_split_is_rejected(cls, bad):
+    with pytest.raises(ValueError, match="val_split must be"):
+        cls(val_split=bad)
+
+
+def test_bad_seed_and_salt_are_rejected():
+    with pytest.raises(ValueError, match="seed"):
+        RandomSplitter(seed=1.5)
+    with pytest.raises(ValueError, match="salt"):
+        HashSplitter(salt=3)
+
+
+def test_hash_split_keeps_every_document_on_its_side_when_the_corpus_grows():
+    old = [Document(f"Vieux document {i} sur la météo de Québec.") for i in range(2000)]
+    new = [Document(f"Nouveau document {i} sur le dépanneur du coin.") for i in range(2000)]
+    before = {old[i].text for i in val_indices(HashSplitter(), old)}
+    grown = old + new
+    random.Random(0).shuffle(grown)
+    after_idx = val_indices(HashSplitter(), grown, set_index=3)
+    after = {grown[i].text for i in after_idx}
+    assert {t for t in after if t.startswith("Vieux")} == before
+    assert 0.08 < len(after) / len(grown) < 0.12
+
+
+def test_hash_split_puts_case_and_space_variants_on_the_same_side_and_depends_on_salt():
+    splitter = HashSplitter(val_split=0.5)
+    texts = [f"Le Canadien a perdu {i} à zéro hier soir." for i in range(200)]
+    sides = [splitter.is_val(0, Document(t)) for t in texts]
+    assert sides == [splitter.is_val(5, Document("  " + t.upper().replace(" ", "   "))) for t in texts]
+    other = HashSplitter(val_split=0.5, salt="autre")
+    assert sides != [other.is_val(0, Document(t)) for t in texts]
+    assert not any(HashSplitter(val_split=0.0).is_val(0, Document(t)) for t in texts)
