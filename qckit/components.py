@@ -40,6 +40,14 @@ class Document:
     def where(self) -> str:
         return f"{self.source}:{self.line}"
 
+    def __reduce__(self) -> tuple:
+        # Documents cross process boundaries by the million: a flat tuple pickles ~2x faster than slots state.
+        return (_document, (self.text, self.source, self.line, self.meta or None, self.metrics or None))
+
+
+def _document(text: str, source: str, line: int, meta: dict | None, metrics: dict | None) -> Document:
+    return Document(text, source, line, meta if meta is not None else {}, metrics if metrics is not None else {})
+
 
 @runtime_checkable
 class Reader(Protocol):

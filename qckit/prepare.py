@@ -17,6 +17,7 @@ are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only 
 from __future__ import annotations
 
 import multiprocessing
+import operator
 import os
 import pickle
 import shutil
@@ -129,49 +130,65 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
                 docs.append(doc)
     n_docs = len(docs)
 
+    texts = [doc.text for doc in docs]
     changed = []
     for name, owner, normalizer in stage.normalizers:
-        count = 0
-        for doc in docs:
-            try:
-                new = normalizer.normalize(doc.text)
-            except Exception as exc:
-                raise ComponentError("normalizer", name, owner, doc.where, exc) from exc
-            if new is not doc.text and new != doc.text:
-                doc.text = new
-                count += 1
-        changed.append(count)
+        new = _call_batch(normalizer, "normalize_batch", "normalize", texts, docs, "normalizer", name, owner)
+        changed.append(sum(map(operator.ne, texts, new)))
+        texts = new
+    for doc, text in zip(docs, texts, strict=True):
+        doc.text = text
 
     drops: dict[tuple[str, str], int] = {}
     examples: dict[tuple[str, str], list[str]] = {}
-    kept = []
-    for doc in docs:
-        for name, owner, flt in stage.filters:
-            try:
-                reason = flt.drop_reason(doc)
-            except Exception as exc:
-                raise ComponentError("filter", name, owner, doc.where, exc) from exc
-            if reason is not None:
-                key = (name, reason)
-                drops[key] = drops.get(key, 0) + 1
-                ex = examples.setdefault(key, [])
-                if len(ex) < stage.max_examples:
-                    ex.append(doc.where)
-                break
-        else:
-            kept.append(doc)
+    alive = docs
+    for name, owner, flt in stage.filters:
+        reasons = _call_batch(flt, "drop_reason_batch", "drop_reason", alive, alive, "filter", name, owner)
+        survivors = []
+        for doc, reason in zip(alive, reasons, strict=True):
+            if reason is None:
+                survivors.append(doc)
+                continue
+            key = (name, reason)
+            drops[key] = drops.get(key, 0) + 1
+            ex = examples.setdefault(key, [])
+            if len(ex) < stage.max_examples:
+                ex.append(doc.where)
+        alive = survivors
+    kept = alive
 
-    fingerprints = []
-    for name, owner, flt in stage.stateful:
-        fps = []
-        for doc in kept:
-            try:
-                fps.append(flt.fingerprint(doc))
-            except Exception as exc:
-                raise ComponentError("filter", name, owner, doc.where, exc) from exc
-        fingerprints.append(fps)
+    fingerprints = [
+        _call_batch(flt, "fingerprint_batch", "fingerprint", kept, kept, "filter", name, owner)
+        for name, owner, flt in stage.stateful
+    ]
     return _BatchResult(batch.set_index, batch.file_index, batch.nbytes, len(batch.records), n_docs,
                         issues, changed, drops, examples, kept, fingerprints)
+
+
+def _call_batch(component: Any, batch_method: str, method: str, items: list, docs: list[Document],
+                kind: str, name: str, owner: str) -> list:
+    """Call the component's batch method if it has one, else its per-item method.
+
+    If the batch call fails, redo the batch item by item so the error names the document's position.
+    """
+    batch_fn = getattr(component, batch_method, None)
+    batch_error: Exception | None = None
+    if batch_fn is not None:
+        try:
+            return batch_fn(items)
+        except Exception as exc:
+            batch_error = exc  # find the culprit below
+    fn = getattr(component, method)
+    out = []
+    for item, doc in zip(items, docs, strict=True):
+        try:
+            out.append(fn(item))
+        except Exception as exc:
+            raise ComponentError(kind, name, owner, doc.where, exc) from exc
+    if batch_error is not None:  # every item works alone: the batch method itself is broken
+        where = f"{docs[0].where}..{docs[-1].line}" if docs else None
+        raise ComponentError(kind, f"{name}.{batch_method}", owner, where, batch_error) from batch_error
+    return out
 
 
 # Worker processes hold their stage in this module-level slot; it is set once per worker process by

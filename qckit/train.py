@@ -377,12 +377,16 @@ class _Run:
         data = _eval_dict(result, step)
         if self.trainer is not None:
             # "eval_" keys become eval/loss, eval/perplexity, eval/bits_per_byte in TensorBoard and land
-            # in trainer_state.json's log history.
+            # in trainer_state.json's log history. Logging resets control.should_log, which would swallow
+            # the training loss of this step (logged by the Trainer right after on_step_end): keep it.
+            control = self.trainer.control
+            should_log = control.should_log
             self.trainer.log({
                 "eval_loss": result.loss,
                 "eval_perplexity": result.perplexity,
                 "eval_bits_per_byte": result.bits_per_byte,
             })
+            self.trainer.control.should_log = should_log or self.trainer.control.should_log
         return data
 
     def tokens_per_second(self, state: Any) -> float | None:

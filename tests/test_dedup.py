@@ -64,9 +64,10 @@ def test_exact_dedup_across_the_merge_into_the_sorted_array(batch):
     reasons = run(flt, texts, batch=batch)
     assert reasons == [None] * 40 + ["duplicate"] * 60 + [None] * 10
     # Most hashes now live in the sorted uint64 array; the set holds fewer than merge_threshold.
-    assert flt._sorted.dtype == np.uint64
-    assert len(flt._recent) < 4 and flt.n_unique == 50
-    assert np.all(np.diff(flt._sorted.astype(np.float64)) > 0)
+    index = flt._index
+    assert index.sorted.dtype == np.uint64 and len(index.sorted) >= 48
+    assert len(index.recent) < 4 and flt.n_unique == 50
+    assert np.all(index.sorted[1:] > index.sorted[:-1])
 
 
 def test_duplicates_within_one_batch_keep_the_first():
@@ -115,6 +116,19 @@ def test_minhash_threshold_decides_for_a_middle_edit():
     assert run(MinHashDedup(threshold=0.9), texts) == [None, None]
 
 
+def test_minhash_across_the_merge_into_the_sorted_array():
+    originals = [" ".join(forty_words(seed)) for seed in range(10, 30)]
+    edited = []
+    for text in originals:
+        words = text.split()
+        words[-1] = "fin"
+        edited.append(" ".join(words))
+    flt = MinHashDedup(merge_threshold=20)  # 9 band hashes per kept document: merges every 3 documents
+    reasons = run(flt, originals + edited, batch=4)
+    assert reasons == [None] * 20 + ["near_duplicate"] * 20
+    assert len(flt._index.sorted) >= 9 * 18
+
+
 def test_minhash_short_and_empty_documents():
     flt = MinHashDedup()
     assert flt.shingles("Allô toi") == [b"all\xc3\xb4 toi"]
@@ -131,7 +145,9 @@ def test_minhash_short_and_empty_documents():
 def test_minhash_fingerprint_is_compact_and_pickle_safe():
     flt = MinHashDedup(num_perm=64)
     fp = flt.fingerprint(Document(" ".join(forty_words(3))))
-    assert isinstance(fp, np.ndarray) and fp.shape == (64,) and fp.nbytes <= 64 * 8
+    # One 64-bit hash per LSH band: 5 bands of 11 rows for threshold 0.8 and 64 permutations.
+    assert (flt.bands, flt.rows) == (5, 11)
+    assert isinstance(fp, np.ndarray) and fp.dtype == np.uint64 and fp.shape == (5,)
     clone = pickle.loads(pickle.dumps(flt))
     assert np.array_equal(clone.fingerprint(Document(" ".join(forty_words(3)))), fp)
 
@@ -148,3 +164,34 @@ def test_minhash_fingerprint_is_compact_and_pickle_safe():
 def test_minhash_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MinHashDedup(**kwargs)
+
+
+def test_minhash_decisions_match_datasketch_lsh():
+    from datasketch import LeanMinHash, MinHashLSH
+
+    rng = random.Random(5)
+    texts, n_variants = [], 0
+    for seed in range(30):
+        words = forty_words(100 + seed)
+        texts.append(" ".join(words))
+        for _ in range(rng.randint(0, 2)):  # a few variants of each, with 1 to 4 words changed
+            variant = list(words)
+            for _ in range(rng.randint(1, 4)):
+                variant[rng.randrange(40)] = rng.choice(WORDS)
+            texts.append(" ".join(variant))
+            n_variants += 1
+    rng.shuffle(texts)
+    flt = MinHashDedup(threshold=0.7)
+    ours = run(flt, texts, batch=8)
+    lsh = MinHashLSH(threshold=0.7, num_perm=128)
+    theirs = []
+    for i, text in enumerate(texts):
+        sketch = LeanMinHash(seed=1, hashvalues=flt.signature(text), scheme="affine32")
+        if lsh.query(sketch):
+            theirs.append("near_duplicate")
+        else:
+            lsh.insert(i, sketch)
+            theirs.append(None)
+    assert ours == theirs
+    # Some variants are above the threshold, some below: both kinds of decision are compared.
+    assert 3 <= ours.count("near_duplicate") < n_variants

@@ -142,6 +142,8 @@ def test_tensorboard_and_trainer_state_hold_held_out_metrics(lora_run):
     assert bpb[-1].value == pytest.approx(result.summary["eval_after"]["bits_per_byte"], rel=1e-6)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "eval_perplexity" in h] == [0, 12, 24]
+    # an evaluation step still logs its training loss
+    assert [h["step"] for h in history if "loss" in h] == list(range(1, 25))
 
 
 def test_full_finetune_without_lora_and_without_val_file(tmp_path, tiny_model_dir, corpus):

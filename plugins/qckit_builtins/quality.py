@@ -17,7 +17,15 @@ from typing import ClassVar
 from qckit import hookimpl
 from qckit.components import Document
 
-_APOSTROPHES = str.maketrans({"’": "'", "ʼ": "'", "‘": "'"})
+
+def _unify_apostrophes(text: str) -> str:
+    """’ (and the rarer ʼ ‘) → ' (str.replace: much faster than str.translate on non-ASCII text)."""
+    for apostrophe in "’ʼ‘":
+        if apostrophe in text:
+            text = text.replace(apostrophe, "'")
+    return text
+
+
 # Elided forms keep their apostrophe ("l'", "qu'", "c'"); other tokens are runs of word characters.
 _STOP_TOKEN = re.compile(r"[^\W\d_]+'|\w+")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
@@ -183,8 +191,7 @@ class FrenchQualityFilter:
             if value < 0:
                 raise ValueError(f"{key} must be at least 0, not {value}")
         words = french_stop_words() if stop_words is None else stop_words
-        self.stop_words = frozenset(w.strip().lower().translate(_APOSTROPHES) for w in words if w.strip())
-        self.custom_stop_words = stop_words is not None
+        self.stop_words = frozenset(_unify_apostrophes(w.strip().lower()) for w in words if w.strip())
         self.min_stop_words = int(min_stop_words)
         self.short_doc_words = int(short_doc_words)
         self.min_avg_word_length = float(min_avg_word_length)
@@ -205,7 +212,7 @@ class FrenchQualityFilter:
     def count_stop_words(self, text: str) -> int:
         """Occurrences of stop words in ``text`` (case-insensitive, ' and ’ alike)."""
         stop = self.stop_words
-        return sum(1 for token in _STOP_TOKEN.findall(text.lower().translate(_APOSTROPHES)) if token in stop)
+        return sum(1 for token in _STOP_TOKEN.findall(_unify_apostrophes(text.lower())) if token in stop)
 
     def drop_reason(self, doc: Document) -> str | None:
         text = doc.text

@@ -1,0 +1,164 @@
+"""Training step time: qckit's ``run_train`` against a bare Hugging Face Trainer + peft script.
+
+    python bench/bench_train_step.py                         # hidden 256, 4 layers, seq 128, batch 4 x 2
+    python bench/bench_train_step.py --hidden 512 --layers 8 --steps 40 --repeats 3
+    python bench/bench_train_step.py --no-checkpointing      # both sides without gradient checkpointing
+
+Both sides run in this process, alternating (qckit, bare, qckit, bare …) so that machine drift hits
+both equally, on the same model directory (a randomly initialised Llama built here with the tiny test
+tokenizer), the same packed windows (one ``pack_file`` call; the bare script gets the same dataset
+object) and the same settings: LoRA r 16 / alpha 32 / dropout 0.1 on the seven seed projections,
+non-reentrant gradient checkpointing, AdamW (adamw_torch), cosine schedule with 3 % warmup, lr 1e-5,
+max grad norm 1.0, seed 42, TensorBoard logging every 10 steps, no checkpoints, no evaluation, the
+precision qckit picks for this machine (fp32 on CPU, bf16/fp16 on CUDA) for both.
+
+A step is one optimizer step (``--batch`` x ``--accum`` windows); its time is the interval between
+consecutive ``on_step_end`` callbacks (the bare side uses a one-line callback; qckit's is the observer's
+``advance("train")`` call). The first ``--warmup`` steps of every run are excluded; the report gives
+the median over the remaining steps of all repeats, and the ratio qckit / bare (target <= 1.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from qckit.progress import NullObserver
+
+
+class StepClock(NullObserver):
+    """An observer that timestamps every ``advance("train")`` (called at each ``on_step_end``)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def advance(self, task: str, amount: float = 1, **fields: Any) -> None:
+        if task == "train" and not fields.get("resumed"):
+            self.stamps.append(time.perf_counter())
+
+
+def build_model(directory: Path, hidden: int, layers: int) -> Path:
+    from qckit.testing import SAMPLE_SENTENCES, save_tiny_model
+
+    heads = max(hidden // 64, 1)
+    return save_tiny_model(directory, SAMPLE_SENTENCES, hidden_size=hidden, num_layers=layers, num_heads=heads)
+
+
+def intervals(stamps: list[float], warmup: int) -> list[float]:
+    diffs = [b - a for a, b in zip(stamps, stamps[1:])]
+    return diffs[warmup:]
+
+
+def run_qckit(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespace) -> list[float]:
+    from qckit.train import TrainSettings, run_train
+    from qckit_builtins.adapters import LoraAdapter
+    from qckit_builtins.chunkers import WindowChunker
+
+    settings = TrainSettings(
+        train_file=str(train_file), output_dir=str(out), model=str(model_dir), max_steps=ns.steps,
+        batch_size=ns.batch, gradient_accumulation_steps=ns.accum, save_steps=0, eval_steps=-1,
+        inspect_data=False, logging_steps=10, gradient_checkpointing=ns.checkpointing,
+        cache_dir=str(ns.cache_dir),
+    )
+    clock = StepClock()
+    run_train(settings, WindowChunker(max_length=ns.seq, stride=16), [LoraAdapter()], observer=clock)
+    return intervals(clock.stamps, ns.warmup)
+
+
+def run_bare(model_dir: Path, dataset: Any, out: Path, ns: argparse.Namespace, precision: str) -> list[float]:
+    """What a user would write by hand with transformers + peft, same settings as qckit's defaults."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model.config.use_cache = False
+    model = get_peft_model(model, LoraConfig(
+        task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=0.1,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    ))
+    if ns.checkpointing:
+        model.get_base_model().activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=ns.batch, gradient_accumulation_steps=ns.accum,
+        max_steps=ns.steps, learning_rate=1e-5, lr_scheduler_type="cosine", warmup_steps=0.03, optim="adamw_torch",
+        weight_decay=0.0, max_grad_norm=1.0, seed=42, logging_steps=10, save_strategy="no",
+        report_to=["tensorboard"], disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=precision == "bf16", fp16=precision == "fp16",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
+                      callbacks=[Clock()])
+    trainer.train()
+    return intervals(stamps, ns.warmup)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=128, help="window length in tokens")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--accum", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=5, help="steps excluded at the start of every run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    parser.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
+    ns = parser.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from qckit.hardware import choose_precision, detect_environment
+    from qckit.packing import pack_file
+    from qckit.testing import SAMPLE_SENTENCES, write_corpus
+    from qckit_builtins.chunkers import WindowChunker
+
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    env = detect_environment()
+    precision = choose_precision(env, "auto")
+    with tempfile.TemporaryDirectory(prefix="qckit-bench-train-") as tmp:
+        root = Path(tmp)
+        model_dir = build_model(root / "model", ns.hidden, ns.layers)
+        train_file = write_corpus(root / "train.txt", list(SAMPLE_SENTENCES) * 60)
+        ns.cache_dir = root / "cache"
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        dataset = pack_file(train_file, tokenizer, WindowChunker(max_length=ns.seq, stride=16), cache_dir=ns.cache_dir)
+        print(f"model: Llama hidden {ns.hidden} x {ns.layers} layers, vocab {len(tokenizer)}; {len(dataset)} windows "
+              f"of {ns.seq} tokens; step = {ns.batch} x {ns.accum} windows; {precision} on {env.describe()}; "
+              f"torch threads {torch.get_num_threads()}; gradient checkpointing {'on' if ns.checkpointing else 'off'}")
+        qckit_times: list[float] = []
+        bare_times: list[float] = []
+        for repeat in range(ns.repeats):
+            q = run_qckit(model_dir, train_file, root / f"q{repeat}", ns)
+            b = run_bare(model_dir, dataset, root / f"b{repeat}", ns, precision)
+            qckit_times += q
+            bare_times += b
+            print(f"  run {repeat + 1}: qckit median {statistics.median(q) * 1e3:8.2f} ms/step   "
+                  f"bare median {statistics.median(b) * 1e3:8.2f} ms/step")
+    q_med, b_med = statistics.median(qckit_times), statistics.median(bare_times)
+    print(f"qckit run_train   : {q_med * 1e3:8.2f} ms/step (median of {len(qckit_times)} steps)")
+    print(f"bare Trainer+peft : {b_med * 1e3:8.2f} ms/step (median of {len(bare_times)} steps)")
+    ratio = q_med / b_med
+    print(f"ratio qckit / bare: {ratio:.3f}  (target <= 1.03: {'ok' if ratio <= 1.03 else 'ABOVE TARGET'})")
+
+
+if __name__ == "__main__":
+    main()
