@@ -74,6 +74,7 @@ def run_bare(model_dir: Path, dataset: Any, out: Path, ns: argparse.Namespace, p
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+    from transformers.trainer_callback import PrinterCallback
 
     stamps: list[float] = []
 
@@ -101,6 +102,7 @@ def run_bare(model_dir: Path, dataset: Any, out: Path, ns: argparse.Namespace, p
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
                       callbacks=[Clock()])
+    trainer.remove_callback(PrinterCallback)  # qckit does not print either
     trainer.train()
     return intervals(stamps, ns.warmup)
 

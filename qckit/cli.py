@@ -281,9 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
-    """Run the CLI; returns the exit status (``sys.exit`` happens only in ``__main__``)."""
+    """Run the CLI; returns the exit status (``sys.exit`` happens only in ``__main__``).
+
+    Reports go to ``console`` (stdout by default) and errors to stderr; a console passed in (tests,
+    embedding) receives both.
+    """
+    err = console or Console(stderr=True)
     console = console or Console()
-    err = Console(stderr=True) if console.file is sys.stdout else console
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

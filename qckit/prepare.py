@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qckit.components import Document, IssueLog
+from qckit.components import Document, IssueLog, _document
 from qckit.errors import ComponentError, InputError, QckitError, RecordError
 from qckit.progress import NullObserver, Observer
 from qckit.recipe import ComponentSpec, PreparePlan
@@ -47,7 +47,7 @@ class PrepareSettings:
     output: str = "./data"
     merge: bool = False
     workers: int = 0  # 0 = one per CPU core
-    batch_bytes: int = 1 << 20
+    batch_bytes: int = 1 << 18
     max_examples: int = 5  # examples kept per drop reason / reader problem
     stats_file: str = STATS_FILE
 
@@ -106,7 +106,7 @@ class _BatchResult:
     changed: list[int]
     drops: dict[tuple[str, str], int]
     drop_examples: dict[tuple[str, str], list[str]]
-    kept: list[Document]
+    kept: list[tuple]  # Document rows (text, source, line, meta|None, metrics|None): cheap to pickle
     fingerprints: list[list[Any]]  # per stateful filter, aligned with kept
 
 
@@ -161,8 +161,9 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
         _call_batch(flt, "fingerprint_batch", "fingerprint", kept, kept, "filter", name, owner)
         for name, owner, flt in stage.stateful
     ]
+    rows = [(d.text, d.source, d.line, d.meta or None, d.metrics or None) for d in kept]
     return _BatchResult(batch.set_index, batch.file_index, batch.nbytes, len(batch.records), n_docs,
-                        issues, changed, drops, examples, kept, fingerprints)
+                        issues, changed, drops, examples, rows, fingerprints)
 
 
 def _call_batch(component: Any, batch_method: str, method: str, items: list, docs: list[Document],
@@ -288,8 +289,11 @@ class PreparePipeline:
             n = stats["sets"][0]["kept"]
             splitter.start(n, 0)
             train, val = [], []
-            for index, doc in enumerate(_read_spool(spools[0])):
-                (val if splitter.is_val(index, doc) else train).append(doc)
+            index = 0
+            for docs in _read_spool(spools[0]):
+                for doc in docs:
+                    (val if splitter.is_val(index, doc) else train).append(doc)
+                    index += 1
             stats["sets"][0].update(train=len(train), val=len(val))
             return PrepareResult(stats=stats, train=train, val=val)
 
@@ -396,10 +400,11 @@ class PreparePipeline:
                 for kind, count in result.issues.counts.items():
                     f["issues"][kind] = f["issues"].get(kind, 0) + count
                 kept = self._stateful(result, drops, drop_examples)
-                for doc in kept:
-                    for key, value in doc.metrics.items():
-                        metrics[key] = metrics.get(key, 0.0) + value
-                    bytes_per_set[result.set_index] += len(doc.text.encode("utf-8"))
+                for row in kept:
+                    if row[4]:
+                        for key, value in row[4].items():
+                            metrics[key] = metrics.get(key, 0.0) + value
+                bytes_per_set[result.set_index] += sum(len(row[0].encode("utf-8")) for row in kept)
                 kept_per_set[result.set_index] += len(kept)
                 if kept:
                     pickle.dump(kept, spools[result.set_index], protocol=pickle.HIGHEST_PROTOCOL)
@@ -427,14 +432,14 @@ class PreparePipeline:
         }
         return stats, spool_paths
 
-    def _stateful(self, result: _BatchResult, drops: dict, examples: dict) -> list[Document]:
+    def _stateful(self, result: _BatchResult, drops: dict, examples: dict) -> list[tuple]:
         alive = list(range(len(result.kept)))
         for j, spec in enumerate(self.stateful_specs):
             fps = [result.fingerprints[j][i] for i in alive]
             try:
                 reasons = spec.instance.drop_reasons(fps)
             except Exception as exc:
-                where = result.kept[alive[0]].where if alive else None
+                where = _where(result.kept[alive[0]]) if alive else None
                 raise ComponentError("filter", spec.name, spec.owner, where, exc) from exc
             survivors = []
             for i, reason in zip(alive, reasons, strict=True):
@@ -445,7 +450,7 @@ class PreparePipeline:
                 drops[key] = drops.get(key, 0) + 1
                 ex = examples.setdefault(key, [])
                 if len(ex) < self.settings.max_examples:
-                    ex.append(result.kept[i].where)
+                    ex.append(_where(result.kept[i]))
             alive = survivors
         return [result.kept[i] for i in alive]
 
@@ -478,15 +483,23 @@ class PreparePipeline:
                     files[(w.name, part)] = (tmp / final, final)
             handles = {key: open(path, "w", encoding="utf-8", newline="\n") for key, (path, _) in files.items()}
             counts = {"train": 0, "val": 0}
+            is_val = splitter.instance.is_val
+            index = 0
             try:
-                for index, doc in enumerate(_read_spool(spool)):
+                for docs in _read_spool(spool):
                     try:
-                        part = "val" if splitter.instance.is_val(index, doc) else "train"
+                        flags = [is_val(i, doc) for i, doc in enumerate(docs, start=index)]
                     except Exception as exc:
-                        raise ComponentError("splitter", splitter.name, splitter.owner, doc.where, exc) from exc
-                    counts[part] += 1
+                        raise ComponentError("splitter", splitter.name, splitter.owner, None, exc) from exc
+                    index += len(docs)
+                    n_val = sum(flags)
+                    counts["val"] += n_val
+                    counts["train"] += len(docs) - n_val
                     for w in writers:
-                        handles[(w.name, part)].write(w.instance.format(doc))
+                        lines = [w.instance.format(doc) for doc in docs]
+                        handles[(w.name, "train")].write("".join(t for t, v in zip(lines, flags, strict=True) if not v))
+                        if n_val:
+                            handles[(w.name, "val")].write("".join(t for t, v in zip(lines, flags, strict=True) if v))
             finally:
                 for h in handles.values():
                     h.close()
@@ -518,14 +531,19 @@ def _check_input_file(path: Path) -> None:
         raise InputError(path, "file is empty")
 
 
-def _read_spool(path: Path) -> Iterator[Document]:
+def _read_spool(path: Path) -> Iterator[list[Document]]:
+    """The kept documents, batch by batch, in corpus order."""
     with open(path, "rb") as f:
         while True:
             try:
-                batch = pickle.load(f)
+                rows = pickle.load(f)
             except EOFError:
                 return
-            yield from batch
+            yield [_document(*row) for row in rows]
+
+
+def _where(row: tuple) -> str:
+    return f"{row[1]}:{row[2]}"
 
 
 def _merge_counts(drops, examples, new_drops, new_examples, limit) -> None:
