@@ -3,6 +3,7 @@
     python bench/bench_train_step.py                         # hidden 256, 4 layers, seq 128, batch 4 x 2
     python bench/bench_train_step.py --hidden 512 --layers 8 --steps 40 --repeats 3
     python bench/bench_train_step.py --no-checkpointing      # both sides without gradient checkpointing
+    python bench/bench_train_step.py --threads 1             # on a shared or small machine (see below)
 
 Both sides run in this process, alternating (qckit, bare, qckit, bare …) so that machine drift hits
 both equally, on the same model directory (a randomly initialised Llama built here with the tiny test
@@ -16,6 +17,10 @@ A step is one optimizer step (``--batch`` x ``--accum`` windows); its time is th
 consecutive ``on_step_end`` callbacks (the bare side uses a one-line callback; qckit's is the observer's
 ``advance("train")`` call). The first ``--warmup`` steps of every run are excluded; the report gives
 the median over the remaining steps of all repeats, and the ratio qckit / bare (target <= 1.03).
+
+On a machine with few cores that other processes also use, torch's intra-op thread pool makes step
+times swing by 5-10x from one second to the next (both sides alike, but the medians get noisy);
+``--threads 1`` gives stable numbers there. On a GPU the bench runs as is.
 """
 
 from __future__ import annotations
@@ -49,14 +54,15 @@ def build_model(directory: Path, hidden: int, layers: int) -> Path:
 
 
 def intervals(stamps: list[float], warmup: int) -> list[float]:
-    diffs = [b - a for a, b in zip(stamps, stamps[1:])]
+    diffs = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return diffs[warmup:]
 
 
 def run_qckit(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespace) -> list[float]:
-    from qckit.train import TrainSettings, run_train
     from qckit_builtins.adapters import LoraAdapter
     from qckit_builtins.chunkers import WindowChunker
+
+    from qckit.train import TrainSettings, run_train
 
     settings = TrainSettings(
         train_file=str(train_file), output_dir=str(out), model=str(model_dir), max_steps=ns.steps,
@@ -73,7 +79,13 @@ def run_bare(model_dir: Path, dataset: Any, out: Path, ns: argparse.Namespace, p
     """What a user would write by hand with transformers + peft, same settings as qckit's defaults."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, default_data_collator
+    from transformers import (
+        AutoModelForCausalLM,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+    )
     from transformers.trainer_callback import PrinterCallback
 
     stamps: list[float] = []
@@ -122,13 +134,13 @@ def main() -> None:
     ns = parser.parse_args()
 
     import torch
+    from qckit_builtins.chunkers import WindowChunker
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from qckit.hardware import choose_precision, detect_environment
     from qckit.packing import pack_file
     from qckit.testing import SAMPLE_SENTENCES, write_corpus
-    from qckit_builtins.chunkers import WindowChunker
 
     if ns.threads:
         torch.set_num_threads(ns.threads)

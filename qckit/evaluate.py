@@ -110,17 +110,26 @@ def evaluate_lm(
 
     Works with plain and peft-wrapped models, on any device (default: the model's). The model is put
     in eval mode and every module's train/eval mode is restored afterwards, so it is safe to call
-    during training. Raises :class:`~qckit.errors.InputError` if there is nothing to score.
+    during training. ``max_length`` larger than the model's ``max_position_embeddings`` is lowered to
+    it (with a warning to ``observer``). A ``str`` is a path, never the text itself. Raises
+    :class:`~qckit.errors.InputError` if there is nothing to score.
     """
     if max_length < 2:
         raise ValueError("max_length must be at least 2")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    observer = observer or NullObserver()
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 2 <= positions < max_length:
+        observer.warn(
+            f"evaluation max_length {max_length} is more than the model's {positions} positions; using {positions}"
+        )
+        max_length = positions
+        stride = None if stride is None else min(stride, max_length - 1)
     stride = max_length // 2 if stride is None else stride
     if not 0 <= stride < max_length:
         raise ValueError("stride must be >= 0 and < max_length")
     context = max(stride, 1)
-    observer = observer or NullObserver()
     eos = tokenizer.eos_token_id
     if eos is None:
         raise QckitError("the tokenizer has no EOS token; evaluation needs one to separate documents")

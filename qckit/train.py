@@ -103,6 +103,7 @@ class TrainSettings:
     eval_batch_size: int = 0  #: windows per evaluation batch; 0 = batch_size
     eval_max_length: int = 0  #: evaluation window in tokens; 0 = the chunker's max_length
     eval_stride: int = -1  #: evaluation window overlap in tokens; -1 = half the evaluation window
+    eval_max_documents: int = 0  #: evaluate on the first N documents of val_file only; 0 = all of them
     save_steps: int = 500  #: checkpoint-N/ every N optimizer steps; 0 = no intermediate checkpoints
     save_total_limit: int = 0  #: keep only the N most recent checkpoints; 0 = keep all
     logging_steps: int = 10  #: log the training loss every N optimizer steps
@@ -142,6 +143,7 @@ class TrainSettings:
         need(self.eval_stride >= -1, "eval_stride", "must be -1 (half the window) or 0 or more")
         need(self.eval_max_length == 0 or self.eval_stride < self.eval_max_length, "eval_stride",
              "must be smaller than eval_max_length")
+        need(self.eval_max_documents >= 0, "eval_max_documents", "must be 0 (all) or more")
         need(self.save_steps >= 0, "save_steps", "must be 0 (no intermediate checkpoints) or more")
         need(self.save_total_limit >= 0, "save_total_limit", "must be 0 (keep all) or more")
         need(self.logging_steps >= 1, "logging_steps", "must be at least 1")
@@ -342,6 +344,30 @@ def _measure_pass_seconds(
     return statistics.median(timed)
 
 
+class _WarningsKept:
+    """Forwards everything to the observer and keeps the warnings for the summary."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+        self.warnings: list[str] = []
+
+    def start(self, task: str, total: float | None = None, unit: str = "") -> None:
+        self.observer.start(task, total, unit)
+
+    def advance(self, task: str, amount: float = 1, **fields: Any) -> None:
+        self.observer.advance(task, amount, **fields)
+
+    def finish(self, task: str) -> None:
+        self.observer.finish(task)
+
+    def report(self, kind: str, data: Any) -> None:
+        self.observer.report(kind, data)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.observer.warn(message)
+
+
 # -- the Trainer callback --------------------------------------------------------------------------
 
 
@@ -360,7 +386,9 @@ class _Run:
         self.eval_before: dict[str, Any] | None = None
         self.eval_after: dict[str, Any] | None = None
         self.eval_history: list[dict[str, Any]] = []
-        self.eval_seconds = 0.0
+        self.eval_seconds = 0.0  # all held-out evaluations of the run
+        self.eval_seconds_at_start = 0.0  # those before training started (the baseline)
+        self.eval_seconds_in_train = 0.0  # those between the first and the last step
         self.train_started: float | None = None
         self.train_ended: float | None = None
         self.tokens_at_start = 0
@@ -372,7 +400,10 @@ class _Run:
         from qckit.evaluate import evaluate_lm
 
         started = time.perf_counter()
-        result = evaluate_lm(model, self.tokenizer, self.val_texts, observer=self.obs, **self.eval_kwargs)
+        texts = self.val_texts
+        if self.settings.eval_max_documents:
+            texts = texts[: self.settings.eval_max_documents]
+        result = evaluate_lm(model, self.tokenizer, texts, observer=self.obs, **self.eval_kwargs)
         self.eval_seconds += time.perf_counter() - started
         data = _eval_dict(result, step)
         if self.trainer is not None:
@@ -392,7 +423,7 @@ class _Run:
     def tokens_per_second(self, state: Any) -> float | None:
         if self.train_started is None:
             return None
-        elapsed = time.perf_counter() - self.train_started - self.eval_seconds
+        elapsed = time.perf_counter() - self.train_started - (self.eval_seconds - self.eval_seconds_at_start)
         tokens = state.num_input_tokens_seen - self.tokens_at_start
         return tokens / elapsed if elapsed > 0 else None
 
@@ -419,7 +450,7 @@ def _make_callback(run: _Run) -> Any:
             run.train_task_open = True
             if state.global_step:
                 run.obs.advance("train", state.global_step, resumed=True)
-            run.eval_seconds = 0.0
+            run.eval_seconds_at_start = run.eval_seconds
             run.train_started = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -453,6 +484,7 @@ def _make_callback(run: _Run) -> Any:
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             run.train_ended = time.perf_counter()
+            run.eval_seconds_in_train = run.eval_seconds - run.eval_seconds_at_start
             if run.train_task_open:
                 run.obs.finish("train")
                 run.train_task_open = False
@@ -489,7 +521,7 @@ def run_train(
 
     # 1. hardware checks, before anything heavy is loaded
     env = detect_environment()
-    obs: Observer = observer if env.is_main_process else NullObserver()
+    obs = _WarningsKept(observer if env.is_main_process else NullObserver())
     names = [a.name for a in adapters]
     for adapter in adapters:
         adapter.check(env, names)
@@ -510,7 +542,7 @@ def run_train(
                     resume_from, recipe_text)
 
 
-def _find_resume_checkpoint(settings: TrainSettings, output_dir: Path, obs: Observer) -> str | None:
+def _find_resume_checkpoint(settings: TrainSettings, output_dir: Path, obs: _WarningsKept) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
@@ -545,7 +577,7 @@ def _run(
     chunker: Any,
     adapters: list[Any],
     env: Any,
-    obs: Observer,
+    obs: _WarningsKept,
     precision: str,
     train_path: Path,
     val_path: Path | None,
@@ -557,7 +589,13 @@ def _run(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from qckit.hardware import model_dtype, trainer_precision_kwargs
-    from qckit.models import count_parameters, enable_gradient_checkpointing, load_model, load_tokenizer, resolve_model
+    from qckit.models import (
+        count_parameters,
+        enable_gradient_checkpointing,
+        load_model,
+        load_tokenizer,
+        resolve_model,
+    )
     from qckit.packing import iter_documents
 
     names = [a.name for a in adapters]
@@ -588,6 +626,9 @@ def _run(
     dtype = load_kwargs.pop("dtype", None) or model_dtype(precision, trains_base_weights=trains_base)
     model = load_model(source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs)
     base_config = copy.deepcopy(model.config)
+    if "quantization_config" in load_kwargs and "quantization_config" in vars(base_config):
+        # the 4bit/8bit adapters quantized the model on load: config.json describes the base model as it is
+        del base_config.quantization_config
     max_positions = getattr(model.config, "max_position_embeddings", None)
     window = int(getattr(chunker, "max_length", 0) or train_ds.seq_length)
     if max_positions and train_ds.seq_length > max_positions:
@@ -653,7 +694,10 @@ def _run(
     try:
         args = TrainingArguments(**args_kwargs)
     except ValueError as exc:
-        raise QckitError(f"invalid training arguments: {' '.join(str(exc).split())[:400]}") from None
+        detail = " ".join(str(exc).split())[:400]
+        if settings.optimizer in detail:
+            raise RecipeError(f"unknown optimizer: {detail}", key="train.optimizer") from None
+        raise QckitError(f"invalid training arguments: {detail}") from None
 
     # 5. inspection (with a measured time estimate)
     world_size = max(int(args.world_size), 1)
@@ -662,7 +706,9 @@ def _run(
             f"{env.world_size} processes were launched but the Trainer set up {world_size} (no distributed "
             f"training on {env.device}); each process would train alone"
         )
-    steps = estimate_optimizer_steps(len(train_ds), settings.batch_size, settings.gradient_accumulation_steps,
+    # one process driving several GPUs (torch DataParallel) splits a batch of batch_size x n_gpu
+    step_batch = settings.batch_size * max(int(getattr(args, "n_gpu", 1) or 1), 1)
+    steps = estimate_optimizer_steps(len(train_ds), step_batch, settings.gradient_accumulation_steps,
                                      settings.num_epochs, world_size, settings.max_steps)
     expect_fsdp = "fsdp" in names
     device = args.device
@@ -671,8 +717,8 @@ def _run(
         model.to(device)
     inspection: dict[str, Any] | None = None
     if settings.inspect_data:
-        inspection = _inspection(settings, train_ds, tokenizer, val_texts, steps, world_size, trainable, total,
-                                 precision, env, names, window)
+        inspection = _inspection(settings, train_ds, tokenizer, val_texts, steps, world_size, step_batch,
+                                 trainable, total, precision, env, names, window)
         seconds = None
         if settings.timing_warmup_steps > 0 and not expect_fsdp and placed:
             seconds = _measure_pass_seconds(model, train_ds, settings.batch_size, settings.timing_warmup_steps,
@@ -756,7 +802,7 @@ def _run(
             obs.warn(f"export_merged: no LoRA adapter to merge; {output_dir} already holds the full model")
 
     train_seconds = (run.train_ended or time.perf_counter()) - (run.train_started or time.perf_counter())
-    compute_seconds = max(train_seconds - run.eval_seconds, 1e-9)
+    compute_seconds = max(train_seconds - run.eval_seconds_in_train, 1e-9)
     tokens_this_run = state.num_input_tokens_seen - run.tokens_at_start
     final_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
     summary: dict[str, Any] = {
@@ -798,6 +844,7 @@ def _run(
     }
     if val_path is None:
         summary["note"] = "no val_file: held-out perplexity and bits-per-byte were not measured"
+    summary["warnings"] = list(obs.warnings)
     summary_path = output_dir / SUMMARY_NAME
     _atomic_write_json(summary_path, summary)
     if recipe_text is not None:
@@ -831,11 +878,12 @@ def _component_settings(component: Any) -> dict[str, Any]:
 
 def _inspection(
     settings: TrainSettings, train_ds: Any, tokenizer: Any, val_texts: list[str] | None, steps: int,
-    world_size: int, trainable: int, total: int, precision: str, env: Any, names: list[str], window: int,
+    world_size: int, step_batch: int, trainable: int, total: int, precision: str, env: Any, names: list[str],
+    window: int,
 ) -> dict[str, Any]:
     stats = train_ds.stats
     windows = len(train_ds)
-    per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
+    per_step = step_batch * settings.gradient_accumulation_steps * world_size
     samples = [train_ds.decode_sample(i, tokenizer) for i in _sample_indices(windows, settings.inspect_samples)]
     data: dict[str, Any] = {
         "train_file": settings.train_file,

@@ -128,8 +128,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     par.add_argument("--fsdp", default=None,
                      help='FSDP strategy, e.g. "full_shard auto_wrap" (multi-GPU, under torchrun; default: off)')
     par.add_argument("--fsdp_transformer_layer_cls_to_wrap", default=None,
-                     help="decoder-layer class FSDP wraps (default: detected from the model; the seed's default "
-                          "was LlamaDecoderLayer, which passing it explicitly still selects)")
+                     help="decoder-layer class FSDP wraps, used only with --fsdp (default: detected from the model; "
+                          "the seed's default was LlamaDecoderLayer, which passing it explicitly still selects)")
 
 
 def _positive_int(ns: argparse.Namespace, name: str, *, allow_zero: bool = False) -> int:
@@ -175,8 +175,6 @@ def train_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
         raise RecipeError("is required", key="--train_file")
     if ns.fsdp is not None and not ns.fsdp.strip():
         raise RecipeError('must name a strategy, e.g. "full_shard auto_wrap"', key="--fsdp")
-    if ns.fsdp_transformer_layer_cls_to_wrap is not None and ns.fsdp is None:
-        raise RecipeError("only applies with --fsdp", key="--fsdp_transformer_layer_cls_to_wrap")
 
     train: dict[str, Any] = {
         "train_file": ns.train_file,

@@ -128,6 +128,18 @@ def test_restores_modes_and_works_with_peft(tiny_model, tiny_tokenizer):
     assert peft_model.base_model.model.model.layers[1].training
 
 
+def test_max_length_is_capped_at_the_model_positions(tiny_model, tiny_tokenizer):
+    observer = RecordingObserver()
+    result = evaluate_lm(
+        tiny_model, tiny_tokenizer, DOCS[:3], max_length=2048, stride=1024, observer=observer
+    )
+    assert (result.max_length, result.stride) == (512, 511)  # the tiny model has 512 positions
+    assert [data for kind, _, data in observer.events if kind == "warn"][0].startswith(
+        "evaluation max_length 2048"
+    )
+    assert result.tokens == len(stream_ids(tiny_tokenizer, DOCS[:3])) - 1
+
+
 def test_path_input_and_progress(tmp_path, tiny_model, tiny_tokenizer):
     path = write_corpus(tmp_path / "val.txt", ["", *DOCS[:8], "   "])
     observer = RecordingObserver()

@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
+from qckit_builtins.adapters import LoraAdapter
+from qckit_builtins.chunkers import WindowChunker
 
 from qckit.errors import HardwareError, InputError, RecipeError
 from qckit.progress import RecordingObserver
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
 from qckit.train import TrainSettings, estimate_optimizer_steps, run_train
-from qckit_builtins.adapters import LoraAdapter
-from qckit_builtins.chunkers import WindowChunker
 
 
 def _reports(obs: RecordingObserver, kind: str) -> list:
@@ -143,13 +143,28 @@ def test_tensorboard_and_trainer_state_hold_held_out_metrics(lora_run):
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "eval_perplexity" in h] == [0, 12, 24]
     # an evaluation step still logs its training loss
-    assert [h["step"] for h in history if "loss" in h] == list(range(1, 25))
+    train_logs = [h for h in history if "loss" in h]
+    assert [h["step"] for h in train_logs] == list(range(1, 25))
+    # the seed's schedule: 3 % linear warmup (one step here), then cosine decay from the peak
+    rates = [h["learning_rate"] for h in train_logs]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-3)
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:], strict=False)) and rates[-1] < 1e-3
+
+
+def test_trainer_gets_the_seed_optimizer_settings(lora_run):
+    import torch
+
+    out, _, _ = lora_run
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert (args.optim, args.lr_scheduler_type, args.warmup_steps) == ("adamw_torch", "cosine", 0.03)
+    assert (args.weight_decay, args.max_grad_norm, args.seed) == (0.0, 1.0, 42)
+    assert args.report_to == [] and not args.fp16 and not args.bf16  # fp32 on CPU, TensorBoard attached by qckit
 
 
 def test_full_finetune_without_lora_and_without_val_file(tmp_path, tiny_model_dir, corpus):
     obs = RecordingObserver()
     settings = _settings(tmp_path / "out", tiny_model_dir, corpus, val_file=None, num_epochs=1,
-                         batch_size=8, learning_rate=1e-4, timing_warmup_steps=0)
+                         batch_size=8, learning_rate=1e-4, timing_warmup_steps=0, export_merged=True)
     chunker = WindowChunker(max_length=64, stride=8, min_length=8)
     result = run_train(settings, chunker, [], observer=obs)
     out = tmp_path / "out"
@@ -161,6 +176,9 @@ def test_full_finetune_without_lora_and_without_val_file(tmp_path, tiny_model_di
     assert s["eval_before"] is None and s["eval_after"] is None
     assert "perplexity" not in s and "no val_file" in s["note"]
     assert any("no validation file" in w for w in _warnings(obs))
+    assert any("export_merged" in w and "full model" in w for w in _warnings(obs))
+    assert s["warnings"] == _warnings(obs)  # kept in training_summary.json too
+    assert not (out / "merged").exists()
     (inspection,) = _reports(obs, "inspection")
     expected = estimate_optimizer_steps(inspection["windows"], 8, 1, 1.0)
     assert inspection["optimizer_steps"] == expected == s["max_steps"] == s["global_step"]
@@ -264,3 +282,48 @@ def test_estimate_optimizer_steps_follows_the_trainer():
     assert estimate_optimizer_steps(100, 8, 8, 3, world_size=2) == 3  # 7 batches per rank -> 1 step per epoch
     assert estimate_optimizer_steps(5, 8, 8, 3) == 3
     assert estimate_optimizer_steps(100, 8, 8, 3, max_steps=11) == 11
+
+
+def test_runs_are_reproducible_and_inspection_does_not_change_training(tmp_path, tiny_model_dir, corpus):
+    chunker = WindowChunker(max_length=64, stride=8, min_length=8)
+
+    def losses(out: Path) -> list[float]:
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        return [h["loss"] for h in history if "loss" in h]
+
+    common = dict(num_epochs=2, batch_size=16)
+    a = run_train(_settings(tmp_path / "a", tiny_model_dir, corpus, eval_max_documents=3, **common),
+                  chunker, [LoraAdapter()])
+    b = run_train(_settings(tmp_path / "b", tiny_model_dir, corpus, inspect_data=False, export_merged=True, **common),
+                  chunker, [LoraAdapter()])
+    per_epoch = estimate_optimizer_steps(a.summary["windows"], 16, 1, 1)
+    assert a.global_step == 2 * per_epoch and len(losses(tmp_path / "a")) == 2 * per_epoch
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the timed inspection passes leave no trace
+    # eval_steps = 0: one held-out evaluation at the end of each epoch but the last (that one is "after")
+    assert [h["step"] for h in a.summary["eval_history"]] == [per_epoch]
+    assert a.summary["eval_before"]["documents"] == 3
+    assert b.summary["eval_before"]["documents"] == len(SAMPLE_SENTENCES[::4])
+
+    # export_merged: a standalone model (no peft) that scores exactly like base + adapter
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qckit.evaluate import evaluate_lm
+
+    merged_dir = tmp_path / "b" / "merged"
+    assert b.merged_dir == merged_dir and (merged_dir / "model.safetensors").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    after = b.summary["eval_after"]
+    again = evaluate_lm(merged, AutoTokenizer.from_pretrained(merged_dir), corpus[1], max_length=after["max_length"])
+    assert again.bits_per_byte == pytest.approx(after["bits_per_byte"], rel=1e-4)
+
+
+def test_4bit_lora_trains_and_saves_a_clean_base_config(tmp_path, tiny_model_dir, corpus):
+    pytest.importorskip("bitsandbytes")
+    from qckit_builtins.adapters import FourBitAdapter
+
+    out = tmp_path / "out"
+    result = run_train(_settings(out, tiny_model_dir, corpus, val_file=None, max_steps=2, inspect_data=False),
+                       WindowChunker(max_length=64, stride=8, min_length=8), [FourBitAdapter(), LoraAdapter()])
+    assert result.global_step == 2 and result.summary["adapters"] == ["4bit", "lora"]
+    assert (out / "adapter_model.safetensors").is_file()
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())

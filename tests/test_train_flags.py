@@ -79,6 +79,9 @@ def test_fsdp_flags_map_to_the_fsdp_adapter():
     adapters = _recipe("--fsdp", "full_shard auto_wrap", "--fsdp_transformer_layer_cls_to_wrap",
                        "LlamaDecoderLayer")["train"]["adapters"]
     assert adapters[-1] == {"use": "fsdp", "strategy": "full_shard auto_wrap", "layer_cls": "LlamaDecoderLayer"}
+    # the seed accepted (and ignored) the layer class without --fsdp; so does qckit
+    assert _recipe("--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer")["train"]["adapters"] == [
+        {"use": "lora", "r": 16, "alpha": 32}]
     recipe = build_recipe(_recipe("--fsdp", "shard_grad_op offload"), source="qckit train")
     fsdp = recipe.train.adapters[-1].instance
     assert (fsdp.sharding, fsdp.offload, fsdp.layer_cls) == ("shard_grad_op", True, None)
@@ -110,7 +113,6 @@ def test_inspection_and_extras():
         (["--lora_r", "0"], "--lora_r"),
         (["--lora_dropout", "1.5"], "--lora_dropout"),
         (["--use_4bit", "--use_8bit"], "--use_8bit"),
-        (["--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer"], "--fsdp_transformer_layer_cls_to_wrap"),
         (["--eval_steps", "-3"], "--eval_steps"),
     ],
 )

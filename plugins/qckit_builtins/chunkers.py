@@ -37,7 +37,8 @@ class WindowChunker:
     fewer than ``min_length`` *new* tokens; ``min_length`` applies to that final window only (full
     windows are always kept). The collator pads a short window; padding has label -100.
 
-    The chunker streams: it holds at most ``max_length`` tokens besides the windows it yields.
+    The chunker streams: besides the windows it yields it holds fewer than ``max_length`` tokens plus
+    the current document.
     """
 
     name: ClassVar[str] = "window"
@@ -73,24 +74,26 @@ class WindowChunker:
     ) -> Iterator[tuple[list[int], list[int]]]:
         max_length, stride = self.max_length, self.stride
         step = max_length - stride
-        buffer: list[int] = []  # the stream from the start of the next window; never longer than max_length
+        # buffer[start:] is the stream from the start of the next window: at most max_length - 1 tokens
+        # plus the current document (the input already holds it, so memory stays O(max_length)).
+        buffer: list[int] = []
+        start = 0
         first = True  # the next window is the stream's first (no overlap context)
-        eos = [eos_token_id]
         for ids in documents:
             stats.documents += 1
             stats.tokens_total += len(ids) + 1
-            for piece in (ids, eos):
-                pos, n = 0, len(piece)
-                while pos < n:
-                    take = min(max_length - len(buffer), n - pos)
-                    buffer.extend(piece[pos : pos + take])
-                    pos += take
-                    if len(buffer) == max_length:
-                        yield self._emit(buffer, first, stats)
-                        first = False
-                        del buffer[:step]
-        # The tail: buffer holds the overlap context (stride tokens, or the whole stream if no window was
-        # emitted yet) followed by the new tokens.
+            buffer += ids
+            buffer.append(eos_token_id)
+            if len(buffer) - start < max_length:
+                continue
+            while len(buffer) - start >= max_length:
+                yield self._emit(buffer[start : start + max_length], first, stats)
+                first = False
+                start += step
+            del buffer[:start]
+            start = 0
+        # The tail: the overlap context (stride tokens, or the whole stream if no window was emitted
+        # yet) followed by the new tokens.
         context = 0 if first else stride
         new = len(buffer) - context
         if new <= 0:
@@ -100,18 +103,13 @@ class WindowChunker:
             return
         yield self._emit(buffer, first, stats)
 
-    @staticmethod
-    def _context(first: bool, stride: int) -> int:
-        return 1 if first else max(stride, 1)
-
-    def _emit(self, buffer: list[int], first: bool, stats: PackingStats) -> tuple[list[int], list[int]]:
-        input_ids = list(buffer)
-        labels = list(buffer)
-        context = self._context(first, self.stride)
+    def _emit(self, window: list[int], first: bool, stats: PackingStats) -> tuple[list[int], list[int]]:
+        labels = window.copy()
+        context = 1 if first else max(self.stride, 1)
         labels[:context] = [IGNORE_INDEX] * context
         stats.windows += 1
-        stats.tokens_kept += len(input_ids) - context
-        return input_ids, labels
+        stats.tokens_kept += len(window) - context
+        return window, labels
 
 
 @hookimpl
