@@ -286,11 +286,14 @@ def _is_fsdp_wrapped(model: Any) -> bool:
         from torch.distributed.fsdp import FullyShardedDataParallel
     except ImportError:  # pragma: no cover - torch without distributed
         return False
+    kinds: tuple[type, ...] = (FullyShardedDataParallel,)
     try:
-        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.fsdp import FSDPModule  # FSDP2
+
+        kinds += (FSDPModule,)
     except ImportError:  # pragma: no cover - older torch
-        FSDPModule = FullyShardedDataParallel  # noqa: N806
-    return any(isinstance(m, (FullyShardedDataParallel, FSDPModule)) for m in model.modules())
+        pass
+    return any(isinstance(m, kinds) for m in model.modules())
 
 
 def _sample_indices(windows: int, count: int) -> list[int]:
@@ -400,7 +403,7 @@ class _Run:
         from qckit.evaluate import evaluate_lm
 
         started = time.perf_counter()
-        texts = self.val_texts
+        texts = self.val_texts or []
         if self.settings.eval_max_documents:
             texts = texts[: self.settings.eval_max_documents]
         result = evaluate_lm(model, self.tokenizer, texts, observer=self.obs, **self.eval_kwargs)
