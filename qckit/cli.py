@@ -73,8 +73,8 @@ class RichObserver:
             self.console.print(report.inspection_report(data))
         elif kind == "summary":
             self.console.print(report.train_summary_report(data))
-        elif kind.startswith("eval"):
-            self.console.print(report.eval_report(kind.replace("_", " "), data))
+        elif kind.startswith("eval") and isinstance(data, dict):
+            self.console.print(report.eval_line(kind.replace("_", " "), data))
         elif isinstance(data, dict):
             self.console.print(report.key_values(kind, data))
         else:
@@ -87,6 +87,20 @@ class RichObserver:
 # -- commands --------------------------------------------------------------------------------------
 
 
+def _quiet_third_party() -> None:
+    """Silence third-party chatter that says nothing actionable to a qckit user (the CLI owns the process)."""
+    import logging
+    import warnings
+
+    # bitsandbytes (imported by peft) looks for optional CPU kernels on the hub and logs when it cannot.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Could not find a config file in .* will assume that the vocabulary")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars replace transformers' tqdm bars
+
+
 def _run_recipe(recipe: Any, console: Console, stages: set[str]) -> None:
     observer = RichObserver(console)
     if recipe.prepare is not None and "prepare" in stages:
@@ -97,6 +111,7 @@ def _run_recipe(recipe: Any, console: Console, stages: set[str]) -> None:
     if recipe.train is not None and "train" in stages:
         from qckit.train import run_train
 
+        _quiet_third_party()
         plan = recipe.train
         run_train(plan.settings, plan.chunker.instance, [a.instance for a in plan.adapters],
                   observer=observer, recipe_text=recipe.to_toml())
@@ -177,6 +192,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from qckit.evaluate import evaluate_lm
+
+    _quiet_third_party()
     from qckit.models import load_model, load_tokenizer, resolve_model
 
     source = resolve_model(args.model)
@@ -198,6 +215,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    _quiet_third_party()
     from qckit.models import merge_and_export
 
     out = merge_and_export(args.model, args.adapter, args.output, trust_remote_code=args.trust_remote_code)

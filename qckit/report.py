@@ -88,7 +88,7 @@ def key_values(title: str, data: dict[str, Any], skip: tuple[str, ...] = ()) -> 
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for key, value in data.items():
-        if key in skip or isinstance(value, (dict, list)):
+        if key in skip or value is None or isinstance(value, (dict, list)):
             continue
         t.add_row(key.replace("_", " "), _n(value))
     return t
@@ -106,6 +106,20 @@ def inspection_report(data: dict[str, Any]) -> RenderableType:
 
 def eval_report(title: str, data: dict[str, Any]) -> RenderableType:
     return key_values(title, data)
+
+
+def eval_line(title: str, data: dict[str, Any]) -> Text:
+    """One line per held-out evaluation, so before/during/after read as a column."""
+    step = f" (step {data['step']})" if "step" in data else ""
+    line = Text(f"{title}{step}: ", style="bold")
+    line.append(f"bits/byte {data.get('bits_per_byte', float('nan')):.4f}", style="bold cyan")
+    line.append(f"  perplexity {data.get('perplexity', float('nan')):.2f}  loss {data.get('loss', float('nan')):.4f}")
+    extra = [f"{_n(data[k])} {k}" for k in ("documents", "tokens") if k in data]
+    if "seconds" in data:
+        extra.append(f"{data['seconds']:.1f} s")
+    if extra:
+        line.append("  (" + ", ".join(extra) + ")", style="dim")
+    return line
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:

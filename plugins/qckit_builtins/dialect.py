@@ -6,15 +6,20 @@ import functools
 import operator
 import re
 import unicodedata
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+
 from qckit import hookimpl
 from qckit.components import Document
+from qckit_builtins._batch import bmp_chars, bmp_flags, code_units, per_text_sum, texts_with
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _COMBINING = re.compile("[\u0300-\u036f]")
+_text = operator.attrgetter("text")
 
 
 def fold_words(text: str) -> list[str]:
@@ -107,6 +112,183 @@ class MarkerList:
             i += 1
         return count, n_words, sorted(found)
 
+    def batch_matcher(self) -> _BatchMatcher | None:
+        """The matcher that :meth:`QuebecMarkers.drop_reason_batch` uses (built on first use), or None when
+        there are too many entries for it."""
+        try:
+            return self._batch_matcher
+        except AttributeError:
+            self._batch_matcher = _BatchMatcher.build(self)
+            return self._batch_matcher
+
+
+# -- whole-batch matching ------------------------------------------------------------------------------
+#
+# fold_words works character by character: case folding, œ/æ, NFKD, dropping U+0300–U+036F and replacing
+# what is left outside ASCII by "?" are all per character (NFKD also reorders combining marks, but those
+# all end up dropped or as "?", so the order does not matter). So the folded text of a whole batch is
+# one table look-up per UTF-16 code unit (numpy), giving ASCII bytes where the words are runs of [a-z0-9].
+# Each word then becomes one code character ("." for the words that no entry uses), and one regular
+# expression over the codes does what MarkerList.find does word by word: at each word, the phrases that
+# start there (longest first), then the word itself, then the stems; a match consumes its words.
+
+_FOLD_DELETE = 1  # the character folds to nothing (a combining accent): the letters around it join
+_FOLD_TWO = 2  # the character folds to two characters (œ → oe): see _fold_tables' first and second
+_FOLD_OTHER = 3  # anything else (three or more characters, surrogates): that text goes the slow way
+_CODES_LIMIT = 1 << 18  # words remembered per process before the code cache starts over
+_CODE_BASE = 0x100
+
+
+@functools.cache
+def _fold_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(fold, first, second, space): uint8 tables over the BMP for the whole-batch matcher.
+
+    ``fold`` is the folded character: a letter or digit of [a-z0-9], a space for anything that separates
+    words, 0 for U+0000 (the text separator) or one of the _FOLD_* codes. ``space`` is ``str.isspace()``
+    (true for U+0000 too), which counts whitespace-separated words.
+    """
+    chars = bmp_chars()
+    folded = "\x00".join(chars[1:]).casefold().replace("œ", "oe").replace("æ", "ae")
+    folded = _COMBINING.sub("", unicodedata.normalize("NFKD", folded))
+    parts = folded.encode("ascii", "replace").decode("ascii").split("\x00")
+    assert len(parts) == 0xFFFF
+    token_chars = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+    fold = np.full(0x10000, 0x20, dtype=np.uint8)
+    first = np.zeros(0x10000, dtype=np.uint8)
+    second = np.zeros(0x10000, dtype=np.uint8)
+    fold[0] = 0
+    for cp, part in enumerate(parts, 1):
+        if len(part) == 1:
+            if part in token_chars:
+                fold[cp] = ord(part)
+            continue
+        if not part:
+            fold[cp] = _FOLD_DELETE
+            continue
+        shape = re.sub(" +", " ", "".join(c if c in token_chars else " " for c in part))
+        if shape == " ":
+            continue
+        if len(shape) == 1:
+            fold[cp] = ord(shape)
+        elif len(shape) == 2:
+            fold[cp], first[cp], second[cp] = _FOLD_TWO, ord(shape[0]), ord(shape[1])
+        else:
+            fold[cp] = _FOLD_OTHER
+    fold[0xD800:0xE000] = _FOLD_OTHER
+    space = bmp_flags(str.isspace)
+    space[0] = True
+    return fold, first, second, space
+
+
+class _Codes(dict):
+    """Word (ASCII bytes) → its code character; filled on demand, bounded."""
+
+    def __init__(self, word_codes: dict[str, str], stems: tuple[str, ...], stem_codes: dict[str, str]) -> None:
+        super().__init__({b"\x00": "\x00"})
+        self.word_codes = word_codes
+        self.stems = stems
+        self.stem_codes = stem_codes
+
+    def __missing__(self, word: bytes) -> str:
+        if len(self) >= _CODES_LIMIT:
+            self.clear()
+            self[b"\x00"] = "\x00"
+        text = word.decode("ascii")
+        code = self.word_codes.get(text)
+        if code is None:
+            code = "."
+            if self.stems and text.startswith(self.stems):
+                code = self.stem_codes[next(s for s in self.stems if text.startswith(s))]
+        self[word] = code
+        return code
+
+
+class _BatchMatcher:
+    """MarkerList.find over a whole batch (see the comment above)."""
+
+    def __init__(self, codes: _Codes, pattern: re.Pattern[str], match_ids: dict[str, str],
+                 labels: dict[str, str]) -> None:
+        self.codes = codes
+        self.pattern = pattern
+        self.match_ids = match_ids  # matched codes → label id ("" for a shield, "\x00" between texts)
+        self.labels = labels  # label id → entry; ids sort like the entries
+
+    @classmethod
+    def build(cls, markers: MarkerList) -> _BatchMatcher | None:
+        vocabulary = set(markers.words)
+        for options in markers.phrases.values():
+            for phrase, _ in options:
+                vocabulary.update(phrase)
+        stems = markers.stem_tuple
+        if _CODE_BASE + len(vocabulary) + len(stems) >= 0xD800:
+            return None
+        word_codes = {word: chr(_CODE_BASE + i) for i, word in enumerate(sorted(vocabulary))}
+        stem_codes = {stem: chr(_CODE_BASE + len(word_codes) + i) for i, stem in enumerate(stems)}
+
+        def stem_label(word: str) -> str | None:
+            if stems and word.startswith(stems):
+                return markers.stems[next(s for s in stems if word.startswith(s))]
+            return None
+
+        single: dict[str, str] = {}  # code → entry when the word alone is a marker
+        for word, code in word_codes.items():
+            label = markers.words.get(word) or stem_label(word)
+            if label is not None:
+                single[code] = label
+        for stem, code in stem_codes.items():
+            single[code] = markers.stems[stem]
+        phrases = [
+            ("".join(word_codes[w] for w in phrase), label)
+            for options in markers.phrases.values()
+            for phrase, label in options
+        ]
+        entries = sorted({label for _, label in phrases if label is not None} | set(single.values()))
+        if _CODE_BASE + len(entries) >= 0xD800:
+            return None
+        label_id = {label: chr(_CODE_BASE + i) for i, label in enumerate(entries)}
+        match_ids: dict[str, str] = {}
+        for codes, label in phrases:  # the first phrase that matches wins, and beats the word alone
+            match_ids.setdefault(codes, "" if label is None else label_id[label])
+        for code, label in single.items():
+            match_ids.setdefault(code, label_id[label])
+        match_ids["\x00"] = "\x00"
+        alternatives = [codes for codes, _ in phrases] + sorted(single) + ["\x00"]
+        pattern = re.compile("|".join(map(re.escape, alternatives)))
+        labels = {i: label for label, i in label_id.items()}
+        return cls(_Codes(word_codes, stems, stem_codes), pattern, match_ids, labels)
+
+    def find_all(self, texts: Sequence[str]) -> tuple[list[int], list[str], list[int]] | None:
+        """For each text: words (``len(text.split())``) and the label ids of its markers in order; plus the
+        indices of the texts that must go through :meth:`MarkerList.find` instead. None: do them all so."""
+        joined = code_units(texts)
+        if joined is None:
+            return None
+        units, starts = joined
+        fold_table, first, second, space_table = _fold_tables()
+        space = np.take(space_table, units)
+        word_start = np.empty(len(units), dtype=bool)
+        word_start[0] = not space[0]
+        np.less(space[1:], space[:-1], out=word_start[1:])
+        n_words = per_text_sum(word_start, starts)
+
+        folded = np.take(fold_table, units)
+        data = folded.tobytes()
+        slow: list[int] = []
+        if b"\x03" in data:
+            slow = texts_with(np.flatnonzero(folded == _FOLD_OTHER), starts)
+        if b"\x02" in data:
+            where = np.flatnonzero(folded == _FOLD_TWO)
+            chars = units[where]
+            folded[where] = first[chars]
+            data = np.insert(folded, where + 1, second[chars]).tobytes()
+        if b"\x01" in data:
+            data = data.translate(None, b"\x01")
+        words = data.replace(b"\x00", b" \x00 ").split()
+        codes = "".join(map(self.codes.__getitem__, words))
+        ids = "".join(map(self.match_ids.__getitem__, self.pattern.findall(codes))).split("\x00")
+        del ids[-1]  # after the last text's separator
+        return n_words, ids, slow
+
 
 @functools.cache
 def _builtin_markers() -> MarkerList:
@@ -163,6 +345,39 @@ class QuebecMarkers:
         if self.min_density > 0 and (not n_words or 1000.0 * count / n_words < self.min_density):
             return "below_dialect_density"
         return None
+
+    def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
+        """``[self.drop_reason(d) for d in docs]``, with the same metrics and meta, matched batch-wide."""
+        markers = self.markers
+        matcher = markers.batch_matcher()
+        found = None if matcher is None else matcher.find_all(list(map(_text, docs)))
+        if found is None:
+            return list(map(self.drop_reason, docs))
+        n_words, ids, slow = found
+        labels = matcher.labels
+        min_density = self.min_density
+        reasons: list[str | None] = []
+        for doc, words, marks in zip(docs, n_words, ids, strict=True):
+            metrics = doc.metrics
+            if marks:
+                count = len(marks)
+                metrics["qc_markers"] = float(count)
+                metrics["qc_words"] = float(words)
+                metrics["qc_docs_with_markers"] = 1.0
+                doc.meta["qc_markers"] = [labels[i] for i in sorted(set(marks))]
+            else:
+                count = 0
+                metrics["qc_markers"] = 0.0
+                metrics["qc_words"] = float(words)
+                metrics["qc_docs_with_markers"] = 0.0
+                doc.meta["qc_markers"] = []
+            if min_density > 0 and (not words or 1000.0 * count / words < min_density):
+                reasons.append("below_dialect_density")
+            else:
+                reasons.append(None)
+        for k in slow:
+            reasons[k] = self.drop_reason(docs[k])
+        return reasons
 
     def summary(self, sums: dict[str, float]) -> dict[str, float]:
         """Corpus-level figures from the summed metrics of the kept documents."""

@@ -7,11 +7,19 @@ and defaults; a recipe changes the thresholds. The reason keys are stable and sh
 from __future__ import annotations
 
 import functools
+import operator
 import re
+from collections.abc import Sequence
+from itertools import repeat
 from typing import ClassVar
+
+import numpy as np
 
 from qckit import hookimpl
 from qckit.components import Document
+from qckit_builtins._batch import bmp_flags, code_units, per_text_sum, texts_with_surrogates
+
+_text = operator.attrgetter("text")
 
 
 def _check_ratio(name: str, value: float) -> float:
@@ -48,6 +56,14 @@ class LengthFilter:
             return "too_long"
         return None
 
+    def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
+        """``[self.drop_reason(d) for d in docs]``."""
+        lengths = list(map(len, map(_text, docs)))
+        low, high = self.min_length, self.max_length
+        if not lengths or (min(lengths) >= low and max(lengths) <= high):
+            return [None] * len(lengths)
+        return [None if low <= n <= high else "too_short" if n < low else "too_long" for n in lengths]
+
 
 class MinWordsFilter:
     """Drops documents with fewer than ``min_words`` whitespace-separated words (recipe: ``use = "min_words"``;
@@ -66,6 +82,12 @@ class MinWordsFilter:
         if len(doc.text.split(None, self.min_words - 1)) < self.min_words:
             return "too_few_words"
         return None
+
+    def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
+        """``[self.drop_reason(d) for d in docs]``."""
+        k = self.min_words
+        counts = map(len, map(str.split, map(_text, docs), repeat(None), repeat(k - 1)))
+        return [None if n >= k else "too_few_words" for n in counts]
 
 
 class UniqueWordsFilter:
@@ -87,6 +109,14 @@ class UniqueWordsFilter:
         if words and len(set(words)) / len(words) < self.min_ratio:
             return "repetitive"
         return None
+
+    def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
+        """``[self.drop_reason(d) for d in docs]``."""
+        ratio = self.min_ratio
+        return [
+            "repetitive" if words and len(set(words)) / len(words) < ratio else None
+            for words in map(str.split, map(str.lower, map(_text, docs)))
+        ]
 
 
 def _class_of(codepoints: list[int]) -> str:
@@ -162,6 +192,31 @@ class AlphaRatioFilter:
         if (len(text) - count_non_alpha_space(text)) / len(text) < self.min_ratio:
             return "low_alpha_ratio"
         return None
+
+    def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
+        """``[self.drop_reason(d) for d in docs]``: one table look-up over the code units of all texts."""
+        texts = list(map(_text, docs))
+        joined = code_units(texts)
+        if joined is None:
+            return list(map(self.drop_reason, docs))
+        units, starts = joined
+        bad = per_text_sum(np.take(_non_alpha_space_table(), units), starts)
+        for k in texts_with_surrogates(units, starts):  # astral letters: let str decide
+            bad[k] = count_non_alpha_space(texts[k])
+        ratio = self.min_ratio
+        return [
+            None if not n or (n - b) / n >= ratio else "low_alpha_ratio"
+            for n, b in zip(map(len, texts), bad, strict=True)
+        ]
+
+
+@functools.cache
+def _non_alpha_space_table() -> np.ndarray:
+    """1 for each BMP code point that is neither ``str.isalpha()`` nor ``str.isspace()``, else 0 (0 for U+0000,
+    the separator of :func:`~qckit_builtins._batch.code_units`)."""
+    table = (~(bmp_flags(str.isalpha) | bmp_flags(str.isspace))).view(np.uint8)
+    table[0] = 0
+    return table
 
 
 FILTERS = (LengthFilter, MinWordsFilter, UniqueWordsFilter, AlphaRatioFilter)

@@ -8,13 +8,16 @@ apostrophe ’, the guillemets « » and the ligatures œ/æ come out as they we
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import ftfy
 
 from qckit import hookimpl
+from qckit_builtins._batch import apply_flagged, bmp_chars, char_class, flagged
 
 _FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 
@@ -40,6 +43,45 @@ class UnicodeNormalizer:
             return text
         return unicodedata.normalize(self.form, text)
 
+    def normalize_batch(self, texts: Sequence[str]) -> list[str]:
+        """``[self.normalize(t) for t in texts]``: one check of all texts at once (a substring of a
+        normalized text is normalized), then only the texts holding a character that can be affected."""
+        if unicodedata.is_normalized(self.form, "".join(texts)):
+            return list(texts)
+        return apply_flagged(texts, _unstable_pattern(self.form), self.normalize)
+
+
+@functools.cache
+def _composition_seconds() -> frozenset[str]:
+    """Characters that can be the second half of a canonical composition (they may merge with the
+    character before them): second characters of two-character canonical decompositions, Hangul jamo."""
+    seconds = {chr(cp) for cp in range(0x1161, 0x1176)} | {chr(cp) for cp in range(0x11A8, 0x11C3)}
+    for char in bmp_chars():
+        decomposition = unicodedata.decomposition(char).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
+            seconds.add(chr(int(decomposition[1], 16)))
+    return frozenset(seconds)
+
+
+@functools.cache
+def _unstable_pattern(form: str) -> re.Pattern[str]:
+    """A character that may make a text not ``form``-normalized: one that changes alone, a combining mark,
+    one that may compose with the character before it (or whose decomposition starts with one), and every
+    character beyond U+FFFF. A text without any of them is normalized."""
+    decompose = "NFKD" if form.startswith("NFK") else "NFD"
+    seconds = _composition_seconds() if form in ("NFC", "NFKC") else frozenset()
+    unstable = []
+    for cp, char in enumerate(bmp_chars()):
+        if 0xD800 <= cp <= 0xDFFF:
+            unstable.append(cp)
+            continue
+        if unicodedata.combining(char) or not unicodedata.is_normalized(form, char) or char in seconds:
+            unstable.append(cp)
+            continue
+        if seconds and unicodedata.normalize(decompose, char)[:1] in seconds:
+            unstable.append(cp)
+    return re.compile("[" + char_class(unstable) + "\\U00010000-\\U0010ffff]")
+
 
 # Characters that start the usual mojibake sequences: UTF-8 read as Latin-1 or Windows-1252
 # ("Ã©" for é, "Ã " for à, "â€™" for ’, "Å“" for œ, "Â " for a no-break space), C1 controls
@@ -50,6 +92,8 @@ _MOJIBAKE_2BYTE = re.compile(
     "|Ã "  # à whose no-break-space byte became a plain space
 )
 _C1_OR_FFFD = re.compile("[\x80-\x9f\ufffd]")
+# Matches exactly where looks_like_mojibake says yes (C1 controls are never printable).
+_MOJIBAKE_ANY = re.compile("â[€‚„]|" + _MOJIBAKE_2BYTE.pattern + "|[\x80-\x9f\ufffd]")
 
 # ftfy options: repair the encoding, touch nothing else. Curly quotes, ligatures, full-width forms,
 # HTML entities and line breaks stay as they are, and the Unicode form is the "unicode" normalizer's job.
@@ -103,6 +147,12 @@ class MojibakeNormalizer:
         fixed = ftfy.fix_text(text, _FTFY_CONFIG)
         return text if fixed == text else fixed
 
+    def normalize_batch(self, texts: Sequence[str]) -> list[str]:
+        """``[self.normalize(t) for t in texts]``, with one search of all texts for the flag pattern."""
+        if not self.check_only_flagged:
+            return list(map(self.normalize, texts))
+        return apply_flagged(texts, _MOJIBAKE_ANY, self.normalize)
+
 
 # C0 and C1 controls except tab and newline, DEL, and invisible format characters: soft hyphen,
 # zero-width space, word joiner, byte-order mark. Zero-width (non-)joiners stay: emoji and some
@@ -135,6 +185,10 @@ class ControlCharsNormalizer:
             return text
         return _CONTROL.sub(_control_replacement, text.replace("\r\n", "\n"))
 
+    def normalize_batch(self, texts: Sequence[str]) -> list[str]:
+        """``[self.normalize(t) for t in texts]``, with one search of all texts for a control character."""
+        return apply_flagged(texts, _CONTROL, self.normalize)
+
 
 _NBSP = "\u00a0\u2007\u202f"  # no-break space, figure space, narrow no-break space
 # Whitespace that collapses, other than the plain space.
@@ -142,6 +196,10 @@ _ODD_SPACE = re.compile(r"[^\S " + _NBSP + "]")
 _ODD_SPACE_ALL = re.compile(r"[^\S ]")
 _SPACE_RUN = re.compile(r"[^\S" + _NBSP + "]+")
 _SPACE_RUN_ALL = re.compile(r"\s+")
+# Where a text needs more than strip(): two spaces in a row, or whitespace other than the plain space
+# (and other than the no-break spaces when they are kept).
+_NEEDS_COLLAPSE = re.compile("  |" + _ODD_SPACE.pattern)
+_NEEDS_COLLAPSE_ALL = re.compile("  |" + _ODD_SPACE_ALL.pattern)
 
 
 class WhitespaceNormalizer:
@@ -160,14 +218,29 @@ class WhitespaceNormalizer:
 
     def normalize(self, text: str) -> str:
         if self.keep_nbsp:
-            odd, run = _ODD_SPACE, _SPACE_RUN
+            odd = _ODD_SPACE
         else:
-            odd, run = _ODD_SPACE_ALL, _SPACE_RUN_ALL
+            odd = _ODD_SPACE_ALL
             if "\u00a0" in text or "\u202f" in text or "\u2007" in text:
-                return run.sub(" ", text).strip()
+                return " ".join(text.split())
         if "  " not in text and (text.isprintable() or odd.search(text) is None):
             return text.strip()  # the same object when there is nothing to strip
-        return run.sub(" ", text).strip()
+        return self._collapse(text)
+
+    def _collapse(self, text: str) -> str:
+        # " ".join(text.split()) is run.sub(" ", text).strip() when every whitespace collapses (3x faster).
+        if self.keep_nbsp and ("\u00a0" in text or "\u202f" in text or "\u2007" in text):
+            return _SPACE_RUN.sub(" ", text).strip()
+        return " ".join(text.split())
+
+    def normalize_batch(self, texts: Sequence[str]) -> list[str]:
+        """``[self.normalize(t) for t in texts]``: one search of all texts for what needs collapsing; the
+        other texts are only stripped."""
+        out = list(map(str.strip, texts))
+        collapse = self._collapse
+        for k in flagged(texts, _NEEDS_COLLAPSE if self.keep_nbsp else _NEEDS_COLLAPSE_ALL):
+            out[k] = collapse(texts[k])
+        return out
 
 
 _LIGATURES = re.compile("[œŒæÆ]")
@@ -195,6 +268,10 @@ class FoldLigaturesNormalizer:
         if _LIGATURES.search(text) is None:
             return text
         return _LIGATURES.sub(_unfold_ligature, text)
+
+    def normalize_batch(self, texts: Sequence[str]) -> list[str]:
+        """``[self.normalize(t) for t in texts]``, with one search of all texts for a ligature."""
+        return apply_flagged(texts, _LIGATURES, self.normalize)
 
 
 NORMALIZERS = (
