@@ -12,6 +12,7 @@ flagged lines), URL/e-mail removal, NFC, and the Quebec-marker tagger, on all co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,10 +37,8 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
             procs = [root, *root.children(recursive=True)]
             total = 0
             for p in procs:
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             peak = max(peak, total)
         except psutil.Error:
             pass
@@ -50,11 +49,18 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
     return wall, peak / 1e6
 
 
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=float, default=50)
     ap.add_argument("--workers", type=int, default=0, help="qckit workers (0 = one per core)")
-    ap.add_argument("--skip-seed", action="store_true", help="only measure qckit (e.g. for the 1 GB memory check)")
+    ap.add_argument(
+        "--skip-seed", action="store_true", help="only measure qckit (e.g. for the 1 GB memory check)"
+    )
     ap.add_argument("--keep", help="directory to keep the corpus and outputs in")
     args = ap.parse_args()
 
@@ -70,20 +76,35 @@ def main() -> None:
     size_mb = corpus.stat().st_size / 1e6
     print(f"corpus: {size_mb:.1f} MB, {os.cpu_count()} cores, python {sys.version.split()[0]}")
 
-    qckit_cmd = [sys.executable, "-m", "qckit", "prepare", "--input", str(corpus), "--output", str(work / "qckit"),
-                 "--workers", str(args.workers)]
+    qckit_cmd = [
+        sys.executable,
+        "-m",
+        "qckit",
+        "prepare",
+        "--input",
+        str(corpus),
+        "--output",
+        str(work / "qckit"),
+        "--workers",
+        str(args.workers),
+    ]
     q_wall, q_rss = run_measured(qckit_cmd)
     print(f"qckit prepare : {q_wall:7.2f} s  {size_mb / q_wall:7.2f} MB/s  peak RSS {q_rss:7.1f} MB (tree)")
     if args.skip_seed:
         return
-    seed_cmd = [sys.executable, str(HERE / "seed_prepare.py"), "--input", str(corpus), "--output", str(work / "seed")]
+    seed_cmd = [
+        sys.executable,
+        str(HERE / "seed_prepare.py"),
+        "--input",
+        str(corpus),
+        "--output",
+        str(work / "seed"),
+    ]
     s_wall, s_rss = run_measured(seed_cmd)
     print(f"seed (re-impl): {s_wall:7.2f} s  {size_mb / s_wall:7.2f} MB/s  peak RSS {s_rss:7.1f} MB")
     print(f"speed ratio qckit/seed: {s_wall / q_wall:.2f}x   memory ratio qckit/seed: {q_rss / s_rss:.2f}x")
-    kept_q = sum(1 for _ in open(work / "qckit" / "train_1.txt", encoding="utf-8")) + \
-        sum(1 for _ in open(work / "qckit" / "val_1.txt", encoding="utf-8"))
-    kept_s = sum(1 for _ in open(work / "seed" / "train_1.txt", encoding="utf-8")) + \
-        sum(1 for _ in open(work / "seed" / "val_1.txt", encoding="utf-8"))
+    kept_q = count_lines(work / "qckit" / "train_1.txt") + count_lines(work / "qckit" / "val_1.txt")
+    kept_s = count_lines(work / "seed" / "train_1.txt") + count_lines(work / "seed" / "val_1.txt")
     print(f"documents kept: qckit {kept_q:,} (deduplicated, repaired)  seed {kept_s:,}")
 
 

@@ -50,7 +50,9 @@ def build_model(directory: Path, hidden: int, layers: int) -> Path:
     from qckit.testing import SAMPLE_SENTENCES, save_tiny_model
 
     heads = max(hidden // 64, 1)
-    return save_tiny_model(directory, SAMPLE_SENTENCES, hidden_size=hidden, num_layers=layers, num_heads=heads)
+    return save_tiny_model(
+        directory, SAMPLE_SENTENCES, hidden_size=hidden, num_layers=layers, num_heads=heads
+    )
 
 
 def intervals(stamps: list[float], warmup: int) -> list[float]:
@@ -59,15 +61,22 @@ def intervals(stamps: list[float], warmup: int) -> list[float]:
 
 
 def run_qckit(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespace) -> list[float]:
+    from qckit.train import TrainSettings, run_train
     from qckit_builtins.adapters import LoraAdapter
     from qckit_builtins.chunkers import WindowChunker
 
-    from qckit.train import TrainSettings, run_train
-
     settings = TrainSettings(
-        train_file=str(train_file), output_dir=str(out), model=str(model_dir), max_steps=ns.steps,
-        batch_size=ns.batch, gradient_accumulation_steps=ns.accum, save_steps=0, eval_steps=-1,
-        inspect_data=False, logging_steps=10, gradient_checkpointing=ns.checkpointing,
+        train_file=str(train_file),
+        output_dir=str(out),
+        model=str(model_dir),
+        max_steps=ns.steps,
+        batch_size=ns.batch,
+        gradient_accumulation_steps=ns.accum,
+        save_steps=0,
+        eval_steps=-1,
+        inspect_data=False,
+        logging_steps=10,
+        gradient_checkpointing=ns.checkpointing,
         cache_dir=str(ns.cache_dir),
     )
     clock = StepClock()
@@ -97,23 +106,49 @@ def run_bare(model_dir: Path, dataset: Any, out: Path, ns: argparse.Namespace, p
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(
-        task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=0.1,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    ))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type="CAUSAL_LM",
+            r=16,
+            lora_alpha=32,
+            lora_dropout=0.1,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     if ns.checkpointing:
-        model.get_base_model().activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.get_base_model().activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
         model.enable_input_require_grads()
     args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=ns.batch, gradient_accumulation_steps=ns.accum,
-        max_steps=ns.steps, learning_rate=1e-5, lr_scheduler_type="cosine", warmup_steps=0.03, optim="adamw_torch",
-        weight_decay=0.0, max_grad_norm=1.0, seed=42, logging_steps=10, save_strategy="no",
-        report_to=["tensorboard"], disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        output_dir=str(out),
+        per_device_train_batch_size=ns.batch,
+        gradient_accumulation_steps=ns.accum,
+        max_steps=ns.steps,
+        learning_rate=1e-5,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        optim="adamw_torch",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=42,
+        logging_steps=10,
+        save_strategy="no",
+        report_to=["tensorboard"],
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=precision == "bf16", fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator,
-                      callbacks=[Clock()])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=default_data_collator,
+        callbacks=[Clock()],
+    )
     trainer.remove_callback(PrinterCallback)  # qckit does not print either
     trainer.train()
     return intervals(stamps, ns.warmup)
@@ -134,13 +169,13 @@ def main() -> None:
     ns = parser.parse_args()
 
     import torch
-    from qckit_builtins.chunkers import WindowChunker
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from qckit.hardware import choose_precision, detect_environment
     from qckit.packing import pack_file
     from qckit.testing import SAMPLE_SENTENCES, write_corpus
+    from qckit_builtins.chunkers import WindowChunker
 
     if ns.threads:
         torch.set_num_threads(ns.threads)
@@ -154,10 +189,14 @@ def main() -> None:
         train_file = write_corpus(root / "train.txt", list(SAMPLE_SENTENCES) * 60)
         ns.cache_dir = root / "cache"
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        dataset = pack_file(train_file, tokenizer, WindowChunker(max_length=ns.seq, stride=16), cache_dir=ns.cache_dir)
-        print(f"model: Llama hidden {ns.hidden} x {ns.layers} layers, vocab {len(tokenizer)}; {len(dataset)} windows "
-              f"of {ns.seq} tokens; step = {ns.batch} x {ns.accum} windows; {precision} on {env.describe()}; "
-              f"torch threads {torch.get_num_threads()}; gradient checkpointing {'on' if ns.checkpointing else 'off'}")
+        dataset = pack_file(
+            train_file, tokenizer, WindowChunker(max_length=ns.seq, stride=16), cache_dir=ns.cache_dir
+        )
+        print(
+            f"model: Llama hidden {ns.hidden} x {ns.layers} layers, vocab {len(tokenizer)}; {len(dataset)} windows "
+            f"of {ns.seq} tokens; step = {ns.batch} x {ns.accum} windows; {precision} on {env.describe()}; "
+            f"torch threads {torch.get_num_threads()}; gradient checkpointing {'on' if ns.checkpointing else 'off'}"
+        )
         qckit_times: list[float] = []
         bare_times: list[float] = []
         for repeat in range(ns.repeats):
@@ -165,8 +204,10 @@ def main() -> None:
             b = run_bare(model_dir, dataset, root / f"b{repeat}", ns, precision)
             qckit_times += q
             bare_times += b
-            print(f"  run {repeat + 1}: qckit median {statistics.median(q) * 1e3:8.2f} ms/step   "
-                  f"bare median {statistics.median(b) * 1e3:8.2f} ms/step")
+            print(
+                f"  run {repeat + 1}: qckit median {statistics.median(q) * 1e3:8.2f} ms/step   "
+                f"bare median {statistics.median(b) * 1e3:8.2f} ms/step"
+            )
     q_med, b_med = statistics.median(qckit_times), statistics.median(bare_times)
     print(f"qckit run_train   : {q_med * 1e3:8.2f} ms/step (median of {len(qckit_times)} steps)")
     print(f"bare Trainer+peft : {b_med * 1e3:8.2f} ms/step (median of {len(bare_times)} steps)")

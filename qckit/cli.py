@@ -47,9 +47,16 @@ class RichObserver:
     def start(self, task: str, total: float | None = None, unit: str = "") -> None:
         if self.progress is None:
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=self.console, transient=False, disable=not self.console.is_terminal,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+                disable=not self.console.is_terminal,
             )
             self.progress.start()
         self.tasks[task] = self.progress.add_task(task, total=total, info="")
@@ -95,7 +102,9 @@ def _quiet_third_party() -> None:
     # bitsandbytes (imported by peft) looks for optional CPU kernels on the hub and logs when it cannot.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated")
-    warnings.filterwarnings("ignore", message=r"Could not find a config file in .* will assume that the vocabulary")
+    warnings.filterwarnings(
+        "ignore", message=r"Could not find a config file in .* will assume that the vocabulary"
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars replace transformers' tqdm bars
@@ -113,8 +122,13 @@ def _run_recipe(recipe: Any, console: Console, stages: set[str]) -> None:
 
         _quiet_third_party()
         plan = recipe.train
-        run_train(plan.settings, plan.chunker.instance, [a.instance for a in plan.adapters],
-                  observer=observer, recipe_text=recipe.to_toml())
+        run_train(
+            plan.settings,
+            plan.chunker.instance,
+            [a.instance for a in plan.adapters],
+            observer=observer,
+            recipe_text=recipe.to_toml(),
+        )
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -135,14 +149,29 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="./data", help="output directory (default ./data)")
     p.add_argument("--merge", action="store_true", help="merge all inputs into one train/val pair")
     p.add_argument("--val_split", type=float, default=0.1, help="validation ratio, 0.0-0.5 (default 0.1)")
-    p.add_argument("--min_length", type=int, default=10, help="minimum text length in characters (default 10)")
-    p.add_argument("--max_length", type=int, default=10000, help="maximum text length in characters (default 10000)")
+    p.add_argument(
+        "--min_length", type=int, default=10, help="minimum text length in characters (default 10)"
+    )
+    p.add_argument(
+        "--max_length", type=int, default=10000, help="maximum text length in characters (default 10000)"
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed for the split (default 42)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
-    p.add_argument("--format", choices=["txt", "jsonl", "both"], default="txt",
-                   help="output format: txt (the seed's), jsonl with metadata, or both")
-    p.add_argument("--minhash", action="store_true", help="also remove near-duplicates (MinHash, word 5-grams)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. prepare.filters.langid.min_confidence=0.8")
+    p.add_argument(
+        "--format",
+        choices=["txt", "jsonl", "both"],
+        default="txt",
+        help="output format: txt (the seed's), jsonl with metadata, or both",
+    )
+    p.add_argument(
+        "--minhash", action="store_true", help="also remove near-duplicates (MinHash, word 5-grams)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. prepare.filters.langid.min_confidence=0.8",
+    )
 
 
 def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
@@ -159,7 +188,11 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
     filters[0].update(min_length=ns.min_length, max_length=ns.max_length)
     if ns.minhash:
         filters.append({"use": "minhash_dedup"})
-    writers = {"txt": [{"use": "txt"}], "jsonl": [{"use": "jsonl"}], "both": [{"use": "txt"}, {"use": "jsonl"}]}
+    writers = {
+        "txt": [{"use": "txt"}],
+        "jsonl": [{"use": "jsonl"}],
+        "both": [{"use": "txt"}, {"use": "jsonl"}],
+    }
     return {
         "prepare": {
             "inputs": list(ns.input),
@@ -204,8 +237,14 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
         model = PeftModel.from_pretrained(model, args.adapter)
     observer = RichObserver(console)
-    result = evaluate_lm(model, tokenizer, args.val_file, max_length=args.max_length, batch_size=args.batch_size,
-                         observer=observer)
+    result = evaluate_lm(
+        model,
+        tokenizer,
+        args.val_file,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        observer=observer,
+    )
     data = result.as_dict()
     if args.json:
         console.print_json(json.dumps(data))
@@ -265,17 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="continue pretraining (flags of the seed's train.py)")
-    try:
-        from qckit.train_flags import add_train_flags
-    except ImportError:  # pragma: no cover - during development only
-        add_train_flags = None
-    if add_train_flags is not None:
-        add_train_flags(p)
+    from qckit.train_flags import add_train_flags
+
+    add_train_flags(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="held-out perplexity and bits-per-byte of a model on a text file")
-    p.add_argument("--model", required=True, help="hub id, local directory, .gguf file or pkg:<package>/<file>")
+    p.add_argument(
+        "--model", required=True, help="hub id, local directory, .gguf file or pkg:<package>/<file>"
+    )
     p.add_argument("--adapter", help="a LoRA adapter directory to apply")
     p.add_argument("--val_file", required=True)
     p.add_argument("--max_length", type=int, default=1024)

@@ -46,7 +46,9 @@ class Document:
 
 
 def _document(text: str, source: str, line: int, meta: dict | None, metrics: dict | None) -> Document:
-    return Document(text, source, line, meta if meta is not None else {}, metrics if metrics is not None else {})
+    return Document(
+        text, source, line, meta if meta is not None else {}, metrics if metrics is not None else {}
+    )
 
 
 @runtime_checkable
@@ -205,7 +207,10 @@ class IssueLog:
         return sum(self.counts.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {kind: {"count": self.counts[kind], "examples": self.examples.get(kind, [])} for kind in self.counts}
+        return {
+            kind: {"count": self.counts[kind], "examples": self.examples.get(kind, [])}
+            for kind in self.counts
+        }
 
     def __bool__(self) -> bool:
         return bool(self.counts)

@@ -92,7 +92,9 @@ class PluginHost:
     # -- loading ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_entry_points(cls, *, disable: Iterable[str] = (), extra: Iterable[tuple[str, Any]] = ()) -> PluginHost:
+    def from_entry_points(
+        cls, *, disable: Iterable[str] = (), extra: Iterable[tuple[str, Any]] = ()
+    ) -> PluginHost:
         """A host with every plugin of the ``qckit`` entry-point group (minus ``disable``) plus ``extra``."""
         host = cls()
         host.load_entry_points(disable=disable)
@@ -118,7 +120,9 @@ class PluginHost:
                 continue
             self._add(module, PluginInfo(ep.name, ep.value, dist_name, version))
 
-    def register(self, plugin: Any, *, name: str, distribution: str | None = None, version: str | None = None) -> None:
+    def register(
+        self, plugin: Any, *, name: str, distribution: str | None = None, version: str | None = None
+    ) -> None:
         """Register a plugin object or module directly (tests, notebooks, embedding applications)."""
         module = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__qualname__
         self._add(plugin, PluginInfo(name, module, distribution, version))
@@ -130,7 +134,9 @@ class PluginHost:
 
     def _add(self, plugin: Any, info: PluginInfo) -> None:
         if info.name in self.plugins:
-            raise PluginError(f"two plugins are named {info.name!r}: {self.plugins[info.name].module} and {info.module}")
+            raise PluginError(
+                f"two plugins are named {info.name!r}: {self.plugins[info.name].module} and {info.module}"
+            )
         try:
             self._pm.register(plugin, name=info.name)
         except pluggy.PluginValidationError as exc:
@@ -163,7 +169,9 @@ class PluginHost:
                 except PluginError:
                     raise
                 except Exception as exc:
-                    raise PluginError(f"{info.owner}: {hook_name} failed: {type(exc).__name__}: {exc}") from exc
+                    raise PluginError(
+                        f"{info.owner}: {hook_name} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
         return registry
 
     @staticmethod

@@ -16,6 +16,7 @@ are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import operator
 import os
@@ -162,12 +163,31 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
         for name, owner, flt in stage.stateful
     ]
     rows = [(d.text, d.source, d.line, d.meta or None, d.metrics or None) for d in kept]
-    return _BatchResult(batch.set_index, batch.file_index, batch.nbytes, len(batch.records), n_docs,
-                        issues, changed, drops, examples, rows, fingerprints)
+    return _BatchResult(
+        batch.set_index,
+        batch.file_index,
+        batch.nbytes,
+        len(batch.records),
+        n_docs,
+        issues,
+        changed,
+        drops,
+        examples,
+        rows,
+        fingerprints,
+    )
 
 
-def _call_batch(component: Any, batch_method: str, method: str, items: list, docs: list[Document],
-                kind: str, name: str, owner: str) -> list:
+def _call_batch(
+    component: Any,
+    batch_method: str,
+    method: str,
+    items: list,
+    docs: list[Document],
+    kind: str,
+    name: str,
+    owner: str,
+) -> list:
     """Call the component's batch method if it has one, else its per-item method.
 
     If the batch call fails, redo the batch item by item so the error names the document's position.
@@ -270,6 +290,7 @@ class PreparePipeline:
 
         Nothing touches the disk except a temporary spool that is removed before returning.
         """
+
         def documents() -> Iterator[Document]:
             for i, item in enumerate(items, start=1):
                 if isinstance(item, Document):
@@ -280,7 +301,9 @@ class PreparePipeline:
                     meta = {k: v for k, v in item.items() if k != "text"}
                     yield Document(item["text"], "<memory>", i, meta=meta)
                 else:
-                    raise InputError("<memory>", f"item {i} is not a string, a dict with a 'text' string, or a Document", i)
+                    raise InputError(
+                        "<memory>", f"item {i} is not a string, a dict with a 'text' string, or a Document", i
+                    )
 
         with tempfile.TemporaryDirectory(prefix="qckit-prepare-") as tmp:
             batches = self._memory_batches(documents())
@@ -288,7 +311,8 @@ class PreparePipeline:
             splitter = self.plan.splitter.instance
             n = stats["sets"][0]["kept"]
             splitter.start(n, 0)
-            train, val = [], []
+            train: list[Document] = []
+            val: list[Document] = []
             index = 0
             for docs in _read_spool(spools[0]):
                 for doc in docs:
@@ -356,7 +380,9 @@ class PreparePipeline:
             return
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(self.stage,)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(self.stage,)
+        ) as pool:
             pending: deque[Future] = deque()
             try:
                 for batch in batches:
@@ -380,11 +406,13 @@ class PreparePipeline:
         drops: dict[tuple[str, str], int] = {}
         drop_examples: dict[tuple[str, str], list[str]] = {}
         metrics: dict[str, float] = {}
-        per_file = [{"path": s, "records": 0, "documents": 0, "bytes": 0, "issues": {}} for s in sources]
+        per_file: list[dict[str, Any]] = [
+            {"path": s, "records": 0, "documents": 0, "bytes": 0, "issues": {}} for s in sources
+        ]
         kept_per_set = [0] * n_sets
         bytes_per_set = [0] * n_sets
         spool_paths = [tmp / f"spool-{i}.pkl" for i in range(n_sets)]
-        spools = [open(p, "wb") for p in spool_paths]  # noqa: SIM115 - closed in finally
+        spools = [open(p, "wb") for p in spool_paths]  # noqa: SIM115 - closed in the finally below
         obs = self.observer
         obs.start("prepare", total=total_bytes, unit="B")
         try:
@@ -392,7 +420,9 @@ class PreparePipeline:
                 issues.merge(result.issues)
                 for i, count in enumerate(result.changed):
                     changed[i] += count
-                _merge_counts(drops, drop_examples, result.drops, result.drop_examples, self.settings.max_examples)
+                _merge_counts(
+                    drops, drop_examples, result.drops, result.drop_examples, self.settings.max_examples
+                )
                 f = per_file[result.file_index]
                 f["records"] += result.records
                 f["documents"] += result.documents
@@ -420,7 +450,9 @@ class PreparePipeline:
             "records": sum(f["records"] for f in per_file),
             "documents": sum(f["documents"] for f in per_file),
             "reader_issues": issues.as_dict(),
-            "normalizers": {name: count for (name, _, _), count in zip(self.stage.normalizers, changed, strict=True)},
+            "normalizers": {
+                name: count for (name, _, _), count in zip(self.stage.normalizers, changed, strict=True)
+            },
             "filters": _filter_stats(self.plan, drops, drop_examples),
             "kept": sum(kept_per_set),
             "sets": [{"kept": k, "bytes": b} for k, b in zip(kept_per_set, bytes_per_set, strict=True)],
@@ -469,7 +501,9 @@ class PreparePipeline:
                 detail = f" ({problems} unusable records)" if problems else " (only blank lines)"
                 raise InputError(path, f"no documents found{detail}")
 
-    def _split_and_write(self, spools: list[Path], set_names: list[str], tmp: Path, stats: dict) -> list[tuple[Path, str]]:
+    def _split_and_write(
+        self, spools: list[Path], set_names: list[str], tmp: Path, stats: dict
+    ) -> list[tuple[Path, str]]:
         splitter = self.plan.splitter
         writers = self.plan.writers
         staged: list[tuple[Path, str]] = []
@@ -481,11 +515,14 @@ class PreparePipeline:
                 for part in ("train", "val"):
                     final = f"{part}{suffix}{w.instance.suffix}"
                     files[(w.name, part)] = (tmp / final, final)
-            handles = {key: open(path, "w", encoding="utf-8", newline="\n") for key, (path, _) in files.items()}
             counts = {"train": 0, "val": 0}
             is_val = splitter.instance.is_val
             index = 0
-            try:
+            with contextlib.ExitStack() as stack:
+                handles = {
+                    key: stack.enter_context(open(path, "w", encoding="utf-8", newline="\n"))
+                    for key, (path, _) in files.items()
+                }
                 for docs in _read_spool(spool):
                     try:
                         flags = [is_val(i, doc) for i, doc in enumerate(docs, start=index)]
@@ -497,12 +534,13 @@ class PreparePipeline:
                     counts["train"] += len(docs) - n_val
                     for w in writers:
                         lines = [w.instance.format(doc) for doc in docs]
-                        handles[(w.name, "train")].write("".join(t for t, v in zip(lines, flags, strict=True) if not v))
+                        handles[(w.name, "train")].write(
+                            "".join(t for t, v in zip(lines, flags, strict=True) if not v)
+                        )
                         if n_val:
-                            handles[(w.name, "val")].write("".join(t for t, v in zip(lines, flags, strict=True) if v))
-            finally:
-                for h in handles.values():
-                    h.close()
+                            handles[(w.name, "val")].write(
+                                "".join(t for t, v in zip(lines, flags, strict=True) if v)
+                            )
             stats["sets"][set_index].update(name=f"train{suffix}/val{suffix}", **counts)
             staged.extend(files.values())
         return staged
@@ -518,7 +556,9 @@ def _reader_table(plan: PreparePlan) -> dict[str, ComponentSpec]:
     table = {spec.name: spec for spec in plan.readers}
     for name in plan.host.names("reader"):
         if name not in table:
-            table[name] = build_component(plan.host, "reader", {"use": name}, f"prepare.readers.{name}", "<defaults>")
+            table[name] = build_component(
+                plan.host, "reader", {"use": name}, f"prepare.readers.{name}", "<defaults>"
+            )
     return table
 
 
@@ -604,8 +644,10 @@ def prepare_texts(
     data.setdefault("prepare", {})
     data["prepare"] = dict(data["prepare"])
     data["prepare"].setdefault("workers", 1)
-    built = build_recipe({"prepare": data["prepare"], **{k: v for k, v in data.items() if k == "plugins"}},
-                         source="<library>", host=host)
+    built = build_recipe(
+        {"prepare": data["prepare"], **{k: v for k, v in data.items() if k == "plugins"}},
+        source="<library>",
+        host=host,
+    )
     assert built.prepare is not None
     return PreparePipeline(built.prepare, observer).run_documents(items)
-

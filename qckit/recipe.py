@@ -25,12 +25,13 @@ import copy
 import dataclasses
 import difflib
 import re
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 from qckit import defaults
 from qckit.errors import PluginError, RecipeError
@@ -102,7 +103,10 @@ class Recipe:
 
 
 def load_recipe(
-    path: str | Path, *, overrides: list[str] = (), host: PluginHost | None = None  # type: ignore[assignment]
+    path: str | Path,
+    *,
+    overrides: list[str] = (),
+    host: PluginHost | None = None,  # type: ignore[assignment]
 ) -> Recipe:
     """Read, override and validate a recipe file."""
     path = Path(path)
@@ -153,7 +157,9 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
     for key, default in defaults.PREPARE_COMPONENTS.items():
         table.setdefault(key, copy.deepcopy(default))
     scalars = {k: v for k, v in table.items() if k not in PREPARE_COMPONENTS}
-    settings = build_dataclass(PrepareSettings, scalars, "prepare", source, extra_keys=set(PREPARE_COMPONENTS))
+    settings = build_dataclass(
+        PrepareSettings, scalars, "prepare", source, extra_keys=set(PREPARE_COMPONENTS)
+    )
     specs = _build_components(table, PREPARE_COMPONENTS, "prepare", host, source)
     if not specs["writers"]:
         raise RecipeError("at least one writer is needed", source=source, key="prepare.writers")
@@ -182,7 +188,9 @@ def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
     return TrainPlan(settings=settings, **specs)
 
 
-def _build_components(table: dict, layout: dict, prefix: str, host: PluginHost, source: str) -> dict[str, Any]:
+def _build_components(
+    table: dict, layout: dict, prefix: str, host: PluginHost, source: str
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, (kind, arity) in layout.items():
         value = table[key]
@@ -191,7 +199,11 @@ def _build_components(table: dict, layout: dict, prefix: str, host: PluginHost, 
             out[key] = build_component(host, kind, _table(value, where, source), where, source)
         else:
             if not isinstance(value, list):
-                raise RecipeError(f"expected an array of tables ([[{where}]]), got {_tname(value)}", source=source, key=where)
+                raise RecipeError(
+                    f"expected an array of tables ([[{where}]]), got {_tname(value)}",
+                    source=source,
+                    key=where,
+                )
             out[key] = [
                 build_component(host, kind, _table(item, f"{where}[{i}]", source), f"{where}[{i}]", source)
                 for i, item in enumerate(value)
@@ -211,12 +223,14 @@ def build_component(host: PluginHost, kind: str, table: dict, key: str, source: 
     except PluginError as exc:
         raise RecipeError(str(exc), source=source, key=f"{key}.use") from None
     params = {k: v for k, v in table.items() if k != "use"}
-    hints = _hints(info.cls.__init__)
+    hints = _hints(info.cls.__init__)  # type: ignore[misc]
     accepted = {p.name: p for p in info.parameters()}
     kwargs = {}
     for pname, value in params.items():
         if pname not in accepted:
-            raise RecipeError(_unknown_key_msg(pname, accepted, f"{kind} {name!r}"), source=source, key=f"{key}.{pname}")
+            raise RecipeError(
+                _unknown_key_msg(pname, accepted, f"{kind} {name!r}"), source=source, key=f"{key}.{pname}"
+            )
         kwargs[pname] = _coerce(value, hints.get(pname, Any), f"{key}.{pname}", source)
     try:
         instance = info.cls(**kwargs)
@@ -232,8 +246,11 @@ def build_dataclass(cls: type, table: dict, key: str, source: str, extra_keys: s
     kwargs = {}
     for name, value in table.items():
         if name not in fields:
-            raise RecipeError(_unknown_key_msg(name, {**fields, **dict.fromkeys(extra_keys)}, f"[{key}]"),
-                              source=source, key=f"{key}.{name}")
+            raise RecipeError(
+                _unknown_key_msg(name, {**fields, **dict.fromkeys(extra_keys)}, f"[{key}]"),
+                source=source,
+                key=f"{key}.{name}",
+            )
         kwargs[name] = _coerce(value, hints.get(name, Any), f"{key}.{name}", source)
     try:
         return cls(**kwargs)
@@ -241,7 +258,9 @@ def build_dataclass(cls: type, table: dict, key: str, source: str, extra_keys: s
         msg = str(exc)
         field_name = msg.split(":", 1)[0].strip()
         if field_name in fields and ":" in msg:
-            raise RecipeError(msg.split(":", 1)[1].strip(), source=source, key=f"{key}.{field_name}") from None
+            raise RecipeError(
+                msg.split(":", 1)[1].strip(), source=source, key=f"{key}.{field_name}"
+            ) from None
         raise RecipeError(msg, source=source, key=key) from None
 
 
@@ -249,7 +268,9 @@ def _resolved(settings: Any, specs: dict[str, Any]) -> dict[str, Any]:
     """The stage table with every default written out, as saved beside the outputs."""
     out = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
     for key, spec in specs.items():
-        out[key] = [_resolved_component(s) for s in spec] if isinstance(spec, list) else _resolved_component(spec)
+        out[key] = (
+            [_resolved_component(s) for s in spec] if isinstance(spec, list) else _resolved_component(spec)
+        )
     return out
 
 
@@ -313,13 +334,17 @@ def _step(node: Any, part: str | int, here: str, source: str) -> Any:
 def _list_index(node: list, part: str | int, here: str, source: str) -> int:
     if isinstance(part, int):
         if not -len(node) <= part < len(node):
-            raise RecipeError(f"index {part} out of range (the array has {len(node)} items)", source=source, key=here)
+            raise RecipeError(
+                f"index {part} out of range (the array has {len(node)} items)", source=source, key=here
+            )
         return part
     matches = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("use") == part]
     if len(matches) != 1:
         names = [item.get("use") for item in node if isinstance(item, dict)]
         what = "no" if not matches else "several"
-        raise RecipeError(f"{what} component named {part!r} here; components: {names}", source=source, key=here)
+        raise RecipeError(
+            f"{what} component named {part!r} here; components: {names}", source=source, key=here
+        )
     return matches[0]
 
 
@@ -391,13 +416,25 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (list, tuple):
         return f"an array of {_describe(args[0]) if args else 'values'}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path string",
-            type(None): "nothing"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        Path: "a path string",
+        type(None): "nothing",
+    }.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _tname(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-            dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _table(value: Any, key: str, source: str) -> dict:
@@ -409,8 +446,11 @@ def _table(value: Any, key: str, source: str) -> dict:
 def _check_keys(table: dict, allowed: set[str], where: str, source: str) -> None:
     for key in table:
         if key not in allowed:
-            raise RecipeError(_unknown_key_msg(key, allowed, f"[{where}]" if where else "the recipe"),
-                              source=source, key=f"{where}.{key}" if where else key)
+            raise RecipeError(
+                _unknown_key_msg(key, allowed, f"[{where}]" if where else "the recipe"),
+                source=source,
+                key=f"{where}.{key}" if where else key,
+            )
 
 
 def _unknown_key_msg(key: str, allowed: Any, what: str) -> str:

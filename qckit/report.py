@@ -44,7 +44,9 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     funnel.add_column("documents", justify="right")
     funnel.add_column("share", justify="right")
     funnel.add_column("detail", overflow="fold")
-    funnel.add_row("records read", _n(stats.get("records", 0)), "", f"{len(stats.get('inputs', []))} input file(s)")
+    funnel.add_row(
+        "records read", _n(stats.get("records", 0)), "", f"{len(stats.get('inputs', []))} input file(s)"
+    )
     for kind, info in stats.get("reader_issues", {}).items():
         funnel.add_row(f"  reader: {kind}", _n(info["count"]), "", "; ".join(info["examples"][:2]))
     funnel.add_row("documents", _n(docs), "100 %", "")
@@ -55,14 +57,23 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
         if not info["dropped"]:
             continue
         reasons = ", ".join(f"{r} {c:,}" for r, c in info["reasons"].items())
-        first = next(iter(info["examples"].values()), [])
+        first: list[str] = next(iter(info["examples"].values()), [])
         detail = reasons + (f"  (e.g. {first[0]})" if first else "")
         funnel.add_row(f"  dropped by {name}", _n(info["dropped"]), _pct(info["dropped"], docs), detail)
-    funnel.add_row(Text("kept", style="bold green"), Text(_n(stats.get("kept", 0)), style="bold green"),
-                   _pct(stats.get("kept", 0), docs), "")
+    funnel.add_row(
+        Text("kept", style="bold green"),
+        Text(_n(stats.get("kept", 0)), style="bold green"),
+        _pct(stats.get("kept", 0), docs),
+        "",
+    )
     for s in stats.get("sets", []):
         if "train" in s:
-            funnel.add_row(f"  {s.get('name', 'set')}", f"{s['train']:,} / {s['val']:,}", "", f"{s['bytes'] / 1e6:.2f} MB")
+            funnel.add_row(
+                f"  {s.get('name', 'set')}",
+                f"{s['train']:,} / {s['val']:,}",
+                "",
+                f"{s['bytes'] / 1e6:.2f} MB",
+            )
     parts: list[RenderableType] = [funnel]
     summaries = {k: v for k, v in stats.get("summaries", {}).items() if v}
     if summaries:
@@ -99,8 +110,14 @@ def inspection_report(data: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [key_values("Training data", data, skip=("samples",))]
     for i, sample in enumerate(data.get("samples", [])):
         text = sample if isinstance(sample, str) else str(sample)
-        parts.append(Panel(Text(text[:600] + (" …" if len(text) > 600 else "")), title=f"window {i}", box=box.ROUNDED,
-                           border_style="dim"))
+        parts.append(
+            Panel(
+                Text(text[:600] + (" …" if len(text) > 600 else "")),
+                title=f"window {i}",
+                box=box.ROUNDED,
+                border_style="dim",
+            )
+        )
     return Panel(Group(*parts), title="qckit train: inspection", border_style="cyan")
 
 
@@ -113,7 +130,9 @@ def eval_line(title: str, data: dict[str, Any]) -> Text:
     step = f" (step {data['step']})" if "step" in data else ""
     line = Text(f"{title}{step}: ", style="bold")
     line.append(f"bits/byte {data.get('bits_per_byte', float('nan')):.4f}", style="bold cyan")
-    line.append(f"  perplexity {data.get('perplexity', float('nan')):.2f}  loss {data.get('loss', float('nan')):.4f}")
+    line.append(
+        f"  perplexity {data.get('perplexity', float('nan')):.2f}  loss {data.get('loss', float('nan')):.4f}"
+    )
     extra = [f"{_n(data[k])} {k}" for k in ("documents", "tokens") if k in data]
     if "seconds" in data:
         extra.append(f"{data['seconds']:.1f} s")
@@ -136,11 +155,16 @@ def train_summary_report(summary: dict[str, Any]) -> RenderableType:
             b, a = before.get(key), after.get(key)
             if b is None and a is None:
                 continue
-            change = ""
+            change: str | Text = ""
             if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
                 delta = (a - b) / b * 100
                 change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
-            t.add_row(key.replace("_", " "), _n(b) if b is not None else "–", _n(a) if a is not None else "–", change)
+            t.add_row(
+                key.replace("_", " "),
+                _n(b) if b is not None else "–",
+                _n(a) if a is not None else "–",
+                change,
+            )
         parts.append(t)
     parts.append(key_values("Run", summary))
     return Panel(Group(*parts), title="qckit train: summary", border_style="green")
@@ -159,12 +183,17 @@ def plugins_report(host: PluginHost) -> RenderableType:
     for kind, comps in host.registry.items():
         for name, info in comps.items():
             by_plugin.setdefault(info.plugin.name, []).append(f"{kind}:{name}")
-    for name, info in sorted(host.plugins.items()):
-        dist = f"{info.distribution} {info.version}" if info.distribution else "–"
-        t.add_row(name, dist, info.module, ", ".join(sorted(by_plugin.get(name, []))))
+    for name, plugin in sorted(host.plugins.items()):
+        dist = f"{plugin.distribution} {plugin.version}" if plugin.distribution else "–"
+        t.add_row(name, dist, plugin.module, ", ".join(sorted(by_plugin.get(name, []))))
     parts: list[RenderableType] = [t]
-    for name, info in sorted(host.failed.items()):
-        parts.append(Text(f"failed to load: {name} ({info.module}, {info.distribution or '?'}): {info.error}", style="red"))
+    for name, failed in sorted(host.failed.items()):
+        parts.append(
+            Text(
+                f"failed to load: {name} ({failed.module}, {failed.distribution or '?'}): {failed.error}",
+                style="red",
+            )
+        )
     return Group(*parts)
 
 
@@ -174,10 +203,17 @@ def component_report(info: ComponentInfo) -> RenderableType:
     t.add_column("type")
     t.add_column("default")
     for p in info.parameters():
-        annotation = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))
+        annotation = (
+            p.annotation
+            if isinstance(p.annotation, str)
+            else getattr(p.annotation, "__name__", str(p.annotation))
+        )
         default = "required" if p.default is p.empty else repr(p.default)
         t.add_row(p.name, str(annotation), default)
-    head = Text(f"{info.kind} {info.name!r} — {info.owner} ({info.cls.__module__}.{info.cls.__qualname__})", style="bold")
+    head = Text(
+        f"{info.kind} {info.name!r} — {info.owner} ({info.cls.__module__}.{info.cls.__qualname__})",
+        style="bold",
+    )
     return Group(head, Text(info.doc or "(no docstring)"), t)
 
 
@@ -208,5 +244,8 @@ def plan_report(recipe: Any) -> RenderableType:
 def _settings_dict(settings: Any) -> dict[str, Any]:
     import dataclasses
 
-    return {k: (", ".join(map(str, v)) if isinstance(v, list) else v)
-            for k, v in dataclasses.asdict(settings).items() if v is not None}
+    return {
+        k: (", ".join(map(str, v)) if isinstance(v, list) else v)
+        for k, v in dataclasses.asdict(settings).items()
+        if v is not None
+    }

@@ -94,11 +94,15 @@ class TrainSettings:
     warmup_ratio: float = 0.03  #: share of the optimizer steps spent warming up the learning rate
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  #: gradient clipping; 0 disables it
-    optimizer: str = "adamw_torch"  #: a transformers optimizer name (adamw_torch, adamw_torch_fused, adafactor …)
+    optimizer: str = (
+        "adamw_torch"  #: a transformers optimizer name (adamw_torch, adamw_torch_fused, adafactor …)
+    )
     seed: int = 42
     precision: str = "auto"  #: auto, fp32, bf16 or fp16
     gradient_checkpointing: bool = True
-    eval_steps: int = 0  #: evaluate on val_file every N optimizer steps; 0 = at the end of every epoch; -1 = never
+    eval_steps: int = (
+        0  #: evaluate on val_file every N optimizer steps; 0 = at the end of every epoch; -1 = never
+    )
     evaluate_before: bool = True  #: measure the model on val_file before training (the baseline)
     eval_batch_size: int = 0  #: windows per evaluation batch; 0 = batch_size
     eval_max_length: int = 0  #: evaluation window in tokens; 0 = the chunker's max_length
@@ -109,9 +113,13 @@ class TrainSettings:
     logging_steps: int = 10  #: log the training loss every N optimizer steps
     inspect_data: bool = True  #: report samples, token counts, steps and a time estimate before training
     inspect_samples: int = 5  #: decoded windows shown by the inspection
-    timing_warmup_steps: int = 2  #: forward+backward passes timed for the estimate (after one untimed warm-up)
+    timing_warmup_steps: int = (
+        2  #: forward+backward passes timed for the estimate (after one untimed warm-up)
+    )
     resume: bool = False  #: continue from the last checkpoint-* in output_dir
-    export_merged: bool = False  #: also save the base model with the LoRA weights merged in, under <output_dir>/merged
+    export_merged: bool = (
+        False  #: also save the base model with the LoRA weights merged in, under <output_dir>/merged
+    )
     cache_dir: str | None = None  #: packed-window cache; default <output_dir>/.cache
     dataloader_workers: int = 0
     tensorboard: bool = True  #: write TensorBoard events into <output_dir>/logs
@@ -122,10 +130,18 @@ class TrainSettings:
             if not ok:
                 raise ValueError(f"{name}: {message}, got {getattr(self, name)!r}")
 
-        need(isinstance(self.output_dir, str) and bool(self.output_dir.strip()), "output_dir", "must not be empty")
+        need(
+            isinstance(self.output_dir, str) and bool(self.output_dir.strip()),
+            "output_dir",
+            "must not be empty",
+        )
         need(isinstance(self.model, str) and bool(self.model.strip()), "model", "must not be empty")
         need(self.num_epochs > 0 and math.isfinite(self.num_epochs), "num_epochs", "must be greater than 0")
-        need(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "must be -1 (use num_epochs) or at least 1")
+        need(
+            self.max_steps == -1 or self.max_steps >= 1,
+            "max_steps",
+            "must be -1 (use num_epochs) or at least 1",
+        )
         need(self.batch_size >= 1, "batch_size", "must be at least 1")
         need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be at least 1")
         need(0 < self.learning_rate < 1, "learning_rate", "must be greater than 0 and below 1")
@@ -136,13 +152,23 @@ class TrainSettings:
         need(bool(self.optimizer.strip()), "optimizer", "must name a transformers optimizer")
         need(self.seed >= 0, "seed", "must be 0 or more")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
-        need(self.eval_steps >= -1, "eval_steps", "must be a positive number of steps, 0 (every epoch) or -1 (never)")
+        need(
+            self.eval_steps >= -1,
+            "eval_steps",
+            "must be a positive number of steps, 0 (every epoch) or -1 (never)",
+        )
         need(self.eval_batch_size >= 0, "eval_batch_size", "must be 0 (= batch_size) or more")
-        need(self.eval_max_length == 0 or self.eval_max_length >= 2, "eval_max_length",
-             "must be 0 (= the chunker's max_length) or at least 2")
+        need(
+            self.eval_max_length == 0 or self.eval_max_length >= 2,
+            "eval_max_length",
+            "must be 0 (= the chunker's max_length) or at least 2",
+        )
         need(self.eval_stride >= -1, "eval_stride", "must be -1 (half the window) or 0 or more")
-        need(self.eval_max_length == 0 or self.eval_stride < self.eval_max_length, "eval_stride",
-             "must be smaller than eval_max_length")
+        need(
+            self.eval_max_length == 0 or self.eval_stride < self.eval_max_length,
+            "eval_stride",
+            "must be smaller than eval_max_length",
+        )
         need(self.eval_max_documents >= 0, "eval_max_documents", "must be 0 (all) or more")
         need(self.save_steps >= 0, "save_steps", "must be 0 (no intermediate checkpoints) or more")
         need(self.save_total_limit >= 0, "save_total_limit", "must be 0 (keep all) or more")
@@ -170,7 +196,11 @@ class TrainResult:
 
 
 def estimate_optimizer_steps(
-    windows: int, batch_size: int, gradient_accumulation_steps: int, num_epochs: float, world_size: int = 1,
+    windows: int,
+    batch_size: int,
+    gradient_accumulation_steps: int,
+    num_epochs: float,
+    world_size: int = 1,
     max_steps: int = -1,
 ) -> int:
     """The number of optimizer steps the Trainer will run (its own arithmetic, for the inspection).
@@ -182,7 +212,9 @@ def estimate_optimizer_steps(
     if max_steps > 0:
         return max_steps
     batches = math.ceil(math.ceil(windows / batch_size) / max(world_size, 1))
-    per_epoch = max(batches // gradient_accumulation_steps + int(batches % gradient_accumulation_steps > 0), 1)
+    per_epoch = max(
+        batches // gradient_accumulation_steps + int(batches % gradient_accumulation_steps > 0), 1
+    )
     return math.ceil(num_epochs * per_epoch)
 
 
@@ -333,8 +365,11 @@ def _measure_pass_seconds(
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 started = time.perf_counter()
-                with torch.autocast(device_type=device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
+                with torch.autocast(
+                    device_type=device.type,
+                    dtype=autocast_dtype or torch.float32,
+                    enabled=autocast_dtype is not None,
+                ):
                     loss = model(**batch).loss
                 loss.backward()
                 if device.type == "cuda":
@@ -377,8 +412,15 @@ class _WarningsKept:
 class _Run:
     """State shared by :func:`run_train` and its Trainer callback."""
 
-    def __init__(self, settings: TrainSettings, obs: Observer, tokenizer: Any, val_texts: list[str] | None,
-                 eval_kwargs: dict[str, Any], expect_fsdp: bool):
+    def __init__(
+        self,
+        settings: TrainSettings,
+        obs: Observer,
+        tokenizer: Any,
+        val_texts: list[str] | None,
+        eval_kwargs: dict[str, Any],
+        expect_fsdp: bool,
+    ):
         self.settings = settings
         self.obs = obs
         self.tokenizer = tokenizer
@@ -415,11 +457,13 @@ class _Run:
             # the training loss of this step (logged by the Trainer right after on_step_end): keep it.
             control = self.trainer.control
             should_log = control.should_log
-            self.trainer.log({
-                "eval_loss": result.loss,
-                "eval_perplexity": result.perplexity,
-                "eval_bits_per_byte": result.bits_per_byte,
-            })
+            self.trainer.log(
+                {
+                    "eval_loss": result.loss,
+                    "eval_perplexity": result.perplexity,
+                    "eval_bits_per_byte": result.bits_per_byte,
+                }
+            )
             self.trainer.control.should_log = should_log or self.trainer.control.should_log
         return data
 
@@ -471,13 +515,21 @@ def _make_callback(run: _Run) -> Any:
                 fields["tokens_per_s"] = tps
             run.obs.advance("train", 1, **fields)
             every = run.settings.eval_steps
-            if (run.val_texts is not None and every > 0 and state.global_step % every == 0
-                    and state.global_step < state.max_steps):
+            if (
+                run.val_texts is not None
+                and every > 0
+                and state.global_step % every == 0
+                and state.global_step < state.max_steps
+            ):
                 self._evaluate_during(model, state)
 
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
-            if (run.val_texts is not None and run.settings.eval_steps == 0
-                    and state.global_step < state.max_steps and not control.should_training_stop):
+            if (
+                run.val_texts is not None
+                and run.settings.eval_steps == 0
+                and state.global_step < state.max_steps
+                and not control.should_training_stop
+            ):
                 self._evaluate_during(model, state)
 
         def _evaluate_during(self, model, state):
@@ -541,8 +593,19 @@ def run_train(
     resume_from = _find_resume_checkpoint(settings, output_dir, obs)
 
     with _quiet_transformers():
-        return _run(settings, chunker, list(adapters), env, obs, precision, train_path, val_path, output_dir,
-                    resume_from, recipe_text)
+        return _run(
+            settings,
+            chunker,
+            list(adapters),
+            env,
+            obs,
+            precision,
+            train_path,
+            val_path,
+            output_dir,
+            resume_from,
+            recipe_text,
+        )
 
 
 def _find_resume_checkpoint(settings: TrainSettings, output_dir: Path, obs: _WarningsKept) -> str | None:
@@ -569,8 +632,11 @@ def _pack(path: Path, tokenizer: Any, chunker: Any, cache_dir: Path, obs: Observ
     except InputError as exc:
         if exc.detail.startswith("no training windows"):
             max_length = getattr(chunker, "max_length", None)
-            hint = (f"lower train.chunker.max_length (now {max_length}) or min_length" if max_length
-                    else "change the chunker's settings")
+            hint = (
+                f"lower train.chunker.max_length (now {max_length}) or min_length"
+                if max_length
+                else "change the chunker's settings"
+            )
             raise InputError(path, f"{exc.detail}; {hint} (--max_length), or train on more text") from None
         raise
 
@@ -627,7 +693,9 @@ def _run(
     for adapter in adapters:
         adapter.load_kwargs(load_kwargs, env)
     dtype = load_kwargs.pop("dtype", None) or model_dtype(precision, trains_base_weights=trains_base)
-    model = load_model(source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs)
+    model = load_model(
+        source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs
+    )
     base_config = copy.deepcopy(model.config)
     if "quantization_config" in load_kwargs and "quantization_config" in vars(base_config):
         # the 4bit/8bit adapters quantized the model on load: config.json describes the base model as it is
@@ -711,8 +779,14 @@ def _run(
         )
     # one process driving several GPUs (torch DataParallel) splits a batch of batch_size x n_gpu
     step_batch = settings.batch_size * max(int(getattr(args, "n_gpu", 1) or 1), 1)
-    steps = estimate_optimizer_steps(len(train_ds), step_batch, settings.gradient_accumulation_steps,
-                                     settings.num_epochs, world_size, settings.max_steps)
+    steps = estimate_optimizer_steps(
+        len(train_ds),
+        step_batch,
+        settings.gradient_accumulation_steps,
+        settings.num_epochs,
+        world_size,
+        settings.max_steps,
+    )
     expect_fsdp = "fsdp" in names
     device = args.device
     placed = getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False)
@@ -720,12 +794,26 @@ def _run(
         model.to(device)
     inspection: dict[str, Any] | None = None
     if settings.inspect_data:
-        inspection = _inspection(settings, train_ds, tokenizer, val_texts, steps, world_size, step_batch,
-                                 trainable, total, precision, env, names, window)
+        inspection = _inspection(
+            settings,
+            train_ds,
+            tokenizer,
+            val_texts,
+            steps,
+            world_size,
+            step_batch,
+            trainable,
+            total,
+            precision,
+            env,
+            names,
+            window,
+        )
         seconds = None
         if settings.timing_warmup_steps > 0 and not expect_fsdp and placed:
-            seconds = _measure_pass_seconds(model, train_ds, settings.batch_size, settings.timing_warmup_steps,
-                                            device, precision)
+            seconds = _measure_pass_seconds(
+                model, train_ds, settings.batch_size, settings.timing_warmup_steps, device, precision
+            )
         if seconds is not None:
             remaining = steps
             if resume_from is not None:
@@ -743,8 +831,12 @@ def _run(
         obs.report("inspection", inspection)
 
     # 6. Trainer with TensorBoard into <output_dir>/logs and qckit's callback
-    eval_kwargs = dict(max_length=eval_max_length, stride=eval_stride,
-                       batch_size=settings.eval_batch_size or settings.batch_size, device=device)
+    eval_kwargs = dict(
+        max_length=eval_max_length,
+        stride=eval_stride,
+        batch_size=settings.eval_batch_size or settings.batch_size,
+        device=device,
+    )
     run = _Run(settings, obs, tokenizer, val_texts, eval_kwargs, expect_fsdp)
     callbacks: list[Any] = [_make_callback(run)]
     writer = None
@@ -785,8 +877,14 @@ def _run(
     trainer.save_model(str(output_dir))
     trainer.save_state()
     state = trainer.state
-    result = TrainResult(output_dir=output_dir, summary={}, global_step=state.global_step,
-                         eval_before=run.eval_before, eval_after=run.eval_after, eval_history=run.eval_history)
+    result = TrainResult(
+        output_dir=output_dir,
+        summary={},
+        global_step=state.global_step,
+        eval_before=run.eval_before,
+        eval_after=run.eval_after,
+        eval_history=run.eval_history,
+    )
     if not env.is_main_process:
         return result
 
@@ -799,8 +897,13 @@ def _run(
         if is_peft:
             from qckit.models import merge_and_export
 
-            merged_dir = merge_and_export(settings.model, output_dir, output_dir / MERGED_DIR, dtype=precision,
-                                          trust_remote_code=settings.trust_remote_code)
+            merged_dir = merge_and_export(
+                settings.model,
+                output_dir,
+                output_dir / MERGED_DIR,
+                dtype=precision,
+                trust_remote_code=settings.trust_remote_code,
+            )
         else:
             obs.warn(f"export_merged: no LoRA adapter to merge; {output_dir} already holds the full model")
 
@@ -880,14 +983,26 @@ def _component_settings(component: Any) -> dict[str, Any]:
 
 
 def _inspection(
-    settings: TrainSettings, train_ds: Any, tokenizer: Any, val_texts: list[str] | None, steps: int,
-    world_size: int, step_batch: int, trainable: int, total: int, precision: str, env: Any, names: list[str],
+    settings: TrainSettings,
+    train_ds: Any,
+    tokenizer: Any,
+    val_texts: list[str] | None,
+    steps: int,
+    world_size: int,
+    step_batch: int,
+    trainable: int,
+    total: int,
+    precision: str,
+    env: Any,
+    names: list[str],
     window: int,
 ) -> dict[str, Any]:
     stats = train_ds.stats
     windows = len(train_ds)
     per_step = step_batch * settings.gradient_accumulation_steps * world_size
-    samples = [train_ds.decode_sample(i, tokenizer) for i in _sample_indices(windows, settings.inspect_samples)]
+    samples = [
+        train_ds.decode_sample(i, tokenizer) for i in _sample_indices(windows, settings.inspect_samples)
+    ]
     data: dict[str, Any] = {
         "train_file": settings.train_file,
         "documents": stats.documents,

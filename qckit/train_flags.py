@@ -68,73 +68,182 @@ _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     """Add the seed's training flags (same names, same defaults) and qckit's extras to ``parser``."""
     model = parser.add_argument_group("model")
-    model.add_argument("--model_name", default=SEED_DEFAULTS["model_name"],
-                       help="Hugging Face model id or local directory (default: %(default)s)")
-    model.add_argument("--use_lora", dest="use_lora", action="store_true", default=True,
-                       help="train LoRA adapters (default: on)")
-    model.add_argument("--no_use_lora", "--no-lora", "--no_lora", dest="use_lora", action="store_false",
-                       help="train the full model instead of LoRA adapters")
-    model.add_argument("--use_4bit", action="store_true", help="load the model in 4-bit NF4 (QLoRA; needs a CUDA GPU)")
+    model.add_argument(
+        "--model_name",
+        default=SEED_DEFAULTS["model_name"],
+        help="Hugging Face model id or local directory (default: %(default)s)",
+    )
+    model.add_argument(
+        "--use_lora",
+        dest="use_lora",
+        action="store_true",
+        default=True,
+        help="train LoRA adapters (default: on)",
+    )
+    model.add_argument(
+        "--no_use_lora",
+        "--no-lora",
+        "--no_lora",
+        dest="use_lora",
+        action="store_false",
+        help="train the full model instead of LoRA adapters",
+    )
+    model.add_argument(
+        "--use_4bit", action="store_true", help="load the model in 4-bit NF4 (QLoRA; needs a CUDA GPU)"
+    )
     model.add_argument("--use_8bit", action="store_true", help="load the model in 8-bit (needs a CUDA GPU)")
-    model.add_argument("--lora_r", type=int, default=SEED_DEFAULTS["lora_r"], help="LoRA rank (default: %(default)s)")
-    model.add_argument("--lora_alpha", type=int, default=SEED_DEFAULTS["lora_alpha"],
-                       help="LoRA alpha (default: %(default)s)")
+    model.add_argument(
+        "--lora_r", type=int, default=SEED_DEFAULTS["lora_r"], help="LoRA rank (default: %(default)s)"
+    )
+    model.add_argument(
+        "--lora_alpha",
+        type=int,
+        default=SEED_DEFAULTS["lora_alpha"],
+        help="LoRA alpha (default: %(default)s)",
+    )
     model.add_argument("--lora_dropout", type=float, default=None, help="LoRA dropout (default: 0.1)")
-    model.add_argument("--trust_remote_code", action="store_true",
-                       help="allow model code from the model repository to run (off by default)")
+    model.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="allow model code from the model repository to run (off by default)",
+    )
 
     data = parser.add_argument_group("data")
-    data.add_argument("--train_file", required=True, help="training corpus, one document per line (from prepare)")
-    data.add_argument("--val_file", default=None,
-                      help="validation corpus: held-out perplexity and bits-per-byte before, during and after training")
-    data.add_argument("--max_length", type=int, default=SEED_DEFAULTS["max_length"],
-                      help="window length in tokens (default: %(default)s)")
-    data.add_argument("--stride", type=int, default=SEED_DEFAULTS["stride"],
-                      help="overlap between consecutive windows in tokens, 0 = none (default: %(default)s)")
-    data.add_argument("--batch_size", type=int, default=SEED_DEFAULTS["batch_size"],
-                      help="per-device batch size (default: %(default)s)")
-    data.add_argument("--inspect_data", dest="inspect_data", action="store_true", default=True,
-                      help="show samples, token counts and a time estimate before training (default: on)")
-    data.add_argument("--no_inspect_data", "--no-inspect-data", dest="inspect_data", action="store_false",
-                      help="skip the data inspection")
-    data.add_argument("--inspect_samples", type=int, default=SEED_DEFAULTS["inspect_samples"],
-                      help="number of decoded windows to show (default: %(default)s)")
-    data.add_argument("--cache_dir", default=None, help="where packed windows are cached (default: <output_dir>/.cache)")
+    data.add_argument(
+        "--train_file", required=True, help="training corpus, one document per line (from prepare)"
+    )
+    data.add_argument(
+        "--val_file",
+        default=None,
+        help="validation corpus: held-out perplexity and bits-per-byte before, during and after training",
+    )
+    data.add_argument(
+        "--max_length",
+        type=int,
+        default=SEED_DEFAULTS["max_length"],
+        help="window length in tokens (default: %(default)s)",
+    )
+    data.add_argument(
+        "--stride",
+        type=int,
+        default=SEED_DEFAULTS["stride"],
+        help="overlap between consecutive windows in tokens, 0 = none (default: %(default)s)",
+    )
+    data.add_argument(
+        "--batch_size",
+        type=int,
+        default=SEED_DEFAULTS["batch_size"],
+        help="per-device batch size (default: %(default)s)",
+    )
+    data.add_argument(
+        "--inspect_data",
+        dest="inspect_data",
+        action="store_true",
+        default=True,
+        help="show samples, token counts and a time estimate before training (default: on)",
+    )
+    data.add_argument(
+        "--no_inspect_data",
+        "--no-inspect-data",
+        dest="inspect_data",
+        action="store_false",
+        help="skip the data inspection",
+    )
+    data.add_argument(
+        "--inspect_samples",
+        type=int,
+        default=SEED_DEFAULTS["inspect_samples"],
+        help="number of decoded windows to show (default: %(default)s)",
+    )
+    data.add_argument(
+        "--cache_dir", default=None, help="where packed windows are cached (default: <output_dir>/.cache)"
+    )
 
     train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", default=SEED_DEFAULTS["output_dir"], help="output directory (default: %(default)s)")
-    train.add_argument("--num_epochs", type=float, default=SEED_DEFAULTS["num_epochs"],
-                       help="number of epochs (default: %(default)s)")
-    train.add_argument("--max_steps", type=int, default=-1,
-                       help="stop after this many optimizer steps; overrides --num_epochs (default: off)")
-    train.add_argument("--learning_rate", type=float, default=SEED_DEFAULTS["learning_rate"],
-                       help="peak learning rate (default: %(default)s)")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=SEED_DEFAULTS["gradient_accumulation_steps"],
-                       help="micro-batches per optimizer step (default: %(default)s)")
-    train.add_argument("--seed", type=int, default=SEED_DEFAULTS["seed"], help="random seed (default: %(default)s)")
-    train.add_argument("--precision", default="auto", choices=_PRECISIONS,
-                       help="auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU (default: auto)")
-    train.add_argument("--no_gradient_checkpointing", dest="gradient_checkpointing", action="store_false", default=True,
-                       help="keep activations instead of recomputing them (faster, more memory)")
-    train.add_argument("--eval_steps", type=int, default=None,
-                       help="evaluate on --val_file every N steps; 0 = every epoch, -1 = only before/after")
+    train.add_argument(
+        "--output_dir", default=SEED_DEFAULTS["output_dir"], help="output directory (default: %(default)s)"
+    )
+    train.add_argument(
+        "--num_epochs",
+        type=float,
+        default=SEED_DEFAULTS["num_epochs"],
+        help="number of epochs (default: %(default)s)",
+    )
+    train.add_argument(
+        "--max_steps",
+        type=int,
+        default=-1,
+        help="stop after this many optimizer steps; overrides --num_epochs (default: off)",
+    )
+    train.add_argument(
+        "--learning_rate",
+        type=float,
+        default=SEED_DEFAULTS["learning_rate"],
+        help="peak learning rate (default: %(default)s)",
+    )
+    train.add_argument(
+        "--gradient_accumulation_steps",
+        type=int,
+        default=SEED_DEFAULTS["gradient_accumulation_steps"],
+        help="micro-batches per optimizer step (default: %(default)s)",
+    )
+    train.add_argument(
+        "--seed", type=int, default=SEED_DEFAULTS["seed"], help="random seed (default: %(default)s)"
+    )
+    train.add_argument(
+        "--precision",
+        default="auto",
+        choices=_PRECISIONS,
+        help="auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU (default: auto)",
+    )
+    train.add_argument(
+        "--no_gradient_checkpointing",
+        dest="gradient_checkpointing",
+        action="store_false",
+        default=True,
+        help="keep activations instead of recomputing them (faster, more memory)",
+    )
+    train.add_argument(
+        "--eval_steps",
+        type=int,
+        default=None,
+        help="evaluate on --val_file every N steps; 0 = every epoch, -1 = only before/after",
+    )
     train.add_argument("--save_steps", type=int, default=None, help="checkpoint every N steps (default: 500)")
-    train.add_argument("--logging_steps", type=int, default=None, help="log the loss every N steps (default: 10)")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint-* in --output_dir")
-    train.add_argument("--export_merged", action="store_true",
-                       help="also save the base model with the LoRA weights merged in, under <output_dir>/merged")
+    train.add_argument(
+        "--logging_steps", type=int, default=None, help="log the loss every N steps (default: 10)"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint-* in --output_dir"
+    )
+    train.add_argument(
+        "--export_merged",
+        action="store_true",
+        help="also save the base model with the LoRA weights merged in, under <output_dir>/merged",
+    )
 
     par = parser.add_argument_group("parallelism")
-    par.add_argument("--fsdp", default=None,
-                     help='FSDP strategy, e.g. "full_shard auto_wrap" (multi-GPU, under torchrun; default: off)')
-    par.add_argument("--fsdp_transformer_layer_cls_to_wrap", default=None,
-                     help="decoder-layer class FSDP wraps, used only with --fsdp (default: detected from the model; "
-                          "the seed's default was LlamaDecoderLayer, which passing it explicitly still selects)")
+    par.add_argument(
+        "--fsdp",
+        default=None,
+        help='FSDP strategy, e.g. "full_shard auto_wrap" (multi-GPU, under torchrun; default: off)',
+    )
+    par.add_argument(
+        "--fsdp_transformer_layer_cls_to_wrap",
+        default=None,
+        help="decoder-layer class FSDP wraps, used only with --fsdp (default: detected from the model; "
+        "the seed's default was LlamaDecoderLayer, which passing it explicitly still selects)",
+    )
 
 
 def _positive_int(ns: argparse.Namespace, name: str, *, allow_zero: bool = False) -> int:
     value = getattr(ns, name)
-    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+    if (
+        value is None
+        or isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < (0 if allow_zero else 1)
+    ):
         bound = "0 or more" if allow_zero else "a positive integer"
         raise RecipeError(f"must be {bound}, got {value!r}", key=f"--{name}")
     return value
@@ -154,21 +263,27 @@ def train_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
     _positive_int(ns, "stride", allow_zero=True)
     _positive_int(ns, "inspect_samples", allow_zero=True)
     if ns.stride >= ns.max_length:
-        raise RecipeError(f"must be smaller than --max_length ({ns.max_length}), got {ns.stride}", key="--stride")
+        raise RecipeError(
+            f"must be smaller than --max_length ({ns.max_length}), got {ns.stride}", key="--stride"
+        )
     if not (ns.learning_rate > 0):
         raise RecipeError(f"must be greater than 0, got {ns.learning_rate!r}", key="--learning_rate")
     if not (ns.num_epochs > 0):
         raise RecipeError(f"must be greater than 0, got {ns.num_epochs!r}", key="--num_epochs")
     if ns.max_steps == 0 or ns.max_steps < -1:
-        raise RecipeError(f"must be a positive integer (or -1 for --num_epochs), got {ns.max_steps}", key="--max_steps")
+        raise RecipeError(
+            f"must be a positive integer (or -1 for --num_epochs), got {ns.max_steps}", key="--max_steps"
+        )
     if ns.lora_dropout is not None and not (0 <= ns.lora_dropout < 1):
         raise RecipeError(f"must be in [0, 1), got {ns.lora_dropout!r}", key="--lora_dropout")
     for name in ("save_steps", "logging_steps"):
         if getattr(ns, name) is not None:
             _positive_int(ns, name)
     if ns.eval_steps is not None and ns.eval_steps < -1:
-        raise RecipeError(f"must be a positive integer, 0 (every epoch) or -1 (never), got {ns.eval_steps}",
-                          key="--eval_steps")
+        raise RecipeError(
+            f"must be a positive integer, 0 (every epoch) or -1 (never), got {ns.eval_steps}",
+            key="--eval_steps",
+        )
     if ns.use_4bit and ns.use_8bit:
         raise RecipeError("choose one of --use_4bit and --use_8bit", key="--use_8bit")
     if not ns.train_file:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from qckit_builtins.adapters import EightBitAdapter, FourBitAdapter, FsdpAdapter, LoraAdapter
 
 from qckit.errors import HardwareError, QckitError
 from qckit.hardware import Environment
 from qckit.host import PluginHost
 from qckit.models import enable_gradient_checkpointing, load_model, resolve_model
+from qckit_builtins.adapters import EightBitAdapter, FourBitAdapter, FsdpAdapter, LoraAdapter
 
 SEED_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CPU = Environment(device="cpu", cpu_count=2, bitsandbytes_version="0.50.2")

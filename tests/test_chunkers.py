@@ -5,9 +5,9 @@ import random
 from collections import Counter
 
 import pytest
-from qckit_builtins.chunkers import WindowChunker
 
 from qckit.components import Chunker, PackingStats
+from qckit_builtins.chunkers import WindowChunker
 
 EOS = 1
 

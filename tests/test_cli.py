@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -56,11 +57,32 @@ def test_prepare_flags_match_the_seed_on_a_clean_corpus(tmp_path):
 def test_prepare_merge_and_seed_defaults(tmp_path):
     a, b = tmp_path / "a.txt", tmp_path / "b.jsonl"
     a.write_text("\n".join(CLEAN[:5]) + "\n", encoding="utf-8")
-    b.write_text("\n".join('{"content": "%s"}' % t for t in CLEAN[5:]) + "\n", encoding="utf-8")
-    status, out = run(["prepare", "--input", str(a), str(b), "--output", str(tmp_path / "o"), "--merge",
-                       "--val_split", "0.2", "--seed", "7", "--min_length", "12", "--max_length", "500"])
+    b.write_text("\n".join(json.dumps({"content": t}) for t in CLEAN[5:]) + "\n", encoding="utf-8")
+    status, out = run(
+        [
+            "prepare",
+            "--input",
+            str(a),
+            str(b),
+            "--output",
+            str(tmp_path / "o"),
+            "--merge",
+            "--val_split",
+            "0.2",
+            "--seed",
+            "7",
+            "--min_length",
+            "12",
+            "--max_length",
+            "500",
+        ]
+    )
     assert status == 0, out
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["prepare_stats.json", "train.txt", "val.txt"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "prepare_stats.json",
+        "train.txt",
+        "val.txt",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -87,8 +109,15 @@ def test_missing_input_exits_non_zero_with_one_line(tmp_path):
 
 
 def test_run_check_prints_the_plan_without_running(tmp_path):
-    status, out = run(["run", str(REPO / "recipes" / "quickstart.toml"), "--check",
-                       "--set", "prepare.output=" + str(tmp_path / "never")])
+    status, out = run(
+        [
+            "run",
+            str(REPO / "recipes" / "quickstart.toml"),
+            "--check",
+            "--set",
+            "prepare.output=" + str(tmp_path / "never"),
+        ]
+    )
     assert status == 0, out
     assert "valid" in out and "exact_dedup" in out and "lora" in out
     assert not (tmp_path / "never").exists()
@@ -106,7 +135,9 @@ def test_run_prepare_stage_of_a_recipe(tmp_path):
     src = tmp_path / "c.txt"
     src.write_text("\n".join(CLEAN) + "\n", encoding="utf-8")
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f"[prepare]\ninputs = ['{src}']\noutput = '{tmp_path / 'o'}'\nmerge = true\n", encoding="utf-8")
+    recipe.write_text(
+        f"[prepare]\ninputs = ['{src}']\noutput = '{tmp_path / 'o'}'\nmerge = true\n", encoding="utf-8"
+    )
     status, out = run(["run", str(recipe), "--set", "prepare.splitter.val_split=0.0"])
     assert status == 0, out
     assert len(lines(tmp_path / "o" / "train.txt")) == 7

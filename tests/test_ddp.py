@@ -17,12 +17,43 @@ def test_torchrun_two_processes_train_one_model(tmp_path, tiny_model_dir):
     val = write_corpus(tmp_path / "val.txt", SAMPLE_SENTENCES[::4])
     out = tmp_path / "out"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "qckit", "train",
-        "--train_file", str(train), "--val_file", str(val), "--model_name", str(tiny_model_dir),
-        "--output_dir", str(out), "--num_epochs", "0.2", "--batch_size", "2", "--gradient_accumulation_steps", "1",
-        "--max_length", "64", "--stride", "8", "--learning_rate", "1e-3", "--inspect_samples", "1",
-        "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "qckit",
+        "train",
+        "--train_file",
+        str(train),
+        "--val_file",
+        str(val),
+        "--model_name",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(out),
+        "--num_epochs",
+        "0.2",
+        "--batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_length",
+        "64",
+        "--stride",
+        "8",
+        "--learning_rate",
+        "1e-3",
+        "--inspect_samples",
+        "1",
+        "--eval_steps",
+        "2",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
@@ -35,7 +66,9 @@ def test_torchrun_two_processes_train_one_model(tmp_path, tiny_model_dir):
     assert summary["global_step"] == summary["max_steps"] == steps
     assert summary["tokens_seen"] > steps * 2 * 64  # more than one process's share: tokens are gathered
     assert summary["tokens_seen"] <= steps * 2 * 2 * 64
-    losses = [h["loss"] for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    losses = [
+        h["loss"] for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h
+    ]
     assert len(losses) == steps and all(math.isfinite(x) for x in losses)
     for key in ("eval_before", "eval_after"):
         assert math.isfinite(summary[key]["bits_per_byte"])

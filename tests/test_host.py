@@ -44,7 +44,7 @@ def test_duplicate_component_names_name_both_plugins():
     plugin = types.SimpleNamespace(register_filters=hookimpl(lambda register: register(Clash)))
     host = PluginHost.from_entry_points(extra=[("clasher", plugin)])
     with pytest.raises(PluginError, match=r"registered twice: by plugin 'filters'.*plugin 'clasher'"):
-        host.registry
+        _ = host.registry
 
 
 def test_a_builtin_can_be_disabled_and_replaced():
@@ -78,7 +78,7 @@ def test_component_without_name_is_rejected():
     plugin = types.SimpleNamespace(register_filters=hookimpl(lambda register: register(Nameless)))
     host = PluginHost.from_entry_points(extra=[("bad", plugin)])
     with pytest.raises(PluginError, match="plugin 'bad'.*without a 'name'"):
-        host.registry
+        _ = host.registry
 
 
 def test_every_hook_spec_is_documented():
@@ -87,4 +87,6 @@ def test_every_hook_spec_is_documented():
     for name in dir(hookspecs):
         fn = getattr(hookspecs, name)
         if name.startswith("register_"):
-            assert fn.__doc__ and len(fn.__doc__) > 100, f"hook spec {name} needs a docstring (it is the API doc)"
+            assert fn.__doc__ and len(fn.__doc__) > 100, (
+                f"hook spec {name} needs a docstring (it is the API doc)"
+            )

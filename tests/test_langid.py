@@ -5,9 +5,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from qckit_builtins.langid import LangIdFilter
 
 from qckit.components import Document
+from qckit_builtins.langid import LangIdFilter
 
 FRENCH = "Bonjour, comment ça va? C'est une belle journée à Montréal, on va aller se promener au parc."
 QUEBEC = "Pis, y fait frette à matin, tsé. Mon chum a parqué son char devant le dépanneur."

@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from qckit_builtins.chunkers import WindowChunker
 from transformers import default_data_collator
 
 from qckit.components import PackingStats
@@ -13,6 +12,7 @@ from qckit.errors import InputError
 from qckit.packing import pack_file, pack_texts
 from qckit.progress import RecordingObserver
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
+from qckit_builtins.chunkers import WindowChunker
 
 DOCS = list(SAMPLE_SENTENCES)
 

@@ -30,7 +30,9 @@ def corpus(tmp_path: Path, lines: list[str], name: str = "corpus.txt") -> Path:
 
 
 def recipe_for(inputs, out, **prepare):
-    return build_recipe({"prepare": {"inputs": [str(p) for p in inputs], "output": str(out), "workers": 1, **prepare}})
+    return build_recipe(
+        {"prepare": {"inputs": [str(p) for p in inputs], "output": str(out), "workers": 1, **prepare}}
+    )
 
 
 def read_lines(path: Path) -> list[str]:
@@ -38,7 +40,9 @@ def read_lines(path: Path) -> list[str]:
 
 
 def test_single_file_writes_seed_names_and_stats(tmp_path):
-    src = corpus(tmp_path, [*GOOD, "lol", GOOD[0], "Voir https://example.com/page pour les détails du festival d'été."])
+    src = corpus(
+        tmp_path, [*GOOD, "lol", GOOD[0], "Voir https://example.com/page pour les détails du festival d'été."]
+    )
     out = tmp_path / "out"
     result = run_prepare(recipe_for([src], out).prepare)
     assert sorted(p.name for p in out.iterdir()) == sorted(["train_1.txt", "val_1.txt", STATS_FILE])
@@ -56,7 +60,9 @@ def test_single_file_writes_seed_names_and_stats(tmp_path):
 def test_merge_writes_train_and_val(tmp_path):
     a = corpus(tmp_path, GOOD[:3], "a.txt")
     b = tmp_path / "b.jsonl"
-    b.write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in GOOD[3:]) + "\n", encoding="utf-8")
+    b.write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in GOOD[3:]) + "\n", encoding="utf-8"
+    )
     out = tmp_path / "out"
     run_prepare(recipe_for([a, b], out, merge=True, splitter={"use": "random", "val_split": 0.5}).prepare)
     train, val = read_lines(out / "train.txt"), read_lines(out / "val.txt")
@@ -144,8 +150,10 @@ def test_progress_is_reported_per_batch(tmp_path):
 
 
 def test_library_api_runs_in_memory():
-    result = prepare_texts([*GOOD, "lol", {"text": GOOD[1]}, {"text": "Encore une belle journée au chalet avec la gang."}],
-                           {"prepare": {"splitter": {"use": "random", "val_split": 0.0}}})
+    result = prepare_texts(
+        [*GOOD, "lol", {"text": GOOD[1]}, {"text": "Encore une belle journée au chalet avec la gang."}],
+        {"prepare": {"splitter": {"use": "random", "val_split": 0.0}}},
+    )
     texts = [d.text for d in result.train]
     assert texts[: len(GOOD)] == GOOD
     assert len(texts) == len(GOOD) + 1

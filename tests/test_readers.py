@@ -9,10 +9,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from qckit_builtins.readers import JsonlReader, TxtReader, check_input_file, iter_lines, register_readers
 
 from qckit.components import Document, IssueLog, Reader
 from qckit.errors import InputError, RecordError
+from qckit_builtins.readers import JsonlReader, TxtReader, check_input_file, iter_lines, register_readers
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 

@@ -35,14 +35,29 @@ def test_defaults_fill_missing_component_lists():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[prepare]\ninputz = []\n", "r.toml:prepare.inputz: unknown key 'inputz' in [prepare]; did you mean 'inputs'?"),
+        (
+            "[prepare]\ninputz = []\n",
+            "r.toml:prepare.inputz: unknown key 'inputz' in [prepare]; did you mean 'inputs'?",
+        ),
         ("[prepare]\nworkers = 'two'\n", "r.toml:prepare.workers: expected an integer, got a string 'two'"),
         ("[prepare]\nworkers = -1\n", "r.toml:prepare.workers: must be 0 (one per core) or more"),
-        ("[[prepare.filters]]\nuse = 'lenght'\n", "r.toml:prepare.filters[0].use: unknown filter 'lenght'; did you mean 'length'?"),
-        ("[[prepare.filters]]\nuse = 'length'\nmin_lenght = 3\n", "r.toml:prepare.filters[0].min_lenght: unknown key 'min_lenght'"),
-        ("[[prepare.filters]]\nuse = 'length'\nmin_length = 'a'\n", "r.toml:prepare.filters[0].min_length: expected an integer"),
+        (
+            "[[prepare.filters]]\nuse = 'lenght'\n",
+            "r.toml:prepare.filters[0].use: unknown filter 'lenght'; did you mean 'length'?",
+        ),
+        (
+            "[[prepare.filters]]\nuse = 'length'\nmin_lenght = 3\n",
+            "r.toml:prepare.filters[0].min_lenght: unknown key 'min_lenght'",
+        ),
+        (
+            "[[prepare.filters]]\nuse = 'length'\nmin_length = 'a'\n",
+            "r.toml:prepare.filters[0].min_length: expected an integer",
+        ),
         ("[[prepare.filters]]\nmin_length = 3\n", "r.toml:prepare.filters[0]: missing 'use'"),
-        ("[prepare.splitter]\nuse = 'random'\nval_split = 0.9\n", "r.toml:prepare.splitter: splitter 'random':"),
+        (
+            "[prepare.splitter]\nuse = 'random'\nval_split = 0.9\n",
+            "r.toml:prepare.splitter: splitter 'random':",
+        ),
         ("[prepare]\nfilters = 3\n", "r.toml:prepare.filters: expected an array of tables"),
         ("[bogus]\n", "r.toml:bogus: unknown key 'bogus' in the recipe"),
         ("name = 'x'\n", "a recipe needs a [prepare] or a [train] table"),

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from qckit_builtins.splitters import HashSplitter, RandomSplitter, register_splitters, validation_count
 
 from qckit.components import Document, Splitter
+from qckit_builtins.splitters import HashSplitter, RandomSplitter, register_splitters, validation_count
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

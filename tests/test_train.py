@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
-from qckit_builtins.adapters import LoraAdapter
-from qckit_builtins.chunkers import WindowChunker
 
 from qckit.errors import HardwareError, InputError, RecipeError
 from qckit.progress import RecordingObserver
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
 from qckit.train import TrainSettings, estimate_optimizer_steps, run_train
+from qckit_builtins.adapters import LoraAdapter
+from qckit_builtins.chunkers import WindowChunker
 
 
 def _reports(obs: RecordingObserver, kind: str) -> list:
@@ -66,16 +66,31 @@ def lora_run(tmp_path_factory, tiny_model_dir, corpus):
     """One LoRA run shared by several tests: 24 steps, eval every 12, checkpoints every 12."""
     out = tmp_path_factory.mktemp("lora_run") / "cpt_model"
     obs = RecordingObserver()
-    settings = _settings(out, tiny_model_dir, corpus, max_steps=24, eval_steps=12, save_steps=12, inspect_samples=3)
-    result = run_train(settings, WindowChunker(max_length=64, stride=8, min_length=8), [LoraAdapter()],
-                       observer=obs, recipe_text='[train]\nmodel = "tiny"\n')
+    settings = _settings(
+        out, tiny_model_dir, corpus, max_steps=24, eval_steps=12, save_steps=12, inspect_samples=3
+    )
+    result = run_train(
+        settings,
+        WindowChunker(max_length=64, stride=8, min_length=8),
+        [LoraAdapter()],
+        observer=obs,
+        recipe_text='[train]\nmodel = "tiny"\n',
+    )
     return out, obs, result
 
 
 def test_lora_run_writes_the_seed_layout(lora_run):
     out, _, result = lora_run
-    for name in ("adapter_config.json", "adapter_model.safetensors", "config.json", "tokenizer.json",
-                 "trainer_state.json", "training_args.bin", "training_summary.json", "recipe.toml"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "trainer_state.json",
+        "training_args.bin",
+        "training_summary.json",
+        "recipe.toml",
+    ):
         assert (out / name).is_file(), name
     assert (out / "checkpoint-12").is_dir() and (out / "checkpoint-24").is_dir()
     assert list((out / "logs").glob("events.out.tfevents.*"))
@@ -95,7 +110,9 @@ def test_summary_numbers_are_consistent_and_training_helps(lora_run):
     before, after = s["eval_before"], s["eval_after"]
     for ev in (before, after):
         assert math.isclose(ev["perplexity"], math.exp(ev["loss"]), rel_tol=1e-9)
-        assert math.isclose(ev["bits_per_byte"], ev["loss"] * ev["tokens"] / math.log(2) / ev["bytes"], rel_tol=1e-9)
+        assert math.isclose(
+            ev["bits_per_byte"], ev["loss"] * ev["tokens"] / math.log(2) / ev["bytes"], rel_tol=1e-9
+        )
     assert before["step"] == 0 and after["step"] == 24
     assert after["perplexity"] < before["perplexity"] and after["bits_per_byte"] < before["bits_per_byte"]
     assert math.isclose(s["eval_delta"]["bits_per_byte"], after["bits_per_byte"] - before["bits_per_byte"])
@@ -121,7 +138,12 @@ def test_inspection_and_progress_reach_the_observer(lora_run):
     assert inspection["estimated_train_time_s"] > 0 and "estimate" in inspection["estimated_train_time"]
     assert inspection["trainable_parameters"] == result.summary["trainable_parameters"]
     kinds = [name for event, name, _ in obs.events if event == "report"]
-    assert kinds.index("inspection") < kinds.index("eval_before") < kinds.index("eval") < kinds.index("eval_after")
+    assert (
+        kinds.index("inspection")
+        < kinds.index("eval_before")
+        < kinds.index("eval")
+        < kinds.index("eval_after")
+    )
     assert kinds[-1] == "summary"
     assert ("start", "train", 24) in obs.events
     steps = [data for event, name, data in obs.events if event == "advance" and name == "train"]
@@ -158,13 +180,24 @@ def test_trainer_gets_the_seed_optimizer_settings(lora_run):
     args = torch.load(out / "training_args.bin", weights_only=False)
     assert (args.optim, args.lr_scheduler_type, args.warmup_steps) == ("adamw_torch", "cosine", 0.03)
     assert (args.weight_decay, args.max_grad_norm, args.seed) == (0.0, 1.0, 42)
-    assert args.report_to == [] and not args.fp16 and not args.bf16  # fp32 on CPU, TensorBoard attached by qckit
+    assert (
+        args.report_to == [] and not args.fp16 and not args.bf16
+    )  # fp32 on CPU, TensorBoard attached by qckit
 
 
 def test_full_finetune_without_lora_and_without_val_file(tmp_path, tiny_model_dir, corpus):
     obs = RecordingObserver()
-    settings = _settings(tmp_path / "out", tiny_model_dir, corpus, val_file=None, num_epochs=1,
-                         batch_size=8, learning_rate=1e-4, timing_warmup_steps=0, export_merged=True)
+    settings = _settings(
+        tmp_path / "out",
+        tiny_model_dir,
+        corpus,
+        val_file=None,
+        num_epochs=1,
+        batch_size=8,
+        learning_rate=1e-4,
+        timing_warmup_steps=0,
+        export_merged=True,
+    )
     chunker = WindowChunker(max_length=64, stride=8, min_length=8)
     result = run_train(settings, chunker, [], observer=obs)
     out = tmp_path / "out"
@@ -189,14 +222,40 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model_dir, cor
     out = tmp_path / "out"
     chunker = WindowChunker(max_length=64, stride=8, min_length=8)
     obs = RecordingObserver()
-    first = run_train(_settings(out, tiny_model_dir, corpus, val_file=None, max_steps=4, save_steps=2,
-                                resume=True, inspect_data=False), chunker, [LoraAdapter()], observer=obs)
+    first = run_train(
+        _settings(
+            out,
+            tiny_model_dir,
+            corpus,
+            val_file=None,
+            max_steps=4,
+            save_steps=2,
+            resume=True,
+            inspect_data=False,
+        ),
+        chunker,
+        [LoraAdapter()],
+        observer=obs,
+    )
     assert any("no checkpoint" in w for w in _warnings(obs))  # resume without checkpoints starts fresh
     assert first.global_step == 4 and (out / "checkpoint-4").is_dir()
 
     obs = RecordingObserver()
-    second = run_train(_settings(out, tiny_model_dir, corpus, val_file=None, max_steps=6, save_steps=2,
-                                 resume=True, inspect_data=False), chunker, [LoraAdapter()], observer=obs)
+    second = run_train(
+        _settings(
+            out,
+            tiny_model_dir,
+            corpus,
+            val_file=None,
+            max_steps=6,
+            save_steps=2,
+            resume=True,
+            inspect_data=False,
+        ),
+        chunker,
+        [LoraAdapter()],
+        observer=obs,
+    )
     assert second.global_step == 6
     assert second.summary["resumed_from"].endswith("checkpoint-4")
     assert second.summary["tokens_seen"] > second.summary["tokens_seen_this_run"] > 0
@@ -210,8 +269,12 @@ def test_overwriting_an_earlier_run_is_announced(tmp_path, tiny_model_dir, corpu
     out = tmp_path / "out"
     (out / "checkpoint-7").mkdir(parents=True)
     obs = RecordingObserver()
-    run_train(_settings(out, tiny_model_dir, corpus, val_file=None, max_steps=1, inspect_data=False),
-              WindowChunker(max_length=64, stride=8, min_length=8), [], observer=obs)
+    run_train(
+        _settings(out, tiny_model_dir, corpus, val_file=None, max_steps=1, inspect_data=False),
+        WindowChunker(max_length=64, stride=8, min_length=8),
+        [],
+        observer=obs,
+    )
     assert any("checkpoint-7" in w and "resume" in w for w in _warnings(obs))
 
 
@@ -235,7 +298,9 @@ def test_missing_files_are_named(tmp_path, tiny_model_dir, corpus):
 
 def test_a_corpus_too_small_for_one_window_says_what_to_change(tmp_path, tiny_model_dir):
     train = write_corpus(tmp_path / "small.txt", ["Bonjour, comment ça va?"])
-    settings = TrainSettings(train_file=str(train), output_dir=str(tmp_path / "out"), model=str(tiny_model_dir))
+    settings = TrainSettings(
+        train_file=str(train), output_dir=str(tmp_path / "out"), model=str(tiny_model_dir)
+    )
     with pytest.raises(InputError, match=r"small\.txt.*no training windows.*max_length \(now 256\)"):
         run_train(settings, WindowChunker(max_length=256, stride=0, min_length=64), [])
 
@@ -269,10 +334,26 @@ def test_settings_range_checks_name_the_field(kwargs, field):
 def test_defaults_are_the_seed_script_defaults():
     s = TrainSettings()
     assert (s.output_dir, s.model, s.num_epochs, s.batch_size, s.gradient_accumulation_steps) == (
-        "./cpt_model", "meta-llama/Llama-3.2-1B", 3, 8, 8)
+        "./cpt_model",
+        "meta-llama/Llama-3.2-1B",
+        3,
+        8,
+        8,
+    )
     assert (s.learning_rate, s.lr_scheduler, s.warmup_ratio, s.weight_decay, s.max_grad_norm, s.seed) == (
-        1e-5, "cosine", 0.03, 0.0, 1.0, 42)
-    assert s.optimizer == "adamw_torch" and s.gradient_checkpointing and s.inspect_data and s.inspect_samples == 5
+        1e-5,
+        "cosine",
+        0.03,
+        0.0,
+        1.0,
+        42,
+    )
+    assert (
+        s.optimizer == "adamw_torch"
+        and s.gradient_checkpointing
+        and s.inspect_data
+        and s.inspect_samples == 5
+    )
     assert s.precision == "auto" and not s.trust_remote_code
 
 
@@ -292,10 +373,16 @@ def test_runs_are_reproducible_and_inspection_does_not_change_training(tmp_path,
         return [h["loss"] for h in history if "loss" in h]
 
     common = dict(num_epochs=2, batch_size=16)
-    a = run_train(_settings(tmp_path / "a", tiny_model_dir, corpus, eval_max_documents=3, **common),
-                  chunker, [LoraAdapter()])
-    b = run_train(_settings(tmp_path / "b", tiny_model_dir, corpus, inspect_data=False, export_merged=True, **common),
-                  chunker, [LoraAdapter()])
+    a = run_train(
+        _settings(tmp_path / "a", tiny_model_dir, corpus, eval_max_documents=3, **common),
+        chunker,
+        [LoraAdapter()],
+    )
+    b = run_train(
+        _settings(tmp_path / "b", tiny_model_dir, corpus, inspect_data=False, export_merged=True, **common),
+        chunker,
+        [LoraAdapter()],
+    )
     per_epoch = estimate_optimizer_steps(a.summary["windows"], 16, 1, 1)
     assert a.global_step == 2 * per_epoch and len(losses(tmp_path / "a")) == 2 * per_epoch
     assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the timed inspection passes leave no trace
@@ -313,7 +400,9 @@ def test_runs_are_reproducible_and_inspection_does_not_change_training(tmp_path,
     assert b.merged_dir == merged_dir and (merged_dir / "model.safetensors").is_file()
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     after = b.summary["eval_after"]
-    again = evaluate_lm(merged, AutoTokenizer.from_pretrained(merged_dir), corpus[1], max_length=after["max_length"])
+    again = evaluate_lm(
+        merged, AutoTokenizer.from_pretrained(merged_dir), corpus[1], max_length=after["max_length"]
+    )
     assert again.bits_per_byte == pytest.approx(after["bits_per_byte"], rel=1e-4)
 
 
@@ -322,8 +411,11 @@ def test_4bit_lora_trains_and_saves_a_clean_base_config(tmp_path, tiny_model_dir
     from qckit_builtins.adapters import FourBitAdapter
 
     out = tmp_path / "out"
-    result = run_train(_settings(out, tiny_model_dir, corpus, val_file=None, max_steps=2, inspect_data=False),
-                       WindowChunker(max_length=64, stride=8, min_length=8), [FourBitAdapter(), LoraAdapter()])
+    result = run_train(
+        _settings(out, tiny_model_dir, corpus, val_file=None, max_steps=2, inspect_data=False),
+        WindowChunker(max_length=64, stride=8, min_length=8),
+        [FourBitAdapter(), LoraAdapter()],
+    )
     assert result.global_step == 2 and result.summary["adapters"] == ["4bit", "lora"]
     assert (out / "adapter_model.safetensors").is_file()
     assert "quantization_config" not in json.loads((out / "config.json").read_text())

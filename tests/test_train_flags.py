@@ -36,12 +36,24 @@ def test_defaults_build_the_seed_recipe():
     assert isinstance(settings, TrainSettings)
     assert settings.train_file == "data/train.txt" and settings.val_file is None
     assert (settings.model, settings.output_dir, settings.num_epochs, settings.batch_size) == (
-        "meta-llama/Llama-3.2-1B", "./cpt_model", 3.0, 8)
+        "meta-llama/Llama-3.2-1B",
+        "./cpt_model",
+        3.0,
+        8,
+    )
     assert (settings.learning_rate, settings.gradient_accumulation_steps, settings.seed) == (1e-5, 8, 42)
     assert settings.inspect_data and settings.inspect_samples == 5
-    assert (plan.chunker.name, plan.chunker.instance.max_length, plan.chunker.instance.stride) == ("window", 1024, 128)
+    assert (plan.chunker.name, plan.chunker.instance.max_length, plan.chunker.instance.stride) == (
+        "window",
+        1024,
+        128,
+    )
     (lora,) = plan.adapters
-    assert lora.name == "lora" and (lora.instance.r, lora.instance.alpha, lora.instance.dropout) == (16, 32, 0.1)
+    assert lora.name == "lora" and (lora.instance.r, lora.instance.alpha, lora.instance.dropout) == (
+        16,
+        32,
+        0.1,
+    )
 
 
 def test_recipe_dict_is_what_a_toml_file_would_hold():
@@ -76,23 +88,48 @@ def test_quantization_flags_add_their_adapter_before_lora():
 def test_fsdp_flags_map_to_the_fsdp_adapter():
     adapters = _recipe("--fsdp", "full_shard auto_wrap")["train"]["adapters"]
     assert adapters[-1] == {"use": "fsdp", "strategy": "full_shard auto_wrap"}
-    adapters = _recipe("--fsdp", "full_shard auto_wrap", "--fsdp_transformer_layer_cls_to_wrap",
-                       "LlamaDecoderLayer")["train"]["adapters"]
-    assert adapters[-1] == {"use": "fsdp", "strategy": "full_shard auto_wrap", "layer_cls": "LlamaDecoderLayer"}
+    adapters = _recipe(
+        "--fsdp", "full_shard auto_wrap", "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer"
+    )["train"]["adapters"]
+    assert adapters[-1] == {
+        "use": "fsdp",
+        "strategy": "full_shard auto_wrap",
+        "layer_cls": "LlamaDecoderLayer",
+    }
     # the seed accepted (and ignored) the layer class without --fsdp; so does qckit
     assert _recipe("--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer")["train"]["adapters"] == [
-        {"use": "lora", "r": 16, "alpha": 32}]
+        {"use": "lora", "r": 16, "alpha": 32}
+    ]
     recipe = build_recipe(_recipe("--fsdp", "shard_grad_op offload"), source="qckit train")
     fsdp = recipe.train.adapters[-1].instance
     assert (fsdp.sharding, fsdp.offload, fsdp.layer_cls) == ("shard_grad_op", True, None)
 
 
 def test_inspection_and_extras():
-    train = _recipe("--no_inspect_data", "--inspect_samples", "2", "--max_steps", "50", "--precision", "fp32",
-                    "--resume", "--export_merged", "--trust_remote_code", "--no_gradient_checkpointing",
-                    "--eval_steps", "25", "--lora_dropout", "0.05")["train"]
+    train = _recipe(
+        "--no_inspect_data",
+        "--inspect_samples",
+        "2",
+        "--max_steps",
+        "50",
+        "--precision",
+        "fp32",
+        "--resume",
+        "--export_merged",
+        "--trust_remote_code",
+        "--no_gradient_checkpointing",
+        "--eval_steps",
+        "25",
+        "--lora_dropout",
+        "0.05",
+    )["train"]
     assert train["inspect_data"] is False and train["inspect_samples"] == 2
-    assert (train["max_steps"], train["precision"], train["resume"], train["export_merged"]) == (50, "fp32", True, True)
+    assert (train["max_steps"], train["precision"], train["resume"], train["export_merged"]) == (
+        50,
+        "fp32",
+        True,
+        True,
+    )
     assert train["trust_remote_code"] is True and train["gradient_checkpointing"] is False
     assert train["eval_steps"] == 25 and train["adapters"][0]["dropout"] == 0.05
     settings = build_recipe({"train": train}, source="qckit train").train.settings

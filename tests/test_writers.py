@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from qckit_builtins.readers import JsonlReader, TxtReader
-from qckit_builtins.writers import JsonlWriter, TxtWriter, register_writers
 
 from qckit.components import Document, IssueLog, Writer
+from qckit_builtins.readers import JsonlReader, TxtReader
+from qckit_builtins.writers import JsonlWriter, TxtWriter, register_writers
 
 TRICKY = [
     "Une ligne normale avec des accents : é à ç œ « guillemets ».",

@@ -49,7 +49,9 @@ def flagged(texts: Sequence[str], pattern: re.Pattern[str]) -> list[int]:
     return found
 
 
-def apply_flagged(texts: Sequence[str], pattern: re.Pattern[str], normalize: Callable[[str], str]) -> list[str]:
+def apply_flagged(
+    texts: Sequence[str], pattern: re.Pattern[str], normalize: Callable[[str], str]
+) -> list[str]:
     """``[normalize(t) for t in texts]`` for a normalizer that returns ``t`` unchanged wherever ``pattern``
     finds nothing: ``normalize`` only runs on the texts that :func:`flagged` reports."""
     out = list(texts)

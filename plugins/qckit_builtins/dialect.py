@@ -206,12 +206,27 @@ class _Codes(dict):
 class _BatchMatcher:
     """MarkerList.find over a whole batch (see the comment above)."""
 
-    def __init__(self, codes: _Codes, pattern: re.Pattern[str], match_ids: dict[str, str],
+    def __init__(self, codes: _Codes, groups: dict[str, list[str]], match_ids: dict[str, str],
                  labels: dict[str, str]) -> None:
         self.codes = codes
-        self.pattern = pattern
+        self.groups = groups  # first code → what may follow it in a match, in order ("" for the word alone)
         self.match_ids = match_ids  # matched codes → label id ("" for a shield, "\x00" between texts)
         self.labels = labels  # label id → entry; ids sort like the entries
+        self._pattern: re.Pattern[str] | None = None
+
+    def pattern(self, sample: str) -> re.Pattern[str]:
+        """The regular expression over codes. Its alternatives start with different codes, so their order
+        does not change what matches; the codes most frequent in ``sample`` (the first batch) go first,
+        because ``re`` tries alternatives one by one."""
+        if self._pattern is None:
+            # Every alternative starts with a literal, so that ``re`` skips the other positions fast.
+            options = []
+            for first, rests in self.groups.items():
+                body = "|".join(map(re.escape, rests))
+                options.append((-sample.count(first), re.escape(first) + (f"(?:{body})" if rests != [""] else "")))
+            options.sort()
+            self._pattern = re.compile("|".join([alternative for _, alternative in options] + ["\x00"]))
+        return self._pattern
 
     @classmethod
     def build(cls, markers: MarkerList) -> _BatchMatcher | None:
@@ -252,10 +267,17 @@ class _BatchMatcher:
         for code, label in single.items():
             match_ids.setdefault(code, label_id[label])
         match_ids["\x00"] = "\x00"
-        alternatives = [codes for codes, _ in phrases] + sorted(single) + ["\x00"]
-        pattern = re.compile("|".join(map(re.escape, alternatives)))
+        groups: dict[str, list[str]] = {}
+        for codes, _ in phrases:
+            rests = groups.setdefault(codes[0], [])
+            if codes[1:] not in rests:
+                rests.append(codes[1:])
+        for code in single:
+            rests = groups.setdefault(code, [])
+            if "" not in rests:
+                rests.append("")
         labels = {i: label for label, i in label_id.items()}
-        return cls(_Codes(word_codes, stems, stem_codes), pattern, match_ids, labels)
+        return cls(_Codes(word_codes, stems, stem_codes), groups, match_ids, labels)
 
     def find_all(self, texts: Sequence[str]) -> tuple[list[int], list[str], list[int]] | None:
         """For each text: words (``len(text.split())``) and the label ids of its markers in order; plus the
@@ -285,7 +307,7 @@ class _BatchMatcher:
             data = data.translate(None, b"\x01")
         words = data.replace(b"\x00", b" \x00 ").split()
         codes = "".join(map(self.codes.__getitem__, words))
-        ids = "".join(map(self.match_ids.__getitem__, self.pattern.findall(codes))).split("\x00")
+        ids = "".join(map(self.match_ids.__getitem__, self.pattern(codes).findall(codes))).split("\x00")
         del ids[-1]  # after the last text's separator
         return n_words, ids, slow
 
