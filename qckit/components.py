@@ -122,6 +122,8 @@ class Writer(Protocol):
 
     name: ClassVar[str]
     suffix: ClassVar[str]  # ".txt"
+    #: False when ``format`` reads only ``doc.text``; lets the pipeline skip carrying metadata (optional, default True)
+    uses_metadata: bool
 
     def format(self, doc: Document) -> str:
         """Return the document as it goes into the file, ending with a newline."""

@@ -107,7 +107,8 @@ class _BatchResult:
     changed: list[int]
     drops: dict[tuple[str, str], int]
     drop_examples: dict[tuple[str, str], list[str]]
-    kept: list[tuple]  # Document rows (text, source, line, meta|None, metrics|None): cheap to pickle
+    source: str
+    kept: list[tuple]  # Document rows (text, line, meta|None, metrics|None): much cheaper to pickle than objects
     fingerprints: list[list[Any]]  # per stateful filter, aligned with kept
 
 
@@ -162,7 +163,7 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
         _call_batch(flt, "fingerprint_batch", "fingerprint", kept, kept, "filter", name, owner)
         for name, owner, flt in stage.stateful
     ]
-    rows = [(d.text, d.source, d.line, d.meta or None, d.metrics or None) for d in kept]
+    rows = [(d.text, d.line, d.meta or None, d.metrics or None) for d in kept]
     return _BatchResult(
         batch.set_index,
         batch.file_index,
@@ -173,6 +174,7 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
         changed,
         drops,
         examples,
+        batch.source,
         rows,
         fingerprints,
     )
@@ -270,7 +272,8 @@ class PreparePipeline:
         try:
             total = sum(p.stat().st_size for p in inputs)
             batches = self._file_batches(inputs, readers, merge)
-            stats, spools = self._run_batches(batches, len(set_names), tmp, total, [str(p) for p in inputs])
+            slim = not any(getattr(w.instance, "uses_metadata", True) for w in self.plan.writers)
+            stats, spools = self._run_batches(batches, len(set_names), tmp, total, [str(p) for p in inputs], slim)
             self._check_files_had_documents(inputs, stats)
             staged = self._split_and_write(spools, set_names, tmp, stats)
             stats_path = tmp / "stats.json"
@@ -398,8 +401,15 @@ class PreparePipeline:
     # main loop -------------------------------------------------------------------------------------
 
     def _run_batches(
-        self, batches: Iterator[_Batch], n_sets: int, tmp: Path, total_bytes: int | None, sources: list[str]
+        self,
+        batches: Iterator[_Batch],
+        n_sets: int,
+        tmp: Path,
+        total_bytes: int | None,
+        sources: list[str],
+        slim: bool = False,
     ) -> tuple[dict[str, Any], list[Path]]:
+        """Consume batch results in order; ``slim`` spools texts only (no writer needs metadata)."""
         started = time.perf_counter()
         issues = IssueLog(self.settings.max_examples)
         changed = [0] * len(self.stage.normalizers)
@@ -410,7 +420,6 @@ class PreparePipeline:
             {"path": s, "records": 0, "documents": 0, "bytes": 0, "issues": {}} for s in sources
         ]
         kept_per_set = [0] * n_sets
-        bytes_per_set = [0] * n_sets
         spool_paths = [tmp / f"spool-{i}.pkl" for i in range(n_sets)]
         spools = [open(p, "wb") for p in spool_paths]  # noqa: SIM115 - closed in the finally below
         obs = self.observer
@@ -431,13 +440,14 @@ class PreparePipeline:
                     f["issues"][kind] = f["issues"].get(kind, 0) + count
                 kept = self._stateful(result, drops, drop_examples)
                 for row in kept:
-                    if row[4]:
-                        for key, value in row[4].items():
+                    if row[3]:
+                        for key, value in row[3].items():
                             metrics[key] = metrics.get(key, 0.0) + value
-                bytes_per_set[result.set_index] += sum(len(row[0].encode("utf-8")) for row in kept)
                 kept_per_set[result.set_index] += len(kept)
                 if kept:
-                    pickle.dump(kept, spools[result.set_index], protocol=pickle.HIGHEST_PROTOCOL)
+                    # Writers that ignore metadata need only the texts: spool those (several times cheaper).
+                    spooled = [row[0] for row in kept] if slim else kept
+                    pickle.dump((result.source, slim, spooled), spools[result.set_index], protocol=pickle.HIGHEST_PROTOCOL)
                 obs.advance("prepare", result.nbytes, kept=sum(kept_per_set))
         finally:
             for s in spools:
@@ -455,7 +465,7 @@ class PreparePipeline:
             },
             "filters": _filter_stats(self.plan, drops, drop_examples),
             "kept": sum(kept_per_set),
-            "sets": [{"kept": k, "bytes": b} for k, b in zip(kept_per_set, bytes_per_set, strict=True)],
+            "sets": [{"kept": k} for k in kept_per_set],
             "metrics": metrics,
             "summaries": self._summaries(metrics),
             "workers": self.settings.workers or os.cpu_count() or 1,
@@ -471,7 +481,7 @@ class PreparePipeline:
             try:
                 reasons = spec.instance.drop_reasons(fps)
             except Exception as exc:
-                where = _where(result.kept[alive[0]]) if alive else None
+                where = f"{result.source}:{result.kept[alive[0]][1]}" if alive else None
                 raise ComponentError("filter", spec.name, spec.owner, where, exc) from exc
             survivors = []
             for i, reason in zip(alive, reasons, strict=True):
@@ -482,7 +492,7 @@ class PreparePipeline:
                 drops[key] = drops.get(key, 0) + 1
                 ex = examples.setdefault(key, [])
                 if len(ex) < self.settings.max_examples:
-                    ex.append(_where(result.kept[i]))
+                    ex.append(f"{result.source}:{result.kept[i][1]}")
             alive = survivors
         return [result.kept[i] for i in alive]
 
@@ -516,6 +526,7 @@ class PreparePipeline:
                     final = f"{part}{suffix}{w.instance.suffix}"
                     files[(w.name, part)] = (tmp / final, final)
             counts = {"train": 0, "val": 0}
+            text_bytes = 0
             is_val = splitter.instance.is_val
             index = 0
             with contextlib.ExitStack() as stack:
@@ -530,6 +541,7 @@ class PreparePipeline:
                         raise ComponentError("splitter", splitter.name, splitter.owner, None, exc) from exc
                     index += len(docs)
                     n_val = sum(flags)
+                    text_bytes += len("".join([doc.text for doc in docs]).encode("utf-8"))
                     counts["val"] += n_val
                     counts["train"] += len(docs) - n_val
                     for w in writers:
@@ -541,7 +553,7 @@ class PreparePipeline:
                             handles[(w.name, "val")].write(
                                 "".join(t for t, v in zip(lines, flags, strict=True) if v)
                             )
-            stats["sets"][set_index].update(name=f"train{suffix}/val{suffix}", **counts)
+            stats["sets"][set_index].update(name=f"train{suffix}/val{suffix}", bytes=text_bytes, **counts)
             staged.extend(files.values())
         return staged
 
@@ -576,14 +588,13 @@ def _read_spool(path: Path) -> Iterator[list[Document]]:
     with open(path, "rb") as f:
         while True:
             try:
-                rows = pickle.load(f)
+                source, slim, rows = pickle.load(f)
             except EOFError:
                 return
-            yield [_document(*row) for row in rows]
-
-
-def _where(row: tuple) -> str:
-    return f"{row[1]}:{row[2]}"
+            if slim:
+                yield [Document(text, source) for text in rows]
+            else:
+                yield [_document(text, source, line, meta, metrics) for text, line, meta, metrics in rows]
 
 
 def _merge_counts(drops, examples, new_drops, new_examples, limit) -> None:

@@ -32,3 +32,47 @@ def tiny_model(tiny_model_dir: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+
+
+# Fragments that exercise the batch methods of the text components: markers, phrases and shields, case and
+# accents, ligatures, characters that fold, compose or case-fold to several, astral characters, every kind
+# of whitespace and control character, mojibake, URLs, e-mail addresses, repeated punctuation.
+_BATCH_FRAGMENTS = (
+    "pis", "Pis", "PIS", "tant pis", "de mal en pis", "c'est plate", "C’est ben plate", "ç'a", "à matin",
+    "À SOIR", "fin de semaine", "ben là", "char", "chars d'assaut", "poutine", "Poutinerie", "bécosses",
+    "débarbouillettes", "debarbouillettesxyzlongue", "magasiner", "tabarnak", "écœurant", "ÉCŒURANT", "œuvre",
+    "Lætitia", "straße", "ﬁn", "½", "x²", "e\u0301te\u0301", "İstanbul", "ΣΟΦΟΣ", "σοφος", "𐐀𐐨", "😀", "𝐀bc",
+    "\u0301", "한국", "\u1100\u1161", "\ufffd", "\x85", "\x0c", "\r\n", "\n", "\t", "  ", " ", "\u00a0", "\u202f",
+    "\u2007", "\u3000", "\u200b", "\u00ad", "\x07", "\x1b[0m", "CafÃ©", "câ€™est", "Ã ", "l\x92homme", "Â ",
+    "https://exemple.ca/page", "(www.x.qc.ca).", "WWW.X.CA", "Www.Y.ca", "marie.tremblay@exemple.qc.ca",
+    "mailto:a@b.ca", "@", "...", "..", "!!!", "??", "?!", "«", "»", ",", ".", "'", "’", "-", "123", "l'", "d'",
+    "j'su", "t'sais", "y", "a", "de", "la", "mal", "en", "anticonstitutionnellement", "Ça", "toute toute",
+    "allo allo allo allo", "…", "™",
+)
+
+
+@pytest.fixture(scope="session")
+def varied_texts() -> tuple[str, ...]:
+    """Deterministic texts for checking that a batch method gives what the per-document one gives: the
+    sample corpus (invalid UTF-8 replaced, so with its mojibake, control characters, URLs), the same in
+    upper case, random mixes of tricky fragments, and edge cases (empty, "\\0", lone surrogate …)."""
+    import random
+
+    data = Path(__file__).resolve().parent.parent / "data" / "sample" / "quebec_sample.txt"
+    lines = data.read_bytes().decode("utf-8", errors="replace").split("\n")
+    rng = random.Random(20240531)
+    mixes = [
+        rng.choice(["", " ", "\u00a0"]).join(rng.choice(_BATCH_FRAGMENTS) for _ in range(rng.randint(0, 14)))
+        for _ in range(600)
+    ]
+    edges = ["", " ", "\u00a0", "\n", "\x00", "a\x00b pis", "lone \ud800 surrogate", "x" * 300, "pis " * 50]
+    return (*lines, *(line.upper() for line in lines[::3]), *mixes, *edges)
+
+
+@pytest.fixture(scope="session")
+def varied_batches(varied_texts: tuple[str, ...]) -> list[list[str]]:
+    """:func:`varied_texts` cut into consecutive batches of 1, 7, 64 and 1000 texts, plus an empty batch."""
+    batches: list[list[str]] = [[]]
+    for size in (1, 7, 64, 1000):
+        batches += [list(varied_texts[i : i + size]) for i in range(0, len(varied_texts), size)]
+    return batches

@@ -89,3 +89,16 @@ def test_cleaners_survive_pickle():
         clone = pickle.loads(pickle.dumps(component))
         sample = "Voir https://x.ca, ou jean@x.ca!!! Bon...."
         assert clone.normalize(sample) == component.normalize(sample)
+
+
+@pytest.mark.parametrize(
+    "cleaner",
+    [StripUrls(), StripUrls("<url>"), StripEmails(), StripEmails("<courriel>"), CollapsePunctuation(),
+     CollapsePunctuation(keep_ellipsis=True)],
+    ids=lambda c: f"{c.name}-{vars(c)}",
+)
+def test_batch_gives_what_one_by_one_gives(cleaner, varied_batches):
+    for batch in varied_batches:
+        out = cleaner.normalize_batch(batch)
+        assert out == [cleaner.normalize(t) for t in batch]
+        assert all(new is old for new, old in zip(out, batch, strict=True) if new == old)

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from qckit_builtins.dedup import ExactDedup, MinHashDedup, dedup_key
+from qckit_builtins.dedup import ExactDedup, MinHashDedup, dedup_key, dedup_keys
 
 from qckit.components import Document
 
@@ -195,3 +195,20 @@ def test_minhash_decisions_match_datasketch_lsh():
     assert ours == theirs
     # Some variants are above the threshold, some below: both kinds of decision are compared.
     assert 3 <= ours.count("near_duplicate") < n_variants
+
+
+@pytest.mark.parametrize("normalize_key", [True, False])
+def test_fingerprint_batch_gives_what_one_by_one_gives(normalize_key, varied_batches):
+    flt = ExactDedup(normalize_key=normalize_key)
+    for batch in varied_batches:
+        docs = [Document(t) for t in batch]
+        assert flt.fingerprint_batch(docs) == [flt.fingerprint(d) for d in docs]
+
+
+def test_dedup_keys_of_a_batch(varied_texts):
+    texts = list(varied_texts)
+    assert dedup_keys(texts) == [dedup_key(t).encode("utf-8", "surrogatepass") for t in texts]
+    # keys that only a character-by-character table would get wrong: NFKC compositions, ß, ½
+    tricky = ["e\u0301t\u00e9", "Stra\u00dfe", "STRASSE", "\u00bd pomme", "1\u20442 pomme", "x\u00a0\u0301"]
+    assert dedup_keys(tricky) == [dedup_key(t).encode() for t in tricky]
+    assert dedup_key("e\u0301t\u00e9") == "été"

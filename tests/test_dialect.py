@@ -100,3 +100,40 @@ def test_survives_pickle():
         a, b = Document(text), Document(text)
         assert clone.drop_reason(a) == flt.drop_reason(b)
         assert (a.meta, a.metrics) == (b.meta, b.metrics)
+
+
+def _assert_batch_like_one_by_one(flt: QuebecMarkers, batch: list[str]) -> None:
+    one, many = [Document(t) for t in batch], [Document(t) for t in batch]
+    assert flt.drop_reason_batch(many) == [flt.drop_reason(d) for d in one]
+    for a, b in zip(one, many, strict=True):
+        assert (a.meta, a.metrics) == (b.meta, b.metrics), a.text
+        assert list(a.metrics) == list(b.metrics)  # same keys in the same order
+
+
+@pytest.mark.parametrize("min_density", [0.0, 50.0])
+def test_batch_gives_what_one_by_one_gives(min_density, varied_batches):
+    flt = QuebecMarkers(min_density=min_density)
+    for batch in varied_batches:
+        _assert_batch_like_one_by_one(flt, batch)
+
+
+def test_batch_with_a_custom_list_of_tricky_entries(tmp_path, varied_batches):
+    # a one-word shield that also starts a phrase, a word and a stem longer than 16 letters, a long
+    # phrase, digits, an entry whose letters fold (œ, accents)
+    path = tmp_path / "tricky.txt"
+    path.write_text(
+        "pis\n-pis aller\n-chose\nchose pas mal bizarre\nchose\nanticonstitutionnellement\n"
+        "débarbouillettesxyz*\ntabarn*\nta*\na b c d e f\n123\nécœurant\nfin de semaine\n-fin\n",
+        encoding="utf-8",
+    )
+    flt = QuebecMarkers(markers_file=str(path))
+    texts = [
+        "Pis aller, chose pas mal bizarre, chose, Chose PAS mal, a b c d e f g, a b c d e",
+        "ANTICONSTITUTIONNELLEMENT anticonstitutionnellements debarbouillettesxyzw tabarnak tabarouette ta",
+        "123 1234 écoeurant ÉCŒURANT fin de semaine fin de la semaine",
+    ]
+    _assert_batch_like_one_by_one(flt, texts)
+    _, doc = tag(texts[0], markers_file=str(path))
+    assert doc.meta["qc_markers"] == ["a b c d e f", "chose pas mal bizarre"]
+    for batch in varied_batches[-30:]:
+        _assert_batch_like_one_by_one(flt, batch)

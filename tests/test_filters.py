@@ -164,3 +164,48 @@ def test_seed_filters_survive_pickle():
         clone = pickle.loads(pickle.dumps(component))
         assert vars(clone) == vars(component)
         assert [reason(clone, s) for s in samples] == [reason(component, s) for s in samples]
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        LengthFilter(),
+        LengthFilter(min_length=40, max_length=120),
+        MinWordsFilter(),
+        MinWordsFilter(min_words=8),
+        UniqueWordsFilter(),
+        UniqueWordsFilter(min_ratio=0.8),
+        UniqueWordsFilter(min_ratio=1.0),
+        AlphaRatioFilter(),
+        AlphaRatioFilter(min_ratio=0.9),
+    ],
+    ids=lambda f: f"{f.name}-{vars(f)}",
+)
+def test_batch_gives_what_one_by_one_gives(flt, varied_batches):
+    for batch in varied_batches:
+        assert flt.drop_reason_batch([Document(t) for t in batch]) == [flt.drop_reason(Document(t)) for t in batch]
+
+
+def test_unique_words_batch_near_the_threshold():
+    # 10 words, 3 distinct (ratio 0.3, kept) or 2 distinct (0.2, dropped), with case and astral letters
+    # ("𐐀" lower-cases to "𐐨") and final sigma mixed in.
+    texts = [
+        "a A a b B b c C c a",
+        "a A a b B b a A a b",
+        "𐐀 𐐨 𐐀 x X x ΟΔΟΣ οδος ΟΔΟΣ 𐐨",
+        "𐐀 𐐨 𐐀 x X x 𐐀 x 𐐨 X",
+        "",
+        "\u00a0\t ",
+    ]
+    flt = UniqueWordsFilter()
+    reasons = flt.drop_reason_batch([Document(t) for t in texts])
+    assert reasons == [flt.drop_reason(Document(t)) for t in texts]
+    assert reasons == [None, "repetitive", None, "repetitive", None, None]
+
+
+def test_alpha_ratio_batch_with_astral_letters_and_symbols():
+    texts = ["𝐀𝐁𝐂𝐃 ok", "😀😀😀 ok", "ab12", "\x00 ab", "ok"]
+    flt = AlphaRatioFilter()
+    reasons = flt.drop_reason_batch([Document(t) for t in texts])
+    assert reasons == [flt.drop_reason(Document(t)) for t in texts]
+    assert reasons == [None, "low_alpha_ratio", "low_alpha_ratio", None, None]

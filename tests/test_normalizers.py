@@ -157,3 +157,64 @@ def test_normalizers_survive_pickle():
         sample = "  CafÃ©\u00a0\x00 cœur\u00a0!  "
         assert clone.normalize(sample) == component.normalize(sample)
         assert vars(clone) == vars(component)
+
+
+# -- batch methods: exactly what the per-document method gives -----------------------------------------
+
+BATCH_NORMALIZERS = [
+    UnicodeNormalizer(),
+    UnicodeNormalizer("NFKC"),
+    UnicodeNormalizer("NFD"),
+    UnicodeNormalizer("NFKD"),
+    MojibakeNormalizer(),
+    ControlCharsNormalizer(),
+    WhitespaceNormalizer(),
+    WhitespaceNormalizer(keep_nbsp=False),
+    FoldLigaturesNormalizer(),
+]
+
+
+@pytest.mark.parametrize("normalizer", BATCH_NORMALIZERS, ids=lambda n: f"{n.name}-{vars(n)}")
+def test_batch_gives_what_one_by_one_gives(normalizer, varied_batches):
+    for batch in varied_batches:
+        before = list(batch)
+        out = normalizer.normalize_batch(batch)
+        assert out == [normalizer.normalize(t) for t in batch]
+        assert batch == before  # the input list is left alone
+        # a text the normalizer leaves alone comes back as the same object, as one by one
+        assert all(new is old for new, old in zip(out, batch, strict=True) if new == old)
+
+
+def test_mojibake_batch_checking_everything(varied_texts):
+    normalizer = MojibakeNormalizer(check_only_flagged=False)
+    texts = list(varied_texts[::5])
+    assert normalizer.normalize_batch(texts) == [normalizer.normalize(t) for t in texts]
+
+
+def test_default_chain_in_batches_gives_what_one_by_one_gives(varied_batches):
+    # The batch methods share what they learn about a batch from one normalizer to the next.
+    chain = [
+        UnicodeNormalizer(),
+        MojibakeNormalizer(),
+        ControlCharsNormalizer(),
+        cleaners.StripUrls(),
+        cleaners.StripEmails(),
+        cleaners.CollapsePunctuation(),
+        WhitespaceNormalizer(),
+        FoldLigaturesNormalizer(),
+    ]
+    for batch in varied_batches[-40:]:
+        batched, single = batch, batch
+        for normalizer in chain:
+            batched = normalizer.normalize_batch(batched)
+            single = [normalizer.normalize(t) for t in single]
+            assert batched == single
+
+
+def test_batch_sees_a_list_changed_in_place_between_calls():
+    whitespace, control = WhitespaceNormalizer(), ControlCharsNormalizer()
+    texts = ["déjà propre", "b\x07"]
+    assert control.normalize_batch(texts) == ["déjà propre", "b"]
+    texts[0] = "deux  espaces\x07"  # same list object, new text
+    assert whitespace.normalize_batch(texts) == ["deux espaces\x07", "b\x07"]
+    assert control.normalize_batch(texts) == ["deux  espaces", "b"]

@@ -8,11 +8,11 @@ through ``register_normalizers``. Each one looks for a cheap sign first (``"://"
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from qckit import hookimpl
-from qckit_builtins._batch import apply_flagged
+from qckit_builtins._batch import apply, containing
 
 # A URL: a scheme (http, https, ftp) or "www.", then anything up to whitespace, quotes or angle
 # brackets. Parentheses are taken only in balanced pairs ("…/Québec_(ville)"), and the last character
@@ -25,7 +25,18 @@ _URL = rf"(?:(?:https?|ftp)://|(?<![\w.@/-])www\.){_URL_BODY}"
 _URL_RE = re.compile(_URL, re.IGNORECASE)
 # With an empty replacement, the spaces before the URL go too ("voir https://x.ca." → "voir.").
 _URL_RE_SPACED = re.compile(r"[ \t\u00a0\u202f]*" + _URL, re.IGNORECASE)
-_URL_SIGN = re.compile(r"://|www\.|WWW\.")
+
+
+# The cheap signs each cleaner looks for first: a text without any is returned as it is.
+_URL_SIGNS = ("://", "www.", "WWW.")
+_EMAIL_SIGNS = ("@",)
+_REPEAT_SIGNS = ("..", "!!", "??")
+
+
+def _apply_where(texts: Sequence[str], signs: Sequence[str], normalize: Callable[[str], str]) -> list[str]:
+    """``[normalize(t) for t in texts]``, running only on the texts that hold one of ``signs``."""
+    indices = containing(texts, signs)
+    return list(map(normalize, texts)) if indices is None else apply(texts, indices, normalize)
 
 
 def _replace(pattern: re.Pattern[str], text: str, replacement: str) -> str:
@@ -55,8 +66,8 @@ class StripUrls:
         return _replace(pattern, text, self.replacement)
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``, with one search of all texts for the cheap sign."""
-        return apply_flagged(texts, _URL_SIGN, self.normalize)
+        """``[self.normalize(t) for t in texts]``, running only on the texts holding a cheap sign of a URL."""
+        return _apply_where(texts, _URL_SIGNS, self.normalize)
 
 
 # local-part@domain.tld. The local part has no quotes or apostrophes, so the French elision before an
@@ -67,7 +78,6 @@ _EMAIL_DOMAIN = r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[a-zA-Z]{2,63}(?![\w-])"
 _EMAIL = rf"(?:mailto:)?(?<![\w.!#$%&*+/=?^`{{|}}~-]){_EMAIL_LOCAL}@{_EMAIL_DOMAIN}"
 _EMAIL_RE = re.compile(_EMAIL, re.IGNORECASE)
 _EMAIL_RE_SPACED = re.compile(r"[ \t\u00a0\u202f]*" + _EMAIL, re.IGNORECASE)
-_EMAIL_SIGN = re.compile("@")
 
 
 class StripEmails:
@@ -89,14 +99,13 @@ class StripEmails:
         return _replace(pattern, text, self.replacement)
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``, with one search of all texts for "@"."""
-        return apply_flagged(texts, _EMAIL_SIGN, self.normalize)
+        """``[self.normalize(t) for t in texts]``, running only on the texts holding "@"."""
+        return _apply_where(texts, _EMAIL_SIGNS, self.normalize)
 
 
 _REPEATED = re.compile(r"([.!?])\1+")
 _REPEATED_BANG = re.compile(r"([!?])\1+")
 _DOTS = re.compile(r"\.{2,}")
-_REPEAT_SIGN = re.compile(r"\.\.|!!|\?\?")
 
 
 def _dots(match: re.Match[str]) -> str:
@@ -126,8 +135,8 @@ class CollapsePunctuation:
         return text if cleaned == text else cleaned
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``, with one search of all texts for a repeated mark."""
-        return apply_flagged(texts, _REPEAT_SIGN, self.normalize)
+        """``[self.normalize(t) for t in texts]``, running only on the texts holding a repeated mark."""
+        return _apply_where(texts, _REPEAT_SIGNS, self.normalize)
 
 
 CLEANERS = (StripUrls, StripEmails, CollapsePunctuation)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import re
 import unicodedata
 import zlib
@@ -18,6 +19,11 @@ import numpy as np
 
 from qckit import hookimpl
 from qckit.components import Document
+from qckit_builtins._batch import bmp_mapped, code_units, single_codes, texts_with
+
+_text = operator.attrgetter("text")
+_digest = operator.methodcaller("digest")
+_blake2b_64 = functools.partial(hashlib.blake2b, digest_size=8)
 
 # ASCII bytes that are not letters or digits become spaces; so do the UTF-8 sequences of Latin-1
 # punctuation and symbols (U+0080–U+00BF: « » ¡ ¿ ° …, lead byte \xc2) and of the General Punctuation
@@ -40,6 +46,56 @@ def dedup_key_bytes(text: str) -> bytes:
     if b"\xc2" in data or b"\xe2\x80" in data:
         data = _UNICODE_PUNCT.sub(b" ", data)
     return b" ".join(data.split())
+
+
+_RISKY = 0xFFFF  # in _key_table: a character the table cannot handle
+
+
+@functools.cache
+def _key_table() -> np.ndarray:
+    """uint16 over the BMP: each character's contribution to :func:`dedup_key_bytes`, decoded (0x20 for a
+    word break), or _RISKY where that depends on its neighbours or is not one character: a character that
+    NFKC may change or merge with another, one that case-folds to several characters, a surrogate."""
+    from qckit_builtins.normalizers import _unstable_codepoints
+
+    codes = single_codes(bmp_mapped(str.casefold), _RISKY)  # U+0001 … U+FFFF; _RISKY: several characters
+    word_break = np.zeros(0x10000, dtype=bool)  # what dedup_key_bytes turns into a space
+    word_break[:0x80] = [not chr(cp).isalnum() for cp in range(0x80)]
+    word_break[0x80:0xC0] = True
+    word_break[0x2000:0x2040] = True
+    table = np.zeros(0x10000, dtype=np.uint16)
+    table[1:] = np.where(word_break[codes], 0x20, codes)
+    table[list(_unstable_codepoints("NFKC"))] = _RISKY  # surrogates included
+    table[[0xA0, 0x202F]] = 0x20  # replaced by a space before NFKC
+    table[0xFFFF] = _RISKY
+    table[0] = 0  # separates the texts
+    return table
+
+
+def dedup_keys(texts: Sequence[str]) -> list[bytes]:
+    """``[dedup_key_bytes(t) for t in texts]``, one numpy table look-up for all texts at once (the texts
+    holding a character it cannot handle, rare, go one by one)."""
+    joined = code_units(texts)
+    if joined is None:
+        return list(map(dedup_key_bytes, texts))
+    units, starts = joined
+    key = np.take(_key_table(), units)
+    slow = texts_with(np.flatnonzero(key == _RISKY), starts) if _RISKY in key else []
+    # Collapse the word breaks: drop a space followed by a space or a text end, then one preceded by a
+    # text end or at the very start.
+    space = key == 0x20
+    drop = np.zeros(len(key), dtype=bool)
+    drop[:-1] = space[:-1] & (space[1:] | (key[1:] == 0))
+    key = key[~drop]
+    space = key == 0x20
+    drop = np.empty(len(key), dtype=bool)
+    drop[0] = space[0]
+    drop[1:] = space[1:] & (key[:-1] == 0)
+    keys = key[~drop].tobytes().decode("utf-16-le").encode("utf-8").split(b"\x00")
+    del keys[-1]  # after the last text's end
+    for k in slow:
+        keys[k] = dedup_key_bytes(texts[k])
+    return keys
 
 
 def dedup_key(text: str) -> str:
@@ -134,6 +190,19 @@ class ExactDedup:
         text = doc.text
         key = dedup_key_bytes(text) if self.normalize_key else text.encode("utf-8", "surrogatepass")
         return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+
+    def fingerprint_batch(self, docs: Sequence[Document]) -> list[int]:
+        """``[self.fingerprint(d) for d in docs]``: keys for all documents at once, hashes without a
+        Python-level loop."""
+        texts = list(map(_text, docs))
+        if self.normalize_key:
+            keys = dedup_keys(texts)
+        else:
+            keys = "\x00".join(texts).encode("utf-8", "surrogatepass").split(b"\x00")
+            if len(keys) != len(texts):
+                keys = [t.encode("utf-8", "surrogatepass") for t in texts]
+        digests = b"".join(map(_digest, map(_blake2b_64, keys)))
+        return np.frombuffer(digests, dtype="<u8").tolist()
 
     def drop_reasons(self, fingerprints: Sequence[Any]) -> list[str | None]:
         n = len(fingerprints)

@@ -15,7 +15,7 @@ import numpy as np
 
 from qckit import hookimpl
 from qckit.components import Document
-from qckit_builtins._batch import bmp_chars, bmp_flags, code_units, per_text_sum, texts_with
+from qckit_builtins._batch import bmp_flags, bmp_mapped, code_units, single_codes, texts_with
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _COMBINING = re.compile("[\u0300-\u036f]")
@@ -126,77 +126,133 @@ class MarkerList:
 #
 # fold_words works character by character: case folding, œ/æ, NFKD, dropping U+0300–U+036F and replacing
 # what is left outside ASCII by "?" are all per character (NFKD also reorders combining marks, but those
-# all end up dropped or as "?", so the order does not matter). So the folded text of a whole batch is
-# one table look-up per UTF-16 code unit (numpy), giving ASCII bytes where the words are runs of [a-z0-9].
-# Each word then becomes one code character ("." for the words that no entry uses), and one regular
-# expression over the codes does what MarkerList.find does word by word: at each word, the phrases that
-# start there (longest first), then the word itself, then the stems; a match consumes its words.
+# all end up dropped or as "?", so their order does not matter). So the folded text of a whole batch is
+# one numpy table look-up per UTF-16 code unit, giving ASCII where the words are the runs of [a-z0-9].
+# Each word gets a code: the words and stems that entries use have their own, every other word is "."
+# (words up to 16 letters are compared exactly as two uint64 in a numpy hash table, longer ones in
+# Python). Without a phrase, MarkerList.find counts exactly the words whose code is a marker; the few
+# texts where two words in a row could start a phrase go through one regular expression over their
+# codes, which does what find does word by word: at each word the phrases that start there (longest
+# first), then the word alone; a match consumes its words.
 
-_FOLD_DELETE = 1  # the character folds to nothing (a combining accent): the letters around it join
-_FOLD_TWO = 2  # the character folds to two characters (œ → oe): see _fold_tables' first and second
-_FOLD_OTHER = 3  # anything else (three or more characters, surrogates): that text goes the slow way
-_CODES_LIMIT = 1 << 18  # words remembered per process before the code cache starts over
-_CODE_BASE = 0x100
+# Folded characters: 0 ends a text, 0x20 is whitespace, 0x21 another separator, [0-9a-z] (>= 0x30) letters.
+_FOLD_SEPARATOR = 0x21
+_FOLD_DELETE = 0x22  # the character folds to nothing (a combining accent): the letters around it join
+_FOLD_TWO = 0x23  # the character folds to two characters (œ → oe): see _fold_tables' first and second
+_FOLD_OTHER = 0x24  # anything else (three or more characters, surrogates): that text goes the slow way
+_DOT = ord(".")  # the code of a word that no entry uses
+_CODE_BASE = 0x100  # the codes of the words and stems that entries use are _CODE_BASE, _CODE_BASE + 1 …
+_CODES_LIMIT = 1 << 16  # long or stem-like words remembered per process before that cache starts over
+_KEY_BYTES = 16  # words up to this long are looked up in numpy
+_LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)  # masks of the first i bytes
 
 
 @functools.cache
-def _fold_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(fold, first, second, space): uint8 tables over the BMP for the whole-batch matcher.
+def _fold_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fold, first, second): uint8 tables over the BMP for the whole-batch matcher.
 
-    ``fold`` is the folded character: a letter or digit of [a-z0-9], a space for anything that separates
-    words, 0 for U+0000 (the text separator) or one of the _FOLD_* codes. ``space`` is ``str.isspace()``
-    (true for U+0000 too), which counts whitespace-separated words.
+    ``fold`` is the folded character: a letter or digit of [a-z0-9], 0x20 for whitespace
+    (``str.isspace()``, which separates the words that ``qc_words`` counts), 0 for U+0000 (the text
+    separator) or one of the _FOLD_* codes; ``first`` and ``second`` spell the _FOLD_TWO characters.
     """
-    chars = bmp_chars()
-    folded = "\x00".join(chars[1:]).casefold().replace("œ", "oe").replace("æ", "ae")
-    folded = _COMBINING.sub("", unicodedata.normalize("NFKD", folded))
-    parts = folded.encode("ascii", "replace").decode("ascii").split("\x00")
-    assert len(parts) == 0xFFFF
-    token_chars = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-    fold = np.full(0x10000, 0x20, dtype=np.uint8)
+    def fold(text: str) -> str:  # fold_words' steps before the tokens, for every character at once
+        text = text.casefold().replace("œ", "oe").replace("æ", "ae")
+        return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).encode("ascii", "replace").decode("ascii")
+
+    parts = bmp_mapped(fold)  # U+0001 … U+FFFF
+    codes = single_codes(parts, 0)
+    is_token = np.zeros(0x80, dtype=bool)  # the parts are ASCII
+    is_token[[ord(c) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]] = True
+    fold = np.full(0x10000, _FOLD_SEPARATOR, dtype=np.uint8)
     first = np.zeros(0x10000, dtype=np.uint8)
     second = np.zeros(0x10000, dtype=np.uint8)
-    fold[0] = 0
-    for cp, part in enumerate(parts, 1):
-        if len(part) == 1:
-            if part in token_chars:
-                fold[cp] = ord(part)
-            continue
+    fold[1:][is_token[codes]] = codes[is_token[codes]]
+    letter = re.compile("[a-z0-9]")
+    for i in np.flatnonzero(codes == 0).tolist():  # empty, or several characters
+        part = parts[i]
         if not part:
-            fold[cp] = _FOLD_DELETE
-            continue
-        shape = re.sub(" +", " ", "".join(c if c in token_chars else " " for c in part))
-        if shape == " ":
-            continue
-        if len(shape) == 1:
-            fold[cp] = ord(shape)
-        elif len(shape) == 2:
-            fold[cp], first[cp], second[cp] = _FOLD_TWO, ord(shape[0]), ord(shape[1])
-        else:
-            fold[cp] = _FOLD_OTHER
+            fold[i + 1] = _FOLD_DELETE
+        elif letter.search(part):
+            shape = re.sub("[^a-z0-9]+", " ", part)
+            if len(shape) == 1:
+                fold[i + 1] = ord(shape)
+            elif len(shape) == 2:
+                fold[i + 1], first[i + 1], second[i + 1] = _FOLD_TWO, ord(shape[0]), ord(shape[1])
+            else:
+                fold[i + 1] = _FOLD_OTHER
     fold[0xD800:0xE000] = _FOLD_OTHER
-    space = bmp_flags(str.isspace)
-    space[0] = True
-    return fold, first, second, space
+    fold[bmp_flags(str.isspace)] = 0x20  # whitespace always folds to a separator
+    fold[0] = 0
+    return fold, first, second
+
+
+def _word_key(word: str) -> tuple[int, int]:
+    """A word of at most _KEY_BYTES ASCII characters as the two little-endian uint64 numpy compares."""
+    data = word.encode("ascii").ljust(_KEY_BYTES, b"\x00")
+    return int.from_bytes(data[:8], "little"), int.from_bytes(data[8:], "little")
+
+
+class _KeyTable:
+    """An exact hash table from word keys (pairs of uint64, the second 0 for keys of 8 bytes or fewer) to
+    uint16 values, looked up an array at a time.
+
+    The two multipliers are chosen (deterministically) so that no two keys share a slot, so a look-up is
+    one slot computation and one comparison per word. Empty slots hold the key 0, which no word has.
+    """
+
+    def __init__(self, entries: dict[tuple[int, int], int]) -> None:
+        k0 = np.array([k[0] for k in entries], dtype=np.uint64)
+        k1 = np.array([k[1] for k in entries], dtype=np.uint64)
+        rng = np.random.default_rng(20240531)
+        bits = max(6, (4 * len(entries)).bit_length())
+        while True:
+            for _ in range(32):
+                self.a, self.b = rng.integers(0, 2**63, size=2, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+                self.shift = np.uint64(64 - bits)
+                slots = self.slots(k0, k1)
+                if len(np.unique(slots)) == len(slots):
+                    break
+            else:
+                bits += 1
+                continue
+            break
+        self.k0 = np.zeros(1 << bits, dtype=np.uint64)
+        self.k1 = np.zeros(1 << bits, dtype=np.uint64)
+        self.values = np.full(1 << bits, _DOT, dtype=np.uint16)
+        self.k0[slots], self.k1[slots], self.values[slots] = k0, k1, list(entries.values())
+
+    def slots(self, k0: np.ndarray, k1: np.ndarray | None) -> np.ndarray:
+        mixed = k0 * self.a
+        if k1 is not None:
+            mixed ^= k1 * self.b
+        return (mixed >> self.shift).astype(np.intp)
+
+    def lookup(self, k0: np.ndarray, k1: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(values, found) for each key (``k1`` None: all 0); the value is _DOT where not found."""
+        slots = self.slots(k0, k1)
+        found = np.take(self.k0, slots) == k0
+        found &= np.take(self.k1, slots) == k1 if k1 is not None else np.take(self.k1, slots) == 0
+        values = np.take(self.values, slots)
+        values[~found] = _DOT
+        return values, found
 
 
 class _Codes(dict):
-    """Word (ASCII bytes) → its code character; filled on demand, bounded."""
+    """Word (ASCII bytes) → its code, for the words numpy leaves to Python (long or stem-like); bounded."""
 
-    def __init__(self, word_codes: dict[str, str], stems: tuple[str, ...], stem_codes: dict[str, str]) -> None:
-        super().__init__({b"\x00": "\x00"})
+    def __init__(self, word_codes: dict[str, int], stems: tuple[str, ...], stem_codes: dict[str, int]) -> None:
+        super().__init__()
         self.word_codes = word_codes
         self.stems = stems
         self.stem_codes = stem_codes
 
-    def __missing__(self, word: bytes) -> str:
+    def __missing__(self, word: bytes) -> int:
         if len(self) >= _CODES_LIMIT:
             self.clear()
-            self[b"\x00"] = "\x00"
         text = word.decode("ascii")
         code = self.word_codes.get(text)
         if code is None:
-            code = "."
+            code = _DOT
             if self.stems and text.startswith(self.stems):
                 code = self.stem_codes[next(s for s in self.stems if text.startswith(s))]
         self[word] = code
@@ -206,27 +262,44 @@ class _Codes(dict):
 class _BatchMatcher:
     """MarkerList.find over a whole batch (see the comment above)."""
 
-    def __init__(self, codes: _Codes, groups: dict[str, list[str]], match_ids: dict[str, str],
-                 labels: dict[str, str]) -> None:
-        self.codes = codes
-        self.groups = groups  # first code → what may follow it in a match, in order ("" for the word alone)
-        self.match_ids = match_ids  # matched codes → label id ("" for a shield, "\x00" between texts)
-        self.labels = labels  # label id → entry; ids sort like the entries
+    def __init__(self, markers: MarkerList, word_codes: dict[str, int], stem_codes: dict[str, int],
+                 single: dict[int, str], phrases: list[tuple[str, str | None]]) -> None:
+        stems = markers.stem_tuple
+        self.codes = _Codes(word_codes, stems, stem_codes)
+        self.words = _KeyTable({_word_key(w): c for w, c in word_codes.items() if len(w) <= _KEY_BYTES})
+        self.stem_key_len = min(min(map(len, stems), default=8), 8)
+        self.stem_key_mask = np.uint64((1 << (8 * self.stem_key_len)) - 1)
+        self.stem_keys = _KeyTable({(_word_key(s[: self.stem_key_len])[0], 0): 1 for s in stems}) if stems else None
+        self.reach = max((len(codes) for codes, _ in phrases), default=0)  # the longest phrase, in words
+        self.n_codes = _CODE_BASE + len(word_codes) + len(stem_codes)
+        entries = sorted({label for _, label in phrases if label is not None} | set(single.values()))
+        label_id = {label: chr(_CODE_BASE + i) for i, label in enumerate(entries)}
+        self.labels = {i: label for label, i in label_id.items()}  # label id → entry; ids sort like entries
+        # code → label id of the word alone (0: none; 1 marks the end of a text). A word with a one-word
+        # shield is never counted alone.
+        self.single_ids = np.zeros(self.n_codes, dtype=np.uint16)
+        self.single_ids[0] = 1
+        shielded = {codes for codes, label in phrases if len(codes) == 1}
+        for code, label in single.items():
+            if chr(code) not in shielded:
+                self.single_ids[code] = ord(label_id[label])
+        # matched codes → label id ("" for a shield); the first phrase that matches wins over the word
+        self.match_ids: dict[str, str] = {}
+        self.groups: dict[str, list[str]] = {}  # first code → what may follow it in a match, in order
+        for codes, label in phrases:
+            self.match_ids.setdefault(codes, "" if label is None else label_id[label])
+            rests = self.groups.setdefault(codes[0], [])
+            if codes[1:] not in rests:
+                rests.append(codes[1:])
+        for code, label in single.items():
+            self.match_ids.setdefault(chr(code), label_id[label])
+            rests = self.groups.setdefault(chr(code), [])
+            if "" not in rests:
+                rests.append("")
+        self.match_ids["\x00"] = "\x01"  # between runs of windows
+        self.phrases = [codes for codes, _ in phrases if len(codes) > 1]
+        self._pairs: np.ndarray | None = None  # chosen on the first batch
         self._pattern: re.Pattern[str] | None = None
-
-    def pattern(self, sample: str) -> re.Pattern[str]:
-        """The regular expression over codes. Its alternatives start with different codes, so their order
-        does not change what matches; the codes most frequent in ``sample`` (the first batch) go first,
-        because ``re`` tries alternatives one by one."""
-        if self._pattern is None:
-            # Every alternative starts with a literal, so that ``re`` skips the other positions fast.
-            options = []
-            for first, rests in self.groups.items():
-                body = "|".join(map(re.escape, rests))
-                options.append((-sample.count(first), re.escape(first) + (f"(?:{body})" if rests != [""] else "")))
-            options.sort()
-            self._pattern = re.compile("|".join([alternative for _, alternative in options] + ["\x00"]))
-        return self._pattern
 
     @classmethod
     def build(cls, markers: MarkerList) -> _BatchMatcher | None:
@@ -237,15 +310,15 @@ class _BatchMatcher:
         stems = markers.stem_tuple
         if _CODE_BASE + len(vocabulary) + len(stems) >= 0xD800:
             return None
-        word_codes = {word: chr(_CODE_BASE + i) for i, word in enumerate(sorted(vocabulary))}
-        stem_codes = {stem: chr(_CODE_BASE + len(word_codes) + i) for i, stem in enumerate(stems)}
+        word_codes = {word: _CODE_BASE + i for i, word in enumerate(sorted(vocabulary))}
+        stem_codes = {stem: _CODE_BASE + len(word_codes) + i for i, stem in enumerate(stems)}
 
         def stem_label(word: str) -> str | None:
             if stems and word.startswith(stems):
                 return markers.stems[next(s for s in stems if word.startswith(s))]
             return None
 
-        single: dict[str, str] = {}  # code → entry when the word alone is a marker
+        single: dict[int, str] = {}  # code → entry, when the word alone is a marker
         for word, code in word_codes.items():
             label = markers.words.get(word) or stem_label(word)
             if label is not None:
@@ -253,63 +326,132 @@ class _BatchMatcher:
         for stem, code in stem_codes.items():
             single[code] = markers.stems[stem]
         phrases = [
-            ("".join(word_codes[w] for w in phrase), label)
+            ("".join(chr(word_codes[w]) for w in phrase), label)
             for options in markers.phrases.values()
             for phrase, label in options
         ]
-        entries = sorted({label for _, label in phrases if label is not None} | set(single.values()))
-        if _CODE_BASE + len(entries) >= 0xD800:
+        if _CODE_BASE + len(single) + len(phrases) >= 0xD800:
             return None
-        label_id = {label: chr(_CODE_BASE + i) for i, label in enumerate(entries)}
-        match_ids: dict[str, str] = {}
-        for codes, label in phrases:  # the first phrase that matches wins, and beats the word alone
-            match_ids.setdefault(codes, "" if label is None else label_id[label])
-        for code, label in single.items():
-            match_ids.setdefault(code, label_id[label])
-        match_ids["\x00"] = "\x00"
-        groups: dict[str, list[str]] = {}
-        for codes, _ in phrases:
-            rests = groups.setdefault(codes[0], [])
-            if codes[1:] not in rests:
-                rests.append(codes[1:])
-        for code in single:
-            rests = groups.setdefault(code, [])
-            if "" not in rests:
-                rests.append("")
-        labels = {i: label for label, i in label_id.items()}
-        return cls(_Codes(word_codes, stems, stem_codes), groups, match_ids, labels)
+        return cls(markers, word_codes, stem_codes, single, phrases)
 
-    def find_all(self, texts: Sequence[str]) -> tuple[list[int], list[str], list[int]] | None:
-        """For each text: words (``len(text.split())``) and the label ids of its markers in order; plus the
-        indices of the texts that must go through :meth:`MarkerList.find` instead. None: do them all so."""
+    def find_all(self, texts: Sequence[str]) -> tuple[list[float], list[str], list[int]] | None:
+        """For each text: ``float(len(text.split()))`` and the label ids of its markers (in no particular
+        order); plus the indices of the texts that must go through :meth:`MarkerList.find` instead.
+        None: do them all so."""
         joined = code_units(texts)
         if joined is None:
             return None
         units, starts = joined
-        fold_table, first, second, space_table = _fold_tables()
-        space = np.take(space_table, units)
+        fold_table, first, second = _fold_tables()
+        folded = np.take(fold_table, units)
+        space = folded <= 0x20
         word_start = np.empty(len(units), dtype=bool)
         word_start[0] = not space[0]
         np.less(space[1:], space[:-1], out=word_start[1:])
-        n_words = per_text_sum(word_start, starts)
+        n_words = np.add.reduceat(word_start.view(np.uint8), starts, dtype=np.float64).tolist()
 
-        folded = np.take(fold_table, units)
         data = folded.tobytes()
         slow: list[int] = []
-        if b"\x03" in data:
+        if b"\x24" in data:
             slow = texts_with(np.flatnonzero(folded == _FOLD_OTHER), starts)
-        if b"\x02" in data:
+        if b"\x23" in data:
             where = np.flatnonzero(folded == _FOLD_TWO)
             chars = units[where]
             folded[where] = first[chars]
-            data = np.insert(folded, where + 1, second[chars]).tobytes()
-        if b"\x01" in data:
-            data = data.translate(None, b"\x01")
-        words = data.replace(b"\x00", b" \x00 ").split()
-        codes = "".join(map(self.codes.__getitem__, words))
-        ids = "".join(map(self.match_ids.__getitem__, self.pattern(codes).findall(codes))).split("\x00")
-        del ids[-1]  # after the last text's separator
+            folded = np.insert(folded, where + 1, second[chars])
+        if b"\x22" in data:
+            folded = folded[folded != _FOLD_DELETE]
+        codes, ends = self._codes(folded)
+        labels = np.take(self.single_ids, codes)
+        extra = self._phrases(codes, labels, ends) if self.phrases else []
+        ids = labels[labels != 0].tobytes().decode("utf-16-le").split("\x01")
+        del ids[-1]  # after the last text's end
+        for k, more in extra:
+            ids[k] += more
         return n_words, ids, slow
+
+    def _codes(self, folded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The code of every word, with a 0 after each text's words, and the index of each of those 0s."""
+        is_letter = folded >= 0x30  # [0-9a-z]; separators, text ends (0) and the _FOLD_* codes are below
+        edges = np.flatnonzero(np.diff(is_letter, prepend=False, append=False))
+        word_starts, word_ends = edges[0::2], edges[1::2]
+        lengths = word_ends - word_starts
+        # Each word's first 16 bytes as two little-endian uint64, from three aligned words and shifts.
+        padded = np.zeros((len(folded) + 31) // 8 * 8, dtype=np.uint8)
+        padded[: len(folded)] = folded
+        aligned = padded.view("<u8")
+        index = word_starts >> 3
+        shift = ((word_starts & 7) << 3).astype(np.uint64)
+        back = np.uint64(64) - shift  # a shift by 64 gives 0 in numpy
+        a0, a1, a2 = np.take(aligned, index), np.take(aligned, index + 1), np.take(aligned, index + 2)
+        k0 = (a0 >> shift) | (a1 << back)
+        k0 &= np.take(_LOW_BYTES, np.minimum(lengths, 8))
+        k1 = (a1 >> shift) | (a2 << back)
+        k1 &= np.take(_LOW_BYTES, np.clip(lengths - 8, 0, 8))
+        codes, known = self.words.lookup(k0, k1)
+        python = lengths > _KEY_BYTES
+        if self.stem_keys is not None:
+            _, stem_like = self.stem_keys.lookup(k0 & self.stem_key_mask, None)
+            python |= stem_like & ~known & (lengths >= self.stem_key_len)
+        if python.any():
+            lookup = self.codes.__getitem__
+            for i in np.flatnonzero(python).tolist():
+                codes[i] = lookup(folded[word_starts[i] : word_ends[i]].tobytes())
+        text_ends = np.searchsorted(word_starts, np.flatnonzero(folded == 0))
+        codes = np.insert(codes, text_ends, 0)
+        return codes, text_ends + np.arange(len(text_ends))
+
+    def _phrases(self, codes: np.ndarray, labels: np.ndarray, ends: np.ndarray) -> list[tuple[int, str]]:
+        """Where a phrase may occur, match with the regular expression instead of word by word.
+
+        A phrase occurrence holds every pair of words in a row of the phrase; for each phrase one pair
+        is watched. Around each watched pair found, a window from ``reach - 2`` words before it to
+        ``reach`` words after holds every occurrence it can belong to; no phrase starts elsewhere, so
+        outside the windows every word counts alone, and the expression scans each run of windows from
+        its start exactly as find would. Zeroes ``labels`` inside the windows and returns (text, label
+        ids) to add.
+        """
+        compact = codes.astype(np.int32) - (_CODE_BASE - 1)
+        np.maximum(compact, 0, out=compact)
+        base = self.n_codes - _CODE_BASE + 1
+        pairs = compact[:-1] * base + compact[1:]
+        if self._pairs is None:
+            self._choose(pairs, base, codes)
+        assert self._pairs is not None and self._pattern is not None
+        hits = np.flatnonzero(np.take(self._pairs, pairs))
+        if not len(hits):
+            return []
+        change = np.zeros(len(codes) + 1, dtype=np.int32)
+        np.add.at(change, np.maximum(hits - (self.reach - 2), 0), 1)
+        np.add.at(change, np.minimum(hits + self.reach, len(codes)), -1)
+        inside = np.cumsum(change[:-1]) > 0
+        inside &= codes != 0  # a phrase never runs over the end of a text
+        edges = np.flatnonzero(np.diff(inside, prepend=False, append=False))
+        run_starts, run_ends = edges[0::2], edges[1::2]
+        runs = np.insert(codes[inside], np.cumsum(run_ends - run_starts), 0).tobytes().decode("utf-16-le")
+        found = "".join(map(self.match_ids.__getitem__, self._pattern.findall(runs))).split("\x01")
+        labels[inside] = 0
+        return list(zip(np.searchsorted(ends, run_starts).tolist(), found, strict=False))
+
+    def _choose(self, pairs: np.ndarray, base: int, codes: np.ndarray) -> None:
+        """For each phrase, watch the pair of words in a row that is rarest in this (first) batch; order
+        the regular expression's alternatives by how often their first word occurs. Neither changes what
+        matches (every occurrence of a phrase holds all its pairs; the alternatives start with different
+        codes), only how fast."""
+        counts = np.bincount(pairs, minlength=base * base)
+        table = np.zeros(base * base, dtype=bool)
+        for phrase in self.phrases:
+            numbers = [ord(code) - _CODE_BASE + 1 for code in phrase]
+            keys = [a * base + b for a, b in zip(numbers, numbers[1:], strict=False)]
+            table[min(keys, key=lambda key: counts[key])] = True
+        self._pairs = table
+        frequency = np.bincount(codes, minlength=self.n_codes)
+        options = []
+        for first, rests in self.groups.items():
+            body = "|".join(map(re.escape, rests))
+            options.append((-frequency[ord(first)], re.escape(first) + (f"(?:{body})" if rests != [""] else "")))
+        options.sort()
+        self._pattern = re.compile("|".join([alternative for _, alternative in options] + ["\x00"]))
 
 
 @functools.cache
@@ -376,27 +518,26 @@ class QuebecMarkers:
         if found is None:
             return list(map(self.drop_reason, docs))
         n_words, ids, slow = found
-        labels = matcher.labels
-        min_density = self.min_density
-        reasons: list[str | None] = []
-        for doc, words, marks in zip(docs, n_words, ids, strict=True):
+        labels = matcher.labels.__getitem__
+        counts = list(map(float, map(len, ids)))
+        entries: dict[str, list[str]] = {"": []}  # label ids → sorted distinct entries
+        for doc, words, count, marks in zip(docs, n_words, counts, ids, strict=True):
             metrics = doc.metrics
-            if marks:
-                count = len(marks)
-                metrics["qc_markers"] = float(count)
-                metrics["qc_words"] = float(words)
-                metrics["qc_docs_with_markers"] = 1.0
-                doc.meta["qc_markers"] = [labels[i] for i in sorted(set(marks))]
-            else:
-                count = 0
-                metrics["qc_markers"] = 0.0
-                metrics["qc_words"] = float(words)
-                metrics["qc_docs_with_markers"] = 0.0
-                doc.meta["qc_markers"] = []
-            if min_density > 0 and (not words or 1000.0 * count / words < min_density):
-                reasons.append("below_dialect_density")
-            else:
-                reasons.append(None)
+            metrics["qc_markers"] = count
+            metrics["qc_words"] = words
+            metrics["qc_docs_with_markers"] = 1.0 if count else 0.0
+            found = entries.get(marks)
+            if found is None:
+                found = entries[marks] = list(map(labels, sorted(set(marks))))
+            doc.meta["qc_markers"] = found.copy()
+        min_density = self.min_density
+        if min_density > 0:
+            reasons = [
+                "below_dialect_density" if not words or 1000.0 * count / words < min_density else None
+                for words, count in zip(n_words, counts, strict=True)
+            ]
+        else:
+            reasons = [None] * len(docs)
         for k in slow:
             reasons[k] = self.drop_reason(docs[k])
         return reasons

@@ -17,7 +17,14 @@ import numpy as np
 
 from qckit import hookimpl
 from qckit.components import Document
-from qckit_builtins._batch import bmp_flags, code_units, per_text_sum, texts_with_surrogates
+from qckit_builtins._batch import (
+    bmp_flags,
+    bmp_mapped,
+    code_units,
+    per_text_sum,
+    single_codes,
+    texts_with_surrogates,
+)
 
 _text = operator.attrgetter("text")
 
@@ -111,12 +118,61 @@ class UniqueWordsFilter:
         return None
 
     def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
-        """``[self.drop_reason(d) for d in docs]``."""
-        ratio = self.min_ratio
-        return [
-            "repetitive" if words and len(set(words)) / len(words) < ratio else None
-            for words in map(str.split, map(str.lower, map(_text, docs)))
-        ]
+        """``[self.drop_reason(d) for d in docs]``.
+
+        For all documents at once, numpy gives each word a hash that equal words (compared lower-cased)
+        always share, and counts the distinct hashes of each document in a table of 4 slots per word: a
+        lower bound on its distinct words (collisions only merge). Where that bound already reaches the
+        ratio the document stays; the others (repetitive ones, and a few near the threshold) are checked
+        exactly.
+        """
+        texts = list(map(_text, docs))
+        joined = code_units(texts)
+        if joined is None:
+            return list(map(self.drop_reason, docs))
+        units, starts = joined
+        values = np.take(_word_hash_table(), units)
+        in_word = values != 0
+        word_start = np.empty(len(units), dtype=bool)
+        word_start[0] = in_word[0]
+        np.greater(in_word[1:], in_word[:-1], out=word_start[1:])
+        n_words = np.add.reduceat(word_start.view(np.uint8), starts, dtype=np.int64)
+        hashes = np.add.reduceat(values, np.flatnonzero(word_start)) if n_words.any() else values[:0]
+        slots = np.left_shift(1, np.ceil(np.log2(np.maximum(4 * n_words, 1))).astype(np.int64))
+        offsets = np.cumsum(slots) - slots
+        owner = np.repeat(np.arange(len(texts)), n_words)
+        used = np.zeros(int(slots.sum()), dtype=bool)
+        used[offsets[owner] + (hashes & (slots[owner] - 1).astype(np.uint64)).astype(np.int64)] = True
+        distinct = np.add.reduceat(used.view(np.uint8), offsets, dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            surely_kept = (n_words == 0) | (distinct / n_words >= self.min_ratio)
+        reasons: list[str | None] = [None] * len(texts)
+        for k in np.flatnonzero(~surely_kept).tolist():
+            reasons[k] = self.drop_reason(docs[k])
+        return reasons
+
+
+@functools.cache
+def _word_hash_table() -> np.ndarray:
+    """uint64 per BMP code unit: 0 for whitespace (and U+0000), else the sum of random values of the
+    characters of its ``str.lower()``, so that a word's sum depends only on the lower-cased word. Final and
+    medial sigma share a value (lower() picks one by context), and so do all surrogates."""
+    rng = np.random.default_rng(0x9E3779B9)
+    random = rng.integers(1, 2**64, size=0x10000, dtype=np.uint64, endpoint=False)
+    random[ord("ς")] = random[ord("σ")]
+    random[0xD800:0xE000] = random[0xD800]
+    lowered = bmp_mapped(str.lower)  # U+0001 … U+FFFF ("Σ" alone lowers to "σ", its value anyway)
+    codes = single_codes(lowered, 0xFFFF)
+    table = np.zeros(0x10000, dtype=np.uint64)
+    table[1:] = random[codes]
+    for i in np.flatnonzero(codes == 0xFFFF).tolist():  # those that lower to several characters
+        table[i + 1] = random[[ord(c) for c in lowered[i]]].sum()
+    table[0xD800:0xE000] = random[0xD800]
+    table[bmp_flags(str.isspace)] = 0
+    table[0] = 0
+    if not table[~bmp_flags(str.isspace)][1:].all():  # a non-space whose value is 0 would split words
+        raise AssertionError("word hash table: zero value")
+    return table
 
 
 def _class_of(codepoints: list[int]) -> str:

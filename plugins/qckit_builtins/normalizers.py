@@ -9,15 +9,28 @@ apostrophe ’, the guillemets « » and the ligatures œ/æ come out as they we
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import unicodedata
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import ftfy
+import numpy as np
 
 from qckit import hookimpl
-from qckit_builtins._batch import apply_flagged, bmp_chars, char_class, flagged
+from qckit_builtins._batch import (
+    apply,
+    bmp_chars,
+    bmp_mapped,
+    bmp_matching,
+    char_class,
+    code_units,
+    edge_units,
+    flagged,
+    flagged_by_table,
+    texts_with,
+)
 
 _FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 
@@ -44,11 +57,15 @@ class UnicodeNormalizer:
         return unicodedata.normalize(self.form, text)
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``: one check of all texts at once (a substring of a
-        normalized text is normalized), then only the texts holding a character that can be affected."""
-        if unicodedata.is_normalized(self.form, "".join(texts)):
+        """``[self.normalize(t) for t in texts]``, running only on the texts that hold a character that can
+        make a text not normalized (:func:`_unstable_codepoints`); a text without any is normalized."""
+        if self.form == "NFC":
+            indices = flagged_by_table(texts, _flag_table(), _FLAG_NFC)
+            if indices is not None:
+                return apply(texts, indices, self.normalize)
+        elif unicodedata.is_normalized(self.form, "".join(texts)):  # so is each of them
             return list(texts)
-        return apply_flagged(texts, _unstable_pattern(self.form), self.normalize)
+        return apply(texts, flagged(texts, _unstable_pattern(self.form)), self.normalize)
 
 
 @functools.cache
@@ -56,31 +73,36 @@ def _composition_seconds() -> frozenset[str]:
     """Characters that can be the second half of a canonical composition (they may merge with the
     character before them): second characters of two-character canonical decompositions, Hangul jamo."""
     seconds = {chr(cp) for cp in range(0x1161, 0x1176)} | {chr(cp) for cp in range(0x11A8, 0x11C3)}
-    for char in bmp_chars():
-        decomposition = unicodedata.decomposition(char).split()
-        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
-            seconds.add(chr(int(decomposition[1], 16)))
+    for decomposition in filter(None, map(unicodedata.decomposition, bmp_chars())):
+        if not decomposition.startswith("<") and decomposition.count(" ") == 1:
+            seconds.add(chr(int(decomposition.split()[1], 16)))
     return frozenset(seconds)
 
 
 @functools.cache
-def _unstable_pattern(form: str) -> re.Pattern[str]:
-    """A character that may make a text not ``form``-normalized: one that changes alone, a combining mark,
-    one that may compose with the character before it (or whose decomposition starts with one), and every
-    character beyond U+FFFF. A text without any of them is normalized."""
-    decompose = "NFKD" if form.startswith("NFK") else "NFD"
+def _unstable_codepoints(form: str) -> tuple[int, ...]:
+    """The BMP characters that may make a text not ``form``-normalized: one that changes alone, a combining
+    mark, one that may compose with the character before it (or whose decomposition starts with one), and
+    the surrogates (every character beyond U+FFFF counts as unstable). A text without any is normalized.
+    """
+    chars = bmp_chars()[1:]  # U+0000 is stable (and never composes: bmp_mapped relies on it)
     seconds = _composition_seconds() if form in ("NFC", "NFKC") else frozenset()
-    unstable = []
-    for cp, char in enumerate(bmp_chars()):
-        if 0xD800 <= cp <= 0xDFFF:
-            unstable.append(cp)
-            continue
-        if unicodedata.combining(char) or not unicodedata.is_normalized(form, char) or char in seconds:
-            unstable.append(cp)
-            continue
-        if seconds and unicodedata.normalize(decompose, char)[:1] in seconds:
-            unstable.append(cp)
-    return re.compile("[" + char_class(unstable) + "\\U00010000-\\U0010ffff]")
+    decompose = "NFKD" if form.startswith("NFK") else "NFD"
+    heads = [d[:1] for d in bmp_mapped(functools.partial(unicodedata.normalize, decompose))]
+    unstable = np.fromiter(map(operator.ne, bmp_mapped(functools.partial(unicodedata.normalize, form)), chars),
+                           dtype=bool, count=0xFFFF)
+    unstable |= np.fromiter(map(unicodedata.combining, chars), dtype=np.int32, count=0xFFFF) != 0
+    if seconds:
+        unstable |= np.fromiter(map(seconds.__contains__, chars), dtype=bool, count=0xFFFF)
+        unstable |= np.fromiter(map(seconds.__contains__, heads), dtype=bool, count=0xFFFF)
+    unstable[0xD800 - 1 : 0xE000 - 1] = True
+    return tuple((np.flatnonzero(unstable) + 1).tolist())
+
+
+@functools.cache
+def _unstable_pattern(form: str) -> re.Pattern[str]:
+    """A character of :func:`_unstable_codepoints`, or one beyond U+FFFF."""
+    return re.compile("[" + char_class(_unstable_codepoints(form)) + "\\U00010000-\\U0010ffff]")
 
 
 # Characters that start the usual mojibake sequences: UTF-8 read as Latin-1 or Windows-1252
@@ -92,8 +114,8 @@ _MOJIBAKE_2BYTE = re.compile(
     "|Ã "  # à whose no-break-space byte became a plain space
 )
 _C1_OR_FFFD = re.compile("[\x80-\x9f\ufffd]")
-# Matches exactly where looks_like_mojibake says yes (C1 controls are never printable).
-_MOJIBAKE_ANY = re.compile("â[€‚„]|" + _MOJIBAKE_2BYTE.pattern + "|[\x80-\x9f\ufffd]")
+# Every text that looks_like_mojibake flags holds one of these characters.
+_MOJIBAKE_SIGNS = "ÃÂÅ€‚„\ufffd" + "".join(map(chr, range(0x80, 0xA0)))
 
 # ftfy options: repair the encoding, touch nothing else. Curly quotes, ligatures, full-width forms,
 # HTML entities and line breaks stay as they are, and the Unicode form is the "unicode" normalizer's job.
@@ -148,10 +170,13 @@ class MojibakeNormalizer:
         return text if fixed == text else fixed
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``, with one search of all texts for the flag pattern."""
+        """``[self.normalize(t) for t in texts]``, running only on the texts holding a sign of mojibake."""
         if not self.check_only_flagged:
             return list(map(self.normalize, texts))
-        return apply_flagged(texts, _MOJIBAKE_ANY, self.normalize)
+        indices = flagged_by_table(texts, _flag_table(), _FLAG_MOJIBAKE)
+        if indices is None:
+            return list(map(self.normalize, texts))
+        return apply(texts, indices, self.normalize)
 
 
 # C0 and C1 controls except tab and newline, DEL, and invisible format characters: soft hyphen,
@@ -186,8 +211,11 @@ class ControlCharsNormalizer:
         return _CONTROL.sub(_control_replacement, text.replace("\r\n", "\n"))
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``, with one search of all texts for a control character."""
-        return apply_flagged(texts, _CONTROL, self.normalize)
+        """``[self.normalize(t) for t in texts]``, running only on the texts holding a control character."""
+        indices = flagged_by_table(texts, _flag_table(), _FLAG_CONTROL)
+        if indices is None:
+            return list(map(self.normalize, texts))
+        return apply(texts, indices, self.normalize)
 
 
 _NBSP = "\u00a0\u2007\u202f"  # no-break space, figure space, narrow no-break space
@@ -196,10 +224,6 @@ _ODD_SPACE = re.compile(r"[^\S " + _NBSP + "]")
 _ODD_SPACE_ALL = re.compile(r"[^\S ]")
 _SPACE_RUN = re.compile(r"[^\S" + _NBSP + "]+")
 _SPACE_RUN_ALL = re.compile(r"\s+")
-# Where a text needs more than strip(): two spaces in a row, or whitespace other than the plain space
-# (and other than the no-break spaces when they are kept).
-_NEEDS_COLLAPSE = re.compile("  |" + _ODD_SPACE.pattern)
-_NEEDS_COLLAPSE_ALL = re.compile("  |" + _ODD_SPACE_ALL.pattern)
 
 
 class WhitespaceNormalizer:
@@ -234,13 +258,20 @@ class WhitespaceNormalizer:
         return " ".join(text.split())
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``: one search of all texts for what needs collapsing; the
-        other texts are only stripped."""
-        out = list(map(str.strip, texts))
-        collapse = self._collapse
-        for k in flagged(texts, _NEEDS_COLLAPSE if self.keep_nbsp else _NEEDS_COLLAPSE_ALL):
-            out[k] = collapse(texts[k])
-        return out
+        """``[self.normalize(t) for t in texts]``, running only on the texts with two spaces in a row, other
+        whitespace than the plain space (and the kept no-break spaces), or whitespace at an end."""
+        table = _flag_table()
+        odd = flagged_by_table(texts, table, _FLAG_ODD_SPACE if self.keep_nbsp else _FLAG_ODD_SPACE_ALL)
+        joined = code_units(texts)
+        edges = edge_units(texts)
+        if odd is None or joined is None or edges is None:
+            return list(map(self.normalize, texts))
+        units, starts = joined
+        first, last = edges
+        found = set(odd)
+        found.update(texts_with(np.flatnonzero((units[:-1] == 0x20) & (units[1:] == 0x20)), starts))
+        found.update(np.flatnonzero((np.take(table, first) | np.take(table, last)) & _FLAG_SPACE).tolist())
+        return apply(texts, sorted(found), self.normalize)
 
 
 _LIGATURES = re.compile("[œŒæÆ]")
@@ -270,8 +301,37 @@ class FoldLigaturesNormalizer:
         return _LIGATURES.sub(_unfold_ligature, text)
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
-        """``[self.normalize(t) for t in texts]``, with one search of all texts for a ligature."""
-        return apply_flagged(texts, _LIGATURES, self.normalize)
+        """``[self.normalize(t) for t in texts]``, running only on the texts holding a ligature."""
+        indices = flagged_by_table(texts, _flag_table(), _FLAG_LIGATURE)
+        if indices is None:
+            return list(map(self.normalize, texts))
+        return apply(texts, indices, self.normalize)
+
+
+# Per-character flags for the batch methods: which characters may make each normalizer change a text.
+_FLAG_NFC = 1
+_FLAG_MOJIBAKE = 2
+_FLAG_CONTROL = 4
+_FLAG_ODD_SPACE = 8  # whitespace that collapses, other than the plain space (no-break spaces kept)
+_FLAG_ODD_SPACE_ALL = 16  # whitespace other than the plain space
+_FLAG_LIGATURE = 32
+_FLAG_SPACE = 64  # any whitespace
+_ANY_SPACE = re.compile(r"\s")  # str.isspace(), as re and str.split() see it
+
+
+@functools.cache
+def _flag_table() -> np.ndarray:
+    """uint8 flags (_FLAG_*) for every BMP code unit; U+0000, which separates the texts, has none."""
+    table = np.zeros(0x10000, dtype=np.uint8)
+    table[list(_unstable_codepoints("NFC"))] |= _FLAG_NFC
+    table[[ord(c) for c in _MOJIBAKE_SIGNS]] |= _FLAG_MOJIBAKE
+    table[bmp_matching(_CONTROL)] |= _FLAG_CONTROL
+    table[bmp_matching(_ODD_SPACE)] |= _FLAG_ODD_SPACE
+    table[bmp_matching(_ODD_SPACE_ALL)] |= _FLAG_ODD_SPACE_ALL
+    table[[ord(c) for c in "œŒæÆ"]] |= _FLAG_LIGATURE
+    table[bmp_matching(_ANY_SPACE)] |= _FLAG_SPACE
+    table[0] = 0
+    return table
 
 
 NORMALIZERS = (
