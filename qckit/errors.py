@@ -8,9 +8,34 @@ from __future__ import annotations
 
 
 class QckitError(Exception):
-    """Base class of every error qckit raises on purpose."""
+    """Base class of every error qckit raises on purpose.
+
+    Errors cross process boundaries (prepare workers), so each one pickles with its constructor arguments.
+    """
 
     exit_code = 1
+    _args: tuple[tuple, dict] | None = None
+
+    def __reduce__(self):  # type: ignore[override]
+        if self._args is None:
+            return super().__reduce__()
+        args, kwargs = self._args
+        return (_rebuild, (type(self), args, kwargs))
+
+
+def _rebuild(cls: type, args: tuple, kwargs: dict) -> QckitError:
+    return cls(*args, **kwargs)
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    """The exception itself if it pickles, else a RuntimeError carrying its text (third-party exceptions vary)."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 class RecipeError(QckitError):
@@ -20,6 +45,7 @@ class RecipeError(QckitError):
 
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
         self.source, self.key, self.detail = source, key, message
+        self._args = (message,), {"source": source, "key": key}
         where = ":".join(part for part in (source, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
 
@@ -31,6 +57,7 @@ class InputError(QckitError):
 
     def __init__(self, path: object, message: str, line: int | None = None):
         self.path, self.line, self.detail = str(path), line, message
+        self._args = (str(path), message, line), {}
         where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {message}")
 
@@ -43,6 +70,7 @@ class RecordError(QckitError):
 
     def __init__(self, kind: str, message: str):
         self.kind = kind
+        self._args = (kind, message), {}
         super().__init__(message)
 
 
@@ -59,6 +87,7 @@ class ComponentError(QckitError):
 
     def __init__(self, kind: str, name: str, owner: str, where: str | None, cause: BaseException):
         self.kind, self.name, self.owner, self.where, self.cause = kind, name, owner, where, cause
+        self._args = (kind, name, owner, where, _picklable(cause)), {}
         at = f" on {where}" if where else ""
         super().__init__(f'{kind} "{name}" ({owner}) failed{at}: {type(cause).__name__}: {cause}')
 

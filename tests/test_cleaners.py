@@ -93,8 +93,14 @@ def test_cleaners_survive_pickle():
 
 @pytest.mark.parametrize(
     "cleaner",
-    [StripUrls(), StripUrls("<url>"), StripEmails(), StripEmails("<courriel>"), CollapsePunctuation(),
-     CollapsePunctuation(keep_ellipsis=True)],
+    [
+        StripUrls(),
+        StripUrls("<url>"),
+        StripEmails(),
+        StripEmails("<courriel>"),
+        CollapsePunctuation(),
+        CollapsePunctuation(keep_ellipsis=True),
+    ],
     ids=lambda c: f"{c.name}-{vars(c)}",
 )
 def test_batch_gives_what_one_by_one_gives(cleaner, varied_batches):
@@ -102,3 +108,28 @@ def test_batch_gives_what_one_by_one_gives(cleaner, varied_batches):
         out = cleaner.normalize_batch(batch)
         assert out == [cleaner.normalize(t) for t in batch]
         assert all(new is old for new, old in zip(out, batch, strict=True) if new == old)
+
+
+def test_bounded_search_removes_exactly_what_sub_removes(varied_texts):
+    # The cleaners search for the next URL or address from a bound found with str.find instead of trying
+    # every position; what they remove must stay exactly what re.sub removes.
+    from qckit_builtins import cleaners
+
+    tricky = [
+        "a  https://x.ca b\u00a0\u00a0HTTP://y.ca/(z) c",
+        "xxhttps://a.b zz ſhttp://c.d, ftp://e.f/g.txt. fin",
+        "voir www.a.ca, WwW.b.qc.ca et x.www.c.ca ou @www.d.ca",
+        "https://a.ca/?u=http://b.ca www. nope :// nope",
+        "courriel :  mailto:Marie.T@ex.qc.ca,  x@y.com. @ seul, a@b, d'info@cegep.qc.ca",
+        "a@b@c.ca et  ΜΑΡΙΑ@παράδειγμα.gr  et jean_pierre+tag@sub.domaine.ca!",
+    ]
+    for text in [*varied_texts, *tricky]:
+        for pattern, bound in [
+            (cleaners._URL_RE_SPACED, cleaners._url_bound),
+            (cleaners._URL_RE, cleaners._url_bound),
+            (cleaners._EMAIL_RE_SPACED, cleaners._email_bound),
+            (cleaners._EMAIL_RE, cleaners._email_bound),
+        ]:
+            for replacement in ("", "<x>", r"[\g<0>]"):
+                expected = cleaners._replace(pattern, text, replacement)
+                assert cleaners._replace(pattern, text, replacement, bound) == expected, (text, pattern)

@@ -183,7 +183,9 @@ def test_seed_filters_survive_pickle():
 )
 def test_batch_gives_what_one_by_one_gives(flt, varied_batches):
     for batch in varied_batches:
-        assert flt.drop_reason_batch([Document(t) for t in batch]) == [flt.drop_reason(Document(t)) for t in batch]
+        assert flt.drop_reason_batch([Document(t) for t in batch]) == [
+            flt.drop_reason(Document(t)) for t in batch
+        ]
 
 
 def test_unique_words_batch_near_the_threshold():

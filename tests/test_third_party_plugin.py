@@ -70,7 +70,9 @@ def test_recipe_uses_third_party_filter(acme_installed):
     assert result.stats["filters"]["acme.no_shouting"]["reasons"] == {"shouting": 1}
 
 
-def test_error_inside_plugin_names_component_distribution_and_position(acme_installed, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_error_inside_plugin_names_component_distribution_and_position(acme_installed, tmp_path, workers):
+    # with 2 workers the error is raised in a worker process and must cross back intact
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("une ligne correcte icitte\nça fait boom dans le char\n", encoding="utf-8")
     recipe = build_recipe(
@@ -78,7 +80,7 @@ def test_error_inside_plugin_names_component_distribution_and_position(acme_inst
             "prepare": {
                 "inputs": [str(corpus)],
                 "output": str(tmp_path / "out"),
-                "workers": 1,
+                "workers": workers,
                 "filters": [{"use": "acme.explode"}],
             }
         }

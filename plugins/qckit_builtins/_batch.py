@@ -136,7 +136,13 @@ def _replaced(texts: Sequence[str], out: list[str], changed: list[int]) -> None:
     size_change = np.zeros(len(starts), dtype=np.intp)
     size_change[index] = new_sizes - (old_ends - old_starts)
     new_starts = starts + np.cumsum(size_change) - size_change
-    cuts = zip(old_starts.tolist(), old_ends.tolist(), (new_ends - new_sizes).tolist(), new_ends.tolist(), strict=True)
+    cuts = zip(
+        old_starts.tolist(),
+        old_ends.tolist(),
+        (new_ends - new_sizes).tolist(),
+        new_ends.tolist(),
+        strict=True,
+    )
     pieces, new_pieces = [], []
     done = 0
     for old_start, old_end, new_start, new_end in cuts:
@@ -146,7 +152,11 @@ def _replaced(texts: Sequence[str], out: list[str], changed: list[int]) -> None:
     tail = slice(done, len(units))
 
     def splice(old: np.ndarray, replacement: np.ndarray) -> np.ndarray:
-        parts = [part for cut, new_cut in zip(pieces, new_pieces, strict=True) for part in (old[cut], replacement[new_cut])]
+        parts = [
+            part
+            for cut, new_cut in zip(pieces, new_pieces, strict=True)
+            for part in (old[cut], replacement[new_cut])
+        ]
         parts.append(old[tail])
         return np.concatenate(parts)
 

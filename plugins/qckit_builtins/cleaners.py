@@ -39,11 +39,55 @@ def _apply_where(texts: Sequence[str], signs: Sequence[str], normalize: Callable
     return list(map(normalize, texts)) if indices is None else apply(texts, indices, normalize)
 
 
-def _replace(pattern: re.Pattern[str], text: str, replacement: str) -> str:
-    cleaned = pattern.sub(replacement, text)
+def _replace(
+    pattern: re.Pattern[str], text: str, replacement: str, bound: Callable[[str, int], int] | None = None
+) -> str:
+    """``pattern.sub(replacement, text)``, stripped when ``replacement`` is empty; ``text`` itself if
+    nothing matched.
+
+    ``bound(text, pos)`` says where the search for the next match may start: a position at or before the
+    start of the first match at or after ``pos``, or -1 when there is none. ``re`` tries a pattern at
+    every position, which is slow for these patterns (they start with optional spaces); the bound comes
+    from a literal that every match holds ("@", "://") found with ``str.find``.
+    """
+    if bound is None:
+        cleaned = pattern.sub(replacement, text)
+    else:
+        pieces: list[str] = []
+        pos = 0
+        expand = "\\" in replacement  # sub() reads escapes in the replacement, as Match.expand does
+        while (start := bound(text, pos)) >= 0 and (m := pattern.search(text, start)) is not None:
+            pieces += (text[pos : m.start()], m.expand(replacement) if expand else replacement)
+            pos = m.end()
+        if not pieces:
+            return text
+        pieces.append(text[pos:])
+        cleaned = "".join(pieces)
     if cleaned == text:
         return text
     return cleaned.strip() if not replacement else cleaned
+
+
+_PREFIX_SPACES = frozenset(" \t\u00a0\u202f")  # what the _SPACED patterns take before a match
+_WWW = re.compile(r"[wW][wW][wW]\.")  # "www." as re.IGNORECASE sees it
+
+
+def _url_bound(text: str, pos: int) -> int:
+    """For _replace: every URL match holds "://" at most 5 characters after its scheme starts, or starts
+    with "www.", after the spaces that the pattern takes first."""
+    starts = []
+    scheme = text.find("://", pos)
+    if scheme >= 0:
+        starts.append(max(scheme - 5, pos))  # "https" is the longest scheme
+    www = _WWW.search(text, pos)
+    if www is not None:
+        starts.append(www.start())
+    if not starts:
+        return -1
+    start = min(starts)
+    while start > pos and text[start - 1] in _PREFIX_SPACES:
+        start -= 1
+    return start
 
 
 class StripUrls:
@@ -63,7 +107,7 @@ class StripUrls:
         if "://" not in text and "www." not in text and "WWW." not in text:
             return text
         pattern = _URL_RE if self.replacement else _URL_RE_SPACED
-        return _replace(pattern, text, self.replacement)
+        return _replace(pattern, text, self.replacement, _url_bound)
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
         """``[self.normalize(t) for t in texts]``, running only on the texts holding a cheap sign of a URL."""
@@ -78,6 +122,18 @@ _EMAIL_DOMAIN = r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[a-zA-Z]{2,63}(?![\w-])"
 _EMAIL = rf"(?:mailto:)?(?<![\w.!#$%&*+/=?^`{{|}}~-]){_EMAIL_LOCAL}@{_EMAIL_DOMAIN}"
 _EMAIL_RE = re.compile(_EMAIL, re.IGNORECASE)
 _EMAIL_RE_SPACED = re.compile(r"[ \t\u00a0\u202f]*" + _EMAIL, re.IGNORECASE)
+# Read backwards from the "@": the characters a match may hold before it (spaces, "mailto:", local part).
+_BEFORE_AT = re.compile(r"[ \t\u00a0\u202f\w.:!#$%&*+/=?^`{|}~-]*", re.IGNORECASE)
+
+
+def _email_bound(text: str, pos: int) -> int:
+    """For _replace: every e-mail match holds exactly one "@", and only _BEFORE_AT characters before it."""
+    at = text.find("@", pos)
+    if at < 0:
+        return -1
+    run = _BEFORE_AT.match(text[at - 1 :: -1] if at else "")
+    assert run is not None
+    return max(at - run.end(), pos)
 
 
 class StripEmails:
@@ -96,7 +152,7 @@ class StripEmails:
         if "@" not in text:
             return text
         pattern = _EMAIL_RE if self.replacement else _EMAIL_RE_SPACED
-        return _replace(pattern, text, self.replacement)
+        return _replace(pattern, text, self.replacement, _email_bound)
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
         """``[self.normalize(t) for t in texts]``, running only on the texts holding "@"."""

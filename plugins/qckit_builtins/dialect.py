@@ -155,9 +155,12 @@ def _fold_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (``str.isspace()``, which separates the words that ``qc_words`` counts), 0 for U+0000 (the text
     separator) or one of the _FOLD_* codes; ``first`` and ``second`` spell the _FOLD_TWO characters.
     """
+
     def fold(text: str) -> str:  # fold_words' steps before the tokens, for every character at once
         text = text.casefold().replace("œ", "oe").replace("æ", "ae")
-        return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).encode("ascii", "replace").decode("ascii")
+        return (
+            _COMBINING.sub("", unicodedata.normalize("NFKD", text)).encode("ascii", "replace").decode("ascii")
+        )
 
     parts = bmp_mapped(fold)  # U+0001 … U+FFFF
     codes = single_codes(parts, 0)
@@ -240,7 +243,9 @@ class _KeyTable:
 class _Codes(dict):
     """Word (ASCII bytes) → its code, for the words numpy leaves to Python (long or stem-like); bounded."""
 
-    def __init__(self, word_codes: dict[str, int], stems: tuple[str, ...], stem_codes: dict[str, int]) -> None:
+    def __init__(
+        self, word_codes: dict[str, int], stems: tuple[str, ...], stem_codes: dict[str, int]
+    ) -> None:
         super().__init__()
         self.word_codes = word_codes
         self.stems = stems
@@ -262,14 +267,22 @@ class _Codes(dict):
 class _BatchMatcher:
     """MarkerList.find over a whole batch (see the comment above)."""
 
-    def __init__(self, markers: MarkerList, word_codes: dict[str, int], stem_codes: dict[str, int],
-                 single: dict[int, str], phrases: list[tuple[str, str | None]]) -> None:
+    def __init__(
+        self,
+        markers: MarkerList,
+        word_codes: dict[str, int],
+        stem_codes: dict[str, int],
+        single: dict[int, str],
+        phrases: list[tuple[str, str | None]],
+    ) -> None:
         stems = markers.stem_tuple
         self.codes = _Codes(word_codes, stems, stem_codes)
         self.words = _KeyTable({_word_key(w): c for w, c in word_codes.items() if len(w) <= _KEY_BYTES})
         self.stem_key_len = min(min(map(len, stems), default=8), 8)
         self.stem_key_mask = np.uint64((1 << (8 * self.stem_key_len)) - 1)
-        self.stem_keys = _KeyTable({(_word_key(s[: self.stem_key_len])[0], 0): 1 for s in stems}) if stems else None
+        self.stem_keys = (
+            _KeyTable({(_word_key(s[: self.stem_key_len])[0], 0): 1 for s in stems}) if stems else None
+        )
         self.reach = max((len(codes) for codes, _ in phrases), default=0)  # the longest phrase, in words
         self.n_codes = _CODE_BASE + len(word_codes) + len(stem_codes)
         entries = sorted({label for _, label in phrases if label is not None} | set(single.values()))
@@ -444,14 +457,16 @@ class _BatchMatcher:
             numbers = [ord(code) - _CODE_BASE + 1 for code in phrase]
             keys = [a * base + b for a, b in zip(numbers, numbers[1:], strict=False)]
             table[min(keys, key=lambda key: counts[key])] = True
-        self._pairs = table
         frequency = np.bincount(codes, minlength=self.n_codes)
         options = []
         for first, rests in self.groups.items():
             body = "|".join(map(re.escape, rests))
-            options.append((-frequency[ord(first)], re.escape(first) + (f"(?:{body})" if rests != [""] else "")))
+            options.append(
+                (-frequency[ord(first)], re.escape(first) + (f"(?:{body})" if rests != [""] else ""))
+            )
         options.sort()
         self._pattern = re.compile("|".join([alternative for _, alternative in options] + ["\x00"]))
+        self._pairs = table  # last: another thread may be looking at _pairs
 
 
 @functools.cache

@@ -136,13 +136,18 @@ class UniqueWordsFilter:
         word_start = np.empty(len(units), dtype=bool)
         word_start[0] = in_word[0]
         np.greater(in_word[1:], in_word[:-1], out=word_start[1:])
+        word_end = np.empty(len(units), dtype=bool)  # the last unit of a word
+        word_end[-1] = in_word[-1]
+        np.greater(in_word[:-1], in_word[1:], out=word_end[:-1])
         n_words = np.add.reduceat(word_start.view(np.uint8), starts, dtype=np.int64)
-        hashes = np.add.reduceat(values, np.flatnonzero(word_start)) if n_words.any() else values[:0]
+        running = np.cumsum(values, dtype=np.uint32)  # a word's sum: difference of running sums (mod 2**32)
+        first, last = np.flatnonzero(word_start), np.flatnonzero(word_end)
+        hashes = running[last] - running[first] + values[first]
         slots = np.left_shift(1, np.ceil(np.log2(np.maximum(4 * n_words, 1))).astype(np.int64))
         offsets = np.cumsum(slots) - slots
         owner = np.repeat(np.arange(len(texts)), n_words)
         used = np.zeros(int(slots.sum()), dtype=bool)
-        used[offsets[owner] + (hashes & (slots[owner] - 1).astype(np.uint64)).astype(np.int64)] = True
+        used[offsets[owner] + (hashes & (slots[owner] - 1).astype(np.uint32))] = True
         distinct = np.add.reduceat(used.view(np.uint8), offsets, dtype=np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
             surely_kept = (n_words == 0) | (distinct / n_words >= self.min_ratio)
@@ -154,16 +159,16 @@ class UniqueWordsFilter:
 
 @functools.cache
 def _word_hash_table() -> np.ndarray:
-    """uint64 per BMP code unit: 0 for whitespace (and U+0000), else the sum of random values of the
+    """uint32 per BMP code unit: 0 for whitespace (and U+0000), else the sum of random values of the
     characters of its ``str.lower()``, so that a word's sum depends only on the lower-cased word. Final and
     medial sigma share a value (lower() picks one by context), and so do all surrogates."""
     rng = np.random.default_rng(0x9E3779B9)
-    random = rng.integers(1, 2**64, size=0x10000, dtype=np.uint64, endpoint=False)
+    random = rng.integers(1, 2**32, size=0x10000, dtype=np.uint32, endpoint=False)
     random[ord("ς")] = random[ord("σ")]
     random[0xD800:0xE000] = random[0xD800]
     lowered = bmp_mapped(str.lower)  # U+0001 … U+FFFF ("Σ" alone lowers to "σ", its value anyway)
     codes = single_codes(lowered, 0xFFFF)
-    table = np.zeros(0x10000, dtype=np.uint64)
+    table = np.zeros(0x10000, dtype=np.uint32)
     table[1:] = random[codes]
     for i in np.flatnonzero(codes == 0xFFFF).tolist():  # those that lower to several characters
         table[i + 1] = random[[ord(c) for c in lowered[i]]].sum()

@@ -89,8 +89,11 @@ def _unstable_codepoints(form: str) -> tuple[int, ...]:
     seconds = _composition_seconds() if form in ("NFC", "NFKC") else frozenset()
     decompose = "NFKD" if form.startswith("NFK") else "NFD"
     heads = [d[:1] for d in bmp_mapped(functools.partial(unicodedata.normalize, decompose))]
-    unstable = np.fromiter(map(operator.ne, bmp_mapped(functools.partial(unicodedata.normalize, form)), chars),
-                           dtype=bool, count=0xFFFF)
+    unstable = np.fromiter(
+        map(operator.ne, bmp_mapped(functools.partial(unicodedata.normalize, form)), chars),
+        dtype=bool,
+        count=0xFFFF,
+    )
     unstable |= np.fromiter(map(unicodedata.combining, chars), dtype=np.int32, count=0xFFFF) != 0
     if seconds:
         unstable |= np.fromiter(map(seconds.__contains__, chars), dtype=bool, count=0xFFFF)
