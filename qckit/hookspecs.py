@@ -37,6 +37,9 @@ def register_readers(register: Register) -> None:
     raw lines (it runs in the main process, so keep it to I/O); ``parse(record, source, line, issues)``
     turns one line into a :class:`~qckit.components.Document` in a worker process, raising
     :class:`qckit.errors.RecordError` for a bad line (counted and reported, never fatal).
+
+    Optional fast path: ``parse_batch(records, source, first_line, issues) -> list[Document | None]``,
+    equal to calling ``parse`` on each record but noting bad records in ``issues`` instead of raising.
     """
 
 

@@ -119,7 +119,15 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
         docs = batch.records
     else:
         owner, reader = stage.readers[batch.reader]
-        for offset, record in enumerate(batch.records):
+        parse_batch = getattr(reader, "parse_batch", None)
+        if parse_batch is not None:
+            try:
+                parsed = parse_batch(batch.records, batch.source, batch.first_line, issues)
+            except Exception as exc:
+                where = f"{batch.source}:{batch.first_line}"
+                raise ComponentError("reader", batch.reader, owner, where, exc) from exc
+            docs = [doc for doc in parsed if doc is not None]
+        for offset, record in enumerate(batch.records if parse_batch is None else ()):
             line = batch.first_line + offset
             try:
                 doc = reader.parse(record, batch.source, line, issues)

@@ -218,3 +218,13 @@ def test_batch_sees_a_list_changed_in_place_between_calls():
     texts[0] = "deux  espaces\x07"  # same list object, new text
     assert whitespace.normalize_batch(texts) == ["deux espaces\x07", "b\x07"]
     assert control.normalize_batch(texts) == ["deux  espaces", "b"]
+
+
+def test_our_ftfy_loop_gives_what_ftfy_fix_text_gives(varied_texts):
+    import ftfy
+
+    broken = [t.encode("utf-8").decode("cp1252", "replace") for t in varied_texts[:400]]
+    twice = [t.encode("utf-8").decode("latin-1") for t in broken[:100]]
+    lines = ["\n".join(varied_texts[i : i + 3]) for i in range(0, 300, 3)]
+    for text in [*varied_texts, *broken, *twice, *lines]:
+        assert normalizers._fix_text(text) == ftfy.fix_text(text, normalizers._FTFY_CONFIG)

@@ -311,3 +311,16 @@ def test_sample_corpus_reads_as_documented():
     assert bad == {
         k: 1 for k in ("invalid_json", "not_an_object", "missing_text", "null_text", "text_not_string")
     }
+
+
+def test_txt_parse_batch_equals_parse_per_record():
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "quebec_sample.txt"
+    records = list(TxtReader().records(sample))
+    for chunk in (records, [b"", b"  ", "Ça coûte cher".encode("cp1252"), "déjà".encode()]):
+        a, b = IssueLog(), IssueLog()
+        one = [TxtReader().parse(r, "s", i, a) for i, r in enumerate(chunk, start=1)]
+        many = TxtReader().parse_batch(chunk, "s", 1, b)
+        assert one == many
+        assert a.counts == b.counts and a.examples == b.examples

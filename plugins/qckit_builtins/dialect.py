@@ -130,10 +130,10 @@ class MarkerList:
 # one numpy table look-up per UTF-16 code unit, giving ASCII where the words are the runs of [a-z0-9].
 # Each word gets a code: the words and stems that entries use have their own, every other word is "."
 # (words up to 16 letters are compared exactly as two uint64 in a numpy hash table, longer ones in
-# Python). Without a phrase, MarkerList.find counts exactly the words whose code is a marker; the few
-# texts where two words in a row could start a phrase go through one regular expression over their
-# codes, which does what find does word by word: at each word the phrases that start there (longest
-# first), then the word alone; a match consumes its words.
+# Python). Away from phrases, MarkerList.find counts exactly the words whose code is a marker alone.
+# Around the few places where a phrase may occur (two of its words in a row), one regular expression
+# over the codes does what find does word by word: at each word the phrases that start there (longest
+# first), then the word alone; a match consumes its words (see _BatchMatcher._phrases).
 
 # Folded characters: 0 ends a text, 0x20 is whitespace, 0x21 another separator, [0-9a-z] (>= 0x30) letters.
 _FOLD_SEPARATOR = 0x21
@@ -262,6 +262,18 @@ class _Codes(dict):
                 code = self.stem_codes[next(s for s in self.stems if text.startswith(s))]
         self[word] = code
         return code
+
+
+class _Entries(dict):
+    """Label ids of a document's markers → the distinct entries, sorted (as a tuple); filled on demand."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        super().__init__()
+        self.labels = labels
+
+    def __missing__(self, ids: str) -> tuple[str, ...]:
+        entries = self[ids] = tuple(map(self.labels.__getitem__, sorted(set(ids))))
+        return entries
 
 
 class _BatchMatcher:
@@ -533,18 +545,15 @@ class QuebecMarkers:
         if found is None:
             return list(map(self.drop_reason, docs))
         n_words, ids, slow = found
-        labels = matcher.labels.__getitem__
         counts = list(map(float, map(len, ids)))
-        entries: dict[str, list[str]] = {"": []}  # label ids → sorted distinct entries
-        for doc, words, count, marks in zip(docs, n_words, counts, ids, strict=True):
+        with_markers = list(map(float, map(bool, ids)))
+        entries = list(map(list, map(_Entries(matcher.labels).__getitem__, ids)))  # a new list per document
+        for doc, words, count, flag, found in zip(docs, n_words, counts, with_markers, entries, strict=True):
             metrics = doc.metrics
             metrics["qc_markers"] = count
             metrics["qc_words"] = words
-            metrics["qc_docs_with_markers"] = 1.0 if count else 0.0
-            found = entries.get(marks)
-            if found is None:
-                found = entries[marks] = list(map(labels, sorted(set(marks))))
-            doc.meta["qc_markers"] = found.copy()
+            metrics["qc_docs_with_markers"] = flag
+            doc.meta["qc_markers"] = found
         min_density = self.min_density
         if min_density > 0:
             reasons = [

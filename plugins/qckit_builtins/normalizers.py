@@ -141,6 +141,54 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(
 )
 
 
+# The ftfy fixers that _FTFY_CONFIG turns on after the encoding repair, in ftfy's order.
+_FTFY_FIXERS = tuple(
+    ftfy.FIXERS[name]
+    for name in (
+        "fix_c1_controls",
+        "fix_latin_ligatures",
+        "fix_character_width",
+        "uncurl_quotes",
+        "fix_line_breaks",
+        "fix_surrogates",
+        "remove_terminal_escapes",
+        "remove_control_chars",
+    )
+    if getattr(_FTFY_CONFIG, name)
+)
+# fix_text's own loop, below, is only used with the ftfy it was written against.
+_FTFY_LOOP = ftfy.__version__.split(".")[0] == "6" and not _FTFY_CONFIG.unescape_html
+
+
+def _fix_text(text: str) -> str:
+    """``ftfy.fix_text(text, _FTFY_CONFIG)``, about twice as fast on mojibake.
+
+    ftfy repairs each line in rounds (encoding, then the other fixers) until a round changes nothing; the
+    last round re-checks the repaired line for mojibake (its slowest step) only to find it unchanged.
+    When the other fixers changed nothing, that round is known in advance: ``fix_encoding`` stops on a
+    text it leaves alone, so it leaves its own result alone. Everything else is ftfy's own code.
+    """
+    if not _FTFY_LOOP:
+        return ftfy.fix_text(text, _FTFY_CONFIG)
+    out = []
+    pos = 0
+    while pos < len(text):  # ftfy.fix_text's segments: lines, at most max_decode_length long
+        end = text.find("\n", pos) + 1 or len(text)
+        end = min(end, pos + _FTFY_CONFIG.max_decode_length)
+        segment = text[pos:end]
+        while True:  # ftfy.fix_and_explain
+            before = segment
+            repaired = ftfy.fix_encoding(segment)
+            segment = repaired
+            for fixer in _FTFY_FIXERS:
+                segment = fixer(segment)
+            if segment in (before, repaired):
+                break
+        out.append(segment)
+        pos = end
+    return "".join(out)
+
+
 def looks_like_mojibake(text: str) -> bool:
     """Cheap test: could ``text`` contain mojibake? False for clean French ("pâte", "Ça", "cœur", "C’est")."""
     if "â€" in text or "â‚" in text or "â„" in text:  # 3-byte sequences: ’ “ ” « – — … € ™
@@ -169,7 +217,7 @@ class MojibakeNormalizer:
     def normalize(self, text: str) -> str:
         if self.check_only_flagged and not looks_like_mojibake(text):
             return text
-        fixed = ftfy.fix_text(text, _FTFY_CONFIG)
+        fixed = _fix_text(text)
         return text if fixed == text else fixed
 
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:

@@ -163,6 +163,21 @@ class TxtReader:
             return None
         return Document(text, source, line)
 
+    def parse_batch(self, records: list[bytes], source: str, first_line: int, issues: IssueLog) -> list[Document | None]:
+        """Same as ``parse`` on each record; decodes the whole batch at once when it is valid UTF-8."""
+        try:
+            texts = b"\n".join(records).decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            return [self.parse(r, source, first_line + i, issues) for i, r in enumerate(records)]
+        out: list[Document | None] = []
+        for line, text in enumerate(texts, start=first_line):
+            if not text or text.isspace():
+                issues.add("blank_line", source, line, "blank line skipped")
+                out.append(None)
+            else:
+                out.append(Document(text, source, line))
+        return out
+
 
 _JSON_TYPES = {
     dict: "an object",
