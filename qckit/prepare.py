@@ -296,7 +296,9 @@ class PreparePipeline:
             total = sum(p.stat().st_size for p in inputs)
             batches = self._file_batches(inputs, readers, merge)
             slim = not any(getattr(w.instance, "uses_metadata", True) for w in self.plan.writers)
-            stats, spools = self._run_batches(batches, len(set_names), tmp, total, [str(p) for p in inputs], slim)
+            stats, spools = self._run_batches(
+                batches, len(set_names), tmp, total, [str(p) for p in inputs], slim
+            )
             self._check_files_had_documents(inputs, stats)
             staged = self._split_and_write(spools, set_names, tmp, stats)
             stats_path = tmp / "stats.json"
@@ -474,7 +476,9 @@ class PreparePipeline:
                         metrics[key] = metrics.get(key, 0.0) + value
                 kept_per_set[result.set_index] += len(kept)
                 if kept:
-                    pickle.dump(_spool_record(result, kept, slim), spools[result.set_index], pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(
+                        _spool_record(result, kept, slim), spools[result.set_index], pickle.HIGHEST_PROTOCOL
+                    )
                 obs.advance("prepare", result.nbytes, kept=sum(kept_per_set))
         finally:
             for s in spools:

@@ -22,6 +22,7 @@ Layout::
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 import dataclasses
 import difflib
 import re
@@ -105,8 +106,8 @@ class Recipe:
 def load_recipe(
     path: str | Path,
     *,
-    overrides: list[str] = (),
-    host: PluginHost | None = None,  # type: ignore[assignment]
+    overrides: Sequence[str] = (),
+    host: PluginHost | None = None,
 ) -> Recipe:
     """Read, override and validate a recipe file."""
     path = Path(path)
@@ -127,7 +128,7 @@ def build_recipe(
     data: dict[str, Any],
     *,
     source: str = "<recipe>",
-    overrides: list[str] = (),  # type: ignore[assignment]
+    overrides: Sequence[str] = (),
     host: PluginHost | None = None,
 ) -> Recipe:
     """Validate a recipe given as a dict (what ``tomllib`` returns) and build its components."""

@@ -6,6 +6,7 @@ import pickle
 import re
 
 import pytest
+
 from qckit_builtins.cleaners import CollapsePunctuation, StripEmails, StripUrls
 
 # The pattern of the seed script (the classic one found in many tutorials). Its "[$-_@.&+]" is a range

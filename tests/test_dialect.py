@@ -5,9 +5,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from qckit_builtins.dialect import MarkerList, QuebecMarkers, _builtin_markers
 
 from qckit.components import Document
+from qckit_builtins.dialect import MarkerList, QuebecMarkers, _builtin_markers
 
 
 def tag(text: str, **kwargs) -> tuple[str | None, Document]:

@@ -6,6 +6,8 @@ import pickle
 import random
 
 import pytest
+
+from qckit.components import Document
 from qckit_builtins import dedup, dialect, filters, langid, quality
 from qckit_builtins.filters import (
     AlphaRatioFilter,
@@ -14,8 +16,6 @@ from qckit_builtins.filters import (
     UniqueWordsFilter,
     count_non_alpha_space,
 )
-
-from qckit.components import Document
 
 
 def reason(component, text: str) -> str | None:

@@ -6,6 +6,7 @@ import pickle
 import unicodedata
 
 import pytest
+
 from qckit_builtins import cleaners, normalizers
 from qckit_builtins.normalizers import (
     ControlCharsNormalizer,

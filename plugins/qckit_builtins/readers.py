@@ -163,7 +163,9 @@ class TxtReader:
             return None
         return Document(text, source, line)
 
-    def parse_batch(self, records: list[bytes], source: str, first_line: int, issues: IssueLog) -> list[Document | None]:
+    def parse_batch(
+        self, records: list[bytes], source: str, first_line: int, issues: IssueLog
+    ) -> list[Document | None]:
         """Same as ``parse`` on each record; decodes the whole batch at once when it is valid UTF-8."""
         try:
             texts = b"\n".join(records).decode("utf-8").split("\n")
