@@ -22,12 +22,12 @@ Layout::
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 import dataclasses
 import difflib
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
