@@ -161,6 +161,8 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
     alive = docs
     for name, owner, flt in stage.filters:
         reasons = _call_batch(flt, "drop_reason_batch", "drop_reason", alive, alive, "filter", name, owner)
+        if reasons.count(None) == len(reasons):  # the common case: this filter dropped nothing here
+            continue
         survivors = []
         for doc, reason in zip(alive, reasons, strict=True):
             if reason is None:

@@ -270,12 +270,12 @@ def _resolved(settings: Any, specs: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
     for key, spec in specs.items():
         out[key] = (
-            [_resolved_component(s) for s in spec] if isinstance(spec, list) else _resolved_component(spec)
+            [resolved_component(s) for s in spec] if isinstance(spec, list) else resolved_component(spec)
         )
     return out
 
 
-def _resolved_component(spec: ComponentSpec) -> dict[str, Any]:
+def resolved_component(spec: ComponentSpec) -> dict[str, Any]:
     table: dict[str, Any] = {"use": spec.name}
     for p in spec.info.parameters():
         if p.name in spec.params:

@@ -219,6 +219,8 @@ def component_report(info: ComponentInfo) -> RenderableType:
 
 def plan_report(recipe: Any) -> RenderableType:
     """The resolved plan of a recipe (``qckit run --check``)."""
+    from qckit.recipe import resolved_component
+
     parts: list[RenderableType] = [Text(f"recipe {recipe.source}: valid", style="bold green")]
     for stage_name in ("prepare", "train"):
         plan = getattr(recipe, stage_name)
@@ -234,8 +236,10 @@ def plan_report(recipe: Any) -> RenderableType:
             if specs is None:
                 continue
             for spec in specs if isinstance(specs, list) else [specs]:
-                settings = ", ".join(f"{k}={v!r}" for k, v in spec.params.items())
-                t.add_row(key, spec.name, settings, spec.owner)
+                resolved = {k: v for k, v in resolved_component(spec).items() if k != "use"}
+                settings = ", ".join(f"{k}={v!r}" for k, v in resolved.items())
+                plugin = spec.info.plugin
+                t.add_row(key, spec.name, settings, f"{plugin.name} ({plugin.distribution or '?'})")
         parts.append(key_values(f"[{stage_name}] settings", _settings_dict(plan.settings)))
         parts.append(t)
     return Group(*parts)
