@@ -105,6 +105,9 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings(
         "ignore", message=r"Could not find a config file in .* will assume that the vocabulary"
     )
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub when it is imported
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars replace transformers' tqdm bars
