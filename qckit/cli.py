@@ -146,6 +146,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def add_set_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a recipe key (repeatable), e.g. prepare.filters.length.min_length=20",
+    )
+
+
 def add_prepare_flags(p: argparse.ArgumentParser) -> None:
     """The seed's ``prepare_data.py`` flags, with its defaults, plus qckit's extras."""
     p.add_argument("--input", nargs="+", required=True, help="input file(s): .txt, .jsonl (and .gz)")
@@ -169,12 +178,7 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--minhash", action="store_true", help="also remove near-duplicates (MinHash, word 5-grams)"
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a recipe key, e.g. prepare.filters.langid.min_confidence=0.8",
-    )
+    add_set_flag(p)
 
 
 def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
@@ -297,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the stages of a TOML recipe")
     p.add_argument("recipe")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
+    add_set_flag(p)
     p.add_argument("--check", action="store_true", help="validate the recipe and print the resolved plan")
     p.add_argument("--stage", choices=["prepare", "train"], help="run only this stage")
     p.set_defaults(func=cmd_run)
@@ -310,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     from qckit.train_flags import add_train_flags
 
     add_train_flags(p)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
+    add_set_flag(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="held-out perplexity and bits-per-byte of a model on a text file")
