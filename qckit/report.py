@@ -72,7 +72,7 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
                 f"  {s.get('name', 'set')}",
                 f"{s['train']:,} / {s['val']:,}",
                 "",
-                f"{s['bytes'] / 1e6:.2f} MB",
+                f"{s['bytes'] / 1e6:.2f} MB" if "bytes" in s else "",
             )
     parts: list[RenderableType] = [funnel]
     summaries = {k: v for k, v in stats.get("summaries", {}).items() if v}

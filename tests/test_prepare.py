@@ -160,6 +160,13 @@ def test_library_api_runs_in_memory():
     assert result.val == []
     assert result.stats["filters"]["exact_dedup"]["dropped"] == 1
     assert result.stats["summaries"]["quebec_markers"]["qc_density_per_1k_words"] > 0
+    from rich.console import Console
+
+    from qckit.report import prepare_report
+
+    console = Console(width=120, record=True)
+    console.print(prepare_report(result.stats))  # library stats render too
+    assert "dropped by exact_dedup" in console.export_text()
 
 
 def test_library_api_rejects_non_text_items():
