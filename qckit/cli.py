@@ -178,6 +178,11 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--minhash", action="store_true", help="also remove near-duplicates (MinHash, word 5-grams)"
     )
+    p.add_argument(
+        "--rejects",
+        action="store_true",
+        help="also write rejected.jsonl: every dropped document, filter and reason",
+    )
     add_set_flag(p)
 
 
@@ -206,6 +211,7 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
             "output": ns.output,
             "merge": ns.merge,
             "workers": ns.workers,
+            "rejects": ns.rejects,
             "filters": filters,
             "splitter": {"use": "random", "val_split": ns.val_split, "seed": ns.seed},
             "writers": writers[ns.format],

@@ -17,6 +17,7 @@ are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import operator
 import os
@@ -39,6 +40,7 @@ from qckit.progress import NullObserver, Observer
 from qckit.recipe import ComponentSpec, PreparePlan
 
 STATS_FILE = "prepare_stats.json"
+REJECTS_FILE = "rejected.jsonl"
 BLANK = "blank_line"  # the reader issue kind for blank lines: counted, but not a problem
 
 
@@ -52,6 +54,7 @@ class PrepareSettings:
     workers: int = 0  # 0 = one per CPU core
     batch_bytes: int = 1 << 18
     max_examples: int = 5  # examples kept per drop reason / reader problem
+    rejects: bool = False  # also write rejected.jsonl: every dropped document with its filter and reason
     stats_file: str = STATS_FILE
 
     def __post_init__(self) -> None:
@@ -85,6 +88,7 @@ class _Stage:
     filters: list[tuple[str, str, Any]]  # stateless
     stateful: list[tuple[str, str, Any]]
     max_examples: int
+    keep_rejects: bool = False
 
 
 @dataclass
@@ -117,6 +121,7 @@ class _BatchResult:
     metric_keys: list[str]
     metric_values: Any  # float64 array [documents, keys], or None
     fingerprints: list[list[Any]]  # per stateful filter, aligned with the kept documents
+    rejected: list[tuple[int, str, str, str]]  # (line, filter, reason, text) when the recipe asks for rejects
 
 
 def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
@@ -158,6 +163,7 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
 
     drops: dict[tuple[str, str], int] = {}
     examples: dict[tuple[str, str], list[str]] = {}
+    rejected: list[tuple[int, str, str, str]] = []
     alive = docs
     for name, owner, flt in stage.filters:
         reasons = _call_batch(flt, "drop_reason_batch", "drop_reason", alive, alive, "filter", name, owner)
@@ -173,6 +179,8 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
             ex = examples.setdefault(key, [])
             if len(ex) < stage.max_examples:
                 ex.append(doc.where)
+            if stage.keep_rejects:
+                rejected.append((doc.line, name, reason, doc.text))
         alive = survivors
     kept = alive
 
@@ -202,6 +210,7 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
         metric_keys,
         values,
         fingerprints,
+        rejected,
     )
 
 
@@ -274,6 +283,7 @@ class PreparePipeline:
             filters=[(s.name, s.owner, s.instance) for s in stateless],
             stateful=[(s.name, s.owner, s.instance) for s in stateful],
             max_examples=self.settings.max_examples,
+            keep_rejects=self.settings.rejects,
         )
         self.stateful_specs = stateful
 
@@ -310,6 +320,9 @@ class PreparePipeline:
             for temp_path, final in staged:  # everything succeeded: move into place
                 os.replace(temp_path, out_dir / final)
                 outputs.append(out_dir / final)
+            if self.settings.rejects:
+                os.replace(tmp / REJECTS_FILE, out_dir / REJECTS_FILE)
+                outputs.append(out_dir / REJECTS_FILE)
             os.replace(stats_path, out_dir / self.settings.stats_file)
             return PrepareResult(stats=stats, outputs=outputs)
         finally:
@@ -455,6 +468,7 @@ class PreparePipeline:
         kept_per_set = [0] * n_sets
         spool_paths = [tmp / f"spool-{i}.pkl" for i in range(n_sets)]
         spools = [open(p, "wb") for p in spool_paths]  # noqa: SIM115 - closed in the finally below
+        rejects = open(tmp / REJECTS_FILE, "w", encoding="utf-8") if self.settings.rejects else None  # noqa: SIM115
         obs = self.observer
         obs.start("prepare", total=total_bytes, unit="B")
         try:
@@ -481,10 +495,14 @@ class PreparePipeline:
                     pickle.dump(
                         _spool_record(result, kept, slim), spools[result.set_index], pickle.HIGHEST_PROTOCOL
                     )
+                if rejects is not None and result.rejected:
+                    rejects.write("".join(_reject_line(result.source, *r) for r in sorted(result.rejected)))
                 obs.advance("prepare", result.nbytes, kept=sum(kept_per_set))
         finally:
             for s in spools:
                 s.close()
+            if rejects is not None:
+                rejects.close()
             obs.finish("prepare")
         elapsed = time.perf_counter() - started
         read_bytes = sum(f["bytes"] for f in per_file)
@@ -527,6 +545,8 @@ class PreparePipeline:
                 ex = examples.setdefault(key, [])
                 if len(ex) < self.settings.max_examples:
                     ex.append(f"{result.source}:{result.lines[i]}")
+                if self.settings.rejects:
+                    result.rejected.append((result.lines[i], spec.name, reason, result.texts[i]))
             alive = survivors
         return alive
 
@@ -658,6 +678,11 @@ def _read_spool(path: Path) -> Iterator[list[Document]]:
                 yield [_document(text, source, line, meta, metrics) for text, line, meta, metrics in data]
 
 
+def _reject_line(source: str, line: int, filter_name: str, reason: str, text: str) -> str:
+    record = {"source": source, "line": line, "filter": filter_name, "reason": reason, "text": text}
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 def _merge_counts(drops, examples, new_drops, new_examples, limit) -> None:
     for key, count in new_drops.items():
         drops[key] = drops.get(key, 0) + count
@@ -680,8 +705,6 @@ def _filter_stats(plan: PreparePlan, drops: dict, examples: dict) -> dict[str, A
 
 
 def _write_json(path: Path, data: Any) -> None:
-    import json
-
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=2)

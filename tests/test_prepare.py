@@ -172,3 +172,18 @@ def test_library_api_runs_in_memory():
 def test_library_api_rejects_non_text_items():
     with pytest.raises(InputError, match="item 2"):
         prepare_texts(["Une phrase correcte pour commencer icitte.", 42])
+
+
+def test_rejects_file_records_every_drop_with_filter_and_reason(tmp_path):
+    src = corpus(tmp_path, [*GOOD, "lol", GOOD[0], "ok ok ok ok ok ok ok ok ok ok ok ok ok"])
+    out = tmp_path / "out"
+    result = run_prepare(recipe_for([src], out, rejects=True).prepare)
+    rejects = [json.loads(line) for line in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rejects) == sum(f["dropped"] for f in result.stats["filters"].values()) == 3
+    by_line = {r["line"]: (r["filter"], r["reason"]) for r in rejects}
+    assert by_line == {
+        7: ("length", "too_short"),
+        8: ("exact_dedup", "duplicate"),
+        9: ("unique_words", "repetitive"),
+    }
+    assert all(r["source"] == str(src) for r in rejects)
