@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -105,8 +106,6 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings(
         "ignore", message=r"Could not find a config file in .* will assume that the vocabulary"
     )
-    import os
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub when it is imported
     from transformers.utils import logging as hf_logging
 
@@ -355,6 +354,10 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     Reports go to ``console`` (stdout by default) and errors to stderr; a console passed in (tests,
     embedding) receives both.
     """
+    if console is None:
+        # A qckit command renders its own progress; third-party tqdm bars (GGUF dequantization …) read this
+        # variable when tqdm is imported, which has not happened yet here.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     err = console or Console(stderr=True)
     console = console or Console()
     parser = build_parser()

@@ -40,15 +40,18 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     """The funnel of a prepare run: read → problems → changes → drops → kept → train/val."""
     docs = stats.get("documents", 0)
     funnel = Table(title="Prepare funnel", box=box.SIMPLE_HEAVY, show_edge=False)
-    funnel.add_column("stage")
-    funnel.add_column("documents", justify="right")
-    funnel.add_column("share", justify="right")
+    funnel.add_column("stage", no_wrap=True)
+    funnel.add_column("documents", justify="right", no_wrap=True)
+    funnel.add_column("share", justify="right", no_wrap=True)
     funnel.add_column("detail", overflow="fold")
+    examples: list[str] = []  # one place to look per problem, listed under the table
     funnel.add_row(
         "records read", _n(stats.get("records", 0)), "", f"{len(stats.get('inputs', []))} input file(s)"
     )
     for kind, info in stats.get("reader_issues", {}).items():
-        funnel.add_row(f"  reader: {kind}", _n(info["count"]), "", "; ".join(info["examples"][:2]))
+        funnel.add_row(f"  reader: {kind}", _n(info["count"]), "", "")
+        if kind != "blank_line" and info["examples"]:
+            examples.append(f"{kind}: {info['examples'][0]}")
     funnel.add_row("documents", _n(docs), "100 %", "")
     for name, count in stats.get("normalizers", {}).items():
         if count:
@@ -57,9 +60,10 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
         if not info["dropped"]:
             continue
         reasons = ", ".join(f"{r} {c:,}" for r, c in info["reasons"].items())
-        first: list[str] = next(iter(info["examples"].values()), [])
-        detail = reasons + (f"  (e.g. {first[0]})" if first else "")
-        funnel.add_row(f"  dropped by {name}", _n(info["dropped"]), _pct(info["dropped"], docs), detail)
+        funnel.add_row(f"  dropped by {name}", _n(info["dropped"]), _pct(info["dropped"], docs), reasons)
+        for reason, where in info["examples"].items():
+            if where:
+                examples.append(f"{name}/{reason}: {where[0]}")
     funnel.add_row(
         Text("kept", style="bold green"),
         Text(_n(stats.get("kept", 0)), style="bold green"),
@@ -75,6 +79,8 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
                 f"{s['bytes'] / 1e6:.2f} MB" if "bytes" in s else "",
             )
     parts: list[RenderableType] = [funnel]
+    if examples:
+        parts.append(Text("first example of each:\n" + "\n".join(f"  {e}" for e in examples), style="dim"))
     summaries = {k: v for k, v in stats.get("summaries", {}).items() if v}
     if summaries:
         t = Table(box=box.SIMPLE, show_header=False, title="Corpus measures")
