@@ -261,7 +261,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         console.print_json(json.dumps(data))
     else:
-        console.print(report.eval_report(f"held-out evaluation of {args.model}", data))
+        console.print(report.eval_line(f"{args.model} on {args.val_file}", data))
     return 0
 
 

@@ -127,10 +127,6 @@ def inspection_report(data: dict[str, Any]) -> RenderableType:
     return Panel(Group(*parts), title="qckit train: inspection", border_style="cyan")
 
 
-def eval_report(title: str, data: dict[str, Any]) -> RenderableType:
-    return key_values(title, data)
-
-
 def eval_line(title: str, data: dict[str, Any]) -> Text:
     """One line per held-out evaluation, so before/during/after read as a column."""
     step = f" (step {data['step']})" if "step" in data else ""
