@@ -174,11 +174,7 @@ def _process(stage: _Stage, batch: _Batch) -> _BatchResult:
             if reason is None:
                 survivors.append(doc)
                 continue
-            key = (name, reason)
-            drops[key] = drops.get(key, 0) + 1
-            ex = examples.setdefault(key, [])
-            if len(ex) < stage.max_examples:
-                ex.append(doc.where)
+            _count_drop(drops, examples, stage.max_examples, (name, reason), doc.where)
             if stage.keep_rejects:
                 rejected.append((doc.line, name, reason, doc.text))
         alive = survivors
@@ -540,11 +536,8 @@ class PreparePipeline:
                 if reason is None:
                     survivors.append(i)
                     continue
-                key = (spec.name, reason)
-                drops[key] = drops.get(key, 0) + 1
-                ex = examples.setdefault(key, [])
-                if len(ex) < self.settings.max_examples:
-                    ex.append(f"{result.source}:{result.lines[i]}")
+                where = f"{result.source}:{result.lines[i]}"
+                _count_drop(drops, examples, self.settings.max_examples, (spec.name, reason), where)
                 if self.settings.rejects:
                     result.rejected.append((result.lines[i], spec.name, reason, result.texts[i]))
             alive = survivors
@@ -681,6 +674,14 @@ def _read_spool(path: Path) -> Iterator[list[Document]]:
 def _reject_line(source: str, line: int, filter_name: str, reason: str, text: str) -> str:
     record = {"source": source, "line": line, "filter": filter_name, "reason": reason, "text": text}
     return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _count_drop(drops: dict, examples: dict, limit: int, key: tuple[str, str], where: str) -> None:
+    """Count one dropped document under (filter, reason) and keep its position among the first examples."""
+    drops[key] = drops.get(key, 0) + 1
+    ex = examples.setdefault(key, [])
+    if len(ex) < limit:
+        ex.append(where)
 
 
 def _merge_counts(drops, examples, new_drops, new_examples, limit) -> None:
