@@ -1,4 +1,4 @@
-"""The built-in model adapters (plugins/qckit_builtins/adapters.py): lora, 4bit, 8bit, fsdp."""
+"""The built-in model adapters (plugins/qckit_builtins/adapters/): lora, 4bit, 8bit, fsdp."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from qckit_builtins.cleaners import CollapsePunctuation, StripEmails, StripUrls
+from qckit_builtins.normalizers.cleaners import CollapsePunctuation, StripEmails, StripUrls
 
 # The pattern of the seed script (the classic one found in many tutorials). Its "[$-_@.&+]" is a range
 # from "$" to "_", which takes in digits, capitals and most punctuation by accident.
@@ -114,7 +114,7 @@ def test_batch_gives_what_one_by_one_gives(cleaner, varied_batches):
 def test_bounded_search_removes_exactly_what_sub_removes(varied_texts):
     # The cleaners search for the next URL or address from a bound found with str.find instead of trying
     # every position; what they remove must stay exactly what re.sub removes.
-    from qckit_builtins import cleaners
+    from qckit_builtins.normalizers import cleaners
 
     tricky = [
         "a  https://x.ca b\u00a0\u00a0HTTP://y.ca/(z) c",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qckit.components import Document
-from qckit_builtins.dedup import ExactDedup, MinHashDedup, dedup_key, dedup_keys
+from qckit_builtins.filters.dedup import ExactDedup, MinHashDedup, dedup_key, dedup_keys
 
 
 def run(flt, texts: list[str], batch: int = 1000) -> list[str | None]:

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from qckit.components import Document
-from qckit_builtins.dialect import MarkerList, QuebecMarkers, _builtin_markers
+from qckit_builtins.filters.dialect import MarkerList, QuebecMarkers, _builtin_markers
 
 
 def tag(text: str, **kwargs) -> tuple[str | None, Document]:

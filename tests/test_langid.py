@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from qckit.components import Document
-from qckit_builtins.langid import LangIdFilter
+from qckit_builtins.filters.langid import LangIdFilter
 
 FRENCH = "Bonjour, comment ça va? C'est une belle journée à Montréal, on va aller se promener au parc."
 QUEBEC = "Pis, y fait frette à matin, tsé. Mon chum a parqué son char devant le dépanneur."

@@ -7,15 +7,17 @@ import unicodedata
 
 import pytest
 
-from qckit_builtins import cleaners, normalizers
+from qckit_builtins import normalizers
 from qckit_builtins.normalizers import (
     ControlCharsNormalizer,
     FoldLigaturesNormalizer,
     MojibakeNormalizer,
     UnicodeNormalizer,
     WhitespaceNormalizer,
+    cleaners,
     looks_like_mojibake,
 )
+from qckit_builtins.normalizers import text as text_normalizers
 
 CLEAN_FRENCH = [
     "pâte",
@@ -32,7 +34,6 @@ CLEAN_FRENCH = [
 def test_builtin_normalizers_are_registered_by_their_hooks():
     registered: list[type] = []
     normalizers.register_normalizers(registered.append)
-    cleaners.register_normalizers(registered.append)
     names = {cls.name for cls in registered}
     assert names == {
         "unicode",
@@ -228,4 +229,4 @@ def test_our_ftfy_loop_gives_what_ftfy_fix_text_gives(varied_texts):
     twice = [t.encode("utf-8").decode("latin-1") for t in broken[:100]]
     lines = ["\n".join(varied_texts[i : i + 3]) for i in range(0, 300, 3)]
     for text in [*varied_texts, *broken, *twice, *lines]:
-        assert normalizers._fix_text(text) == ftfy.fix_text(text, normalizers._FTFY_CONFIG)
+        assert text_normalizers._fix_text(text) == ftfy.fix_text(text, text_normalizers._FTFY_CONFIG)

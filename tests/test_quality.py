@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from qckit.components import Document
-from qckit_builtins.quality import FrenchQualityFilter, french_stop_words
+from qckit_builtins.filters.quality import FrenchQualityFilter, french_stop_words
 
 GOOD = (
     "Bonjour, comment ça va? C'est une belle journée à Montréal. J'aime la poutine et les queues "

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from qckit import hookimpl
 from qckit.components import Document
 from qckit_builtins._batch import bmp_mapped, code_units, single_codes, texts_with
 
@@ -56,7 +55,7 @@ def _key_table() -> np.ndarray:
     """uint16 over the BMP: each character's contribution to :func:`dedup_key_bytes`, decoded (0x20 for a
     word break), or _RISKY where that depends on its neighbours or is not one character: a character that
     NFKC may change or merge with another, one that case-folds to several characters, a surrogate."""
-    from qckit_builtins.normalizers import _unstable_codepoints
+    from qckit_builtins.normalizers.text import _unstable_codepoints
 
     codes = single_codes(bmp_mapped(str.casefold), _RISKY)  # U+0001 … U+FFFF; _RISKY: several characters
     word_break = np.zeros(0x10000, dtype=bool)  # what dedup_key_bytes turns into a space
@@ -364,9 +363,3 @@ class MinHashDedup:
                 recent.update(bands)
         index.merge_if_full()
         return reasons
-
-
-@hookimpl
-def register_filters(register):
-    register(ExactDedup)
-    register(MinHashDedup)

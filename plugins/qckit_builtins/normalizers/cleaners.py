@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from qckit import hookimpl
 from qckit_builtins._batch import apply, containing
 
 # A URL: a scheme (http, https, ftp) or "www.", then anything up to whitespace, quotes or angle
@@ -193,12 +192,3 @@ class CollapsePunctuation:
     def normalize_batch(self, texts: Sequence[str]) -> list[str]:
         """``[self.normalize(t) for t in texts]``, running only on the texts holding a repeated mark."""
         return _apply_where(texts, _REPEAT_SIGNS, self.normalize)
-
-
-CLEANERS = (StripUrls, StripEmails, CollapsePunctuation)
-
-
-@hookimpl
-def register_normalizers(register):
-    for component in CLEANERS:
-        register(component)

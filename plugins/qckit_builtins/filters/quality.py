@@ -14,7 +14,6 @@ from collections import Counter
 from importlib import resources
 from typing import ClassVar
 
-from qckit import hookimpl
 from qckit.components import Document
 
 
@@ -286,8 +285,3 @@ class FrenchQualityFilter:
             if len(words) >= n and _dup_ngram_chars(words, n) / n_chars > frac:
                 return "dup_ngrams"
         return None
-
-
-@hookimpl
-def register_filters(register):
-    register(FrenchQualityFilter)

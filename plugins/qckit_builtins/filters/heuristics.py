@@ -15,7 +15,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from qckit import hookimpl
 from qckit.components import Document
 from qckit_builtins._batch import (
     bmp_flags,
@@ -278,12 +277,3 @@ def _non_alpha_space_table() -> np.ndarray:
     table = (~(bmp_flags(str.isalpha) | bmp_flags(str.isspace))).view(np.uint8)
     table[0] = 0
     return table
-
-
-FILTERS = (LengthFilter, MinWordsFilter, UniqueWordsFilter, AlphaRatioFilter)
-
-
-@hookimpl
-def register_filters(register):
-    for component in FILTERS:
-        register(component)

@@ -13,7 +13,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from qckit import hookimpl
 from qckit.components import Document
 from qckit_builtins._batch import bmp_flags, bmp_mapped, code_units, single_codes, texts_with
 
@@ -574,8 +573,3 @@ class QuebecMarkers:
             "qc_density_per_1k_words": 1000.0 * markers / words if words else 0.0,
             "qc_docs_with_markers": sums.get("qc_docs_with_markers", 0.0),
         }
-
-
-@hookimpl
-def register_filters(register):
-    register(QuebecMarkers)

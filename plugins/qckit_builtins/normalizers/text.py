@@ -18,7 +18,6 @@ from typing import ClassVar, Literal
 import ftfy
 import numpy as np
 
-from qckit import hookimpl
 from qckit_builtins._batch import (
     apply,
     bmp_chars,
@@ -383,18 +382,3 @@ def _flag_table() -> np.ndarray:
     table[bmp_matching(_ANY_SPACE)] |= _FLAG_SPACE
     table[0] = 0
     return table
-
-
-NORMALIZERS = (
-    UnicodeNormalizer,
-    MojibakeNormalizer,
-    ControlCharsNormalizer,
-    WhitespaceNormalizer,
-    FoldLigaturesNormalizer,
-)
-
-
-@hookimpl
-def register_normalizers(register):
-    for component in NORMALIZERS:
-        register(component)

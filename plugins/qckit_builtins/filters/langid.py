@@ -6,7 +6,6 @@ import re
 import threading
 from typing import Any, ClassVar
 
-from qckit import hookimpl
 from qckit.components import Document
 
 _CODE = re.compile(r"[a-z]{2,3}")
@@ -125,8 +124,3 @@ class LangIdFilter:
         if score < self.min_confidence:
             return "low_confidence"
         return None
-
-
-@hookimpl
-def register_filters(register):
-    register(LangIdFilter)

@@ -1,0 +1,106 @@
+"""The ``fsdp`` adapter: Fully Sharded Data Parallel across the GPUs of a torchrun launch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from qckit.errors import HardwareError
+from qckit.models import find_decoder_layer_class
+
+_SHARDING = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2"}
+_FSDP_OPTIONS = _SHARDING | {"offload", "auto_wrap"}
+
+
+class FsdpAdapter:
+    """Fully Sharded Data Parallel across the GPUs of a ``torchrun``/``accelerate launch`` run.
+
+    ``strategy`` takes the seed's ``--fsdp`` words: one of ``full_shard`` (default), ``shard_grad_op``
+    (and, FSDP1 only, ``no_shard``/``hybrid_shard``/``hybrid_shard_zero2``), plus ``offload`` (parameters
+    and gradients in CPU memory) and ``auto_wrap`` (accepted; each transformer block is always its own
+    FSDP unit). ``layer_cls`` is that block's class name, detected from the model when left out (the
+    seed hard-coded ``LlamaDecoderLayer``). ``version`` 2 (FSDP2, the default of transformers and
+    accelerate) or 1 (deprecated). On CPU, the Trainer silently runs plain DDP when asked for FSDP;
+    qckit refuses instead.
+    """
+
+    name: ClassVar[str] = "fsdp"
+    freezes_base_model: ClassVar[bool] = False
+
+    def __init__(
+        self, strategy: str = "full_shard auto_wrap", layer_cls: str | None = None, version: int = 2
+    ) -> None:
+        if version not in (1, 2):
+            raise ValueError("version must be 1 or 2")
+        words = strategy.split()
+        unknown = [w for w in words if w not in _FSDP_OPTIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown fsdp strategy word {unknown[0]!r}; use {', '.join(sorted(_FSDP_OPTIONS))}"
+            )
+        sharding = [w for w in words if w in _SHARDING]
+        if len(sharding) > 1:
+            raise ValueError(f"strategy names several sharding modes ({', '.join(sharding)}); keep one")
+        if version == 2 and sharding and sharding[0] not in ("full_shard", "shard_grad_op"):
+            raise ValueError(
+                f"{sharding[0]!r} exists only in FSDP1; use full_shard/shard_grad_op or set version = 1"
+            )
+        if layer_cls is not None and not layer_cls.strip():
+            raise ValueError("layer_cls must be a class name")
+        self.strategy = " ".join(words)
+        self.sharding = sharding[0] if sharding else "full_shard"
+        self.offload = "offload" in words
+        self.layer_cls = layer_cls.strip() if layer_cls else None
+        self.version = version
+        #: one-line remarks for the run report, filled in by training_args
+        self.notes: tuple[str, ...] = ()
+
+    def check(self, env: Any, adapters: Sequence[str]) -> None:
+        if env.device != "cuda":
+            raise HardwareError(
+                "FSDP needs CUDA GPUs (found none). On CPU, Trainer silently falls back to plain DDP; qckit "
+                "refuses to report FSDP while doing DDP. Remove the fsdp adapter (torchrun gives you DDP) or "
+                "run on GPUs."
+            )
+        if env.world_size < 2:
+            raise HardwareError(
+                "FSDP shards across processes: launch with torchrun --nproc_per_node N (or accelerate launch) "
+                f"with N >= 2; this is a single process on {env.gpu_count} GPU(s). On one GPU, remove the fsdp "
+                "adapter."
+            )
+
+    def load_kwargs(self, kwargs: dict[str, Any], env: Any) -> None:
+        return None
+
+    def wrap_model(self, model: Any, env: Any) -> Any:
+        return model  # the Trainer (accelerate) shards it
+
+    def training_args(self, args: dict[str, Any], model: Any, env: Any) -> None:
+        layer = self.layer_cls or find_decoder_layer_class(model)
+        config = dict(args.get("fsdp_config") or {})
+        config["version"] = self.version
+        config["auto_wrap_policy"] = "TRANSFORMER_BASED_WRAP"
+        config["transformer_layer_cls_to_wrap"] = [layer]
+        if self.version == 2:
+            config["reshard_after_forward"] = self.sharding == "full_shard"
+        else:
+            config["reshard_after_forward"] = self.sharding
+        if self.offload:
+            config["cpu_offload"] = True
+        config.setdefault("state_dict_type", "FULL_STATE_DICT")
+        wants_checkpointing = bool(args.pop("activation_checkpointing", False))
+        wants_checkpointing |= bool(args.pop("gradient_checkpointing", False))
+        args.pop("gradient_checkpointing_kwargs", None)
+        args.pop("activation_checkpointing_kwargs", None)
+        notes = [
+            f"fsdp: version {self.version}, {self.sharding}{' + offload' if self.offload else ''}, wrapping {layer}"
+        ]
+        if wants_checkpointing:
+            # FSDP's own activation checkpointing: the model-level one adds a redundant all-gather.
+            config["activation_checkpointing"] = True
+            notes.append(
+                "gradient checkpointing is done by FSDP (activation_checkpointing per wrapped block)"
+            )
+        self.notes = tuple(notes)
+        args["fsdp"] = True
+        args["fsdp_config"] = config

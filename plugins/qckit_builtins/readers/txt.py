@@ -1,0 +1,45 @@
+"""The ``txt`` reader: plain text, one document per line (optionally gzip-compressed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+from qckit.components import Document, IssueLog
+from qckit_builtins.readers.lines import decode_line, iter_lines
+
+
+class TxtReader:
+    """Plain text, one document per line (``.txt``, ``.txt.gz``). Blank lines are skipped (counted as
+    ``blank_line``); the text is kept as written, surrounding spaces included."""
+
+    name: ClassVar[str] = "txt"
+    suffixes: ClassVar[tuple[str, ...]] = (".txt", ".txt.gz")
+
+    def records(self, path: Path) -> Iterator[bytes]:
+        return iter_lines(path)
+
+    def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
+        text = decode_line(record, source, line, issues)
+        if not text or text.isspace():
+            issues.add("blank_line", source, line, "blank line skipped")
+            return None
+        return Document(text, source, line)
+
+    def parse_batch(
+        self, records: list[bytes], source: str, first_line: int, issues: IssueLog
+    ) -> list[Document | None]:
+        """Same as ``parse`` on each record; decodes the whole batch at once when it is valid UTF-8."""
+        try:
+            texts = b"\n".join(records).decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            return [self.parse(r, source, first_line + i, issues) for i, r in enumerate(records)]
+        out: list[Document | None] = []
+        for line, text in enumerate(texts, start=first_line):
+            if not text or text.isspace():
+                issues.add("blank_line", source, line, "blank line skipped")
+                out.append(None)
+            else:
+                out.append(Document(text, source, line))
+        return out
