@@ -195,7 +195,7 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
         raise RecipeError("--max_length must be greater than --min_length", source="qckit prepare")
     from qckit import defaults
 
-    filters = [dict(f) for f in defaults.PREPARE_COMPONENTS["filters"]]
+    filters = [dict(f) for f in defaults.PREPARE_DEFAULTS["filters"]]
     filters[0].update(min_length=ns.min_length, max_length=ns.max_length)
     if ns.minhash:
         filters.append({"use": "minhash_dedup"})
@@ -275,12 +275,13 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
-    from qckit.host import HOOKS, PluginHost
+    from qckit.host import PluginHost
+    from qckit.kinds import BY_NAME
 
     host = PluginHost.from_entry_points()
     if args.kind:
-        if args.kind not in HOOKS:
-            raise RecipeError(f"unknown component kind {args.kind!r}; kinds: {', '.join(HOOKS)}")
+        if args.kind not in BY_NAME:
+            raise RecipeError(f"unknown component kind {args.kind!r}; kinds: {', '.join(BY_NAME)}")
         if not args.name:
             console.print("\n".join(f"{n}  ({host.get(args.kind, n).owner})" for n in host.names(args.kind)))
             return 0
@@ -342,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plugins", help="list loaded plugins and components, or show one component")
-    p.add_argument("kind", nargs="?", help="reader, normalizer, filter, splitter, writer, chunker or adapter")
+    from qckit.kinds import BY_NAME
+
+    p.add_argument("kind", nargs="?", help=f"one of: {', '.join(BY_NAME)}")
     p.add_argument("name", nargs="?")
     p.set_defaults(func=cmd_plugins)
     return parser

@@ -16,9 +16,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar
 
-KINDS = ("reader", "normalizer", "filter", "splitter", "writer", "chunker", "adapter")
+#: Label of context-only positions in training windows (``labels``): never a training target. The value
+#: PyTorch's cross-entropy ignores by default.
+IGNORE_INDEX = -100
+#: The reader issue kind for blank lines: counted so every input line is accounted for, but not a problem.
+BLANK_LINE = "blank_line"
+
+_F = TypeVar("_F")
+
+
+def optional(member: _F) -> _F:
+    """Mark a protocol method as an optional ability: a component may leave it out.
+
+    Registration (:mod:`qckit.kinds`) requires every protocol member that is neither marked optional nor
+    given a default value in the protocol body; the default says what a missing attribute means.
+    """
+    member.__qckit_optional__ = True  # type: ignore[attr-defined]
+    return member
 
 
 @dataclass(slots=True)
@@ -51,46 +67,86 @@ def _document(text: str, source: str, line: int, meta: dict | None, metrics: dic
     )
 
 
-@runtime_checkable
 class Reader(Protocol):
-    """Turns one input file into records (cheap, main process) and records into documents (workers)."""
+    """Turns one input file into records (cheap, main process) and records into documents (workers).
+
+    For each input file the reader with the longest matching ``suffixes`` entry is used. Every
+    registered reader takes part; a recipe's ``[[prepare.readers]]`` only changes one's settings.
+    """
 
     name: ClassVar[str]
     #: file name endings this reader handles, longest match wins (".jsonl.gz" beats ".gz").
     suffixes: ClassVar[tuple[str, ...]]
 
     def records(self, path: Path) -> Iterator[bytes]:
-        """Yield the raw records of ``path`` in order, one per line (line N is the N-th record)."""
+        """Yield the raw records of ``path`` in order, one per line (line N is the N-th record).
+
+        Runs in the main process, so keep it to I/O."""
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
-        """Decode one record. Return ``None`` to skip it silently-but-counted (note it in ``issues``);
-        raise :class:`qckit.errors.RecordError` for a bad record, which the pipeline counts."""
+        """Decode one record in a worker process. Return ``None`` to skip it counted (note why in
+        ``issues``, e.g. :data:`BLANK_LINE`); raise :class:`qckit.errors.RecordError` for a bad record,
+        which the pipeline counts with its ``file:line``. Never fatal."""
+
+    @optional
+    def parse_batch(
+        self, records: list[bytes], source: str, first_line: int, issues: IssueLog
+    ) -> list[Document | None]:
+        """Fast path: equal to ``parse`` on each record (``first_line`` is the first one's number), but
+        noting bad records in ``issues`` instead of raising."""
+        ...
 
 
-@runtime_checkable
 class Normalizer(Protocol):
-    """Rewrites text (Unicode form, mojibake, URLs …). The pipeline counts how many documents each one changed."""
+    """Rewrites text (Unicode form, mojibake, URLs …), in recipe order, in worker processes.
+
+    Return the input object unchanged when there is nothing to do; the pipeline counts the documents
+    each normalizer changed. Cleaners that remove URLs or e-mail addresses are normalizers too.
+    """
 
     name: ClassVar[str]
 
     def normalize(self, text: str) -> str: ...
 
+    @optional
+    def normalize_batch(self, texts: list[str]) -> list[str]:
+        """Fast path, called once per batch (``prepare.batch_bytes`` of input) instead of ``normalize``
+        per document. Must return exactly ``[normalize(t) for t in texts]``; if it raises, the batch is
+        redone document by document so the error names the document's position."""
+        ...
 
-@runtime_checkable
+    @optional
+    def summary(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Corpus measures for the report, from the sums of ``doc.metrics`` over the kept documents."""
+        ...
+
+
 class Filter(Protocol):
-    """Decides whether a document stays. ``drop_reason`` returns ``None`` to keep the document, or a short
-    stable reason key (``"too_short"``) that the stats count per filter. A filter may also write
-    ``doc.meta`` / ``doc.metrics`` (a tagger is a filter that never drops)."""
+    """Decides whether a document stays, in worker processes (a *stateless* filter).
+
+    ``drop_reason`` returns ``None`` to keep the document, or a short stable reason key
+    (``"too_short"``) that the stats count per filter. A filter may also write ``doc.meta`` /
+    ``doc.metrics`` (a tagger is a filter that never drops).
+    """
 
     name: ClassVar[str]
-    stateful: ClassVar[bool]  # False
+    stateful: ClassVar[bool] = False
 
     def drop_reason(self, doc: Document) -> str | None: ...
 
+    @optional
+    def drop_reason_batch(self, docs: list[Document]) -> list[str | None]:
+        """Fast path: exactly ``[drop_reason(d) for d in docs]``."""
+        ...
 
-@runtime_checkable
+    @optional
+    def summary(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Corpus measures for the report, from the sums of ``doc.metrics`` over the kept documents."""
+        ...
+
+
 class StatefulFilter(Protocol):
-    """A filter whose answer depends on the documents seen before (deduplication).
+    """A filter whose answer depends on the documents seen before (deduplication); ``stateful = True``.
 
     ``fingerprint`` is pure and runs in worker processes; ``drop_reasons`` runs in the main process,
     in corpus order, on the fingerprints of the documents that passed every stateless filter.
@@ -103,11 +159,20 @@ class StatefulFilter(Protocol):
 
     def drop_reasons(self, fingerprints: Sequence[Any]) -> list[str | None]: ...
 
+    @optional
+    def fingerprint_batch(self, docs: list[Document]) -> list[Any]:
+        """Fast path: exactly ``[fingerprint(d) for d in docs]``."""
+        ...
 
-@runtime_checkable
+
 class Splitter(Protocol):
-    """Assigns kept documents to train or validation. ``start`` is called once per output set with the
-    number of documents, then ``is_val`` for each document in order (index 0 … n_docs-1)."""
+    """Assigns kept documents to train or validation.
+
+    ``start`` is called once per output set (one set when inputs are merged, one per input file
+    otherwise) with its number of documents, then ``is_val`` for each of its documents in order
+    (index 0 … n_docs-1). The answer must depend only on the settings, the index/document and
+    ``set_index``.
+    """
 
     name: ClassVar[str]
 
@@ -116,14 +181,17 @@ class Splitter(Protocol):
     def is_val(self, index: int, doc: Document) -> bool: ...
 
 
-@runtime_checkable
 class Writer(Protocol):
-    """Formats documents for one output file format. The pipeline owns the files (temporary, then renamed)."""
+    """Formats documents for one output file format (``train<suffix>``, ``val<suffix>``).
+
+    The pipeline opens, writes and atomically renames the files; a writer only formats one document as
+    it should appear in the file.
+    """
 
     name: ClassVar[str]
     suffix: ClassVar[str]  # ".txt"
-    #: False when ``format`` reads only ``doc.text``; lets the pipeline skip carrying metadata (optional, default True)
-    uses_metadata: bool
+    #: False when ``format`` reads only ``doc.text``; lets the pipeline carry texts alone between its passes
+    uses_metadata: ClassVar[bool] = True
 
     def format(self, doc: Document) -> str:
         """Return the document as it goes into the file, ending with a newline."""
@@ -140,29 +208,34 @@ class PackingStats:
     windows_dropped_short: int = 0
 
 
-@runtime_checkable
 class Chunker(Protocol):
-    """Turns tokenized documents into fixed-length training windows."""
+    """Turns tokenized documents into fixed-length training windows (cached on disk by ``cache_key``)."""
 
     name: ClassVar[str]
+    #: the window length in tokens; 0 when the chunker has none (the train stage then uses the longest window)
+    max_length: int = 0
 
     def windows(
         self, documents: Iterable[Sequence[int]], eos_token_id: int, stats: PackingStats
     ) -> Iterator[tuple[list[int], list[int]]]:
-        """Yield ``(input_ids, labels)`` windows; ``labels`` is -100 where a token is context only."""
+        """Yield ``(input_ids, labels)`` windows from each document's token ids (without EOS), in order;
+        ``labels`` is :data:`IGNORE_INDEX` where a token is context only."""
 
     def cache_key(self) -> str:
         """A string that changes whenever the windows would change (settings, version)."""
 
 
-@runtime_checkable
 class ModelAdapter(Protocol):
     """Changes how the model is loaded, wrapped and trained (LoRA, 4-bit, 8-bit, FSDP …).
 
-    Adapters compose: every method is called on each adapter of the recipe, in order.
+    Adapters compose: the train stage calls each method on every adapter of the recipe, in order:
+    ``check`` before anything is loaded, ``load_kwargs`` to edit ``from_pretrained`` arguments,
+    ``wrap_model`` after loading, ``training_args`` to edit ``TrainingArguments`` keywords.
     """
 
     name: ClassVar[str]
+    #: True when only the adapter's own weights train (LoRA): the base model may then load in half precision
+    freezes_base_model: ClassVar[bool] = False
 
     def check(self, env: Any, adapters: Sequence[str]) -> None:
         """Raise :class:`qckit.errors.HardwareError` if this adapter cannot run here or with the others

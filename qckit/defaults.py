@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PREPARE_COMPONENTS: dict[str, Any] = {
+PREPARE_DEFAULTS: dict[str, Any] = {
     "readers": [],  # every registered reader with its defaults; list one here only to change its settings
     "normalizers": [
         {"use": "unicode", "form": "NFC"},
@@ -32,7 +32,7 @@ PREPARE_COMPONENTS: dict[str, Any] = {
     "writers": [{"use": "txt"}],
 }
 
-TRAIN_COMPONENTS: dict[str, Any] = {
+TRAIN_DEFAULTS: dict[str, Any] = {
     "chunker": {"use": "window", "max_length": 1024, "stride": 128},
     "adapters": [{"use": "lora"}],
 }

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from qckit.components import IGNORE_INDEX
 from qckit.errors import InputError, QckitError
-from qckit.packing import IGNORE_INDEX, BatchEncoder, iter_documents
+from qckit.packing import BatchEncoder, iter_documents
 from qckit.progress import NullObserver, Observer
 
 __all__ = ["EvalResult", "evaluate_lm", "sliding_windows"]

@@ -7,8 +7,9 @@ the name recipes use (``use = "name"``). Third-party names should start with the
 plugin already registered is an error naming both plugins.
 
 Per-document work never goes through hooks (a hook call costs about 2 µs): the pipeline calls the
-registered components' methods directly, in batches. The protocols a component implements are in
-:mod:`qckit.components`.
+registered components' methods directly, in batches. The protocols a component implements, with their
+required members and optional abilities, are in :mod:`qckit.components`; :mod:`qckit.kinds` maps each
+hook to its protocol and recipe key, and registration refuses a class that lacks a required member.
 
 A plugin is a module (or object) with functions decorated by ``qckit.hookimpl`` and named like the
 specs below; it is found through the ``qckit`` entry-point group::
@@ -30,86 +31,59 @@ Register = Callable[[type], None]
 
 @hookspec
 def register_readers(register: Register) -> None:
-    """Register :class:`qckit.components.Reader` classes.
+    """Register :class:`qckit.components.Reader` classes (recipe: ``[[prepare.readers]]``).
 
-    A reader claims file endings through its ``suffixes`` class attribute (``(".jsonl", ".jsonl.gz")``);
-    for each input file the reader with the longest matching suffix is used. ``records(path)`` yields the
-    raw lines (it runs in the main process, so keep it to I/O); ``parse(record, source, line, issues)``
-    turns one line into a :class:`~qckit.components.Document` in a worker process, raising
-    :class:`qckit.errors.RecordError` for a bad line (counted and reported, never fatal).
-
-    Optional fast path: ``parse_batch(records, source, first_line, issues) -> list[Document | None]``,
-    equal to calling ``parse`` on each record but noting bad records in ``issues`` instead of raising.
+    A reader claims file endings through its ``suffixes``; each input file goes to the reader with
+    the longest matching suffix. ``records`` runs in the main process, ``parse`` (or the optional
+    ``parse_batch``) in worker processes. The protocol's docstrings are the contract.
     """
 
 
 @hookspec
 def register_normalizers(register: Register) -> None:
-    """Register :class:`qckit.components.Normalizer` classes: ``normalize(text) -> text``.
+    """Register :class:`qckit.components.Normalizer` classes (recipe: ``[[prepare.normalizers]]``).
 
-    Normalizers run in recipe order on every document, in worker processes. Cleaners that remove
-    URLs or e-mail addresses are normalizers too. Return the input object unchanged when there is
-    nothing to do; the pipeline counts the documents each normalizer changed.
-
-    Optional fast path: ``normalize_batch(texts) -> texts``. When present the pipeline calls it once
-    per batch (about 1 MiB of text) instead of ``normalize`` per document; it must return exactly
-    ``[normalize(t) for t in texts]``. If it raises, the batch is redone document by document so the
-    error names the document's position.
+    Normalizers run in recipe order on every document, in worker processes, once per batch of about
+    ``prepare.batch_bytes`` of input through the optional ``normalize_batch``. The protocol's
+    docstrings are the contract.
     """
 
 
 @hookspec
 def register_filters(register: Register) -> None:
-    """Register :class:`qckit.components.Filter` and :class:`qckit.components.StatefulFilter` classes.
-
-    A stateless filter (``stateful = False``) answers ``drop_reason(doc) -> str | None`` in worker
-    processes: ``None`` keeps the document, a short reason key drops it and is counted under the
-    filter's name. A stateful filter (``stateful = True``, deduplication) splits its work in two:
-    ``fingerprint(doc)`` (pure, in workers) and ``drop_reasons(fingerprints)`` (main process, corpus
-    order). Stateful filters see only documents that passed every stateless filter.
-
-    Optional fast paths, used when present and required to equal the per-document results:
-    ``drop_reason_batch(docs) -> list[str | None]`` and ``fingerprint_batch(docs) -> list``.
+    """Register filter classes (recipe: ``[[prepare.filters]]``): :class:`qckit.components.Filter`
+    (``stateful = False``, answers in worker processes) or :class:`qckit.components.StatefulFilter`
+    (``stateful = True``, deduplication: fingerprints in workers, decisions in the main process, in
+    corpus order, on the documents every stateless filter kept). The protocols' docstrings are the
+    contract, batch fast paths included.
     """
 
 
 @hookspec
 def register_splitters(register: Register) -> None:
-    """Register :class:`qckit.components.Splitter` classes that assign documents to train or validation.
-
-    ``start(n_docs, set_index)`` is called once per output set (one set when inputs are merged, one
-    per input file otherwise), then ``is_val(index, doc)`` for each kept document in order. The result
-    must depend only on the settings, the index/document and ``set_index``.
-    """
+    """Register :class:`qckit.components.Splitter` classes (recipe: ``[prepare.splitter]``, one table)
+    that assign kept documents to train or validation, deterministically, set by set (see the
+    protocol)."""
 
 
 @hookspec
 def register_writers(register: Register) -> None:
-    """Register :class:`qckit.components.Writer` classes: a ``suffix`` (``".txt"``) and ``format(doc) -> str``.
+    """Register :class:`qckit.components.Writer` classes (recipe: ``[[prepare.writers]]``).
 
-    The pipeline opens, writes and atomically renames the files (``train<suffix>``, ``val<suffix>``); a
-    writer only formats one document as it should appear in the file, newline included. A writer whose
-    ``format`` reads only ``doc.text`` sets ``uses_metadata = False``, which lets the pipeline carry
-    texts alone between its two passes.
+    A writer has a ``suffix`` and formats one document; the pipeline owns the files, writes
+    ``train<suffix>``/``val<suffix>`` and makes them appear only when the whole run succeeded.
     """
 
 
 @hookspec
 def register_chunkers(register: Register) -> None:
-    """Register :class:`qckit.components.Chunker` classes that pack token ids into training windows.
-
-    ``windows(documents, eos_token_id, stats)`` receives each document's token ids (without EOS) in
-    order and yields ``(input_ids, labels)`` pairs; labels are -100 for context-only positions.
-    ``cache_key()`` must change whenever the output would, since windows are cached on disk.
-    """
+    """Register :class:`qckit.components.Chunker` classes (recipe: ``[train.chunker]``, one table)
+    that pack token ids into training windows. Windows are cached on disk under the chunker's
+    ``cache_key()``, which must change whenever the windows would (see the protocol)."""
 
 
 @hookspec
 def register_model_adapters(register: Register) -> None:
-    """Register :class:`qckit.components.ModelAdapter` classes (LoRA, 4-bit, 8-bit, FSDP …).
-
-    The train stage calls, for every adapter of the recipe in order: ``check(env, adapters)`` before
-    anything is loaded (raise :class:`qckit.errors.HardwareError` with what to change),
-    ``load_kwargs(kwargs, env)`` to edit ``from_pretrained`` arguments, ``wrap_model(model, env)`` after
-    loading, and ``training_args(args, model, env)`` to edit ``TrainingArguments`` keywords.
-    """
+    """Register :class:`qckit.components.ModelAdapter` classes (recipe: ``[[train.adapters]]``):
+    LoRA, 4-bit, 8-bit, FSDP … They compose; the protocol says when each method is called and which
+    abilities (``freezes_base_model`` …) the train stage reads."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import inspect
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,19 +18,9 @@ import pluggy
 
 from qckit import hookspecs
 from qckit.errors import PluginError
+from qckit.kinds import BY_NAME, KINDS
 
 ENTRY_POINT_GROUP = "qckit"
-
-#: component kind → the hook that registers it
-HOOKS = {
-    "reader": "register_readers",
-    "normalizer": "register_normalizers",
-    "filter": "register_filters",
-    "splitter": "register_splitters",
-    "writer": "register_writers",
-    "chunker": "register_chunkers",
-    "adapter": "register_model_adapters",
-}
 
 
 @dataclass(frozen=True)
@@ -127,11 +118,6 @@ class PluginHost:
         module = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__qualname__
         self._add(plugin, PluginInfo(name, module, distribution, version))
 
-    def unregister(self, name: str) -> None:
-        self._pm.unregister(name=name)
-        self.plugins.pop(name, None)
-        self._registry = None
-
     def _add(self, plugin: Any, info: PluginInfo) -> None:
         if info.name in self.plugins:
             raise PluginError(
@@ -154,14 +140,14 @@ class PluginHost:
         return self._registry
 
     def _build_registry(self) -> dict[str, dict[str, ComponentInfo]]:
-        registry: dict[str, dict[str, ComponentInfo]] = {kind: {} for kind in HOOKS}
-        for kind, hook_name in HOOKS.items():
+        registry: dict[str, dict[str, ComponentInfo]] = {kind.name: {} for kind in KINDS}
+        for kind_name, hook_name in ((kind.name, kind.hook) for kind in KINDS):
             # Calling each implementation ourselves (instead of through the hook caller) tells us
             # which plugin registered which component.
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
                 info = self.plugins[impl.plugin_name]
 
-                def register(component: type, _kind: str = kind, _info: PluginInfo = info) -> None:
+                def register(component: type, _kind: str = kind_name, _info: PluginInfo = info) -> None:
                     self._register_component(registry, _kind, component, _info)
 
                 try:
@@ -177,8 +163,23 @@ class PluginHost:
     @staticmethod
     def _register_component(registry: dict, kind: str, component: type, info: PluginInfo) -> None:
         name = getattr(component, "name", None)
+        if not isinstance(component, type):
+            raise PluginError(f"{info.owner} registered {component!r} as a {kind}; register the class itself")
         if not isinstance(name, str) or not name:
             raise PluginError(f"{info.owner} registered a {kind} without a 'name' attribute: {component!r}")
+        label = f"{kind} {name!r} ({component.__module__}.{component.__qualname__}, {info.owner})"
+        missing = BY_NAME[kind].missing(component)
+        if missing:
+            protocol = BY_NAME[kind].protocol(component).__name__
+            raise PluginError(f"{label} does not implement {protocol}: missing {', '.join(missing)}")
+        try:
+            # Recipe values are checked against these hints: unresolvable ones would silently check nothing.
+            typing.get_type_hints(component.__init__)
+        except Exception as exc:
+            raise PluginError(
+                f"{label}: the type hints of __init__ cannot be resolved ({type(exc).__name__}: {exc}); "
+                f"recipe settings could not be checked"
+            ) from None
         existing = registry[kind].get(name)
         if existing is not None:
             raise PluginError(

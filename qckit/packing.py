@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qckit.components import Chunker, PackingStats
+from qckit.components import IGNORE_INDEX, Chunker, PackingStats
 from qckit.errors import InputError, QckitError
 from qckit.progress import NullObserver, Observer
 
@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 PACKING_FORMAT_VERSION = 1  # bump when the tokenization or the stored arrays change
-IGNORE_INDEX = -100
 
 
 def iter_documents(path: str | Path) -> Iterator[tuple[int, str]]:

@@ -2,7 +2,7 @@
 
 Data flows one way and in batches:
 
-* the main process reads raw lines (cheap I/O) and groups them into batches of about 1 MiB;
+* the main process reads raw lines (cheap I/O) and groups them into batches of ``batch_bytes`` (256 KiB by default);
 * worker processes parse, normalize, run the stateless filters and compute dedup fingerprints;
 * the main process receives the batches **in corpus order**, runs the stateful filters, and spools
   the kept documents to a temporary file; when every input is read, the splitter assigns each kept
@@ -34,14 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from qckit.components import Document, IssueLog, _document
+from qckit.components import BLANK_LINE, Document, IssueLog, _document
 from qckit.errors import ComponentError, InputError, QckitError, RecordError
 from qckit.progress import NullObserver, Observer
 from qckit.recipe import ComponentSpec, PreparePlan
 
 STATS_FILE = "prepare_stats.json"
 REJECTS_FILE = "rejected.jsonl"
-BLANK = "blank_line"  # the reader issue kind for blank lines: counted, but not a problem
 
 
 @dataclass
@@ -52,7 +51,7 @@ class PrepareSettings:
     output: str = "./data"
     merge: bool = False
     workers: int = 0  # 0 = one per CPU core
-    batch_bytes: int = 1 << 18
+    batch_bytes: int = 256 * 1024  #: input bytes per batch handed to a worker
     max_examples: int = 5  # examples kept per drop reason / reader problem
     rejects: bool = False  # also write rejected.jsonl: every dropped document with its filter and reason
     stats_file: str = STATS_FILE
@@ -554,7 +553,7 @@ class PreparePipeline:
     def _check_files_had_documents(self, inputs: Sequence[Path], stats: dict) -> None:
         for path, info in zip(inputs, stats["inputs"], strict=True):
             if info["documents"] == 0:
-                problems = sum(c for kind, c in info["issues"].items() if kind != BLANK)
+                problems = sum(c for kind, c in info["issues"].items() if kind != BLANK_LINE)
                 detail = f" ({problems} unusable records)" if problems else " (only blank lines)"
                 raise InputError(path, f"no documents found{detail}")
 

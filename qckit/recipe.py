@@ -37,18 +37,10 @@ import tomllib
 from qckit import defaults
 from qckit.errors import PluginError, RecipeError
 from qckit.host import ComponentInfo, PluginHost
+from qckit.kinds import stage_kinds
 
 TOP_LEVEL_KEYS = {"name", "description", "prepare", "train", "plugins"}
 PLUGINS_KEYS = {"disable"}
-# component-list keys of each stage: key → (component kind, "list" | "one")
-PREPARE_COMPONENTS = {
-    "readers": ("reader", "list"),
-    "normalizers": ("normalizer", "list"),
-    "filters": ("filter", "list"),
-    "splitter": ("splitter", "one"),
-    "writers": ("writer", "list"),
-}
-TRAIN_COMPONENTS = {"chunker": ("chunker", "one"), "adapters": ("adapter", "list")}
 
 
 @dataclass
@@ -155,13 +147,12 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
     from qckit.prepare import PrepareSettings
 
     table = _table(data["prepare"], "prepare", source)
-    for key, default in defaults.PREPARE_COMPONENTS.items():
+    for key, default in defaults.PREPARE_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
-    scalars = {k: v for k, v in table.items() if k not in PREPARE_COMPONENTS}
-    settings = build_dataclass(
-        PrepareSettings, scalars, "prepare", source, extra_keys=set(PREPARE_COMPONENTS)
-    )
-    specs = _build_components(table, PREPARE_COMPONENTS, "prepare", host, source)
+    keys = {k.key for k in stage_kinds("prepare")}
+    scalars = {k: v for k, v in table.items() if k not in keys}
+    settings = build_dataclass(PrepareSettings, scalars, "prepare", source, extra_keys=keys)
+    specs = _build_components(table, "prepare", host, source)
     if not specs["writers"]:
         raise RecipeError("at least one writer is needed", source=source, key="prepare.writers")
     data["prepare"] = _resolved(settings, specs)
@@ -172,7 +163,7 @@ def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
     from qckit.train import TrainSettings
 
     table = _table(data["train"], "train", source)
-    for key, default in defaults.TRAIN_COMPONENTS.items():
+    for key, default in defaults.TRAIN_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
     # Without an explicit train_file, train on what the prepare stage of the same recipe writes.
     if not table.get("train_file") and "prepare" in data:
@@ -182,22 +173,21 @@ def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
         if merged:
             table["train_file"] = str(out / f"train{suffix}.txt")
             table.setdefault("val_file", str(out / f"val{suffix}.txt"))
-    scalars = {k: v for k, v in table.items() if k not in TRAIN_COMPONENTS}
-    settings = build_dataclass(TrainSettings, scalars, "train", source, extra_keys=set(TRAIN_COMPONENTS))
-    specs = _build_components(table, TRAIN_COMPONENTS, "train", host, source)
+    keys = {k.key for k in stage_kinds("train")}
+    scalars = {k: v for k, v in table.items() if k not in keys}
+    settings = build_dataclass(TrainSettings, scalars, "train", source, extra_keys=keys)
+    specs = _build_components(table, "train", host, source)
     data["train"] = _resolved(settings, specs)
     return TrainPlan(settings=settings, **specs)
 
 
-def _build_components(
-    table: dict, layout: dict, prefix: str, host: PluginHost, source: str
-) -> dict[str, Any]:
+def _build_components(table: dict, stage: str, host: PluginHost, source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, (kind, arity) in layout.items():
+    for kind in stage_kinds(stage):
+        key, where = kind.key, kind.recipe_key
         value = table[key]
-        where = f"{prefix}.{key}"
-        if arity == "one":
-            out[key] = build_component(host, kind, _table(value, where, source), where, source)
+        if not kind.many:
+            out[key] = build_component(host, kind.name, _table(value, where, source), where, source)
         else:
             if not isinstance(value, list):
                 raise RecipeError(
@@ -206,7 +196,9 @@ def _build_components(
                     key=where,
                 )
             out[key] = [
-                build_component(host, kind, _table(item, f"{where}[{i}]", source), f"{where}[{i}]", source)
+                build_component(
+                    host, kind.name, _table(item, f"{where}[{i}]", source), f"{where}[{i}]", source
+                )
                 for i, item in enumerate(value)
             ]
     return out
@@ -326,7 +318,7 @@ def _step(node: Any, part: str | int, here: str, source: str) -> Any:
         raise RecipeError(f"{here!r} indexes a table, not an array", source=source, key=here)
     if part not in node:
         # A component list not written in the recipe still has its default: materialise it to edit it.
-        stage_defaults = {"prepare": defaults.PREPARE_COMPONENTS, "train": defaults.TRAIN_COMPONENTS}
+        stage_defaults = {"prepare": defaults.PREPARE_DEFAULTS, "train": defaults.TRAIN_DEFAULTS}
         stage = here.rsplit(".", 1)[0] if "." in here else ""
         node[part] = copy.deepcopy(stage_defaults.get(stage, {}).get(part, {}))
     return node[part]

@@ -14,7 +14,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from qckit.components import BLANK_LINE
 from qckit.host import ComponentInfo, PluginHost
+from qckit.kinds import stage_kinds
 
 
 def _n(value: Any) -> str:
@@ -50,7 +52,7 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     )
     for kind, info in stats.get("reader_issues", {}).items():
         funnel.add_row(f"  reader: {kind}", _n(info["count"]), "", "")
-        if kind != "blank_line" and info["examples"]:
+        if kind != BLANK_LINE and info["examples"]:
             examples.append(f"{kind}: {info['examples'][0]}")
     funnel.add_row("documents", _n(docs), "100 %", "")
     for name, count in stats.get("normalizers", {}).items():
@@ -233,7 +235,8 @@ def plan_report(recipe: Any) -> RenderableType:
         t.add_column("component")
         t.add_column("settings", overflow="fold")
         t.add_column("from", overflow="fold")
-        for key in ("readers", "normalizers", "filters", "splitter", "writers", "chunker", "adapters"):
+        for kind in stage_kinds(stage_name):
+            key = kind.key
             specs = getattr(plan, key, None)
             if specs is None:
                 continue

@@ -49,6 +49,7 @@ from typing import Any
 
 from qckit import __version__
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
+from qckit.hardware import PRECISIONS
 from qckit.progress import NullObserver, Observer
 
 __all__ = ["TrainSettings", "TrainResult", "run_train", "estimate_optimizer_steps", "SCHEDULERS"]
@@ -63,7 +64,6 @@ SCHEDULERS = (
     "constant_with_warmup",
     "inverse_sqrt",
 )
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SUMMARY_NAME = "training_summary.json"
 RECIPE_NAME = "recipe.toml"
 LOGS_DIR = "logs"
@@ -307,10 +307,7 @@ def _deltas(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict
 
 def _freezes_base(adapter: Any) -> bool:
     """Whether an adapter trains only its own weights (LoRA and the like) rather than the base model's."""
-    flag = getattr(adapter, "freezes_base_model", None)
-    if flag is not None:
-        return bool(flag)
-    return getattr(adapter, "name", "") in ("lora",)
+    return bool(getattr(adapter, "freezes_base_model", False))
 
 
 def _is_fsdp_wrapped(model: Any) -> bool:

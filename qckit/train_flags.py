@@ -39,6 +39,7 @@ import argparse
 from typing import Any
 
 from qckit.errors import RecipeError
+from qckit.hardware import PRECISIONS
 
 __all__ = ["SEED_DEFAULTS", "add_train_flags", "train_flags_to_recipe"]
 
@@ -61,8 +62,6 @@ SEED_DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "fsdp": None,
 }
-
-_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -193,7 +192,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--precision",
         default="auto",
-        choices=_PRECISIONS,
+        choices=PRECISIONS,
         help="auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU (default: auto)",
     )
     train.add_argument(

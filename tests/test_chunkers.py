@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from qckit.components import Chunker, PackingStats
+from qckit.components import PackingStats
+from qckit.kinds import kind
 from qckit_builtins.chunkers import WindowChunker
 
 EOS = 1
@@ -41,7 +42,7 @@ def trained_positions(windows, step: int) -> Counter:
 
 def test_is_a_chunker_and_picklable():
     chunker = WindowChunker(max_length=16, stride=4, min_length=2)
-    assert isinstance(chunker, Chunker)
+    assert kind("chunker").missing(type(chunker)) == ()
     clone = pickle.loads(pickle.dumps(chunker))
     assert run(clone, random_docs(20, 0))[0] == run(chunker, random_docs(20, 0))[0]
 

@@ -6,9 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar
 
 from qckit import hookimpl
-from qckit.components import PackingStats
-
-IGNORE_INDEX = -100
+from qckit.components import IGNORE_INDEX, PackingStats
 
 
 class WindowChunker:

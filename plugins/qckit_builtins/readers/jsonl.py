@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qckit.components import Document, IssueLog
+from qckit.components import BLANK_LINE, Document, IssueLog
 from qckit.errors import RecordError
 from qckit_builtins.readers.lines import decode_line, iter_lines
 
@@ -54,7 +54,7 @@ class JsonlReader:
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         raw = decode_line(record, source, line, issues)
         if not raw or raw.isspace():
-            issues.add("blank_line", source, line, "blank line skipped")
+            issues.add(BLANK_LINE, source, line, "blank line skipped")
             return None
         try:
             obj = json.loads(raw)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
-from qckit.components import Document, IssueLog
+from qckit.components import BLANK_LINE, Document, IssueLog
 from qckit_builtins.readers.lines import decode_line, iter_lines
 
 
@@ -23,7 +23,7 @@ class TxtReader:
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         text = decode_line(record, source, line, issues)
         if not text or text.isspace():
-            issues.add("blank_line", source, line, "blank line skipped")
+            issues.add(BLANK_LINE, source, line, "blank line skipped")
             return None
         return Document(text, source, line)
 
@@ -38,7 +38,7 @@ class TxtReader:
         out: list[Document | None] = []
         for line, text in enumerate(texts, start=first_line):
             if not text or text.isspace():
-                issues.add("blank_line", source, line, "blank line skipped")
+                issues.add(BLANK_LINE, source, line, "blank line skipped")
                 out.append(None)
             else:
                 out.append(Document(text, source, line))
