@@ -174,7 +174,7 @@ class PluginHost:
             raise PluginError(f"{label} does not implement {protocol}: missing {', '.join(missing)}")
         try:
             # Recipe values are checked against these hints: unresolvable ones would silently check nothing.
-            typing.get_type_hints(component.__init__)
+            typing.get_type_hints(component.__init__)  # type: ignore[misc]
         except Exception as exc:
             raise PluginError(
                 f"{label}: the type hints of __init__ cannot be resolved ({type(exc).__name__}: {exc}); "
