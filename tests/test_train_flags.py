@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 
+from qckit.cli.train_flags import SEED_DEFAULTS, add_train_flags, train_flags_to_recipe
 from qckit.errors import RecipeError
 from qckit.recipe import build_recipe
 from qckit.train import TrainSettings
-from qckit.train_flags import SEED_DEFAULTS, add_train_flags, train_flags_to_recipe
 
 
 def _parse(*argv: str) -> argparse.Namespace:

@@ -1,0 +1,68 @@
+"""The ``qckit`` command line: parser, dispatch and the one place errors become exit statuses.
+
+Each command lives in its own module of :mod:`qckit.cli` with an ``add_parser(subparsers)`` function;
+the CLI is the only part of qckit that prints, renders with rich, and exits.
+
+Commands::
+
+    qckit run RECIPE [--set key.path=value …] [--check] [--stage prepare|train]
+    qckit prepare --input F [F …] --output DIR [--merge] [--val_split X] [--min_length N] [--max_length N] [--seed N]
+    qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
+    qckit evaluate --model M [--adapter DIR] --val_file F
+    qckit export --model M --adapter DIR --output DIR
+    qckit plugins [KIND NAME]
+
+Every seed-compatible command is translated into a recipe dict and validated like a recipe file, so
+flags and recipes share one code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from qckit import __version__
+from qckit.cli import evaluate, export, plugins, prepare, run, train
+from qckit.errors import QckitError
+
+#: the commands, in ``qckit --help`` order; each module has ``add_parser(subparsers)``
+COMMANDS = (run, prepare, train, evaluate, export, plugins)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qckit", description="Continued pretraining on dialect corpora.")
+    parser.add_argument("--version", action="version", version=f"qckit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    """Run the CLI; returns the exit status (``sys.exit`` happens only in ``__main__``).
+
+    Reports go to ``console`` (stdout by default) and errors to stderr; a console passed in (tests,
+    embedding) receives both.
+    """
+    if console is None:
+        # A qckit command renders its own progress; third-party tqdm bars (GGUF dequantization …) read this
+        # variable when tqdm is imported, which has not happened yet here.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    err = console or Console(stderr=True)
+    console = console or Console()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse prints its own usage error
+        return int(exc.code or 0)
+    try:
+        return args.func(args, console)
+    except QckitError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: no partial output was written")
+        return 130

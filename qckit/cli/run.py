@@ -1,0 +1,31 @@
+"""``qckit run RECIPE``: validate a TOML recipe and run its stages."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from qckit import report
+from qckit.cli.common import add_set_flag, run_recipe
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from qckit.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, overrides=args.set or [])
+    if args.check:
+        console.print(report.plan_report(recipe))
+        return 0
+    stages = {args.stage} if args.stage else {"prepare", "train"}
+    run_recipe(recipe, console, stages)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the stages of a TOML recipe")
+    p.add_argument("recipe")
+    add_set_flag(p)
+    p.add_argument("--check", action="store_true", help="validate the recipe and print the resolved plan")
+    p.add_argument("--stage", choices=["prepare", "train"], help="run only this stage")
+    p.set_defaults(func=cmd_run)
