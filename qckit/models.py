@@ -17,14 +17,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
-import tempfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qckit._fs import replace_dir, staging_dir
 from qckit.errors import InputError, QckitError
 
 #: ``org/name`` or ``name`` with the characters the Hub allows.
@@ -452,19 +450,8 @@ def merge_and_export(
     else:
         tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staging_dir(out_dir) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}")
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        replace_dir(tmp, out_dir)
     return out_dir

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from qckit._fs import replace_dir, staging_dir
 from qckit.components import IGNORE_INDEX, Chunker, PackingStats
 from qckit.errors import InputError, QckitError
 from qckit.progress import NullObserver, Observer
@@ -472,18 +471,9 @@ def pack_file(
 
 def _store(dataset: PackedDataset, target: Path) -> None:
     """Write ``dataset`` to ``target`` atomically: into a temporary sibling directory, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with staging_dir(target) as tmp:
         dataset.save(tmp)
         if target.exists() and not (target / "meta.json").is_file():
             shutil.rmtree(target, ignore_errors=True)  # debris of a crashed writer, never a valid entry
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "meta.json").is_file():  # not a concurrent writer that won the race
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        replace_dir(tmp, target, keep_existing=True)  # a concurrent writer's complete entry is as good
     dataset.cache_path = target

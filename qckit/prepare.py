@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from qckit._fs import atomic_write_json
 from qckit.components import BLANK_LINE, Document, IssueLog, _document
 from qckit.errors import ComponentError, InputError, QckitError, RecordError
 from qckit.progress import NullObserver, Observer
@@ -310,7 +311,7 @@ class PreparePipeline:
             staged = self._split_and_write(spools, set_names, tmp, stats)
             stats_path = tmp / "stats.json"
             stats["outputs"] = [str(out_dir / final) for _, final in staged]
-            _write_json(stats_path, stats)
+            atomic_write_json(stats_path, stats)
             outputs = []
             for temp_path, final in staged:  # everything succeeded: move into place
                 os.replace(temp_path, out_dir / final)
@@ -702,14 +703,6 @@ def _filter_stats(plan: PreparePlan, drops: dict, examples: dict) -> dict[str, A
             "examples": {r: examples.get((spec.name, r), []) for r in reasons},
         }
     return out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def run_prepare(plan: PreparePlan, observer: Observer | None = None) -> PrepareResult:

@@ -35,11 +35,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from qckit import __version__
+from qckit._fs import atomic_write_json, atomic_write_text
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
 from qckit.hardware import PRECISIONS
 from qckit.progress import NullObserver, Observer
@@ -216,38 +214,6 @@ def estimate_optimizer_steps(
         batches // gradient_accumulation_steps + int(batches % gradient_accumulation_steps > 0), 1
     )
     return math.ceil(num_epochs * per_epoch)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    _atomic_write_text(path, json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=True) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def _human_seconds(seconds: float) -> str:
@@ -949,9 +915,9 @@ def _run(
         summary["note"] = "no val_file: held-out perplexity and bits-per-byte were not measured"
     summary["warnings"] = list(obs.warnings)
     summary_path = output_dir / SUMMARY_NAME
-    _atomic_write_json(summary_path, summary)
+    atomic_write_json(summary_path, summary)
     if recipe_text is not None:
-        _atomic_write_text(output_dir / RECIPE_NAME, recipe_text)
+        atomic_write_text(output_dir / RECIPE_NAME, recipe_text)
     obs.report("summary", summary)
     result.summary = summary
     result.summary_path = summary_path
