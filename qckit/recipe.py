@@ -245,6 +245,10 @@ def build_dataclass(cls: type, table: dict, key: str, source: str, extra_keys: s
                 key=f"{key}.{name}",
             )
         kwargs[name] = _coerce(value, hints.get(name, Any), f"{key}.{name}", source)
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in kwargs:
+            raise RecipeError(f"missing key {name!r}", source=source, key=key)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -259,12 +263,21 @@ def build_dataclass(cls: type, table: dict, key: str, source: str, extra_keys: s
 
 def _resolved(settings: Any, specs: dict[str, Any]) -> dict[str, Any]:
     """The stage table with every default written out, as saved beside the outputs."""
-    out = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
+    out = _without_none(dataclasses.asdict(settings))
     for key, spec in specs.items():
         out[key] = (
             [resolved_component(s) for s in spec] if isinstance(spec, list) else resolved_component(spec)
         )
     return out
+
+
+def _without_none(value: Any) -> Any:
+    """``value`` with every ``None`` dropped from its tables (TOML has no null: absent means default)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def resolved_component(spec: ComponentSpec) -> dict[str, Any]:
@@ -352,11 +365,38 @@ def _hints(obj: Any) -> dict[str, Any]:
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check ``value`` (from TOML) against a type hint; ints are accepted for floats. Returns the value."""
+    """Check ``value`` (from TOML) against a type hint; ints are accepted for floats. Returns the value.
+
+    A settings dataclass as the hint (or a list of them) takes a table (or an array of tables) and is
+    built with :func:`build_dataclass`, so errors inside it name the nested key path
+    (``train.data[1].weight``)."""
+    nested = _nested_dataclass(hint)
+    if nested is not None:
+        cls, many = nested
+        if many:
+            if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+                raise RecipeError(
+                    f"expected an array of tables ([[{key}]]), got {_tname(value)}", source=source, key=key
+                )
+            return [build_dataclass(cls, item, f"{key}[{i}]", source) for i, item in enumerate(value)]
+        return build_dataclass(cls, _table(value, key, source), key, source)
     ok, converted = _match(value, hint)
     if ok:
         return converted
     raise RecipeError(f"expected {_describe(hint)}, got {_tname(value)} {value!r}", source=source, key=key)
+
+
+def _nested_dataclass(hint: Any) -> tuple[type, bool] | None:
+    """``(cls, many)`` when ``hint`` is a dataclass, a list of one, or either of those ``| None``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _nested_dataclass(inner[0]) if len(inner) == 1 else None
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return hint, False
+    if origin in (list, Sequence, typing.Sequence) and args and dataclasses.is_dataclass(args[0]):
+        return args[0], True
+    return None
 
 
 def _match(value: Any, hint: Any) -> tuple[bool, Any]:
