@@ -395,7 +395,7 @@ def _nested_dataclass(hint: Any) -> tuple[type, bool] | None:
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return hint, False
     if origin in (list, Sequence, typing.Sequence) and args and dataclasses.is_dataclass(args[0]):
-        return args[0], True
+        return typing.cast(type, args[0]), True
     return None
 
 
