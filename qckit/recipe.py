@@ -38,6 +38,7 @@ from qckit import defaults
 from qckit.errors import PluginError, RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import stage_kinds
+from qckit.train.settings import TrainSettings
 
 TOP_LEVEL_KEYS = {"name", "description", "prepare", "train", "plugins"}
 PLUGINS_KEYS = {"disable"}
@@ -72,7 +73,7 @@ class PreparePlan:
 
 @dataclass
 class TrainPlan:
-    settings: Any  # qckit.train.TrainSettings
+    settings: TrainSettings
     chunker: ComponentSpec
     adapters: list[ComponentSpec]
 
@@ -160,8 +161,6 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
 
 
 def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
-    from qckit.train import TrainSettings
-
     table = _table(data["train"], "train", source)
     for key, default in defaults.TRAIN_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
