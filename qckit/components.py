@@ -281,6 +281,16 @@ class ModelAdapter(Protocol):
         ...
 
     @optional
+    def optimizer_param_groups(self, model: Any, learning_rate: float) -> list[dict[str, Any]] | None:
+        """Parameter groups for the optimizer (torch's format: ``{"params": [...], "lr": …}``), or ``None``
+        to leave the Trainer's default (every trainable parameter at ``learning_rate``). Called once, when
+        the Trainer creates its optimizer, with the wrapped model. The groups must hold every trainable
+        parameter exactly once; a group without ``lr`` uses ``learning_rate``, one without
+        ``weight_decay`` the recipe's. The train stage still exempts biases and norms from weight decay,
+        and the learning-rate schedule scales every group alike. At most one adapter may return groups."""
+        ...
+
+    @optional
     def verify_trainer(self, trainer: Any) -> None:
         """Raise :class:`qckit.errors.HardwareError` if the Trainer did not set the model up the way this
         adapter asked (FSDP: the model really is sharded, not silently data parallel). Called once when

@@ -145,30 +145,38 @@ def eval_line(title: str, data: dict[str, Any]) -> Text:
     return line
 
 
+def eval_lines(title: str, measurement: dict[str, dict[str, Any]]) -> RenderableType:
+    """One :func:`eval_line` per set of a held-out measurement (``{set name: numbers}``)."""
+    return Group(*(eval_line(f"{title} [{name}]", numbers) for name, numbers in measurement.items()))
+
+
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:
-    """Before/after held-out perplexity and bits-per-byte, plus throughput."""
+    """Before/after held-out perplexity and bits-per-byte of each set, plus throughput."""
     parts: list[RenderableType] = []
     before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
     if before or after:
-        t = Table(title="Held-out validation", box=box.SIMPLE_HEAVY)
+        t = Table(title="Held-out evaluation", box=box.SIMPLE_HEAVY)
+        t.add_column("set")
         t.add_column("metric")
         t.add_column("before", justify="right")
         t.add_column("after", justify="right")
         t.add_column("change", justify="right")
-        for key in ("bits_per_byte", "perplexity", "loss"):
-            b, a = before.get(key), after.get(key)
-            if b is None and a is None:
-                continue
-            change: str | Text = ""
-            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-                delta = (a - b) / b * 100
-                change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
-            t.add_row(
-                key.replace("_", " "),
-                _n(b) if b is not None else "–",
-                _n(a) if a is not None else "–",
-                change,
-            )
+        for name in dict.fromkeys([*before, *after]):
+            for key in ("bits_per_byte", "perplexity", "loss"):
+                b, a = (before.get(name) or {}).get(key), (after.get(name) or {}).get(key)
+                if b is None and a is None:
+                    continue
+                change: str | Text = ""
+                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+                    delta = (a - b) / b * 100
+                    change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
+                t.add_row(
+                    name,
+                    key.replace("_", " "),
+                    _n(b) if b is not None else "–",
+                    _n(a) if a is not None else "–",
+                    change,
+                )
         parts.append(t)
     parts.append(key_values("Run", summary))
     return Panel(Group(*parts), title="qckit train: summary", border_style="green")

@@ -7,7 +7,8 @@ Phases, in order (:meth:`TrainRun.run`)::
     model      the model loaded as the adapters ask, context checks, the adapters' wrapping
     arguments  TrainingArguments (the seed's defaults come in through the settings; adapters edit them)
     inspect    optimizer steps, device placement, the inspection report with a measured time estimate
-    trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation)
+    trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation); its
+               optimizer takes the adapters' parameter groups (qckit.train.trainer)
     train      trainer.train()
     summary    model, state, training_summary.json and recipe.toml written; the TrainResult returned
 
@@ -53,9 +54,10 @@ class TrainResult:
     summary_path: Path | None = None  # None on ranks other than 0
     merged_dir: Path | None = None
     global_step: int = 0
-    eval_before: dict[str, Any] | None = None
-    eval_after: dict[str, Any] | None = None
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    #: held-out measurements (set name → numbers, see :mod:`qckit.train.heldout`)
+    eval_before: dict[str, dict[str, Any]] | None = None
+    eval_after: dict[str, dict[str, Any]] | None = None
+    eval_history: list[dict[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def run_train(
@@ -395,11 +397,12 @@ class TrainRun:
 
     def build_trainer(self) -> None:
         """The Trainer, with TensorBoard into ``<output_dir>/logs`` and qckit's callback."""
-        from transformers import Trainer, default_data_collator
+        from transformers import default_data_collator
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from qckit.train.callback import QckitCallback, TrainProgress
         from qckit.train.heldout import HeldOut
+        from qckit.train.trainer import QckitTrainer
 
         settings = self.settings
         self.heldout = HeldOut(
@@ -429,13 +432,14 @@ class TrainRun:
 
             self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
             callbacks.append(TensorBoardCallback(tb_writer=self._writer))
-        trainer = Trainer(
+        trainer = QckitTrainer(  # its create_optimizer asks the adapters for parameter groups
             model=self.model,
             args=self.args,
             train_dataset=self.train_ds,
             data_collator=default_data_collator,  # windows are pre-padded, labels -100 on padding and context
             processing_class=self.tokenizer,
             callbacks=callbacks,
+            adapters=self.adapters,
         )
         trainer.remove_callback(PrinterCallback)  # library code never prints
         trainer.remove_callback(ProgressCallback)
@@ -611,16 +615,22 @@ def _pack(path: Path, tokenizer: Any, chunker: Any, cache_dir: Path, obs: Observ
         raise
 
 
-def _deltas(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, float] | None:
+def _deltas(
+    before: dict[str, dict[str, Any]] | None, after: dict[str, dict[str, Any]] | None
+) -> dict[str, dict[str, float]] | None:
+    """After minus before (and in percent of before) for each set measured both times."""
     if not before or not after:
         return None
-    out: dict[str, float] = {}
-    for key in ("loss", "perplexity", "bits_per_byte"):
-        b, a = before.get(key), after.get(key)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            out[key] = a - b
-            if b and math.isfinite(b):
-                out[f"{key}_pct"] = (a - b) / b * 100
+    out: dict[str, dict[str, float]] = {}
+    for name in [n for n in before if n in after]:
+        deltas: dict[str, float] = {}
+        for key in ("loss", "perplexity", "bits_per_byte"):
+            b, a = before[name].get(key), after[name].get(key)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+                deltas[key] = a - b
+                if b and math.isfinite(b):
+                    deltas[f"{key}_pct"] = (a - b) / b * 100
+        out[name] = deltas
     return out
 
 
