@@ -113,9 +113,35 @@ def key_values(title: str, data: dict[str, Any], skip: tuple[str, ...] = ()) -> 
     return t
 
 
+def sources_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per training source: size, fertility, and the requested / planned / realized token share."""
+    realized = any("realized_share" in row for row in rows)
+    t = Table(title="Training sources", box=box.SIMPLE, title_justify="left")
+    for column in ("source", "documents", "tokens", "tokens/word", "windows", "requested", "planned"):
+        t.add_column(column, justify="left" if column == "source" else "right")
+    if realized:
+        t.add_column("realized", justify="right")
+    for row in rows:
+        cells = [
+            f"{row['name']} ({row['exhausted']})",
+            _n(row["documents"]),
+            _n(row["tokens"]),
+            f"{row['fertility']:.2f}",
+            _n(row["windows"]),
+            f"{100 * row['requested_share']:.1f} %",
+            f"{100 * row['planned_share']:.1f} %",
+        ]
+        if realized:
+            cells.append(f"{100 * row.get('realized_share', 0.0):.1f} %")
+        t.add_row(*cells)
+    return t
+
+
 def inspection_report(data: dict[str, Any]) -> RenderableType:
     """Windows, tokens, fertility, steps and the time estimate, with decoded sample windows."""
     parts: list[RenderableType] = [key_values("Training data", data, skip=("samples",))]
+    if data.get("sources"):
+        parts.append(sources_table(data["sources"]))
     for i, sample in enumerate(data.get("samples", [])):
         text = sample if isinstance(sample, str) else str(sample)
         parts.append(
@@ -178,6 +204,8 @@ def train_summary_report(summary: dict[str, Any]) -> RenderableType:
                     change,
                 )
         parts.append(t)
+    if summary.get("sources"):
+        parts.append(sources_table(summary["sources"]))
     parts.append(key_values("Run", summary))
     return Panel(Group(*parts), title="qckit train: summary", border_style="green")
 

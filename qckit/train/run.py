@@ -128,7 +128,7 @@ class TrainRun:
         self.env: Any = None
         self.obs: _WarningsKept = _WarningsKept(self.observer)
         self.precision = ""
-        self.train_path = Path(settings.train_file)
+        self.sources = settings.sources()
         self.val_path: Path | None = Path(settings.val_file) if settings.val_file else None
         self.resume_from: str | None = None
         # data
@@ -178,9 +178,10 @@ class TrainRun:
     def check(self) -> None:
         """Everything that can be refused before anything heavy is loaded (hardware, files, resume)."""
         settings = self.settings
-        if not settings.train_file:
+        if not self.sources:
             raise RecipeError(
-                "no training file: set train.train_file (or --train_file)", key="train.train_file"
+                "no training file: set train.train_file (or --train_file), or list [[train.data]] sources",
+                key="train.train_file",
             )
         from qckit.hardware import choose_precision, detect_environment
 
@@ -189,10 +190,10 @@ class TrainRun:
         for adapter in self.adapters:
             adapter.check(env, self.adapter_names)
         self.precision = choose_precision(env, settings.precision)
-        if not self.train_path.is_file():
-            raise InputError(
-                self.train_path, "training file not found" if not self.train_path.exists() else "not a file"
-            )
+        for source in self.sources:
+            path = Path(source.path)
+            if not path.is_file():
+                raise InputError(path, "training file not found" if not path.exists() else "not a file")
         if self.val_path is not None and not self.val_path.is_file():
             raise InputError(
                 self.val_path, "validation file not found" if not self.val_path.exists() else "not a file"
@@ -200,10 +201,12 @@ class TrainRun:
         self.resume_from = _find_resume_checkpoint(settings, self.output_dir, self.obs)
 
     def data(self) -> None:
-        """The tokenizer, the packed training windows (rank 0 fills the cache first) and the validation texts."""
+        """The tokenizer, the packed windows of every source mixed by share (rank 0 fills the caches
+        first), and the validation texts."""
         from transformers import set_seed
 
         from qckit.models import load_tokenizer, resolve_model
+        from qckit.train.mixing import MixedDataset
         from qckit.train.packing import iter_documents
 
         settings = self.settings
@@ -212,7 +215,11 @@ class TrainRun:
         self.tokenizer = load_tokenizer(self.source, trust_remote_code=settings.trust_remote_code)
         cache_dir = Path(settings.cache_dir) if settings.cache_dir else self.output_dir / ".cache"
         with _main_process_first(self.env):
-            self.train_ds = _pack(self.train_path, self.tokenizer, self.chunker, cache_dir, self.obs)
+            packed = [
+                _pack(Path(source.path), self.tokenizer, self.chunker, cache_dir, self.obs)
+                for source in self.sources
+            ]
+        self.train_ds = MixedDataset(self.sources, packed, settings.seed)
         if self.val_path is not None:
             self.val_texts = [text for _, text in iter_documents(self.val_path)]
             if not self.val_texts:
@@ -366,6 +373,7 @@ class TrainRun:
             device=self.env.describe(),
             adapters=self.adapter_names,
             window=self.window,
+            sources=self.train_ds.source_report(),
         )
         seconds = None
         if settings.timing_warmup_steps > 0 and not self.shards_model and self.placed:
@@ -510,7 +518,8 @@ class TrainRun:
             "precision": self.precision,
             "device": self.env.describe(),
             "world_size": self.world_size,
-            "train_file": str(self.train_path),
+            "train_file": settings.train_file or None,
+            "sources": self.train_ds.source_report(self._windows_drawn(state.global_step)),
             "val_file": str(self.val_path) if self.val_path else None,
             "output_dir": str(output_dir),
             "resumed_from": self.resume_from,
@@ -526,7 +535,7 @@ class TrainRun:
             "eval_history": progress.eval_history,
             "tokens_seen": state.num_input_tokens_seen,
             "tokens_seen_this_run": tokens_this_run,
-            "windows": len(self.train_ds),
+            "windows": len(self.train_ds),  # per epoch
             "train_runtime_s": train_seconds,
             "eval_runtime_s": self.heldout.seconds,
             "tokens_per_s": tokens_this_run / compute_seconds,
@@ -550,6 +559,16 @@ class TrainRun:
         result.summary_path = summary_path
         result.merged_dir = merged_dir
         return result
+
+    def _windows_drawn(self, global_step: int) -> int:
+        """Windows the run has drawn after ``global_step`` optimizer steps (epoch after epoch)."""
+        per_epoch = len(self.train_ds)
+        steps_per_epoch = estimate_optimizer_steps(
+            per_epoch, self.step_batch, self.settings.gradient_accumulation_steps, 1, self.world_size
+        )
+        per_step = self.step_batch * self.settings.gradient_accumulation_steps * self.world_size
+        epochs, rest = divmod(global_step, steps_per_epoch)
+        return epochs * per_epoch + min(rest * per_step, per_epoch)
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ def adapter_param_groups(adapters: list[Any], model: Any, learning_rate: float) 
 
 
 class QckitTrainer(Trainer):
-    """The Trainer with one change: :meth:`create_optimizer` uses the adapters' parameter groups.
+    """The Trainer with qckit's changes: the mixed dataset's own sampler (seeded drawing order, see
+    :mod:`qckit.train.mixing`), and :meth:`create_optimizer` using the adapters' parameter groups.
 
     Each group is split like the Trainer's own grouping (no weight decay on biases and norms) and keeps
     its own options (``lr`` …); the optimizer class and its other keywords come from ``optim`` as usual.
@@ -69,6 +70,12 @@ class QckitTrainer(Trainer):
     def __init__(self, *args: Any, adapters: list[Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.qckit_adapters = list(adapters or [])
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        # a mixed dataset decides its own drawing order (seeded, one per epoch): qckit.train.mixing
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        sampler = getattr(dataset, "sampler", None)
+        return sampler() if callable(sampler) else super()._get_train_sampler(train_dataset)
 
     def create_optimizer(self, model: Any = None) -> Any:
         if self.optimizer is not None:
