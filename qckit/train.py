@@ -40,7 +40,7 @@ import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -909,7 +909,7 @@ def _run(
         "estimated_train_time_s": (inspection or {}).get("estimated_train_time_s"),
         "merged_dir": str(merged_dir) if merged_dir else None,
         "settings": dataclasses.asdict(settings),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if val_path is None:
         summary["note"] = "no val_file: held-out perplexity and bits-per-byte were not measured"

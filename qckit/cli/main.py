@@ -26,7 +26,8 @@ from rich.console import Console
 
 from qckit import __version__
 from qckit.cli import evaluate, export, plugins, prepare, run, train
-from qckit.errors import QckitError
+from qckit.errors import INTERRUPTED_EXIT_CODE, QckitError
+from qckit.report import message_line
 
 #: the commands, in ``qckit --help`` order; each module has ``add_parser(subparsers)``
 COMMANDS = (run, prepare, train, evaluate, export, plugins)
@@ -61,8 +62,24 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     try:
         return args.func(args, console)
     except QckitError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(message_line("error", "bold red", exc), highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]: no partial output was written")
-        return 130
+        err.print(message_line("interrupted", "bold red", "no partial output was written"), soft_wrap=True)
+        return INTERRUPTED_EXIT_CODE
+    except Exception as exc:  # a bug, or a fault qckit does not know yet: still one line, never a traceback
+        if os.environ.get("QCKIT_TRACEBACK"):
+            raise
+        err.print(message_line("error", "bold red", unexpected_message(exc)), highlight=False, soft_wrap=True)
+        return QckitError.exit_code
+
+
+def unexpected_message(exc: BaseException) -> str:
+    """One line for an exception qckit did not raise on purpose."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return "out of memory; lower batch sizes or the amount of data held at once"
+    detail = " ".join(str(exc).split())[:300] or "(no message)"
+    return f"unexpected {type(exc).__name__}: {detail} (set QCKIT_TRACEBACK=1 to see where it happened)"
