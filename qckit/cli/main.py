@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -42,17 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, console: Console | None = None, stderr: Console | None = None
+) -> int:
     """Run the CLI; returns the exit status (``sys.exit`` happens only in ``__main__``).
 
-    Reports go to ``console`` (stdout by default) and errors to stderr; a console passed in (tests,
-    embedding) receives both.
+    Reports go to ``console`` (stdout by default) and errors to ``stderr`` (stderr by default; a
+    ``console`` passed in without ``stderr`` receives both, for tests and embedding).
     """
     if console is None:
         # A qckit command renders its own progress; third-party tqdm bars (GGUF dequantization …) read this
         # variable when tqdm is imported, which has not happened yet here.
         os.environ.setdefault("TQDM_DISABLE", "1")
-    err = console or Console(stderr=True)
+    err = stderr or console or Console(stderr=True)
     console = console or Console()
     parser = build_parser()
     try:
@@ -60,7 +63,12 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except SystemExit as exc:  # argparse prints its own usage error
         return int(exc.code or 0)
     try:
-        return args.func(args, console)
+        with warnings.catch_warnings():
+            # a third-party warning is one literal line too, not a multi-line source excerpt
+            warnings.showwarning = lambda message, category, *_, **__: err.print(
+                message_line("warning", "yellow", f"{category.__name__}: {message}"), soft_wrap=True
+            )
+            return args.func(args, console)
     except QckitError as exc:
         err.print(message_line("error", "bold red", exc), highlight=False, soft_wrap=True)
         return exc.exit_code
