@@ -192,7 +192,7 @@ def broken_models(tmp_path, tiny_model_dir):
     pickled = d / "bad-pickle"
     shutil.copytree(tiny_model_dir, pickled)
     (pickled / "model.safetensors").unlink()
-    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not a pickle at all")
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x02not a pickle at all")
     variants["bad-pickle"] = pickled
     no_weights = d / "no-weights"
     shutil.copytree(tiny_model_dir, no_weights)
