@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qckit import defaults
-from qckit.errors import PluginError, RecipeError
+from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import stage_kinds
 
@@ -247,10 +247,11 @@ def build_component(host: PluginHost, kind: str, table: dict, key: str, source: 
     name = table["use"]
     if not isinstance(name, str):
         raise RecipeError(f"'use' must be a string, got {_tname(name)}", source=source, key=f"{key}.use")
-    try:
-        info = host.get(kind, name)
-    except PluginError as exc:
-        raise RecipeError(str(exc), source=source, key=f"{key}.use") from None
+    # A plugin that registers something invalid is a PluginError (raised here while the registry is
+    # built); only an unknown name is the recipe's fault.
+    info = host.registry[kind].get(name)
+    if info is None:
+        raise RecipeError(host.unknown_message(kind, name), source=source, key=f"{key}.use")
     params = {k: v for k, v in table.items() if k != "use"}
     hints = _hints(info.cls.__init__)  # type: ignore[misc]
     accepted = {p.name: p for p in info.parameters()}
