@@ -38,6 +38,7 @@ from qckit import defaults
 from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import stage_kinds
+from qckit.settings import PrepareSettings
 
 #: recipes are small hand-written files; anything larger is refused before it is read into memory
 MAX_RECIPE_BYTES = 1 << 20
@@ -63,13 +64,15 @@ class ComponentSpec:
 
 @dataclass
 class PreparePlan:
-    settings: Any  # qckit.prepare.PrepareSettings
-    readers: list[ComponentSpec]
+    settings: PrepareSettings
+    readers: list[ComponentSpec]  # the readers the recipe configured
     normalizers: list[ComponentSpec]
     filters: list[ComponentSpec]
     splitter: ComponentSpec
     writers: list[ComponentSpec]
     host: PluginHost = field(repr=False)
+    #: every registered reader by name: the configured ones, the others with their defaults
+    reader_table: dict[str, ComponentSpec] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -180,8 +183,6 @@ def build_recipe(
 
 
 def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
-    from qckit.prepare import PrepareSettings
-
     table = _table(data["prepare"], "prepare", source)
     for key, default in defaults.PREPARE_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
@@ -192,7 +193,13 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
     if not specs["writers"]:
         raise RecipeError("at least one writer is needed", source=source, key="prepare.writers")
     data["prepare"] = _resolved(settings, specs)
-    return PreparePlan(settings=settings, host=host, **specs)
+    reader_table = {spec.name: spec for spec in specs["readers"]}
+    for name in host.names("reader"):
+        if name not in reader_table:
+            reader_table[name] = build_component(
+                host, "reader", {"use": name}, f"prepare.readers.{name}", "<defaults>"
+            )
+    return PreparePlan(settings=settings, host=host, reader_table=reader_table, **specs)
 
 
 def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
