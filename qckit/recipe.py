@@ -39,6 +39,7 @@ from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import stage_kinds
 from qckit.settings import PrepareSettings
+from qckit.train.settings import TrainSettings
 
 #: recipes are small hand-written files; anything larger is refused before it is read into memory
 MAX_RECIPE_BYTES = 1 << 20
@@ -77,7 +78,7 @@ class PreparePlan:
 
 @dataclass
 class TrainPlan:
-    settings: Any  # qckit.train.TrainSettings
+    settings: TrainSettings
     chunker: ComponentSpec
     adapters: list[ComponentSpec]
 
@@ -203,8 +204,6 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
 
 
 def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
-    from qckit.train import TrainSettings
-
     table = _table(data["train"], "train", source)
     for key, default in defaults.TRAIN_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
