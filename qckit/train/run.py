@@ -182,7 +182,7 @@ class TrainRun:
             )
         from qckit.hardware import choose_precision, detect_environment
 
-        self.env = env = detect_environment()
+        self.env = env = detect_environment(settings.device)
         self.obs = _WarningsKept(self.observer if env.is_main_process else NullObserver())
         for adapter in self.adapters:
             adapter.check(env, self.adapter_names)

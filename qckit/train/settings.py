@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from qckit.hardware import PRECISIONS
+from qckit.hardware import DEVICES, PRECISIONS
 
 __all__ = ["SCHEDULERS", "TrainSettings"]
 
@@ -54,6 +54,7 @@ class TrainSettings:
     )
     seed: int = 42
     precision: str = "auto"  #: auto, fp32, bf16 or fp16
+    device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
     gradient_checkpointing: bool = True
     eval_steps: int = (
         0  #: evaluate on val_file every N optimizer steps; 0 = at the end of every epoch; -1 = never
@@ -107,6 +108,7 @@ class TrainSettings:
         need(bool(self.optimizer.strip()), "optimizer", "must name a transformers optimizer")
         need(self.seed >= 0, "seed", "must be 0 or more")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+        need(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
         need(
             self.eval_steps >= -1,
             "eval_steps",
