@@ -78,9 +78,10 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     """The funnel of a prepare run: read → problems → changes → drops → kept → train/val."""
     docs = stats.get("documents", 0)
     funnel = Table(title="Prepare funnel", box=box.SIMPLE_HEAVY, show_edge=False)
-    funnel.add_column("stage", no_wrap=True)
-    funnel.add_column("documents", justify="right", no_wrap=True)
-    funnel.add_column("share", justify="right", no_wrap=True)
+    # On a narrow console the stage names wrap between words; counts and shares are never cut.
+    funnel.add_column("stage", min_width=12)
+    funnel.add_column("documents", justify="right", no_wrap=True, min_width=9)
+    funnel.add_column("share", justify="right", no_wrap=True, min_width=6)
     funnel.add_column("detail", overflow="fold")
     examples: list[str] = []  # one place to look per problem, listed under the table
     _row(
@@ -122,6 +123,9 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
                 "",
                 f"{s['bytes'] / 1e6:.2f} MB" if "bytes" in s else "",
             )
+    # the stage column wraps between words, never inside one: it is at least as wide as its longest word
+    words = [w for cell in funnel.columns[0].cells for w in Text(str(cell)).plain.split()]
+    funnel.columns[0].min_width = max([12, *(len(w) + 2 for w in words)])
     parts: list[RenderableType] = [funnel]
     if examples:
         parts.append(Text("first example of each:\n" + "\n".join(f"  {e}" for e in examples), style="dim"))
