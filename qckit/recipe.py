@@ -37,13 +37,13 @@ from typing import Any, Literal
 from qckit import defaults
 from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
-from qckit.kinds import stage_kinds
+from qckit.kinds import STAGES, stage_kinds
 from qckit.settings import PrepareSettings
 from qckit.train.settings import TrainSettings
 
 #: recipes are small hand-written files; anything larger is refused before it is read into memory
 MAX_RECIPE_BYTES = 1 << 20
-TOP_LEVEL_KEYS = {"name", "description", "prepare", "train", "plugins"}
+TOP_LEVEL_KEYS = {"name", "description", "plugins", *STAGES}
 PLUGINS_KEYS = {"disable"}
 
 

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from qckit.components import BLANK_LINE
 from qckit.host import ComponentInfo, PluginHost
-from qckit.kinds import stage_kinds
+from qckit.kinds import STAGES, stage_kinds
 
 # Bidirectional overrides and isolates reorder what a terminal shows; like control characters, they are escaped.
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -294,7 +294,7 @@ def plan_report(recipe: Any) -> RenderableType:
     from qckit.recipe import resolved_component
 
     parts: list[RenderableType] = [Text(f"recipe {recipe.source}: valid", style="bold green")]
-    for stage_name in ("prepare", "train"):
+    for stage_name in STAGES:
         plan = getattr(recipe, stage_name)
         if plan is None:
             continue
