@@ -301,7 +301,8 @@ class ModelAdapter(Protocol):
 class IssueLog:
     """Counts recoverable problems by kind and keeps the first few examples (``file:line: message``).
 
-    Logs from worker processes are merged in corpus order, so the examples are deterministic.
+    Logs from worker processes are merged in corpus order, so the examples are deterministic. The
+    prepare funnel keeps one per filter for its drops (kind = reason, example = position).
     """
 
     __slots__ = ("counts", "examples", "max_examples")
@@ -311,11 +312,14 @@ class IssueLog:
         self.examples: dict[str, list[str]] = {}
         self.max_examples = max_examples
 
-    def add(self, kind: str, source: str, line: int | None, message: str) -> None:
+    def add(self, kind: str, source: str, line: int | None, message: str | None = None) -> None:
+        """Count one problem of ``kind``; the example reads ``source:line: message`` (without a
+        message: ``source:line``, the position alone, as drop examples are kept)."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         examples = self.examples.setdefault(kind, [])
         if len(examples) < self.max_examples:
-            examples.append(f"{source}:{line}: {message}" if line is not None else f"{source}: {message}")
+            where = f"{source}:{line}" if line is not None else source
+            examples.append(f"{where}: {message}" if message is not None else where)
 
     def merge(self, other: IssueLog) -> None:
         for kind, count in other.counts.items():

@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ class TrainRun:
             )
         from qckit.hardware import choose_precision, detect_environment
 
-        self.env = env = detect_environment()
+        self.env = env = detect_environment(settings.device)
         self.obs = _WarningsKept(self.observer if env.is_main_process else NullObserver())
         for adapter in self.adapters:
             adapter.check(env, self.adapter_names)
@@ -545,7 +545,7 @@ class TrainRun:
             "estimated_train_time_s": (self.inspection or {}).get("estimated_train_time_s"),
             "merged_dir": str(merged_dir) if merged_dir else None,
             "settings": dataclasses.asdict(settings),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if self.val_path is None:
             summary["note"] = "no val_file: held-out perplexity and bits-per-byte were not measured"

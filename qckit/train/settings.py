@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qckit.hardware import PRECISIONS
+from qckit.hardware import DEVICES, PRECISIONS
 
 __all__ = ["EXHAUSTED", "SCHEDULERS", "DataSource", "TrainSettings"]
 
@@ -87,6 +87,7 @@ class TrainSettings:
     )
     seed: int = 42
     precision: str = "auto"  #: auto, fp32, bf16 or fp16
+    device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
     gradient_checkpointing: bool = True
     eval_steps: int = (
         0  #: evaluate on val_file every N optimizer steps; 0 = at the end of every epoch; -1 = never
@@ -140,6 +141,7 @@ class TrainSettings:
         need(bool(self.optimizer.strip()), "optimizer", "must name a transformers optimizer")
         need(self.seed >= 0, "seed", "must be 0 or more")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+        need(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
         need(
             self.eval_steps >= -1,
             "eval_steps",
