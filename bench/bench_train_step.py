@@ -80,7 +80,12 @@ def run_qckit(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespa
         cache_dir=str(ns.cache_dir),
     )
     clock = StepClock()
-    run_train(settings, WindowChunker(max_length=ns.seq, stride=16), [LoraAdapter()], observer=clock)
+    run_train(
+        settings,
+        WindowChunker(max_length=ns.seq, stride=16, attention="window"),
+        [LoraAdapter()],
+        observer=clock,
+    )
     return intervals(clock.stamps, ns.warmup)
 
 
@@ -190,7 +195,10 @@ def main() -> None:
         ns.cache_dir = root / "cache"
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         dataset = pack_file(
-            train_file, tokenizer, WindowChunker(max_length=ns.seq, stride=16), cache_dir=ns.cache_dir
+            train_file,
+            tokenizer,
+            WindowChunker(max_length=ns.seq, stride=16, attention="window"),
+            cache_dir=ns.cache_dir,
         )
         print(
             f"model: Llama hidden {ns.hidden} x {ns.layers} layers, vocab {len(tokenizer)}; {len(dataset)} windows "

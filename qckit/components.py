@@ -226,12 +226,22 @@ class PackingStats:
     windows_dropped_short: int = 0
 
 
+#: what a token may attend to inside a packed training window (a chunker's ``attention``)
+ATTENTION_MODES = ("document", "window")
+
+
 class Chunker(Protocol):
     """Turns tokenized documents into fixed-length training windows (cached on disk by ``cache_key``)."""
 
     name: ClassVar[str]
     #: the window length in tokens; 0 when the chunker has none (the train stage then uses the longest window)
     max_length: int = 0
+    #: ``"window"``: a token attends to every earlier token of its window; ``"document"``: only to the earlier
+    #: tokens of its own document. A document ends with its EOS; for ``"document"`` the train stage gives every
+    #: document position ids that restart at 0 (transformers then masks attention across documents), checks
+    #: that the model really isolates them, and the chunker must label each document's first token
+    #: :data:`IGNORE_INDEX` (nothing of its own document precedes it)
+    attention: str = "window"
 
     def windows(
         self, documents: Iterable[Sequence[int]], eos_token_id: int, stats: PackingStats

@@ -58,11 +58,12 @@ def test_seed_window_positions():
     assert [w[0] for w in windows0[:2]] == [full[0:1024], full[1024:2048]]
 
 
+@pytest.mark.parametrize("attention", ["window", "document"])
 @pytest.mark.parametrize("max_length,stride", [(16, 0), (16, 1), (16, 5), (16, 15), (7, 3), (2, 1)])
-def test_every_token_trained_exactly_once_after_shift(max_length, stride):
+def test_every_token_trained_exactly_once_after_shift(max_length, stride, attention):
     docs = random_docs(60, seed=max_length * 31 + stride)
     stream = stream_of(docs)
-    chunker = WindowChunker(max_length=max_length, stride=stride, min_length=1)
+    chunker = WindowChunker(max_length=max_length, stride=stride, min_length=1, attention=attention)
     windows, stats = run(chunker, docs)
     step = max_length - stride
     # the windows are slices of the one stream, EOS after every document
@@ -71,12 +72,14 @@ def test_every_token_trained_exactly_once_after_shift(max_length, stride):
         assert all(lab in (-100, tok) for lab, tok in zip(labels, ids, strict=True))
     counts = trained_positions(windows, step)
     assert max(counts.values()) == 1  # never trained twice (the seed trained the overlap twice)
+    # document isolation: a document's first token (the one after an EOS) is never a target
+    starts = {p for p in range(1, len(stream)) if stream[p - 1] == EOS} if attention == "document" else set()
     if stride > 0:
         # min_length=1 keeps the tail: every token but the stream's first is trained exactly once
-        assert sorted(counts) == list(range(1, len(stream)))
+        assert sorted(counts) == [p for p in range(1, len(stream)) if p not in starts]
     else:
         # without overlap, the first token of each window has no context in its window
-        assert sorted(counts) == [p for p in range(len(stream)) if p % max_length != 0]
+        assert sorted(counts) == [p for p in range(len(stream)) if p % max_length != 0 and p not in starts]
     assert stats.tokens_kept == sum(counts.values())
     assert stats.tokens_total == len(stream)
     assert stats.documents == len(docs)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar
 
 from qckit import hookimpl
-from qckit.components import IGNORE_INDEX, PackingStats
+from qckit.components import ATTENTION_MODES, IGNORE_INDEX, PackingStats
 
 
 class WindowChunker:
@@ -35,6 +35,17 @@ class WindowChunker:
     fewer than ``min_length`` *new* tokens; ``min_length`` applies to that final window only (full
     windows are always kept). The collator pads a short window; padding has label -100.
 
+    ``attention`` says what a token may attend to inside its window:
+
+    * ``"document"`` (the default): only the tokens of its own document. Position ids restart at 0 at
+      every document start (the token after an EOS; the EOS ends its document), the train stage lets
+      transformers build the block-diagonal causal mask from them, and the first token of each document
+      inside a window is context only (label -100): nothing of its own document precedes it, and
+      predicting it from the previous document is exactly the cross-document signal this removes;
+    * ``"window"``: the whole window, across document boundaries (the seed's behaviour).
+
+    The overlap context and the window's position 0 stay context only in both modes.
+
     The chunker streams: besides the windows it yields it holds fewer than ``max_length`` tokens plus
     the current document.
     """
@@ -42,7 +53,9 @@ class WindowChunker:
     name: ClassVar[str] = "window"
     FORMAT_VERSION: ClassVar[int] = 1
 
-    def __init__(self, max_length: int = 1024, stride: int = 128, min_length: int = 32) -> None:
+    def __init__(
+        self, max_length: int = 1024, stride: int = 128, min_length: int = 32, attention: str = "document"
+    ) -> None:
         for key, value in (("max_length", max_length), ("stride", stride), ("min_length", min_length)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{key} must be an integer")
@@ -52,19 +65,23 @@ class WindowChunker:
             raise ValueError("stride must be >= 0 and < max_length")
         if not 1 <= min_length <= max_length:
             raise ValueError("min_length must be between 1 and max_length")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTION_MODES))}")
         self.max_length = max_length
         self.stride = stride
         self.min_length = min_length
+        self.attention = attention
 
     def __repr__(self) -> str:
         return (
-            f"WindowChunker(max_length={self.max_length}, stride={self.stride}, min_length={self.min_length})"
+            f"WindowChunker(max_length={self.max_length}, stride={self.stride}, min_length={self.min_length}, "
+            f"attention={self.attention!r})"
         )
 
     def cache_key(self) -> str:
         return (
             f"{self.name}/v{self.FORMAT_VERSION}/max_length={self.max_length}"
-            f"/stride={self.stride}/min_length={self.min_length}"
+            f"/stride={self.stride}/min_length={self.min_length}/attention={self.attention}"
         )
 
     def windows(
@@ -85,7 +102,7 @@ class WindowChunker:
             if len(buffer) - start < max_length:
                 continue
             while len(buffer) - start >= max_length:
-                yield self._emit(buffer[start : start + max_length], first, stats)
+                yield self._emit(buffer[start : start + max_length], first, stats, eos_token_id)
                 first = False
                 start += step
             del buffer[:start]
@@ -99,14 +116,20 @@ class WindowChunker:
         if new < self.min_length:
             stats.windows_dropped_short += 1
             return
-        yield self._emit(buffer, first, stats)
+        yield self._emit(buffer, first, stats, eos_token_id)
 
-    def _emit(self, window: list[int], first: bool, stats: PackingStats) -> tuple[list[int], list[int]]:
+    def _emit(
+        self, window: list[int], first: bool, stats: PackingStats, eos: int
+    ) -> tuple[list[int], list[int]]:
         labels = window.copy()
         context = 1 if first else max(self.stride, 1)
         labels[:context] = [IGNORE_INDEX] * context
+        if self.attention == "document":
+            for t in range(max(context, 1), len(window)):
+                if window[t - 1] == eos:  # a document starts here: nothing of it precedes this token
+                    labels[t] = IGNORE_INDEX
         stats.windows += 1
-        stats.tokens_kept += len(window) - context
+        stats.tokens_kept += sum(label != IGNORE_INDEX for label in labels)
         return window, labels
 
 

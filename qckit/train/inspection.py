@@ -75,6 +75,8 @@ def measure_pass_seconds(
     import torch
     from transformers import default_data_collator
 
+    from qckit.train.packing import forward_inputs
+
     if passes <= 0 or len(dataset) == 0:
         return None
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -95,7 +97,7 @@ def measure_pass_seconds(
                     dtype=autocast_dtype or torch.float32,
                     enabled=autocast_dtype is not None,
                 ):
-                    loss = model(**batch).loss
+                    loss = model(**forward_inputs(batch)).loss
                 loss.backward()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -142,6 +144,7 @@ def inspection(
         "tokens_kept_pct": 100.0 * stats.tokens_kept / stats.tokens_total if stats.tokens_total else 0.0,
         "fertility_tokens_per_word": train_ds.fertility,
         "window_length": window,
+        "attention": getattr(train_ds, "attention", None),
         "windows": windows,  # drawn per epoch
         "windows_dropped_short": stats.windows_dropped_short,
         "from_cache": bool(getattr(train_ds, "from_cache", False)),

@@ -163,6 +163,11 @@ class MixedDataset(Dataset):
         return sum(p.num_doc_tokens for p in self.packed) / words if words else 0.0
 
     @property
+    def attention(self) -> str:
+        """``"document"`` when the windows isolate documents (position ids restart), else ``"window"``."""
+        return "document" if self.packed[0].document_eos is not None else "window"
+
+    @property
     def from_cache(self) -> bool:
         return all(p.from_cache for p in self.packed)
 
@@ -234,6 +239,7 @@ class MixedDataset(Dataset):
             "from_cache": self.from_cache,
             "windows_packed": self.windows,
             "windows_per_epoch": len(self),
+            "attention": self.attention,
         }
 
 

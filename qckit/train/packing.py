@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from qckit._fs import replace_dir, staging_dir
-from qckit.components import IGNORE_INDEX, Chunker, PackingStats
+from qckit.components import IGNORE_INDEX, Chunker, PackingStats, ability
 from qckit.errors import InputError, QckitError
 from qckit.progress import NullObserver, Observer
 
@@ -41,6 +41,8 @@ __all__ = [
     "tokenize_batch",
     "tokenizer_fingerprint",
     "file_sha256",
+    "document_positions",
+    "forward_inputs",
 ]
 
 PACKING_FORMAT_VERSION = 2  # bump when the tokenization or the stored arrays change
@@ -184,6 +186,9 @@ class PackedDataset(Dataset):
         self.trained = trained
         self.from_cache = from_cache
         self.cache_path = cache_path
+        #: the EOS id when the chunker isolates documents (``attention = "document"``): items then carry
+        #: ``position_ids`` that restart after every EOS; ``None`` for window attention
+        self.document_eos: int | None = None
         lengths = np.diff(offsets)
         self.lengths = lengths
         self.seq_length = int(lengths.max()) if len(lengths) else 0
@@ -212,16 +217,25 @@ class PackedDataset(Dataset):
         return self.item(int(index), self.seq_length)
 
     def item(self, index: int, size: int) -> dict[str, torch.Tensor]:
-        """Window ``index`` as the model's inputs, padded to ``size`` tokens (at least its length)."""
+        """Window ``index`` as the model's inputs, padded to ``size`` tokens (at least its length).
+
+        With document isolation (:attr:`document_eos`), ``position_ids`` restart at 0 after every EOS and
+        again at the padding, which so becomes a sequence of its own that no real token attends to.
+        """
         ids, labels = self.window(index)
         n = len(ids)
+        if n > size:
+            raise ValueError(f"window {index} has {n} tokens, more than {size}")
         input_ids = torch.full((size,), self.pad_id, dtype=torch.long)
         label_t = torch.full((size,), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros(size, dtype=torch.long)
         input_ids[:n] = torch.from_numpy(np.asarray(ids, dtype=np.int64))
         label_t[:n] = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         attention[:n] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
+        item = {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
+        if self.document_eos is not None:
+            item["position_ids"] = torch.from_numpy(document_positions(ids, self.document_eos, size))
+        return item
 
     def decode_sample(self, index: int, tokenizer: Any) -> str:
         """Decoded text of window ``index`` for inspection, special tokens shown.
@@ -290,6 +304,40 @@ class PackedDataset(Dataset):
             from_cache=True,
             cache_path=directory,
         )
+
+
+def document_positions(ids: np.ndarray, eos: int, size: int | None = None) -> np.ndarray:
+    """Position ids that restart at 0 at the start of every document of ``ids`` (the token after each
+    EOS), continued by ``0, 1, …`` over the padding up to ``size``."""
+    n = len(ids)
+    index = np.arange(n, dtype=np.int64)
+    starts = np.zeros(n, dtype=bool)
+    if n:
+        starts[0] = True
+        starts[1:] = np.asarray(ids[:-1]) == eos
+    positions = index - np.maximum.accumulate(np.where(starts, index, 0))
+    pad = max((size or n) - n, 0)
+    return np.concatenate([positions, np.arange(pad, dtype=np.int64)])
+
+
+def forward_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The model's keywords for a batch of training windows.
+
+    With ``position_ids`` (document isolation) the attention mask is left out: transformers detects
+    packed sequences from position ids that restart only when no 2-D attention mask is given, and
+    builds the block-diagonal causal mask itself (sdpa, eager, flex) or passes the sequence lengths to
+    flash-attention (varlen). The padding is a sequence of its own then, so nothing attends to it. The
+    KV cache is switched off too: with a cache, transformers does not look for packed sequences.
+    """
+    if "position_ids" in batch:
+        inputs = {k: v for k, v in batch.items() if k != "attention_mask"}
+        inputs["use_cache"] = False
+        return inputs
+    return batch
+
+
+def _document_eos(chunker: Chunker, tokenizer: Any) -> int | None:
+    return _special_ids(tokenizer)[0] if ability(chunker, Chunker, "attention") == "document" else None
 
 
 def _special_ids(tokenizer: Any) -> tuple[int, int]:
@@ -409,7 +457,7 @@ def pack_texts(
     docs = (t.strip() for t in texts)
     observer.start("tokenize", None, "B")
     try:
-        return _pack(
+        dataset = _pack(
             (t for t in docs if t),
             tokenizer,
             chunker,
@@ -417,6 +465,8 @@ def pack_texts(
             observer=observer,
             source="<memory>",
         )
+        dataset.document_eos = _document_eos(chunker, tokenizer)
+        return dataset
     finally:
         observer.finish("tokenize")
 
@@ -470,6 +520,7 @@ def pack_file(
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 observer.advance("tokenize", total, cached=True)
+                dataset.document_eos = _document_eos(chunker, tokenizer)
                 return dataset
         dataset = _pack(
             (text for _, text in iter_documents(path)),
@@ -481,6 +532,7 @@ def pack_file(
         )
         if target is not None:
             _store(dataset, target)
+        dataset.document_eos = _document_eos(chunker, tokenizer)
         return dataset
     finally:
         observer.finish("tokenize")

@@ -6,7 +6,8 @@ Phases, in order (:meth:`TrainRun.run`)::
     data       tokenizer, packed training windows (cached), validation documents
     model      the model loaded as the adapters ask, context checks, the adapters' wrapping
     arguments  TrainingArguments (the seed's defaults come in through the settings; adapters edit them)
-    inspect    optimizer steps, device placement, the inspection report with a measured time estimate
+    inspect    optimizer steps, device placement, the document-isolation check, the inspection report
+               with a measured time estimate
     trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation); its
                optimizer takes the adapters' parameter groups (qckit.train.trainer)
     train      trainer.train()
@@ -357,6 +358,10 @@ class TrainRun:
         )
         if self.placed and not self.shards_model:
             model.to(self.args.device)
+        if ability(self.chunker, Chunker, "attention") == "document":
+            from qckit.train.isolation import check_document_isolation
+
+            check_document_isolation(model, self.tokenizer.eos_token_id)
         if not settings.inspect_data:
             return
         data = inspection(

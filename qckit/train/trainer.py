@@ -12,6 +12,7 @@ from transformers import Trainer
 
 from qckit.components import ModelAdapter, ability
 from qckit.errors import QckitError
+from qckit.train.packing import forward_inputs
 
 __all__ = ["QckitTrainer", "adapter_param_groups"]
 
@@ -61,7 +62,9 @@ def adapter_param_groups(adapters: list[Any], model: Any, learning_rate: float) 
 
 class QckitTrainer(Trainer):
     """The Trainer with qckit's changes: the mixed dataset's own sampler (seeded drawing order, see
-    :mod:`qckit.train.mixing`), and :meth:`create_optimizer` using the adapters' parameter groups.
+    :mod:`qckit.train.mixing`), document-isolated batches passed without their attention mask
+    (:func:`~qckit.train.packing.forward_inputs`), and :meth:`create_optimizer` using the adapters'
+    parameter groups.
 
     Each group is split like the Trainer's own grouping (no weight decay on biases and norms) and keeps
     its own options (``lr`` …); the optimizer class and its other keywords come from ``optim`` as usual.
@@ -76,6 +79,11 @@ class QckitTrainer(Trainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         sampler = getattr(dataset, "sampler", None)
         return sampler() if callable(sampler) else super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        # document isolation: position ids restart per document and the 2-D attention mask is left out, so
+        # transformers builds the block-diagonal mask (the mask stays in `inputs` for the token count)
+        return super().compute_loss(model, forward_inputs(inputs), *args, **kwargs)
 
     def create_optimizer(self, model: Any = None) -> Any:
         if self.optimizer is not None:

@@ -101,6 +101,15 @@ class FourBitAdapter(_QuantizedBase):
             return torch.float32
         return getattr(torch, _DTYPE_NAMES[self.compute_dtype])
 
+    def wrap_model(self, model: Any, env: Any) -> Any:
+        # On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for inference on the first eval-mode
+        # forward (held-out evaluation, checks) and keeps them so; backward through the repacked weights has
+        # no autograd kernel (wrong gradients for the layers below). A model being trained keeps its layout.
+        for module in model.modules():
+            if getattr(module, "support_avx512bf16_for_cpu", False):
+                module.support_avx512bf16_for_cpu = False
+        return model
+
     def load_kwargs(self, kwargs: dict[str, Any], env: Any) -> None:
         from transformers import BitsAndBytesConfig
 
