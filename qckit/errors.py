@@ -102,3 +102,10 @@ class HardwareError(QckitError):
     """A requested combination cannot run on this machine. Raised before any model is loaded."""
 
     exit_code = 6
+
+
+class TrainingError(QckitError):
+    """Training went wrong while it ran (a non-finite loss or gradient norm). Names the optimizer step;
+    the checkpoints written before it are kept."""
+
+    exit_code = 7

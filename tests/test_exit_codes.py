@@ -252,6 +252,7 @@ def test_readme_lists_every_exit_status_once():
             errors.PluginError,
             errors.ComponentError,
             errors.HardwareError,
+            errors.TrainingError,
         )
     }
     expected[str(errors.INTERRUPTED_EXIT_CODE)] = "KeyboardInterrupt"

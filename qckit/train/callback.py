@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -64,6 +65,9 @@ class QckitCallback(TrainerCallback):
         eval_steps: int,
         evaluate_before: bool,
         adapters: list[Any],
+        fingerprint: dict[str, Any],
+        resumed_baseline: dict[str, dict[str, Any]] | None = None,
+        is_main_process: bool = True,
     ) -> None:
         self.progress = progress
         self.heldout = heldout
@@ -71,6 +75,9 @@ class QckitCallback(TrainerCallback):
         self.eval_steps = eval_steps
         self.evaluate_before = evaluate_before
         self.adapters = adapters
+        self.fingerprint = fingerprint
+        self.resumed_baseline = resumed_baseline
+        self.is_main_process = is_main_process
         self.trainer: Any = None
 
     # -- held-out evaluation --------------------------------------------------------------------
@@ -109,7 +116,11 @@ class QckitCallback(TrainerCallback):
         p = self.progress
         p.step_at_start = state.global_step
         p.tokens_at_start = state.num_input_tokens_seen
-        if self.heldout.enabled and self.evaluate_before:
+        if state.global_step and self.resumed_baseline:
+            # resumed: the baseline is the base model's, measured by the run that wrote the checkpoint
+            p.eval_before = self.resumed_baseline
+            self.obs.report("eval_before", p.eval_before)
+        elif self.heldout.enabled and self.evaluate_before and not state.global_step:
             p.eval_before = self._measure(model, state.global_step)
             self.obs.report("eval_before", p.eval_before)
         self.obs.start("train", total=state.max_steps, unit="step")
@@ -118,6 +129,14 @@ class QckitCallback(TrainerCallback):
             self.obs.advance("train", state.global_step, resumed=True)
         p.eval_seconds_at_start = self.heldout.seconds
         p.train_started = time.perf_counter()
+
+    def on_save(self, args, state, control, **kwargs):
+        # the Trainer has written everything into checkpoint-N: the marker, written last, says it is complete
+        if self.is_main_process:
+            from qckit.train.checkpoints import write_marker
+
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            write_marker(checkpoint, self.fingerprint, self.progress.eval_before, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:

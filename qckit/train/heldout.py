@@ -16,10 +16,26 @@ from typing import Any
 
 from qckit.progress import NullObserver, Observer
 
-__all__ = ["HeldOut", "VAL_SET"]
+__all__ = ["HeldOut", "VAL_SET", "evaluation_identity"]
 
 #: the name of the set measured on ``val_file``
 VAL_SET = "val"
+
+
+def evaluation_identity(settings: Any) -> dict[str, Any]:
+    """What makes two runs' held-out numbers comparable (part of the run fingerprint, so that a resumed
+    run's baseline is the one its "after" is compared with): the validation text and the window settings."""
+    from pathlib import Path
+
+    from qckit.train.packing import file_sha256
+
+    val = Path(settings.val_file) if settings.val_file else None
+    return {
+        "sets": {VAL_SET: file_sha256(val)} if val is not None and val.is_file() else {},
+        "max_length": settings.eval_max_length,
+        "stride": settings.eval_stride,
+        "max_documents": settings.eval_max_documents,
+    }
 
 
 class HeldOut:

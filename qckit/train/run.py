@@ -23,6 +23,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,10 @@ class TrainRun:
         self.sources = settings.sources()
         self.val_path: Path | None = Path(settings.val_file) if settings.val_file else None
         self.resume_from: str | None = None
+        self.fingerprint: dict[str, Any] = {}
+        self.resumed_baseline: dict[str, Any] | None = None
+        self.clear_output_dir = False
+        self.debris: list[Path] = []  # broken checkpoints newer than the one resumed from
         # data
         self.source: Any = None
         self.tokenizer: Any = None
@@ -199,7 +204,56 @@ class TrainRun:
             raise InputError(
                 self.val_path, "validation file not found" if not self.val_path.exists() else "not a file"
             )
-        self.resume_from = _find_resume_checkpoint(settings, self.output_dir, self.obs)
+        if not settings.allow_pickle_weights:
+            from qckit.models import resolve_model
+
+            _refuse_pickle_only(resolve_model(settings.model))
+        if settings.trust_remote_code:
+            self.obs.warn(
+                f"trust_remote_code = true: Python code shipped with the model {settings.model} will run on this "
+                f"machine"
+            )
+        self.resume_point()
+
+    def resume_point(self) -> None:
+        """The run's fingerprint, and what to do with the checkpoints already in ``output_dir``: resume
+        from the newest complete one of this same run, clear them (``overwrite_output_dir``), or refuse."""
+        from qckit.train import checkpoints
+        from qckit.train.heldout import evaluation_identity
+
+        settings = self.settings
+        self.fingerprint = checkpoints.fingerprint(
+            settings,
+            self.sources,
+            _component_settings(self.chunker),
+            [_component_settings(a) for a in self.adapters],
+            evaluation_identity(settings),
+        )
+        if settings.overwrite_output_dir:
+            self.clear_output_dir = True
+            return
+        if not settings.resume:
+            checkpoints.refuse_fresh_run(self.output_dir)
+            return
+        chosen = checkpoints.choose_checkpoint(
+            self.output_dir,
+            self.fingerprint,
+            allow_pickle=settings.allow_pickle_weights,
+            warn=self.obs.warn,
+        )
+        if chosen is None:
+            self.obs.warn(
+                f"resume: no checkpoint-* directory in {self.output_dir}; starting from the beginning"
+            )
+            return
+        path, marker, self.debris = chosen
+        self.resume_from = str(path)
+        self.resumed_baseline = marker.get("baseline")
+        if self.resumed_baseline is None and settings.val_file:
+            self.obs.warn(
+                f"{path.name} records no baseline held-out numbers (the run that wrote it did not measure them): "
+                f"before/after are not reported"
+            )
 
     def data(self) -> None:
         """The tokenizer, the packed windows of every source mixed by share (rank 0 fills the caches
@@ -242,6 +296,8 @@ class TrainRun:
         for adapter in self.adapters:
             adapter.load_kwargs(load_kwargs, env)
         dtype = load_kwargs.pop("dtype", None) or model_dtype(self.precision, trains_base_weights=trains_base)
+        if self.source.kind != "gguf" and not settings.allow_pickle_weights:
+            load_kwargs.setdefault("use_safetensors", True)  # pickle weights can run code when loaded
         model = load_model(
             self.source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs
         )
@@ -418,6 +474,16 @@ class TrainRun:
         from qckit.train.trainer import QckitTrainer
 
         settings = self.settings
+        if self.clear_output_dir:
+            from qckit.train.checkpoints import clear_output_dir
+
+            removed = clear_output_dir(self.output_dir)
+            if removed:
+                self.obs.warn(
+                    f"overwrite_output_dir: removed {', '.join(removed)} of an earlier run from {self.output_dir}"
+                )
+        for checkpoint in self.debris:  # the resumed run writes these steps again
+            shutil.rmtree(checkpoint, ignore_errors=True)
         self.heldout = HeldOut(
             self.tokenizer,
             self.val_texts,
@@ -436,6 +502,9 @@ class TrainRun:
             eval_steps=settings.eval_steps,
             evaluate_before=settings.evaluate_before,
             adapters=self.adapters,
+            fingerprint=self.fingerprint,
+            resumed_baseline=self.resumed_baseline,
+            is_main_process=self.env.is_main_process,
         )
         callbacks: list[Any] = [self.callback]
         self._writer = None
@@ -606,20 +675,15 @@ def _main_process_first(env: Any) -> Iterator[None]:
         yield
 
 
-def _find_resume_checkpoint(settings: TrainSettings, output_dir: Path, obs: _WarningsKept) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if settings.resume:
-        if last is None:
-            obs.warn(f"resume: no checkpoint-* directory in {output_dir}; starting from the beginning")
-        return last
-    if last is not None:
-        obs.warn(
-            f"{output_dir} already holds {Path(last).name} from an earlier run; this run starts from the beginning "
-            f"and overwrites it (set train.resume = true, or --resume, to continue instead)"
+def _refuse_pickle_only(source: Any) -> None:
+    """A local model with pickle-format weights only is refused unless the recipe allows them."""
+    root = Path(source.path_or_id)
+    if source.kind == "dir" and not list(root.glob("*.safetensors")) and list(root.glob("*.bin")):
+        raise InputError(
+            source.display,
+            "the model's weights are pickle-format files (*.bin), which can run code when loaded; convert them "
+            "to safetensors, or set train.allow_pickle_weights = true if you trust them",
         )
-    return None
 
 
 def _pack(path: Path, tokenizer: Any, chunker: Any, cache_dir: Path, obs: Observer) -> Any:

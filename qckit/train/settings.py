@@ -105,7 +105,11 @@ class TrainSettings:
     timing_warmup_steps: int = (
         2  #: forward+backward passes timed for the estimate (after one untimed warm-up)
     )
-    resume: bool = False  #: continue from the last checkpoint-* in output_dir
+    resume: bool = False  #: continue from the newest complete checkpoint-* of this same run in output_dir
+    #: delete an earlier run's checkpoints and outputs in output_dir before training (instead of refusing)
+    overwrite_output_dir: bool = False
+    #: also load pickle-format weights (.bin) for the model and checkpoints; off: safetensors only
+    allow_pickle_weights: bool = False
     export_merged: bool = (
         False  #: also save the base model with the LoRA weights merged in, under <output_dir>/merged
     )
@@ -136,8 +140,10 @@ class TrainSettings:
         need(0 < self.learning_rate < 1, "learning_rate", "must be greater than 0 and below 1")
         need(self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"must be one of {', '.join(SCHEDULERS)}")
         need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "must be 0 or more")
-        need(self.max_grad_norm >= 0, "max_grad_norm", "must be 0 (no clipping) or more")
+        need(0 <= self.weight_decay <= 1, "weight_decay", "must be in [0, 1]")
+        need(
+            0 <= self.max_grad_norm < math.inf, "max_grad_norm", "must be 0 (no clipping) or a finite number"
+        )
         need(bool(self.optimizer.strip()), "optimizer", "must name a transformers optimizer")
         need(self.seed >= 0, "seed", "must be 0 or more")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
@@ -166,6 +172,11 @@ class TrainSettings:
         need(self.inspect_samples >= 0, "inspect_samples", "must be 0 or more")
         need(self.timing_warmup_steps >= 0, "timing_warmup_steps", "must be 0 (no time estimate) or more")
         need(self.dataloader_workers >= 0, "dataloader_workers", "must be 0 or more")
+        need(
+            not (self.resume and self.overwrite_output_dir),
+            "overwrite_output_dir",
+            "cannot be combined with resume (one continues the checkpoints, the other deletes them)",
+        )
         if self.train_file and self.data:
             raise ValueError("data: set either train_file (one source) or [[train.data]] (several), not both")
         names = [source.name for source in self.data]

@@ -5,13 +5,14 @@ Imported only when a run builds its Trainer (it imports transformers).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from transformers import Trainer
 
 from qckit.components import ModelAdapter, ability
-from qckit.errors import QckitError
+from qckit.errors import QckitError, TrainingError
 from qckit.train.packing import forward_inputs
 
 __all__ = ["QckitTrainer", "adapter_param_groups"]
@@ -64,7 +65,8 @@ class QckitTrainer(Trainer):
     """The Trainer with qckit's changes: the mixed dataset's own sampler (seeded drawing order, see
     :mod:`qckit.train.mixing`), document-isolated batches passed without their attention mask
     (:func:`~qckit.train.packing.forward_inputs`), and :meth:`create_optimizer` using the adapters'
-    parameter groups.
+    parameter groups; a non-finite loss or gradient norm stops training with a
+    :class:`~qckit.errors.TrainingError` naming the step (instead of the Trainer's silent skipping).
 
     Each group is split like the Trainer's own grouping (no weight decay on biases and norms) and keeps
     its own options (``lr`` …); the optimizer class and its other keywords come from ``optim`` as usual.
@@ -79,6 +81,34 @@ class QckitTrainer(Trainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         sampler = getattr(dataset, "sampler", None)
         return sampler() if callable(sampler) else super()._get_train_sampler(train_dataset)
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        # several processes: a rank stopping alone would leave the others waiting in the gradient
+        # all-reduce; a non-finite loss makes the (all-reduced) gradient norm non-finite on every rank
+        if self.args.world_size == 1 and not bool(torch.isfinite(loss)):
+            self._diverged(f"the training loss is {float(loss)}")
+        return loss
+
+    def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if norm is not None and not math.isfinite(float(norm)):
+            self._diverged(f"the gradient norm is {float(norm)}")
+        return norm
+
+    def _diverged(self, what: str) -> None:
+        """Stop training: nothing of this step reaches the weights, the checkpoints written so far stay."""
+        from pathlib import Path
+
+        from qckit.train.checkpoints import checkpoints, read_marker
+
+        step = self.state.global_step + 1
+        kept = next((p for p in checkpoints(Path(str(self.args.output_dir))) if read_marker(p)), None)
+        last = f"the last good checkpoint, {kept}, is kept" if kept else "no checkpoint was written before it"
+        raise TrainingError(
+            f"training stopped at optimizer step {step}: {what} (non-finite); the step was not applied and "
+            f"{last}. Lower train.learning_rate or check the data and the model's precision"
+        )
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         # document isolation: position ids restart per document and the 2-D attention mask is left out, so

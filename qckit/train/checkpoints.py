@@ -1,0 +1,347 @@
+"""Run identity and checkpoints: a run only ever resumes its own, complete work.
+
+* The **fingerprint** of a run (:func:`fingerprint`) is what decides the trained weights: the resolved
+  settings minus the output-only keys (:data:`NOT_IDENTITY`), the chunker's and adapters' settings,
+  each training source's name, weight, ``exhausted`` and content hash, the base model's identity
+  (its config and the headers of its weight files, never its path) and the held-out evaluation's
+  identity (the baseline must stay comparable).
+* Every ``checkpoint-N/`` gets ``qckit_run.json`` (:data:`MARKER`) once the Trainer has written
+  everything else into it: the fingerprint and the baseline held-out numbers. A checkpoint without
+  it was interrupted while saving (or was not written by qckit).
+* :func:`choose_checkpoint` picks, newest first, the first checkpoint that is complete, of the same
+  run and loadable (weights with a readable safetensors header, optimizer, scheduler, RNG and trainer
+  state present); incomplete or unloadable ones are skipped with a warning naming them; one of
+  another run is refused with what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qckit._fs import atomic_write_json, jsonable
+from qckit.errors import InputError, RecipeError
+
+__all__ = [
+    "MARKER",
+    "NOT_IDENTITY",
+    "choose_checkpoint",
+    "checkpoints",
+    "clear_output_dir",
+    "differences",
+    "fingerprint",
+    "model_identity",
+    "read_marker",
+    "write_marker",
+]
+
+#: the completion marker written last into every checkpoint directory
+MARKER = "qckit_run.json"
+MARKER_FORMAT = 1
+#: settings that change what a run writes or shows, never the weights it trains (not part of its identity);
+#: train_file / data / val_file / model enter the fingerprint by content instead of by path
+NOT_IDENTITY = frozenset(
+    {
+        "output_dir",
+        "resume",
+        "overwrite_output_dir",
+        "cache_dir",
+        "inspect_data",
+        "inspect_samples",
+        "timing_warmup_steps",
+        "eval_steps",
+        "evaluate_before",
+        "eval_batch_size",
+        "save_steps",
+        "save_total_limit",
+        "logging_steps",
+        "export_merged",
+        "dataloader_workers",
+        "tensorboard",
+        "report_to",
+        "tracking_dir",
+        "torch_compile",
+        "allow_pickle_weights",
+        "train_file",
+        "data",
+        "val_file",
+        "model",
+        "eval_max_length",
+        "eval_stride",
+        "eval_max_documents",
+    }
+)
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+#: what the Trainer needs besides the weights to continue exactly where it stopped
+_STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+_HEAD_BYTES = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    from qckit.train.packing import file_sha256 as sha
+
+    return sha(path)
+
+
+def _head_digest(path: Path, head: int = _HEAD_BYTES) -> str:
+    """sha256 of a file's size and first ``head`` bytes (a weights file's header and the start of its data)."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(head))
+    return digest.hexdigest()
+
+
+def model_identity(spec: str) -> dict[str, Any]:
+    """The base model's identity: for a local model its config and the header digest of each weights
+    file (moving or renaming the directory changes nothing); for a hub id, the id."""
+    from qckit.models import resolve_model
+
+    source = resolve_model(spec)
+    if source.kind == "hub":
+        return {"hub": source.path_or_id}
+    if source.gguf_file:
+        # the metadata (architecture, vocabulary) and the tensor index are at the start of the file
+        return {"gguf": _head_digest(Path(source.gguf_file), 16 * _HEAD_BYTES)}
+    root = Path(source.path_or_id)
+    weights = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt"))
+    tokenizer = sorted(p for p in root.glob("tokenizer*") if p.is_file())
+    return {
+        "config": file_sha256(root / "config.json"),
+        "tokenizer": {p.name: file_sha256(p) for p in tokenizer},
+        "weights": {p.name: _head_digest(p) for p in weights},
+    }
+
+
+def fingerprint(
+    settings: Any,
+    sources: list[Any],
+    chunker: dict[str, Any],
+    adapters: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's identity (see the module docstring), as plain JSON data."""
+    import dataclasses
+
+    resolved = {k: v for k, v in dataclasses.asdict(settings).items() if k not in NOT_IDENTITY}
+    return jsonable(
+        {
+            "settings": resolved,
+            "chunker": chunker,
+            "adapters": adapters,
+            "data": [
+                {
+                    "name": s.name,
+                    "weight": s.weight,
+                    "exhausted": s.exhausted,
+                    "sha256": file_sha256(Path(s.path)),
+                }
+                for s in sources
+            ],
+            "model": model_identity(settings.model),
+            "evaluation": evaluation,
+        }
+    )
+
+
+def digest(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}[{i}]"))
+        return out or {prefix: []}
+    return {prefix: value}
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    """``"learning_rate 0.001 → 0.005; data[0].sha256 changed"``: the first ``limit`` differing key paths."""
+    a, b = _flatten(old), _flatten(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    parts = []
+    for key in keys[:limit]:
+        before, after = a.get(key, "<absent>"), b.get(key, "<absent>")
+        short = key.removeprefix("settings.")
+        if isinstance(before, str) and len(before) > 24 or isinstance(after, str) and len(after) > 24:
+            parts.append(f"{short} changed")
+        else:
+            parts.append(f"{short} {before!r} → {after!r}")
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return "; ".join(parts) or "nothing"
+
+
+# -- checkpoints on disk ---------------------------------------------------------------------------
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """The ``checkpoint-N`` directories of ``output_dir``, newest (highest N) first."""
+    if not output_dir.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+    ]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def write_marker(checkpoint: Path, run_fingerprint: dict[str, Any], baseline: Any, step: int) -> Path:
+    """Write the completion marker into ``checkpoint`` (atomically; call it after everything else)."""
+    return atomic_write_json(
+        checkpoint / MARKER,
+        {
+            "format": MARKER_FORMAT,
+            "global_step": step,
+            "fingerprint_sha256": digest(run_fingerprint),
+            "fingerprint": run_fingerprint,
+            "baseline": baseline,
+        },
+    )
+
+
+def read_marker(checkpoint: Path) -> dict[str, Any] | None:
+    """The marker of ``checkpoint``, or ``None`` when it has none (or an unreadable one)."""
+    try:
+        data = json.loads((checkpoint / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == MARKER_FORMAT else None
+
+
+def _unloadable(checkpoint: Path, allow_pickle: bool) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from, or ``None`` when it can."""
+    from safetensors import safe_open
+
+    for name in _STATE_FILES:
+        path = checkpoint / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"{name} is missing or empty"
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return "trainer_state.json is not valid JSON"
+    weights = sorted(checkpoint.glob("*.safetensors"))
+    pickled = sorted(checkpoint.glob("*.bin")) if allow_pickle else []
+    pickled = [p for p in pickled if p.name != "training_args.bin"]
+    if not weights and not pickled:
+        return "no model weights (*.safetensors)"
+    for path in weights:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # truncated or corrupt: safetensors checks the header against the file size
+            return f"{path.name} is unreadable ({' '.join(str(exc).split())[:120]})"
+    return None
+
+
+def choose_checkpoint(
+    output_dir: Path,
+    run_fingerprint: dict[str, Any],
+    *,
+    allow_pickle: bool,
+    warn: Callable[[str], None],
+) -> tuple[Path, dict[str, Any], list[Path]] | None:
+    """The checkpoint to resume from, its marker, and the newer checkpoints skipped on the way (debris of
+    an interrupted save, which the resumed run replaces); ``None`` when ``output_dir`` holds none at all.
+
+    Raises :class:`~qckit.errors.InputError` for a complete checkpoint of another run (naming what
+    differs) and when checkpoints exist but none is complete and loadable.
+    """
+    found = checkpoints(output_dir)
+    if not found:
+        return None
+    expected = digest(run_fingerprint)
+    skipped: list[str] = []
+    newer: list[Path] = []
+    for checkpoint in found:
+        marker = read_marker(checkpoint)
+        if marker is None:
+            warn(f"{checkpoint}: incomplete checkpoint (no {MARKER}: interrupted while saving?); skipped")
+            skipped.append(f"{checkpoint.name} incomplete")
+            newer.append(checkpoint)
+            continue
+        if marker.get("fingerprint_sha256") != expected:
+            raise InputError(
+                checkpoint,
+                f"this checkpoint belongs to another run ({differences(marker.get('fingerprint') or {}, run_fingerprint)}); "
+                f"resume with the same recipe, or use another output_dir, or --overwrite_output_dir to start afresh",
+            )
+        why = _unloadable(checkpoint, allow_pickle)
+        if why is not None:
+            warn(f"{checkpoint}: cannot be resumed from ({why}); skipped")
+            skipped.append(f"{checkpoint.name} {why}")
+            newer.append(checkpoint)
+            continue
+        return checkpoint, marker, newer
+    raise InputError(
+        output_dir,
+        f"no complete, loadable checkpoint to resume from ({'; '.join(skipped)}); "
+        "use --overwrite_output_dir (train.overwrite_output_dir = true) to start afresh",
+    )
+
+
+def refuse_fresh_run(output_dir: Path) -> None:
+    """A fresh run may not start over an earlier run's checkpoints (``RecipeError`` naming the way out)."""
+    found = checkpoints(output_dir)
+    if found:
+        names = ", ".join(p.name for p in found[:3]) + (" …" if len(found) > 3 else "")
+        raise RecipeError(
+            f"{output_dir} already holds checkpoints of an earlier run ({names}): set train.resume = true "
+            f"(--resume) to continue it, or train.overwrite_output_dir = true (--overwrite_output_dir) to "
+            f"delete them and start afresh",
+            key="train.output_dir",
+        )
+
+
+#: what a run writes at the top of its output directory (removed by ``overwrite_output_dir``)
+RUN_OUTPUTS = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "trainer_state.json",
+    "training_args.bin",
+    "training_summary.json",
+    "recipe.toml",
+    "README.md",
+)
+RUN_OUTPUT_DIRS = ("logs", "merged", "mlruns", "wandb")
+
+
+def clear_output_dir(output_dir: Path) -> list[str]:
+    """Remove an earlier run's checkpoints and outputs from ``output_dir`` (the packing cache stays).
+    Returns the names removed."""
+    removed: list[str] = []
+    for checkpoint in checkpoints(output_dir):
+        shutil.rmtree(checkpoint)
+        removed.append(checkpoint.name)
+    for name in RUN_OUTPUT_DIRS:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(name)
+    for pattern in (*RUN_OUTPUTS, "model-*-of-*.safetensors"):
+        for path in output_dir.glob(pattern):
+            if path.is_file():
+                path.unlink()
+                removed.append(path.name)
+    return removed
