@@ -13,7 +13,7 @@ which run in one process in corpus order) so that the output is identical whatev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -195,6 +195,43 @@ class Writer(Protocol):
 
     def format(self, doc: Document) -> str:
         """Return the document as it goes into the file, ending with a newline."""
+
+
+class Executor(Protocol):
+    """Places the work of a prepare run: calls a function on every item (a batch, a shard) somewhere, in
+    this process, on a pool of worker processes or on a Ray cluster, and hands the results back in
+    item order.
+
+    The pipeline owns what runs (pure functions of :mod:`qckit.prepare`) and the order in which the
+    results are used, so an executor never changes the output. ``start`` is called once per run,
+    then ``map`` (once or more), then ``stop`` (also after an error or an interruption).
+    """
+
+    name: ClassVar[str]
+    #: True when the executor's workers read their input themselves (a remote cluster): the pipeline
+    #: cuts the inputs into shards (files, and byte ranges of big files), each finished shard leaves a
+    #: completion record in the run's work directory, and a run can resume (``[prepare] resume``).
+    #: False: the driver reads the inputs and ships batches of records to the workers.
+    reads_inputs: ClassVar[bool] = False
+    #: the size of a shard in bytes, when ``reads_inputs``
+    shard_bytes: int = 64 << 20
+
+    def start(self, workers: int) -> int:
+        """Get ready (start a pool, connect to a cluster). ``workers`` is ``[prepare] workers`` (0: every
+        core available); return how many items will be processed at once."""
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any], shared: Any) -> Iterator[Any]:
+        """Yield ``fn(shared, item)`` for every item of ``items``, in the order of ``items``.
+
+        ``shared`` is the same for every call (the components): send it to each worker once. Take
+        ``items`` lazily and keep a bounded number in flight, so memory stays bounded. An exception
+        raised by ``fn`` is raised here unchanged (qckit's errors carry the input position). A failure
+        that is not ``fn``'s own (a worker process died) may be retried a bounded number of times;
+        then raise an exception whose message names the item (``str(item)``) and the cause.
+        """
+
+    def stop(self) -> None:
+        """Release what ``start`` and ``map`` took (worker processes, a Ray instance it started)."""
 
 
 @dataclass(slots=True)

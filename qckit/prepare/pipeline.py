@@ -5,7 +5,7 @@ Data flows one way and in batches:
 * the driver reads raw records (cheap I/O) and cuts them into batches of ``batch_bytes``
   (:mod:`~qckit.prepare.inputs`);
 * workers parse, normalize, run the stateless filters and compute dedup fingerprints
-  (:mod:`~qckit.prepare.work`, scheduled by :mod:`~qckit.prepare.executor`);
+  (:mod:`~qckit.prepare.work`), wherever the recipe's executor places them (``[prepare.executor]``);
 * the driver receives the results **in corpus order**, runs the stateful filters, counts everything
   (:mod:`~qckit.prepare.stats`) and spools the kept documents; when every input is read, the splitter
   assigns each kept document to train or validation and the writers format them into temporary files
@@ -18,7 +18,6 @@ are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only 
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -27,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from qckit.components import BLANK_LINE, Document
-from qckit.errors import InputError
+from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare import inputs
-from qckit.prepare.executor import local_results
 from qckit.prepare.output import MemorySink, RejectsFile, Spool, commit, split_set, write_sets
 from qckit.prepare.stats import Funnel
-from qckit.prepare.work import Batch, Stage, StatefulFilters
+from qckit.prepare.work import Batch, BatchResult, Stage, StatefulFilters, process, warm_up
 from qckit.progress import NullObserver, Observer
 from qckit.recipe import PreparePlan, build_recipe
 from qckit.settings import REJECTS_FILE
@@ -67,9 +65,7 @@ class PreparePipeline:
         )
         self.stateful = StatefulFilters(stateful, self.settings.rejects, self.settings.max_examples)
 
-    @property
-    def workers(self) -> int:
-        return self.settings.workers or os.cpu_count() or 1
+        self.executor = plan.executor
 
     def run(self) -> PrepareResult:
         """Process the recipe's input files and write train/val files atomically into the output directory."""
@@ -138,13 +134,13 @@ class PreparePipeline:
                 if callable(getattr(spec.instance, "summary", None))
             ],
             max_examples=self.settings.max_examples,
-            workers=self.workers,
+            workers=1,
         )
         spool = Spool(tmp, n_sets, slim)
         obs = self.observer
         obs.start("prepare", total=total_bytes, unit="B")
         try:
-            for result in local_results(self.stage, batches, self.workers):
+            for result in self._results(batches, funnel):
                 self.stateful.decide(result)
                 funnel.add(result)
                 spool.add(result)
@@ -158,6 +154,27 @@ class PreparePipeline:
             obs.finish("prepare")
         funnel.finish()
         return funnel.as_dict(), spool
+
+    def _results(self, batches: Iterator[Batch], funnel: Funnel) -> Iterator[BatchResult]:
+        """The batch results in corpus order, from wherever the executor runs them."""
+        spec = self.executor
+        executor = spec.instance
+        try:
+            funnel.workers = executor.start(self.settings.workers)
+            warm_up(self.stage)
+            results = executor.map(process, batches, self.stage)
+            try:
+                yield from results
+            finally:
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()
+        except QckitError:
+            raise
+        except Exception as exc:
+            raise ComponentError("executor", spec.name, spec.owner, None, exc) from exc
+        finally:
+            executor.stop()
 
     def _check_files_had_documents(self, paths: list[Path], stats: dict) -> None:
         for path, info in zip(paths, stats["inputs"], strict=True):
