@@ -96,6 +96,20 @@ class Reader(Protocol):
         noting bad records in ``issues`` instead of raising."""
         ...
 
+    @optional
+    def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
+        """Cut ``path`` into consecutive ``(start, end)`` byte ranges of about ``size`` bytes that cover
+        it, each starting where a record starts; ``[]`` when this file cannot be cut (compressed). Must
+        be cheap (read a little around each cut). With :meth:`records_between`, lets an executor whose
+        workers read their own input spread one big file over several shards."""
+        ...
+
+    @optional
+    def records_between(self, path: Path, start: int, end: int) -> Iterator[bytes]:
+        """Yield the records that start in ``[start, end)``, a range given by :meth:`byte_ranges`, exactly
+        as :meth:`records` yields them (the ranges of a file together yield what ``records`` yields)."""
+        ...
+
 
 class Normalizer(Protocol):
     """Rewrites text (Unicode form, mojibake, URLs …), in recipe order, in worker processes.

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from qckit import hookimpl
 from qckit_builtins.executors.local import LocalExecutor
+from qckit_builtins.executors.ray import RayExecutor
 
-EXECUTORS: tuple[type, ...] = (LocalExecutor,)
+EXECUTORS: tuple[type, ...] = (LocalExecutor, RayExecutor)
 
-__all__ = ["EXECUTORS", "LocalExecutor"]
+__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor"]
 
 
 @hookimpl
