@@ -147,8 +147,8 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False) -> A
         tokenizer = AutoTokenizer.from_pretrained(
             source.path_or_id, trust_remote_code=trust_remote_code, **source.pretrained_kwargs()
         )
-    except (OSError, ValueError) as exc:
-        raise _load_error(source, "tokenizer", exc) from exc
+    except Exception as exc:  # transformers raises many kinds (OSError, ValueError, KeyError, JSON errors …)
+        raise _load_error(source, "tokenizer", exc) from None
     if tokenizer.eos_token is None or tokenizer.eos_token_id is None:
         raise InputError(
             source.display,
@@ -194,8 +194,8 @@ def load_model(
             kwargs["quantization_config"] = gguf_config
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path_or_id, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _load_error(source, "model", exc) from exc
+    except Exception as exc:  # unpickling, safetensors header, missing shards, unknown architecture …
+        raise _load_error(source, "model", exc) from None
     if source.kind == "gguf":
         clear_gguf_marks(model)
     return model
@@ -257,7 +257,7 @@ def _is_gguf(mark: Any) -> bool:
 
 
 def _load_error(source: ModelSource, what: str, exc: BaseException) -> QckitError:
-    detail = " ".join(str(exc).split())[:300]
+    detail = _one_line(exc)
     if source.kind == "hub":
         return InputError(
             source.display,
@@ -265,6 +265,35 @@ def _load_error(source: ModelSource, what: str, exc: BaseException) -> QckitErro
             f"directory of that name either): {detail}",
         )
     return InputError(source.display, f"cannot load the {what}: {detail}")
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line: its type and its message with every run of whitespace collapsed."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}"
+
+
+def load_adapter(model: Any, adapter_dir: str | os.PathLike[str], *, is_trainable: bool = False) -> Any:
+    """Apply the peft adapter saved in ``adapter_dir`` to ``model`` (a base model loaded by :func:`load_model`).
+
+    Raises :class:`~qckit.errors.InputError` naming ``adapter_dir`` when it is not an adapter directory
+    or cannot be applied (missing or corrupt weights, an adapter trained on another architecture …).
+    """
+    from peft import PeftModel
+
+    path = Path(adapter_dir)
+    if not path.is_dir():
+        raise InputError(path, "adapter not found" if not path.exists() else "adapter is not a directory")
+    if not (path / "adapter_config.json").is_file():
+        raise InputError(path, "not a LoRA adapter directory (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    except Exception as exc:  # peft/safetensors/json raise many kinds
+        raise InputError(
+            path, f"cannot apply the adapter to {type(model).__name__}: {_one_line(exc)}"
+        ) from None
 
 
 # -- training helpers ------------------------------------------------------------------------------
@@ -412,7 +441,6 @@ def merge_and_export(
     replaced, any other non-empty directory is refused. Returns ``out_dir``.
     """
     import torch
-    from peft import PeftModel
 
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype not in dtypes:
@@ -432,10 +460,7 @@ def merge_and_export(
 
     source = resolve_model(base_spec)
     base = load_model(source, dtype=dtypes[dtype], trust_remote_code=trust_remote_code)
-    try:
-        peft_model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise InputError(adapter_dir, f"adapter does not fit base model {source.display!r}: {exc}") from exc
+    peft_model = load_adapter(base, adapter_dir)
     merged = peft_model.merge_and_unload()
     if hasattr(merged, "config"):
         merged.config.use_cache = True

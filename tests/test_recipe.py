@@ -108,3 +108,33 @@ def test_resolved_recipe_round_trips_through_toml():
 def test_ints_are_accepted_for_floats():
     recipe = build_recipe({"prepare": {"splitter": {"use": "random", "val_split": 0}}})
     assert recipe.prepare.splitter.params["val_split"] == 0
+
+
+def test_nested_settings_tables_are_validated_with_their_key_path():
+    import dataclasses
+
+    from qckit.recipe import _coerce
+
+    @dataclasses.dataclass
+    class Source:
+        path: str
+        weight: float = 1.0
+
+        def __post_init__(self):
+            if self.weight <= 0:
+                raise ValueError("weight: must be greater than 0")
+
+    built = _coerce([{"path": "a.txt"}, {"path": "b.txt", "weight": 2}], list[Source], "train.data", "r.toml")
+    assert built == [Source("a.txt", 1.0), Source("b.txt", 2.0)]
+    with pytest.raises(RecipeError, match=r"^r.toml:train.data\[1\].weight: expected a number"):
+        _coerce([{"path": "a"}, {"path": "b", "weight": "x"}], list[Source], "train.data", "r.toml")
+    with pytest.raises(RecipeError, match=r"^r.toml:train.data\[0\].weight: must be greater than 0"):
+        _coerce([{"path": "a", "weight": 0}], list[Source], "train.data", "r.toml")
+    with pytest.raises(
+        RecipeError, match=r"^r.toml:train.data\[0\].pth: unknown key 'pth'.*did you mean 'path'"
+    ):
+        _coerce([{"pth": "a"}], list[Source], "train.data", "r.toml")
+    with pytest.raises(RecipeError, match=r"^r.toml:train.data\[0\]: missing key 'path'$"):
+        _coerce([{"weight": 1}], list[Source], "train.data", "r.toml")
+    with pytest.raises(RecipeError, match=r"train.data: expected an array of tables"):
+        _coerce("a.txt", list[Source], "train.data", "r.toml")

@@ -16,15 +16,13 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from qckit.evaluate import evaluate_lm
 
     quiet_third_party()
-    from qckit.models import load_model, load_tokenizer, resolve_model
+    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
 
     source = resolve_model(args.model)
     tokenizer = load_tokenizer(source, trust_remote_code=args.trust_remote_code)
     model = load_model(source, trust_remote_code=args.trust_remote_code)
     if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
+        model = load_adapter(model, args.adapter)
     observer = RichObserver(console)
     result = evaluate_lm(
         model,
