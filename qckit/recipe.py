@@ -71,6 +71,7 @@ class PreparePlan:
     filters: list[ComponentSpec]
     splitter: ComponentSpec
     writers: list[ComponentSpec]
+    executor: ComponentSpec
     host: PluginHost = field(repr=False)
     #: every registered reader by name: the configured ones, the others with their defaults
     reader_table: dict[str, ComponentSpec] = field(default_factory=dict, repr=False)
@@ -193,6 +194,14 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
     specs = _build_components(table, "prepare", host, source)
     if not specs["writers"]:
         raise RecipeError("at least one writer is needed", source=source, key="prepare.writers")
+    executor = specs["executor"]
+    if settings.resume and not getattr(executor.instance, "reads_inputs", False):
+        raise RecipeError(
+            f"executor {executor.name!r} cannot resume: it keeps no shard completion records; "
+            "choose an executor whose workers read their own shards (qckit plugins executor)",
+            source=source,
+            key="prepare.resume",
+        )
     data["prepare"] = _resolved(settings, specs)
     reader_table = {spec.name: spec for spec in specs["readers"]}
     for name in host.names("reader"):
