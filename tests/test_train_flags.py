@@ -136,6 +136,23 @@ def test_inspection_and_extras():
     assert settings.max_steps == 50 and settings.eval_steps == 25 and not settings.inspect_data
 
 
+def test_run_identity_tracking_and_attention_flags():
+    train = _recipe(
+        "--overwrite_output_dir", "--report_to", "tensorboard", "mlflow", "--attention", "window"
+    )["train"]
+    assert train["overwrite_output_dir"] is True and train["report_to"] == ["tensorboard", "mlflow"]
+    assert train["chunker"]["attention"] == "window"
+    settings = build_recipe({"train": train}, source="qckit train").train
+    assert (
+        settings.settings.report_to == ["tensorboard", "mlflow"]
+        and settings.chunker.instance.attention == "window"
+    )
+    assert _recipe("--report_to", "none")["train"]["report_to"] == []
+    defaults = _recipe()["train"]
+    assert "report_to" not in defaults and "attention" not in defaults["chunker"]  # the recipe defaults apply
+    assert build_recipe({"train": defaults}).train.chunker.instance.attention == "document"
+
+
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [

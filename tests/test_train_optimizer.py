@@ -47,7 +47,7 @@ def _run(out: Path, model_dir: Path, train_file: Path, adapter) -> TrainRun:
         learning_rate=5e-3,
         save_steps=0,
         inspect_data=False,
-        tensorboard=False,
+        report_to=[],
     )
     run = TrainRun(settings, WindowChunker(max_length=64, stride=8, min_length=8), [adapter])
     run.run()

@@ -28,6 +28,9 @@ def quiet_third_party() -> None:
 
     # bitsandbytes (imported by peft) looks for optional CPU kernels on the hub and logs when it cannot.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # mlflow's local store announces its table migrations (report_to = "mlflow")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated")
     warnings.filterwarnings(
         "ignore", message=r"Could not find a config file in .* will assume that the vocabulary"

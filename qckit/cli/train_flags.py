@@ -30,7 +30,7 @@ Differences from the seed, all additive:
 * Extras: ``--val_file`` (held-out perplexity and bits-per-byte before/after training), ``--resume``,
   ``--max_steps``, ``--precision``, ``--use_8bit``, ``--lora_dropout``, ``--eval_steps``,
   ``--save_steps``, ``--logging_steps``, ``--no_gradient_checkpointing``, ``--export_merged``,
-  ``--trust_remote_code``, ``--cache_dir``.
+  ``--trust_remote_code``, ``--cache_dir``, ``--overwrite_output_dir``, ``--report_to``, ``--attention``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from qckit.components import ATTENTION_MODES
 from qckit.errors import RecipeError
 from qckit.hardware import DEVICES, PRECISIONS
+from qckit.train.tracking import TRACKERS
 
 __all__ = ["SEED_DEFAULTS", "add_train_flags", "train_flags_to_recipe"]
 
@@ -127,6 +129,12 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=SEED_DEFAULTS["stride"],
         help="overlap between consecutive windows in tokens, 0 = none (default: %(default)s)",
+    )
+    data.add_argument(
+        "--attention",
+        choices=ATTENTION_MODES,
+        default=None,
+        help="document: no attention across the documents packed in a window (default); window: the seed's",
     )
     data.add_argument(
         "--batch_size",
@@ -219,7 +227,22 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         "--logging_steps", type=int, default=None, help="log the loss every N steps (default: 10)"
     )
     train.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint-* in --output_dir"
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint-* of this same run in --output_dir",
+    )
+    train.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="delete an earlier run's checkpoints and outputs in --output_dir before training",
+    )
+    train.add_argument(
+        "--report_to",
+        nargs="+",
+        choices=[*TRACKERS, "none"],
+        default=None,
+        help="experiment trackers (default: tensorboard); mlflow writes a local store in <output_dir>/mlruns, "
+        "wandb runs offline unless configured",
     )
     train.add_argument(
         "--export_merged",
@@ -317,11 +340,15 @@ def train_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
         "inspect_data": bool(ns.inspect_data),
         "inspect_samples": ns.inspect_samples,
         "resume": bool(ns.resume),
+        "overwrite_output_dir": bool(ns.overwrite_output_dir),
+        "report_to": None if ns.report_to is None else [n for n in ns.report_to if n != "none"],
         "export_merged": bool(ns.export_merged),
         "cache_dir": ns.cache_dir,
     }
     train = {key: value for key, value in train.items() if value is not None}
     train["chunker"] = {"use": "window", "max_length": ns.max_length, "stride": ns.stride}
+    if ns.attention is not None:
+        train["chunker"]["attention"] = ns.attention
 
     adapters: list[dict[str, Any]] = []
     if ns.use_4bit:

@@ -137,6 +137,7 @@ class TrainRun:
         self.resumed_baseline: dict[str, Any] | None = None
         self.clear_output_dir = False
         self.debris: list[Path] = []  # broken checkpoints newer than the one resumed from
+        self.trackers: list[Any] = []  # MLflow / W&B runs (main process only)
         # data
         self.source: Any = None
         self.tokenizer: Any = None
@@ -171,13 +172,17 @@ class TrainRun:
     def run(self) -> TrainResult:
         self.check()
         with _quiet_transformers():
-            self.data()
-            self.load_model()
-            self.arguments()
-            self.inspect()
-            self.build_trainer()
-            self.train()
-            return self.summary()
+            try:
+                self.data()
+                self.load_model()
+                self.arguments()
+                self.inspect()
+                self.build_trainer()
+                self.train()
+                return self.summary()
+            except BaseException as exc:  # the trackers' runs end as failed (or killed), not left open
+                self._close_trackers("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                raise
 
     # -- phases -----------------------------------------------------------------------------------
 
@@ -196,6 +201,9 @@ class TrainRun:
         for adapter in self.adapters:
             adapter.check(env, self.adapter_names)
         self.precision = choose_precision(env, settings.precision)
+        from qckit.train.tracking import check_trackers
+
+        check_trackers(settings.report_to)
         for source in self.sources:
             path = Path(source.path)
             if not path.is_file():
@@ -508,12 +516,36 @@ class TrainRun:
         )
         callbacks: list[Any] = [self.callback]
         self._writer = None
-        if settings.tensorboard and self.env.is_main_process:
+        if "tensorboard" in settings.report_to and self.env.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
             from transformers.integrations import TensorBoardCallback
 
             self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
             callbacks.append(TensorBoardCallback(tb_writer=self._writer))
+        if self.env.is_main_process:
+            from qckit.train.tracking import flat_params, make_trackers, tracker_callback
+
+            params = flat_params(
+                {
+                    "settings": dataclasses.asdict(settings),
+                    "chunker": _component_settings(self.chunker),
+                    "adapters": [_component_settings(a) for a in self.adapters],
+                }
+            )
+            tags = {"qckit_version": __version__, "model": settings.model}
+            if self.resume_from:
+                tags["resumed_from"] = self.resume_from
+            self.trackers = make_trackers(
+                settings.report_to,
+                output_dir=self.output_dir,
+                tracking_uri=settings.tracking_uri,
+                project=settings.tracking_project,
+                run_name=self.output_dir.resolve().name,
+                params=params,
+                tags=tags,
+            )
+            if self.trackers:
+                callbacks.append(tracker_callback(self.trackers))
         trainer = QckitTrainer(  # its create_optimizer asks the adapters for parameter groups
             model=self.model,
             args=self.args,
@@ -628,11 +660,17 @@ class TrainRun:
         atomic_write_json(summary_path, summary)
         if self.recipe_text is not None:
             atomic_write_text(output_dir / RECIPE_NAME, self.recipe_text)
+        self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME])
         self.obs.report("summary", summary)
         result.summary = summary
         result.summary_path = summary_path
         result.merged_dir = merged_dir
         return result
+
+    def _close_trackers(self, status: str, artifacts: Sequence[Path] = ()) -> None:
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.finish(status, artifacts)
 
     def _windows_drawn(self, global_step: int) -> int:
         """Windows the run has drawn after ``global_step`` optimizer steps (epoch after epoch)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qckit.hardware import DEVICES, PRECISIONS
+from qckit.train.tracking import TRACKERS
 
 __all__ = ["EXHAUSTED", "SCHEDULERS", "DataSource", "TrainSettings"]
 
@@ -115,7 +116,11 @@ class TrainSettings:
     )
     cache_dir: str | None = None  #: packed-window cache; default <output_dir>/.cache
     dataloader_workers: int = 0
-    tensorboard: bool = True  #: write TensorBoard events into <output_dir>/logs
+    #: experiment trackers: tensorboard (<output_dir>/logs), mlflow, wandb; [] for none
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    #: mlflow tracking URI; "" = a local store in <output_dir>/mlruns
+    tracking_uri: str = ""
+    tracking_project: str = "qckit"  #: mlflow experiment / wandb project
     torch_compile: bool = False
 
     def __post_init__(self) -> None:
@@ -172,6 +177,13 @@ class TrainSettings:
         need(self.inspect_samples >= 0, "inspect_samples", "must be 0 or more")
         need(self.timing_warmup_steps >= 0, "timing_warmup_steps", "must be 0 (no time estimate) or more")
         need(self.dataloader_workers >= 0, "dataloader_workers", "must be 0 or more")
+        unknown = [name for name in self.report_to if name not in TRACKERS]
+        if unknown:
+            raise ValueError(
+                f"report_to: unknown tracker {unknown[0]!r}; use {', '.join(TRACKERS)} (or [] for none)"
+            )
+        self.report_to = list(dict.fromkeys(self.report_to))
+        need(bool(self.tracking_project.strip()), "tracking_project", "must not be empty")
         need(
             not (self.resume and self.overwrite_output_dir),
             "overwrite_output_dir",

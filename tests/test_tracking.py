@@ -1,0 +1,165 @@
+"""Experiment tracking: held-out numbers and training logs reach MLflow (a real local store, offline)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from qckit.errors import RecipeError, TrainingError
+from qckit.recipe import build_recipe
+from qckit.testing import SAMPLE_SENTENCES, write_corpus
+from qckit.train import TrainSettings, run_train
+from qckit.train.tracking import tracker_metrics
+from qckit_builtins.adapters import LoraAdapter
+from qckit_builtins.chunkers import WindowChunker
+
+mlflow = pytest.importorskip("mlflow")  # qckit[tracking], part of qckit[all]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tracking_corpus")
+    return (
+        write_corpus(root / "train.txt", list(SAMPLE_SENTENCES) * 2),
+        write_corpus(root / "val.txt", SAMPLE_SENTENCES[::5]),
+    )
+
+
+def _settings(out: Path, model: Path, corpus, **overrides) -> TrainSettings:
+    base = dict(
+        train_file=str(corpus[0]),
+        val_file=str(corpus[1]),
+        output_dir=str(out),
+        model=str(model),
+        max_steps=6,
+        eval_steps=3,
+        save_steps=0,
+        batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-3,
+        logging_steps=1,
+        inspect_data=False,
+        report_to=["tensorboard", "mlflow"],
+    )
+    base.update(overrides)
+    return TrainSettings(**base)
+
+
+def _client(out: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlruns' / 'mlflow.db').resolve()}")
+
+
+def test_mlflow_gets_the_held_out_sets_the_losses_and_the_settings(tmp_path, tiny_model_dir, corpus):
+    out = tmp_path / "out"
+    result = run_train(
+        _settings(out, tiny_model_dir, corpus), WindowChunker(max_length=64, stride=8), [LoraAdapter()]
+    )
+    client = _client(out)
+    experiment = client.get_experiment_by_name("qckit")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "out"
+    bpb = client.get_metric_history(run.info.run_id, "eval/val/bits_per_byte")
+    assert [m.step for m in bpb] == [0, 3, 6]  # baseline, during, after
+    assert bpb[0].value == pytest.approx(result.summary["eval_before"]["val"]["bits_per_byte"])
+    assert bpb[-1].value == pytest.approx(result.summary["eval_after"]["val"]["bits_per_byte"])
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in losses] == [1, 2, 3, 4, 5, 6]
+    assert run.data.params["settings.learning_rate"] == "0.005"
+    assert run.data.params["adapters.0.use"] == "lora" and run.data.tags["model"] == str(tiny_model_dir)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"training_summary.json", "recipe.toml"} & artifacts == {
+        "training_summary.json"
+    }  # no recipe text here
+    assert list((out / "logs").glob("events.out.tfevents.*"))  # TensorBoard alongside
+
+
+class NanAtStep(LoraAdapter):
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def wrap_model(self, model, env):
+        model = super().wrap_model(model, env)
+
+        def poison(module, args, output):
+            if module.training:
+                self.seen += 1
+                if self.seen == self.step:
+                    return output * float("nan")
+            return output
+
+        model.get_output_embeddings().register_forward_hook(poison)
+        return model
+
+
+def test_a_failed_run_is_marked_failed(tmp_path, tiny_model_dir, corpus):
+    out = tmp_path / "out"
+    with pytest.raises(TrainingError):
+        run_train(
+            _settings(out, tiny_model_dir, corpus, report_to=["mlflow"]),
+            WindowChunker(max_length=64, stride=8),
+            [NanAtStep(2)],
+        )
+    client = _client(out)
+    (run,) = client.search_runs([client.get_experiment_by_name("qckit").experiment_id])
+    assert run.info.status == "FAILED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/val/loss")] == [0]
+    assert not (out / "logs").exists()  # report_to without tensorboard writes no event files
+
+
+def test_trackers_are_checked_before_anything_runs(tmp_path):
+    with pytest.raises(RecipeError, match=r"train\.report_to: unknown tracker 'comet'"):
+        build_recipe({"train": {"train_file": "t.txt", "report_to": ["comet"]}})
+    if importlib.util.find_spec("wandb") is None:
+        settings = TrainSettings(
+            train_file=str(tmp_path / "t.txt"), output_dir=str(tmp_path / "o"), report_to=["wandb"]
+        )
+        with pytest.raises(
+            RecipeError,
+            match=r"train\.report_to: report_to 'wandb' needs the wandb package: pip install wandb",
+        ):
+            run_train(settings, WindowChunker(), [])
+        assert not (tmp_path / "o").exists()
+
+
+def test_log_entries_are_named_like_tensorboard():
+    logs = {
+        "loss": 2.5,
+        "learning_rate": 1e-3,
+        "eval_val/bits_per_byte": 1.9,
+        "epoch": 0.5,
+        "note": "x",
+        "flag": True,
+    }
+    assert tracker_metrics(logs) == {
+        "train/loss": 2.5,
+        "train/learning_rate": 1e-3,
+        "eval/val/bits_per_byte": 1.9,
+        "train/epoch": 0.5,
+    }
+
+
+def test_wandb_runs_offline_when_installed(tmp_path, tiny_model_dir, corpus, monkeypatch):
+    pytest.importorskip("wandb")  # optional: not in any qckit extra
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "out"
+    run_train(
+        _settings(out, tiny_model_dir, corpus, report_to=["wandb"], max_steps=2, eval_steps=-1),
+        WindowChunker(max_length=64, stride=8),
+        [LoraAdapter()],
+    )
+    assert list((out / "wandb").glob("offline-run-*"))
