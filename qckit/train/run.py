@@ -306,6 +306,8 @@ class TrainRun:
         dtype = load_kwargs.pop("dtype", None) or model_dtype(self.precision, trains_base_weights=trains_base)
         if self.source.kind != "gguf" and not settings.allow_pickle_weights:
             load_kwargs.setdefault("use_safetensors", True)  # pickle weights can run code when loaded
+        if settings.attn_implementation:
+            load_kwargs.setdefault("attn_implementation", settings.attn_implementation)
         model = load_model(
             self.source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs
         )

@@ -90,6 +90,8 @@ class TrainSettings:
     precision: str = "auto"  #: auto, fp32, bf16 or fp16
     device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
     gradient_checkpointing: bool = True
+    #: transformers' attention implementation (sdpa, eager, flash_attention_2, flex_attention …); "" = its default
+    attn_implementation: str = ""
     eval_steps: int = (
         0  #: evaluate on val_file every N optimizer steps; 0 = at the end of every epoch; -1 = never
     )
