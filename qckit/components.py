@@ -13,7 +13,8 @@ which run in one process in corpus order) so that the output is identical whatev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -35,6 +36,23 @@ def optional(member: _F) -> _F:
     """
     member.__qckit_optional__ = True  # type: ignore[attr-defined]
     return member
+
+
+def ability(component: Any, protocol: type, name: str) -> Any:
+    """``component.<name>``, or what its absence means according to ``protocol``.
+
+    For an attribute with a default in the protocol body (``freezes_base_model = False``) that default;
+    for an :func:`optional` method the component does not have, ``None``. The core reads abilities
+    through this function so that each default is written once, in the protocol.
+    """
+    value = getattr(component, name, _ABSENT)
+    if value is not _ABSENT:
+        return value
+    default = vars(protocol).get(name)
+    return None if inspect.isfunction(default) else default
+
+
+_ABSENT = object()
 
 
 @dataclass(slots=True)
@@ -94,6 +112,20 @@ class Reader(Protocol):
     ) -> list[Document | None]:
         """Fast path: equal to ``parse`` on each record (``first_line`` is the first one's number), but
         noting bad records in ``issues`` instead of raising."""
+        ...
+
+    @optional
+    def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
+        """Cut ``path`` into consecutive ``(start, end)`` byte ranges of about ``size`` bytes that cover
+        it, each starting where a record starts; ``[]`` when this file cannot be cut (compressed). Must
+        be cheap (read a little around each cut). With :meth:`records_between`, lets an executor whose
+        workers read their own input spread one big file over several shards."""
+        ...
+
+    @optional
+    def records_between(self, path: Path, start: int, end: int) -> Iterator[bytes]:
+        """Yield the records that start in ``[start, end)``, a range given by :meth:`byte_ranges`, exactly
+        as :meth:`records` yields them (the ranges of a file together yield what ``records`` yields)."""
         ...
 
 
@@ -197,6 +229,43 @@ class Writer(Protocol):
         """Return the document as it goes into the file, ending with a newline."""
 
 
+class Executor(Protocol):
+    """Places the work of a prepare run: calls a function on every item (a batch, a shard) somewhere, in
+    this process, on a pool of worker processes or on a Ray cluster, and hands the results back in
+    item order.
+
+    The pipeline owns what runs (pure functions of :mod:`qckit.prepare`) and the order in which the
+    results are used, so an executor never changes the output. ``start`` is called once per run,
+    then ``map`` (once or more), then ``stop`` (also after an error or an interruption).
+    """
+
+    name: ClassVar[str]
+    #: True when the executor's workers read their input themselves (a remote cluster): the pipeline
+    #: cuts the inputs into shards (files, and byte ranges of big files), each finished shard leaves a
+    #: completion record in the run's work directory, and a run can resume (``[prepare] resume``).
+    #: False: the driver reads the inputs and ships batches of records to the workers.
+    reads_inputs: ClassVar[bool] = False
+    #: the size of a shard in bytes, when ``reads_inputs``
+    shard_bytes: int = 64 << 20
+
+    def start(self, workers: int) -> int:
+        """Get ready (start a pool, connect to a cluster). ``workers`` is ``[prepare] workers`` (0: every
+        core available); return how many items will be processed at once."""
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any], shared: Any) -> Iterator[Any]:
+        """Yield ``fn(shared, item)`` for every item of ``items``, in the order of ``items``.
+
+        ``shared`` is the same for every call (the components): send it to each worker once. Take
+        ``items`` lazily and keep a bounded number in flight, so memory stays bounded. An exception
+        raised by ``fn`` is raised here unchanged (qckit's errors carry the input position). A failure
+        that is not ``fn``'s own (a worker process died) may be retried a bounded number of times;
+        then raise an exception whose message names the item (``str(item)``) and the cause.
+        """
+
+    def stop(self) -> None:
+        """Release what ``start`` and ``map`` took (worker processes, a Ray instance it started)."""
+
+
 @dataclass(slots=True)
 class PackingStats:
     """What a chunker did: documents and tokens in, tokens kept in windows, windows made."""
@@ -230,12 +299,17 @@ class ModelAdapter(Protocol):
 
     Adapters compose: the train stage calls each method on every adapter of the recipe, in order:
     ``check`` before anything is loaded, ``load_kwargs`` to edit ``from_pretrained`` arguments,
-    ``wrap_model`` after loading, ``training_args`` to edit ``TrainingArguments`` keywords.
+    ``wrap_model`` after loading, ``training_args`` to edit ``TrainingArguments`` keywords, then the
+    optional abilities below where an adapter has them. The train stage never asks for an adapter by
+    name: what it needs to know is one of these members.
     """
 
     name: ClassVar[str]
     #: True when only the adapter's own weights train (LoRA): the base model may then load in half precision
     freezes_base_model: ClassVar[bool] = False
+    #: True when the Trainer (accelerate) shards the model across processes (FSDP): the train stage then
+    #: leaves device placement to the Trainer, times no passes for the estimate, and calls ``verify_trainer``
+    shards_model: ClassVar[bool] = False
 
     def check(self, env: Any, adapters: Sequence[str]) -> None:
         """Raise :class:`qckit.errors.HardwareError` if this adapter cannot run here or with the others
@@ -250,11 +324,36 @@ class ModelAdapter(Protocol):
     def training_args(self, args: dict[str, Any], model: Any, env: Any) -> None:
         """Edit the keyword arguments of ``transformers.TrainingArguments`` (fsdp settings …)."""
 
+    @optional
+    def base_model_config(self, config: Any) -> None:
+        """Edit, in place, the copy of the loaded model's config that is saved as ``config.json`` beside a
+        trained adapter, so that it describes the base model as published: undo what ``load_kwargs``
+        changed (the 4bit/8bit adapters remove the ``quantization_config`` they added)."""
+        ...
+
+    @optional
+    def optimizer_param_groups(self, model: Any, learning_rate: float) -> list[dict[str, Any]] | None:
+        """Parameter groups for the optimizer (torch's format: ``{"params": [...], "lr": …}``), or ``None``
+        to leave the Trainer's default (every trainable parameter at ``learning_rate``). Called once, when
+        the Trainer creates its optimizer, with the wrapped model. The groups must hold every trainable
+        parameter exactly once; a group without ``lr`` uses ``learning_rate``, one without
+        ``weight_decay`` the recipe's. The train stage still exempts biases and norms from weight decay,
+        and the learning-rate schedule scales every group alike. At most one adapter may return groups."""
+        ...
+
+    @optional
+    def verify_trainer(self, trainer: Any) -> None:
+        """Raise :class:`qckit.errors.HardwareError` if the Trainer did not set the model up the way this
+        adapter asked (FSDP: the model really is sharded, not silently data parallel). Called once when
+        training begins, with the model wrapped, before the baseline evaluation."""
+        ...
+
 
 class IssueLog:
     """Counts recoverable problems by kind and keeps the first few examples (``file:line: message``).
 
-    Logs from worker processes are merged in corpus order, so the examples are deterministic.
+    Logs from worker processes are merged in corpus order, so the examples are deterministic. The
+    prepare funnel keeps one per filter for its drops (kind = reason, example = position).
     """
 
     __slots__ = ("counts", "examples", "max_examples")
@@ -264,11 +363,14 @@ class IssueLog:
         self.examples: dict[str, list[str]] = {}
         self.max_examples = max_examples
 
-    def add(self, kind: str, source: str, line: int | None, message: str) -> None:
+    def add(self, kind: str, source: str, line: int | None, message: str | None = None) -> None:
+        """Count one problem of ``kind``; the example reads ``source:line: message`` (without a
+        message: ``source:line``, the position alone, as drop examples are kept)."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         examples = self.examples.setdefault(kind, [])
         if len(examples) < self.max_examples:
-            examples.append(f"{source}:{line}: {message}" if line is not None else f"{source}: {message}")
+            where = f"{source}:{line}" if line is not None else source
+            examples.append(f"{where}: {message}" if message is not None else where)
 
     def merge(self, other: IssueLog) -> None:
         for kind, count in other.counts.items():

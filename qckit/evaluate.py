@@ -39,8 +39,8 @@ import torch
 
 from qckit.components import IGNORE_INDEX
 from qckit.errors import InputError, QckitError
-from qckit.packing import BatchEncoder, iter_documents
 from qckit.progress import NullObserver, Observer
+from qckit.train.packing import BatchEncoder, iter_documents
 
 __all__ = ["EvalResult", "evaluate_lm", "sliding_windows"]
 

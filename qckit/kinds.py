@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from qckit import components as c
 
+#: the stages of a recipe, in the order a run executes them (each is a ``[stage]`` table)
+STAGES = ("prepare", "train")
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -81,6 +84,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("filter", "register_filters", (c.Filter, c.StatefulFilter), "prepare", "filters", many=True),
     Kind("splitter", "register_splitters", (c.Splitter,), "prepare", "splitter", many=False),
     Kind("writer", "register_writers", (c.Writer,), "prepare", "writers", many=True),
+    Kind("executor", "register_executors", (c.Executor,), "prepare", "executor", many=False),
     Kind("chunker", "register_chunkers", (c.Chunker,), "train", "chunker", many=False),
     Kind("adapter", "register_model_adapters", (c.ModelAdapter,), "train", "adapters", many=True),
 )

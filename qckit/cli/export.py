@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.text import Text
 
+from qckit import report
 from qckit.cli.common import quiet_third_party
 from qckit.export import DEFAULT_OUTTYPE, EXPORT_FORMATS, OUTTYPES
 
@@ -24,7 +26,9 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     )
     outtype = args.outtype or DEFAULT_OUTTYPE[args.format]
     what = "merged model" if args.adapter else "model"
-    console.print(f"{what} written to [bold]{out}[/] ({args.format}, {outtype})", highlight=False)
+    console.print(
+        Text.assemble(f"{what} written to ", report.literal(out, "bold"), f" ({args.format}, {outtype})")
+    )
     return 0
 
 

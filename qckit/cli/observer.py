@@ -32,7 +32,7 @@ class RichObserver:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[info]}", markup=False),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
@@ -62,12 +62,12 @@ class RichObserver:
             self.console.print(report.inspection_report(data))
         elif kind == "summary":
             self.console.print(report.train_summary_report(data))
-        elif kind.startswith("eval") and isinstance(data, dict):
-            self.console.print(report.eval_line(kind.replace("_", " "), data))
+        elif kind in ("eval_before", "eval", "eval_after") and isinstance(data, dict):
+            self.console.print(report.eval_lines(kind.replace("_", " "), data))
         elif isinstance(data, dict):
             self.console.print(report.key_values(kind, data))
         else:
-            self.console.print(f"[bold]{kind}[/]: {data}")
+            self.console.print(report.message_line(kind, "bold", data), soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}")
+        self.console.print(report.message_line("warning", "yellow", message), soft_wrap=True)
