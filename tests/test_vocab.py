@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from qckit.errors import InputError, QckitError
-from qckit.train.packing import BatchEncoder, tokenizer_fingerprint
 from qckit.testing import make_tiny_llama
+from qckit.train.packing import BatchEncoder, tokenizer_fingerprint
 from qckit.vocab import fertility, grow_embeddings, grow_tokenizer, read_token_list
 
 WORDS = ["magasiner", "tuque", "maringouins", "dépanneur", "pantoute", "écoeurants"]
