@@ -339,12 +339,38 @@ def load_adapter(model: Any, adapter_dir: str | os.PathLike[str], *, is_trainabl
         raise InputError(path, "adapter not found" if not path.exists() else "adapter is not a directory")
     if not (path / "adapter_config.json").is_file():
         raise InputError(path, "not a LoRA adapter directory (no adapter_config.json)")
+    rows = _adapter_vocabulary_rows(model, path)
+    if rows is not None and rows > model.get_input_embeddings().weight.shape[0]:
+        # the run grew the vocabulary (train.add_tokens): the adapter holds the grown matrices in full
+        model.resize_token_embeddings(rows, mean_resizing=False)
     try:
         return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
     except Exception as exc:  # peft/safetensors/json raise many kinds
         raise InputError(
             path, f"cannot apply the adapter to {type(model).__name__}: {_one_line(exc)}"
         ) from None
+
+
+def _adapter_vocabulary_rows(model: Any, adapter_dir: Path) -> int | None:
+    """Rows of the input-embedding matrix saved in an adapter (trained embeddings), or ``None``."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if not weights.is_file() or embeddings is None:
+        return None
+    leaf = next((name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is embeddings), None)
+    if leaf is None:
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            names = handle.keys()
+            for key in names:
+                if key.endswith(f"{leaf}.weight"):
+                    return int(handle.get_slice(key).get_shape()[0])
+    except Exception:  # an unreadable file: peft's own loading reports it with the path
+        return None
+    return None
 
 
 # -- training helpers ------------------------------------------------------------------------------

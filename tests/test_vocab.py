@@ -151,3 +151,156 @@ def test_a_grown_model_exports_to_gguf_with_the_same_ids(tiny_tokenizer, grown, 
     lines = _lines() + [f"Mets ta {w} pis va {w}" for w in WORDS]
     assert BatchEncoder(loaded_tok)(lines) == BatchEncoder(tokenizer)(lines)
     assert torch.equal(loaded.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
+def test_the_packing_cache_misses_after_growing(tiny_tokenizer, grown, tmp_path: Path) -> None:
+    from qckit.testing import write_corpus
+    from qckit.train.packing import pack_file
+    from qckit_builtins.chunkers import WindowChunker
+
+    corpus = write_corpus(tmp_path / "c.txt", [f"Mets ta {w} pis va {w}" for w in WORDS] * 4)
+    chunker = WindowChunker(max_length=16, stride=0, min_length=4)
+    base = pack_file(corpus, tiny_tokenizer, chunker, cache_dir=tmp_path / "cache")
+    assert pack_file(corpus, tiny_tokenizer, chunker, cache_dir=tmp_path / "cache").from_cache
+    after = pack_file(corpus, grown[0], chunker, cache_dir=tmp_path / "cache")
+    assert not after.from_cache and after.stats.tokens_total < base.stats.tokens_total
+
+
+# -- through the train stage -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vocab_run(tmp_path_factory, tiny_model_dir):
+    """A LoRA run that adds WORDS and trains the embeddings at their own learning rate."""
+    from qckit.progress import RecordingObserver
+    from qckit.testing import SAMPLE_SENTENCES, write_corpus
+    from qckit.train import TrainRun, TrainSettings
+    from qckit_builtins.adapters import LoraAdapter
+    from qckit_builtins.chunkers import WindowChunker
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("vocab_run")
+    words = root / "words.txt"
+    words.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
+    corpus = write_corpus(
+        root / "train.txt", [*SAMPLE_SENTENCES, *(f"Mets ta {w} pis va {w}" for w in WORDS)] * 2
+    )
+    settings = TrainSettings(
+        train_file=str(corpus),
+        val_file=str(write_corpus(root / "val.txt", SAMPLE_SENTENCES[:6])),
+        output_dir=str(root / "model"),
+        model=str(tiny_model_dir),
+        add_tokens=str(words),
+        max_steps=4,
+        batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-3,
+        save_steps=0,
+        timing_warmup_steps=0,
+    )
+    obs = RecordingObserver()
+    lora = LoraAdapter(r=4, alpha=8, train_embeddings=True, embedding_learning_rate=1e-3)
+    run = TrainRun(settings, WindowChunker(max_length=32, stride=0, min_length=8), [lora], observer=obs)
+    result = run.run()
+    return run, result, obs, root
+
+
+def test_train_grows_the_vocabulary_and_reports_fertility(vocab_run, tiny_tokenizer) -> None:
+    run, result, obs, _ = vocab_run
+    inspection = next(data for event, name, data in obs.events if event == "report" and name == "inspection")
+    vocab = inspection["vocabulary"]
+    assert vocab["words_added"] == len(WORDS) and vocab["old_vocab_size"] == len(tiny_tokenizer)
+    before, after = vocab["fertility"]["before"], vocab["fertility"]["after"]
+    assert after["tokens_per_word"] < before["tokens_per_word"]
+    assert after["bytes_per_token"] > before["bytes_per_token"]
+    assert after["tokens_per_word"] == pytest.approx(inspection["fertility_tokens_per_word"])
+    summary = result.summary
+    assert summary["vocabulary"]["new_vocab_size"] == vocab["new_vocab_size"]
+    assert {t["word"] for t in summary["vocabulary"]["tokens"] if t["word"]} == set(WORDS)
+    # the embeddings learn at their own rate, the LoRA matrices at the run's
+    rates = {g["initial_lr"] for g in run.trainer.optimizer.param_groups}  # before the schedule
+    assert rates == {5e-3, 1e-3}
+    from rich.console import Console
+
+    from qckit.report import inspection_report
+
+    console = Console(width=120, record=True)
+    console.print(inspection_report(inspection))
+    text = console.export_text()
+    assert "Vocabulary:" in text and "before" in text and "after" in text
+
+
+def test_new_rows_trained_and_the_adapter_loads_with_the_grown_vocabulary(vocab_run, tiny_model_dir) -> None:
+    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
+
+    run, _, _, root = vocab_run
+    out = root / "model"
+    growth = run.vocab_growth
+    tokenizer = load_tokenizer(resolve_model(str(out)))
+    assert len(tokenizer) == growth.new_size
+    tuned = load_adapter(load_model(resolve_model(str(tiny_model_dir))), out).eval()
+    assert tuned.get_input_embeddings().weight.shape[0] == growth.new_size
+    # trained, so no longer the mean of the pieces it started from
+    base = load_model(resolve_model(str(tiny_model_dir))).get_input_embeddings().weight
+    trained = tuned.get_input_embeddings().weight
+    token = growth.added[-1]
+    assert not torch.allclose(trained[token.id], base[list(token.pieces)].mean(0), atol=1e-6)
+    ids = torch.tensor([BatchEncoder(tokenizer)(["Mets ta tuque pis va magasiner"])[0]])
+    with torch.no_grad():
+        expected = run.model.eval()(input_ids=ids.to(run.model.device)).logits
+        got = tuned(input_ids=ids).logits
+    torch.testing.assert_close(got, expected.cpu(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
+def test_exported_models_have_the_grown_vocabulary(vocab_run, tiny_model_dir, fmt: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qckit.export import export_model
+
+    run, _, _, root = vocab_run
+    target = root / ("merged" if fmt == "safetensors" else "gguf" / Path("tuned.gguf"))
+    out = export_model(str(tiny_model_dir), target, adapter_dir=root / "model", format=fmt, outtype="f32")
+    if fmt == "safetensors":
+        model = AutoModelForCausalLM.from_pretrained(out)
+        tokenizer = AutoTokenizer.from_pretrained(out)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name)
+        tokenizer = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
+    size = run.vocab_growth.new_size
+    assert model.config.vocab_size == size and model.get_input_embeddings().weight.shape[0] == size
+    text = "Mets ta tuque pis va magasiner au dépanneur"
+    ids = BatchEncoder(tokenizer)([text])[0]
+    assert ids == BatchEncoder(run.tokenizer)([text])[0] and max(ids) >= run.vocab_growth.old_size
+    with torch.no_grad():
+        expected = run.model.eval()(input_ids=torch.tensor([ids])).logits
+        got = model.eval()(input_ids=torch.tensor([ids])).logits
+    assert float((got - expected).abs().max()) <= 1e-3
+
+
+def test_add_tokens_with_frozen_embeddings_is_refused_before_loading(tmp_path: Path, tiny_model_dir) -> None:
+    from qckit.errors import RecipeError
+    from qckit.testing import SAMPLE_SENTENCES, write_corpus
+    from qckit.train import TrainSettings, run_train
+    from qckit_builtins.adapters import LoraAdapter
+    from qckit_builtins.chunkers import WindowChunker
+
+    settings = TrainSettings(
+        train_file=str(write_corpus(tmp_path / "t.txt", SAMPLE_SENTENCES)),
+        output_dir=str(tmp_path / "out"),
+        model=str(tiny_model_dir),
+        add_tokens=["tuque"],
+    )
+    with pytest.raises(RecipeError, match="lora adapter freezes them: set train_embeddings = true") as err:
+        run_train(settings, WindowChunker(max_length=32, stride=0), [LoraAdapter()])
+    assert err.value.key == "train.add_tokens" and not (tmp_path / "out").exists()
+
+
+def test_add_tokens_setting_is_validated() -> None:
+    from qckit.errors import RecipeError
+    from qckit.recipe import build_recipe
+
+    with pytest.raises(RecipeError, match=r"train.add_tokens: expected an array of a string or a string"):
+        build_recipe({"train": {"train_file": "x.txt", "add_tokens": 3}})
+    with pytest.raises(RecipeError, match=r"train.add_tokens: must be a list of words"):
+        build_recipe({"train": {"train_file": "x.txt", "add_tokens": ["ok", " "]}})
