@@ -530,15 +530,19 @@ def load_merged(
         model = load_adapter(model, adapter).merge_and_unload()
     if hasattr(model, "config"):
         model.config.use_cache = True
-    own = adapter is not None and any(
-        (adapter / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
-    )
-    if own:
-        tok_source = ModelSource("dir", str(adapter), display=str(adapter))
-        tokenizer = load_tokenizer(tok_source, trust_remote_code=trust_remote_code)
-    else:
-        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_source(source, adapter), trust_remote_code=trust_remote_code)
     return model, tokenizer, source
+
+
+def tokenizer_source(source: ModelSource, adapter_dir: str | Path | None = None) -> ModelSource:
+    """Where the tokenizer of ``source`` with the adapter in ``adapter_dir`` comes from: the adapter
+    directory when it holds a tokenizer (a run saves its own, grown by ``train.add_tokens``), else
+    ``source``."""
+    if adapter_dir is not None:
+        adapter = Path(adapter_dir)
+        if any((adapter / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            return ModelSource("dir", str(adapter), display=str(adapter))
+    return source
 
 
 def merge_and_export(
