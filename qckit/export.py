@@ -63,8 +63,27 @@ def export_model(
         raise InputError(output, "a GGUF export is one file: give an output path ending in .gguf")
     if output.is_dir():
         raise InputError(output, "is a directory; give the path of the .gguf file to write")
+    _check_architecture(model, trust_remote_code)
     merged, tokenizer, source = load_merged(
         model, adapter_dir, dtype="fp32", trust_remote_code=trust_remote_code
     )
     pre = source_gguf_pre(source.gguf_file) if source.gguf_file else None
     return write_gguf(merged, tokenizer, output, outtype=outtype, name=output.stem, pre_tokenizer=pre)
+
+
+def _check_architecture(model: str, trust_remote_code: bool) -> None:
+    """Refuse an architecture GGUF export does not handle from the config alone, before loading weights."""
+    from transformers import AutoConfig
+
+    from qckit.gguf_export import GGUF_MODEL_TYPES, unsupported_architecture
+    from qckit.models import dequantized_source, resolve_model
+
+    source = dequantized_source(resolve_model(model), trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(
+            source.path_or_id, trust_remote_code=trust_remote_code, **source.pretrained_kwargs()
+        )
+    except Exception:  # an unreadable config is reported with its path by the model load that follows
+        return
+    if getattr(config, "model_type", None) not in GGUF_MODEL_TYPES:
+        raise unsupported_architecture(source.display, getattr(config, "model_type", None))

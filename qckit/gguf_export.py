@@ -38,12 +38,28 @@ from typing import Any
 from qckit._fs import staging_file
 from qckit.errors import InputError, QckitError
 
-__all__ = ["GGUF_OUTTYPES", "GGUF_MODEL_TYPES", "write_gguf", "gguf_pre_tokenizer", "source_gguf_pre"]
+__all__ = [
+    "GGUF_OUTTYPES",
+    "GGUF_MODEL_TYPES",
+    "write_gguf",
+    "gguf_pre_tokenizer",
+    "source_gguf_pre",
+    "unsupported_architecture",
+]
 
 #: ``--outtype`` values: the type of the matrices (1-D tensors and norms are always float32).
 GGUF_OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 #: transformers ``model_type`` → GGUF architecture, for the architectures this writer handles.
 GGUF_MODEL_TYPES = {"llama": "llama"}
+
+
+def unsupported_architecture(display: str, model_type: str | None) -> InputError:
+    """The one-line error for a model whose architecture GGUF export does not handle."""
+    return InputError(
+        display,
+        f"GGUF export handles the Llama architecture (model_type {', '.join(map(repr, GGUF_MODEL_TYPES))}); "
+        f"this model is {model_type!r}; export it as safetensors instead (--format safetensors)",
+    )
 
 
 @dataclass(frozen=True)
@@ -79,10 +95,8 @@ def write_gguf(
     config = model.config
     model_type = getattr(config, "model_type", None)
     if model_type not in GGUF_MODEL_TYPES:
-        raise InputError(
-            name or getattr(config, "_name_or_path", "") or type(model).__name__,
-            f"GGUF export handles the Llama architecture (model_type {', '.join(map(repr, GGUF_MODEL_TYPES))}); "
-            f"this model is {model_type!r}; export it as safetensors instead (--format safetensors)",
+        raise unsupported_architecture(
+            name or getattr(config, "_name_or_path", "") or type(model).__name__, model_type
         )
     display = name or getattr(config, "_name_or_path", "") or "model"
     arch = gguf.MODEL_ARCH.LLAMA

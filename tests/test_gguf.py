@@ -199,6 +199,16 @@ def test_export_model_gguf_with_adapter_matches_the_merged_model(
     assert _max_logit_diff(base, loaded, tokenizer) > 1e-3  # the adapter is in the file
 
 
+def test_export_refuses_other_architectures_before_loading_weights(tiny_tokenizer, tmp_path: Path) -> None:
+    from transformers import GPT2Config
+
+    model_dir = tmp_path / "gpt2"
+    GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=1, n_head=2).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)  # no weights at all: only the config is read
+    with pytest.raises(InputError, match="Llama architecture.*'gpt2'"):
+        export_model(str(model_dir), tmp_path / "x.gguf", format="gguf")
+
+
 def test_export_refuses_bad_outputs_and_outtypes(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="ending in .gguf"):
         export_model(str(tiny_model_dir), tmp_path / "model", format="gguf")
