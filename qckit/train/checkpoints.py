@@ -128,6 +128,9 @@ def fingerprint(
     import dataclasses
 
     resolved = {k: v for k, v in dataclasses.asdict(settings).items() if k not in NOT_IDENTITY}
+    words = getattr(settings, "add_tokens", None)
+    if isinstance(words, str) and Path(words).is_file():  # a word list file enters by its content
+        resolved["add_tokens"] = {"sha256": file_sha256(Path(words))}
     return jsonable(
         {
             "settings": resolved,

@@ -125,6 +125,7 @@ def inspection(
     adapters: list[str],
     window: int,
     sources: list[dict[str, Any]],
+    vocabulary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The inspection report's data (keys with a ``None`` value are left out)."""
     stats = train_ds.stats
@@ -143,6 +144,8 @@ def inspection(
         "tokens_kept": stats.tokens_kept,
         "tokens_kept_pct": 100.0 * stats.tokens_kept / stats.tokens_total if stats.tokens_total else 0.0,
         "fertility_tokens_per_word": train_ds.fertility,
+        "bytes_per_token": train_ds.num_bytes / train_ds.num_doc_tokens if train_ds.num_doc_tokens else 0.0,
+        "vocabulary": vocabulary,
         "window_length": window,
         "attention": getattr(train_ds, "attention", None),
         "windows": windows,  # drawn per epoch
