@@ -486,10 +486,18 @@ class TrainRun:
             sources=self.train_ds.source_report(),
             vocabulary=self.vocabulary(),
         )
+        data.update(self._time_estimate())
+        self.inspection = data
+        self.obs.report("inspection", data)
+
+    def _time_estimate(self) -> dict[str, Any]:
+        """The inspection's training time estimate, from a few timed forward+backward passes."""
+        settings = self.settings
+        data: dict[str, Any] = {}
         seconds = None
         if settings.timing_warmup_steps > 0 and not self.shards_model and self.placed:
             seconds = measure_pass_seconds(
-                model,
+                self.model,
                 self.train_ds,
                 settings.batch_size,
                 settings.timing_warmup_steps,
@@ -511,11 +519,11 @@ class TrainRun:
             )
         else:
             data["estimated_train_time"] = "not measured" + (" under FSDP" if self.shards_model else "")
-        self.inspection = data
-        self.obs.report("inspection", data)
+        return data
 
     def build_trainer(self) -> None:
-        """The Trainer, with TensorBoard into ``<output_dir>/logs`` and qckit's callback."""
+        """The Trainer with qckit's callback and the trackers (TensorBoard into ``<output_dir>/logs``,
+        MLflow, W&B), over an output directory cleared of an earlier run's leftovers."""
         from transformers import default_data_collator
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -524,16 +532,7 @@ class TrainRun:
         from qckit.train.trainer import QckitTrainer
 
         settings = self.settings
-        if self.clear_output_dir:
-            from qckit.train.checkpoints import clear_output_dir
-
-            removed = clear_output_dir(self.output_dir)
-            if removed:
-                self.obs.warn(
-                    f"overwrite_output_dir: removed {', '.join(removed)} of an earlier run from {self.output_dir}"
-                )
-        for checkpoint in self.debris:  # the resumed run writes these steps again
-            shutil.rmtree(checkpoint, ignore_errors=True)
+        self._clear_leftovers()
         self.heldout = HeldOut(
             self.tokenizer,
             self.val_texts,
@@ -556,51 +555,70 @@ class TrainRun:
             resumed_baseline=self.resumed_baseline,
             is_main_process=self.env.is_main_process,
         )
-        callbacks: list[Any] = [self.callback]
-        self._writer = None
-        if "tensorboard" in settings.report_to and self.env.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-            from transformers.integrations import TensorBoardCallback
-
-            self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
-            callbacks.append(TensorBoardCallback(tb_writer=self._writer))
-        if self.env.is_main_process:
-            from qckit.train.tracking import flat_params, make_trackers, tracker_callback
-
-            params = flat_params(
-                {
-                    "settings": dataclasses.asdict(settings),
-                    "chunker": _component_settings(self.chunker),
-                    "adapters": [_component_settings(a) for a in self.adapters],
-                }
-            )
-            tags = {"qckit_version": __version__, "model": settings.model}
-            if self.resume_from:
-                tags["resumed_from"] = self.resume_from
-            self.trackers = make_trackers(
-                settings.report_to,
-                output_dir=self.output_dir,
-                tracking_uri=settings.tracking_uri,
-                project=settings.tracking_project,
-                run_name=self.output_dir.resolve().name,
-                params=params,
-                tags=tags,
-            )
-            if self.trackers:
-                callbacks.append(tracker_callback(self.trackers))
         trainer = QckitTrainer(  # its create_optimizer asks the adapters for parameter groups
             model=self.model,
             args=self.args,
             train_dataset=self.train_ds,
             data_collator=default_data_collator,  # windows are pre-padded, labels -100 on padding and context
             processing_class=self.tokenizer,
-            callbacks=callbacks,
+            callbacks=[self.callback, *self._tracker_callbacks()],
             adapters=self.adapters,
         )
         trainer.remove_callback(PrinterCallback)  # library code never prints
         trainer.remove_callback(ProgressCallback)
         self.callback.trainer = trainer
         self.trainer = trainer
+
+    def _clear_leftovers(self) -> None:
+        """``overwrite_output_dir``: an earlier run's outputs go; a resume: the broken newer checkpoints go."""
+        if self.clear_output_dir:
+            from qckit.train.checkpoints import clear_output_dir
+
+            removed = clear_output_dir(self.output_dir)
+            if removed:
+                self.obs.warn(
+                    f"overwrite_output_dir: removed {', '.join(removed)} of an earlier run from {self.output_dir}"
+                )
+        for checkpoint in self.debris:  # the resumed run writes these steps again
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+    def _tracker_callbacks(self) -> list[Any]:
+        """TensorBoard's callback and one for the MLflow / W&B runs ``report_to`` asks for (rank 0 only)."""
+        settings = self.settings
+        self._writer = None
+        if not self.env.is_main_process:
+            return []
+        from qckit.train.tracking import flat_params, make_trackers, tracker_callback
+
+        callbacks: list[Any] = []
+        if "tensorboard" in settings.report_to:
+            from torch.utils.tensorboard import SummaryWriter
+            from transformers.integrations import TensorBoardCallback
+
+            self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
+            callbacks.append(TensorBoardCallback(tb_writer=self._writer))
+        params = flat_params(
+            {
+                "settings": dataclasses.asdict(settings),
+                "chunker": _component_settings(self.chunker),
+                "adapters": [_component_settings(a) for a in self.adapters],
+            }
+        )
+        tags = {"qckit_version": __version__, "model": settings.model}
+        if self.resume_from:
+            tags["resumed_from"] = self.resume_from
+        self.trackers = make_trackers(
+            settings.report_to,
+            output_dir=self.output_dir,
+            tracking_uri=settings.tracking_uri,
+            project=settings.tracking_project,
+            run_name=self.output_dir.resolve().name,
+            params=params,
+            tags=tags,
+        )
+        if self.trackers:
+            callbacks.append(tracker_callback(self.trackers))
+        return callbacks
 
     def train(self) -> None:
         try:
@@ -612,8 +630,7 @@ class TrainRun:
 
     def summary(self) -> TrainResult:
         """Save the model and the state; on rank 0 also the summary, the recipe and the merged model."""
-        settings, trainer, progress = self.settings, self.trainer, self.progress
-        output_dir = self.output_dir
+        trainer, progress, output_dir = self.trainer, self.progress, self.output_dir
         trainer.save_model(str(output_dir))
         trainer.save_state()
         state = trainer.state
@@ -627,30 +644,47 @@ class TrainRun:
         )
         if not self.env.is_main_process:
             return result
+        merged_dir = self._save_beside_the_adapter()
+        summary = self._summary_data(merged_dir)
+        summary_path = output_dir / SUMMARY_NAME
+        atomic_write_json(summary_path, summary)
+        if self.recipe_text is not None:
+            atomic_write_text(output_dir / RECIPE_NAME, self.recipe_text)
+        self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME])
+        self.obs.report("summary", summary)
+        result.summary = summary
+        result.summary_path = summary_path
+        result.merged_dir = merged_dir
+        return result
 
-        is_peft = hasattr(trainer.model, "peft_config")
+    def _save_beside_the_adapter(self) -> Path | None:
+        """A peft run: the base model's config.json beside the adapter, and the merged model when asked."""
+        settings, output_dir = self.settings, self.output_dir
+        is_peft = hasattr(self.trainer.model, "peft_config")
         if is_peft:
             self.base_config.use_cache = True
-            self.base_config.save_pretrained(
-                str(output_dir)
-            )  # config.json of the base model, beside the adapter
-        merged_dir: Path | None = None
-        if settings.export_merged:
-            if is_peft:
-                from qckit.models import merge_and_export
+            self.base_config.save_pretrained(str(output_dir))
+        if not settings.export_merged:
+            return None
+        if not is_peft:
+            self.obs.warn(
+                f"export_merged: no LoRA adapter to merge; {output_dir} already holds the full model"
+            )
+            return None
+        from qckit.models import merge_and_export
 
-                merged_dir = merge_and_export(
-                    settings.model,
-                    output_dir,
-                    output_dir / MERGED_DIR,
-                    dtype=self.precision,
-                    trust_remote_code=settings.trust_remote_code,
-                )
-            else:
-                self.obs.warn(
-                    f"export_merged: no LoRA adapter to merge; {output_dir} already holds the full model"
-                )
+        return merge_and_export(
+            settings.model,
+            output_dir,
+            output_dir / MERGED_DIR,
+            dtype=self.precision,
+            trust_remote_code=settings.trust_remote_code,
+        )
 
+    def _summary_data(self, merged_dir: Path | None) -> dict[str, Any]:
+        """The content of ``training_summary.json``."""
+        settings, state, progress = self.settings, self.trainer.state, self.progress
+        output_dir = self.output_dir
         now = time.perf_counter()
         train_seconds = (progress.train_ended or now) - (progress.train_started or now)
         compute_seconds = max(train_seconds - progress.eval_seconds_in_train, 1e-9)
@@ -699,16 +733,7 @@ class TrainRun:
         if self.val_path is None:
             summary["note"] = "no val_file: held-out perplexity and bits-per-byte were not measured"
         summary["warnings"] = list(self.obs.warnings)
-        summary_path = output_dir / SUMMARY_NAME
-        atomic_write_json(summary_path, summary)
-        if self.recipe_text is not None:
-            atomic_write_text(output_dir / RECIPE_NAME, self.recipe_text)
-        self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME])
-        self.obs.report("summary", summary)
-        result.summary = summary
-        result.summary_path = summary_path
-        result.merged_dir = merged_dir
-        return result
+        return summary
 
     def _close_trackers(self, status: str, artifacts: Sequence[Path] = ()) -> None:
         trackers, self.trackers = self.trackers, []
