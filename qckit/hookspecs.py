@@ -91,7 +91,9 @@ def register_chunkers(register: Register) -> None:
     """Register :class:`qckit.components.Chunker` classes (recipe: ``[train.chunker]``, one table)
     that pack token ids into training windows. Windows are cached on disk under the chunker's
     ``cache_key()``, which must change whenever the windows would (see the protocol). The train stage
-    reads the chunker's ``max_length`` (0: none) as the window length."""
+    reads the chunker's ``max_length`` (0: none) as the window length and its ``attention``
+    (``"window"``, or ``"document"``: position ids restart per document, the model is checked to
+    isolate documents, and the chunker labels each document's first token context-only)."""
 
 
 @hookspec
@@ -99,7 +101,9 @@ def register_model_adapters(register: Register) -> None:
     """Register :class:`qckit.components.ModelAdapter` classes (recipe: ``[[train.adapters]]``):
     LoRA, 4-bit, 8-bit, FSDP … They compose; the protocol says when each method is called and which
     abilities the train stage reads: ``freezes_base_model`` (the base may load in half precision),
-    ``shards_model`` (the Trainer shards it: no placement, no timed passes), and the optional
-    ``base_model_config(config)`` (the config saved beside the adapter) and ``verify_trainer(trainer)``
-    (refuse a Trainer that did not set the model up as asked). The train stage never asks for an
+    ``shards_model`` (the Trainer shards it: no placement, no timed passes), ``trains_embeddings``
+    (new tokens can learn under a frozen base), and the optional
+    ``base_model_config(config)`` (the config saved beside the adapter), ``verify_trainer(trainer)``
+    (refuse a Trainer that did not set the model up as asked) and ``optimizer_param_groups(model,
+    learning_rate)`` (parameter groups with their own learning rates). The train stage never asks for an
     adapter by name."""
