@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 import stat
 import tomllib
@@ -38,7 +39,7 @@ from qckit import defaults
 from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import STAGES, stage_kinds
-from qckit.settings import PrepareSettings
+from qckit.settings import STATE_DIR, PrepareSettings
 from qckit.train.settings import TrainSettings
 
 #: recipes are small hand-written files; anything larger is refused before it is read into memory
@@ -202,6 +203,7 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
             source=source,
             key="prepare.resume",
         )
+    _check_outputs(settings, specs["writers"], source)
     data["prepare"] = _resolved(settings, specs)
     reader_table = {spec.name: spec for spec in specs["readers"]}
     for name in host.names("reader"):
@@ -210,6 +212,48 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
                 host, "reader", {"use": name}, f"prepare.readers.{name}", "<defaults>"
             )
     return PreparePlan(settings=settings, host=host, reader_table=reader_table, **specs)
+
+
+def _check_outputs(settings: PrepareSettings, writers: list[ComponentSpec], source: str) -> None:
+    """Refuse output file names that collide, and inputs that an output would overwrite."""
+    seen: dict[str, int] = {}
+    for i, w in enumerate(writers):
+        suffix = getattr(w.instance, "suffix", "")
+        if suffix in seen:
+            raise RecipeError(
+                f"writer {w.name!r} writes the same files as prepare.writers[{seen[suffix]}] (suffix {suffix!r})",
+                source=source,
+                key=f"prepare.writers[{i}]",
+            )
+        seen[suffix] = i
+    names = settings.output_names(len(settings.inputs), list(seen))
+    if settings.stats_file in names[:-1]:
+        raise RecipeError(
+            f"{settings.stats_file!r} is also the name of an output file",
+            source=source,
+            key="prepare.stats_file",
+        )
+    out = Path(settings.output)
+    targets = {}
+    for name in names:
+        targets[os.path.abspath(out / name)] = name
+        targets[os.path.realpath(out / name)] = name
+    state = os.path.realpath(out / STATE_DIR)
+    for i, inp in enumerate(settings.inputs):
+        for where in (os.path.abspath(inp), os.path.realpath(inp)):
+            if where in targets:
+                raise RecipeError(
+                    f"{inp} would be overwritten by the output {out / targets[where]}; "
+                    "choose another output directory or rename the input",
+                    source=source,
+                    key=f"prepare.inputs[{i}]",
+                )
+            if where.startswith(state + os.sep):
+                raise RecipeError(
+                    f"{inp} is inside qckit's own directory {out / STATE_DIR}; copy it elsewhere first",
+                    source=source,
+                    key=f"prepare.inputs[{i}]",
+                )
 
 
 def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:

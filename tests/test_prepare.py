@@ -45,7 +45,7 @@ def test_single_file_writes_seed_names_and_stats(tmp_path):
     )
     out = tmp_path / "out"
     result = run_prepare(recipe_for([src], out).prepare)
-    assert sorted(p.name for p in out.iterdir()) == sorted(["train_1.txt", "val_1.txt", STATS_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".qckit", "train_1.txt", "val_1.txt", STATS_FILE])
     kept = read_lines(out / "train_1.txt") + read_lines(out / "val_1.txt")
     assert len(kept) == len(GOOD) + 1
     assert "Voir pour les détails du festival d'été." in kept

@@ -4,23 +4,22 @@ The splitter needs each set's document count before its first answer, so the kep
 spooled to a temporary file while the inputs are read, then read back set by set. Splitting has one
 path, :func:`split_set`, whatever receives the documents: the writers' files (:class:`FileSink`) or
 in-memory lists (:class:`MemorySink`). Files are written into the run's temporary directory and
-renamed into the output directory only when everything succeeded (:func:`commit`).
+published all at once by :class:`~qckit.prepare.outdir.OutputDir` only when everything succeeded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from qckit._fs import atomic_write_json
 from qckit.components import Document, _document
 from qckit.errors import ComponentError
 from qckit.prepare.work import BatchResult
+from qckit.settings import output_name
 
 _SEP = "\x00"
 
@@ -46,6 +45,11 @@ class Spool:
     def close(self) -> None:
         for f in self._files:
             f.close()
+
+    def remove(self) -> None:
+        """Delete the spool files (once every set is written)."""
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
     def batches(self, set_index: int) -> Iterator[list[Document]]:
         """The kept documents of one set, batch by batch, in corpus order."""
@@ -129,7 +133,7 @@ class FileSink:
         self.files: dict[tuple[str, str], tuple[Path, str]] = {}
         for w in writers:
             for part in ("train", "val"):
-                final = f"{part}{set_suffix}{w.instance.suffix}"
+                final = output_name(part, set_suffix, w.instance.suffix)
                 self.files[(w.name, part)] = (directory / final, final)
         with contextlib.ExitStack() as stack:
             self._handles = {
@@ -197,23 +201,3 @@ def write_sets(
         )
         staged.extend(sink.files.values())
     return staged
-
-
-def commit(
-    staged: list[tuple[Path, str]],
-    extra: list[tuple[Path, str]],
-    stats: dict,
-    tmp: Path,
-    out_dir: Path,
-    stats_file: str,
-) -> list[Path]:
-    """Move the staged files from ``tmp`` into ``out_dir`` (the stats file last); return the output paths."""
-    stats_path = tmp / "stats.json"
-    stats["outputs"] = [str(out_dir / final) for _, final in staged]
-    atomic_write_json(stats_path, stats)
-    outputs = []
-    for temp_path, final in [*staged, *extra]:
-        os.replace(temp_path, out_dir / final)
-        outputs.append(out_dir / final)
-    os.replace(stats_path, out_dir / stats_file)
-    return outputs

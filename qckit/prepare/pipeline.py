@@ -18,26 +18,28 @@ are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qckit._fs import atomic_write_json
 from qckit.components import BLANK_LINE, Document
 from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare import inputs, shards
 from qckit.prepare.inputs import InputFile
-from qckit.prepare.output import MemorySink, RejectsFile, Spool, commit, split_set, write_sets
+from qckit.prepare.outdir import OutputDir
+from qckit.prepare.output import MemorySink, RejectsFile, Spool, split_set, write_sets
 from qckit.prepare.stats import Funnel
 from qckit.prepare.work import BatchResult, Stage, StatefulFilters, process, warm_up
 from qckit.progress import NullObserver, Observer
 from qckit.recipe import PreparePlan, build_recipe
-from qckit.settings import REJECTS_FILE
+from qckit.settings import REJECTS_FILE, set_suffixes
 
-#: the work directory of executors that read their own shards (plan, results, completion records)
-WORK_DIR = Path(".qckit") / "work"
+#: the work directory of executors that read their own shards (plan, results, completion records),
+#: inside the output directory's state directory
+WORK_DIR = "work"
 
 
 @dataclass
@@ -72,41 +74,40 @@ class PreparePipeline:
         self.executor = plan.executor
 
     def run(self) -> PrepareResult:
-        """Process the recipe's input files and write train/val files atomically into the output directory."""
-        paths = [Path(p) for p in self.settings.inputs]
+        """Process the recipe's input files and publish train/val files, all at once, into the output directory."""
+        settings = self.settings
+        paths = [Path(p) for p in settings.inputs]
         if not paths:
             raise InputError("[prepare].inputs", "no input files given")
         readers = self.plan.reader_table
-        files = inputs.input_files(paths, readers, self.settings.merge)
-        out_dir = Path(self.settings.output)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(out_dir, "output path exists and is not a directory")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        set_names = [""] if self.settings.merge else [f"_{i + 1}" for i in range(len(files))]
-        work_dir = out_dir / WORK_DIR
-        tmp = Path(tempfile.mkdtemp(prefix=".qckit-prepare-", dir=out_dir))
-        try:
+        files = inputs.input_files(paths, readers, settings.merge)
+        set_names = set_suffixes(settings.merge, len(files))
+        names = settings.output_names(len(files), [w.instance.suffix for w in self.plan.writers])
+        with OutputDir(Path(settings.output), names, settings.stats_file, self.observer) as out:
+            work_dir = out.state / WORK_DIR
 
             def results(executor: Any, funnel: Funnel) -> Iterator[BatchResult]:
                 if getattr(executor, "reads_inputs", False):
                     return self._shard_results(executor, files, work_dir, funnel)
-                batches = inputs.file_batches(files, readers, self.settings.batch_bytes)
+                batches = inputs.file_batches(files, readers, settings.batch_bytes)
                 return executor.map(process, batches, self.stage)
 
             slim = not any(getattr(w.instance, "uses_metadata", True) for w in self.plan.writers)
-            rejects = RejectsFile(tmp / REJECTS_FILE) if self.settings.rejects else None
+            rejects = RejectsFile(out.staging / REJECTS_FILE) if settings.rejects else None
             total = sum(f.size for f in files)
             stats, spool = self._consume(
-                results, len(set_names), tmp, total, [f.path for f in files], slim, rejects
+                results, len(set_names), out.run_dir, total, [f.path for f in files], slim, rejects
             )
             self._check_files_had_documents(paths, stats)
-            staged = write_sets(spool, set_names, self.plan.splitter, self.plan.writers, tmp, stats)
-            extra = [(tmp / REJECTS_FILE, REJECTS_FILE)] if rejects is not None else []
-            outputs = commit(staged, extra, stats, tmp, out_dir, self.settings.stats_file)
-            shards.clear(work_dir)  # committed: nothing left to resume
-            return PrepareResult(stats=stats, outputs=outputs)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            write_sets(spool, set_names, self.plan.splitter, self.plan.writers, out.staging, stats)
+            spool.remove()
+            stats["outputs"] = [
+                str(out.path / name) for name in names if name not in (REJECTS_FILE, settings.stats_file)
+            ]
+            atomic_write_json(out.staging / settings.stats_file, stats)
+            outputs = out.publish()
+            shards.clear(work_dir)  # published: nothing left to resume
+        return PrepareResult(stats=stats, outputs=[p for p in outputs if p.name != settings.stats_file])
 
     def run_documents(self, items: Iterable[str | dict | Document]) -> PrepareResult:
         """Run on in-memory texts (or ``{"text": …}`` dicts, or Documents); return kept documents and stats.
