@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "FileLock",
+    "path_error",
     "LockHeld",
     "LockHolder",
     "atomic_write_json",
@@ -257,3 +258,12 @@ class FileLock:
             return LockHolder(int(data["pid"]), str(data["host"]), str(data["started"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+def path_error(exc: OSError, path: str | os.PathLike[str]) -> Any:
+    """An :class:`~qckit.errors.InputError` for ``exc``: one line naming the file (the one the error
+    names, else ``path``) and what is wrong (``No space left on device``, ``Permission denied`` …)."""
+    from qckit.errors import InputError
+
+    where = exc.filename if isinstance(exc.filename, str) and exc.filename else os.fspath(path)
+    return InputError(where, exc.strerror or str(exc) or type(exc).__name__)

@@ -14,6 +14,7 @@ which run in one process in corpus order) so that the output is identical whatev
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,20 @@ from typing import Any, ClassVar, Protocol, TypeVar
 IGNORE_INDEX = -100
 #: The reader issue kind for blank lines: counted so every input line is accounted for, but not a problem.
 BLANK_LINE = "blank_line"
+#: The issue kind of a line whose strings held lone UTF-16 surrogates (JSON ``"\ud800"``), repaired
+LONE_SURROGATE = "lone_surrogate"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (U+D800–U+DFFF), which no UTF-8 file can hold."""
+    return _SURROGATE.search(text) is not None
+
+
+def repair_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, the replacement character."""
+    return _SURROGATE.sub("\ufffd", text)
+
 
 _F = TypeVar("_F")
 
@@ -85,6 +100,15 @@ def _document(text: str, source: str, line: int, meta: dict | None, metrics: dic
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedRecord:
+    """Yielded by :meth:`Reader.records` in place of a record it did not keep (longer than the limit it
+    was given): the pipeline counts it under ``kind`` with its line number and never parses it."""
+
+    kind: str  #: the issue kind in the stats, e.g. ``line_too_long``
+    message: str
+
+
 class Reader(Protocol):
     """Turns one input file into records (cheap, main process) and records into documents (workers).
 
@@ -96,10 +120,12 @@ class Reader(Protocol):
     #: file name endings this reader handles, longest match wins (".jsonl.gz" beats ".gz").
     suffixes: ClassVar[tuple[str, ...]]
 
-    def records(self, path: Path) -> Iterator[bytes]:
+    def records(self, path: Path, max_bytes: int) -> Iterator[bytes | SkippedRecord]:
         """Yield the raw records of ``path`` in order, one per line (line N is the N-th record).
 
-        Runs in the main process, so keep it to I/O."""
+        A record longer than ``max_bytes`` (``[prepare] max_line_bytes``) must never be held in memory
+        whole: skip it while streaming and yield a :class:`SkippedRecord` in its place. Runs in the
+        driver (or a shard worker), so keep it to I/O."""
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         """Decode one record in a worker process. Return ``None`` to skip it counted (note why in
@@ -123,7 +149,9 @@ class Reader(Protocol):
         ...
 
     @optional
-    def records_between(self, path: Path, start: int, end: int) -> Iterator[bytes]:
+    def records_between(
+        self, path: Path, start: int, end: int, max_bytes: int
+    ) -> Iterator[bytes | SkippedRecord]:
         """Yield the records that start in ``[start, end)``, a range given by :meth:`byte_ranges`, exactly
         as :meth:`records` yields them (the ranges of a file together yield what ``records`` yields)."""
         ...

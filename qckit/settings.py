@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 STATS_FILE = "prepare_stats.json"
 #: every dropped document with its filter and reason (``[prepare] rejects = true``)
 REJECTS_FILE = "rejected.jsonl"
+#: default ``[prepare] max_line_bytes``: a longer input line is counted and skipped without being held
+MAX_LINE_BYTES = 4 << 20
 #: qckit's own directory inside a prepare output directory: the lock, the generations of outputs,
 #: the temporary files of a running run and the work directory of a resumable one
 STATE_DIR = ".qckit"
@@ -28,6 +30,8 @@ class PrepareSettings:
     merge: bool = False
     workers: int = 0  # 0 = one per CPU core
     batch_bytes: int = 256 * 1024  #: input bytes per batch handed to a worker
+    #: a longer input line (record) is counted as ``line_too_long`` and skipped while streaming
+    max_line_bytes: int = MAX_LINE_BYTES
     max_examples: int = 5  # examples kept per drop reason / reader problem
     rejects: bool = False  # also write rejected.jsonl: every dropped document with its filter and reason
     stats_file: str = STATS_FILE
@@ -39,6 +43,8 @@ class PrepareSettings:
             raise ValueError("workers: must be 0 (one per core) or more")
         if self.batch_bytes < 1024:
             raise ValueError("batch_bytes: must be at least 1024")
+        if self.max_line_bytes < 1024:
+            raise ValueError("max_line_bytes: must be at least 1024")
         if self.max_examples < 0:
             raise ValueError("max_examples: must be 0 or more")
         name = self.stats_file

@@ -236,7 +236,7 @@ def test_shards_cut_big_files_at_record_starts_and_number_their_lines(corpus):
     files = input_files(corpus, readers, merge=True)
     cuts = shard_mod.cut(files, readers, 2048)
     assert [s.path for s in cuts if s.end is None] == [str(corpus[2])]  # gzip: one whole-file shard
-    ctx = shard_mod.ShardContext(None, readers, 1024, "")  # type: ignore[arg-type]
+    ctx = shard_mod.ShardContext(None, readers, 1024, 1 << 20, "")  # type: ignore[arg-type]
     counts = [shard_mod.count_records(ctx, s) for s in shard_mod.needs_count(cuts)]
     numbered = shard_mod.number(cuts, counts)
     lines = corpus[0].read_bytes().split(b"\n")

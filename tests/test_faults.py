@@ -90,13 +90,15 @@ def toml_recipe(path: Path, inputs, out, filters: list[dict], **prepare) -> Path
     return path
 
 
-def start_paused_run(tmp_path: Path, out: Path, *, workers: int = 2) -> tuple[subprocess.Popen, Path]:
+def start_paused_run(
+    tmp_path: Path, out: Path, *, workers: int = 2, seconds: float = 120.0
+) -> tuple[subprocess.Popen, Path]:
     """A real ``qckit run`` whose worker sleeps on a document in the middle of the corpus."""
     lines = sentences(3000, "B ")
     lines[1500] += " PAUSE-HERE"
     src = write_lines(tmp_path / "b.txt", lines)
     reached = tmp_path / "reached"
-    pause = {"use": "faults.pause", "reached": str(reached), "seconds": 120.0}
+    pause = {"use": "faults.pause", "reached": str(reached), "seconds": seconds}
     path = toml_recipe(tmp_path / "r.toml", [src], out, [pause], workers=workers, batch_bytes=4096)
     proc = subprocess.Popen(
         [sys.executable, str(DRIVER), "run", str(path)],
@@ -135,7 +137,7 @@ def previous(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
 @pytest.mark.slow
 def test_a_second_run_is_refused_at_once_and_sigterm_exits_143_with_nothing_partial(tmp_path, previous):
     out, before = previous
-    proc, _ = start_paused_run(tmp_path, out)
+    proc, _ = start_paused_run(tmp_path, out, seconds=3.0)  # a worker busy for 3 s with one batch
     children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     assert children  # the worker pool
     src = write_lines(tmp_path / "c.txt", sentences(50, "C "))
@@ -340,3 +342,140 @@ def test_a_dead_runs_leftovers_are_removed_and_a_failed_first_run_leaves_nothing
     with pytest.raises(InputError, match="no documents found"):
         run_prepare(recipe([bad], out))
     assert list(out.iterdir()) == []  # nothing published, nothing to resume: no trace
+
+
+# -- file-system errors: one line naming the path, a non-zero status, the previous outputs intact ------
+
+
+def _drop_file_capabilities() -> None:
+    """In a child process running as root: give up the capabilities that bypass file permissions, so
+    that permission errors are real (``PR_CAPBSET_DROP`` of DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2, 3):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _permissions_apply() -> bool:
+    if os.geteuid() != 0:
+        return True
+    probe = subprocess.run(
+        [sys.executable, "-c", "open('/proc/1/environ').read()"],
+        preexec_fn=_drop_file_capabilities,
+        capture_output=True,
+    )
+    return probe.returncode != 0  # root without the capabilities cannot read init's environment
+
+
+def cli_prepare(args: list[str], cwd: Path, preexec=None) -> tuple[int, list[str]]:
+    """``qckit prepare`` in a real process; returns its status and its stderr lines."""
+    env = {**os.environ, "QCKIT_TRACEBACK": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "qckit", "prepare", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        env=env,
+        timeout=120,
+    )
+    return proc.returncode, proc.stderr.strip().splitlines()
+
+
+def one_line_error(status: int, err: list[str], *parts: str) -> None:
+    assert status == 3, err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for part in parts:
+        assert part in err[0], err
+
+
+def test_an_output_under_a_file_and_names_too_long_are_one_line_errors(tmp_path):
+    src = write_lines(tmp_path / "a.txt", sentences(20))
+    (tmp_path / "plain").write_text("x", encoding="utf-8")
+    one_line_error(
+        *cli_prepare(["--input", str(src), "--output", "plain/out"], tmp_path), "plain/out", "Not a directory"
+    )
+    long_name = "n" * 300 + ".txt"
+    one_line_error(
+        *cli_prepare(["--input", long_name, "--output", "o"], tmp_path), long_name, "File name too long"
+    )
+    one_line_error(*cli_prepare(["--input", str(src), "--output", "d" * 300], tmp_path), "File name too long")
+
+
+@pytest.mark.skipif(not _permissions_apply(), reason="file permissions do not apply to this user")
+def test_unwritable_output_and_unsearchable_input_directories_are_one_line_errors(tmp_path, previous):
+    out, before = previous
+    preexec = _drop_file_capabilities if os.geteuid() == 0 else None
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    src = write_lines(hidden / "a.txt", sentences(20))
+    hidden.chmod(0o600)  # readable listing, but not searchable
+    try:
+        one_line_error(
+            *cli_prepare(["--input", str(src), "--output", "o"], tmp_path, preexec),
+            str(src),
+            "Permission denied",
+        )
+    finally:
+        hidden.chmod(0o755)
+    for d in (out, out / ".qckit"):
+        d.chmod(0o555)
+    try:
+        status, err = cli_prepare(["--input", str(src), "--output", str(out)], tmp_path, preexec)
+        one_line_error(status, err, str(out / ".qckit"), "Permission denied")
+    finally:
+        for d in (out, out / ".qckit"):
+            d.chmod(0o755)
+    assert visible(out) == before
+
+
+def _limit_file_size(limit: int):
+    def preexec() -> None:
+        import resource
+
+        signal.signal(
+            signal.SIGXFSZ, signal.SIG_IGN
+        )  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+def test_a_write_that_fails_mid_run_is_one_line_and_keeps_the_previous_outputs(tmp_path, previous):
+    out, before = previous
+    src = write_lines(tmp_path / "big.txt", sentences(20_000, "Big "))  # spools well past the limit
+    status, err = cli_prepare(
+        ["--input", str(src), "--output", str(out)], tmp_path, _limit_file_size(256 << 10)
+    )
+    one_line_error(status, err, str(out / ".qckit" / "run-"), "File too large")
+    assert visible(out) == before
+    assert not [p for p in (out / ".qckit").iterdir() if p.name.startswith("run-")]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs, where this process may mount one (root with CAP_SYS_ADMIN); else skipped."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs(tmp_path, small_tmpfs):
+    out = small_tmpfs / "out"
+    first = write_lines(tmp_path / "a.txt", sentences(100, "A "))
+    assert cli_prepare(["--input", str(first), "--output", str(out)], tmp_path)[0] == 0
+    before = visible(out)
+    src = write_lines(tmp_path / "big.txt", sentences(20_000, "Big "))  # ~2 MB of kept text: more than fits
+    one_line_error(
+        *cli_prepare(["--input", str(src), "--output", str(out)], tmp_path), "No space left on device"
+    )
+    assert visible(out) == before
+    assert not [p for p in (out / ".qckit").iterdir() if p.name.startswith("run-")]

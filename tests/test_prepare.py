@@ -192,14 +192,22 @@ def test_rejects_file_records_every_drop_with_filter_and_reason(tmp_path):
 @pytest.mark.parametrize(
     ("prepare", "key", "message"),
     [
-        ({"inputs": ["{d}/train.txt"], "merge": True}, "prepare.inputs[0]", "would be overwritten by the output"),
+        (
+            {"inputs": ["{d}/train.txt"], "merge": True},
+            "prepare.inputs[0]",
+            "would be overwritten by the output",
+        ),
         ({"inputs": ["x.txt", "{d}/val_2.txt"]}, "prepare.inputs[1]", "would be overwritten by the output"),
         ({"inputs": ["{d}/prepare_stats.json"]}, "prepare.inputs[0]", "would be overwritten by the output"),
         ({"inputs": ["{d}/.qckit/gen-1/train.txt"]}, "prepare.inputs[0]", "inside qckit's own directory"),
         ({"inputs": ["x.txt"], "stats_file": "../x.json"}, "prepare.stats_file", "plain file name"),
         ({"inputs": ["x.txt"], "stats_file": "/tmp/x.json"}, "prepare.stats_file", "plain file name"),
         ({"inputs": ["x.txt"], "stats_file": ""}, "prepare.stats_file", "must be a file name"),
-        ({"inputs": ["x.txt"], "stats_file": "train_1.txt"}, "prepare.stats_file", "also the name of an output"),
+        (
+            {"inputs": ["x.txt"], "stats_file": "train_1.txt"},
+            "prepare.stats_file",
+            "also the name of an output",
+        ),
         (
             {"inputs": ["x.txt"], "stats_file": "rejected.jsonl", "rejects": True},
             "prepare.stats_file",

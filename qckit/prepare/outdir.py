@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from qckit._fs import FileLock, LockHeld, fsync_path, replace_symlink
+from qckit._fs import FileLock, LockHeld, fsync_path, path_error, replace_symlink
 from qckit.errors import InputError
 from qckit.progress import Observer
 from qckit.settings import STATE_DIR
@@ -70,7 +70,7 @@ class OutputDir:
                 self.path, f"in use by another qckit prepare run{who}; wait for it to finish"
             ) from None
         except OSError as exc:
-            raise _fs_error(exc, self.state / LOCK) from None
+            raise path_error(exc, self.state / LOCK) from None
         try:
             if stale is not None:
                 self.observer.warn(f"{self.path}: took over the lock of a run that did not finish ({stale})")
@@ -135,7 +135,7 @@ class OutputDir:
             replace_symlink(self.state / CURRENT, gen)  # the switch: every output at once
             fsync_path(self.state)
         except OSError as exc:
-            raise _fs_error(exc, self.path) from None
+            raise path_error(exc, self.path) from None
         self._after_switch(previous, old_names - set(names), legacy)
         return [self.path / name for name in names]
 
@@ -201,10 +201,4 @@ def _mkdir(path: Path) -> None:
     except FileExistsError:
         raise InputError(path, "exists and is not a directory") from None
     except OSError as exc:
-        raise _fs_error(exc, path) from None
-
-
-def _fs_error(exc: OSError, path: Path) -> InputError:
-    """One line naming the path and what is wrong."""
-    where = exc.filename if isinstance(exc.filename, str) and exc.filename else path
-    return InputError(where, exc.strerror or str(exc))
+        raise path_error(exc, path) from None

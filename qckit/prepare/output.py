@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from qckit._fs import path_error
 from qckit.components import Document, _document
 from qckit.errors import ComponentError
 from qckit.prepare.work import BatchResult
@@ -34,17 +35,21 @@ class Spool:
     def __init__(self, directory: Path, n_sets: int, slim: bool) -> None:
         self.paths = [directory / f"spool-{i}.pkl" for i in range(n_sets)]
         self.slim = slim
-        self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed by close()
+        self._files: list[Any] = []
+        with _errors_name(directory):
+            self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed by close()
 
     def add(self, result: BatchResult) -> None:
         """Spool the documents of ``result`` that the stateful filters kept."""
         if result.kept:
             record = _spool_record(result, result.kept, self.slim)
-            pickle.dump(record, self._files[result.set_index], pickle.HIGHEST_PROTOCOL)
+            with _errors_name(self.paths[result.set_index]):
+                pickle.dump(record, self._files[result.set_index], pickle.HIGHEST_PROTOCOL)
 
     def close(self) -> None:
-        for f in self._files:
-            f.close()
+        for path, f in zip(self.paths, self._files, strict=False):
+            with _errors_name(path):
+                f.close()
 
     def remove(self) -> None:
         """Delete the spool files (once every set is written)."""
@@ -89,14 +94,17 @@ class RejectsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        with _errors_name(path):
+            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def add(self, result: BatchResult) -> None:
         if result.rejected:
-            self._file.write("".join(_reject_line(result.source, *r) for r in sorted(result.rejected)))
+            with _errors_name(self.path):
+                self._file.write("".join(_reject_line(result.source, *r) for r in sorted(result.rejected)))
 
     def close(self) -> None:
-        self._file.close()
+        with _errors_name(self.path):
+            self._file.close()
 
 
 def _reject_line(source: str, line: int, filter_name: str, reason: str, text: str) -> str:
@@ -105,6 +113,15 @@ def _reject_line(source: str, line: int, filter_name: str, reason: str, text: st
 
 
 # -- splitting -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _errors_name(path: Path) -> Iterator[None]:
+    """Turn a file-system error (disk full, file too large …) into one line naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise path_error(exc, path) from None
 
 
 class Sink(Protocol):
@@ -135,7 +152,7 @@ class FileSink:
             for part in ("train", "val"):
                 final = output_name(part, set_suffix, w.instance.suffix)
                 self.files[(w.name, part)] = (directory / final, final)
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack, _errors_name(directory):
             self._handles = {
                 key: stack.enter_context(open(path, "w", encoding="utf-8", newline="\n"))  # noqa: SIM115
                 for key, (path, _) in self.files.items()
@@ -146,16 +163,17 @@ class FileSink:
         any_val = any(is_val)
         for w in self.writers:
             lines = [w.instance.format(doc) for doc in docs]
-            self._handles[(w.name, "train")].write(
-                "".join(t for t, v in zip(lines, is_val, strict=True) if not v)
-            )
+            train = "".join(t for t, v in zip(lines, is_val, strict=True) if not v)
+            with _errors_name(self.files[(w.name, "train")][0]):
+                self._handles[(w.name, "train")].write(train)
             if any_val:
-                self._handles[(w.name, "val")].write(
-                    "".join(t for t, v in zip(lines, is_val, strict=True) if v)
-                )
+                val = "".join(t for t, v in zip(lines, is_val, strict=True) if v)
+                with _errors_name(self.files[(w.name, "val")][0]):
+                    self._handles[(w.name, "val")].write(val)
 
     def close(self) -> None:
-        self._stack.close()
+        with _errors_name(next(iter(self.files.values()))[0].parent):
+            self._stack.close()
 
 
 def split_set(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qckit._fs import atomic_write_json
+from qckit._fs import atomic_write_json, path_error
 from qckit.components import BLANK_LINE, Document
 from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare import inputs, shards
@@ -89,7 +89,7 @@ class PreparePipeline:
             def results(executor: Any, funnel: Funnel) -> Iterator[BatchResult]:
                 if getattr(executor, "reads_inputs", False):
                     return self._shard_results(executor, files, work_dir, funnel)
-                batches = inputs.file_batches(files, readers, settings.batch_bytes)
+                batches = inputs.file_batches(files, readers, settings.batch_bytes, settings.max_line_bytes)
                 return executor.map(process, batches, self.stage)
 
             slim = not any(getattr(w.instance, "uses_metadata", True) for w in self.plan.writers)
@@ -99,12 +99,16 @@ class PreparePipeline:
                 results, len(set_names), out.run_dir, total, [f.path for f in files], slim, rejects
             )
             self._check_files_had_documents(paths, stats)
+            self._check_kept(stats)
             write_sets(spool, set_names, self.plan.splitter, self.plan.writers, out.staging, stats)
             spool.remove()
             stats["outputs"] = [
                 str(out.path / name) for name in names if name not in (REJECTS_FILE, settings.stats_file)
             ]
-            atomic_write_json(out.staging / settings.stats_file, stats)
+            try:
+                atomic_write_json(out.staging / settings.stats_file, stats)
+            except OSError as exc:
+                raise path_error(exc, out.staging / settings.stats_file) from None
             outputs = out.publish()
             shards.clear(work_dir)  # published: nothing left to resume
         return PrepareResult(stats=stats, outputs=[p for p in outputs if p.name != settings.stats_file])
@@ -205,22 +209,28 @@ class PreparePipeline:
             [*used_readers, *self.plan.normalizers, *self.plan.filters],
             {
                 "batch_bytes": settings.batch_bytes,
+                "max_line_bytes": settings.max_line_bytes,
                 "max_examples": settings.max_examples,
                 "rejects": settings.rejects,
                 "shard_bytes": executor.shard_bytes,
             },
         )
-        ctx = shards.ShardContext(self.stage, readers, settings.batch_bytes, str(work_dir))
+        ctx = shards.ShardContext(
+            self.stage, readers, settings.batch_bytes, settings.max_line_bytes, str(work_dir)
+        )
         plan = shards.load_plan(work_dir, print_) if settings.resume else None
         if plan is None:
             if settings.resume:
                 self.observer.warn(f"nothing to resume in {work_dir}: starting from the beginning")
             shards.clear(work_dir)
-            work_dir.mkdir(parents=True)
             cuts = shards.cut(files, readers, executor.shard_bytes)
             counts = list(executor.map(shards.count_records, shards.needs_count(cuts), ctx))
             plan = shards.number(cuts, counts)
-            shards.save_plan(work_dir, print_, plan)
+            try:
+                work_dir.mkdir(parents=True)
+                shards.save_plan(work_dir, print_, plan)
+            except OSError as exc:
+                raise path_error(exc, work_dir) from None
             done: set[int] = set()
         else:
             done = {s.index for s in plan if shards.is_complete(work_dir, s)}
@@ -236,6 +246,15 @@ class PreparePipeline:
             close = getattr(finished, "close", None)
             if close is not None:
                 close()
+
+    def _check_kept(self, stats: dict) -> None:
+        """A run that keeps nothing fails (and publishes nothing) instead of writing empty files."""
+        if stats["kept"]:
+            return
+        inputs = self.settings.inputs
+        where = inputs[0] if len(inputs) == 1 else f"{inputs[0]} and {len(inputs) - 1} other input(s)"
+        drops = ", ".join(f"{n} {f['dropped']:,}" for n, f in stats["filters"].items() if f["dropped"])
+        raise InputError(where, f"no document kept: the filters dropped all {stats['documents']:,} ({drops})")
 
     def _check_files_had_documents(self, paths: list[Path], stats: dict) -> None:
         for path, info in zip(paths, stats["inputs"], strict=True):

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qckit.components import Document, IssueLog
+from qckit.components import LONE_SURROGATE, Document, IssueLog, has_surrogates, repair_surrogates
 from qckit.errors import ComponentError, RecordError
 
 
@@ -46,6 +46,8 @@ class Batch:
     first_line: int
     records: list[Any]  # raw bytes, or Documents
     nbytes: int
+    #: records the reader skipped just before this batch: (line, issue kind, message)
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -76,7 +78,10 @@ class BatchResult:
 def process(stage: Stage, batch: Batch) -> BatchResult:
     """Parse, normalize, filter and fingerprint one batch (see the module docstring)."""
     issues = IssueLog(stage.max_examples)
+    for line, kind, message in batch.skipped:
+        issues.add(kind, batch.source, line, message)
     docs = _parse(stage, batch, issues)
+    _repair_surrogates(docs, issues)
     n_docs = len(docs)
 
     texts = [doc.text for doc in docs]
@@ -120,7 +125,7 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         batch.set_index,
         batch.file_index,
         batch.nbytes,
-        len(batch.records),
+        len(batch.records) + len(batch.skipped),
         n_docs,
         issues,
         changed,
@@ -134,6 +139,44 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         fingerprints,
         rejected,
     )
+
+
+def _repair_surrogates(docs: list[Document], issues: IssueLog) -> None:
+    """Lone surrogates cannot be written as UTF-8: whatever reader (or caller) made the documents, they
+    are replaced by U+FFFD in texts and in string tags, and counted per document."""
+    if not has_surrogates("".join([d.text for d in docs])) and not any(
+        d.meta and _meta_has_surrogates(d.meta) for d in docs
+    ):
+        return
+    for doc in docs:
+        fixed = has_surrogates(doc.text)
+        if fixed:
+            doc.text = repair_surrogates(doc.text)
+        if doc.meta and _meta_has_surrogates(doc.meta):
+            doc.meta = _repair_meta(doc.meta)
+            fixed = True
+        if fixed:
+            issues.add(LONE_SURROGATE, doc.source, doc.line, "lone surrogate replaced by U+FFFD")
+
+
+def _meta_has_surrogates(value: Any) -> bool:
+    if isinstance(value, str):
+        return has_surrogates(value)
+    if isinstance(value, dict):
+        return any(_meta_has_surrogates(k) or _meta_has_surrogates(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_meta_has_surrogates(v) for v in value)
+    return False
+
+
+def _repair_meta(value: Any) -> Any:
+    if isinstance(value, str):
+        return repair_surrogates(value)
+    if isinstance(value, dict):
+        return {_repair_meta(k): _repair_meta(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_repair_meta(v) for v in value]
+    return value
 
 
 def warm_up(stage: Stage) -> None:

@@ -26,6 +26,7 @@ def _init_worker(shared: Any, parent: int) -> None:
     global _SHARED
     _SHARED = shared
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler: the pool ends workers with it
     _die_with(parent)
 
 
@@ -90,14 +91,15 @@ class LocalExecutor:
                 yield pending.popleft().result()
             finished = True
         finally:
-            if not finished:  # an error or an interruption: stop at once, not after the running batches
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                # An error or an interruption: drop what has not started and do not wait here. Killing the
+                # workers could cut a result in the middle of the shared result pipe and hang the pool;
+                # a running batch ends on its own (a worker also ends when this process dies).
                 for fut in pending:
                     fut.cancel()
-                # ProcessPoolExecutor has no public way to kill its workers before Python 3.14
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    with contextlib.suppress(Exception):
-                        proc.kill()
-            pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         pass  # the pool lives and ends inside map
