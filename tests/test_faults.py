@@ -198,6 +198,37 @@ def test_kill_9_of_a_worker_fails_the_run_in_one_line_and_keeps_the_previous_out
     assert not [p for p in (out / ".qckit").iterdir() if p.name.startswith("run-")]
 
 
+@pytest.mark.slow
+def test_kill_9_of_the_driver_at_random_moments_never_mixes_two_runs(tmp_path, previous):
+    import random
+
+    out, before = previous
+    src = write_lines(tmp_path / "m.txt", sentences(15_000, "M "))
+    path = toml_recipe(tmp_path / "m.toml", [src], out, [], workers=2, batch_bytes=16384)
+    cmd = [sys.executable, str(DRIVER), "run", str(path)]
+    started = time.monotonic()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    duration = time.monotonic() - started
+    after = {k: v for k, v in visible(out).items() if k != "prepare_stats.json"}
+    rng = random.Random(7)
+    for moment in sorted(rng.uniform(0.2, 1.0) * duration for _ in range(3)):
+        run_prepare(recipe([tmp_path / "a.txt"], out, writers=[{"use": "txt"}, {"use": "jsonl"}]))
+        old = visible(out)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(moment)
+        children = (
+            [c.pid for c in psutil.Process(proc.pid).children(recursive=True)] if proc.poll() is None else []
+        )
+        proc.kill()
+        proc.wait(timeout=10)
+        assert wait_gone(children) == [], "workers outlived their driver"
+        seen = visible(out)
+        new = {k: v for k, v in seen.items() if k != "prepare_stats.json"}
+        assert seen == old or (new == after and "prepare_stats.json" in seen), f"mixed after {moment:.2f} s"
+        assert subprocess.run(cmd, capture_output=True).returncode == 0  # and the next run recovers
+        assert {k: v for k, v in visible(out).items() if k != "prepare_stats.json"} == after
+
+
 _MUTATIONS = {"rename", "replace", "symlink", "unlink", "rmdir", "mkdir"}
 
 
