@@ -240,12 +240,19 @@ class Splitter(Protocol):
 
     def is_val(self, index: int, doc: Document) -> bool: ...
 
+    @optional
+    def is_val_batch(self, start: int, n: int) -> Sequence[bool]:
+        """Fast path for a splitter whose answer depends on the index alone: exactly
+        ``[is_val(i, d) for i in range(start, start + n)]`` whatever the documents. The pipeline then
+        never needs the documents at split time (only the lines the workers formatted)."""
+        ...
+
 
 class Writer(Protocol):
     """Formats documents for one output file format (``train<suffix>``, ``val<suffix>``).
 
-    The pipeline opens, writes and atomically renames the files; a writer only formats one document as
-    it should appear in the file.
+    The pipeline opens, writes and publishes the files; a writer only formats one document as it
+    should appear in the file (in a worker process, right after the filters).
     """
 
     name: ClassVar[str]
@@ -254,7 +261,13 @@ class Writer(Protocol):
     uses_metadata: ClassVar[bool] = True
 
     def format(self, doc: Document) -> str:
-        """Return the document as it goes into the file, ending with a newline."""
+        """Return the document as it goes into the file, ending with a newline. Runs in worker
+        processes (the lines travel to the driver already formatted), so it must be pure."""
+
+    @optional
+    def format_batch(self, docs: list[Document]) -> list[str]:
+        """Fast path: exactly ``[format(d) for d in docs]``."""
+        ...
 
 
 class Executor(Protocol):

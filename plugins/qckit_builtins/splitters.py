@@ -65,6 +65,14 @@ class RandomSplitter:
             raise RuntimeError("RandomSplitter.start() must be called before is_val()")
         return bool(self._mask[index])
 
+    def is_val_batch(self, start: int, n: int) -> list[bool]:
+        """``[is_val(i, d) for i in range(start, start + n)]``: the side depends on the index only."""
+        if self._mask is None:
+            raise RuntimeError("RandomSplitter.start() must be called before is_val_batch()")
+        if start < 0 or start + n > len(self._mask):
+            raise IndexError(f"documents {start}..{start + n - 1} of a set of {len(self._mask)}")
+        return self._mask[start : start + n].tolist()
+
 
 # salt -> blake2b primed with it; hash objects cannot be pickled, so they live here, not on the splitters
 _SALTED: dict[str, hashlib.blake2b] = {}

@@ -18,6 +18,7 @@ are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only 
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,15 @@ class PreparePipeline:
             keep_rejects=self.settings.rejects,
         )
         self.stateful = StatefulFilters(stateful, self.settings.rejects, self.settings.max_examples)
+        # For files the workers also format the writers' lines; the driver then needs the documents
+        # themselves only for a splitter that reads them, and the texts for rejects of stateful filters.
+        reads_docs = not hasattr(plan.splitter.instance, "is_val_batch")
+        self.file_stage = dataclasses.replace(
+            self.stage,
+            writers=[(w.name, w.owner, w.instance) for w in plan.writers],
+            keep_texts=reads_docs or bool(stateful and self.settings.rejects),
+            keep_meta=reads_docs,
+        )
 
         self.executor = plan.executor
 
@@ -90,13 +100,12 @@ class PreparePipeline:
                 if getattr(executor, "reads_inputs", False):
                     return self._shard_results(executor, files, work_dir, funnel)
                 batches = inputs.file_batches(files, readers, settings.batch_bytes, settings.max_line_bytes)
-                return executor.map(process, batches, self.stage)
+                return executor.map(process, batches, self.file_stage)
 
-            slim = not any(getattr(w.instance, "uses_metadata", True) for w in self.plan.writers)
             rejects = RejectsFile(out.staging / REJECTS_FILE) if settings.rejects else None
             total = sum(f.size for f in files)
             stats, spool = self._consume(
-                results, len(set_names), out.run_dir, total, [f.path for f in files], slim, rejects
+                results, self.file_stage, len(set_names), out.run_dir, total, [f.path for f in files], rejects
             )
             self._check_files_had_documents(paths, stats)
             self._check_kept(stats)
@@ -124,7 +133,9 @@ class PreparePipeline:
             def results(executor: Any, funnel: Funnel) -> Iterator[BatchResult]:
                 return executor.map(process, batches, self.stage)
 
-            stats, spool = self._consume(results, 1, Path(tmp), None, [inputs.MEMORY_SOURCE], False, None)
+            stats, spool = self._consume(
+                results, self.stage, 1, Path(tmp), None, [inputs.MEMORY_SOURCE], None
+            )
             sink = MemorySink()
             counts = split_set(spool.batches(0), stats["sets"][0]["kept"], 0, self.plan.splitter, sink)
             stats["sets"][0].update(train=counts["train"], val=counts["val"])
@@ -133,11 +144,11 @@ class PreparePipeline:
     def _consume(
         self,
         results: Callable[[Any, Funnel], Iterator[BatchResult]],
+        stage: Stage,
         n_sets: int,
         tmp: Path,
         total_bytes: int | None,
         sources: list[str],
-        slim: bool,
         rejects: RejectsFile | None,
     ) -> tuple[dict[str, Any], Spool]:
         """Take the batch results in corpus order: decide, count, spool; return the stats and the spool."""
@@ -155,11 +166,11 @@ class PreparePipeline:
             workers=1,
         )
         funnel.executor["use"] = self.executor.name
-        spool = Spool(tmp, n_sets, slim)
+        spool = Spool(tmp, n_sets, with_docs=not stage.writers or stage.keep_meta)
         obs = self.observer
         obs.start("prepare", total=total_bytes, unit="B")
         try:
-            for result in self._executed(results, funnel):
+            for result in self._executed(results, stage, funnel):
                 self.stateful.decide(result)
                 funnel.add(result)
                 spool.add(result)
@@ -175,14 +186,14 @@ class PreparePipeline:
         return funnel.as_dict(), spool
 
     def _executed(
-        self, results: Callable[[Any, Funnel], Iterator[BatchResult]], funnel: Funnel
+        self, results: Callable[[Any, Funnel], Iterator[BatchResult]], stage: Stage, funnel: Funnel
     ) -> Iterator[BatchResult]:
         """The batch results in corpus order, from wherever the executor runs them."""
         spec = self.executor
         executor = spec.instance
         try:
             funnel.workers = executor.start(self.settings.workers)
-            warm_up(self.stage)
+            warm_up(stage)
             stream = results(executor, funnel)
             try:
                 yield from stream
@@ -216,7 +227,7 @@ class PreparePipeline:
             },
         )
         ctx = shards.ShardContext(
-            self.stage, readers, settings.batch_bytes, settings.max_line_bytes, str(work_dir)
+            self.file_stage, readers, settings.batch_bytes, settings.max_line_bytes, str(work_dir)
         )
         plan = shards.load_plan(work_dir, print_) if settings.resume else None
         if plan is None:

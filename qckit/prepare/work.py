@@ -33,6 +33,12 @@ class Stage:
     stateful: list[tuple[str, str, Any]]
     max_examples: int
     keep_rejects: bool = False
+    #: (name, owner, instance) of the writers whose lines the workers format (file runs; none in memory)
+    writers: list[tuple[str, str, Any]] = field(default_factory=list)
+    #: whether the driver needs the kept documents' texts / tags (in-memory runs, rejects, a splitter
+    #: that reads documents); otherwise only the formatted lines travel
+    keep_texts: bool = True
+    keep_meta: bool = True
 
 
 @dataclass
@@ -64,13 +70,16 @@ class BatchResult:
     drops: dict[str, IssueLog]  # filter name → drops by reason (examples: positions)
     source: str
     # Kept documents as columns, which pickle several times faster than objects or dicts:
-    texts: list[str]
+    texts: list[str] | None  # None when the driver does not need them (Stage.keep_texts)
     lines: list[int]
-    metas: list[dict | None] | None  # None when no document has meta
+    metas: list[dict | None] | None  # None when no document has meta, or the driver does not need them
     metric_keys: list[str]
     metric_values: Any  # float64 array [documents, keys], or None
     fingerprints: list[list[Any]]  # per stateful filter, aligned with the kept documents
     rejected: list[tuple[int, str, str, str]]  # (line, filter, reason, text) when the recipe asks for rejects
+    #: per writer of Stage.writers: the kept documents' lines as UTF-8, and each line's length in bytes
+    formatted: list[tuple[bytes, Any]] | None
+    text_bytes: Any  # int64 array: each kept document's text length in UTF-8 bytes
     #: indices (into ``texts``) of the documents the stateful filters kept; set by :meth:`StatefulFilters.decide`
     kept: list[int] | None = None
 
@@ -116,11 +125,17 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         call_batch(flt, "fingerprint_batch", "fingerprint", kept, kept, "filter", name, owner)
         for name, owner, flt in stage.stateful
     ]
-    metas = [d.meta or None for d in kept]
+    metas = [d.meta or None for d in kept] if stage.keep_meta else []
     metric_keys = sorted({k for d in kept if d.metrics for k in d.metrics})
     values = None
     if metric_keys:
         values = np.array([[d.metrics.get(k, 0.0) for k in metric_keys] for d in kept], dtype=np.float64)
+    kept_texts = [d.text for d in kept]
+    encoded = list(map(str.encode, kept_texts))  # texts are free of lone surrogates by now
+    text_bytes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    formatted = (
+        [_formatted(w, name, owner, kept) for name, owner, w in stage.writers] if stage.writers else None
+    )
     return BatchResult(
         batch.set_index,
         batch.file_index,
@@ -131,14 +146,27 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         changed,
         drops,
         batch.source,
-        [d.text for d in kept],
+        kept_texts if stage.keep_texts else None,
         [d.line for d in kept],
         metas if any(m is not None for m in metas) else None,
         metric_keys,
         values,
         fingerprints,
         rejected,
+        formatted,
+        text_bytes,
     )
+
+
+def _formatted(writer: Any, name: str, owner: str, docs: list[Document]) -> tuple[bytes, np.ndarray]:
+    """The writer's lines for ``docs`` in UTF-8, concatenated, with each line's length in bytes."""
+    lines = call_batch(writer, "format_batch", "format", docs, docs, "writer", name, owner)
+    try:
+        encoded = list(map(str.encode, lines))
+    except UnicodeEncodeError as exc:  # a writer that put a lone surrogate back
+        bad = next(i for i, line in enumerate(lines) if has_surrogates(line))
+        raise ComponentError("writer", name, owner, docs[bad].where, exc) from None
+    return b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
 
 
 def _repair_surrogates(docs: list[Document], issues: IssueLog) -> None:
@@ -260,7 +288,7 @@ class StatefulFilters:
     def decide(self, result: BatchResult) -> list[int]:
         """Run the stateful filters on ``result`` (the next batch in corpus order); record their drops
         in it and set ``result.kept`` to the indices of the documents they keep."""
-        alive = list(range(len(result.texts)))
+        alive = list(range(len(result.lines)))
         for j, spec in enumerate(self.specs):
             fps = [result.fingerprints[j][i] for i in alive]
             try:
@@ -276,6 +304,7 @@ class StatefulFilters:
                 log = result.drops.setdefault(spec.name, IssueLog(self.max_examples))
                 log.add(reason, result.source, result.lines[i])
                 if self.keep_rejects:
+                    assert result.texts is not None
                     result.rejected.append((result.lines[i], spec.name, reason, result.texts[i]))
             alive = survivors
         result.kept = alive
