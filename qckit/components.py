@@ -119,6 +119,9 @@ class Reader(Protocol):
     name: ClassVar[str]
     #: file name endings this reader handles, longest match wins (".jsonl.gz" beats ".gz").
     suffixes: ClassVar[tuple[str, ...]]
+    #: True when its documents never hold a lone surrogate (it repairs and counts them itself), so the
+    #: pipeline need not look for them (it does for every other reader, and for in-memory documents)
+    surrogate_free: ClassVar[bool] = False
 
     def records(self, path: Path, max_bytes: int) -> Iterator[bytes | SkippedRecord]:
         """Yield the raw records of ``path`` in order, one per line (line N is the N-th record).

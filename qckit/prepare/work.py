@@ -90,7 +90,8 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
     for line, kind, message in batch.skipped:
         issues.add(kind, batch.source, line, message)
     docs = _parse(stage, batch, issues)
-    _repair_surrogates(docs, issues)
+    if batch.reader is None or not getattr(stage.readers[batch.reader][1], "surrogate_free", False):
+        _repair_surrogates(docs, issues)
     n_docs = len(docs)
 
     texts = [doc.text for doc in docs]
@@ -126,10 +127,13 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         for name, owner, flt in stage.stateful
     ]
     metas = [d.meta or None for d in kept] if stage.keep_meta else []
-    metric_keys = sorted({k for d in kept if d.metrics for k in d.metrics})
+    metrics = [d.metrics for d in kept]
+    metric_keys = sorted(set().union(*metrics))
     values = None
     if metric_keys:
-        values = np.array([[d.metrics.get(k, 0.0) for k in metric_keys] for d in kept], dtype=np.float64)
+        values = np.empty((len(kept), len(metric_keys)), dtype=np.float64)
+        for j, key in enumerate(metric_keys):
+            values[:, j] = [m.get(key, 0.0) for m in metrics]
     kept_texts = [d.text for d in kept]
     encoded = list(map(str.encode, kept_texts))  # texts are free of lone surrogates by now
     text_bytes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
@@ -162,11 +166,15 @@ def _formatted(writer: Any, name: str, owner: str, docs: list[Document]) -> tupl
     """The writer's lines for ``docs`` in UTF-8, concatenated, with each line's length in bytes."""
     lines = call_batch(writer, "format_batch", "format", docs, docs, "writer", name, owner)
     try:
-        encoded = list(map(str.encode, lines))
+        blob = "".join(lines).encode()
     except UnicodeEncodeError as exc:  # a writer that put a lone surrogate back
         bad = next(i for i, line in enumerate(lines) if has_surrogates(line))
         raise ComponentError("writer", name, owner, docs[bad].where, exc) from None
-    return b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    # Lines of one line each (the built-in writers'): their ends are the newlines of the blob.
+    ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 0x0A)
+    if len(ends) == len(lines) and (not len(ends) or ends[-1] == len(blob) - 1):
+        return blob, np.diff(ends, prepend=-1)
+    return blob, np.fromiter(map(len, map(str.encode, lines)), dtype=np.int64, count=len(lines))
 
 
 def _repair_surrogates(docs: list[Document], issues: IssueLog) -> None:

@@ -45,6 +45,7 @@ class JsonlReader:
         ``null_text``, ``text_not_string``); blank lines and empty texts are skipped and counted."""
 
     name: ClassVar[str] = "jsonl"
+    surrogate_free: ClassVar[bool] = True  # lone surrogate escapes are repaired in parse
     suffixes: ClassVar[tuple[str, ...]] = (".jsonl", ".jsonl.gz")
 
     def __init__(self, field: str = "text", fallback_fields: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ class TxtReader:
     ``blank_line``); the text is kept as written, surrounding spaces included."""
 
     name: ClassVar[str] = "txt"
+    surrogate_free: ClassVar[bool] = True  # UTF-8 or cp1252 decoding never makes one
     suffixes: ClassVar[tuple[str, ...]] = (".txt", ".txt.gz")
 
     def records(self, path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes | SkippedRecord]:
