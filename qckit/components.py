@@ -354,6 +354,9 @@ class ModelAdapter(Protocol):
     #: True when the Trainer (accelerate) shards the model across processes (FSDP): the train stage then
     #: leaves device placement to the Trainer, times no passes for the estimate, and calls ``verify_trainer``
     shards_model: ClassVar[bool] = False
+    #: True when the input embeddings and the output head train although the base is frozen (lora's
+    #: ``train_embeddings``): required by ``train.add_tokens`` with such an adapter, so new rows learn
+    trains_embeddings: bool = False
 
     def check(self, env: Any, adapters: Sequence[str]) -> None:
         """Raise :class:`qckit.errors.HardwareError` if this adapter cannot run here or with the others
@@ -373,6 +376,16 @@ class ModelAdapter(Protocol):
         """Edit, in place, the copy of the loaded model's config that is saved as ``config.json`` beside a
         trained adapter, so that it describes the base model as published: undo what ``load_kwargs``
         changed (the 4bit/8bit adapters remove the ``quantization_config`` they added)."""
+        ...
+
+    @optional
+    def optimizer_param_groups(self, model: Any, learning_rate: float) -> list[dict[str, Any]] | None:
+        """Parameter groups for the optimizer (torch's format: ``{"params": [...], "lr": …}``), or ``None``
+        to leave the Trainer's default (every trainable parameter at ``learning_rate``). Called once, when
+        the Trainer creates its optimizer, with the wrapped model. The groups must hold every trainable
+        parameter exactly once; a group without ``lr`` uses ``learning_rate``, one without
+        ``weight_decay`` the recipe's. The train stage still exempts biases and norms from weight decay,
+        and the learning-rate schedule scales every group alike. At most one adapter may return groups."""
         ...
 
     @optional

@@ -260,13 +260,15 @@ def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
     table = _table(data["train"], "train", source)
     for key, default in defaults.TRAIN_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
-    # Without an explicit train_file, train on what the prepare stage of the same recipe writes.
-    if not table.get("train_file") and "prepare" in data:
+    # Without an explicit train_file (or [[train.data]] sources), train on what the prepare stage of the
+    # same recipe writes; the validation file then defaults to its val file.
+    if "prepare" in data:
         out = Path(data["prepare"].get("output", "./data"))
         merged = data["prepare"].get("merge", False) or len(data["prepare"].get("inputs", [])) == 1
         suffix = "" if data["prepare"].get("merge", False) else "_1"
-        if merged:
-            table["train_file"] = str(out / f"train{suffix}.txt")
+        if merged and not table.get("train_file"):
+            if not table.get("data"):
+                table["train_file"] = str(out / f"train{suffix}.txt")
             table.setdefault("val_file", str(out / f"val{suffix}.txt"))
     keys = {k.key for k in stage_kinds("train")}
     scalars = {k: v for k, v in table.items() if k not in keys}

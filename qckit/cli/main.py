@@ -9,7 +9,7 @@ Commands::
     qckit prepare --input F [F …] --output DIR [--merge] [--val_split X] [--min_length N] [--max_length N] [--seed N]
     qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
     qckit evaluate --model M [--adapter DIR] --val_file F
-    qckit export --model M --adapter DIR --output DIR
+    qckit export --model M [--adapter DIR] --output DIR|FILE.gguf [--format safetensors|gguf] [--outtype T]
     qckit plugins [KIND NAME]
 
 Every seed-compatible command is translated into a recipe dict and validated like a recipe file, so
