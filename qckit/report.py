@@ -137,6 +137,13 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
                 _row(t, f"{comp}: {key}", _n(value))
         parts.append(t)
     footer = f"{stats.get('elapsed_s', 0):.2f} s, {stats.get('throughput_mb_s') or 0:.1f} MB/s, {stats.get('workers', 1)} worker(s)"
+    executor = stats.get("executor") or {}
+    if "shards" in executor:
+        footer += f", {executor.get('use')}: {executor['shards']:,} shard(s)"
+        if executor.get("resumed"):
+            footer += f", {executor['resumed']:,} resumed"
+        if executor.get("task_mb_s"):
+            footer += f", {executor['task_mb_s']:.1f} MB/s per task"
     outputs = stats.get("outputs", [])
     if outputs:
         footer += "\nwrote " + ", ".join(outputs)

@@ -368,6 +368,7 @@ def test_a_dead_runs_leftovers_are_removed_and_a_failed_first_run_leaves_nothing
     (out / ".qckit" / "run-20240101T000000-1-abc").mkdir(parents=True)
     (out / ".qckit" / "run-20240101T000000-1-abc" / "spool-0.pkl").write_bytes(b"x")
     (out / ".qckit" / "gen-unpublished").mkdir()
+    (out / ".train.txt.99.abcd1234.tmp").symlink_to(".qckit/current/train.txt")  # a link being made
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n", encoding="utf-8")
     with pytest.raises(InputError, match="no documents found"):

@@ -107,6 +107,8 @@ class OutputDir:
                 shutil.rmtree(entry, ignore_errors=True)
             elif self._is_our_link(entry) and not entry.exists():
                 entry.unlink(missing_ok=True)
+            elif entry.name.startswith(".") and entry.name.endswith(".tmp") and self._points_into_state(entry):
+                entry.unlink(missing_ok=True)  # a link being made when its run died
 
     # -- publish ----------------------------------------------------------------------------------
 
@@ -187,6 +189,13 @@ class OutputDir:
     @staticmethod
     def _link_target(name: str) -> str:
         return f"{STATE_DIR}/{CURRENT}/{name}"
+
+    @staticmethod
+    def _points_into_state(path: Path) -> bool:
+        try:
+            return os.readlink(path).startswith(f"{STATE_DIR}/{CURRENT}/")
+        except OSError:
+            return False
 
     def _is_our_link(self, path: Path) -> bool:
         try:

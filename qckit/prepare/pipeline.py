@@ -19,6 +19,7 @@ are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -248,15 +249,20 @@ class PreparePipeline:
         funnel.executor.update(shards=len(plan), resumed=len(done))
         todo = [s for s in plan if s.index not in done]
         finished = executor.map(shards.run_shard, todo, ctx)
+        rates = []  # MB/s of each shard's task, for the report and the scaling estimate of bench/
         try:
             for shard in plan:
                 if shard.index not in done:
-                    next(finished)  # this shard's completion (map yields in the order of todo)
+                    record = next(finished)  # this shard's completion (map yields in the order of todo)
+                    if record["seconds"] > 0:
+                        rates.append(record["bytes_read"] / 1e6 / record["seconds"])
                 yield from shards.read_results(work_dir, shard)
         finally:
             close = getattr(finished, "close", None)
             if close is not None:
                 close()
+        if rates:
+            funnel.executor["task_mb_s"] = round(statistics.median(rates), 2)
 
     def _check_kept(self, stats: dict) -> None:
         """A run that keeps nothing fails (and publishes nothing) instead of writing empty files."""
