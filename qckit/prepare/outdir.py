@@ -107,7 +107,9 @@ class OutputDir:
                 shutil.rmtree(entry, ignore_errors=True)
             elif self._is_our_link(entry) and not entry.exists():
                 entry.unlink(missing_ok=True)
-            elif entry.name.startswith(".") and entry.name.endswith(".tmp") and self._points_into_state(entry):
+            elif (
+                entry.name.startswith(".") and entry.name.endswith(".tmp") and self._points_into_state(entry)
+            ):
                 entry.unlink(missing_ok=True)  # a link being made when its run died
 
     # -- publish ----------------------------------------------------------------------------------

@@ -3,17 +3,19 @@
 Data flows one way and in batches:
 
 * the driver reads raw records (cheap I/O) and cuts them into batches of ``batch_bytes``
-  (:mod:`~qckit.prepare.inputs`);
-* workers parse, normalize, run the stateless filters and compute dedup fingerprints
-  (:mod:`~qckit.prepare.work`), wherever the recipe's executor places them (``[prepare.executor]``);
+  (:mod:`~qckit.prepare.inputs`), or, for an executor whose workers read their own input, cuts the
+  inputs into shards (:mod:`~qckit.prepare.shards`);
+* workers parse, normalize, run the stateless filters, compute dedup fingerprints and format the
+  writers' lines (:mod:`~qckit.prepare.work`), wherever the recipe's executor places them;
 * the driver receives the results **in corpus order**, runs the stateful filters, counts everything
-  (:mod:`~qckit.prepare.stats`) and spools the kept documents; when every input is read, the splitter
-  assigns each kept document to train or validation and the writers format them into temporary files
-  that are renamed into place only when everything succeeded (:mod:`~qckit.prepare.output`).
+  (:mod:`~qckit.prepare.stats`) and spools the kept lines; when every input is read, the splitter
+  assigns each kept document to train or validation and the lines go to their files
+  (:mod:`~qckit.prepare.output`), which are published all at once (:mod:`~qckit.prepare.outdir`).
 
-Because batches are cut by bytes in the driver and results are consumed in order, the output is
-byte-identical whatever the number of workers. Memory stays bounded: at most ``2 × workers`` batches
-are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only the document count.
+Because results are consumed in corpus order and components are pure functions of their input, the
+output is byte-identical whatever the number of workers, shards or machines. Memory stays bounded:
+a bounded number of batches is in flight, a line longer than ``max_line_bytes`` is never held,
+dedup keeps fixed-size fingerprints, and the splitter needs only the document count.
 """
 
 from __future__ import annotations
