@@ -285,3 +285,37 @@ def test_iter_lines_handles_every_ending_across_read_sizes(tmp_path):
     expected = [b"a", b"b", b"c", b"", b"d", b"", b"e"]
     for size in (1, 2, 3, 64):
         assert list(iter_lines(path, chunk_size=size)) == expected
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.binary(max_size=400).map(lambda b: b.replace(b"\x00", b"a")),
+    size=st.sampled_from([1, 3, 16, 64, 4096]),
+    limit=st.sampled_from([8, 1 << 20]),  # 8: lines longer than that are skipped, also across ranges
+)
+def test_byte_ranges_of_a_file_together_read_exactly_what_the_whole_file_reads(
+    tmp_path_factory, data, size, limit
+):
+    from qckit_builtins.readers.lines import byte_ranges
+
+    path = tmp_path_factory.mktemp("ranges") / "c.txt"
+    path.write_bytes(b"x" + data)  # never a byte-order mark at the start
+    whole = [
+        r if isinstance(r, bytes) else r.kind for r in iter_lines(path, chunk_size=7, max_line_bytes=limit)
+    ]
+    ranges = byte_ranges(path, size)
+    assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+    assert all(a < b for a, b in ranges) and all(
+        b == c for (_, b), (c, _) in zip(ranges, ranges[1:], strict=False)
+    )
+    parts = [
+        r if isinstance(r, bytes) else r.kind
+        for a, b in ranges
+        for r in iter_lines(path, chunk_size=5, start=a, end=b, max_line_bytes=limit)
+    ]
+    assert parts == whole
