@@ -264,7 +264,7 @@ class PreparePipeline:
             if close is not None:
                 close()
         if rates:
-            funnel.executor["task_mb_s"] = round(statistics.median(rates), 2)
+            funnel.executor["task_mb_s"] = float(f"{statistics.median(rates):.3g}")
 
     def _check_kept(self, stats: dict) -> None:
         """A run that keeps nothing fails (and publishes nothing) instead of writing empty files."""
