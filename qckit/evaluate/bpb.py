@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from qckit.errors import InputError, QckitError
-from qckit.evaluate.loglik import Request, Scorer, prefix_token_id, rolling_windows
+from qckit.evaluate.loglik import Request, Scorer, positions_cap, prefix_token_id, rolling_windows
 from qckit.packing import BatchEncoder, iter_documents
 from qckit.progress import NullObserver, Observer
 
@@ -159,16 +159,6 @@ def sliding_windows(length: int, max_length: int, stride: int) -> Iterator[tuple
         start, context = start + step, stride
 
 
-def _positions_cap(model: Any, max_length: int, observer: Observer) -> int:
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(positions, int) and 2 <= positions < max_length:
-        observer.warn(
-            f"evaluation max_length {max_length} is more than the model's {positions} positions; using {positions}"
-        )
-        return positions
-    return max_length
-
-
 def score_documents(
     model: Any,
     docs: Documents,
@@ -202,7 +192,7 @@ def score_documents(
     if protocol == "stream" and stride is not None and not 0 <= stride < max_length:
         raise ValueError("stride must be >= 0 and < max_length")
     observer = observer or NullObserver()
-    max_length = _positions_cap(model, max_length, observer)
+    max_length = positions_cap(model, max_length, observer)
     started = time.perf_counter()
     prefix: int | None = None
     if protocol == "document":

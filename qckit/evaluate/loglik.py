@@ -34,6 +34,8 @@ from qckit.progress import NullObserver, Observer
 __all__ = [
     "Request",
     "Scorer",
+    "EvalContext",
+    "positions_cap",
     "prefix_token_id",
     "rolling_windows",
     "encode_pairs",
@@ -250,3 +252,39 @@ class Scorer:
         sums = torch.zeros(len(batch), dtype=torch.float64, device=logits.device)
         sums.index_add_(0, row_index, picked)
         return sums.cpu().numpy()
+
+
+def positions_cap(model: Any, max_length: int, observer: Observer) -> int:
+    """``max_length``, lowered (with a warning to ``observer``) to the model's ``max_position_embeddings``."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 2 <= positions < max_length:
+        observer.warn(
+            f"evaluation max_length {max_length} is more than the model's {positions} positions; using {positions}"
+        )
+        return positions
+    return max_length
+
+
+@dataclass
+class EvalContext:
+    """What every eval kind scores with: the tokenizer and the run's evaluation settings.
+
+    ``batch_size`` × ``max_length`` is the token budget of one forward pass; ``max_length`` is the
+    longest input the model reads at once (lowered to the model's positions when it has fewer).
+    """
+
+    tokenizer: Any
+    max_length: int = 1024
+    batch_size: int = 4
+    device: str | torch.device | None = None
+    observer: Observer = field(default_factory=NullObserver)
+
+    def scorer(self, model: Any, max_length: int = 0) -> Scorer:
+        """A :class:`Scorer` for ``model`` (``max_length`` > 0 overrides the context's)."""
+        length = positions_cap(model, max_length or self.max_length, self.observer)
+        return Scorer(
+            max_length=length,
+            batch_tokens=self.batch_size * length,
+            device=self.device,
+            observer=self.observer,
+        )
