@@ -144,7 +144,7 @@ def _item(
     else:
         issues.add("missing_prompt", source, line, "no prompt (and no template set for this file)")
         return None
-    choices = row.get("choices", set_choices)
+    choices: Any = row.get("choices", set_choices)
     if not _good_choices(choices):
         issues.add("bad_choices", source, line, "choices must be a list of at least two non-empty strings")
         return None
