@@ -63,7 +63,7 @@ def make_fallback_corpus(path: Path, size_mb: float, seed: int = 0) -> None:
 
 
 def run_qckit(path: Path, tokenizer, max_length: int, stride: int, min_length: int, **kwargs):
-    from qckit.packing import pack_file
+    from qckit.train.packing import pack_file
     from qckit_builtins.chunkers import WindowChunker
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -176,7 +176,7 @@ def main() -> None:
         f"seed datasets   : {s_s:6.2f} s (CPU {s_cpu:6.2f} s)  {s_total / s_s / 1e6:5.2f} M tokens/s  {size_mb / s_s:5.2f} MB/s  "
         f"{s_windows} windows, tokens in windows {s_cov / s_total:7.3%}, ~{dup} overlap tokens trained twice"
     )
-    from qckit.packing import pack_file
+    from qckit.train.packing import pack_file
     from qckit_builtins.chunkers import WindowChunker
 
     chunker = WindowChunker(args.max_length, args.stride, args.min_length)

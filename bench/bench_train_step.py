@@ -173,8 +173,8 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from qckit.hardware import choose_precision, detect_environment
-    from qckit.packing import pack_file
     from qckit.testing import SAMPLE_SENTENCES, write_corpus
+    from qckit.train.packing import pack_file
     from qckit_builtins.chunkers import WindowChunker
 
     if ns.threads:

@@ -13,6 +13,7 @@ which run in one process in corpus order) so that the output is identical whatev
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,23 @@ def optional(member: _F) -> _F:
     """
     member.__qckit_optional__ = True  # type: ignore[attr-defined]
     return member
+
+
+def ability(component: Any, protocol: type, name: str) -> Any:
+    """``component.<name>``, or what its absence means according to ``protocol``.
+
+    For an attribute with a default in the protocol body (``freezes_base_model = False``) that default;
+    for an :func:`optional` method the component does not have, ``None``. The core reads abilities
+    through this function so that each default is written once, in the protocol.
+    """
+    value = getattr(component, name, _ABSENT)
+    if value is not _ABSENT:
+        return value
+    default = vars(protocol).get(name)
+    return None if inspect.isfunction(default) else default
+
+
+_ABSENT = object()
 
 
 @dataclass(slots=True)
@@ -230,12 +248,17 @@ class ModelAdapter(Protocol):
 
     Adapters compose: the train stage calls each method on every adapter of the recipe, in order:
     ``check`` before anything is loaded, ``load_kwargs`` to edit ``from_pretrained`` arguments,
-    ``wrap_model`` after loading, ``training_args`` to edit ``TrainingArguments`` keywords.
+    ``wrap_model`` after loading, ``training_args`` to edit ``TrainingArguments`` keywords, then the
+    optional abilities below where an adapter has them. The train stage never asks for an adapter by
+    name: what it needs to know is one of these members.
     """
 
     name: ClassVar[str]
     #: True when only the adapter's own weights train (LoRA): the base model may then load in half precision
     freezes_base_model: ClassVar[bool] = False
+    #: True when the Trainer (accelerate) shards the model across processes (FSDP): the train stage then
+    #: leaves device placement to the Trainer, times no passes for the estimate, and calls ``verify_trainer``
+    shards_model: ClassVar[bool] = False
 
     def check(self, env: Any, adapters: Sequence[str]) -> None:
         """Raise :class:`qckit.errors.HardwareError` if this adapter cannot run here or with the others
@@ -250,11 +273,26 @@ class ModelAdapter(Protocol):
     def training_args(self, args: dict[str, Any], model: Any, env: Any) -> None:
         """Edit the keyword arguments of ``transformers.TrainingArguments`` (fsdp settings …)."""
 
+    @optional
+    def base_model_config(self, config: Any) -> None:
+        """Edit, in place, the copy of the loaded model's config that is saved as ``config.json`` beside a
+        trained adapter, so that it describes the base model as published: undo what ``load_kwargs``
+        changed (the 4bit/8bit adapters remove the ``quantization_config`` they added)."""
+        ...
+
+    @optional
+    def verify_trainer(self, trainer: Any) -> None:
+        """Raise :class:`qckit.errors.HardwareError` if the Trainer did not set the model up the way this
+        adapter asked (FSDP: the model really is sharded, not silently data parallel). Called once when
+        training begins, with the model wrapped, before the baseline evaluation."""
+        ...
+
 
 class IssueLog:
     """Counts recoverable problems by kind and keeps the first few examples (``file:line: message``).
 
-    Logs from worker processes are merged in corpus order, so the examples are deterministic.
+    Logs from worker processes are merged in corpus order, so the examples are deterministic. The
+    prepare funnel keeps one per filter for its drops (kind = reason, example = position).
     """
 
     __slots__ = ("counts", "examples", "max_examples")
@@ -264,11 +302,14 @@ class IssueLog:
         self.examples: dict[str, list[str]] = {}
         self.max_examples = max_examples
 
-    def add(self, kind: str, source: str, line: int | None, message: str) -> None:
+    def add(self, kind: str, source: str, line: int | None, message: str | None = None) -> None:
+        """Count one problem of ``kind``; the example reads ``source:line: message`` (without a
+        message: ``source:line``, the position alone, as drop examples are kept)."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         examples = self.examples.setdefault(kind, [])
         if len(examples) < self.max_examples:
-            examples.append(f"{source}:{line}: {message}" if line is not None else f"{source}: {message}")
+            where = f"{source}:{line}" if line is not None else source
+            examples.append(f"{where}: {message}" if message is not None else where)
 
     def merge(self, other: IssueLog) -> None:
         for kind, count in other.counts.items():

@@ -1,10 +1,16 @@
-"""Exceptions raised by qckit.
+"""Exceptions raised by qckit, and the exit status of each.
 
 Library code raises these; only the CLI turns them into one-line messages and exit codes.
-Every error renders as a single line that names what is wrong and where.
+Every error renders as a single line that names what is wrong and where. The exit status is the
+class's ``exit_code`` (README's "Exit statuses" table lists them; a test keeps the two in step).
 """
 
 from __future__ import annotations
+
+#: exit status after Ctrl-C (SIGINT): 128 + 2, the shell convention
+INTERRUPTED_EXIT_CODE = 130
+#: exit status after SIGTERM: 128 + 15
+TERMINATED_EXIT_CODE = 143
 
 
 class QckitError(Exception):

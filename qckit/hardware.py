@@ -9,6 +9,7 @@ instead of asking torch directly, so the decisions are testable with a fabricate
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any
 from qckit.errors import HardwareError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: ``device`` settings: ``auto`` uses a GPU when there is one; ``cpu`` keeps everything on the CPU
+DEVICES = ("auto", "cpu")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,18 @@ class Environment:
         """True on the process that should write files and reports (global rank 0)."""
         return self.rank == 0
 
+    def on_cpu(self) -> Environment:
+        """This environment with its accelerators set aside: what a run pinned to the CPU sees."""
+        return dataclasses.replace(
+            self,
+            device="cpu",
+            gpu_count=0,
+            gpu_names=(),
+            cuda_capability=None,
+            bf16_supported=cpu_has_native_bf16(),
+            fp16_supported=False,
+        )
+
     def describe(self) -> str:
         """One line for reports: ``cuda: 2 x NVIDIA H100 (sm_90), bf16, rank 0/2, bitsandbytes 0.50.2``."""
         if self.device == "cuda":
@@ -74,8 +89,15 @@ class Environment:
         return ", ".join(parts)
 
 
-def detect_environment() -> Environment:
-    """Inspect this machine and process. Cheap: imports torch but not bitsandbytes or transformers."""
+def detect_environment(device: str = "auto") -> Environment:
+    """Inspect this machine and process. Cheap: imports torch but not bitsandbytes or transformers.
+
+    ``device="cpu"`` describes the machine as a run pinned to the CPU sees it (see :data:`DEVICES`).
+    """
+    if device not in DEVICES:
+        raise HardwareError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
+    if device == "cpu":
+        return detect_environment().on_cpu()
     import torch
 
     world_size = _int_env("WORLD_SIZE", 1)

@@ -79,11 +79,16 @@ def register_writers(register: Register) -> None:
 def register_chunkers(register: Register) -> None:
     """Register :class:`qckit.components.Chunker` classes (recipe: ``[train.chunker]``, one table)
     that pack token ids into training windows. Windows are cached on disk under the chunker's
-    ``cache_key()``, which must change whenever the windows would (see the protocol)."""
+    ``cache_key()``, which must change whenever the windows would (see the protocol). The train stage
+    reads the chunker's ``max_length`` (0: none) as the window length."""
 
 
 @hookspec
 def register_model_adapters(register: Register) -> None:
     """Register :class:`qckit.components.ModelAdapter` classes (recipe: ``[[train.adapters]]``):
     LoRA, 4-bit, 8-bit, FSDP … They compose; the protocol says when each method is called and which
-    abilities (``freezes_base_model`` …) the train stage reads."""
+    abilities the train stage reads: ``freezes_base_model`` (the base may load in half precision),
+    ``shards_model`` (the Trainer shards it: no placement, no timed passes), and the optional
+    ``base_model_config(config)`` (the config saved beside the adapter) and ``verify_trainer(trainer)``
+    (refuse a Trainer that did not set the model up as asked). The train stage never asks for an
+    adapter by name."""

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from qckit import components as c
 
+#: the stages of a recipe, in the order a run executes them (each is a ``[stage]`` table)
+STAGES = ("prepare", "train")
+
 
 @dataclass(frozen=True)
 class Kind:

@@ -25,6 +25,8 @@ import copy
 import dataclasses
 import difflib
 import re
+import stat
+import tomllib
 import types
 import typing
 from collections.abc import Sequence
@@ -32,14 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
-
 from qckit import defaults
-from qckit.errors import PluginError, RecipeError
+from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
-from qckit.kinds import stage_kinds
+from qckit.kinds import STAGES, stage_kinds
+from qckit.settings import PrepareSettings
+from qckit.train.settings import TrainSettings
 
-TOP_LEVEL_KEYS = {"name", "description", "prepare", "train", "plugins"}
+#: recipes are small hand-written files; anything larger is refused before it is read into memory
+MAX_RECIPE_BYTES = 1 << 20
+TOP_LEVEL_KEYS = {"name", "description", "plugins", *STAGES}
 PLUGINS_KEYS = {"disable"}
 
 
@@ -61,18 +65,20 @@ class ComponentSpec:
 
 @dataclass
 class PreparePlan:
-    settings: Any  # qckit.prepare.PrepareSettings
-    readers: list[ComponentSpec]
+    settings: PrepareSettings
+    readers: list[ComponentSpec]  # the readers the recipe configured
     normalizers: list[ComponentSpec]
     filters: list[ComponentSpec]
     splitter: ComponentSpec
     writers: list[ComponentSpec]
     host: PluginHost = field(repr=False)
+    #: every registered reader by name: the configured ones, the others with their defaults
+    reader_table: dict[str, ComponentSpec] = field(default_factory=dict, repr=False)
 
 
 @dataclass
 class TrainPlan:
-    settings: Any  # qckit.train.TrainSettings
+    settings: TrainSettings
     chunker: ComponentSpec
     adapters: list[ComponentSpec]
 
@@ -101,19 +107,52 @@ def load_recipe(
     overrides: Sequence[str] = (),
     host: PluginHost | None = None,
 ) -> Recipe:
-    """Read, override and validate a recipe file."""
+    """Read, override and validate a recipe file (a regular UTF-8 TOML file of at most
+    :data:`MAX_RECIPE_BYTES`); every problem is a :class:`RecipeError` naming the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError("no such recipe file", source=str(path)) from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"cannot read recipe: {exc}", source=str(path)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"invalid TOML: {exc}", source=str(path)) from None
+    data = tomllib_loads(read_recipe_text(path), str(path))
     return build_recipe(data, source=str(path), overrides=overrides, host=host)
+
+
+def read_recipe_text(path: Path) -> str:
+    """The text of a recipe file: a regular file, readable, at most :data:`MAX_RECIPE_BYTES`, UTF-8."""
+    source = str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise RecipeError("no such recipe file", source=source) from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe: {exc.strerror or exc}", source=source) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise RecipeError("is a directory, expected a recipe file", source=source)
+    if not stat.S_ISREG(st.st_mode):
+        raise RecipeError("is not a regular file (a device, pipe or socket?)", source=source)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe: {exc.strerror or exc}", source=source) from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"recipe is larger than {MAX_RECIPE_BYTES // 1024} KiB; is this a recipe?", source=source
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            f"not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} on line {line})", source=source
+        ) from None
+
+
+def tomllib_loads(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML text; a syntax error is a :class:`RecipeError` with tomllib's line and column."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"invalid TOML: {exc}", source=source) from None
+    except RecursionError:
+        raise RecipeError("invalid TOML: nested too deeply", source=source) from None
 
 
 def build_recipe(
@@ -127,6 +166,7 @@ def build_recipe(
     data = copy.deepcopy(data)
     for item in overrides:
         apply_override(data, item, source)
+    _check_text(data, "", source)
     _check_keys(data, TOP_LEVEL_KEYS, "", source)
     if "prepare" not in data and "train" not in data:
         raise RecipeError("a recipe needs a [prepare] or a [train] table (or both)", source=source)
@@ -144,8 +184,6 @@ def build_recipe(
 
 
 def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
-    from qckit.prepare import PrepareSettings
-
     table = _table(data["prepare"], "prepare", source)
     for key, default in defaults.PREPARE_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
@@ -156,12 +194,16 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
     if not specs["writers"]:
         raise RecipeError("at least one writer is needed", source=source, key="prepare.writers")
     data["prepare"] = _resolved(settings, specs)
-    return PreparePlan(settings=settings, host=host, **specs)
+    reader_table = {spec.name: spec for spec in specs["readers"]}
+    for name in host.names("reader"):
+        if name not in reader_table:
+            reader_table[name] = build_component(
+                host, "reader", {"use": name}, f"prepare.readers.{name}", "<defaults>"
+            )
+    return PreparePlan(settings=settings, host=host, reader_table=reader_table, **specs)
 
 
 def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
-    from qckit.train import TrainSettings
-
     table = _table(data["train"], "train", source)
     for key, default in defaults.TRAIN_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
@@ -211,10 +253,11 @@ def build_component(host: PluginHost, kind: str, table: dict, key: str, source: 
     name = table["use"]
     if not isinstance(name, str):
         raise RecipeError(f"'use' must be a string, got {_tname(name)}", source=source, key=f"{key}.use")
-    try:
-        info = host.get(kind, name)
-    except PluginError as exc:
-        raise RecipeError(str(exc), source=source, key=f"{key}.use") from None
+    # A plugin that registers something invalid is a PluginError (raised here while the registry is
+    # built); only an unknown name is the recipe's fault.
+    info = host.registry[kind].get(name)
+    if info is None:
+        raise RecipeError(host.unknown_message(kind, name), source=source, key=f"{key}.use")
     params = {k: v for k, v in table.items() if k != "use"}
     hints = _hints(info.cls.__init__)  # type: ignore[misc]
     accepted = {p.name: p for p in info.parameters()}
@@ -292,34 +335,85 @@ def resolved_component(spec: ComponentSpec) -> dict[str, Any]:
 
 # -- overrides -----------------------------------------------------------------------------------
 
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+# one segment of a --set key path: a bare name, a "quoted name" (component names with dots), or [index]
+_SEGMENT = re.compile(r'\.?(?:([A-Za-z0-9_-]+)|"([^"\\]+)")|\[(-?\d+)\]')
 
 
 def apply_override(data: dict, item: str, source: str) -> None:
     """Apply one ``key.path=value`` override. ``value`` is read as a TOML value (``3``, ``true``,
     ``"x"``, ``[1, 2]``), else taken as a plain string. A list of component tables can be indexed by
-    position (``prepare.filters[0]``) or by component name (``prepare.filters.length.min_length``)."""
+    position (``prepare.filters[0]``) or by component name (``prepare.filters.length.min_length``;
+    quote a name with dots: ``prepare.filters."acme.toxicity".threshold``). A malformed override is a
+    :class:`RecipeError` naming the ``--set`` argument."""
+    where = f"--set {item}"
     if "=" not in item:
-        raise RecipeError(f"--set expects key.path=value, got {item!r}", source=source)
+        raise RecipeError("expected key.path=value", source=where)
     path, raw = item.split("=", 1)
+    if _has_surrogates(item):
+        raise RecipeError("not valid UTF-8 text", source=where)
+    parts = _parse_key_path(path.strip(), where)
+    value: Any = raw
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    parts: list[str | int] = [int(i) if i else n for n, i in _SEGMENT.findall(path.strip())]
-    if not parts:
-        raise RecipeError(f"--set has an empty key in {item!r}", source=source)
+        parsed = tomllib.loads(f"v = {raw}")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        pass
+    else:
+        if list(parsed) == ["v"]:
+            value = parsed["v"]
     node: Any = data
     for depth, part in enumerate(parts[:-1]):
         here = ".".join(str(p) for p in parts[: depth + 1])
-        node = _step(node, part, here, source)
+        node = _step(node, part, here, where)
     last = parts[-1]
     if isinstance(node, list):
-        node[_list_index(node, last, path, source)] = value
-    elif isinstance(node, dict):
+        node[_list_index(node, last, path, where)] = value
+    elif isinstance(node, dict) and isinstance(last, str):
         node[last] = value
     else:
-        raise RecipeError(f"cannot set {path!r}: its parent is not a table", source=source, key=path)
+        raise RecipeError(f"cannot set {path!r}: its parent is not a table", source=where)
+
+
+def _check_text(value: Any, key: str, source: str) -> None:
+    """Every key and string of the recipe must be text that can be saved (no lone surrogates, which come
+    from command-line bytes that are not UTF-8)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{key}.{k}" if key else str(k)
+            if isinstance(k, str) and _has_surrogates(k):
+                raise RecipeError("key is not valid UTF-8 text", source=source, key=repr(here))
+            _check_text(v, here, source)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, f"{key}[{i}]", source)
+    elif isinstance(value, str) and _has_surrogates(value):
+        raise RecipeError(f"not valid UTF-8 text: {value!r}", source=source, key=key)
+
+
+def _parse_key_path(path: str, where: str) -> list[str | int]:
+    """``prepare.filters[0].min_length`` → ``["prepare", "filters", 0, "min_length"]``, strictly."""
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(path):
+        match = _SEGMENT.match(path, pos)
+        dotted = match is not None and match.group(0).startswith(".")
+        is_name = match is not None and match.group(3) is None
+        if match is None or (pos == 0 and dotted) or (pos > 0 and is_name and not dotted):
+            raise RecipeError(
+                f"malformed key path at {path[pos:]!r} (expected names joined by dots)", source=where
+            )
+        name, quoted, index = match.groups()
+        parts.append(int(index) if index is not None else (name or quoted))
+        pos = match.end()
+    if not parts:
+        raise RecipeError("empty key path (expected key.path=value)", source=where)
+    if not isinstance(parts[0], str):
+        raise RecipeError("a key path starts with a table name, like prepare.output", source=where)
+    return parts
+
+
+def _has_surrogates(text: str) -> bool:
+    """True for text that came from bytes that are not UTF-8 (``surrogateescape``): it cannot be saved."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def _step(node: Any, part: str | int, here: str, source: str) -> Any:
@@ -530,15 +624,36 @@ def _key(k: str) -> str:
     return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _value(k)
 
 
+_TOML_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string for ``text``: quotes, backslashes and every control character escaped, so the
+    written recipe parses back to exactly ``text``. Text that cannot be UTF-8 (lone surrogates) is refused."""
+    if _has_surrogates(text):
+        raise ValueError(f"cannot write {text!r} to TOML: not valid UTF-8 text")
+    out = []
+    for ch in text:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def _value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return _toml_string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_value(i) for i in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
     if v is None:
         raise ValueError("TOML has no null")
     raise TypeError(f"cannot write {type(v).__name__} to TOML")

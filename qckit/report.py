@@ -16,7 +16,43 @@ from rich.text import Text
 
 from qckit.components import BLANK_LINE
 from qckit.host import ComponentInfo, PluginHost
-from qckit.kinds import stage_kinds
+from qckit.kinds import STAGES, stage_kinds
+
+# Bidirectional overrides and isolates reorder what a terminal shows; like control characters, they are escaped.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: object, *, one_line: bool = False) -> str:
+    """``text`` with control and bidi-override characters escaped (``\\x1b``, ``\\u202e``), so that a file
+    name or a message can never drive the terminal; with ``one_line``, line breaks become spaces."""
+    out = []
+    for ch in str(text):
+        if ch in "\n\r" and one_line:
+            out.append(" ")
+        elif ch == "\t" or (ch == "\n" and not one_line):
+            out.append(ch)
+        elif ch < " " or "\x7f" <= ch < "\xa0":
+            out.append(f"\\x{ord(ch):02x}")
+        elif ch in _BIDI or "\ud800" <= ch <= "\udfff":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def literal(text: object, style: str = "", *, one_line: bool = False) -> Text:
+    """User-supplied text as a rich ``Text``: shown exactly as written, never read as markup or emoji codes."""
+    return Text(printable(text, one_line=one_line), style=style)
+
+
+def message_line(label: str, label_style: str, message: object) -> Text:
+    """``error: <message>`` / ``warning: <message>`` on one line, the message printed literally."""
+    return Text.assemble((f"{label}: ", label_style), literal(message, one_line=True))
+
+
+def _row(table: Table, *cells: RenderableType) -> None:
+    """Add a row whose plain-string cells are shown literally (names, paths and values come from users)."""
+    table.add_row(*(literal(c) if isinstance(c, str) else c for c in cells))
 
 
 def _n(value: Any) -> str:
@@ -42,31 +78,37 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     """The funnel of a prepare run: read → problems → changes → drops → kept → train/val."""
     docs = stats.get("documents", 0)
     funnel = Table(title="Prepare funnel", box=box.SIMPLE_HEAVY, show_edge=False)
-    funnel.add_column("stage", no_wrap=True)
-    funnel.add_column("documents", justify="right", no_wrap=True)
-    funnel.add_column("share", justify="right", no_wrap=True)
+    # On a narrow console the stage names wrap between words; counts and shares are never cut.
+    funnel.add_column("stage", min_width=12)
+    funnel.add_column("documents", justify="right", no_wrap=True, min_width=9)
+    funnel.add_column("share", justify="right", no_wrap=True, min_width=6)
     funnel.add_column("detail", overflow="fold")
     examples: list[str] = []  # one place to look per problem, listed under the table
-    funnel.add_row(
-        "records read", _n(stats.get("records", 0)), "", f"{len(stats.get('inputs', []))} input file(s)"
+    _row(
+        funnel,
+        "records read",
+        _n(stats.get("records", 0)),
+        "",
+        f"{len(stats.get('inputs', []))} input file(s)",
     )
     for kind, info in stats.get("reader_issues", {}).items():
-        funnel.add_row(f"  reader: {kind}", _n(info["count"]), "", "")
+        _row(funnel, f"  reader: {kind}", _n(info["count"]), "", "")
         if kind != BLANK_LINE and info["examples"]:
             examples.append(f"{kind}: {info['examples'][0]}")
-    funnel.add_row("documents", _n(docs), "100 %", "")
+    _row(funnel, "documents", _n(docs), "100 %", "")
     for name, count in stats.get("normalizers", {}).items():
         if count:
-            funnel.add_row(f"  changed by {name}", _n(count), _pct(count, docs), "")
+            _row(funnel, f"  changed by {name}", _n(count), _pct(count, docs), "")
     for name, info in stats.get("filters", {}).items():
         if not info["dropped"]:
             continue
         reasons = ", ".join(f"{r} {c:,}" for r, c in info["reasons"].items())
-        funnel.add_row(f"  dropped by {name}", _n(info["dropped"]), _pct(info["dropped"], docs), reasons)
+        _row(funnel, f"  dropped by {name}", _n(info["dropped"]), _pct(info["dropped"], docs), reasons)
         for reason, where in info["examples"].items():
             if where:
                 examples.append(f"{name}/{reason}: {where[0]}")
-    funnel.add_row(
+    _row(
+        funnel,
         Text("kept", style="bold green"),
         Text(_n(stats.get("kept", 0)), style="bold green"),
         _pct(stats.get("kept", 0), docs),
@@ -74,12 +116,16 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     )
     for s in stats.get("sets", []):
         if "train" in s:
-            funnel.add_row(
+            _row(
+                funnel,
                 f"  {s.get('name', 'set')}",
                 f"{s['train']:,} / {s['val']:,}",
                 "",
                 f"{s['bytes'] / 1e6:.2f} MB" if "bytes" in s else "",
             )
+    # the stage column wraps between words, never inside one: it is at least as wide as its longest word
+    words = [w for cell in funnel.columns[0].cells for w in Text(str(cell)).plain.split()]
+    funnel.columns[0].min_width = max([12, *(len(w) + 2 for w in words)])
     parts: list[RenderableType] = [funnel]
     if examples:
         parts.append(Text("first example of each:\n" + "\n".join(f"  {e}" for e in examples), style="dim"))
@@ -88,7 +134,7 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
         t = Table(box=box.SIMPLE, show_header=False, title="Corpus measures")
         for comp, values in summaries.items():
             for key, value in values.items():
-                t.add_row(f"{comp}: {key}", _n(value))
+                _row(t, f"{comp}: {key}", _n(value))
         parts.append(t)
     footer = f"{stats.get('elapsed_s', 0):.2f} s, {stats.get('throughput_mb_s') or 0:.1f} MB/s, {stats.get('workers', 1)} worker(s)"
     outputs = stats.get("outputs", [])
@@ -109,7 +155,7 @@ def key_values(title: str, data: dict[str, Any], skip: tuple[str, ...] = ()) -> 
     for key, value in data.items():
         if key in skip or value is None or isinstance(value, (dict, list)):
             continue
-        t.add_row(key.replace("_", " "), _n(value))
+        _row(t, key.replace("_", " "), _n(value))
     return t
 
 
@@ -163,7 +209,8 @@ def train_summary_report(summary: dict[str, Any]) -> RenderableType:
             if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
                 delta = (a - b) / b * 100
                 change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
-            t.add_row(
+            _row(
+                t,
                 key.replace("_", " "),
                 _n(b) if b is not None else "–",
                 _n(a) if a is not None else "–",
@@ -178,24 +225,45 @@ def train_summary_report(summary: dict[str, Any]) -> RenderableType:
 
 
 def plugins_report(host: PluginHost) -> RenderableType:
-    t = Table(title="Loaded plugins", box=box.SIMPLE_HEAVY)
-    t.add_column("plugin")
-    t.add_column("distribution")
-    t.add_column("module", overflow="fold")
-    t.add_column("components", overflow="fold")
-    by_plugin: dict[str, list[str]] = {}
+    """Loaded plugins: where each comes from (distribution, module) and its components by kind.
+
+    Names are never broken in the middle: the origin column is as wide as its longest entry and the
+    component lists wrap between names.
+    """
+    t = Table(title="Loaded plugins", box=box.SIMPLE_HEAVY, title_justify="left", show_lines=True)
+    origins = {
+        name: [name, f"{p.distribution} {p.version}" if p.distribution else "(not a distribution)", p.module]
+        for name, p in host.plugins.items()
+    }
+    width = max((len(line) for lines in origins.values() for line in lines), default=6)
+    t.add_column("plugin", min_width=width, no_wrap=True, overflow="ellipsis")
+    t.add_column("components by kind", overflow="ellipsis")
+    by_plugin: dict[str, dict[str, list[str]]] = {}
     for kind, comps in host.registry.items():
         for name, info in comps.items():
-            by_plugin.setdefault(info.plugin.name, []).append(f"{kind}:{name}")
-    for name, plugin in sorted(host.plugins.items()):
-        dist = f"{plugin.distribution} {plugin.version}" if plugin.distribution else "–"
-        t.add_row(name, dist, plugin.module, ", ".join(sorted(by_plugin.get(name, []))))
+            by_plugin.setdefault(info.plugin.name, {}).setdefault(kind, []).append(name)
+    for name in sorted(host.plugins):
+        origin = Text.assemble(
+            literal(origins[name][0], "bold"),
+            "\n",
+            literal(origins[name][1], "dim"),
+            "\n",
+            literal(origins[name][2], "dim"),
+        )
+        kinds = by_plugin.get(name, {})
+        listing = Text()
+        for n, (kind, names) in enumerate(sorted(kinds.items())):
+            if n:
+                listing.append("\n")
+            listing.append(f"{kind}: ", style="cyan")
+            listing.append_text(literal(", ".join(sorted(names))))
+        t.add_row(origin, listing if kinds else Text("(none)", style="dim"))
     parts: list[RenderableType] = [t]
     for name, failed in sorted(host.failed.items()):
         parts.append(
-            Text(
+            literal(
                 f"failed to load: {name} ({failed.module}, {failed.distribution or '?'}): {failed.error}",
-                style="red",
+                "red",
             )
         )
     return Group(*parts)
@@ -213,7 +281,7 @@ def component_report(info: ComponentInfo) -> RenderableType:
             else getattr(p.annotation, "__name__", str(p.annotation))
         )
         default = "required" if p.default is p.empty else repr(p.default)
-        t.add_row(p.name, str(annotation), default)
+        _row(t, p.name, str(annotation), default)
     head = Text(
         f"{info.kind} {info.name!r} — {info.owner} ({info.cls.__module__}.{info.cls.__qualname__})",
         style="bold",
@@ -226,7 +294,7 @@ def plan_report(recipe: Any) -> RenderableType:
     from qckit.recipe import resolved_component
 
     parts: list[RenderableType] = [Text(f"recipe {recipe.source}: valid", style="bold green")]
-    for stage_name in ("prepare", "train"):
+    for stage_name in STAGES:
         plan = getattr(recipe, stage_name)
         if plan is None:
             continue
@@ -244,7 +312,7 @@ def plan_report(recipe: Any) -> RenderableType:
                 resolved = {k: v for k, v in resolved_component(spec).items() if k != "use"}
                 settings = ", ".join(f"{k}={v!r}" for k, v in resolved.items())
                 plugin = spec.info.plugin
-                t.add_row(key, spec.name, settings, f"{plugin.name} ({plugin.distribution or '?'})")
+                _row(t, key, spec.name, settings, f"{plugin.name} ({plugin.distribution or '?'})")
         parts.append(key_values(f"[{stage_name}] settings", _settings_dict(plan.settings)))
         parts.append(t)
     return Group(*parts)

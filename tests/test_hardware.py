@@ -132,3 +132,13 @@ def test_load_dtype_keeps_trained_weights_fp32() -> None:
         model_dtype("bf16", trains_base_weights=True) is torch.float32
     )  # full fine-tuning: fp32 master weights
     assert model_dtype("fp16", trains_base_weights=True) is torch.float32
+
+
+def test_a_run_pinned_to_the_cpu_sees_no_accelerator() -> None:
+    cpu = H100.on_cpu()
+    assert cpu.device == "cpu" and cpu.gpu_count == 0 and not cpu.fp16_supported
+    assert cpu.world_size == H100.world_size and cpu.bitsandbytes_version == H100.bitsandbytes_version
+    assert choose_precision(cpu) == "fp32"
+    assert detect_environment("cpu").device == "cpu"
+    with pytest.raises(HardwareError, match="unknown device 'tpu'"):
+        detect_environment("tpu")

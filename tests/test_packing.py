@@ -9,9 +9,9 @@ from transformers import default_data_collator
 
 from qckit.components import PackingStats
 from qckit.errors import InputError
-from qckit.packing import pack_file, pack_texts
 from qckit.progress import RecordingObserver
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
+from qckit.train.packing import pack_file, pack_texts
 from qckit_builtins.chunkers import WindowChunker
 
 DOCS = list(SAMPLE_SENTENCES)

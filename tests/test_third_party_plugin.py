@@ -113,4 +113,4 @@ def test_plugins_command_lists_components_and_failures(acme_installed, capsys):
     out = console.export_text()
     assert "acme.no_shouting" in out and "qckit-acme 0.3.1" in out
     assert "failed to load: acme_broken" in out
-    assert status == 1  # a failed plugin is an error for `qckit plugins`
+    assert status == 4  # a failed plugin is a plugin error for `qckit plugins`

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.text import Text
 
+from qckit import report
 from qckit.cli.common import quiet_third_party
 
 
@@ -14,7 +16,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from qckit.models import merge_and_export
 
     out = merge_and_export(args.model, args.adapter, args.output, trust_remote_code=args.trust_remote_code)
-    console.print(f"merged model written to [bold]{out}[/] (safetensors)")
+    console.print(Text.assemble("merged model written to ", report.literal(out, "bold"), " (safetensors)"))
     return 0
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Sequence
 
 from rich.console import Console
 
 from qckit import __version__
 from qckit.cli import evaluate, export, plugins, prepare, run, train
-from qckit.errors import QckitError
+from qckit.errors import INTERRUPTED_EXIT_CODE, QckitError
+from qckit.report import message_line
 
 #: the commands, in ``qckit --help`` order; each module has ``add_parser(subparsers)``
 COMMANDS = (run, prepare, train, evaluate, export, plugins)
@@ -41,17 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, console: Console | None = None, stderr: Console | None = None
+) -> int:
     """Run the CLI; returns the exit status (``sys.exit`` happens only in ``__main__``).
 
-    Reports go to ``console`` (stdout by default) and errors to stderr; a console passed in (tests,
-    embedding) receives both.
+    Reports go to ``console`` (stdout by default) and errors to ``stderr`` (stderr by default; a
+    ``console`` passed in without ``stderr`` receives both, for tests and embedding).
     """
     if console is None:
         # A qckit command renders its own progress; third-party tqdm bars (GGUF dequantization …) read this
         # variable when tqdm is imported, which has not happened yet here.
         os.environ.setdefault("TQDM_DISABLE", "1")
-    err = console or Console(stderr=True)
+    err = stderr or console or Console(stderr=True)
     console = console or Console()
     parser = build_parser()
     try:
@@ -59,10 +63,31 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except SystemExit as exc:  # argparse prints its own usage error
         return int(exc.code or 0)
     try:
-        return args.func(args, console)
+        with warnings.catch_warnings():
+            # a third-party warning is one literal line too, not a multi-line source excerpt
+            warnings.showwarning = lambda message, category, *_, **__: err.print(
+                message_line("warning", "yellow", f"{category.__name__}: {message}"), soft_wrap=True
+            )
+            return args.func(args, console)
     except QckitError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(message_line("error", "bold red", exc), highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]: no partial output was written")
-        return 130
+        err.print(message_line("interrupted", "bold red", "no partial output was written"), soft_wrap=True)
+        return INTERRUPTED_EXIT_CODE
+    except Exception as exc:  # a bug, or a fault qckit does not know yet: still one line, never a traceback
+        if os.environ.get("QCKIT_TRACEBACK"):
+            raise
+        err.print(message_line("error", "bold red", unexpected_message(exc)), highlight=False, soft_wrap=True)
+        return QckitError.exit_code
+
+
+def unexpected_message(exc: BaseException) -> str:
+    """One line for an exception qckit did not raise on purpose."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return "out of memory; lower batch sizes or the amount of data held at once"
+    detail = " ".join(str(exc).split())[:300] or "(no message)"
+    return f"unexpected {type(exc).__name__}: {detail} (set QCKIT_TRACEBACK=1 to see where it happened)"

@@ -32,7 +32,7 @@ class RichObserver:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[info]}", markup=False),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
@@ -67,7 +67,7 @@ class RichObserver:
         elif isinstance(data, dict):
             self.console.print(report.key_values(kind, data))
         else:
-            self.console.print(f"[bold]{kind}[/]: {data}")
+            self.console.print(report.message_line(kind, "bold", data), soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}")
+        self.console.print(report.message_line("warning", "yellow", message), soft_wrap=True)

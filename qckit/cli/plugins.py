@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 
 from qckit import report
-from qckit.errors import RecipeError
+from qckit.errors import PluginError, RecipeError
 from qckit.kinds import BY_NAME
 
 
@@ -19,10 +19,9 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
         if args.kind not in BY_NAME:
             raise RecipeError(f"unknown component kind {args.kind!r}; kinds: {', '.join(BY_NAME)}")
         if not args.name:
-            console.print("\n".join(f"{n}  ({host.get(args.kind, n).owner})" for n in host.names(args.kind)))
+            for n in host.names(args.kind):
+                console.print(report.literal(f"{n}  ({host.get(args.kind, n).owner})"))
             return 0
-        from qckit.errors import PluginError
-
         try:
             info = host.get(args.kind, args.name)
         except PluginError as exc:
@@ -30,7 +29,7 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
         console.print(report.component_report(info))
         return 0
     console.print(report.plugins_report(host))
-    return 1 if host.failed else 0
+    return PluginError.exit_code if host.failed else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -8,6 +8,7 @@ from rich.console import Console
 
 from qckit import report
 from qckit.cli.common import add_set_flag, run_recipe
+from qckit.kinds import STAGES
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -17,7 +18,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.check:
         console.print(report.plan_report(recipe))
         return 0
-    stages = {args.stage} if args.stage else {"prepare", "train"}
+    stages = {args.stage} if args.stage else set(STAGES)
     run_recipe(recipe, console, stages)
     return 0
 
@@ -27,5 +28,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe")
     add_set_flag(p)
     p.add_argument("--check", action="store_true", help="validate the recipe and print the resolved plan")
-    p.add_argument("--stage", choices=["prepare", "train"], help="run only this stage")
+    p.add_argument("--stage", choices=STAGES, help="run only this stage")
     p.set_defaults(func=cmd_run)

@@ -39,7 +39,7 @@ import argparse
 from typing import Any
 
 from qckit.errors import RecipeError
-from qckit.hardware import PRECISIONS
+from qckit.hardware import DEVICES, PRECISIONS
 
 __all__ = ["SEED_DEFAULTS", "add_train_flags", "train_flags_to_recipe"]
 
@@ -196,6 +196,12 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         help="auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU (default: auto)",
     )
     train.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="auto = a CUDA GPU when there is one; cpu = train on the CPU even beside a GPU (default: auto)",
+    )
+    train.add_argument(
         "--no_gradient_checkpointing",
         dest="gradient_checkpointing",
         action="store_false",
@@ -303,6 +309,7 @@ def train_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": float(ns.learning_rate),
         "seed": ns.seed,
         "precision": ns.precision,
+        "device": ns.device,
         "gradient_checkpointing": bool(ns.gradient_checkpointing),
         "eval_steps": ns.eval_steps,
         "save_steps": ns.save_steps,

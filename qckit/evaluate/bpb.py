@@ -51,7 +51,7 @@ import torch
 
 from qckit.errors import InputError, QckitError
 from qckit.evaluate.loglik import Request, Scorer, positions_cap, prefix_token_id, rolling_windows
-from qckit.packing import BatchEncoder, iter_documents
+from qckit.train.packing import BatchEncoder, iter_documents
 from qckit.progress import NullObserver, Observer
 
 __all__ = [

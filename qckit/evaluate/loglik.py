@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from qckit.errors import QckitError
-from qckit.packing import BatchEncoder
+from qckit.train.packing import BatchEncoder
 from qckit.progress import NullObserver, Observer
 
 __all__ = [

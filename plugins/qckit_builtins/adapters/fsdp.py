@@ -26,6 +26,7 @@ class FsdpAdapter:
 
     name: ClassVar[str] = "fsdp"
     freezes_base_model: ClassVar[bool] = False
+    shards_model: ClassVar[bool] = True
 
     def __init__(
         self, strategy: str = "full_shard auto_wrap", layer_cls: str | None = None, version: int = 2
@@ -72,6 +73,18 @@ class FsdpAdapter:
     def load_kwargs(self, kwargs: dict[str, Any], env: Any) -> None:
         return None
 
+    def verify_trainer(self, trainer: Any) -> None:
+        if not trainer.is_fsdp_enabled:
+            raise HardwareError(
+                "the fsdp adapter is set but the accelerator does not use FSDP (it would silently be plain data "
+                "parallel); launch with torchrun on several GPUs or remove the fsdp adapter"
+            )
+        if not _is_fsdp_wrapped(trainer.model_wrapped):
+            raise HardwareError(
+                "the fsdp adapter is set but the model was not sharded with FSDP (the run would silently be "
+                "plain data parallel); launch with torchrun on several GPUs or remove the fsdp adapter"
+            )
+
     def wrap_model(self, model: Any, env: Any) -> Any:
         return model  # the Trainer (accelerate) shards it
 
@@ -104,3 +117,19 @@ class FsdpAdapter:
         self.notes = tuple(notes)
         args["fsdp"] = True
         args["fsdp_config"] = config
+
+
+def _is_fsdp_wrapped(model: Any) -> bool:
+    """Whether any module of ``model`` is an FSDP1 ``FullyShardedDataParallel`` or an FSDP2 ``FSDPModule``."""
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    kinds: tuple[type, ...] = (FullyShardedDataParallel,)
+    try:
+        from torch.distributed.fsdp import FSDPModule  # FSDP2
+
+        kinds += (FSDPModule,)
+    except ImportError:  # pragma: no cover - older torch
+        pass
+    return any(isinstance(m, kinds) for m in model.modules())

@@ -41,6 +41,11 @@ class _QuantizedBase:
     def training_args(self, args: dict[str, Any], model: Any, env: Any) -> None:
         return None
 
+    def base_model_config(self, config: Any) -> None:
+        # quantized on load: config.json beside the adapter describes the base model as published
+        if "quantization_config" in vars(config):
+            del config.quantization_config
+
     @staticmethod
     def _place(kwargs: dict[str, Any], env: Any) -> None:
         if env.device == "cuda":

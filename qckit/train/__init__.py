@@ -1,0 +1,44 @@
+"""The train stage: pack the corpus, load and adapt the model, train with the Hugging Face ``Trainer``,
+measure held-out perplexity and bits-per-byte before, during and after training, and save everything.
+
+:func:`run_train` takes the validated :class:`TrainSettings` (the recipe's ``[train]`` table), the
+chunker (``[train.chunker]``) and the model adapters (``[[train.adapters]]``) and returns a
+:class:`TrainResult`. Progress and reports go to an :class:`~qckit.progress.Observer`; nothing is printed.
+
+Output directory layout (the seed's, plus ``training_summary.json`` and ``recipe.toml``)::
+
+    cpt_model/
+    ├── checkpoint-500/ …          # every save_steps optimizer steps (resumable)
+    ├── adapter_config.json        # LoRA: the adapter …
+    ├── adapter_model.safetensors
+    ├── model.safetensors          # … or the full model when no LoRA adapter is used
+    ├── config.json                # the base model configuration
+    ├── tokenizer.json, tokenizer_config.json …
+    ├── training_args.bin
+    ├── trainer_state.json         # log history (loss, learning rate, held-out metrics per step)
+    ├── training_summary.json      # before/after held-out metrics, throughput, packing stats …
+    ├── recipe.toml                # the resolved recipe of the run (when known)
+    ├── merged/                    # export_merged = true: LoRA folded into the base model
+    └── logs/events.out.tfevents.* # TensorBoard: train/loss, eval/perplexity, eval/bits_per_byte …
+
+Held-out numbers always come from :func:`qckit.evaluate.evaluate_lm` (token-weighted loss over
+sliding windows of the validation file) through :class:`qckit.train.heldout.HeldOut`, never from the
+Trainer's own evaluation loop and never from the training loss. Without a validation file no
+perplexity is reported.
+
+The package, one concept per module: :mod:`~qckit.train.settings` (``TrainSettings``),
+:mod:`~qckit.train.run` (``TrainRun``: one method per phase, and ``run_train``),
+:mod:`~qckit.train.packing` (tokenize + pack, on-disk cache), :mod:`~qckit.train.inspection` (the
+report before training), :mod:`~qckit.train.heldout` (held-out evaluation), :mod:`~qckit.train.callback`
+(the Trainer callback).
+
+Multi-process runs (``torchrun --nproc_per_node N -m qckit train …``) use DDP through the Trainer
+(or FSDP with the ``fsdp`` adapter). Every rank evaluates the whole validation set at the same points
+(so FSDP's collectives stay matched); only rank 0 reports, logs to TensorBoard and writes files.
+"""
+
+from qckit.train.inspection import estimate_optimizer_steps
+from qckit.train.run import TrainResult, TrainRun, run_train
+from qckit.train.settings import SCHEDULERS, TrainSettings
+
+__all__ = ["TrainSettings", "TrainResult", "TrainRun", "run_train", "estimate_optimizer_steps", "SCHEDULERS"]

@@ -1,0 +1,158 @@
+"""The Trainer callback: progress to the observer, held-out evaluation before/during/after, adapter checks.
+
+Imported only when a run builds its Trainer (it imports transformers).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainerCallback
+
+from qckit.components import ModelAdapter, ability
+from qckit.progress import Observer
+from qckit.train.heldout import HeldOut
+
+__all__ = ["QckitCallback", "TrainProgress"]
+
+#: held-out numbers logged to the Trainer (``eval_<key>`` → TensorBoard ``eval/<key>``, trainer_state.json)
+LOGGED_METRICS = ("loss", "perplexity", "bits_per_byte")
+
+
+@dataclass
+class TrainProgress:
+    """What the callback records during ``trainer.train()``; the summary reads it afterwards."""
+
+    eval_before: dict[str, Any] | None = None
+    eval_after: dict[str, Any] | None = None
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    eval_seconds_at_start: float = 0.0  # held-out evaluation time before training started (the baseline)
+    eval_seconds_in_train: float = 0.0  # held-out evaluation time between the first and the last step
+    train_started: float | None = None
+    train_ended: float | None = None
+    tokens_at_start: int = 0
+    step_at_start: int = 0
+    last_logs: dict[str, float] = field(default_factory=dict)
+    train_task_open: bool = False
+
+
+class QckitCallback(TrainerCallback):
+    """Progress to the observer, held-out evaluation before/during/after training, the adapters' checks.
+
+    ``trainer`` is set once the Trainer exists (the callback logs held-out numbers through it).
+    """
+
+    def __init__(
+        self,
+        progress: TrainProgress,
+        heldout: HeldOut,
+        observer: Observer,
+        *,
+        eval_steps: int,
+        evaluate_before: bool,
+        adapters: list[Any],
+    ) -> None:
+        self.progress = progress
+        self.heldout = heldout
+        self.obs = observer
+        self.eval_steps = eval_steps
+        self.evaluate_before = evaluate_before
+        self.adapters = adapters
+        self.trainer: Any = None
+
+    # -- held-out evaluation --------------------------------------------------------------------
+
+    def _measure(self, model: Any, step: int) -> dict[str, Any]:
+        data = self.heldout.measure(model, step)
+        if self.trainer is not None:
+            # "eval_" keys become eval/loss … in TensorBoard and land in trainer_state.json's log history.
+            # Logging resets control.should_log, which would swallow the training loss of this step (logged
+            # by the Trainer right after on_step_end): keep it.
+            control = self.trainer.control
+            should_log = control.should_log
+            self.trainer.log({f"eval_{key}": data[key] for key in LOGGED_METRICS})
+            self.trainer.control.should_log = should_log or self.trainer.control.should_log
+        return data
+
+    def _evaluate_during(self, model: Any, state: Any) -> None:
+        data = self._measure(model, state.global_step)
+        self.progress.eval_history.append(data)
+        self.obs.report("eval", data)
+
+    def tokens_per_second(self, state: Any) -> float | None:
+        p = self.progress
+        if p.train_started is None:
+            return None
+        elapsed = time.perf_counter() - p.train_started - (self.heldout.seconds - p.eval_seconds_at_start)
+        tokens = state.num_input_tokens_seen - p.tokens_at_start
+        return tokens / elapsed if elapsed > 0 else None
+
+    # -- Trainer events ---------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        for adapter in self.adapters:
+            verify = ability(adapter, ModelAdapter, "verify_trainer")
+            if verify is not None:
+                verify(self.trainer)
+        p = self.progress
+        p.step_at_start = state.global_step
+        p.tokens_at_start = state.num_input_tokens_seen
+        if self.heldout.enabled and self.evaluate_before:
+            p.eval_before = self._measure(model, state.global_step)
+            self.obs.report("eval_before", p.eval_before)
+        self.obs.start("train", total=state.max_steps, unit="step")
+        p.train_task_open = True
+        if state.global_step:
+            self.obs.advance("train", state.global_step, resumed=True)
+        p.eval_seconds_at_start = self.heldout.seconds
+        p.train_started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.progress.last_logs.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        logs = self.progress.last_logs
+        fields: dict[str, Any] = {}
+        if "loss" in logs:
+            fields["loss"] = logs["loss"]
+        if "learning_rate" in logs:
+            fields["lr"] = logs["learning_rate"]
+        tps = self.tokens_per_second(state)
+        if tps is not None:
+            fields["tokens_per_s"] = tps
+        self.obs.advance("train", 1, **fields)
+        every = self.eval_steps
+        if (
+            self.heldout.enabled
+            and every > 0
+            and state.global_step % every == 0
+            and state.global_step < state.max_steps
+        ):
+            self._evaluate_during(model, state)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if (
+            self.heldout.enabled
+            and self.eval_steps == 0
+            and state.global_step < state.max_steps
+            and not control.should_training_stop
+        ):
+            self._evaluate_during(model, state)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        p = self.progress
+        p.train_ended = time.perf_counter()
+        p.eval_seconds_in_train = self.heldout.seconds - p.eval_seconds_at_start
+        self.close_task()
+        if self.heldout.enabled:
+            p.eval_after = self._measure(model, state.global_step)
+            self.obs.report("eval_after", p.eval_after)
+
+    def close_task(self) -> None:
+        """Finish the observer's ``train`` task if it is open (also when training raised)."""
+        if self.progress.train_task_open:
+            self.obs.finish("train")
+            self.progress.train_task_open = False

@@ -1,0 +1,644 @@
+"""The train stage as an object: :class:`TrainRun`, one method per phase, state as fields.
+
+Phases, in order (:meth:`TrainRun.run`)::
+
+    check      hardware and adapter checks, input files, the checkpoint to resume from (nothing loaded yet)
+    data       tokenizer, packed training windows (cached), validation documents
+    model      the model loaded as the adapters ask, context checks, the adapters' wrapping
+    arguments  TrainingArguments (the seed's defaults come in through the settings; adapters edit them)
+    inspect    optimizer steps, device placement, the inspection report with a measured time estimate
+    trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation)
+    train      trainer.train()
+    summary    model, state, training_summary.json and recipe.toml written; the TrainResult returned
+
+Library code: nothing is printed; progress and reports go to the :class:`~qckit.progress.Observer`.
+Top-level imports are light (torch and transformers are imported by the phases that need them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from qckit import __version__
+from qckit._fs import atomic_write_json, atomic_write_text
+from qckit.components import Chunker, ModelAdapter, ability
+from qckit.errors import HardwareError, InputError, QckitError, RecipeError
+from qckit.progress import NullObserver, Observer
+from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
+from qckit.train.settings import TrainSettings
+
+__all__ = ["TrainResult", "TrainRun", "run_train", "SUMMARY_NAME", "RECIPE_NAME", "LOGS_DIR", "MERGED_DIR"]
+
+SUMMARY_NAME = "training_summary.json"
+RECIPE_NAME = "recipe.toml"
+LOGS_DIR = "logs"
+MERGED_DIR = "merged"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`run_train` produced: the summary (also in ``training_summary.json``) and where things are."""
+
+    output_dir: Path
+    summary: dict[str, Any]
+    summary_path: Path | None = None  # None on ranks other than 0
+    merged_dir: Path | None = None
+    global_step: int = 0
+    eval_before: dict[str, Any] | None = None
+    eval_after: dict[str, Any] | None = None
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_train(
+    settings: TrainSettings,
+    chunker: Any,
+    adapters: Sequence[Any],
+    *,
+    observer: Observer | None = None,
+    recipe_text: str | None = None,
+) -> TrainResult:
+    """Run continued pretraining as ``settings`` say; see :mod:`qckit.train` for what is written where.
+
+    Raises :class:`~qckit.errors.HardwareError` before loading anything when an adapter cannot run
+    here, :class:`~qckit.errors.InputError` for missing or unusable files (including a corpus too
+    small for one training window), :class:`~qckit.errors.RecipeError` for settings that only fail at
+    run time (no train_file, a window longer than the model's context).
+    """
+    return TrainRun(settings, chunker, adapters, observer=observer, recipe_text=recipe_text).run()
+
+
+class _WarningsKept:
+    """Forwards everything to the observer and keeps the warnings for the summary."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+        self.warnings: list[str] = []
+
+    def start(self, task: str, total: float | None = None, unit: str = "") -> None:
+        self.observer.start(task, total, unit)
+
+    def advance(self, task: str, amount: float = 1, **fields: Any) -> None:
+        self.observer.advance(task, amount, **fields)
+
+    def finish(self, task: str) -> None:
+        self.observer.finish(task)
+
+    def report(self, kind: str, data: Any) -> None:
+        self.observer.report(kind, data)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.observer.warn(message)
+
+
+class TrainRun:
+    """One run of the train stage (see the module docstring for the phases).
+
+    Fields are filled in phase by phase; a phase only reads fields of the phases before it.
+    """
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        chunker: Any,
+        adapters: Sequence[Any],
+        *,
+        observer: Observer | None = None,
+        recipe_text: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.chunker = chunker
+        self.adapters = list(adapters)
+        self.adapter_names = [a.name for a in self.adapters]
+        self.observer = observer or NullObserver()
+        self.recipe_text = recipe_text
+        self.output_dir = Path(settings.output_dir)
+        # check
+        self.env: Any = None
+        self.obs: _WarningsKept = _WarningsKept(self.observer)
+        self.precision = ""
+        self.train_path = Path(settings.train_file)
+        self.val_path: Path | None = Path(settings.val_file) if settings.val_file else None
+        self.resume_from: str | None = None
+        # data
+        self.source: Any = None
+        self.tokenizer: Any = None
+        self.train_ds: Any = None
+        self.val_texts: list[str] | None = None
+        # model
+        self.model: Any = None
+        self.base_config: Any = None
+        self.window = 0
+        self.eval_max_length = 0
+        self.eval_stride: int | None = None
+        self.trainable = self.total = 0
+        # arguments / inspect
+        self.args: Any = None
+        self.world_size = 1
+        self.step_batch = settings.batch_size
+        self.steps = 0
+        self.placed = False
+        self.inspection: dict[str, Any] | None = None
+        # trainer / train
+        self.heldout: Any = None
+        self.progress: Any = None
+        self.callback: Any = None
+        self.trainer: Any = None
+        self.output: Any = None
+
+    @property
+    def shards_model(self) -> bool:
+        """Whether an adapter has the Trainer shard the model across processes (FSDP)."""
+        return any(ability(a, ModelAdapter, "shards_model") for a in self.adapters)
+
+    def run(self) -> TrainResult:
+        self.check()
+        with _quiet_transformers():
+            self.data()
+            self.load_model()
+            self.arguments()
+            self.inspect()
+            self.build_trainer()
+            self.train()
+            return self.summary()
+
+    # -- phases -----------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Everything that can be refused before anything heavy is loaded (hardware, files, resume)."""
+        settings = self.settings
+        if not settings.train_file:
+            raise RecipeError(
+                "no training file: set train.train_file (or --train_file)", key="train.train_file"
+            )
+        from qckit.hardware import choose_precision, detect_environment
+
+        self.env = env = detect_environment(settings.device)
+        self.obs = _WarningsKept(self.observer if env.is_main_process else NullObserver())
+        for adapter in self.adapters:
+            adapter.check(env, self.adapter_names)
+        self.precision = choose_precision(env, settings.precision)
+        if not self.train_path.is_file():
+            raise InputError(
+                self.train_path, "training file not found" if not self.train_path.exists() else "not a file"
+            )
+        if self.val_path is not None and not self.val_path.is_file():
+            raise InputError(
+                self.val_path, "validation file not found" if not self.val_path.exists() else "not a file"
+            )
+        self.resume_from = _find_resume_checkpoint(settings, self.output_dir, self.obs)
+
+    def data(self) -> None:
+        """The tokenizer, the packed training windows (rank 0 fills the cache first) and the validation texts."""
+        from transformers import set_seed
+
+        from qckit.models import load_tokenizer, resolve_model
+        from qckit.train.packing import iter_documents
+
+        settings = self.settings
+        set_seed(settings.seed)
+        self.source = resolve_model(settings.model)
+        self.tokenizer = load_tokenizer(self.source, trust_remote_code=settings.trust_remote_code)
+        cache_dir = Path(settings.cache_dir) if settings.cache_dir else self.output_dir / ".cache"
+        with _main_process_first(self.env):
+            self.train_ds = _pack(self.train_path, self.tokenizer, self.chunker, cache_dir, self.obs)
+        if self.val_path is not None:
+            self.val_texts = [text for _, text in iter_documents(self.val_path)]
+            if not self.val_texts:
+                raise InputError(self.val_path, "the validation file has no documents (every line is blank)")
+        else:
+            self.obs.warn(
+                "no validation file (val_file / --val_file): held-out perplexity and bits-per-byte are not "
+                "measured; the training loss is not a held-out measure"
+            )
+
+    def load_model(self) -> None:
+        """Load the model as the adapters ask, check the windows fit its context, and wrap it."""
+        from qckit.hardware import model_dtype
+        from qckit.models import count_parameters, load_model
+
+        settings, env = self.settings, self.env
+        trains_base = not any(ability(a, ModelAdapter, "freezes_base_model") for a in self.adapters)
+        load_kwargs: dict[str, Any] = {}
+        for adapter in self.adapters:
+            adapter.load_kwargs(load_kwargs, env)
+        dtype = load_kwargs.pop("dtype", None) or model_dtype(self.precision, trains_base_weights=trains_base)
+        model = load_model(
+            self.source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs
+        )
+        self.base_config = copy.deepcopy(model.config)
+        for adapter in self.adapters:
+            edit = ability(adapter, ModelAdapter, "base_model_config")
+            if edit is not None:
+                edit(self.base_config)
+        seq_length = self.train_ds.seq_length
+        max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.window = int(ability(self.chunker, Chunker, "max_length") or seq_length)
+        if max_positions and seq_length > max_positions:
+            raise RecipeError(
+                f"training windows of {seq_length} tokens exceed the model's context "
+                f"(max_position_embeddings = {max_positions}); lower max_length",
+                key="train.chunker.max_length",
+            )
+        self.eval_max_length = settings.eval_max_length or self.window
+        if max_positions:
+            self.eval_max_length = min(self.eval_max_length, int(max_positions))
+        self.eval_stride = (
+            None if settings.eval_stride < 0 else min(settings.eval_stride, self.eval_max_length - 1)
+        )
+        if getattr(model, "config", None) is not None:
+            model.config.use_cache = False
+        for adapter in self.adapters:
+            model = adapter.wrap_model(model, env)
+        self.trainable, self.total = count_parameters(model)
+        if self.trainable == 0:
+            raise QckitError(
+                f"the model has no trainable parameters after the adapters {self.adapter_names or '(none)'}"
+            )
+        self.model = model
+
+    def arguments(self) -> None:
+        """``TrainingArguments`` from the settings, edited by the adapters; gradient checkpointing turned on."""
+        from transformers import TrainingArguments
+
+        from qckit.hardware import trainer_precision_kwargs
+        from qckit.models import enable_gradient_checkpointing
+
+        settings, env = self.settings, self.env
+        kwargs: dict[str, Any] = dict(
+            output_dir=str(self.output_dir),
+            per_device_train_batch_size=settings.batch_size,
+            per_device_eval_batch_size=settings.eval_batch_size or settings.batch_size,
+            gradient_accumulation_steps=settings.gradient_accumulation_steps,
+            num_train_epochs=settings.num_epochs,
+            max_steps=settings.max_steps,
+            learning_rate=settings.learning_rate,
+            lr_scheduler_type=settings.lr_scheduler,
+            warmup_steps=settings.warmup_ratio,  # a float below 1 is a ratio of the total steps
+            optim=settings.optimizer,
+            weight_decay=settings.weight_decay,
+            max_grad_norm=settings.max_grad_norm,
+            seed=settings.seed,
+            logging_steps=settings.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps" if settings.save_steps > 0 else "no",
+            save_steps=settings.save_steps if settings.save_steps > 0 else 500,
+            save_total_limit=settings.save_total_limit or None,
+            eval_strategy="no",  # held-out evaluation is qckit's own (HeldOut), run by the callback
+            report_to="none",  # TensorBoard is attached explicitly by build_trainer, writing into logs/
+            disable_tqdm=True,
+            include_num_input_tokens_seen="non_padding",
+            dataloader_num_workers=settings.dataloader_workers,
+            remove_unused_columns=False,
+            dataloader_pin_memory=env.device == "cuda",
+            # On CPU, accelerate only sets up DDP (gloo) under torchrun when told the run is a CPU run;
+            # otherwise every process would silently train alone.
+            use_cpu=env.device == "cpu",
+            ddp_find_unused_parameters=False,  # LoRA and full fine-tuning use every trainable weight each step
+            torch_compile=settings.torch_compile,
+            **trainer_precision_kwargs(self.precision),
+        )
+        # Checkpointing contract with the adapters: they see the request and may take it over (fsdp uses its
+        # own); if it is still there afterwards, qckit turns it on the peft-safe way on the wrapped model.
+        kwargs["activation_checkpointing"] = settings.gradient_checkpointing
+        for adapter in self.adapters:
+            adapter.training_args(kwargs, self.model, env)
+        if kwargs.pop("activation_checkpointing", False):
+            enable_gradient_checkpointing(self.model)
+        kwargs["activation_checkpointing"] = False
+        try:
+            self.args = TrainingArguments(**kwargs)
+        except ValueError as exc:
+            detail = " ".join(str(exc).split())[:400]
+            if settings.optimizer in detail:
+                raise RecipeError(f"unknown optimizer: {detail}", key="train.optimizer") from None
+            raise QckitError(f"invalid training arguments: {detail}") from None
+        self.world_size = max(int(self.args.world_size), 1)
+        if self.world_size != env.world_size:
+            raise HardwareError(
+                f"{env.world_size} processes were launched but the Trainer set up {self.world_size} (no "
+                f"distributed training on {env.device}); each process would train alone"
+            )
+
+    def inspect(self) -> None:
+        """Optimizer steps, device placement, and the inspection report with a measured time estimate."""
+        settings = self.settings
+        # one process driving several GPUs (torch DataParallel) splits a batch of batch_size x n_gpu
+        self.step_batch = settings.batch_size * max(int(getattr(self.args, "n_gpu", 1) or 1), 1)
+        self.steps = estimate_optimizer_steps(
+            len(self.train_ds),
+            self.step_batch,
+            settings.gradient_accumulation_steps,
+            settings.num_epochs,
+            self.world_size,
+            settings.max_steps,
+        )
+        model = self.model
+        self.placed = getattr(model, "hf_device_map", None) is None and not getattr(
+            model, "is_quantized", False
+        )
+        if self.placed and not self.shards_model:
+            model.to(self.args.device)
+        if not settings.inspect_data:
+            return
+        data = inspection(
+            settings,
+            self.train_ds,
+            self.tokenizer,
+            len(self.val_texts) if self.val_texts is not None else None,
+            steps=self.steps,
+            world_size=self.world_size,
+            step_batch=self.step_batch,
+            trainable=self.trainable,
+            total=self.total,
+            precision=self.precision,
+            device=self.env.describe(),
+            adapters=self.adapter_names,
+            window=self.window,
+        )
+        seconds = None
+        if settings.timing_warmup_steps > 0 and not self.shards_model and self.placed:
+            seconds = measure_pass_seconds(
+                model,
+                self.train_ds,
+                settings.batch_size,
+                settings.timing_warmup_steps,
+                self.args.device,
+                self.precision,
+            )
+        if seconds is not None:
+            remaining = self.steps
+            if self.resume_from is not None:
+                remaining = max(self.steps - _checkpoint_step(self.resume_from), 0)
+            accumulation = settings.gradient_accumulation_steps
+            estimate = seconds * accumulation * remaining
+            data["seconds_per_micro_batch"] = seconds
+            data["estimated_train_time_s"] = estimate
+            data["estimated_train_time"] = (
+                f"~{human_seconds(estimate)} (estimate: {remaining} steps x {accumulation} micro-batches x "
+                f"{seconds:.3g} s, the median of {settings.timing_warmup_steps} timed forward+backward passes; "
+                f"excludes optimizer steps, evaluation and checkpoints)"
+            )
+        else:
+            data["estimated_train_time"] = "not measured" + (" under FSDP" if self.shards_model else "")
+        self.inspection = data
+        self.obs.report("inspection", data)
+
+    def build_trainer(self) -> None:
+        """The Trainer, with TensorBoard into ``<output_dir>/logs`` and qckit's callback."""
+        from transformers import Trainer, default_data_collator
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        from qckit.train.callback import QckitCallback, TrainProgress
+        from qckit.train.heldout import HeldOut
+
+        settings = self.settings
+        self.heldout = HeldOut(
+            self.tokenizer,
+            self.val_texts,
+            max_length=self.eval_max_length,
+            stride=self.eval_stride,
+            batch_size=settings.eval_batch_size or settings.batch_size,
+            device=self.args.device,
+            max_documents=settings.eval_max_documents,
+            observer=self.obs,
+        )
+        self.progress = TrainProgress()
+        self.callback = QckitCallback(
+            self.progress,
+            self.heldout,
+            self.obs,
+            eval_steps=settings.eval_steps,
+            evaluate_before=settings.evaluate_before,
+            adapters=self.adapters,
+        )
+        callbacks: list[Any] = [self.callback]
+        self._writer = None
+        if settings.tensorboard and self.env.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+            from transformers.integrations import TensorBoardCallback
+
+            self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
+            callbacks.append(TensorBoardCallback(tb_writer=self._writer))
+        trainer = Trainer(
+            model=self.model,
+            args=self.args,
+            train_dataset=self.train_ds,
+            data_collator=default_data_collator,  # windows are pre-padded, labels -100 on padding and context
+            processing_class=self.tokenizer,
+            callbacks=callbacks,
+        )
+        trainer.remove_callback(PrinterCallback)  # library code never prints
+        trainer.remove_callback(ProgressCallback)
+        self.callback.trainer = trainer
+        self.trainer = trainer
+
+    def train(self) -> None:
+        try:
+            self.output = self.trainer.train(resume_from_checkpoint=self.resume_from)
+        finally:
+            self.callback.close_task()
+            if self._writer is not None:
+                self._writer.close()
+
+    def summary(self) -> TrainResult:
+        """Save the model and the state; on rank 0 also the summary, the recipe and the merged model."""
+        settings, trainer, progress = self.settings, self.trainer, self.progress
+        output_dir = self.output_dir
+        trainer.save_model(str(output_dir))
+        trainer.save_state()
+        state = trainer.state
+        result = TrainResult(
+            output_dir=output_dir,
+            summary={},
+            global_step=state.global_step,
+            eval_before=progress.eval_before,
+            eval_after=progress.eval_after,
+            eval_history=progress.eval_history,
+        )
+        if not self.env.is_main_process:
+            return result
+
+        is_peft = hasattr(trainer.model, "peft_config")
+        if is_peft:
+            self.base_config.use_cache = True
+            self.base_config.save_pretrained(
+                str(output_dir)
+            )  # config.json of the base model, beside the adapter
+        merged_dir: Path | None = None
+        if settings.export_merged:
+            if is_peft:
+                from qckit.models import merge_and_export
+
+                merged_dir = merge_and_export(
+                    settings.model,
+                    output_dir,
+                    output_dir / MERGED_DIR,
+                    dtype=self.precision,
+                    trust_remote_code=settings.trust_remote_code,
+                )
+            else:
+                self.obs.warn(
+                    f"export_merged: no LoRA adapter to merge; {output_dir} already holds the full model"
+                )
+
+        now = time.perf_counter()
+        train_seconds = (progress.train_ended or now) - (progress.train_started or now)
+        compute_seconds = max(train_seconds - progress.eval_seconds_in_train, 1e-9)
+        tokens_this_run = state.num_input_tokens_seen - progress.tokens_at_start
+        final_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+        train_loss = self.output.training_loss
+        summary: dict[str, Any] = {
+            "qckit_version": __version__,
+            "model": settings.model,
+            "adapters": self.adapter_names,
+            "adapter_settings": [_component_settings(a) for a in self.adapters],
+            "chunker": _component_settings(self.chunker),
+            "precision": self.precision,
+            "device": self.env.describe(),
+            "world_size": self.world_size,
+            "train_file": str(self.train_path),
+            "val_file": str(self.val_path) if self.val_path else None,
+            "output_dir": str(output_dir),
+            "resumed_from": self.resume_from,
+            "global_step": state.global_step,
+            "max_steps": state.max_steps,
+            "epochs": state.epoch,
+            "train_loss": train_loss,
+            "final_logged_train_loss": final_loss,
+            "train_loss_ppl": math.exp(train_loss) if train_loss < 700 else math.inf,
+            "eval_before": progress.eval_before,
+            "eval_after": progress.eval_after,
+            "eval_delta": _deltas(progress.eval_before, progress.eval_after),
+            "eval_history": progress.eval_history,
+            "tokens_seen": state.num_input_tokens_seen,
+            "tokens_seen_this_run": tokens_this_run,
+            "windows": len(self.train_ds),
+            "train_runtime_s": train_seconds,
+            "eval_runtime_s": self.heldout.seconds,
+            "tokens_per_s": tokens_this_run / compute_seconds,
+            "trainable_parameters": self.trainable,
+            "total_parameters": self.total,
+            "packing": self.train_ds.summary(),
+            "estimated_train_time_s": (self.inspection or {}).get("estimated_train_time_s"),
+            "merged_dir": str(merged_dir) if merged_dir else None,
+            "settings": dataclasses.asdict(settings),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if self.val_path is None:
+            summary["note"] = "no val_file: held-out perplexity and bits-per-byte were not measured"
+        summary["warnings"] = list(self.obs.warnings)
+        summary_path = output_dir / SUMMARY_NAME
+        atomic_write_json(summary_path, summary)
+        if self.recipe_text is not None:
+            atomic_write_text(output_dir / RECIPE_NAME, self.recipe_text)
+        self.obs.report("summary", summary)
+        result.summary = summary
+        result.summary_path = summary_path
+        result.merged_dir = merged_dir
+        return result
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Switch off transformers' own tqdm bars (loading, saving) for the run; the observer shows progress."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _main_process_first(env: Any) -> Iterator[None]:
+    """Rank 0 runs the block first (it fills the packing cache), then the others (they read it)."""
+    if not env.distributed:
+        yield
+        return
+    from accelerate import PartialState
+
+    # cpu=True on CPU: without it accelerate sets up no distributed state there, and the barrier is a no-op.
+    with PartialState(cpu=env.device == "cpu").main_process_first():
+        yield
+
+
+def _find_resume_checkpoint(settings: TrainSettings, output_dir: Path, obs: _WarningsKept) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if settings.resume:
+        if last is None:
+            obs.warn(f"resume: no checkpoint-* directory in {output_dir}; starting from the beginning")
+        return last
+    if last is not None:
+        obs.warn(
+            f"{output_dir} already holds {Path(last).name} from an earlier run; this run starts from the beginning "
+            f"and overwrites it (set train.resume = true, or --resume, to continue instead)"
+        )
+    return None
+
+
+def _pack(path: Path, tokenizer: Any, chunker: Any, cache_dir: Path, obs: Observer) -> Any:
+    from qckit.train.packing import pack_file
+
+    try:
+        return pack_file(path, tokenizer, chunker, cache_dir=cache_dir, observer=obs)
+    except InputError as exc:
+        if exc.detail.startswith("no training windows"):
+            max_length = ability(chunker, Chunker, "max_length")
+            hint = (
+                f"lower train.chunker.max_length (now {max_length}) or min_length"
+                if max_length
+                else "change the chunker's settings"
+            )
+            raise InputError(path, f"{exc.detail}; {hint} (--max_length), or train on more text") from None
+        raise
+
+
+def _deltas(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, float] | None:
+    if not before or not after:
+        return None
+    out: dict[str, float] = {}
+    for key in ("loss", "perplexity", "bits_per_byte"):
+        b, a = before.get(key), after.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            out[key] = a - b
+            if b and math.isfinite(b):
+                out[f"{key}_pct"] = (a - b) / b * 100
+    return out
+
+
+def _checkpoint_step(path: str) -> int:
+    try:
+        return int(Path(path).name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _component_settings(component: Any) -> dict[str, Any]:
+    """The public scalar attributes of a component, for the summary (``{"use": name, ...}``)."""
+    out: dict[str, Any] = {"use": getattr(component, "name", type(component).__name__)}
+    for key, value in vars(component).items() if hasattr(component, "__dict__") else []:
+        if key.startswith("_"):
+            continue
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
+            out[key] = list(value)
+    return out

@@ -1,0 +1,135 @@
+"""Settings of the train stage: the recipe's ``[train]`` table as a validated dataclass.
+
+Both the recipe loader (:mod:`qckit.recipe`) and the stage import :class:`TrainSettings` from here; this
+module imports nothing heavy, so loading a recipe never imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from qckit.hardware import DEVICES, PRECISIONS
+
+__all__ = ["SCHEDULERS", "TrainSettings"]
+
+#: ``lr_scheduler`` values (transformers' ``SchedulerType`` names that need no extra arguments).
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
+
+
+@dataclass
+class TrainSettings:
+    """Settings of the train stage: the recipe's ``[train]`` table (every key is a field below).
+
+    The defaults are the seed script's: Llama-3.2-1B, 3 epochs, batch 8 × 8 accumulation steps,
+    learning rate 1e-5 with a cosine schedule and 3 % warmup, AdamW, no weight decay, gradient
+    clipping at 1.0, seed 42, gradient checkpointing on. Precision ``"auto"`` is bf16 on GPUs that
+    support it, fp16 on older CUDA GPUs and fp32 on CPU (the seed forced fp16, which crashes on CPU).
+    """
+
+    train_file: str = ""  #: training corpus, one document per line (required when training)
+    val_file: str | None = None  #: held-out corpus for perplexity and bits-per-byte
+    output_dir: str = "./cpt_model"
+    model: str = "meta-llama/Llama-3.2-1B"  #: hub id, model directory, .gguf file or pkg:<package>/<file>
+    trust_remote_code: bool = False  #: run model code shipped with a hub model (off unless you trust it)
+    num_epochs: float = 3.0
+    max_steps: int = -1  #: > 0: stop after this many optimizer steps (overrides num_epochs)
+    batch_size: int = 8  #: windows per device per micro-batch
+    gradient_accumulation_steps: int = 8
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03  #: share of the optimizer steps spent warming up the learning rate
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  #: gradient clipping; 0 disables it
+    optimizer: str = (
+        "adamw_torch"  #: a transformers optimizer name (adamw_torch, adamw_torch_fused, adafactor …)
+    )
+    seed: int = 42
+    precision: str = "auto"  #: auto, fp32, bf16 or fp16
+    device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
+    gradient_checkpointing: bool = True
+    eval_steps: int = (
+        0  #: evaluate on val_file every N optimizer steps; 0 = at the end of every epoch; -1 = never
+    )
+    evaluate_before: bool = True  #: measure the model on val_file before training (the baseline)
+    eval_batch_size: int = 0  #: windows per evaluation batch; 0 = batch_size
+    eval_max_length: int = 0  #: evaluation window in tokens; 0 = the chunker's max_length
+    eval_stride: int = -1  #: evaluation window overlap in tokens; -1 = half the evaluation window
+    eval_max_documents: int = 0  #: evaluate on the first N documents of val_file only; 0 = all of them
+    save_steps: int = 500  #: checkpoint-N/ every N optimizer steps; 0 = no intermediate checkpoints
+    save_total_limit: int = 0  #: keep only the N most recent checkpoints; 0 = keep all
+    logging_steps: int = 10  #: log the training loss every N optimizer steps
+    inspect_data: bool = True  #: report samples, token counts, steps and a time estimate before training
+    inspect_samples: int = 5  #: decoded windows shown by the inspection
+    timing_warmup_steps: int = (
+        2  #: forward+backward passes timed for the estimate (after one untimed warm-up)
+    )
+    resume: bool = False  #: continue from the last checkpoint-* in output_dir
+    export_merged: bool = (
+        False  #: also save the base model with the LoRA weights merged in, under <output_dir>/merged
+    )
+    cache_dir: str | None = None  #: packed-window cache; default <output_dir>/.cache
+    dataloader_workers: int = 0
+    tensorboard: bool = True  #: write TensorBoard events into <output_dir>/logs
+    torch_compile: bool = False
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, message: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}: {message}, got {getattr(self, name)!r}")
+
+        need(
+            isinstance(self.output_dir, str) and bool(self.output_dir.strip()),
+            "output_dir",
+            "must not be empty",
+        )
+        need(isinstance(self.model, str) and bool(self.model.strip()), "model", "must not be empty")
+        need(self.num_epochs > 0 and math.isfinite(self.num_epochs), "num_epochs", "must be greater than 0")
+        need(
+            self.max_steps == -1 or self.max_steps >= 1,
+            "max_steps",
+            "must be -1 (use num_epochs) or at least 1",
+        )
+        need(self.batch_size >= 1, "batch_size", "must be at least 1")
+        need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be at least 1")
+        need(0 < self.learning_rate < 1, "learning_rate", "must be greater than 0 and below 1")
+        need(self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"must be one of {', '.join(SCHEDULERS)}")
+        need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        need(self.weight_decay >= 0, "weight_decay", "must be 0 or more")
+        need(self.max_grad_norm >= 0, "max_grad_norm", "must be 0 (no clipping) or more")
+        need(bool(self.optimizer.strip()), "optimizer", "must name a transformers optimizer")
+        need(self.seed >= 0, "seed", "must be 0 or more")
+        need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+        need(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        need(
+            self.eval_steps >= -1,
+            "eval_steps",
+            "must be a positive number of steps, 0 (every epoch) or -1 (never)",
+        )
+        need(self.eval_batch_size >= 0, "eval_batch_size", "must be 0 (= batch_size) or more")
+        need(
+            self.eval_max_length == 0 or self.eval_max_length >= 2,
+            "eval_max_length",
+            "must be 0 (= the chunker's max_length) or at least 2",
+        )
+        need(self.eval_stride >= -1, "eval_stride", "must be -1 (half the window) or 0 or more")
+        need(
+            self.eval_max_length == 0 or self.eval_stride < self.eval_max_length,
+            "eval_stride",
+            "must be smaller than eval_max_length",
+        )
+        need(self.eval_max_documents >= 0, "eval_max_documents", "must be 0 (all) or more")
+        need(self.save_steps >= 0, "save_steps", "must be 0 (no intermediate checkpoints) or more")
+        need(self.save_total_limit >= 0, "save_total_limit", "must be 0 (keep all) or more")
+        need(self.logging_steps >= 1, "logging_steps", "must be at least 1")
+        need(self.inspect_samples >= 0, "inspect_samples", "must be 0 or more")
+        need(self.timing_warmup_steps >= 0, "timing_warmup_steps", "must be 0 (no time estimate) or more")
+        need(self.dataloader_workers >= 0, "dataloader_workers", "must be 0 or more")
