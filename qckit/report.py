@@ -175,20 +175,137 @@ def inspection_report(data: dict[str, Any]) -> RenderableType:
     return Panel(Group(*parts), title="qckit train: inspection", border_style="cyan")
 
 
-def eval_line(title: str, data: dict[str, Any]) -> Text:
-    """One line per held-out evaluation, so before/during/after read as a column."""
+#: short labels of the numbers one-line eval reports show
+_LABELS = {
+    "bits_per_byte": "bits/byte",
+    "perplexity": "ppl",
+    "accuracy": "acc",
+    "accuracy_norm": "norm",
+    "accuracy_bytes": "bytes-norm",
+    "macro_f1": "F1",
+}
+#: the numbers shown after the metric when a set has them, then the counts
+_SECONDARY = ("perplexity", "accuracy_norm", "macro_f1")
+_COUNTS = (("documents", "docs"), ("pairs", "pairs"), ("items", "items"), ("bad_rows", "bad rows"))
+
+
+def _value(value: Any, key: str = "") -> str:
+    """A metric value: accuracies and F1 with 3 decimals, perplexities with 1-2, the rest with 4."""
+    if not isinstance(value, float):
+        return _n(value)
+    if key.startswith("accuracy") or key.endswith("f1"):
+        return f"{value:.3f}"
+    if key.endswith("perplexity"):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    return f"{value:.4f}" if abs(value) < 1000 else _n(value)
+
+
+def set_label(name: str, numbers: dict[str, Any]) -> str:
+    """``val [bpb/document]``: a set's name with its kind and protocol, as every report names it."""
+    kind = numbers.get("kind") or ""
+    protocol = numbers.get("protocol") or ""
+    tag = "/".join(p for p in (kind, protocol) if p)
+    return f"{name} [{tag}]" if tag else name
+
+
+def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool = True) -> Text:
+    """One line per eval set and measurement, so before/during/after read as a column.
+
+    ``data`` is a set's numbers (``metric`` names the headline one; bits per byte when absent); names
+    and titles are printed literally. Without ``seconds`` a line fits 80 columns for set names of up to
+    about 20 characters.
+    """
+    metric = data.get("metric") or "bits_per_byte"
     step = f" (step {data['step']})" if "step" in data else ""
-    line = Text(f"{title}{step}: ", style="bold")
-    line.append(f"bits/byte {data.get('bits_per_byte', float('nan')):.4f}", style="bold cyan")
+    head = " ".join(part for part in (title, set_label(name, data) if name else "") if part)
+    line = Text.assemble(literal(f"{head}{step}: ", "bold", one_line=True))
+    value = data.get(metric)
     line.append(
-        f"  perplexity {data.get('perplexity', float('nan')):.2f}  loss {data.get('loss', float('nan')):.4f}"
+        f"{_LABELS.get(metric, metric)} {_value(value, metric) if value is not None else '–'}", style="bold cyan"
     )
-    extra = [f"{_n(data[k])} {k}" for k in ("documents", "tokens") if k in data]
-    if "seconds" in data:
+    ci = data.get(f"{metric}_ci95")
+    if isinstance(ci, list) and len(ci) == 2:
+        line.append(f" [{ci[0]:.2f}-{ci[1]:.2f}]", style="cyan")
+    for key in _SECONDARY:
+        if key != metric and isinstance(data.get(key), (int, float)):
+            line.append(f"  {_LABELS.get(key, key)} {_value(data[key], key)}")
+    extra = [
+        f"{_n(data[k])} {label}"
+        for k, label in _COUNTS
+        if isinstance(data.get(k), int) and (k != "bad_rows" or data[k])
+    ]
+    if seconds and isinstance(data.get("seconds"), (int, float)):
         extra.append(f"{data['seconds']:.1f} s")
     if extra:
         line.append("  (" + ", ".join(extra) + ")", style="dim")
     return line
+
+
+def eval_lines(title: str, measurement: dict[str, dict[str, Any]]) -> RenderableType:
+    """One :func:`eval_line` per set of a measurement (``{set name: numbers}``)."""
+    return Group(*(eval_line(title, numbers, name) for name, numbers in measurement.items()))
+
+
+def _change(entry: dict[str, Any]) -> str:
+    change = entry.get("change")
+    if not isinstance(change, (int, float)):
+        return "–"
+    if entry.get("regression_unit") == "relative":
+        return f"{change * 100:+.1f} %"
+    return f"{change * 100:+.1f} pts"
+
+
+def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets") -> Table:
+    """Every eval set before / after / change, target sets' gain and retain sets' check (a breach in red).
+
+    ``outcomes`` is :func:`qckit.evaluate.sets.outcome`'s result (``training_summary.json``'s ``eval_sets``).
+    """
+    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+    t.add_column("set", overflow="fold")
+    t.add_column("role")
+    t.add_column("metric", overflow="fold")
+    t.add_column("before", justify="right", no_wrap=True)
+    t.add_column("after", justify="right", no_wrap=True)
+    t.add_column("change", justify="right", no_wrap=True)
+    t.add_column("check", overflow="fold")
+    for name, entry in outcomes.items():
+        metric = _LABELS.get(entry["metric"], entry["metric"])
+        if entry.get("protocol"):
+            metric += f" ({entry['protocol']})"
+        gain = entry.get("gain")
+        change_style = "" if gain is None else ("green" if gain > 0 else "yellow" if gain < 0 else "")
+        if entry["role"] == "retain":
+            allowed = entry.get("max_regression")
+            limit = (
+                ""
+                if allowed is None
+                else (
+                    f"{allowed * 100:g} %"
+                    if entry.get("regression_unit") == "relative"
+                    else f"{allowed * 100:g} pts"
+                )
+            )
+            if entry.get("breach"):
+                check = Text(f"BREACH (allowed {limit})", style="bold red")
+            elif gain is None:
+                check = Text("")
+            else:
+                check = Text(f"ok (allowed {limit})", style="green")
+        else:
+            check = Text(
+                "gain" if (gain or 0) > 0 else ("no gain" if gain is not None else ""), style=change_style
+            )
+        _row(
+            t,
+            literal(f"{name} [{entry['kind']}]"),
+            entry["role"],
+            metric,
+            _value(entry["before"], entry["metric"]) if entry.get("before") is not None else "–",
+            _value(entry["after"], entry["metric"]) if entry.get("after") is not None else "–",
+            Text(_change(entry), style="red" if entry.get("breach") else change_style),
+            check,
+        )
+    return t
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:
@@ -309,7 +426,7 @@ def plan_report(recipe: Any) -> RenderableType:
             if specs is None:
                 continue
             for spec in specs if isinstance(specs, list) else [specs]:
-                resolved = {k: v for k, v in resolved_component(spec).items() if k != "use"}
+                resolved = {k: v for k, v in resolved_component(spec).items() if k != kind.selector}
                 settings = ", ".join(f"{k}={v!r}" for k, v in resolved.items())
                 plugin = spec.info.plugin
                 _row(t, key, spec.name, settings, f"{plugin.name} ({plugin.distribution or '?'})")

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from qckit.errors import InputError, QckitError
-from qckit.evaluate.choice import read_choices, score_choices, template_fields
+from qckit.evaluate.choice import read_choices, score_choices
 from qckit.evaluate.loglik import EvalContext
+from qckit.evaluate.rows import template_fields
 from qckit.evaluate.stats import macro_f1
 
 ROWS = [

@@ -50,9 +50,10 @@ from typing import Any
 import torch
 
 from qckit.errors import InputError, QckitError
+from qckit.evaluate import PROTOCOLS
 from qckit.evaluate.loglik import Request, Scorer, positions_cap, prefix_token_id, rolling_windows
-from qckit.train.packing import BatchEncoder, iter_documents
 from qckit.progress import NullObserver, Observer
+from qckit.train.packing import BatchEncoder, iter_documents
 
 __all__ = [
     "PROTOCOLS",
@@ -65,8 +66,6 @@ __all__ = [
     "count_words",
 ]
 
-#: the scoring protocols of bits per byte, the default first
-PROTOCOLS = ("document", "stream")
 _WORD_SPLIT = re.compile(r"\s+")
 
 

@@ -30,7 +30,6 @@ add_generation_prompt=True)``. A base model with no chat template works on rows 
 
 from __future__ import annotations
 
-import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +38,10 @@ from typing import Any
 from qckit.components import IssueLog
 from qckit.errors import InputError, QckitError
 from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
-from qckit.evaluate.rows import iter_rows
+from qckit.evaluate.rows import iter_rows, template_fields
 from qckit.evaluate.stats import argmax, macro_f1, wilson_interval
 
-__all__ = ["ChoiceItem", "ChoiceSet", "template_fields", "read_choices", "score_choices"]
+__all__ = ["ChoiceItem", "ChoiceSet", "read_choices", "score_choices"]
 
 
 @dataclass(frozen=True)
@@ -63,25 +62,6 @@ class ChoiceSet:
     source: str
     items: list[ChoiceItem]
     issues: IssueLog = field(default_factory=IssueLog)
-
-
-def template_fields(template: str) -> list[str]:
-    """The field names of a ``{field}`` template. Only plain names are allowed (no ``{a.b}``,
-    ``{a[0]}``, conversions or format specs: a template is data); ``{{`` and ``}}`` are braces."""
-    names: list[str] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"invalid template: {exc}") from None
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        if not name.isidentifier() or spec or conversion:
-            raise ValueError(
-                f"template placeholders must be plain field names like {{sentence}}, got {{{name}}}"
-            )
-        names.append(name)
-    return names
 
 
 def read_choices(

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from qckit.errors import QckitError
-from qckit.train.packing import BatchEncoder
 from qckit.progress import NullObserver, Observer
+from qckit.train.packing import BatchEncoder
 
 __all__ = [
     "Request",

@@ -1,8 +1,10 @@
-"""Reading JSON Lines eval files: one row per line, bad rows counted with ``file:line``, never fatal."""
+"""Reading JSON Lines eval files: one row per line, bad rows counted with ``file:line``, never fatal;
+``{field}`` templates over a row. Imports nothing heavy (evaluator constructors use it at recipe load)."""
 
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from qckit.components import IssueLog
 from qckit.errors import InputError
 
-__all__ = ["iter_rows", "text_field"]
+__all__ = ["iter_rows", "text_field", "template_fields"]
 
 
 def iter_rows(path: str | Path, issues: IssueLog) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -52,3 +54,22 @@ def text_field(row: dict[str, Any], key: str) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names of a ``{field}`` template. Only plain names are allowed (no ``{a.b}``,
+    ``{a[0]}``, conversions or format specs: a template is data); ``{{`` and ``}}`` are braces."""
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"invalid template: {exc}") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(
+                f"template placeholders must be plain field names like {{sentence}}, got {{{name}}}"
+            )
+        names.append(name)
+    return names
