@@ -185,7 +185,7 @@ _LABELS = {
     "macro_f1": "F1",
 }
 #: the numbers shown after the metric when a set has them, then the counts
-_SECONDARY = ("perplexity", "accuracy_norm", "macro_f1")
+_SECONDARY = ("perplexity", "macro_f1")
 _COUNTS = (("documents", "docs"), ("pairs", "pairs"), ("items", "items"), ("bad_rows", "bad rows"))
 
 
