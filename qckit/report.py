@@ -255,6 +255,26 @@ def _change(entry: dict[str, Any]) -> str:
     return f"{change * 100:+.1f} pts"
 
 
+def _set_cells(entry: dict[str, Any]) -> tuple[str, Text, Text]:
+    """``(metric label, change, check)`` of an eval set's outcome: the gain of a target set, the check of a
+    retain set (a breach in red)."""
+    metric = _LABELS.get(entry["metric"], entry["metric"])
+    gain = entry.get("gain")
+    style = "" if gain is None else ("green" if gain > 0 else "yellow" if gain < 0 else "")
+    if entry["role"] == "retain":
+        allowed = entry.get("max_regression")
+        unit = "%" if entry.get("regression_unit") == "relative" else "pts"
+        limit = f"allowed {allowed * 100:g} {unit}" if allowed is not None else ""
+        if entry.get("breach"):
+            check = Text(f"BREACH ({limit})", style="bold red")
+        else:
+            check = Text(f"ok ({limit})" if gain is not None else "", style="green")
+    else:
+        check = Text("" if gain is None else ("gain" if gain > 0 else "no gain"), style=style)
+    change = Text(_change(entry), style="bold red" if entry.get("breach") else style)
+    return metric, change, check
+
+
 def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets") -> Table:
     """Every eval set before / after / change, target sets' gain and retain sets' check (a breach in red).
 
@@ -269,43 +289,58 @@ def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets
     t.add_column("change", justify="right", no_wrap=True)
     t.add_column("check", overflow="fold")
     for name, entry in outcomes.items():
-        metric = _LABELS.get(entry["metric"], entry["metric"])
-        if entry.get("protocol"):
-            metric += f" ({entry['protocol']})"
-        gain = entry.get("gain")
-        change_style = "" if gain is None else ("green" if gain > 0 else "yellow" if gain < 0 else "")
-        if entry["role"] == "retain":
-            allowed = entry.get("max_regression")
-            limit = (
-                ""
-                if allowed is None
-                else (
-                    f"{allowed * 100:g} %"
-                    if entry.get("regression_unit") == "relative"
-                    else f"{allowed * 100:g} pts"
-                )
-            )
-            if entry.get("breach"):
-                check = Text(f"BREACH (allowed {limit})", style="bold red")
-            elif gain is None:
-                check = Text("")
-            else:
-                check = Text(f"ok (allowed {limit})", style="green")
-        else:
-            check = Text(
-                "gain" if (gain or 0) > 0 else ("no gain" if gain is not None else ""), style=change_style
-            )
+        metric, change, check = _set_cells(entry)
         _row(
             t,
-            literal(f"{name} [{entry['kind']}]"),
+            set_label(name, entry),
             entry["role"],
             metric,
             _value(entry["before"], entry["metric"]) if entry.get("before") is not None else "–",
             _value(entry["after"], entry["metric"]) if entry.get("after") is not None else "–",
-            Text(_change(entry), style="red" if entry.get("breach") else change_style),
+            change,
             check,
         )
     return t
+
+
+def compare_report(runs: list[Any]) -> RenderableType:
+    """``qckit compare``: one table of the runs' eval sets (set by set, one row per run), then each run's
+    breaches. ``runs`` are :class:`qckit.evaluate.runs.Run` objects."""
+    t = Table(title="Eval sets by run", box=box.SIMPLE_HEAVY, title_justify="left")
+    for column in ("set", "run", "role", "metric"):
+        t.add_column(column, overflow="fold")
+    for column in ("before", "after", "change"):
+        t.add_column(column, justify="right", no_wrap=True)
+    t.add_column("check", overflow="fold")
+    names = list(dict.fromkeys(name for run in runs for name in run.sets))
+    for name in names:
+        first = True
+        for run in runs:
+            entry = run.sets.get(name)
+            if entry is None:
+                continue
+            metric, change, check = _set_cells(entry)
+            _row(
+                t,
+                set_label(name, entry) if first else "",
+                run.name,
+                entry["role"],
+                metric,
+                _value(entry["before"], entry["metric"]) if entry.get("before") is not None else "–",
+                _value(entry["after"], entry["metric"]) if entry.get("after") is not None else "–",
+                change,
+                check,
+            )
+            first = False
+    parts: list[RenderableType] = [t]
+    for run in runs:
+        if run.breaches:
+            parts.append(
+                Text.assemble(
+                    ("forgot: ", "bold red"), literal(f"{run.name}: {', '.join(run.breaches)}", one_line=True)
+                )
+            )
+    return Group(*parts)
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:

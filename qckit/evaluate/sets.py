@@ -32,7 +32,16 @@ from qckit import defaults
 from qckit.components import EvalSetSettings
 from qckit.progress import NullObserver
 
-__all__ = ["EvalSet", "EvalSuite", "validation_set", "plan_sets", "outcome", "breaches", "logged_scalars"]
+__all__ = [
+    "EvalSet",
+    "EvalSuite",
+    "validation_set",
+    "plan_sets",
+    "outcome",
+    "breaches",
+    "scalar_key",
+    "logged_scalars",
+]
 
 
 @dataclass
@@ -182,15 +191,19 @@ def breaches(outcomes: dict[str, dict[str, Any]]) -> list[str]:
     return [name for name, entry in outcomes.items() if entry.get("breach")]
 
 
+def scalar_key(name: str, protocol: str, key: str) -> str:
+    """``eval_<set>/<protocol>/<key>`` (no protocol part for a set without one): the name of a set's
+    number in the Trainer's log, trainer_state.json and TensorBoard, so two protocols never share a curve."""
+    return f"eval_{name}/{protocol}/{key}" if protocol else f"eval_{name}/{key}"
+
+
 def logged_scalars(measurement: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The scalars of a measurement for the Trainer's log (trainer_state.json, TensorBoard, trackers):
-    every top-level float of each set except ``seconds``, as ``eval_<set>/<protocol>/<key>`` (the
-    protocol part only where the set has one), so two protocols never share a curve."""
+    """The scalars of a measurement for the Trainer's log: every top-level float of each set except
+    ``seconds``, under :func:`scalar_key`."""
     out: dict[str, float] = {}
     for name, numbers in measurement.items():
         protocol = numbers.get("protocol") or ""
-        prefix = f"eval_{name}/{protocol}/" if protocol else f"eval_{name}/"
         for key, value in numbers.items():
             if isinstance(value, float) and key != "seconds":
-                out[prefix + key] = value
+                out[scalar_key(name, protocol, key)] = value
     return out
