@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -114,6 +114,20 @@ class Reader(Protocol):
     ) -> list[Document | None]:
         """Fast path: equal to ``parse`` on each record (``first_line`` is the first one's number), but
         noting bad records in ``issues`` instead of raising."""
+        ...
+
+    @optional
+    def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
+        """Cut ``path`` into consecutive ``(start, end)`` byte ranges of about ``size`` bytes that cover
+        it, each starting where a record starts; ``[]`` when this file cannot be cut (compressed). Must
+        be cheap (read a little around each cut). With :meth:`records_between`, lets an executor whose
+        workers read their own input spread one big file over several shards."""
+        ...
+
+    @optional
+    def records_between(self, path: Path, start: int, end: int) -> Iterator[bytes]:
+        """Yield the records that start in ``[start, end)``, a range given by :meth:`byte_ranges`, exactly
+        as :meth:`records` yields them (the ranges of a file together yield what ``records`` yields)."""
         ...
 
 
@@ -217,6 +231,43 @@ class Writer(Protocol):
         """Return the document as it goes into the file, ending with a newline."""
 
 
+class Executor(Protocol):
+    """Places the work of a prepare run: calls a function on every item (a batch, a shard) somewhere, in
+    this process, on a pool of worker processes or on a Ray cluster, and hands the results back in
+    item order.
+
+    The pipeline owns what runs (pure functions of :mod:`qckit.prepare`) and the order in which the
+    results are used, so an executor never changes the output. ``start`` is called once per run,
+    then ``map`` (once or more), then ``stop`` (also after an error or an interruption).
+    """
+
+    name: ClassVar[str]
+    #: True when the executor's workers read their input themselves (a remote cluster): the pipeline
+    #: cuts the inputs into shards (files, and byte ranges of big files), each finished shard leaves a
+    #: completion record in the run's work directory, and a run can resume (``[prepare] resume``).
+    #: False: the driver reads the inputs and ships batches of records to the workers.
+    reads_inputs: ClassVar[bool] = False
+    #: the size of a shard in bytes, when ``reads_inputs``
+    shard_bytes: int = 64 << 20
+
+    def start(self, workers: int) -> int:
+        """Get ready (start a pool, connect to a cluster). ``workers`` is ``[prepare] workers`` (0: every
+        core available); return how many items will be processed at once."""
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any], shared: Any) -> Iterator[Any]:
+        """Yield ``fn(shared, item)`` for every item of ``items``, in the order of ``items``.
+
+        ``shared`` is the same for every call (the components): send it to each worker once. Take
+        ``items`` lazily and keep a bounded number in flight, so memory stays bounded. An exception
+        raised by ``fn`` is raised here unchanged (qckit's errors carry the input position). A failure
+        that is not ``fn``'s own (a worker process died) may be retried a bounded number of times;
+        then raise an exception whose message names the item (``str(item)``) and the cause.
+        """
+
+    def stop(self) -> None:
+        """Release what ``start`` and ``map`` took (worker processes, a Ray instance it started)."""
+
+
 @dataclass(slots=True)
 class PackingStats:
     """What a chunker did: documents and tokens in, tokens kept in windows, windows made."""
@@ -280,6 +331,16 @@ class ModelAdapter(Protocol):
         """Edit, in place, the copy of the loaded model's config that is saved as ``config.json`` beside a
         trained adapter, so that it describes the base model as published: undo what ``load_kwargs``
         changed (the 4bit/8bit adapters remove the ``quantization_config`` they added)."""
+        ...
+
+    @optional
+    def optimizer_param_groups(self, model: Any, learning_rate: float) -> list[dict[str, Any]] | None:
+        """Parameter groups for the optimizer (torch's format: ``{"params": [...], "lr": …}``), or ``None``
+        to leave the Trainer's default (every trainable parameter at ``learning_rate``). Called once, when
+        the Trainer creates its optimizer, with the wrapped model. The groups must hold every trainable
+        parameter exactly once; a group without ``lr`` uses ``learning_rate``, one without
+        ``weight_decay`` the recipe's. The train stage still exempts biases and norms from weight decay,
+        and the learning-rate schedule scales every group alike. At most one adapter may return groups."""
         ...
 
     @optional

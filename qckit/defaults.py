@@ -30,6 +30,7 @@ PREPARE_DEFAULTS: dict[str, Any] = {
     ],
     "splitter": {"use": "random", "val_split": 0.1, "seed": 42},
     "writers": [{"use": "txt"}],
+    "executor": {"use": "local"},
 }
 
 TRAIN_DEFAULTS: dict[str, Any] = {

@@ -76,6 +76,17 @@ def register_writers(register: Register) -> None:
 
 
 @hookspec
+def register_executors(register: Register) -> None:
+    """Register :class:`qckit.components.Executor` classes (recipe: ``[prepare.executor]``, one table;
+    default ``local``) that decide where the prepare work runs: this machine's cores, a Ray cluster …
+
+    An executor only places work and returns results in order; it never changes the output. One that
+    ``reads_inputs`` gets shards (files and byte ranges) with completion records, and so supports
+    ``[prepare] resume``. The protocol's docstrings are the contract.
+    """
+
+
+@hookspec
 def register_chunkers(register: Register) -> None:
     """Register :class:`qckit.components.Chunker` classes (recipe: ``[train.chunker]``, one table)
     that pack token ids into training windows. Windows are cached on disk under the chunker's

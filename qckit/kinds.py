@@ -88,6 +88,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("filter", "register_filters", (c.Filter, c.StatefulFilter), "prepare", "filters", many=True),
     Kind("splitter", "register_splitters", (c.Splitter,), "prepare", "splitter", many=False),
     Kind("writer", "register_writers", (c.Writer,), "prepare", "writers", many=True),
+    Kind("executor", "register_executors", (c.Executor,), "prepare", "executor", many=False),
     Kind("chunker", "register_chunkers", (c.Chunker,), "train", "chunker", many=False),
     Kind("adapter", "register_model_adapters", (c.ModelAdapter,), "train", "adapters", many=True),
     Kind(

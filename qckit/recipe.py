@@ -75,6 +75,7 @@ class PreparePlan:
     filters: list[ComponentSpec]
     splitter: ComponentSpec
     writers: list[ComponentSpec]
+    executor: ComponentSpec
     host: PluginHost = field(repr=False)
     #: every registered reader by name: the configured ones, the others with their defaults
     reader_table: dict[str, ComponentSpec] = field(default_factory=dict, repr=False)
@@ -198,6 +199,14 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
     specs = _build_components(table, "prepare", host, source)
     if not specs["writers"]:
         raise RecipeError("at least one writer is needed", source=source, key="prepare.writers")
+    executor = specs["executor"]
+    if settings.resume and not getattr(executor.instance, "reads_inputs", False):
+        raise RecipeError(
+            f"executor {executor.name!r} cannot resume: it keeps no shard completion records; "
+            "choose an executor whose workers read their own shards (qckit plugins executor)",
+            source=source,
+            key="prepare.resume",
+        )
     data["prepare"] = _resolved(settings, specs)
     reader_table = {spec.name: spec for spec in specs["readers"]}
     for name in host.names("reader"):
@@ -212,13 +221,15 @@ def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
     table = _table(data["train"], "train", source)
     for key, default in defaults.TRAIN_DEFAULTS.items():
         table.setdefault(key, copy.deepcopy(default))
-    # Without an explicit train_file, train on what the prepare stage of the same recipe writes.
-    if not table.get("train_file") and "prepare" in data:
+    # Without an explicit train_file (or [[train.data]] sources), train on what the prepare stage of the
+    # same recipe writes; the validation file then defaults to its val file.
+    if "prepare" in data:
         out = Path(data["prepare"].get("output", "./data"))
         merged = data["prepare"].get("merge", False) or len(data["prepare"].get("inputs", [])) == 1
         suffix = "" if data["prepare"].get("merge", False) else "_1"
-        if merged:
-            table["train_file"] = str(out / f"train{suffix}.txt")
+        if merged and not table.get("train_file"):
+            if not table.get("data"):
+                table["train_file"] = str(out / f"train{suffix}.txt")
             table.setdefault("val_file", str(out / f"val{suffix}.txt"))
     keys = {k.key for k in stage_kinds("train")}
     scalars = {k: v for k, v in table.items() if k not in keys}

@@ -159,9 +159,35 @@ def key_values(title: str, data: dict[str, Any], skip: tuple[str, ...] = ()) -> 
     return t
 
 
+def sources_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per training source: size, fertility, and the requested / planned / realized token share."""
+    realized = any("realized_share" in row for row in rows)
+    t = Table(title="Training sources", box=box.SIMPLE, title_justify="left")
+    for column in ("source", "documents", "tokens", "tokens/word", "windows", "requested", "planned"):
+        t.add_column(column, justify="left" if column == "source" else "right")
+    if realized:
+        t.add_column("realized", justify="right")
+    for row in rows:
+        cells = [
+            f"{row['name']} ({row['exhausted']})",
+            _n(row["documents"]),
+            _n(row["tokens"]),
+            f"{row['fertility']:.2f}",
+            _n(row["windows"]),
+            f"{100 * row['requested_share']:.1f} %",
+            f"{100 * row['planned_share']:.1f} %",
+        ]
+        if realized:
+            cells.append(f"{100 * row.get('realized_share', 0.0):.1f} %")
+        _row(t, *cells)
+    return t
+
+
 def inspection_report(data: dict[str, Any]) -> RenderableType:
     """Windows, tokens, fertility, steps and the time estimate, with decoded sample windows."""
     parts: list[RenderableType] = [key_values("Training data", data, skip=("samples",))]
+    if data.get("sources"):
+        parts.append(sources_table(data["sources"]))
     for i, sample in enumerate(data.get("samples", [])):
         text = sample if isinstance(sample, str) else str(sample)
         parts.append(
@@ -344,31 +370,36 @@ def compare_report(runs: list[Any]) -> RenderableType:
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:
-    """Before/after held-out perplexity and bits-per-byte, plus throughput."""
+    """Before/after held-out perplexity and bits-per-byte of each set, plus throughput."""
     parts: list[RenderableType] = []
     before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
     if before or after:
-        t = Table(title="Held-out validation", box=box.SIMPLE_HEAVY)
+        t = Table(title="Held-out evaluation", box=box.SIMPLE_HEAVY)
+        t.add_column("set")
         t.add_column("metric")
         t.add_column("before", justify="right")
         t.add_column("after", justify="right")
         t.add_column("change", justify="right")
-        for key in ("bits_per_byte", "perplexity", "loss"):
-            b, a = before.get(key), after.get(key)
-            if b is None and a is None:
-                continue
-            change: str | Text = ""
-            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-                delta = (a - b) / b * 100
-                change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
-            _row(
-                t,
-                key.replace("_", " "),
-                _n(b) if b is not None else "–",
-                _n(a) if a is not None else "–",
-                change,
-            )
+        for name in dict.fromkeys([*before, *after]):
+            for key in ("bits_per_byte", "perplexity", "loss"):
+                b, a = (before.get(name) or {}).get(key), (after.get(name) or {}).get(key)
+                if b is None and a is None:
+                    continue
+                change: str | Text = ""
+                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+                    delta = (a - b) / b * 100
+                    change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
+                _row(
+                    t,
+                    name,
+                    key.replace("_", " "),
+                    _n(b) if b is not None else "–",
+                    _n(a) if a is not None else "–",
+                    change,
+                )
         parts.append(t)
+    if summary.get("sources"):
+        parts.append(sources_table(summary["sources"]))
     parts.append(key_values("Run", summary))
     return Panel(Group(*parts), title="qckit train: summary", border_style="green")
 

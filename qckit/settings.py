@@ -28,6 +28,8 @@ class PrepareSettings:
     max_examples: int = 5  # examples kept per drop reason / reader problem
     rejects: bool = False  # also write rejected.jsonl: every dropped document with its filter and reason
     stats_file: str = STATS_FILE
+    #: rerun only the shards an interrupted run left unfinished (executors that read their own inputs)
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 0:

@@ -58,10 +58,10 @@ def trained(tmp_path_factory, tiny_model_dir):
 
 def test_train_reports_inspection_and_before_after(trained):
     _, out, _, text = trained
-    assert "qckit train: inspection" in text and "eval before (step 0): bits/byte" in text
-    assert "Held-out validation" in text
+    assert "qckit train: inspection" in text and "eval before [val] (step 0): bits/byte" in text
+    assert "Held-out evaluation" in text
     summary = json.loads((out / "training_summary.json").read_text())
-    assert summary["eval_after"]["bits_per_byte"] < summary["eval_before"]["bits_per_byte"]
+    assert summary["eval_after"]["val"]["bits_per_byte"] < summary["eval_before"]["val"]["bits_per_byte"]
     assert (out / "adapter_model.safetensors").exists() and (out / "recipe.toml").exists()
 
 
@@ -83,7 +83,7 @@ def test_evaluate_command_matches_the_training_summary(trained, tiny_model_dir):
     )
     assert status == 0, text
     result = json.loads(text[text.index("{") :])
-    after = json.loads((out / "training_summary.json").read_text())["eval_after"]
+    after = json.loads((out / "training_summary.json").read_text())["eval_after"]["val"]
     assert result["tokens"] == after["tokens"]
     assert result["bits_per_byte"] == pytest.approx(after["bits_per_byte"], rel=1e-3)
 

@@ -71,7 +71,7 @@ def test_torchrun_two_processes_train_one_model(tmp_path, tiny_model_dir):
     ]
     assert len(losses) == steps and all(math.isfinite(x) for x in losses)
     for key in ("eval_before", "eval_after"):
-        assert math.isfinite(summary[key]["bits_per_byte"])
+        assert math.isfinite(summary[key]["val"]["bits_per_byte"])
     assert (out / "adapter_model.safetensors").is_file()
     assert len(list((out / "logs").glob("events.out.tfevents.*"))) == 1  # only rank 0 writes TensorBoard
     assert proc.stdout.count("qckit train: summary") == 1  # only rank 0 reports

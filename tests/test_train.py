@@ -107,7 +107,8 @@ def test_lora_run_writes_the_seed_layout(lora_run):
 def test_summary_numbers_are_consistent_and_training_helps(lora_run):
     _, _, result = lora_run
     s = result.summary
-    before, after = s["eval_before"], s["eval_after"]
+    assert set(s["eval_before"]) == set(s["eval_after"]) == {"val"}  # one named set: the val_file
+    before, after = s["eval_before"]["val"], s["eval_after"]["val"]
     for ev in (before, after):
         assert math.isclose(ev["perplexity"], math.exp(ev["loss"]), rel_tol=1e-9)
         assert math.isclose(
@@ -115,8 +116,9 @@ def test_summary_numbers_are_consistent_and_training_helps(lora_run):
         )
     assert before["step"] == 0 and after["step"] == 24
     assert after["perplexity"] < before["perplexity"] and after["bits_per_byte"] < before["bits_per_byte"]
-    assert math.isclose(s["eval_delta"]["bits_per_byte"], after["bits_per_byte"] - before["bits_per_byte"])
-    assert [h["step"] for h in s["eval_history"]] == [12]  # the step-24 evaluation is the "after" one
+    delta = s["eval_delta"]["val"]["bits_per_byte"]
+    assert math.isclose(delta, after["bits_per_byte"] - before["bits_per_byte"])
+    assert [h["val"]["step"] for h in s["eval_history"]] == [12]  # the step-24 evaluation is the "after" one
     assert s["precision"] == "fp32" and s["world_size"] == 1
     assert s["adapters"] == ["lora"] and s["global_step"] == 24
     assert math.isfinite(s["train_loss"]) and s["train_loss_ppl"] == pytest.approx(math.exp(s["train_loss"]))
@@ -158,12 +160,13 @@ def test_tensorboard_and_trainer_state_hold_held_out_metrics(lora_run):
     events = EventAccumulator(str(out / "logs"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"eval/bits_per_byte", "eval/perplexity", "eval/loss", "train/loss", "train/learning_rate"} <= tags
-    bpb = events.Scalars("eval/bits_per_byte")
+    held_out = {"eval/val/bits_per_byte", "eval/val/perplexity", "eval/val/loss"}
+    assert held_out | {"train/loss", "train/learning_rate"} <= tags
+    bpb = events.Scalars("eval/val/bits_per_byte")
     assert [e.step for e in bpb] == [0, 12, 24]
-    assert bpb[-1].value == pytest.approx(result.summary["eval_after"]["bits_per_byte"], rel=1e-6)
+    assert bpb[-1].value == pytest.approx(result.summary["eval_after"]["val"]["bits_per_byte"], rel=1e-6)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    assert [h["step"] for h in history if "eval_perplexity" in h] == [0, 12, 24]
+    assert [h["step"] for h in history if "eval_val/perplexity" in h] == [0, 12, 24]
     # an evaluation step still logs its training loss
     train_logs = [h for h in history if "loss" in h]
     assert [h["step"] for h in train_logs] == list(range(1, 25))
@@ -387,9 +390,9 @@ def test_runs_are_reproducible_and_inspection_does_not_change_training(tmp_path,
     assert a.global_step == 2 * per_epoch and len(losses(tmp_path / "a")) == 2 * per_epoch
     assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the timed inspection passes leave no trace
     # eval_steps = 0: one held-out evaluation at the end of each epoch but the last (that one is "after")
-    assert [h["step"] for h in a.summary["eval_history"]] == [per_epoch]
-    assert a.summary["eval_before"]["documents"] == 3
-    assert b.summary["eval_before"]["documents"] == len(SAMPLE_SENTENCES[::4])
+    assert [h["val"]["step"] for h in a.summary["eval_history"]] == [per_epoch]
+    assert a.summary["eval_before"]["val"]["documents"] == 3
+    assert b.summary["eval_before"]["val"]["documents"] == len(SAMPLE_SENTENCES[::4])
 
     # export_merged: a standalone model (no peft) that scores exactly like base + adapter
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -399,7 +402,7 @@ def test_runs_are_reproducible_and_inspection_does_not_change_training(tmp_path,
     merged_dir = tmp_path / "b" / "merged"
     assert b.merged_dir == merged_dir and (merged_dir / "model.safetensors").is_file()
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
-    after = b.summary["eval_after"]
+    after = b.summary["eval_after"]["val"]
     again = evaluate_lm(
         merged, AutoTokenizer.from_pretrained(merged_dir), corpus[1], max_length=after["max_length"]
     )

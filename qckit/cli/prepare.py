@@ -39,6 +39,18 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write rejected.jsonl: every dropped document, filter and reason",
     )
+    p.add_argument(
+        "--executor",
+        default="local",
+        metavar="NAME",
+        help="where the work runs: local (this machine's cores, default) or ray (a Ray cluster); "
+        "settings with --set prepare.executor.KEY=VALUE",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="rerun only the shards an interrupted run left unfinished (executors that read their own shards)",
+    )
     add_set_flag(p)
 
 
@@ -71,6 +83,8 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
             "filters": filters,
             "splitter": {"use": "random", "val_split": ns.val_split, "seed": ns.seed},
             "writers": writers[ns.format],
+            "executor": {"use": ns.executor},
+            "resume": ns.resume,
         }
     }
 

@@ -1,13 +1,15 @@
 """Where a prepare run's documents come from: input files (read in corpus order, cut into batches by
 bytes) or in-memory items.
 
-Reading raw records is cheap I/O done by the driver; decoding them is the readers' ``parse`` in
-:func:`qckit.prepare.work.process`.
+Reading raw records is cheap I/O; decoding them is the readers' ``parse`` in
+:func:`qckit.prepare.work.process`. :func:`record_batches` is the one place that cuts records into
+batches, for the driver (whole files) and for shard workers (byte ranges) alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,17 @@ from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare.work import Batch
 
 MEMORY_SOURCE = "<memory>"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input of a run, in corpus order."""
+
+    file_index: int
+    set_index: int  # the output set it goes to (0 when merged)
+    path: str
+    reader: str  # the name of the reader that handles it
+    size: int
 
 
 def check_input_file(path: Path) -> None:
@@ -42,32 +55,47 @@ def reader_for(path: Path, readers: dict[str, Any]) -> str:
     return best[0]
 
 
-def file_batches(
-    inputs: list[Path], reader_names: list[str], readers: dict[str, Any], merge: bool, batch_bytes: int
+def input_files(paths: list[Path], readers: dict[str, Any], merge: bool) -> list[InputFile]:
+    """Check every input and pick its reader; raises :class:`InputError` for the first unusable one."""
+    for path in paths:
+        check_input_file(path)
+    return [
+        InputFile(i, 0 if merge else i, str(path), reader_for(path, readers), path.stat().st_size)
+        for i, path in enumerate(paths)
+    ]
+
+
+def record_batches(
+    records: Iterable[bytes], inp: InputFile, reader: Any, first_line: int, batch_bytes: int
 ) -> Iterator[Batch]:
+    """Cut ``records`` of ``inp`` (the first one numbered ``first_line``) into batches of about
+    ``batch_bytes``; a read error becomes one :class:`InputError` naming the file and line."""
+    batch: list[bytes] = []
+    size = 0
+    first = first_line
+    line = first_line - 1  # the last record read
+    try:
+        for line, record in enumerate(records, start=first_line):  # noqa: B007 - line is used after the loop
+            batch.append(record)
+            size += len(record) + 1
+            if size >= batch_bytes:
+                yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size)
+                batch, size, first = [], 0, line + 1
+    except QckitError:
+        raise
+    except OSError as exc:
+        raise InputError(inp.path, f"cannot read: {exc}", line + 1) from exc
+    except Exception as exc:
+        raise ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line + 1}", exc) from exc
+    if batch:
+        yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size)
+
+
+def file_batches(files: list[InputFile], readers: dict[str, Any], batch_bytes: int) -> Iterator[Batch]:
     """The records of every input, in corpus order, in batches of about ``batch_bytes``."""
-    for file_index, (path, reader_name) in enumerate(zip(inputs, reader_names, strict=True)):
-        set_index = 0 if merge else file_index
-        reader = readers[reader_name]
-        records: list[bytes] = []
-        size = 0
-        first = 1
-        line = 0
-        try:
-            for line, record in enumerate(reader.instance.records(path), start=1):
-                records.append(record)
-                size += len(record) + 1
-                if size >= batch_bytes:
-                    yield Batch(set_index, file_index, str(path), reader_name, first, records, size)
-                    records, size, first = [], 0, line + 1
-        except QckitError:
-            raise
-        except OSError as exc:
-            raise InputError(path, f"cannot read: {exc}", line + 1) from exc
-        except Exception as exc:
-            raise ComponentError("reader", reader_name, reader.owner, f"{path}:{line + 1}", exc) from exc
-        if records:
-            yield Batch(set_index, file_index, str(path), reader_name, first, records, size)
+    for inp in files:
+        reader = readers[inp.reader]
+        yield from record_batches(reader.instance.records(Path(inp.path)), inp, reader, 1, batch_bytes)
 
 
 def memory_documents(items: Iterable[str | dict | Document]) -> Iterator[Document]:

@@ -42,6 +42,7 @@ class Funnel:
         ]
         self.kept_per_set = [0] * n_sets
         self.workers = workers
+        self.executor: dict[str, Any] = {}  # which executor ran the work; shards and resumed ones
 
     @property
     def kept(self) -> int:
@@ -87,6 +88,7 @@ class Funnel:
             "metrics": self.metrics,
             "summaries": {name: comp.summary(self.metrics) for name, comp in self.summarizers},
             "workers": self.workers,
+            "executor": self.executor,
             "elapsed_s": round(elapsed, 3),
             "throughput_mb_s": round(read_bytes / 1e6 / elapsed, 2) if elapsed > 0 else None,
         }

@@ -12,6 +12,7 @@ whatever the number of workers, shards or machines.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,14 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         fingerprints,
         rejected,
     )
+
+
+def warm_up(stage: Stage) -> None:
+    """Run one small document through the components, which build lookup tables and load models
+    lazily: done once in the driver, forked workers inherit them instead of each building its own."""
+    warm = [Document("Bonjour, c'est une phrase pour préchauffer les composants.", "<warm-up>", 1)]
+    with contextlib.suppress(Exception):  # a component that fails will fail again, with its position
+        process(stage, Batch(0, 0, "<warm-up>", None, 1, warm, 64))
 
 
 def _parse(stage: Stage, batch: Batch, issues: IssueLog) -> list[Document]:

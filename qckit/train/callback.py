@@ -17,17 +17,28 @@ from qckit.train.heldout import HeldOut
 
 __all__ = ["QckitCallback", "TrainProgress"]
 
-#: held-out numbers logged to the Trainer (``eval_<key>`` → TensorBoard ``eval/<key>``, trainer_state.json)
+#: held-out numbers logged to the Trainer for each set: ``eval_<set>/<key>`` (TensorBoard ``eval/<set>/<key>``,
+#: trainer_state.json's log history, and the experiment tracker)
 LOGGED_METRICS = ("loss", "perplexity", "bits_per_byte")
+
+
+def logged_metrics(measurement: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The Trainer log entries of a held-out measurement (``{"eval_val/loss": …, …}``)."""
+    return {
+        f"eval_{name}/{key}": float(numbers[key])
+        for name, numbers in measurement.items()
+        for key in LOGGED_METRICS
+        if isinstance(numbers.get(key), (int, float))
+    }
 
 
 @dataclass
 class TrainProgress:
     """What the callback records during ``trainer.train()``; the summary reads it afterwards."""
 
-    eval_before: dict[str, Any] | None = None
-    eval_after: dict[str, Any] | None = None
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    eval_before: dict[str, dict[str, Any]] | None = None  # held-out measurements: set name → numbers
+    eval_after: dict[str, dict[str, Any]] | None = None
+    eval_history: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     eval_seconds_at_start: float = 0.0  # held-out evaluation time before training started (the baseline)
     eval_seconds_in_train: float = 0.0  # held-out evaluation time between the first and the last step
     train_started: float | None = None
@@ -64,15 +75,14 @@ class QckitCallback(TrainerCallback):
 
     # -- held-out evaluation --------------------------------------------------------------------
 
-    def _measure(self, model: Any, step: int) -> dict[str, Any]:
+    def _measure(self, model: Any, step: int) -> dict[str, dict[str, Any]]:
         data = self.heldout.measure(model, step)
         if self.trainer is not None:
-            # "eval_" keys become eval/loss … in TensorBoard and land in trainer_state.json's log history.
             # Logging resets control.should_log, which would swallow the training loss of this step (logged
             # by the Trainer right after on_step_end): keep it.
             control = self.trainer.control
             should_log = control.should_log
-            self.trainer.log({f"eval_{key}": data[key] for key in LOGGED_METRICS})
+            self.trainer.log(logged_metrics(data))
             self.trainer.control.should_log = should_log or self.trainer.control.should_log
         return data
 

@@ -1,8 +1,10 @@
 """Held-out evaluation inside the train stage: the one seam that measures the model before, during and after.
 
 The Trainer callback calls :meth:`HeldOut.measure` before the first step (the baseline), every
-``eval_steps`` optimizer steps (or at the end of every epoch) and after the last step; the summary,
-the logs and the checkpoints only consume what it returns. The numbers always come from
+``eval_steps`` optimizer steps (or at the end of every epoch) and after the last step. A measurement
+is a dict of *named sets* (``{"val": {"loss": …, "perplexity": …, "bits_per_byte": …, "step": 12, …}}``);
+the summary, the observer's reports, the experiment trackers and the checkpoints consume it
+generically, set by set, whatever the sets are. The numbers always come from
 :func:`qckit.evaluate.evaluate_lm` (token-weighted loss over sliding windows of held-out documents),
 never from the Trainer's own evaluation loop and never from the training loss.
 """
@@ -14,7 +16,10 @@ from typing import Any
 
 from qckit.progress import NullObserver, Observer
 
-__all__ = ["HeldOut"]
+__all__ = ["HeldOut", "VAL_SET"]
+
+#: the name of the set measured on ``val_file``
+VAL_SET = "val"
 
 
 class HeldOut:
@@ -49,9 +54,15 @@ class HeldOut:
     def enabled(self) -> bool:
         return self.texts is not None
 
-    def measure(self, model: Any, step: int) -> dict[str, Any]:
-        """The held-out numbers of ``model`` at optimizer step ``step`` (:class:`~qckit.evaluate.EvalResult`
-        fields plus ``step``). Safe during training: train/eval modes are restored."""
+    @property
+    def names(self) -> list[str]:
+        """The names of the sets :meth:`measure` returns."""
+        return [VAL_SET] if self.enabled else []
+
+    def measure(self, model: Any, step: int) -> dict[str, dict[str, Any]]:
+        """The held-out numbers of ``model`` at optimizer step ``step``, by set name: each set's
+        :class:`~qckit.evaluate.EvalResult` fields plus ``step``. Safe during training: train/eval modes
+        are restored."""
         from qckit.evaluate import evaluate_lm
 
         started = time.perf_counter()
@@ -68,4 +79,4 @@ class HeldOut:
         self.seconds += time.perf_counter() - started
         data = result.as_dict()
         data["step"] = step
-        return data
+        return {VAL_SET: data}

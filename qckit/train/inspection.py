@@ -122,6 +122,7 @@ def inspection(
     device: str,
     adapters: list[str],
     window: int,
+    sources: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The inspection report's data (keys with a ``None`` value are left out)."""
     stats = train_ds.stats
@@ -131,7 +132,8 @@ def inspection(
         train_ds.decode_sample(i, tokenizer) for i in sample_indices(windows, settings.inspect_samples)
     ]
     data: dict[str, Any] = {
-        "train_file": settings.train_file,
+        "train_file": settings.train_file or None,
+        "sources": sources,
         "documents": stats.documents,
         "words": train_ds.num_words,
         "bytes": train_ds.num_bytes,
@@ -140,7 +142,7 @@ def inspection(
         "tokens_kept_pct": 100.0 * stats.tokens_kept / stats.tokens_total if stats.tokens_total else 0.0,
         "fertility_tokens_per_word": train_ds.fertility,
         "window_length": window,
-        "windows": windows,
+        "windows": windows,  # drawn per epoch
         "windows_dropped_short": stats.windows_dropped_short,
         "from_cache": bool(getattr(train_ds, "from_cache", False)),
         "batch_size": settings.batch_size,

@@ -43,7 +43,7 @@ __all__ = [
     "file_sha256",
 ]
 
-PACKING_FORMAT_VERSION = 1  # bump when the tokenization or the stored arrays change
+PACKING_FORMAT_VERSION = 2  # bump when the tokenization or the stored arrays change
 
 
 def iter_documents(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -150,7 +150,8 @@ class PackedDataset(Dataset):
 
     Attributes: ``stats`` (:class:`~qckit.components.PackingStats`), ``documents``, ``num_words``
     (whitespace-separated words), ``num_bytes`` (UTF-8 bytes of the documents), ``fertility`` (tokens per
-    word, without EOS), ``from_cache`` (True when loaded from the on-disk cache) and ``cache_path``.
+    word, without EOS), ``trained`` (per window, the number of positions that are a training target),
+    ``from_cache`` (True when loaded from the on-disk cache) and ``cache_path``.
     """
 
     def __init__(
@@ -164,10 +165,13 @@ class PackedDataset(Dataset):
         num_words: int,
         num_bytes: int,
         num_doc_tokens: int,
+        trained: np.ndarray,
         from_cache: bool = False,
         cache_path: Path | None = None,
     ) -> None:
         if len(input_ids) != len(labels) or len(offsets) < 1 or int(offsets[-1]) != len(input_ids):
+            raise ValueError("inconsistent packed arrays")
+        if len(trained) != len(offsets) - 1:
             raise ValueError("inconsistent packed arrays")
         self.input_ids = input_ids
         self.labels = labels
@@ -177,6 +181,7 @@ class PackedDataset(Dataset):
         self.num_words = int(num_words)
         self.num_bytes = int(num_bytes)
         self.num_doc_tokens = int(num_doc_tokens)
+        self.trained = trained
         self.from_cache = from_cache
         self.cache_path = cache_path
         lengths = np.diff(offsets)
@@ -204,8 +209,12 @@ class PackedDataset(Dataset):
         return self.input_ids[start:end], self.labels[start:end]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        ids, labels = self.window(int(index))
-        n, size = len(ids), self.seq_length
+        return self.item(int(index), self.seq_length)
+
+    def item(self, index: int, size: int) -> dict[str, torch.Tensor]:
+        """Window ``index`` as the model's inputs, padded to ``size`` tokens (at least its length)."""
+        ids, labels = self.window(index)
+        n = len(ids)
         input_ids = torch.full((size,), self.pad_id, dtype=torch.long)
         label_t = torch.full((size,), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros(size, dtype=torch.long)
@@ -247,6 +256,7 @@ class PackedDataset(Dataset):
         np.save(directory / "input_ids.npy", self.input_ids)
         np.save(directory / "labels.npy", self.labels)
         np.save(directory / "offsets.npy", self.offsets)
+        np.save(directory / "trained.npy", self.trained)
         meta = {
             "format": PACKING_FORMAT_VERSION,
             "pad_id": self.pad_id,
@@ -263,11 +273,15 @@ class PackedDataset(Dataset):
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         if meta.get("format") != PACKING_FORMAT_VERSION:
             raise ValueError("packing cache format mismatch")
-        arrays = [
-            np.load(directory / f"{name}.npy", mmap_mode="r") for name in ("input_ids", "labels", "offsets")
-        ]
+        input_ids, labels, offsets, trained = (
+            np.load(directory / f"{name}.npy", mmap_mode="r")
+            for name in ("input_ids", "labels", "offsets", "trained")
+        )
         return cls(
-            *arrays,
+            input_ids,
+            labels,
+            offsets,
+            trained=trained,
             pad_id=meta["pad_id"],
             stats=PackingStats(**meta["stats"]),
             num_words=meta["num_words"],
@@ -350,6 +364,7 @@ def _pack(
     id_parts: list[np.ndarray] = []
     label_parts: list[np.ndarray] = []
     lengths: list[int] = []
+    trained: list[int] = []
     for window_ids, window_labels in chunker.windows(token_stream(), eos, stats):
         n = len(window_ids)
         if n != len(window_labels) or n == 0:
@@ -357,6 +372,7 @@ def _pack(
         id_parts.append(np.fromiter(window_ids, dtype=np.int32, count=n))
         label_parts.append(np.fromiter(window_labels, dtype=np.int32, count=n))
         lengths.append(n)
+        trained.append(int(np.count_nonzero(label_parts[-1] != IGNORE_INDEX)))
     if stats.documents == 0:
         raise InputError(source, "no documents (every line is blank)")
     if not lengths:
@@ -376,6 +392,7 @@ def _pack(
         num_words=counts["words"],
         num_bytes=counts["bytes"],
         num_doc_tokens=counts["doc_tokens"],
+        trained=np.asarray(trained, dtype=np.int32),
     )
 
 

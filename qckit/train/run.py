@@ -7,7 +7,8 @@ Phases, in order (:meth:`TrainRun.run`)::
     model      the model loaded as the adapters ask, context checks, the adapters' wrapping
     arguments  TrainingArguments (the seed's defaults come in through the settings; adapters edit them)
     inspect    optimizer steps, device placement, the inspection report with a measured time estimate
-    trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation)
+    trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation); its
+               optimizer takes the adapters' parameter groups (qckit.train.trainer)
     train      trainer.train()
     summary    model, state, training_summary.json and recipe.toml written; the TrainResult returned
 
@@ -53,9 +54,10 @@ class TrainResult:
     summary_path: Path | None = None  # None on ranks other than 0
     merged_dir: Path | None = None
     global_step: int = 0
-    eval_before: dict[str, Any] | None = None
-    eval_after: dict[str, Any] | None = None
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    #: held-out measurements (set name → numbers, see :mod:`qckit.train.heldout`)
+    eval_before: dict[str, dict[str, Any]] | None = None
+    eval_after: dict[str, dict[str, Any]] | None = None
+    eval_history: list[dict[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def run_train(
@@ -126,7 +128,7 @@ class TrainRun:
         self.env: Any = None
         self.obs: _WarningsKept = _WarningsKept(self.observer)
         self.precision = ""
-        self.train_path = Path(settings.train_file)
+        self.sources = settings.sources()
         self.val_path: Path | None = Path(settings.val_file) if settings.val_file else None
         self.resume_from: str | None = None
         # data
@@ -176,9 +178,10 @@ class TrainRun:
     def check(self) -> None:
         """Everything that can be refused before anything heavy is loaded (hardware, files, resume)."""
         settings = self.settings
-        if not settings.train_file:
+        if not self.sources:
             raise RecipeError(
-                "no training file: set train.train_file (or --train_file)", key="train.train_file"
+                "no training file: set train.train_file (or --train_file), or list [[train.data]] sources",
+                key="train.train_file",
             )
         from qckit.hardware import choose_precision, detect_environment
 
@@ -187,10 +190,10 @@ class TrainRun:
         for adapter in self.adapters:
             adapter.check(env, self.adapter_names)
         self.precision = choose_precision(env, settings.precision)
-        if not self.train_path.is_file():
-            raise InputError(
-                self.train_path, "training file not found" if not self.train_path.exists() else "not a file"
-            )
+        for source in self.sources:
+            path = Path(source.path)
+            if not path.is_file():
+                raise InputError(path, "training file not found" if not path.exists() else "not a file")
         if self.val_path is not None and not self.val_path.is_file():
             raise InputError(
                 self.val_path, "validation file not found" if not self.val_path.exists() else "not a file"
@@ -198,10 +201,12 @@ class TrainRun:
         self.resume_from = _find_resume_checkpoint(settings, self.output_dir, self.obs)
 
     def data(self) -> None:
-        """The tokenizer, the packed training windows (rank 0 fills the cache first) and the validation texts."""
+        """The tokenizer, the packed windows of every source mixed by share (rank 0 fills the caches
+        first), and the validation texts."""
         from transformers import set_seed
 
         from qckit.models import load_tokenizer, resolve_model
+        from qckit.train.mixing import MixedDataset
         from qckit.train.packing import iter_documents
 
         settings = self.settings
@@ -210,7 +215,11 @@ class TrainRun:
         self.tokenizer = load_tokenizer(self.source, trust_remote_code=settings.trust_remote_code)
         cache_dir = Path(settings.cache_dir) if settings.cache_dir else self.output_dir / ".cache"
         with _main_process_first(self.env):
-            self.train_ds = _pack(self.train_path, self.tokenizer, self.chunker, cache_dir, self.obs)
+            packed = [
+                _pack(Path(source.path), self.tokenizer, self.chunker, cache_dir, self.obs)
+                for source in self.sources
+            ]
+        self.train_ds = MixedDataset(self.sources, packed, settings.seed)
         if self.val_path is not None:
             self.val_texts = [text for _, text in iter_documents(self.val_path)]
             if not self.val_texts:
@@ -364,6 +373,7 @@ class TrainRun:
             device=self.env.describe(),
             adapters=self.adapter_names,
             window=self.window,
+            sources=self.train_ds.source_report(),
         )
         seconds = None
         if settings.timing_warmup_steps > 0 and not self.shards_model and self.placed:
@@ -395,11 +405,12 @@ class TrainRun:
 
     def build_trainer(self) -> None:
         """The Trainer, with TensorBoard into ``<output_dir>/logs`` and qckit's callback."""
-        from transformers import Trainer, default_data_collator
+        from transformers import default_data_collator
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from qckit.train.callback import QckitCallback, TrainProgress
         from qckit.train.heldout import HeldOut
+        from qckit.train.trainer import QckitTrainer
 
         settings = self.settings
         self.heldout = HeldOut(
@@ -429,13 +440,14 @@ class TrainRun:
 
             self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
             callbacks.append(TensorBoardCallback(tb_writer=self._writer))
-        trainer = Trainer(
+        trainer = QckitTrainer(  # its create_optimizer asks the adapters for parameter groups
             model=self.model,
             args=self.args,
             train_dataset=self.train_ds,
             data_collator=default_data_collator,  # windows are pre-padded, labels -100 on padding and context
             processing_class=self.tokenizer,
             callbacks=callbacks,
+            adapters=self.adapters,
         )
         trainer.remove_callback(PrinterCallback)  # library code never prints
         trainer.remove_callback(ProgressCallback)
@@ -506,7 +518,8 @@ class TrainRun:
             "precision": self.precision,
             "device": self.env.describe(),
             "world_size": self.world_size,
-            "train_file": str(self.train_path),
+            "train_file": settings.train_file or None,
+            "sources": self.train_ds.source_report(self._windows_drawn(state.global_step)),
             "val_file": str(self.val_path) if self.val_path else None,
             "output_dir": str(output_dir),
             "resumed_from": self.resume_from,
@@ -522,7 +535,7 @@ class TrainRun:
             "eval_history": progress.eval_history,
             "tokens_seen": state.num_input_tokens_seen,
             "tokens_seen_this_run": tokens_this_run,
-            "windows": len(self.train_ds),
+            "windows": len(self.train_ds),  # per epoch
             "train_runtime_s": train_seconds,
             "eval_runtime_s": self.heldout.seconds,
             "tokens_per_s": tokens_this_run / compute_seconds,
@@ -546,6 +559,16 @@ class TrainRun:
         result.summary_path = summary_path
         result.merged_dir = merged_dir
         return result
+
+    def _windows_drawn(self, global_step: int) -> int:
+        """Windows the run has drawn after ``global_step`` optimizer steps (epoch after epoch)."""
+        per_epoch = len(self.train_ds)
+        steps_per_epoch = estimate_optimizer_steps(
+            per_epoch, self.step_batch, self.settings.gradient_accumulation_steps, 1, self.world_size
+        )
+        per_step = self.step_batch * self.settings.gradient_accumulation_steps * self.world_size
+        epochs, rest = divmod(global_step, steps_per_epoch)
+        return epochs * per_epoch + min(rest * per_step, per_epoch)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -611,16 +634,22 @@ def _pack(path: Path, tokenizer: Any, chunker: Any, cache_dir: Path, obs: Observ
         raise
 
 
-def _deltas(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, float] | None:
+def _deltas(
+    before: dict[str, dict[str, Any]] | None, after: dict[str, dict[str, Any]] | None
+) -> dict[str, dict[str, float]] | None:
+    """After minus before (and in percent of before) for each set measured both times."""
     if not before or not after:
         return None
-    out: dict[str, float] = {}
-    for key in ("loss", "perplexity", "bits_per_byte"):
-        b, a = before.get(key), after.get(key)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            out[key] = a - b
-            if b and math.isfinite(b):
-                out[f"{key}_pct"] = (a - b) / b * 100
+    out: dict[str, dict[str, float]] = {}
+    for name in [n for n in before if n in after]:
+        deltas: dict[str, float] = {}
+        for key in ("loss", "perplexity", "bits_per_byte"):
+            b, a = before[name].get(key), after[name].get(key)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+                deltas[key] = a - b
+                if b and math.isfinite(b):
+                    deltas[f"{key}_pct"] = (a - b) / b * 100
+        out[name] = deltas
     return out
 
 

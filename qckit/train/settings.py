@@ -7,12 +7,16 @@ module imports nothing heavy, so loading a recipe never imports torch or transfo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from qckit.evaluate import PROTOCOLS
 from qckit.hardware import DEVICES, PRECISIONS
 
-__all__ = ["SCHEDULERS", "TrainSettings"]
+__all__ = ["EXHAUSTED", "SCHEDULERS", "DataSource", "TrainSettings"]
+
+#: what a training source does when its windows run out before the epoch ends (``[[train.data]] exhausted``)
+EXHAUSTED = ("repeat", "stop")
 
 #: ``lr_scheduler`` values (transformers' ``SchedulerType`` names that need no extra arguments).
 SCHEDULERS = (
@@ -27,6 +31,33 @@ SCHEDULERS = (
 
 
 @dataclass
+class DataSource:
+    """One training source of a ``[[train.data]]`` list: a corpus file and its share of the training tokens.
+
+    ``weight`` is the source's share of the tokens trained on (label ≠ -100); the weights of a recipe
+    are normalised to sum to 1, so ``0.8``/``0.2`` and ``4``/``1`` mean the same. ``exhausted`` says
+    what happens when the source has no window left before the epoch ends: ``"repeat"`` draws it
+    again (in a new order), ``"stop"`` ends the epoch. ``name`` labels the source in the reports
+    (default: the file name without its extension).
+    """
+
+    path: str
+    weight: float = 1.0
+    exhausted: str = "repeat"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise ValueError(f"path: must name a training file, got {self.path!r}")
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"weight: must be a finite number greater than 0, got {self.weight!r}")
+        if self.exhausted not in EXHAUSTED:
+            raise ValueError(f"exhausted: must be one of {', '.join(EXHAUSTED)}, got {self.exhausted!r}")
+        if not self.name:
+            self.name = Path(self.path).stem or self.path
+
+
+@dataclass
 class TrainSettings:
     """Settings of the train stage: the recipe's ``[train]`` table (every key is a field below).
 
@@ -36,7 +67,9 @@ class TrainSettings:
     support it, fp16 on older CUDA GPUs and fp32 on CPU (the seed forced fp16, which crashes on CPU).
     """
 
-    train_file: str = ""  #: training corpus, one document per line (required when training)
+    train_file: str = ""  #: training corpus, one document per line (the one-source form of ``data``)
+    #: several training sources with token shares (``[[train.data]]``, replay); instead of train_file
+    data: list[DataSource] = field(default_factory=list)
     val_file: str | None = None  #: held-out corpus for perplexity and bits-per-byte
     output_dir: str = "./cpt_model"
     model: str = "meta-llama/Llama-3.2-1B"  #: hub id, model directory, .gguf file or pkg:<package>/<file>
@@ -150,3 +183,17 @@ class TrainSettings:
         need(self.inspect_samples >= 0, "inspect_samples", "must be 0 or more")
         need(self.timing_warmup_steps >= 0, "timing_warmup_steps", "must be 0 (no time estimate) or more")
         need(self.dataloader_workers >= 0, "dataloader_workers", "must be 0 or more")
+        if self.train_file and self.data:
+            raise ValueError("data: set either train_file (one source) or [[train.data]] (several), not both")
+        names = [source.name for source in self.data]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(
+                f"data: source names must differ (set name = ...); repeated: {', '.join(duplicated)}"
+            )
+
+    def sources(self) -> list[DataSource]:
+        """The training sources: ``data``, or ``train_file`` as the one source (empty when neither is set)."""
+        if self.data:
+            return list(self.data)
+        return [DataSource(path=self.train_file)] if self.train_file else []

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from qckit.components import BLANK_LINE, Document, IssueLog
 from qckit.errors import RecordError
-from qckit_builtins.readers.lines import decode_line, iter_lines
+from qckit_builtins.readers.lines import byte_ranges, decode_line, iter_lines
 
 _JSON_TYPES = {
     dict: "an object",
@@ -50,6 +50,12 @@ class JsonlReader:
 
     def records(self, path: Path) -> Iterator[bytes]:
         return iter_lines(path)
+
+    def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
+        return byte_ranges(path, size)
+
+    def records_between(self, path: Path, start: int, end: int) -> Iterator[bytes]:
+        return iter_lines(path, start=start, end=end)
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         raw = decode_line(record, source, line, issues)

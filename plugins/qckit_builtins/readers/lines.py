@@ -88,11 +88,13 @@ def _open(path: Path):
         raise InputError(path, f"cannot open: {e.strerror or e}") from None
 
 
-def _chunks(f, path: Path, chunk_size: int) -> Iterator[bytes]:
+def _chunks(f, path: Path, chunk_size: int, limit: int | None = None) -> Iterator[bytes]:
+    """Read ``f`` in pieces of ``chunk_size`` bytes (at most ``limit`` bytes in all, when given)."""
     gz = isinstance(f, gzip.GzipFile)
-    while True:
+    while limit is None or limit > 0:
+        want = chunk_size if limit is None else min(chunk_size, limit)
         try:
-            chunk = f.read(chunk_size)
+            chunk = f.read(want)
         except (EOFError, zlib.error) as e:
             raise InputError(path, f"corrupt gzip file: {e}") from None
         except OSError as e:  # gzip.BadGzipFile is an OSError
@@ -101,24 +103,67 @@ def _chunks(f, path: Path, chunk_size: int) -> Iterator[bytes]:
             raise InputError(path, f"read error: {e.strerror or e}") from None
         if not chunk:
             return
+        if limit is not None:
+            limit -= len(chunk)
         yield chunk
 
 
-def iter_lines(path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def _is_compressed(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def byte_ranges(path: str | os.PathLike[str], size: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, end)`` ranges of about ``size`` bytes covering ``path``, each starting at a
+    line start; ``[]`` for a compressed file (it cannot be read from the middle)."""
+    path = Path(path)
+    if _is_compressed(path):
+        return []
+    total = path.stat().st_size
+    cuts = [0]
+    with _open(path) as f:
+        target = size
+        while target < total:
+            start = _next_line_start(f, path, target)
+            if start >= total:
+                break
+            cuts.append(start)
+            target = max(start, target) + size
+    return [(a, b) for a, b in zip(cuts, [*cuts[1:], total], strict=True)]
+
+
+def _next_line_start(f, path: Path, pos: int) -> int:
+    """The first line start at or after ``pos`` (> 0): the byte after the first ``\n`` at or after ``pos - 1``."""
+    f.seek(pos - 1)
+    offset = pos - 1
+    for chunk in _chunks(f, path, 1 << 16):
+        i = chunk.find(b"\n")
+        if i >= 0:
+            return offset + i + 1
+        offset += len(chunk)
+    return offset
+
+
+def iter_lines(
+    path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE, start: int = 0, end: int | None = None
+) -> Iterator[bytes]:
     """Yield the lines of ``path`` (gzip-decompressed when its name ends with ``.gz``) as bytes without their
     line ending, a UTF-8 BOM removed from the first. Memory stays bounded by ``chunk_size`` plus the longest
-    line. Raises :class:`~qckit.errors.InputError` for a missing file, a directory or a corrupt gzip stream."""
+    line. With ``start``/``end`` (an uncompressed file, a range from :func:`byte_ranges`): only the lines
+    that start in ``[start, end)``. Raises :class:`~qckit.errors.InputError` for a missing file, a directory
+    or a corrupt gzip stream."""
     path = Path(path)
     if path.is_dir():
         raise InputError(path, "is a directory, expected a file")
     with _open(path) as f:
-        chunks = _chunks(f, path, chunk_size)
+        if start:
+            f.seek(start)
+        chunks = _chunks(f, path, chunk_size, None if end is None else end - start)
         head = b""
         for piece in chunks:
             head += piece
             if len(head) >= 3:
                 break
-        if head.startswith(_BOM):
+        if start == 0 and head.startswith(_BOM):
             head = head[3:]
         rest = b""
         pending: list[bytes] = []  # pieces of a line longer than one chunk, joined once its end arrives

@@ -1,0 +1,267 @@
+"""Shards: the unit of work of executors whose workers read their own input, with completion records.
+
+A shard is one input file, or a byte range of a big one when its reader can cut it (the
+``byte_ranges`` and ``records_between`` abilities of :class:`~qckit.components.Reader`). A run:
+
+1. **cut** (driver, cheap): the reader proposes ranges of about ``shard_bytes`` starting at record starts;
+2. **count** (workers, in parallel): the records of every range but the last of its file, so that each
+   shard knows the number of its first record and documents keep their exact line numbers;
+3. **map** (workers): each shard is read, cut into batches and processed by
+   :func:`qckit.prepare.work.process`; the worker writes the results into the run's work directory,
+   then a completion record;
+4. **decide** and **apply** (driver): the results are read back in corpus order, the stateful filters
+   (deduplication) decide keep-first over the whole corpus, and the output stage writes what they kept.
+
+So the output is byte-identical to the local executor's for any shard count. The plan and the
+completion records stay in the work directory until the run commits; a run with ``resume`` whose
+fingerprint (components, settings, input sizes and times) matches reuses them and reruns only the
+shards without a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from qckit import __version__
+from qckit._fs import atomic_write_json
+from qckit.errors import ComponentError, InputError
+from qckit.prepare.inputs import InputFile, record_batches
+from qckit.prepare.work import BatchResult, Stage, process
+
+PLAN_FILE = "plan.json"
+_FORMAT = 1  # of the work directory; a different one is never resumed
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input file, or the records that start in the byte range ``[start, end)`` of one."""
+
+    index: int  # position in corpus order
+    file_index: int
+    set_index: int
+    path: str
+    reader: str
+    start: int = 0
+    end: int | None = None  # None: the whole file, read with the reader's ``records``
+    first_line: int = 1  # the number of its first record
+
+    def __str__(self) -> str:
+        if self.end is None:
+            return f"shard {self.index} ({self.path})"
+        return f"shard {self.index} ({self.path}, bytes {self.start:,}-{self.end:,})"
+
+
+@dataclass
+class ShardContext:
+    """What every shard worker needs; sent to each worker once."""
+
+    stage: Stage
+    readers: dict[str, Any]  # reader name → ComponentSpec (owner labels for errors)
+    batch_bytes: int
+    work_dir: str
+
+
+def cut(files: list[InputFile], readers: dict[str, Any], shard_bytes: int) -> list[Shard]:
+    """Shards of about ``shard_bytes`` (first lines still unknown past a file's first range)."""
+    shards: list[Shard] = []
+    for inp in files:
+        reader = readers[inp.reader]
+        instance = reader.instance
+        ranges: list[tuple[int, int]] = []
+        splittable = hasattr(instance, "byte_ranges") and hasattr(instance, "records_between")
+        if splittable and inp.size > shard_bytes:
+            try:
+                ranges = instance.byte_ranges(Path(inp.path), shard_bytes)
+            except (InputError, OSError):
+                raise
+            except Exception as exc:
+                raise ComponentError("reader", inp.reader, reader.owner, inp.path, exc) from exc
+        if len(ranges) <= 1:
+            shards.append(Shard(len(shards), inp.file_index, inp.set_index, inp.path, inp.reader))
+            continue
+        for start, end in ranges:
+            shards.append(Shard(len(shards), inp.file_index, inp.set_index, inp.path, inp.reader, start, end))
+    return shards
+
+
+def needs_count(shards: list[Shard]) -> list[Shard]:
+    """The ranges whose record count the following range of the same file needs."""
+    return [s for s, nxt in zip(shards, shards[1:], strict=False) if nxt.file_index == s.file_index]
+
+
+def count_records(ctx: ShardContext, shard: Shard) -> int:
+    """How many records start in the shard's range (runs on a worker)."""
+    reader = ctx.readers[shard.reader]
+    return sum(1 for _ in _records(reader, shard))
+
+
+def number(shards: list[Shard], counts: list[int]) -> list[Shard]:
+    """``shards`` with their first line numbers, from the counts of :func:`needs_count`'s ranges."""
+    by_index = dict(zip((s.index for s in needs_count(shards)), counts, strict=True))
+    out: list[Shard] = []
+    for shard in shards:
+        first = 1
+        if out and out[-1].file_index == shard.file_index:
+            first = out[-1].first_line + by_index[out[-1].index]
+        out.append(Shard(**{**asdict(shard), "first_line": first}))
+    return out
+
+
+def _records(reader: Any, shard: Shard) -> Iterator[bytes]:
+    path = Path(shard.path)
+    if shard.end is None:
+        return reader.instance.records(path)
+    return reader.instance.records_between(path, shard.start, shard.end)
+
+
+# -- the work directory ----------------------------------------------------------------------------
+
+
+def results_path(work_dir: str | Path, shard: Shard) -> Path:
+    return Path(work_dir) / "shards" / f"{shard.index:06d}.pkl"
+
+
+def record_path(work_dir: str | Path, shard: Shard) -> Path:
+    return Path(work_dir) / "shards" / f"{shard.index:06d}.done"
+
+
+def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
+    """Process one shard (runs on a worker): its batch results go to the work directory, then its
+    completion record. Returns the record."""
+    started = time.perf_counter()
+    reader = ctx.readers[shard.reader]
+    inp = InputFile(shard.file_index, shard.set_index, shard.path, shard.reader, 0)
+    final = results_path(ctx.work_dir, shard)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+    batches = records = nbytes = 0
+    try:
+        with open(tmp, "wb") as f:
+            pickler = pickle.Pickler(f, pickle.HIGHEST_PROTOCOL)
+            for batch in record_batches(
+                _records(reader, shard), inp, reader, shard.first_line, ctx.batch_bytes
+            ):
+                pickler.dump(process(ctx.stage, batch))
+                pickler.clear_memo()
+                batches += 1
+                records += len(batch.records)
+                nbytes += batch.nbytes
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    record = {
+        "shard": str(shard),
+        "batches": batches,
+        "records": records,
+        "bytes_read": nbytes,
+        "results_bytes": final.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    atomic_write_json(record_path(ctx.work_dir, shard), record)
+    return record
+
+
+def is_complete(work_dir: str | Path, shard: Shard) -> bool:
+    """Whether the shard left a completion record and results of the size it names."""
+    try:
+        record = json.loads(record_path(work_dir, shard).read_text(encoding="utf-8"))
+        return results_path(work_dir, shard).stat().st_size == record["results_bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def read_results(work_dir: str | Path, shard: Shard) -> Iterator[BatchResult]:
+    """A finished shard's batch results, in order."""
+    with open(results_path(work_dir, shard), "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
+
+
+def fingerprint(files: list[InputFile], components: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """What a shard's results depend on: inputs (path, size, modification time), the components that run
+    in workers with their settings and plugins, and the settings that shape batches."""
+    inputs = []
+    for inp in files:
+        st = os.stat(inp.path)
+        inputs.append({"path": os.path.abspath(inp.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    comps = [
+        {"kind": c.kind, "name": c.name, "params": c.params, "owner": c.owner, "class": _qualname(c.instance)}
+        for c in components
+    ]
+    return {
+        "format": _FORMAT,
+        "qckit": __version__,
+        "inputs": inputs,
+        "components": comps,
+        "settings": settings,
+    }
+
+
+def _qualname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_plan(work_dir: Path, print_: dict[str, Any], shards: list[Shard]) -> None:
+    atomic_write_json(
+        work_dir / PLAN_FILE,
+        {"fingerprint": print_, "digest": digest(print_), "shards": [asdict(s) for s in shards]},
+    )
+
+
+def load_plan(work_dir: Path, print_: dict[str, Any]) -> list[Shard] | None:
+    """The shards of the interrupted run in ``work_dir``, if it had this fingerprint; ``None`` when
+    there is nothing to resume; :class:`InputError` naming what changed when it is another run's work."""
+    path = work_dir / PLAN_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        old, shards = saved["fingerprint"], [Shard(**s) for s in saved["shards"]]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(path, f"cannot resume: unreadable plan ({exc}); run without resume") from None
+    if digest(old) != digest(print_):
+        raise InputError(
+            work_dir, f"cannot resume: {_difference(old, print_)}; run without resume to start over"
+        )
+    return shards
+
+
+def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    if old.get("format") != new.get("format") or old.get("qckit") != new.get("qckit"):
+        return "the interrupted run was made by another qckit version"
+    old_inputs = {i["path"]: i for i in old.get("inputs", [])}
+    new_inputs = {i["path"]: i for i in new.get("inputs", [])}
+    if list(old_inputs) != list(new_inputs):
+        return "the interrupted run had other inputs"
+    for path, info in new_inputs.items():
+        if info != old_inputs[path]:
+            return f"input {path} changed since the interrupted run (size or modification time)"
+    if old.get("components") != new.get("components"):
+        return "the recipe's readers, normalizers or filters changed since the interrupted run"
+    return "the recipe's settings changed since the interrupted run"
+
+
+def clear(work_dir: Path) -> None:
+    """Remove a work directory (a finished run's, or one that will not be resumed)."""
+    shutil.rmtree(work_dir, ignore_errors=True)
