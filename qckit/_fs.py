@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "jsonable", "staging_dir", "replace_dir"]
+__all__ = [
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "jsonable",
+    "staging_dir",
+    "replace_dir",
+]
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

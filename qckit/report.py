@@ -247,7 +247,8 @@ def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool
     line = Text.assemble(literal(f"{head}{step}: ", "bold", one_line=True))
     value = data.get(metric)
     line.append(
-        f"{_LABELS.get(metric, metric)} {_value(value, metric) if value is not None else '–'}", style="bold cyan"
+        f"{_LABELS.get(metric, metric)} {_value(value, metric) if value is not None else '–'}",
+        style="bold cyan",
     )
     ci = data.get(f"{metric}_ci95")
     if isinstance(ci, list) and len(ci) == 2:
@@ -370,34 +371,11 @@ def compare_report(runs: list[Any]) -> RenderableType:
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:
-    """Before/after held-out perplexity and bits-per-byte of each set, plus throughput."""
+    """Every eval set before/after (one table: target gains, retain checks with breaches in red), the
+    training sources and the run's numbers."""
     parts: list[RenderableType] = []
-    before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
-    if before or after:
-        t = Table(title="Held-out evaluation", box=box.SIMPLE_HEAVY)
-        t.add_column("set")
-        t.add_column("metric")
-        t.add_column("before", justify="right")
-        t.add_column("after", justify="right")
-        t.add_column("change", justify="right")
-        for name in dict.fromkeys([*before, *after]):
-            for key in ("bits_per_byte", "perplexity", "loss"):
-                b, a = (before.get(name) or {}).get(key), (after.get(name) or {}).get(key)
-                if b is None and a is None:
-                    continue
-                change: str | Text = ""
-                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-                    delta = (a - b) / b * 100
-                    change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
-                _row(
-                    t,
-                    name,
-                    key.replace("_", " "),
-                    _n(b) if b is not None else "–",
-                    _n(a) if a is not None else "–",
-                    change,
-                )
-        parts.append(t)
+    if summary.get("eval_sets"):
+        parts.append(eval_sets_table(summary["eval_sets"], title="Held-out evaluation"))
     if summary.get("sources"):
         parts.append(sources_table(summary["sources"]))
     parts.append(key_values("Run", summary))

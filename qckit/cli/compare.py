@@ -74,7 +74,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="the eval sets of finished runs side by side (before/after/change, forgetting), optionally plotted",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="a train output_dir (holds training_summary.json)")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="a train output_dir (holds training_summary.json)"
+    )
     p.add_argument("--plot", metavar="OUT.png", help="draw each set's metric over steps, one line per run")
     p.add_argument("--json", action="store_true", help="print the runs' eval sets and curves as JSON")
     p.set_defaults(func=cmd_compare)

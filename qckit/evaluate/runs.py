@@ -60,7 +60,9 @@ def read_run(run_dir: str | Path) -> Run:
     summary = _read_json(summary_path)
     sets = summary.get("eval_sets") if isinstance(summary, dict) else None
     if not isinstance(sets, dict) or not sets:
-        raise InputError(summary_path, "no eval sets in this summary (a run without val_file or [[train.eval]])")
+        raise InputError(
+            summary_path, "no eval sets in this summary (a run without val_file or [[train.eval]])"
+        )
     run = Run(path, sets)
     state_path = path / STATE_FILE
     history = _read_json(state_path).get("log_history", []) if state_path.is_file() else []
@@ -68,7 +70,11 @@ def read_run(run_dir: str | Path) -> Run:
         key = scalar_key(name, entry.get("protocol") or "", entry["metric"])
         points = [(int(row["step"]), float(row[key])) for row in history if key in row and "step" in row]
         if not points:  # no trainer_state.json: the summary's measurements
-            measured = [summary.get("eval_before"), *(summary.get("eval_history") or []), summary.get("eval_after")]
+            measured = [
+                summary.get("eval_before"),
+                *(summary.get("eval_history") or []),
+                summary.get("eval_after"),
+            ]
             points = [
                 (int(m[name]["step"]), float(m[name][entry["metric"]]))
                 for m in measured
