@@ -65,7 +65,14 @@ def _file_sets(args: argparse.Namespace, host: Any) -> list[Any]:
     for option in {o for _, s in FILE_FLAGS.values() for o in s} - set(settings):
         if getattr(args, option) not in (None, False):
             raise RecipeError(f"--{option} does not apply to --{flag}", source=SOURCE, key=f"--{option}")
-    spec = build_component(host, "evaluator", table, f"--{flag}", SOURCE)
+    try:
+        spec = build_component(host, "evaluator", table, f"--{flag}", SOURCE)
+    except RecipeError as exc:
+        # "--pairs.metric" → "--metric": the flag that set the parameter
+        key = exc.key or ""
+        parameter = key.split(".", 1)[1] if "." in key else ""
+        option = next((o for o, p in settings.items() if p == parameter), None)
+        raise RecipeError(exc.detail, source=SOURCE, key=f"--{option}" if option else f"--{flag}") from None
     return [EvalSet(spec.entry, spec.instance)]
 
 
@@ -125,12 +132,14 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         data: dict[str, Any] = (
             {"model": model_spec, "adapter": args.adapter, "sets": measurement}
             if recipe is not None
-            else {"name": next(iter(measurement)), **next(iter(measurement.values()))}
+            else {"name": sets[0].name, "path": sets[0].settings.path, **measurement[sets[0].name]}
         )
         console.print_json(json.dumps(_finite(data), ensure_ascii=False))
     else:
-        for name, numbers in measurement.items():
-            console.print(report.eval_line("", numbers, name, seconds=False))
+        for eval_set, (name, numbers) in zip(sets, measurement.items(), strict=True):
+            # one file: named by its file name, printed as written; a recipe's sets by their names
+            label = name if recipe is not None else Path(eval_set.settings.path).name
+            console.print(report.eval_line("", numbers, label, seconds=False))
     return 0
 
 
