@@ -71,8 +71,8 @@ def _file_sets(args: argparse.Namespace, host: Any) -> list[Any]:
         # "--pairs.metric" → "--metric": the flag that set the parameter
         key = exc.key or ""
         parameter = key.split(".", 1)[1] if "." in key else ""
-        option = next((o for o, p in settings.items() if p == parameter), None)
-        raise RecipeError(exc.detail, source=SOURCE, key=f"--{option}" if option else f"--{flag}") from None
+        setter = next((o for o, p in settings.items() if p == parameter), None)
+        raise RecipeError(exc.detail, source=SOURCE, key=f"--{setter}" if setter else f"--{flag}") from None
     return [EvalSet(spec.entry, spec.instance)]
 
 
