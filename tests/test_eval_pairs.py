@@ -176,3 +176,20 @@ def test_wilson_interval_and_macro_f1_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     assert macro_f1([0, 0, 1, 1], [0, 1, 1, 1]) == pytest.approx((2 / 3 + 4 / 5) / 2)
     assert macro_f1([0, 1, 2], [0, 1, 2]) == 1.0
+
+
+def test_a_delimiter_goes_before_each_sentence(tmp_path, tiny_model, tiny_tokenizer):
+    row = PAIRS[0]
+    swapped = {"sentence_good": row["sentence_bad"], "sentence_bad": row["sentence_good"]}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(swapped) + "\n", encoding="utf-8")
+    result = score_pairs(
+        tiny_model, read_pairs(path), EvalContext(tiny_tokenizer, max_length=64), delimiter=" "
+    )
+    good, bad = (logprob(tiny_model, tiny_tokenizer, " " + row[k]) for k in ("sentence_good", "sentence_bad"))
+    # one of the two orders is wrong, by exactly the difference of the two log-probabilities
+    assert result["correct"] == 1
+    [wrong] = result["confidently_wrong"]
+    assert wrong["line"] == (2 if good > bad else 1) and wrong["margin"] == pytest.approx(
+        abs(good - bad), rel=1e-5
+    )

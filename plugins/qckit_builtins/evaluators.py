@@ -104,7 +104,8 @@ class MinimalPairs:
     ``metric``: ``accuracy`` (summed log-probability), ``accuracy_norm`` (per character) or
     ``accuracy_bytes`` (per UTF-8 byte). ``group_by`` names the phenomenon field (default: the first
     of phenomenon, linguistic_phenomenon, linguistics_term, UID, category, type); ``examples`` = how
-    many of the most confidently wrong pairs to keep. A regression is in points: ``before − after``.
+    many of the most confidently wrong pairs to keep; ``delimiter`` is put before each sentence (""
+    like lm-eval's multiblimp, " " like its English blimp). A regression is in points: ``before − after``.
     """
 
     name = "minimal_pairs"
@@ -118,6 +119,7 @@ class MinimalPairs:
         metric: str = "accuracy",
         group_by: str = "",
         examples: int = 5,
+        delimiter: str = "",
         prefix_token: str | int | None = None,
     ) -> None:
         _check_metric(metric, self.METRICS)
@@ -127,6 +129,7 @@ class MinimalPairs:
         self.metric = metric
         self.group_by = group_by
         self.examples = examples
+        self.delimiter = delimiter
         self.prefix_token = prefix_token
 
     def load(self, path: Path, tokenizer: Any) -> Any:
@@ -137,7 +140,14 @@ class MinimalPairs:
     def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
         from qckit.evaluate.pairs import score_pairs
 
-        return score_pairs(model, data, context, prefix_token=self.prefix_token, examples=self.examples)
+        return score_pairs(
+            model,
+            data,
+            context,
+            prefix_token=self.prefix_token,
+            examples=self.examples,
+            delimiter=self.delimiter,
+        )
 
 
 class MultipleChoice:

@@ -10,9 +10,11 @@ Rows (JSON Lines, one pair per line) come in either of two layouts:
 ``group_by`` names the field to group by instead. A bad row (not JSON, a missing or empty sentence,
 two identical sentences, a label that is not 0 or 1) is counted with its ``file:line`` and skipped.
 
-Scoring, as lm-eval scores BLiMP (a ``multiple_choice`` task with an empty context): a sentence's
-score is ``LL(s) = log p(s | prefix token)``, the summed log-probability of its tokens after the
-prefix token (:func:`~qckit.evaluate.loglik.prefix_token_id`). A pair is correct when
+Scoring, as lm-eval scores its minimal-pair tasks (``multiple_choice`` with an empty context): a
+sentence's score is ``LL(s) = log p(delimiter + s | prefix token)``, the summed log-probability of its
+tokens after the prefix token (:func:`~qckit.evaluate.loglik.prefix_token_id`). ``delimiter`` is
+empty by default (lm-eval's ``multiblimp`` and ``blimp_nl`` tasks); ``" "`` reproduces its English
+``blimp`` task, which keeps the default ``target_delimiter``. A pair is correct when
 ``LL(good) > LL(bad)`` (strictly: a tie counts as wrong, where lm-eval's argmax would pick the
 grammatical one). The numbers:
 
@@ -130,13 +132,14 @@ def score_pairs(
     *,
     prefix_token: str | int | None = None,
     examples: int = 5,
+    delimiter: str = "",
 ) -> dict[str, Any]:
     """Score every pair of ``pair_set`` on ``model`` (see the module docstring for the numbers)."""
     started = time.perf_counter()
     tokenizer = context.tokenizer
     prefix = prefix_token_id(tokenizer, prefix_token)
     texts = [s for p in pair_set.pairs for s in (p.good, p.bad)]
-    requests = encode_pairs(tokenizer, [("", s) for s in texts], prefix)
+    requests = encode_pairs(tokenizer, [("", delimiter + s) for s in texts], prefix)
     scorer = context.scorer(model)
     scores = scorer.loglikelihoods(model, requests, task="minimal pairs")
     results = []
