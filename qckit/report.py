@@ -282,63 +282,67 @@ def _change(entry: dict[str, Any]) -> str:
     return f"{change * 100:+.1f} pts"
 
 
-def _set_cells(entry: dict[str, Any]) -> tuple[str, Text, Text]:
-    """``(metric label, change, check)`` of an eval set's outcome: the gain of a target set, the check of a
-    retain set (a breach in red)."""
-    metric = _LABELS.get(entry["metric"], entry["metric"])
+def _metric_label(entry: dict[str, Any]) -> str:
+    """``bpb/document``, ``acc``, ``F1``: a set's headline metric with its protocol, short for tables."""
+    metric = "bpb" if entry["metric"] == "bits_per_byte" else _LABELS.get(entry["metric"], entry["metric"])
+    return f"{metric}/{entry['protocol']}" if entry.get("protocol") else metric
+
+
+def _set_cells(entry: dict[str, Any]) -> tuple[Text, Text]:
+    """``(change, check)`` of an eval set's outcome: a target set's gain, a retain set's check (a breach in
+    red, with the regression it allows)."""
     gain = entry.get("gain")
     style = "" if gain is None else ("green" if gain > 0 else "yellow" if gain < 0 else "")
     if entry["role"] == "retain":
         allowed = entry.get("max_regression")
-        unit = "%" if entry.get("regression_unit") == "relative" else "pts"
-        limit = f"allowed {allowed * 100:g} {unit}" if allowed is not None else ""
+        unit = " %" if entry.get("regression_unit") == "relative" else " pts"
+        limit = f"{allowed * 100:g}{unit}" if allowed is not None else ""
         if entry.get("breach"):
-            check = Text(f"BREACH ({limit})", style="bold red")
+            check = Text(f"BREACH (>{limit})", style="bold red")
         else:
-            check = Text(f"ok ({limit})" if gain is not None else "", style="green")
+            check = Text(f"retained (≤{limit})" if gain is not None else "retain", style="green")
     else:
         check = Text("" if gain is None else ("gain" if gain > 0 else "no gain"), style=style)
     change = Text(_change(entry), style="bold red" if entry.get("breach") else style)
-    return metric, change, check
+    return change, check
+
+
+def _before_after(entry: dict[str, Any]) -> tuple[str, str]:
+    return tuple(  # type: ignore[return-value]
+        _value(entry[side], entry["metric"]) if entry.get(side) is not None else "–"
+        for side in ("before", "after")
+    )
 
 
 def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets") -> Table:
     """Every eval set before / after / change, target sets' gain and retain sets' check (a breach in red).
 
-    ``outcomes`` is :func:`qckit.evaluate.sets.outcome`'s result (``training_summary.json``'s ``eval_sets``).
+    ``outcomes`` is :func:`qckit.evaluate.sets.outcome`'s result (``training_summary.json``'s
+    ``eval_sets``). Fits 80 columns for set names of about 12 characters.
     """
     t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
     t.add_column("set", overflow="fold")
-    t.add_column("role")
-    t.add_column("metric", overflow="fold")
+    t.add_column("metric", no_wrap=True)
     t.add_column("before", justify="right", no_wrap=True)
     t.add_column("after", justify="right", no_wrap=True)
     t.add_column("change", justify="right", no_wrap=True)
-    t.add_column("check", overflow="fold")
+    t.add_column("check")
     for name, entry in outcomes.items():
-        metric, change, check = _set_cells(entry)
-        _row(
-            t,
-            set_label(name, entry),
-            entry["role"],
-            metric,
-            _value(entry["before"], entry["metric"]) if entry.get("before") is not None else "–",
-            _value(entry["after"], entry["metric"]) if entry.get("after") is not None else "–",
-            change,
-            check,
-        )
+        change, check = _set_cells(entry)
+        _row(t, name, _metric_label(entry), *_before_after(entry), change, check)
     return t
 
 
 def compare_report(runs: list[Any]) -> RenderableType:
-    """``qckit compare``: one table of the runs' eval sets (set by set, one row per run), then each run's
-    breaches. ``runs`` are :class:`qckit.evaluate.runs.Run` objects."""
+    """``qckit compare``: one table of the runs' eval sets (set by set, one row per run), then the runs that
+    breached a retain set. ``runs`` are :class:`qckit.evaluate.runs.Run` objects."""
     t = Table(title="Eval sets by run", box=box.SIMPLE_HEAVY, title_justify="left")
-    for column in ("set", "run", "role", "metric"):
-        t.add_column(column, overflow="fold")
+    t.add_column("set", overflow="fold")
+    t.add_column("run", overflow="fold")
+    t.add_column("metric", no_wrap=True)
     for column in ("before", "after", "change"):
         t.add_column(column, justify="right", no_wrap=True)
-    t.add_column("check", overflow="fold")
+    t.add_column("check")
     names = list(dict.fromkeys(name for run in runs for name in run.sets))
     for name in names:
         first = True
@@ -346,17 +350,9 @@ def compare_report(runs: list[Any]) -> RenderableType:
             entry = run.sets.get(name)
             if entry is None:
                 continue
-            metric, change, check = _set_cells(entry)
+            change, check = _set_cells(entry)
             _row(
-                t,
-                set_label(name, entry) if first else "",
-                run.name,
-                entry["role"],
-                metric,
-                _value(entry["before"], entry["metric"]) if entry.get("before") is not None else "–",
-                _value(entry["after"], entry["metric"]) if entry.get("after") is not None else "–",
-                change,
-                check,
+                t, name if first else "", run.name, _metric_label(entry), *_before_after(entry), change, check
             )
             first = False
     parts: list[RenderableType] = [t]

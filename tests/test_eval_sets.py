@@ -125,10 +125,10 @@ def test_report_table_flags_a_breach_in_red():
     console.print(table)
     text = console.export_text()
     assert (
-        "BREACH (allowed 2 %)" in text
+        "BREACH (>2 %)" in text
         and "+3.0 %" in text
         and "-4.0 pts" in text
-        and "ok (allowed 5 pts)" in text
+        and "retained (≤5 pts)" in text
     )
     check = table.columns[-1]._cells
     assert [c.style for c in check] == ["green", "bold red", "green"]
