@@ -426,8 +426,9 @@ class Evaluator(Protocol):
 
     def load(self, path: Path, tokenizer: Any) -> Any:
         """Read and prepare the set once (tokenize, validate rows). Return what ``measure`` takes. Count bad
-        rows (with ``file:line``) in what you return instead of raising; raise
-        :class:`qckit.errors.InputError` only when the file cannot be used at all."""
+        rows (with ``file:line``) in an :class:`IssueLog` on the returned object's ``issues`` attribute
+        instead of raising (the run reports them as a warning); raise :class:`qckit.errors.InputError`
+        only when the file cannot be used at all."""
 
     def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
         """Score ``model`` on ``data`` (what ``load`` returned) with ``context`` (a

@@ -124,12 +124,7 @@ def test_report_table_flags_a_breach_in_red():
     console = Console(width=100, record=True, force_terminal=False)
     console.print(table)
     text = console.export_text()
-    assert (
-        "BREACH (>2 %)" in text
-        and "+3.0 %" in text
-        and "-4.0 pts" in text
-        and "retained (≤5 pts)" in text
-    )
+    assert "BREACH (>2 %)" in text and "+3.0 %" in text and "-4.0 pts" in text and "retained (≤5 pts)" in text
     check = table.columns[-1]._cells
     assert [c.style for c in check] == ["green", "bold red", "green"]
 
@@ -144,3 +139,28 @@ def test_logged_scalars_carry_set_and_protocol():
         "eval_pairs/accuracy": 0.75,
     }
     assert scalar_key("a", "stream", "loss") == "eval_a/stream/loss"
+
+
+def test_a_suite_reports_bad_rows_when_it_loads(tmp_path, tiny_tokenizer):
+    import json
+
+    from qckit.components import EvalSetSettings
+    from qckit.evaluate.loglik import EvalContext
+    from qckit.evaluate.sets import EvalSet, EvalSuite
+    from qckit.progress import RecordingObserver
+    from qckit_builtins.evaluators import MinimalPairs
+
+    path = tmp_path / "p.jsonl"
+    good = {"sentence_good": "Je mange pas.", "sentence_bad": "Je pas mange."}
+    path.write_text(json.dumps(good) + "\n{oops\n", encoding="utf-8")
+    observer = RecordingObserver()
+    suite = EvalSuite(
+        [EvalSet(EvalSetSettings("p", str(path)), MinimalPairs())],
+        EvalContext(tiny_tokenizer, observer=observer),
+    )
+    [warning] = [data for event, _, data in observer.events if event == "warn"]
+    assert (
+        warning
+        == f"eval set p: 1 bad row(s) in {path} skipped; first: {path}:2: invalid JSON: Expecting property name enclosed in double quotes"
+    )
+    assert suite.names == ["p"] and len(suite.data["p"].pairs) == 1
