@@ -164,3 +164,60 @@ def test_a_suite_reports_bad_rows_when_it_loads(tmp_path, tiny_tokenizer):
         == f"eval set p: 1 bad row(s) in {path} skipped; first: {path}:2: invalid JSON: Expecting property name enclosed in double quotes"
     )
     assert suite.names == ["p"] and len(suite.data["p"].pairs) == 1
+
+
+class _AcmeLineLength:
+    """A third-party eval-set kind: mean log-probability per token of each line (higher is better)."""
+
+    name = "acme.logprob"
+    metric = "mean_logprob"
+    higher_is_better = True
+    regression = "points"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        self.scale = scale
+
+    def load(self, path, tokenizer):
+        from qckit.evaluate.loglik import encode_pairs, prefix_token_id
+
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return encode_pairs(tokenizer, [("", line) for line in lines], prefix_token_id(tokenizer))
+
+    def measure(self, model, data, context):
+        scores = context.scorer(model).loglikelihoods(model, data)
+        tokens = sum(len(cont) for _, cont in data)
+        return {"mean_logprob": self.scale * float(scores.sum()) / tokens, "lines": len(data)}
+
+
+class _AcmePlugin:
+    from qckit import hookimpl
+
+    @hookimpl
+    def register_evaluators(self, register):
+        register(_AcmeLineLength)
+
+
+def test_a_third_party_kind_runs_like_a_built_in(tmp_path, tiny_model, tiny_tokenizer):
+    from qckit.evaluate.loglik import EvalContext
+    from qckit.evaluate.sets import EvalSuite
+    from qckit.host import PluginHost
+    from qckit.testing import SAMPLE_SENTENCES
+
+    host = PluginHost.from_entry_points(extra=[("acme", _AcmePlugin())])
+    text = tmp_path / "lines.txt"
+    text.write_text("\n".join(SAMPLE_SENTENCES[:5]) + "\n", encoding="utf-8")
+    table = {"kind": "acme.logprob", "name": "acme", "path": str(text), "role": "retain", "scale": 2.0}
+    data = {"train": {"model": "m", "train_file": "t.txt", "eval": [table]}}
+    with pytest.raises(RecipeError, match="scale must be positive") as err:
+        build_recipe({"train": {**data["train"], "eval": [{**table, "scale": -1.0}]}}, host=host)
+    assert err.value.key == "train.eval[0].scale"
+    [eval_set] = plan_sets(build_recipe(data, host=host).train, host)
+    suite = EvalSuite([eval_set], EvalContext(tiny_tokenizer, max_length=64))
+    before = suite.measure(tiny_model, 0)
+    assert before["acme"]["kind"] == "acme.logprob" and before["acme"]["lines"] == 5
+    assert before["acme"]["mean_logprob"] < 0
+    worse = {"acme": {"mean_logprob": before["acme"]["mean_logprob"] - 0.05}}
+    result = outcome(suite.describe(), before, worse)["acme"]
+    assert result["regression"] == pytest.approx(0.05) and result["breach"]  # 0.05 points > the default 0.02
