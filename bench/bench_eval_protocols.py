@@ -85,7 +85,9 @@ def main() -> None:
     print(f"{'protocol':10}{'median s':>10}{'windows':>9}{'tokens':>8}{'bits/byte':>11}")
     for protocol in ("stream", "document"):
         r = results[protocol]
-        print(f"{protocol:10}{statistics.median(times[protocol]):10.2f}{r.windows:9}{r.tokens:8}{r.bits_per_byte:11.4f}")
+        print(
+            f"{protocol:10}{statistics.median(times[protocol]):10.2f}{r.windows:9}{r.tokens:8}{r.bits_per_byte:11.4f}"
+        )
     ratio = statistics.median(times["document"]) / statistics.median(times["stream"])
     print(f"\ndocument / stream time: {ratio:.2f}x (goal <= 1.5x)")
     gap = results["document"].bits_per_byte / results["stream"].bits_per_byte - 1

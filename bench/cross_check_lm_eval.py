@@ -77,10 +77,18 @@ def qckit_side(model_dir: Path, adapter: str | None, docs: list[str], args: argp
         tokenizer, choice_pairs, prefix
     )
     lls = context.scorer(model).loglikelihoods(model, requests).tolist()
-    return {"bpb": result, "seconds": seconds, "lls": lls, "sentences": sentences, "choice_pairs": choice_pairs}
+    return {
+        "bpb": result,
+        "seconds": seconds,
+        "lls": lls,
+        "sentences": sentences,
+        "choice_pairs": choice_pairs,
+    }
 
 
-def lm_eval_side(model_dir: Path, adapter: str | None, docs: list[str], ours: dict, args: argparse.Namespace) -> dict:
+def lm_eval_side(
+    model_dir: Path, adapter: str | None, docs: list[str], ours: dict, args: argparse.Namespace
+) -> dict:
     from lm_eval.api.instance import Instance
     from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
     from lm_eval.api.task import Task
@@ -138,7 +146,9 @@ def main() -> int:
     parser.add_argument("--adapter", help="a LoRA adapter directory (e.g. runs/quickstart/model)")
     parser.add_argument(
         "--text",
-        default=str(QUICKSTART_VAL if QUICKSTART_VAL.exists() else REPO / "data/sample/standard_french_val.txt"),
+        default=str(
+            QUICKSTART_VAL if QUICKSTART_VAL.exists() else REPO / "data/sample/standard_french_val.txt"
+        ),
         help="one document per line (default: the quickstart's validation split when it exists)",
     )
     parser.add_argument("--max_length", type=int, default=1024)
@@ -156,12 +166,16 @@ def main() -> int:
     import lm_eval as lm_eval_module
 
     docs = [line.strip() for line in Path(args.text).read_text(encoding="utf-8").splitlines() if line.strip()]
-    print(f"lm_eval {lm_eval_module.__version__}; model {args.model}; text {args.text} ({len(docs)} documents); "
-          f"max_length {args.max_length}")
+    print(
+        f"lm_eval {lm_eval_module.__version__}; model {args.model}; text {args.text} ({len(docs)} documents); "
+        f"max_length {args.max_length}"
+    )
     results, all_ok = {}, True
     with tempfile.TemporaryDirectory(prefix="qckit-crosscheck-") as tmp:
         model_dir = materialise(args.model, Path(tmp) / "model")
-        for label, adapter in [("base", None)] + ([("adapter " + args.adapter, args.adapter)] if args.adapter else []):
+        for label, adapter in [("base", None)] + (
+            [("adapter " + args.adapter, args.adapter)] if args.adapter else []
+        ):
             ours = qckit_side(model_dir, adapter, docs, args)
             theirs = lm_eval_side(model_dir, adapter, docs, ours, args)
             all_ok &= compare(label, ours, theirs)
@@ -169,7 +183,9 @@ def main() -> int:
                 "qckit_bits_per_byte": ours["bpb"].bits_per_byte,
                 "lm_eval_bits_per_byte": theirs["bits_per_byte"],
                 "ratio": ours["bpb"].bits_per_byte / theirs["bits_per_byte"],
-                "max_loglikelihood_diff": max(abs(a - b) for a, b in zip(ours["lls"], theirs["lls"], strict=True)),
+                "max_loglikelihood_diff": max(
+                    abs(a - b) for a, b in zip(ours["lls"], theirs["lls"], strict=True)
+                ),
             }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
