@@ -6,6 +6,7 @@ renderable, so reports can also be rendered to a file or a recording console in 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -321,7 +322,7 @@ def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets
     ``eval_sets``). Fits 80 columns for set names of about 12 characters.
     """
     t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
-    t.add_column("set", overflow="fold")
+    t.add_column("set", no_wrap=True)
     t.add_column("metric", no_wrap=True)
     t.add_column("before", justify="right", no_wrap=True)
     t.add_column("after", justify="right", no_wrap=True)
@@ -337,25 +338,27 @@ def compare_report(runs: list[Any]) -> RenderableType:
     """``qckit compare``: one table of the runs' eval sets (set by set, one row per run), then the runs that
     breached a retain set. ``runs`` are :class:`qckit.evaluate.runs.Run` objects."""
     t = Table(title="Eval sets by run", box=box.SIMPLE_HEAVY, title_justify="left")
-    t.add_column("set", overflow="fold")
+    t.add_column("set", no_wrap=True)
     t.add_column("run", overflow="fold")
     t.add_column("metric", no_wrap=True)
     for column in ("before", "after", "change"):
         t.add_column(column, justify="right", no_wrap=True)
     t.add_column("check")
+    labels = run_labels([run.path for run in runs])
     names = list(dict.fromkeys(name for run in runs for name in run.sets))
     for name in names:
         first = True
-        for run in runs:
+        for run, label in zip(runs, labels, strict=True):
             entry = run.sets.get(name)
             if entry is None:
                 continue
             change, check = _set_cells(entry)
-            _row(
-                t, name if first else "", run.name, _metric_label(entry), *_before_after(entry), change, check
-            )
+            _row(t, name if first else "", label, _metric_label(entry), *_before_after(entry), change, check)
             first = False
     parts: list[RenderableType] = [t]
+    if any(label != run.name for run, label in zip(runs, labels, strict=True)):
+        legend = ", ".join(f"{label} = {run.name}" for run, label in zip(runs, labels, strict=True))
+        parts.append(literal(f"runs: {legend}", "dim"))
     for run in runs:
         if run.breaches:
             parts.append(
@@ -364,6 +367,20 @@ def compare_report(runs: list[Any]) -> RenderableType:
                 )
             )
     return Group(*parts)
+
+
+def run_labels(paths: list[Any]) -> list[str]:
+    """Short names for run directories: what tells them apart (``runs/a/model``, ``runs/b/model`` → ``a``,
+    ``b``), or the last part of the path for one run; the full paths where that is not unique."""
+    parts = [list(Path(p).parts) for p in paths]
+    if len(parts) == 1:
+        return [parts[0][-1] if parts[0] else str(paths[0])]
+    while all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    while all(len(p) > 1 for p in parts) and len({p[-1] for p in parts}) == 1:
+        parts = [p[:-1] for p in parts]
+    labels = ["/".join(p) for p in parts]
+    return labels if len(set(labels)) == len(labels) else [str(p) for p in paths]
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:

@@ -190,11 +190,11 @@ def test_compare_table_and_plot(trained, tmp_path):
     plot = tmp_path / "curves.png"
     status, text = run(["compare", str(out), str(out), "--plot", str(plot)])
     assert status == 0, text
-    assert "Eval sets by run" in text and "forgot: model: forgotten" in text
+    assert "Eval sets by run" in text and f"forgot: {out}: forgotten" in text
     assert text.count("BREACH") == 2  # the same run twice
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     status, text = run(["compare", str(out), "--json"])
     data = json.loads(text[text.index("{") :])
-    assert [step for step, _ in data["model"]["curves"]["pairs"]] == [0, 6, 12]
+    assert [step for step, _ in data[str(out)]["curves"]["pairs"]] == [0, 6, 12]
     status, text = run(["compare", str(tmp_path)])
     assert status != 0 and "not a finished run" in text

@@ -221,3 +221,9 @@ def test_a_third_party_kind_runs_like_a_built_in(tmp_path, tiny_model, tiny_toke
     worse = {"acme": {"mean_logprob": before["acme"]["mean_logprob"] - 0.05}}
     result = outcome(suite.describe(), before, worse)["acme"]
     assert result["regression"] == pytest.approx(0.05) and result["breach"]  # 0.05 points > the default 0.02
+
+
+def test_run_labels_keep_what_tells_runs_apart():
+    assert report.run_labels(["runs/a/model", "runs/b/model"]) == ["a", "b"]
+    assert report.run_labels(["runs/qc/model"]) == ["model"]
+    assert report.run_labels(["x/model", "x/model"]) == ["x/model", "x/model"]

@@ -28,14 +28,15 @@ def plot_runs(runs: list[Any], title: str = "") -> bytes:
     columns = min(len(names), 3)
     rows = -(-len(names) // columns)
     figure = Figure(figsize=(4.8 * columns, 3.4 * rows), layout="constrained")
+    labels = report.run_labels([run.path for run in runs])
     for i, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, i + 1)
         described = next(run.sets[name] for run in runs if name in run.sets)
-        for run in runs:
+        for run, label in zip(runs, labels, strict=True):
             points = run.curves.get(name) or []
             if points:
                 steps, values = zip(*points, strict=True)
-                axes.plot(steps, values, marker="o", markersize=3, label=run.name)
+                axes.plot(steps, values, marker="o", markersize=3, label=label)
         label = report.set_label(name, described)
         better = "higher" if described.get("higher_is_better") else "lower"
         axes.set_title(f"{label} ({described['role']})", fontsize=9)

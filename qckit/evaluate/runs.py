@@ -33,7 +33,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.path.name or str(self.path)
+        """The run directory as it was given (``runs/a/model``): run directories are often all ``model``."""
+        return str(self.path)
 
     @property
     def breaches(self) -> list[str]:
