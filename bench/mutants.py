@@ -121,6 +121,11 @@ MUTANTS: tuple[Mutant, ...] = (
             'return record.decode("utf-8", errors=_ERROR_HANDLER)',
             'return record.decode("utf-8", errors="replace")',
         ),
+        (
+            "plugins/qckit_builtins/readers.py",
+            'return record.decode("utf-8", errors=_ERROR_HANDLER)',
+            'return record.decode("utf-8", errors="replace")',
+        ),
     ),
     m(
         "dedup-forgets-older-batches",
@@ -135,6 +140,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "length-filter-off-by-one",
         "documents of exactly min_length characters are dropped",
         ("plugins/qckit_builtins/filters/heuristics.py", "if n < self.min_length", "if n <= self.min_length"),
+        ("plugins/qckit_builtins/filters.py", "if n < self.min_length", "if n <= self.min_length"),
     ),
     # -- packing ----------------------------------------------------------------------------------------
     m(

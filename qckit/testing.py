@@ -29,6 +29,7 @@ __all__ = [
     "train_tiny_tokenizer",
     "make_tiny_llama",
     "save_tiny_model",
+    "save_tiny_gguf",
     "write_corpus",
 ]
 
@@ -184,6 +185,31 @@ def save_tiny_model(
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def save_tiny_gguf(
+    path: str | Path,
+    texts: Sequence[str] = SAMPLE_SENTENCES,
+    *,
+    outtype: str = "q8_0",
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Write the tiny Llama of :func:`save_tiny_model` (and its tokenizer) as one GGUF file at ``path``.
+
+    ``outtype`` is a :data:`qckit.gguf_export.GGUF_OUTTYPES` value; the default ``q8_0`` makes a really
+    quantized file, which transformers dequantizes on load like a downloaded one. Returns ``path``.
+    """
+    from qckit.gguf_export import write_gguf
+
+    tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
+    model = make_tiny_llama(
+        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
+    )
+    return write_gguf(model, tokenizer, path, outtype=outtype, name="tiny-llama")
 
 
 def write_corpus(path: str | Path, texts: Iterable[str]) -> Path:

@@ -16,6 +16,20 @@ import pytest
 from qckit.testing import SAMPLE_SENTENCES, save_tiny_model
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_qckit_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the GGUF cache (QCKIT_CACHE) of the whole session in a temporary directory, never in ~/.cache."""
+    import os
+
+    before = os.environ.get("QCKIT_CACHE")
+    os.environ["QCKIT_CACHE"] = str(tmp_path_factory.mktemp("qckit_cache"))
+    yield
+    if before is None:
+        os.environ.pop("QCKIT_CACHE", None)
+    else:
+        os.environ["QCKIT_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding a tiny Llama + byte-level BPE tokenizer (safetensors), built once per session.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qckit.errors import HardwareError, QckitError
+from qckit.errors import HardwareError, RecipeError
 from qckit.hardware import Environment
 from qckit.host import PluginHost
 from qckit.models import enable_gradient_checkpointing, load_model, resolve_model
@@ -85,6 +85,11 @@ def test_parameters_and_defaults() -> None:
         "dropout": 0.1,
         "target_modules": tuple(SEED_TARGETS),
         "bias": "none",
+        "use_dora": False,
+        "use_rslora": False,
+        "loraplus_lr_ratio": 0.0,
+        "train_embeddings": False,
+        "embedding_learning_rate": None,
     }
     assert defaults(FourBitAdapter) == {"quant_type": "nf4", "double_quant": True, "compute_dtype": "auto"}
     assert defaults(EightBitAdapter) == {}
@@ -205,7 +210,9 @@ def test_lora_with_seed_defaults(tiny_model_dir: Path) -> None:
     model = _build(tiny_model_dir, [lora], CPU)
     config = model.peft_config["default"]
     assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (16, 32, 0.1, "none")
-    assert set(config.target_modules) == set(SEED_TARGETS) and lora.skipped_targets == ()
+    assert set(config.target_modules) == set(SEED_TARGETS) and lora.adapted_modules == tuple(
+        sorted(SEED_TARGETS)
+    )
     trainable = _trainable(model)
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
     assert len(trainable) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
@@ -213,18 +220,14 @@ def test_lora_with_seed_defaults(tiny_model_dir: Path) -> None:
     assert q_proj.scaling["default"] == 2.0 and q_proj.lora_dropout["default"].p == 0.1
 
 
-def test_lora_skips_targets_the_model_lacks(tiny_model_dir: Path) -> None:
+def test_lora_target_the_model_lacks_is_a_recipe_error_listing_its_layers(tiny_model_dir: Path) -> None:
     lora = LoraAdapter(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "c_attn", "v_proj"))
-    model = _build(tiny_model_dir, [lora], CPU)
-    assert lora.skipped_targets == ("c_attn",)
-    assert "no c_attn" in lora.notes[0] and "q_proj, v_proj" in lora.notes[0]
-    assert set(model.peft_config["default"].target_modules) == {"q_proj", "v_proj"}
-    assert {n.split(".")[-4] for n in _trainable(model)} == {"q_proj", "v_proj"}
-
-
-def test_lora_with_no_matching_target_lists_the_linear_layers(tiny_model_dir: Path) -> None:
-    with pytest.raises(QckitError, match=r"match no layer.*down_proj, gate_proj, k_proj, lm_head"):
-        _build(tiny_model_dir, [LoraAdapter(target_modules=("c_attn", "c_proj"))], CPU)
+    with pytest.raises(
+        RecipeError,
+        match=r"no linear layer named c_attn; its linear layers are: down_proj, gate_proj, k_proj, lm_head",
+    ) as err:
+        _build(tiny_model_dir, [lora], CPU)
+    assert err.value.key == "train.adapters.lora.target_modules" and '"auto"' in str(err.value)
 
 
 def test_without_lora_the_whole_model_trains(tiny_model_dir: Path) -> None:

@@ -10,7 +10,7 @@ Commands::
     qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
     qckit evaluate --model M [--adapter DIR] (--val_file F | --pairs F | --choice F | --recipe R) [--json]
     qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]
-    qckit export --model M --adapter DIR --output DIR
+    qckit export --model M [--adapter DIR] --output DIR|FILE.gguf [--format safetensors|gguf] [--outtype T]
     qckit plugins [KIND NAME]
 
 Every seed-compatible command is translated into a recipe dict and validated like a recipe file, so

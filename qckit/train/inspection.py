@@ -123,6 +123,7 @@ def inspection(
     adapters: list[str],
     window: int,
     sources: list[dict[str, Any]],
+    vocabulary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The inspection report's data (keys with a ``None`` value are left out)."""
     stats = train_ds.stats
@@ -141,6 +142,8 @@ def inspection(
         "tokens_kept": stats.tokens_kept,
         "tokens_kept_pct": 100.0 * stats.tokens_kept / stats.tokens_total if stats.tokens_total else 0.0,
         "fertility_tokens_per_word": train_ds.fertility,
+        "bytes_per_token": train_ds.num_bytes / train_ds.num_doc_tokens if train_ds.num_doc_tokens else 0.0,
+        "vocabulary": vocabulary,
         "window_length": window,
         "windows": windows,  # drawn per epoch
         "windows_dropped_short": stats.windows_dropped_short,

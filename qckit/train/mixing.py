@@ -158,9 +158,14 @@ class MixedDataset(Dataset):
         return sum(p.num_bytes for p in self.packed)
 
     @property
+    def num_doc_tokens(self) -> int:
+        """Tokens of the documents of all sources (EOS not counted)."""
+        return sum(p.num_doc_tokens for p in self.packed)
+
+    @property
     def fertility(self) -> float:
         words = self.num_words
-        return sum(p.num_doc_tokens for p in self.packed) / words if words else 0.0
+        return self.num_doc_tokens / words if words else 0.0
 
     @property
     def from_cache(self) -> bool:

@@ -2,9 +2,10 @@
 
 Phases, in order (:meth:`TrainRun.run`)::
 
-    check      hardware and adapter checks, input files, the checkpoint to resume from (nothing loaded yet)
-    data       tokenizer, packed training windows (cached), validation documents
-    model      the model loaded as the adapters ask, context checks, the adapters' wrapping
+    check      hardware and adapter checks, input files, words to add, the checkpoint to resume from
+               (nothing loaded yet)
+    data       tokenizer (grown by train.add_tokens), packed training windows (cached), validation documents
+    model      the model loaded as the adapters ask (embeddings grown), context checks, the adapters' wrapping
     arguments  TrainingArguments (the seed's defaults come in through the settings; adapters edit them)
     inspect    optimizer steps, device placement, the inspection report with a measured time estimate
     trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation); its
@@ -140,9 +141,12 @@ class TrainRun:
         self.sources = settings.sources()
         self.val_path: Path | None = Path(settings.val_file) if settings.val_file else None
         self.resume_from: str | None = None
+        self.new_words: list[str] = []
         # data
         self.source: Any = None
         self.tokenizer: Any = None
+        self.vocab_growth: Any = None  # qckit.vocab.VocabGrowth when train.add_tokens grew the tokenizer
+        self.fertility_before: dict[str, float] | None = None  # on the training corpus, before growing
         self.train_ds: Any = None
         self.val_texts: list[str] | None = None
         # model
@@ -218,7 +222,28 @@ class TrainRun:
                     "file not found" if not path.exists() else "not a file"
                 )
                 raise InputError(path, what)
+        self._check_new_words()
         self.resume_from = _find_resume_checkpoint(settings, self.output_dir, self.obs)
+
+    def _check_new_words(self) -> None:
+        """Read ``train.add_tokens``; refuse it when an adapter freezes the embeddings (new rows would never learn)."""
+        if not self.settings.add_tokens:
+            return
+        from qckit.vocab import read_token_list
+
+        self.new_words = read_token_list(self.settings.add_tokens)
+        frozen = [
+            a.name
+            for a in self.adapters
+            if ability(a, ModelAdapter, "freezes_base_model")
+            and not ability(a, ModelAdapter, "trains_embeddings")
+        ]
+        if self.new_words and frozen:
+            raise RecipeError(
+                f"new tokens need trainable embeddings, but the {frozen[0]} adapter freezes them: set "
+                f"train_embeddings = true on it (their rows would stay at their initial values)",
+                key="train.add_tokens",
+            )
 
     def data(self) -> None:
         """The tokenizer, the packed windows of every source mixed by share (rank 0 fills the caches
@@ -233,6 +258,11 @@ class TrainRun:
         set_seed(settings.seed)
         self.source = resolve_model(settings.model)
         self.tokenizer = load_tokenizer(self.source, trust_remote_code=settings.trust_remote_code)
+        base_tokenizer = self.tokenizer
+        if self.new_words:
+            from qckit.vocab import grow_tokenizer
+
+            self.tokenizer, self.vocab_growth = grow_tokenizer(base_tokenizer, self.new_words)
         cache_dir = Path(settings.cache_dir) if settings.cache_dir else self.output_dir / ".cache"
         with _main_process_first(self.env):
             packed = [
@@ -240,6 +270,11 @@ class TrainRun:
                 for source in self.sources
             ]
         self.train_ds = MixedDataset(self.sources, packed, settings.seed)
+        if self.vocab_growth is not None:
+            from qckit.vocab import fertility
+
+            corpus = (text for source in self.sources for _, text in iter_documents(source.path))
+            self.fertility_before = fertility(base_tokenizer, corpus)
         if self.val_path is not None:
             self.val_texts = [text for _, text in iter_documents(self.val_path)]
             if not self.val_texts:
@@ -269,6 +304,10 @@ class TrainRun:
         model = load_model(
             self.source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs
         )
+        if self.vocab_growth is not None:
+            from qckit.vocab import grow_embeddings
+
+            grow_embeddings(model, self.vocab_growth)  # before wrapping: peft copies what it trains
         self.base_config = copy.deepcopy(model.config)
         for adapter in self.adapters:
             edit = ability(adapter, ModelAdapter, "base_model_config")
@@ -396,6 +435,7 @@ class TrainRun:
             adapters=self.adapter_names,
             window=self.window,
             sources=self.train_ds.source_report(),
+            vocabulary=self.vocabulary(),
         )
         seconds = None
         if settings.timing_warmup_steps > 0 and not self.shards_model and self.placed:
@@ -565,6 +605,7 @@ class TrainRun:
             "trainable_parameters": self.trainable,
             "total_parameters": self.total,
             "packing": self.train_ds.summary(),
+            "vocabulary": self.vocabulary(with_tokens=True),
             "estimated_train_time_s": (self.inspection or {}).get("estimated_train_time_s"),
             "merged_dir": str(merged_dir) if merged_dir else None,
             "settings": dataclasses.asdict(settings),
@@ -589,6 +630,22 @@ class TrainRun:
         result.summary_path = summary_path
         result.merged_dir = merged_dir
         return result
+
+    def vocabulary(self, with_tokens: bool = False) -> dict[str, Any] | None:
+        """What ``train.add_tokens`` did, with the corpus fertility before and after (``None`` without it)."""
+        if self.vocab_growth is None or self.fertility_before is None:
+            return None
+        data = self.vocab_growth.as_dict()
+        if not with_tokens:
+            data.pop("tokens")
+        ds = self.train_ds
+        after = {
+            "tokens_per_word": ds.fertility,
+            "bytes_per_token": ds.num_bytes / ds.num_doc_tokens if ds.num_doc_tokens else 0.0,
+        }
+        before = {k: self.fertility_before[k] for k in ("tokens_per_word", "bytes_per_token")}
+        data["fertility"] = {"before": before, "after": after}
+        return data
 
     def _windows_drawn(self, global_step: int) -> int:
         """Windows the run has drawn after ``global_step`` optimizer steps (epoch after epoch)."""

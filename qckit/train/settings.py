@@ -74,6 +74,9 @@ class TrainSettings:
     output_dir: str = "./cpt_model"
     model: str = "meta-llama/Llama-3.2-1B"  #: hub id, model directory, .gguf file or pkg:<package>/<file>
     trust_remote_code: bool = False  #: run model code shipped with a hub model (off unless you trust it)
+    #: words to make single tokens (a list, or a file with one word per line); their embedding rows start
+    #: at the mean of their old pieces' rows (qckit.vocab). A frozen base needs lora's train_embeddings
+    add_tokens: list[str] | str = field(default_factory=list)
     num_epochs: float = 3.0
     max_steps: int = -1  #: > 0: stop after this many optimizer steps (overrides num_epochs)
     batch_size: int = 8  #: windows per device per micro-batch
@@ -131,6 +134,13 @@ class TrainSettings:
             "must not be empty",
         )
         need(isinstance(self.model, str) and bool(self.model.strip()), "model", "must not be empty")
+        need(
+            bool(self.add_tokens.strip())
+            if isinstance(self.add_tokens, str)
+            else all(isinstance(w, str) and w.strip() for w in self.add_tokens),
+            "add_tokens",
+            "must be a list of words or the path of a file with one word per line",
+        )
         need(self.num_epochs > 0 and math.isfinite(self.num_epochs), "num_epochs", "must be greater than 0")
         need(
             self.max_steps == -1 or self.max_steps >= 1,
