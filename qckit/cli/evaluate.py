@@ -114,10 +114,13 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
     from qckit.evaluate.loglik import EvalContext
     from qckit.evaluate.sets import EvalSuite
-    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
+    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model, tokenizer_source
 
     source = resolve_model(model_spec)
-    tokenizer = load_tokenizer(source, trust_remote_code=args.trust_remote_code)
+    # a run that grew the vocabulary (train.add_tokens) saved its own tokenizer beside the adapter
+    tokenizer = load_tokenizer(
+        tokenizer_source(source, args.adapter), trust_remote_code=args.trust_remote_code
+    )
     # with --json, stdout holds the JSON only: progress and warnings go to stderr
     observer = RichObserver(Console(stderr=True) if args.json else console)
     context = EvalContext(tokenizer, max_length=max_length, batch_size=batch_size, observer=observer)
