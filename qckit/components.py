@@ -1,7 +1,8 @@
 """The small protocols that components implement, and the records that flow between them.
 
 A *component* is a class registered by a plugin (see :mod:`qckit.hookspecs`). A recipe names it with
-``use = "<name>"``; the other keys of that table become keyword arguments of its constructor, so
+``use = "<name>"`` (eval sets: ``kind = "<name>"``); the other keys of that table (eval sets: those
+that are not :class:`EvalSetSettings` fields) become keyword arguments of its constructor, so
 the constructor signature (with type hints and defaults) *is* the component's parameter schema.
 Constructors validate ranges and raise ``ValueError`` with a short message; qckit adds the recipe
 file and key path.
@@ -394,6 +395,92 @@ class ModelAdapter(Protocol):
         adapter asked (FSDP: the model really is sharded, not silently data parallel). Called once when
         training begins, with the model wrapped, before the baseline evaluation."""
         ...
+
+
+#: the roles of an eval set: ``target`` (what the run should gain: the dialect) and ``retain`` (what it must
+#: not lose: general or standard French), the forgetting report's two sides
+EVAL_ROLES = ("target", "retain")
+#: the regression a retain set allows when its table gives none: bits per byte 2 % higher, or 0.02 accuracy
+DEFAULT_MAX_REGRESSION = 0.02
+#: what ``Evaluator.regression`` may say: a change relative to the value before, or in points of the metric
+REGRESSION_UNITS = ("relative", "points")
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass
+class EvalSetSettings:
+    """The keys every ``[[train.eval]]`` table has, whatever its ``kind``; the other keys are the evaluator's.
+
+    ``name`` names the set in reports, the summary and TensorBoard (letters, digits, ``_ . -``);
+    ``path`` is its file; ``role`` is ``target`` or ``retain``; ``max_regression`` (retain sets only,
+    default :data:`DEFAULT_MAX_REGRESSION`) is how much worse the metric may get before the run is
+    flagged, in the evaluator's :attr:`Evaluator.regression` unit.
+    """
+
+    name: str
+    path: str
+    role: str = "target"
+    max_regression: float | None = None
+
+    def __post_init__(self) -> None:
+        if not _SET_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name: must be letters, digits, '_', '.' or '-' (starting with a letter or digit), got {self.name!r}"
+            )
+        if not self.path.strip():
+            raise ValueError("path: must not be empty")
+        if self.role not in EVAL_ROLES:
+            raise ValueError(f"role: must be one of {', '.join(EVAL_ROLES)}, got {self.role!r}")
+        if self.max_regression is not None:
+            if self.role != "retain":
+                raise ValueError(
+                    'max_regression: only a retain set has an allowed regression (role = "retain")'
+                )
+            if not 0 <= self.max_regression < 1e9:
+                raise ValueError(f"max_regression: must be 0 or more, got {self.max_regression!r}")
+
+    @property
+    def allowed_regression(self) -> float | None:
+        """The regression a retain set allows (``None`` for a target set)."""
+        if self.role != "retain":
+            return None
+        return DEFAULT_MAX_REGRESSION if self.max_regression is None else self.max_regression
+
+
+class Evaluator(Protocol):
+    """Measures a model on one eval set (a file): bits per byte, minimal pairs, a multiple-choice task …
+
+    A recipe lists eval sets as ``[[train.eval]]`` tables: ``kind`` names the evaluator, the
+    :class:`EvalSetSettings` keys (``name``, ``path``, ``role``, ``max_regression``) belong to the set,
+    and every other key is a constructor parameter of the evaluator. ``load`` runs once per run, before
+    training; ``measure`` runs before training, every ``eval_steps`` and after it, on every rank.
+    ``metric``, ``higher_is_better``, ``regression`` and ``protocol`` may be set per instance by the
+    constructor (a ``metric = "macro_f1"`` parameter, a ``protocol = "stream"`` one).
+    """
+
+    name: ClassVar[str]
+    #: the key of ``measure``'s result that before/after/delta, the reports and the forgetting check use
+    metric: str
+    #: True when a larger metric is better (accuracy), False when a smaller one is (bits per byte)
+    higher_is_better: bool
+    #: how a regression of the metric is measured: ``"relative"`` (``(after − before) / before`` for a
+    #: smaller-is-better metric, bits per byte) or ``"points"`` (``before − after``, accuracy)
+    regression: str
+    #: what else the numbers depend on, named with them wherever they are reported (bpb: ``document`` or
+    #: ``stream``); empty when the kind says it all
+    protocol: str = ""
+
+    def load(self, path: Path, tokenizer: Any) -> Any:
+        """Read and prepare the set once (tokenize, validate rows). Return what ``measure`` takes. Count bad
+        rows (with ``file:line``) in an :class:`IssueLog` on the returned object's ``issues`` attribute
+        instead of raising (the run reports them as a warning); raise :class:`qckit.errors.InputError`
+        only when the file cannot be used at all."""
+
+    def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
+        """Score ``model`` on ``data`` (what ``load`` returned) with ``context`` (a
+        :class:`qckit.evaluate.loglik.EvalContext`: the tokenizer, ``max_length``, ``batch_size``, device,
+        observer; ``context.scorer(model)`` scores requests). Return plain JSON-serialisable numbers with
+        ``metric`` among them; leave the model as it was (train/eval modes restored)."""
 
 
 class IssueLog:
