@@ -1,12 +1,16 @@
 """Prepare-stage throughput and peak memory: qckit against a faithful re-implementation of the seed.
 
-    python bench/bench_prepare.py --size-mb 50            # ratio on a 50 MB corpus
-    python bench/bench_prepare.py --size-mb 1000 --skip-seed   # qckit's peak RSS on 1 GB
+    python bench/bench_prepare.py --size-mb 50                    # speed ratio on a 50 MB corpus (3 rounds)
+    python bench/bench_prepare.py --size-mb 1000 --skip-seed      # qckit's peak RSS on 1 GB
+    python bench/bench_prepare.py --one-line-mb 1000              # peak RSS on a file of one 1 GB line
 
-Both run as separate processes on the same generated corpus, in the same run. Peak RSS is sampled
-every 20 ms over the whole process tree (main process + workers, summed) with psutil. qckit runs the
-`qckit prepare` defaults: the seed's four filters, exact deduplication, mojibake repair (ftfy on
-flagged lines), URL/e-mail removal, NFC, and the Quebec-marker tagger, on all cores.
+Both run as separate processes on the same generated corpus, in the same run, alternating
+(seed, qckit, seed, qckit …) so that a change in the machine's load hits both; the ratio printed last
+is the median of the rounds. Each line also gives the CPU seconds of the whole process tree, which a
+busy machine changes less than wall time. Peak RSS is sampled every 20 ms over the whole process tree
+(main process + workers, summed) with psutil. qckit runs the `qckit prepare` defaults: the seed's four
+filters, exact deduplication, mojibake repair (ftfy on flagged lines), URL/e-mail removal, NFC, and
+the Quebec-marker tagger, on all cores.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,8 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS of the process tree in MB)."""
+def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall seconds, CPU seconds of its process tree, peak RSS of the tree in MB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = psutil.Process(proc.pid)
@@ -44,9 +51,11 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
             pass
         time.sleep(0.02)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child and the workers it waited for
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
-    return wall, peak / 1e6
+    return wall, cpu, peak / 1e6
 
 
 def count_lines(path: Path) -> int:
@@ -54,29 +63,8 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size-mb", type=float, default=50)
-    ap.add_argument("--workers", type=int, default=0, help="qckit workers (0 = one per core)")
-    ap.add_argument(
-        "--skip-seed", action="store_true", help="only measure qckit (e.g. for the 1 GB memory check)"
-    )
-    ap.add_argument("--keep", help="directory to keep the corpus and outputs in")
-    args = ap.parse_args()
-
-    from make_corpus import make_corpus
-
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qckit-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = work / f"corpus_{int(args.size_mb)}mb.txt"
-    if not corpus.exists():
-        t = time.perf_counter()
-        make_corpus(corpus, args.size_mb, seed=0)
-        print(f"generated {corpus} in {time.perf_counter() - t:.1f} s")
-    size_mb = corpus.stat().st_size / 1e6
-    print(f"corpus: {size_mb:.1f} MB, {os.cpu_count()} cores, python {sys.version.split()[0]}")
-
-    qckit_cmd = [
+def qckit_prepare(corpus: Path, out: Path, workers: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "qckit",
@@ -84,14 +72,64 @@ def main() -> None:
         "--input",
         str(corpus),
         "--output",
-        str(work / "qckit"),
+        str(out),
         "--workers",
-        str(args.workers),
+        str(workers),
     ]
-    q_wall, q_rss = run_measured(qckit_cmd)
-    print(f"qckit prepare : {q_wall:7.2f} s  {size_mb / q_wall:7.2f} MB/s  peak RSS {q_rss:7.1f} MB (tree)")
-    if args.skip_seed:
+
+
+def one_line_check(work: Path, size_mb: float, workers: int) -> None:
+    """Peak RSS on a file holding one ``size_mb`` line, then two good lines (which must be kept)."""
+    corpus = work / f"one_line_{int(size_mb)}mb.txt"
+    good = [
+        "Mon chum pis moi, on est allés magasiner au centre-ville samedi passé.",
+        "Il fait frette en maudit à matin, mets ta tuque avant de sortir dehors.",
+    ]
+    if not corpus.exists():
+        block = b"ab" * (1 << 19)  # 1 MiB without a line ending
+        with open(corpus, "wb") as f:
+            for _ in range(int(size_mb)):
+                f.write(block)
+            f.write(("\n" + "\n".join(good) + "\n").encode())
+    out = work / "qckit-one-line"
+    wall, cpu, rss = run_measured([*qckit_prepare(corpus, out, workers), "--val_split", "0"])
+    kept = (out / "train_1.txt").read_text(encoding="utf-8").splitlines()
+    status = "both good lines kept" if kept == good else f"KEPT {kept!r}"
+    print(
+        f"one {corpus.stat().st_size / 1e6:.0f} MB line + 2 lines: {wall:6.2f} s  peak RSS {rss:7.1f} MB (tree)  {status}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=float, default=50)
+    ap.add_argument("--workers", type=int, default=0, help="qckit workers (0 = one per core)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="rounds of (seed, qckit); the median ratio is printed"
+    )
+    ap.add_argument(
+        "--skip-seed", action="store_true", help="only measure qckit (e.g. for the 1 GB memory check)"
+    )
+    ap.add_argument("--one-line-mb", type=float, help="only the memory check on a file of one line this long")
+    ap.add_argument("--keep", help="directory to keep the corpus and outputs in")
+    args = ap.parse_args()
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qckit-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"{os.cpu_count()} cores, python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    if args.one_line_mb:
+        one_line_check(work, args.one_line_mb, args.workers)
         return
+
+    from make_corpus import make_corpus
+
+    corpus = work / f"corpus_{int(args.size_mb)}mb.txt"
+    if not corpus.exists():
+        t = time.perf_counter()
+        make_corpus(corpus, args.size_mb, seed=0)
+        print(f"generated {corpus} in {time.perf_counter() - t:.1f} s")
+    size_mb = corpus.stat().st_size / 1e6
+    print(f"corpus: {size_mb:.1f} MB")
     seed_cmd = [
         sys.executable,
         str(HERE / "seed_prepare.py"),
@@ -100,12 +138,27 @@ def main() -> None:
         "--output",
         str(work / "seed"),
     ]
-    s_wall, s_rss = run_measured(seed_cmd)
-    print(f"seed (re-impl): {s_wall:7.2f} s  {size_mb / s_wall:7.2f} MB/s  peak RSS {s_rss:7.1f} MB")
-    print(f"speed ratio qckit/seed: {s_wall / q_wall:.2f}x   memory ratio qckit/seed: {q_rss / s_rss:.2f}x")
-    kept_q = count_lines(work / "qckit" / "train_1.txt") + count_lines(work / "qckit" / "val_1.txt")
-    kept_s = count_lines(work / "seed" / "train_1.txt") + count_lines(work / "seed" / "val_1.txt")
-    print(f"documents kept: qckit {kept_q:,} (deduplicated, repaired)  seed {kept_s:,}")
+    ratios = []
+    for round_ in range(1 if args.skip_seed else args.repeat):
+        if not args.skip_seed:
+            s_wall, s_cpu, s_rss = run_measured(seed_cmd)
+            print(
+                f"seed (re-impl): {s_wall:7.2f} s  {size_mb / s_wall:7.2f} MB/s  cpu {s_cpu:6.2f} s  peak RSS {s_rss:7.1f} MB"
+            )
+        q_wall, q_cpu, q_rss = run_measured(qckit_prepare(corpus, work / "qckit", args.workers))
+        print(
+            f"qckit prepare : {q_wall:7.2f} s  {size_mb / q_wall:7.2f} MB/s  cpu {q_cpu:6.2f} s  peak RSS {q_rss:7.1f} MB (tree)"
+        )
+        if not args.skip_seed:
+            ratios.append(s_wall / q_wall)
+            print(
+                f"  round {round_ + 1}: speed ratio qckit/seed {s_wall / q_wall:.2f}x  memory ratio {q_rss / s_rss:.2f}x"
+            )
+    if ratios:
+        print(f"speed ratio qckit/seed: {statistics.median(ratios):.2f}x (median of {len(ratios)})")
+        kept_q = count_lines(work / "qckit" / "train_1.txt") + count_lines(work / "qckit" / "val_1.txt")
+        kept_s = count_lines(work / "seed" / "train_1.txt") + count_lines(work / "seed" / "val_1.txt")
+        print(f"documents kept: qckit {kept_q:,} (deduplicated, repaired)  seed {kept_s:,}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "seed 42 / file 1 splits like seed 43 / file 0",
         (
             "plugins/qckit_builtins/splitters.py",
+            "            return np.random.default_rng([seed, set_index])",
+            "            return np.random.default_rng([seed + set_index])",
+        ),
+        (
+            "plugins/qckit_builtins/splitters.py",
             "        entropy = [self.seed, set_index] if self.seed >= 0 else [-self.seed, set_index, 1]",
             "        entropy = [self.seed + set_index]",
         ),
@@ -97,6 +102,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "every file of an unmerged run gets the same validation positions",
         (
             "plugins/qckit_builtins/splitters.py",
+            "            return np.random.default_rng([seed, set_index])",
+            "            return np.random.default_rng([abs(seed)])",
+        ),
+        (
+            "plugins/qckit_builtins/splitters.py",
             "        entropy = [self.seed, set_index] if self.seed >= 0 else [-self.seed, set_index, 1]",
             "        entropy = [abs(self.seed)]",
         ),
@@ -104,8 +114,18 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "split-offset-lost",
         "the splitter sees index 0 at the start of every spooled batch",
+        ("qckit/prepare/output.py", "by_index(index, batch.n)", "by_index(0, batch.n)"),
         ("qckit/prepare/output.py", "enumerate(docs, start=index)", "enumerate(docs)"),
         ("qckit/prepare.py", "enumerate(docs, start=index)", "enumerate(docs)"),
+    ),
+    m(
+        "last-batches-reversed",
+        "the local pool hands its last batches back in reverse order",
+        (
+            "plugins/qckit_builtins/executors/local.py",
+            "            while pending:\n                yield pending.popleft().result()",
+            "            while pending:\n                yield pending.pop().result()",
+        ),
     ),
     # -- text components -----------------------------------------------------------------------------------
     m(
@@ -118,6 +138,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "a line that is not UTF-8 is decoded with replacement characters instead of cp1252",
         (
             "plugins/qckit_builtins/readers/lines.py",
+            'return record.decode("utf-8", errors=_ERROR_HANDLER)',
+            'return record.decode("utf-8", errors="replace")',
+        ),
+        (
+            "plugins/qckit_builtins/readers.py",
             'return record.decode("utf-8", errors=_ERROR_HANDLER)',
             'return record.decode("utf-8", errors="replace")',
         ),
@@ -135,6 +160,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "length-filter-off-by-one",
         "documents of exactly min_length characters are dropped",
         ("plugins/qckit_builtins/filters/heuristics.py", "if n < self.min_length", "if n <= self.min_length"),
+        ("plugins/qckit_builtins/filters.py", "if n < self.min_length", "if n <= self.min_length"),
     ),
     # -- packing ----------------------------------------------------------------------------------------
     m(

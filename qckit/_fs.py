@@ -4,38 +4,58 @@ Everything qckit writes for a user (prepare outputs, packing caches, summaries, 
 through here: the content is written beside its destination (same directory, so the final rename
 stays on one file system) and renamed into place only when it is complete. A crash leaves at most a
 hidden ``.<name>.*.tmp`` sibling, never a half-written file under the real name.
+
+Also here: :func:`replace_symlink` (a link that points elsewhere in one step), :func:`fsync_path`
+(durability before a rename that publishes), and :class:`FileLock` (one process at a time per
+directory, with a record of the holder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "atomic_write_text",
+    "FileLock",
+    "LockHeld",
+    "LockHolder",
+    "atomic_write_bytes",
     "atomic_write_json",
+    "atomic_write_text",
+    "fsync_path",
     "jsonable",
-    "staging_file",
-    "staging_dir",
+    "path_error",
     "replace_dir",
+    "replace_symlink",
+    "staging_dir",
+    "staging_file",
 ]
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8, ``\\n`` newlines) to ``path`` through a temporary sibling, then rename."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -124,3 +144,150 @@ def replace_dir(staged: Path, target: Path, *, keep_existing: bool = False) -> b
             return False
         raise
     return True
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's or a directory's content to the disk (a no-op where the file system cannot)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def replace_symlink(link: str | os.PathLike[str], target: str) -> None:
+    """Make ``link`` a symbolic link to ``target`` in one step, whatever ``link`` was before (readers see
+    the old or the new target, never nothing): a fresh link beside it, renamed over it."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds (or held) a :class:`FileLock`."""
+
+    pid: int
+    host: str
+    started: str  # local time, ISO 8601
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}, started {self.started}"
+
+    def alive(self) -> bool:
+        """Whether the holder process still runs (assumed so when it ran on another host)."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+class LockHeld(Exception):
+    """The lock is held by another process (``holder``, when it left a readable record)."""
+
+    def __init__(self, path: Path, holder: LockHolder | None) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"{path}: locked by {holder or 'another process'}")
+
+
+class FileLock:
+    """An exclusive lock on ``path`` (``flock``), with the holder's pid, host and start time in the file.
+
+    The kernel releases the lock when the holder dies, however it dies; the record it leaves then
+    names a run that did not finish, which :meth:`acquire` returns so the caller can say so. Worker
+    processes forked while the lock is held share it until they exit.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, wait_for_dead: float = 5.0) -> LockHolder | None:
+        """Take the lock or raise :class:`LockHeld`. Returns the record of an earlier holder that died
+        without releasing it (``None`` after a clean release). A lock whose recorded holder is dead is
+        still held for a moment by its exiting worker processes: wait up to ``wait_for_dead`` seconds."""
+        import fcntl
+
+        deadline = time.monotonic() + wait_for_dead
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._read(fd)
+                os.close(fd)
+                if holder is not None and not holder.alive() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise LockHeld(self.path, holder) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:  # the holder before us may have removed the file (remove()): lock the one at the path
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            stale = self._read(fd)
+            mine = LockHolder(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S"))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(asdict(mine)) + "\n").encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return stale
+
+    def release(self, remove: bool = False) -> None:
+        """Clear the record and release the lock (a clean end: the next holder hears of no dead run);
+        with ``remove``, delete the lock file too (while still holding it)."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+            if remove:
+                self.path.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read(fd: int) -> LockHolder | None:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0) or b"null")
+            return LockHolder(int(data["pid"]), str(data["host"]), str(data["started"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def path_error(exc: OSError, path: str | os.PathLike[str]) -> Any:
+    """An :class:`~qckit.errors.InputError` for ``exc``: one line naming the file (the one the error
+    names, else ``path``) and what is wrong (``No space left on device``, ``Permission denied`` …)."""
+    from qckit.errors import InputError
+
+    where = exc.filename if isinstance(exc.filename, str) and exc.filename else os.fspath(path)
+    return InputError(where, exc.strerror or str(exc) or type(exc).__name__)

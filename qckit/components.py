@@ -1,7 +1,8 @@
 """The small protocols that components implement, and the records that flow between them.
 
 A *component* is a class registered by a plugin (see :mod:`qckit.hookspecs`). A recipe names it with
-``use = "<name>"``; the other keys of that table become keyword arguments of its constructor, so
+``use = "<name>"`` (eval sets: ``kind = "<name>"``); the other keys of that table (eval sets: those
+that are not :class:`EvalSetSettings` fields) become keyword arguments of its constructor, so
 the constructor signature (with type hints and defaults) *is* the component's parameter schema.
 Constructors validate ranges and raise ``ValueError`` with a short message; qckit adds the recipe
 file and key path.
@@ -14,6 +15,7 @@ which run in one process in corpus order) so that the output is identical whatev
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,20 @@ from typing import Any, ClassVar, Protocol, TypeVar
 IGNORE_INDEX = -100
 #: The reader issue kind for blank lines: counted so every input line is accounted for, but not a problem.
 BLANK_LINE = "blank_line"
+#: The issue kind of a line whose strings held lone UTF-16 surrogates (JSON ``"\ud800"``), repaired
+LONE_SURROGATE = "lone_surrogate"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (U+D800–U+DFFF), which no UTF-8 file can hold."""
+    return _SURROGATE.search(text) is not None
+
+
+def repair_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, the replacement character."""
+    return _SURROGATE.sub("\ufffd", text)
+
 
 _F = TypeVar("_F")
 
@@ -85,6 +101,15 @@ def _document(text: str, source: str, line: int, meta: dict | None, metrics: dic
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedRecord:
+    """Yielded by :meth:`Reader.records` in place of a record it did not keep (longer than the limit it
+    was given): the pipeline counts it under ``kind`` with its line number and never parses it."""
+
+    kind: str  #: the issue kind in the stats, e.g. ``line_too_long``
+    message: str
+
+
 class Reader(Protocol):
     """Turns one input file into records (cheap, main process) and records into documents (workers).
 
@@ -95,11 +120,16 @@ class Reader(Protocol):
     name: ClassVar[str]
     #: file name endings this reader handles, longest match wins (".jsonl.gz" beats ".gz").
     suffixes: ClassVar[tuple[str, ...]]
+    #: True when its documents never hold a lone surrogate (it repairs and counts them itself), so the
+    #: pipeline need not look for them (it does for every other reader, and for in-memory documents)
+    surrogate_free: ClassVar[bool] = False
 
-    def records(self, path: Path) -> Iterator[bytes]:
+    def records(self, path: Path, max_bytes: int) -> Iterator[bytes | SkippedRecord]:
         """Yield the raw records of ``path`` in order, one per line (line N is the N-th record).
 
-        Runs in the main process, so keep it to I/O."""
+        A record longer than ``max_bytes`` (``[prepare] max_line_bytes``) must never be held in memory
+        whole: skip it while streaming and yield a :class:`SkippedRecord` in its place. Runs in the
+        driver (or a shard worker), so keep it to I/O."""
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         """Decode one record in a worker process. Return ``None`` to skip it counted (note why in
@@ -123,7 +153,9 @@ class Reader(Protocol):
         ...
 
     @optional
-    def records_between(self, path: Path, start: int, end: int) -> Iterator[bytes]:
+    def records_between(
+        self, path: Path, start: int, end: int, max_bytes: int
+    ) -> Iterator[bytes | SkippedRecord]:
         """Yield the records that start in ``[start, end)``, a range given by :meth:`byte_ranges`, exactly
         as :meth:`records` yields them (the ranges of a file together yield what ``records`` yields)."""
         ...
@@ -212,12 +244,19 @@ class Splitter(Protocol):
 
     def is_val(self, index: int, doc: Document) -> bool: ...
 
+    @optional
+    def is_val_batch(self, start: int, n: int) -> Sequence[bool]:
+        """Fast path for a splitter whose answer depends on the index alone: exactly
+        ``[is_val(i, d) for i in range(start, start + n)]`` whatever the documents. The pipeline then
+        never needs the documents at split time (only the lines the workers formatted)."""
+        ...
+
 
 class Writer(Protocol):
     """Formats documents for one output file format (``train<suffix>``, ``val<suffix>``).
 
-    The pipeline opens, writes and atomically renames the files; a writer only formats one document as
-    it should appear in the file.
+    The pipeline opens, writes and publishes the files; a writer only formats one document as it
+    should appear in the file (in a worker process, right after the filters).
     """
 
     name: ClassVar[str]
@@ -226,7 +265,13 @@ class Writer(Protocol):
     uses_metadata: ClassVar[bool] = True
 
     def format(self, doc: Document) -> str:
-        """Return the document as it goes into the file, ending with a newline."""
+        """Return the document as it goes into the file, ending with a newline. Runs in worker
+        processes (the lines travel to the driver already formatted), so it must be pure."""
+
+    @optional
+    def format_batch(self, docs: list[Document]) -> list[str]:
+        """Fast path: exactly ``[format(d) for d in docs]``."""
+        ...
 
 
 class Executor(Protocol):
@@ -360,6 +405,92 @@ class ModelAdapter(Protocol):
         adapter asked (FSDP: the model really is sharded, not silently data parallel). Called once when
         training begins, with the model wrapped, before the baseline evaluation."""
         ...
+
+
+#: the roles of an eval set: ``target`` (what the run should gain: the dialect) and ``retain`` (what it must
+#: not lose: general or standard French), the forgetting report's two sides
+EVAL_ROLES = ("target", "retain")
+#: the regression a retain set allows when its table gives none: bits per byte 2 % higher, or 0.02 accuracy
+DEFAULT_MAX_REGRESSION = 0.02
+#: what ``Evaluator.regression`` may say: a change relative to the value before, or in points of the metric
+REGRESSION_UNITS = ("relative", "points")
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass
+class EvalSetSettings:
+    """The keys every ``[[train.eval]]`` table has, whatever its ``kind``; the other keys are the evaluator's.
+
+    ``name`` names the set in reports, the summary and TensorBoard (letters, digits, ``_ . -``);
+    ``path`` is its file; ``role`` is ``target`` or ``retain``; ``max_regression`` (retain sets only,
+    default :data:`DEFAULT_MAX_REGRESSION`) is how much worse the metric may get before the run is
+    flagged, in the evaluator's :attr:`Evaluator.regression` unit.
+    """
+
+    name: str
+    path: str
+    role: str = "target"
+    max_regression: float | None = None
+
+    def __post_init__(self) -> None:
+        if not _SET_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name: must be letters, digits, '_', '.' or '-' (starting with a letter or digit), got {self.name!r}"
+            )
+        if not self.path.strip():
+            raise ValueError("path: must not be empty")
+        if self.role not in EVAL_ROLES:
+            raise ValueError(f"role: must be one of {', '.join(EVAL_ROLES)}, got {self.role!r}")
+        if self.max_regression is not None:
+            if self.role != "retain":
+                raise ValueError(
+                    'max_regression: only a retain set has an allowed regression (role = "retain")'
+                )
+            if not 0 <= self.max_regression < 1e9:
+                raise ValueError(f"max_regression: must be 0 or more, got {self.max_regression!r}")
+
+    @property
+    def allowed_regression(self) -> float | None:
+        """The regression a retain set allows (``None`` for a target set)."""
+        if self.role != "retain":
+            return None
+        return DEFAULT_MAX_REGRESSION if self.max_regression is None else self.max_regression
+
+
+class Evaluator(Protocol):
+    """Measures a model on one eval set (a file): bits per byte, minimal pairs, a multiple-choice task …
+
+    A recipe lists eval sets as ``[[train.eval]]`` tables: ``kind`` names the evaluator, the
+    :class:`EvalSetSettings` keys (``name``, ``path``, ``role``, ``max_regression``) belong to the set,
+    and every other key is a constructor parameter of the evaluator. ``load`` runs once per run, before
+    training; ``measure`` runs before training, every ``eval_steps`` and after it, on every rank.
+    ``metric``, ``higher_is_better``, ``regression`` and ``protocol`` may be set per instance by the
+    constructor (a ``metric = "macro_f1"`` parameter, a ``protocol = "stream"`` one).
+    """
+
+    name: ClassVar[str]
+    #: the key of ``measure``'s result that before/after/delta, the reports and the forgetting check use
+    metric: str
+    #: True when a larger metric is better (accuracy), False when a smaller one is (bits per byte)
+    higher_is_better: bool
+    #: how a regression of the metric is measured: ``"relative"`` (``(after − before) / before`` for a
+    #: smaller-is-better metric, bits per byte) or ``"points"`` (``before − after``, accuracy)
+    regression: str
+    #: what else the numbers depend on, named with them wherever they are reported (bpb: ``document`` or
+    #: ``stream``); empty when the kind says it all
+    protocol: str = ""
+
+    def load(self, path: Path, tokenizer: Any) -> Any:
+        """Read and prepare the set once (tokenize, validate rows). Return what ``measure`` takes. Count bad
+        rows (with ``file:line``) in an :class:`IssueLog` on the returned object's ``issues`` attribute
+        instead of raising (the run reports them as a warning); raise :class:`qckit.errors.InputError`
+        only when the file cannot be used at all."""
+
+    def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
+        """Score ``model`` on ``data`` (what ``load`` returned) with ``context`` (a
+        :class:`qckit.evaluate.loglik.EvalContext`: the tokenizer, ``max_length``, ``batch_size``, device,
+        observer; ``context.scorer(model)`` scores requests). Return plain JSON-serialisable numbers with
+        ``metric`` among them; leave the model as it was (train/eval modes restored)."""
 
 
 class IssueLog:

@@ -36,4 +36,25 @@ PREPARE_DEFAULTS: dict[str, Any] = {
 TRAIN_DEFAULTS: dict[str, Any] = {
     "chunker": {"use": "window", "max_length": 1024, "stride": 128},
     "adapters": [{"use": "lora"}],
+    "eval": [],  # named eval sets besides the validation file ([[train.eval]])
 }
+
+#: the evaluator that measures ``val_file``, the default eval set (named :data:`VALIDATION_SET`)
+VALIDATION_EVALUATOR = "bpb"
+VALIDATION_SET = "val"
+
+
+def validation_set_table(settings: Any) -> dict[str, Any]:
+    """The ``[[train.eval]]`` table of the default set: ``val_file`` as a ``bpb`` target set, scored as
+    the ``train.eval_*`` settings say (its window is the run's evaluation window)."""
+    table: dict[str, Any] = {
+        "kind": VALIDATION_EVALUATOR,
+        "name": VALIDATION_SET,
+        "path": settings.val_file,
+        "protocol": settings.eval_protocol,
+        "stride": settings.eval_stride,
+        "max_documents": settings.eval_max_documents,
+    }
+    if settings.eval_prefix_token is not None:
+        table["prefix_token"] = settings.eval_prefix_token
+    return table

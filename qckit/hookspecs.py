@@ -107,3 +107,14 @@ def register_model_adapters(register: Register) -> None:
     (refuse a Trainer that did not set the model up as asked) and ``optimizer_param_groups(model,
     learning_rate)`` (parameter groups with their own learning rates). The train stage never asks for an
     adapter by name."""
+
+
+@hookspec
+def register_evaluators(register: Register) -> None:
+    """Register :class:`qckit.components.Evaluator` classes: eval-set kinds (recipe: ``[[train.eval]]``,
+    selected by ``kind = "<name>"``; built-ins ``bpb``, ``minimal_pairs``, ``choice``).
+
+    Every eval set is loaded once and measured before training, every ``eval_steps`` and after; the
+    evaluator's ``metric``, ``higher_is_better`` and ``regression`` say how before/after/delta and the
+    forgetting check read its results. The protocol's docstrings are the contract.
+    """

@@ -31,6 +31,10 @@ class Kind:
     stage: str  #: the recipe table that configures it
     key: str  #: the key inside that table
     many: bool  #: an array of tables (``[[prepare.filters]]``) rather than one table (``[prepare.splitter]``)
+    selector: str = "use"  #: the key of a recipe table that names the component (eval sets: ``kind``)
+    #: a dataclass of the keys every table of this kind has besides the component's parameters (eval sets:
+    #: :class:`~qckit.components.EvalSetSettings`), built and checked like a settings table; None if none
+    entry: type | None = None
 
     def protocol(self, cls: type) -> type:
         """The protocol ``cls`` implements: for filters, :class:`~qckit.components.StatefulFilter` when
@@ -87,6 +91,16 @@ KINDS: tuple[Kind, ...] = (
     Kind("executor", "register_executors", (c.Executor,), "prepare", "executor", many=False),
     Kind("chunker", "register_chunkers", (c.Chunker,), "train", "chunker", many=False),
     Kind("adapter", "register_model_adapters", (c.ModelAdapter,), "train", "adapters", many=True),
+    Kind(
+        "evaluator",
+        "register_evaluators",
+        (c.Evaluator,),
+        "train",
+        "eval",
+        many=True,
+        selector="kind",
+        entry=c.EvalSetSettings,
+    ),
 )
 
 #: kind name → :class:`Kind`

@@ -17,6 +17,8 @@ Layout::
     [train]                   # TrainSettings fields (model, num_epochs …)
     [train.chunker]           # one table
     [[train.adapters]]        # ordered; [] = full fine-tuning
+    [[train.eval]]            # named eval sets: kind = "bpb" | "minimal_pairs" | "choice" | a plugin's,
+                              # name, path, role, max_regression, and the kind's own settings
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 import stat
 import tomllib
@@ -34,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from qckit import defaults
+from qckit import defaults, kinds
 from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import STAGES, stage_kinds
-from qckit.settings import PrepareSettings
+from qckit.settings import STATE_DIR, PrepareSettings
 from qckit.train.settings import TrainSettings
 
 #: recipes are small hand-written files; anything larger is refused before it is read into memory
@@ -57,6 +60,8 @@ class ComponentSpec:
     key: str
     info: ComponentInfo
     instance: Any
+    #: the kind's per-table keys besides the component's parameters (an eval set's EvalSetSettings), or None
+    entry: Any = None
 
     @property
     def owner(self) -> str:
@@ -82,6 +87,7 @@ class TrainPlan:
     settings: TrainSettings
     chunker: ComponentSpec
     adapters: list[ComponentSpec]
+    eval: list[ComponentSpec] = field(default_factory=list)  #: the [[train.eval]] sets (not the val_file one)
 
 
 @dataclass
@@ -202,6 +208,7 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
             source=source,
             key="prepare.resume",
         )
+    _check_outputs(settings, specs["writers"], source)
     data["prepare"] = _resolved(settings, specs)
     reader_table = {spec.name: spec for spec in specs["readers"]}
     for name in host.names("reader"):
@@ -210,6 +217,48 @@ def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:
                 host, "reader", {"use": name}, f"prepare.readers.{name}", "<defaults>"
             )
     return PreparePlan(settings=settings, host=host, reader_table=reader_table, **specs)
+
+
+def _check_outputs(settings: PrepareSettings, writers: list[ComponentSpec], source: str) -> None:
+    """Refuse output file names that collide, and inputs that an output would overwrite."""
+    seen: dict[str, int] = {}
+    for i, w in enumerate(writers):
+        suffix = getattr(w.instance, "suffix", "")
+        if suffix in seen:
+            raise RecipeError(
+                f"writer {w.name!r} writes the same files as prepare.writers[{seen[suffix]}] (suffix {suffix!r})",
+                source=source,
+                key=f"prepare.writers[{i}]",
+            )
+        seen[suffix] = i
+    names = settings.output_names(len(settings.inputs), list(seen))
+    if settings.stats_file in names[:-1]:
+        raise RecipeError(
+            f"{settings.stats_file!r} is also the name of an output file",
+            source=source,
+            key="prepare.stats_file",
+        )
+    out = Path(settings.output)
+    targets = {}
+    for name in names:
+        targets[os.path.abspath(out / name)] = name
+        targets[os.path.realpath(out / name)] = name
+    state = os.path.realpath(out / STATE_DIR)
+    for i, inp in enumerate(settings.inputs):
+        for where in (os.path.abspath(inp), os.path.realpath(inp)):
+            if where in targets:
+                raise RecipeError(
+                    f"{inp} would be overwritten by the output {out / targets[where]}; "
+                    "choose another output directory or rename the input",
+                    source=source,
+                    key=f"prepare.inputs[{i}]",
+                )
+            if where.startswith(state + os.sep):
+                raise RecipeError(
+                    f"{inp} is inside qckit's own directory {out / STATE_DIR}; copy it elsewhere first",
+                    source=source,
+                    key=f"prepare.inputs[{i}]",
+                )
 
 
 def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
@@ -230,8 +279,25 @@ def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
     scalars = {k: v for k, v in table.items() if k not in keys}
     settings = build_dataclass(TrainSettings, scalars, "train", source, extra_keys=keys)
     specs = _build_components(table, "train", host, source)
+    _check_set_names(specs["eval"], settings, source)
     data["train"] = _resolved(settings, specs)
     return TrainPlan(settings=settings, **specs)
+
+
+def _check_set_names(specs: list[ComponentSpec], settings: TrainSettings, source: str) -> None:
+    """Eval set names are unique, and ``val`` is the validation file's when there is one."""
+    seen: dict[str, str] = {}
+    if settings.val_file:
+        seen[defaults.VALIDATION_SET] = "train.val_file"
+    for spec in specs:
+        name = spec.entry.name
+        if name in seen:
+            raise RecipeError(
+                f"eval set name {name!r} is already used by {seen[name]}; give each set its own name",
+                source=source,
+                key=f"{spec.key}.name",
+            )
+        seen[name] = spec.key
 
 
 def _build_components(table: dict, stage: str, host: PluginHost, source: str) -> dict[str, Any]:
@@ -258,32 +324,51 @@ def _build_components(table: dict, stage: str, host: PluginHost, source: str) ->
 
 
 def build_component(host: PluginHost, kind: str, table: dict, key: str, source: str) -> ComponentSpec:
-    """Instantiate the component a recipe table names, checking every parameter against its signature."""
-    if "use" not in table:
-        raise RecipeError(f"missing 'use' (which {kind} to run)", source=source, key=key)
-    name = table["use"]
+    """Instantiate the component a recipe table names, checking every parameter against its signature.
+
+    The table names the component under the kind's ``selector`` (``use``; eval sets: ``kind``); for a
+    kind with an ``entry`` dataclass (eval sets: name, path, role …) those keys are built into it.
+    """
+    k = kinds.kind(kind)
+    selector = k.selector
+    if selector not in table:
+        raise RecipeError(f"missing {selector!r} (which {kind} to run)", source=source, key=key)
+    name = table[selector]
     if not isinstance(name, str):
-        raise RecipeError(f"'use' must be a string, got {_tname(name)}", source=source, key=f"{key}.use")
+        raise RecipeError(
+            f"{selector!r} must be a string, got {_tname(name)}", source=source, key=f"{key}.{selector}"
+        )
     # A plugin that registers something invalid is a PluginError (raised here while the registry is
     # built); only an unknown name is the recipe's fault.
     info = host.registry[kind].get(name)
     if info is None:
-        raise RecipeError(host.unknown_message(kind, name), source=source, key=f"{key}.use")
-    params = {k: v for k, v in table.items() if k != "use"}
+        raise RecipeError(host.unknown_message(kind, name), source=source, key=f"{key}.{selector}")
+    params = {p: v for p, v in table.items() if p != selector}
+    entry = None
+    entry_keys: dict[str, Any] = {}
+    if k.entry is not None:
+        entry_keys = {f.name: f for f in dataclasses.fields(k.entry) if f.init}
+        entry = build_dataclass(k.entry, {p: v for p, v in params.items() if p in entry_keys}, key, source)
+        params = {p: v for p, v in params.items() if p not in entry_keys}
     hints = _hints(info.cls.__init__)  # type: ignore[misc]
     accepted = {p.name: p for p in info.parameters()}
     kwargs = {}
     for pname, value in params.items():
         if pname not in accepted:
             raise RecipeError(
-                _unknown_key_msg(pname, accepted, f"{kind} {name!r}"), source=source, key=f"{key}.{pname}"
+                _unknown_key_msg(pname, {**accepted, **entry_keys}, f"{kind} {name!r}"),
+                source=source,
+                key=f"{key}.{pname}",
             )
         kwargs[pname] = _coerce(value, hints.get(pname, Any), f"{key}.{pname}", source)
     try:
         instance = info.cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise RecipeError(f"{kind} {name!r}: {exc}", source=source, key=key) from None
-    return ComponentSpec(kind, name, params, key, info, instance)
+        # "stride must be …": a message that starts with a parameter's name is about that key
+        first = str(exc).split(" ", 1)[0].rstrip(":")
+        where = f"{key}.{first}" if first in accepted else key
+        raise RecipeError(f"{kind} {name!r}: {exc}", source=source, key=where) from None
+    return ComponentSpec(kind, name, params, key, info, instance, entry)
 
 
 def build_dataclass(cls: type, table: dict, key: str, source: str, extra_keys: set[str] = frozenset()) -> Any:  # type: ignore[assignment]
@@ -335,7 +420,10 @@ def _without_none(value: Any) -> Any:
 
 
 def resolved_component(spec: ComponentSpec) -> dict[str, Any]:
-    table: dict[str, Any] = {"use": spec.name}
+    """The component's table with every default written out (entry keys first, for eval sets)."""
+    table: dict[str, Any] = {kinds.kind(spec.kind).selector: spec.name}
+    if spec.entry is not None:
+        table.update(_without_none(dataclasses.asdict(spec.entry)))
     for p in spec.info.parameters():
         if p.name in spec.params:
             table[p.name] = spec.params[p.name]
@@ -442,6 +530,10 @@ def _step(node: Any, part: str | int, here: str, source: str) -> Any:
     return node[part]
 
 
+def _item_names(item: dict) -> tuple[Any, ...]:
+    return (item["use"],) if "use" in item else (item.get("name"),)
+
+
 def _list_index(node: list, part: str | int, here: str, source: str) -> int:
     if isinstance(part, int):
         if not -len(node) <= part < len(node):
@@ -449,9 +541,10 @@ def _list_index(node: list, part: str | int, here: str, source: str) -> int:
                 f"index {part} out of range (the array has {len(node)} items)", source=source, key=here
             )
         return part
-    matches = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("use") == part]
+    # components by their name, eval sets by theirs
+    matches = [i for i, item in enumerate(node) if isinstance(item, dict) and part in _item_names(item)]
     if len(matches) != 1:
-        names = [item.get("use") for item in node if isinstance(item, dict)]
+        names = [item.get("use", item.get("name")) for item in node if isinstance(item, dict)]
         what = "no" if not matches else "several"
         raise RecipeError(
             f"{what} component named {part!r} here; components: {names}", source=source, key=here

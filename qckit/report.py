@@ -6,6 +6,7 @@ renderable, so reports can also be rendered to a file or a recording console in 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -137,6 +138,13 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
                 _row(t, f"{comp}: {key}", _n(value))
         parts.append(t)
     footer = f"{stats.get('elapsed_s', 0):.2f} s, {stats.get('throughput_mb_s') or 0:.1f} MB/s, {stats.get('workers', 1)} worker(s)"
+    executor = stats.get("executor") or {}
+    if "shards" in executor:
+        footer += f", {executor.get('use')}: {executor['shards']:,} shard(s)"
+        if executor.get("resumed"):
+            footer += f", {executor['resumed']:,} resumed"
+        if executor.get("task_mb_s"):
+            footer += f", {executor['task_mb_s']:.1f} MB/s per task"
     outputs = stats.get("outputs", [])
     if outputs:
         footer += "\nwrote " + ", ".join(outputs)
@@ -224,16 +232,67 @@ def vocabulary_table(data: dict[str, Any]) -> Table:
     return t
 
 
-def eval_line(title: str, data: dict[str, Any]) -> Text:
-    """One line per held-out evaluation, so before/during/after read as a column."""
+#: short labels of the numbers one-line eval reports show
+_LABELS = {
+    "bits_per_byte": "bits/byte",
+    "perplexity": "ppl",
+    "accuracy": "acc",
+    "accuracy_norm": "norm",
+    "accuracy_bytes": "bytes-norm",
+    "macro_f1": "F1",
+}
+#: the numbers shown after the metric when a set has them, then the counts
+_SECONDARY = ("perplexity", "macro_f1")
+_COUNTS = (("documents", "docs"), ("pairs", "pairs"), ("items", "items"), ("bad_rows", "bad rows"))
+
+
+def _value(value: Any, key: str = "") -> str:
+    """A metric value: accuracies and F1 with 3 decimals, perplexities with 1-2, the rest with 4."""
+    if not isinstance(value, float):
+        return _n(value)
+    if key.startswith("accuracy") or key.endswith("f1"):
+        return f"{value:.3f}"
+    if key.endswith("perplexity"):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    return f"{value:.4f}" if abs(value) < 1000 else _n(value)
+
+
+def set_label(name: str, numbers: dict[str, Any]) -> str:
+    """``val [bpb/document]``: a set's name with its kind and protocol, as every report names it."""
+    kind = numbers.get("kind") or ""
+    protocol = numbers.get("protocol") or ""
+    tag = "/".join(p for p in (kind, protocol) if p)
+    return f"{name} [{tag}]" if tag else name
+
+
+def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool = True) -> Text:
+    """One line per eval set and measurement, so before/during/after read as a column.
+
+    ``data`` is a set's numbers (``metric`` names the headline one; bits per byte when absent); names
+    and titles are printed literally. Without ``seconds`` a line fits 80 columns for set names of up to
+    about 20 characters.
+    """
+    metric = data.get("metric") or "bits_per_byte"
     step = f" (step {data['step']})" if "step" in data else ""
-    line = Text(f"{title}{step}: ", style="bold")
-    line.append(f"bits/byte {data.get('bits_per_byte', float('nan')):.4f}", style="bold cyan")
+    head = " ".join(part for part in (title, set_label(name, data) if name else "") if part)
+    line = Text.assemble(literal(f"{head}{step}: ", "bold", one_line=True))
+    value = data.get(metric)
     line.append(
-        f"  perplexity {data.get('perplexity', float('nan')):.2f}  loss {data.get('loss', float('nan')):.4f}"
+        f"{_LABELS.get(metric, metric)} {_value(value, metric) if value is not None else '–'}",
+        style="bold cyan",
     )
-    extra = [f"{_n(data[k])} {k}" for k in ("documents", "tokens") if k in data]
-    if "seconds" in data:
+    ci = data.get(f"{metric}_ci95")
+    if isinstance(ci, list) and len(ci) == 2:
+        line.append(f" [{ci[0]:.2f}-{ci[1]:.2f}]", style="cyan")
+    for key in _SECONDARY:
+        if key != metric and isinstance(data.get(key), (int, float)):
+            line.append(f"  {_LABELS.get(key, key)} {_value(data[key], key)}")
+    extra = [
+        f"{_n(data[k])} {label}"
+        for k, label in _COUNTS
+        if isinstance(data.get(k), int) and (k != "bad_rows" or data[k])
+    ]
+    if seconds and isinstance(data.get("seconds"), (int, float)):
         extra.append(f"{data['seconds']:.1f} s")
     if extra:
         line.append("  (" + ", ".join(extra) + ")", style="dim")
@@ -241,39 +300,125 @@ def eval_line(title: str, data: dict[str, Any]) -> Text:
 
 
 def eval_lines(title: str, measurement: dict[str, dict[str, Any]]) -> RenderableType:
-    """One :func:`eval_line` per set of a held-out measurement (``{set name: numbers}``)."""
-    return Group(*(eval_line(f"{title} [{name}]", numbers) for name, numbers in measurement.items()))
+    """One :func:`eval_line` per set of a measurement (``{set name: numbers}``)."""
+    return Group(*(eval_line(title, numbers, name) for name, numbers in measurement.items()))
+
+
+def _change(entry: dict[str, Any]) -> str:
+    change = entry.get("change")
+    if not isinstance(change, (int, float)):
+        return "–"
+    if entry.get("regression_unit") == "relative":
+        return f"{change * 100:+.1f} %"
+    return f"{change * 100:+.1f} pts"
+
+
+def _metric_label(entry: dict[str, Any]) -> str:
+    """``bpb/document``, ``acc``, ``F1``: a set's headline metric with its protocol, short for tables."""
+    metric = "bpb" if entry["metric"] == "bits_per_byte" else _LABELS.get(entry["metric"], entry["metric"])
+    return f"{metric}/{entry['protocol']}" if entry.get("protocol") else metric
+
+
+def _set_cells(entry: dict[str, Any]) -> tuple[Text, Text]:
+    """``(change, check)`` of an eval set's outcome: a target set's gain, a retain set's check (a breach in
+    red, with the regression it allows)."""
+    gain = entry.get("gain")
+    style = "" if gain is None else ("green" if gain > 0 else "yellow" if gain < 0 else "")
+    if entry["role"] == "retain":
+        allowed = entry.get("max_regression")
+        unit = " %" if entry.get("regression_unit") == "relative" else " pts"
+        limit = f"{allowed * 100:g}{unit}" if allowed is not None else ""
+        if entry.get("breach"):
+            check = Text(f"BREACH (>{limit})", style="bold red")
+        else:
+            check = Text(f"retained (≤{limit})" if gain is not None else "retain", style="green")
+    else:
+        check = Text("" if gain is None else ("gain" if gain > 0 else "no gain"), style=style)
+    change = Text(_change(entry), style="bold red" if entry.get("breach") else style)
+    return change, check
+
+
+def _before_after(entry: dict[str, Any]) -> tuple[str, str]:
+    return tuple(  # type: ignore[return-value]
+        _value(entry[side], entry["metric"]) if entry.get(side) is not None else "–"
+        for side in ("before", "after")
+    )
+
+
+def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets") -> Table:
+    """Every eval set before / after / change, target sets' gain and retain sets' check (a breach in red).
+
+    ``outcomes`` is :func:`qckit.evaluate.sets.outcome`'s result (``training_summary.json``'s
+    ``eval_sets``). Fits 80 columns for set names of about 12 characters.
+    """
+    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+    t.add_column("set", no_wrap=True)
+    t.add_column("metric", no_wrap=True)
+    t.add_column("before", justify="right", no_wrap=True)
+    t.add_column("after", justify="right", no_wrap=True)
+    t.add_column("change", justify="right", no_wrap=True)
+    t.add_column("check")
+    for name, entry in outcomes.items():
+        change, check = _set_cells(entry)
+        _row(t, name, _metric_label(entry), *_before_after(entry), change, check)
+    return t
+
+
+def compare_report(runs: list[Any]) -> RenderableType:
+    """``qckit compare``: one table of the runs' eval sets (set by set, one row per run), then the runs that
+    breached a retain set. ``runs`` are :class:`qckit.evaluate.runs.Run` objects."""
+    t = Table(title="Eval sets by run", box=box.SIMPLE_HEAVY, title_justify="left")
+    t.add_column("set", no_wrap=True)
+    t.add_column("run", overflow="fold")
+    t.add_column("metric", no_wrap=True)
+    for column in ("before", "after", "change"):
+        t.add_column(column, justify="right", no_wrap=True)
+    t.add_column("check")
+    labels = run_labels([run.path for run in runs])
+    names = list(dict.fromkeys(name for run in runs for name in run.sets))
+    for name in names:
+        first = True
+        for run, label in zip(runs, labels, strict=True):
+            entry = run.sets.get(name)
+            if entry is None:
+                continue
+            change, check = _set_cells(entry)
+            _row(t, name if first else "", label, _metric_label(entry), *_before_after(entry), change, check)
+            first = False
+    parts: list[RenderableType] = [t]
+    if any(label != run.name for run, label in zip(runs, labels, strict=True)):
+        legend = ", ".join(f"{label} = {run.name}" for run, label in zip(runs, labels, strict=True))
+        parts.append(literal(f"runs: {legend}", "dim"))
+    for run in runs:
+        if run.breaches:
+            parts.append(
+                Text.assemble(
+                    ("forgot: ", "bold red"), literal(f"{run.name}: {', '.join(run.breaches)}", one_line=True)
+                )
+            )
+    return Group(*parts)
+
+
+def run_labels(paths: list[Any]) -> list[str]:
+    """Short names for run directories: what tells them apart (``runs/a/model``, ``runs/b/model`` → ``a``,
+    ``b``), or the last part of the path for one run; the full paths where that is not unique."""
+    parts = [list(Path(p).parts) for p in paths]
+    if len(parts) == 1:
+        return [parts[0][-1] if parts[0] else str(paths[0])]
+    while all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    while all(len(p) > 1 for p in parts) and len({p[-1] for p in parts}) == 1:
+        parts = [p[:-1] for p in parts]
+    labels = ["/".join(p) for p in parts]
+    return labels if len(set(labels)) == len(labels) else [str(p) for p in paths]
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:
-    """Before/after held-out perplexity and bits-per-byte of each set, plus throughput."""
+    """Every eval set before/after (one table: target gains, retain checks with breaches in red), the
+    training sources and the run's numbers."""
     parts: list[RenderableType] = []
-    before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
-    if before or after:
-        t = Table(title="Held-out evaluation", box=box.SIMPLE_HEAVY)
-        t.add_column("set")
-        t.add_column("metric")
-        t.add_column("before", justify="right")
-        t.add_column("after", justify="right")
-        t.add_column("change", justify="right")
-        for name in dict.fromkeys([*before, *after]):
-            for key in ("bits_per_byte", "perplexity", "loss"):
-                b, a = (before.get(name) or {}).get(key), (after.get(name) or {}).get(key)
-                if b is None and a is None:
-                    continue
-                change: str | Text = ""
-                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-                    delta = (a - b) / b * 100
-                    change = Text(f"{delta:+.1f} %", style="green" if delta < 0 else "red")
-                _row(
-                    t,
-                    name,
-                    key.replace("_", " "),
-                    _n(b) if b is not None else "–",
-                    _n(a) if a is not None else "–",
-                    change,
-                )
-        parts.append(t)
+    if summary.get("eval_sets"):
+        parts.append(eval_sets_table(summary["eval_sets"], title="Held-out evaluation"))
     if summary.get("sources"):
         parts.append(sources_table(summary["sources"]))
     if summary.get("vocabulary"):
@@ -370,7 +515,7 @@ def plan_report(recipe: Any) -> RenderableType:
             if specs is None:
                 continue
             for spec in specs if isinstance(specs, list) else [specs]:
-                resolved = {k: v for k, v in resolved_component(spec).items() if k != "use"}
+                resolved = {k: v for k, v in resolved_component(spec).items() if k != kind.selector}
                 settings = ", ".join(f"{k}={v!r}" for k, v in resolved.items())
                 plugin = spec.info.plugin
                 _row(t, key, spec.name, settings, f"{plugin.name} ({plugin.distribution or '?'})")

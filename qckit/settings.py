@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 STATS_FILE = "prepare_stats.json"
 #: every dropped document with its filter and reason (``[prepare] rejects = true``)
 REJECTS_FILE = "rejected.jsonl"
+#: default ``[prepare] max_line_bytes``: a longer input line is counted and skipped without being held
+MAX_LINE_BYTES = 4 << 20
+#: qckit's own directory inside a prepare output directory: the lock, the generations of outputs,
+#: the temporary files of a running run and the work directory of a resumable one
+STATE_DIR = ".qckit"
 
 
 @dataclass
@@ -25,6 +30,8 @@ class PrepareSettings:
     merge: bool = False
     workers: int = 0  # 0 = one per CPU core
     batch_bytes: int = 256 * 1024  #: input bytes per batch handed to a worker
+    #: a longer input line (record) is counted as ``line_too_long`` and skipped while streaming
+    max_line_bytes: int = MAX_LINE_BYTES
     max_examples: int = 5  # examples kept per drop reason / reader problem
     rejects: bool = False  # also write rejected.jsonl: every dropped document with its filter and reason
     stats_file: str = STATS_FILE
@@ -36,5 +43,36 @@ class PrepareSettings:
             raise ValueError("workers: must be 0 (one per core) or more")
         if self.batch_bytes < 1024:
             raise ValueError("batch_bytes: must be at least 1024")
+        if self.max_line_bytes < 1024:
+            raise ValueError("max_line_bytes: must be at least 1024")
         if self.max_examples < 0:
             raise ValueError("max_examples: must be 0 or more")
+        name = self.stats_file
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("stats_file: must be a file name, not empty")
+        if name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+            raise ValueError(f"stats_file: must be a plain file name in the output directory, got {name!r}")
+        if name == STATE_DIR:
+            raise ValueError(f"stats_file: {STATE_DIR!r} is qckit's own directory")
+
+    def output_names(self, n_inputs: int, writer_suffixes: list[str]) -> list[str]:
+        """Every file a run writes into the output directory: for each set and writer ``train`` then
+        ``val``, then ``rejected.jsonl`` (with ``rejects``) and the stats file."""
+        names = [
+            output_name(part, set_suffix, suffix)
+            for set_suffix in set_suffixes(self.merge, n_inputs)
+            for suffix in writer_suffixes
+            for part in ("train", "val")
+        ]
+        return [*names, *([REJECTS_FILE] if self.rejects else []), self.stats_file]
+
+
+def set_suffixes(merge: bool, n_inputs: int) -> list[str]:
+    """The name suffix of each output set: ``""`` when merged, else ``_1``, ``_2`` … one per input (the
+    seed's names)."""
+    return [""] if merge else [f"_{i + 1}" for i in range(n_inputs)]
+
+
+def output_name(part: str, set_suffix: str, writer_suffix: str) -> str:
+    """``train_1.txt``: the file of one part (``train``/``val``) of one set for one writer."""
+    return f"{part}{set_suffix}{writer_suffix}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import ClassVar
@@ -56,7 +57,25 @@ class FailUnless:
         return None
 
 
+class Pause:
+    """On a document containing ``trigger``: creates the file ``reached``, then sleeps ``seconds``
+    (so that a test can act while a run is certainly in the middle of its work)."""
+
+    name: ClassVar[str] = "faults.pause"
+    stateful: ClassVar[bool] = False
+
+    def __init__(self, reached: str = "", seconds: float = 60.0, trigger: str = "PAUSE-HERE") -> None:
+        self.reached, self.seconds, self.trigger = reached, seconds, trigger
+
+    def drop_reason(self, doc: Document) -> str | None:
+        if self.trigger in doc.text:
+            Path(self.reached).touch()
+            time.sleep(self.seconds)
+        return None
+
+
 @hookimpl
 def register_filters(register) -> None:
     register(KillWorker)
     register(FailUnless)
+    register(Pause)

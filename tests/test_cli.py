@@ -79,6 +79,7 @@ def test_prepare_merge_and_seed_defaults(tmp_path):
     )
     assert status == 0, out
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        ".qckit",
         "prepare_stats.json",
         "train.txt",
         "val.txt",

@@ -58,7 +58,7 @@ def trained(tmp_path_factory, tiny_model_dir):
 
 def test_train_reports_inspection_and_before_after(trained):
     _, out, _, text = trained
-    assert "qckit train: inspection" in text and "eval before [val] (step 0): bits/byte" in text
+    assert "qckit train: inspection" in text and "eval before val [bpb/document] (step 0): bits/byte" in text
     assert "Held-out evaluation" in text
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["eval_after"]["val"]["bits_per_byte"] < summary["eval_before"]["val"]["bits_per_byte"]

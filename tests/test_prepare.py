@@ -45,7 +45,7 @@ def test_single_file_writes_seed_names_and_stats(tmp_path):
     )
     out = tmp_path / "out"
     result = run_prepare(recipe_for([src], out).prepare)
-    assert sorted(p.name for p in out.iterdir()) == sorted(["train_1.txt", "val_1.txt", STATS_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".qckit", "train_1.txt", "val_1.txt", STATS_FILE])
     kept = read_lines(out / "train_1.txt") + read_lines(out / "val_1.txt")
     assert len(kept) == len(GOOD) + 1
     assert "Voir pour les détails du festival d'été." in kept
@@ -187,3 +187,55 @@ def test_rejects_file_records_every_drop_with_filter_and_reason(tmp_path):
         9: ("unique_words", "repetitive"),
     }
     assert all(r["source"] == str(src) for r in rejects)
+
+
+@pytest.mark.parametrize(
+    ("prepare", "key", "message"),
+    [
+        (
+            {"inputs": ["{d}/train.txt"], "merge": True},
+            "prepare.inputs[0]",
+            "would be overwritten by the output",
+        ),
+        ({"inputs": ["x.txt", "{d}/val_2.txt"]}, "prepare.inputs[1]", "would be overwritten by the output"),
+        ({"inputs": ["{d}/prepare_stats.json"]}, "prepare.inputs[0]", "would be overwritten by the output"),
+        ({"inputs": ["{d}/.qckit/gen-1/train.txt"]}, "prepare.inputs[0]", "inside qckit's own directory"),
+        ({"inputs": ["x.txt"], "stats_file": "../x.json"}, "prepare.stats_file", "plain file name"),
+        ({"inputs": ["x.txt"], "stats_file": "/tmp/x.json"}, "prepare.stats_file", "plain file name"),
+        ({"inputs": ["x.txt"], "stats_file": ""}, "prepare.stats_file", "must be a file name"),
+        (
+            {"inputs": ["x.txt"], "stats_file": "train_1.txt"},
+            "prepare.stats_file",
+            "also the name of an output",
+        ),
+        (
+            {"inputs": ["x.txt"], "stats_file": "rejected.jsonl", "rejects": True},
+            "prepare.stats_file",
+            "also the name of an output",
+        ),
+        (
+            {"inputs": ["x.txt"], "writers": [{"use": "txt"}, {"use": "txt"}]},
+            "prepare.writers[1]",
+            "writes the same files as prepare.writers[0]",
+        ),
+    ],
+)
+def test_outputs_that_would_destroy_an_input_or_collide_are_recipe_errors(tmp_path, prepare, key, message):
+    from qckit.errors import RecipeError
+
+    d = tmp_path / "d"
+    table = {k: [i.format(d=d) for i in v] if k == "inputs" else v for k, v in prepare.items()}
+    with pytest.raises(RecipeError) as err:
+        build_recipe({"prepare": {**table, "output": str(d)}}, source="r.toml")
+    assert str(err.value).startswith(f"r.toml:{key}: ") and message in str(err.value)
+
+
+def test_an_input_reached_through_a_link_to_an_output_is_refused(tmp_path):
+    from qckit.errors import RecipeError
+
+    src = corpus(tmp_path, GOOD)
+    out = tmp_path / "out"
+    run_prepare(recipe_for([src], out).prepare)
+    (tmp_path / "again.txt").symlink_to(out / "train_1.txt")
+    with pytest.raises(RecipeError, match=r"prepare\.inputs\[0\]: .*would be overwritten by the output"):
+        recipe_for([tmp_path / "again.txt"], out)

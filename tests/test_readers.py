@@ -75,7 +75,7 @@ def test_bom_is_only_removed_at_the_start_of_the_file(tmp_path):
     [
         (
             b"\xef\xbb\xbfab\r\n\r\ncd\ref\n\ngh\r\nlast line without newline\r",
-            [b"ab", b"", b"cd\ref", b"", b"gh", b"last line without newline"],
+            [b"ab", b"", b"cd", b"ef", b"", b"gh", b"last line without newline"],  # \r ends a line too
         ),
         (b"a\n", [b"a"]),
         (b"\xef\xbb\xbf\n", [b""]),

@@ -56,7 +56,7 @@ def test_defaults_fill_missing_component_lists():
         ("[[prepare.filters]]\nmin_length = 3\n", "r.toml:prepare.filters[0]: missing 'use'"),
         (
             "[prepare.splitter]\nuse = 'random'\nval_split = 0.9\n",
-            "r.toml:prepare.splitter: splitter 'random':",
+            "r.toml:prepare.splitter.val_split: splitter 'random':",
         ),
         ("[prepare]\nfilters = 3\n", "r.toml:prepare.filters: expected an array of tables"),
         ("[bogus]\n", "r.toml:bogus: unknown key 'bogus' in the recipe"),

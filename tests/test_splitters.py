@@ -146,3 +146,19 @@ def test_hash_split_puts_case_and_space_variants_on_the_same_side_and_depends_on
     other = HashSplitter(val_split=0.5, salt="autre")
     assert sides != [other.is_val(0, Document(t)) for t in texts]
     assert not any(HashSplitter(val_split=0.0).is_val(0, Document(t)) for t in texts)
+
+
+@pytest.mark.parametrize("seed", [0, 42, -7, 2**40])
+def test_random_split_batch_path_equals_is_val_at_every_offset(seed):
+    splitter = RandomSplitter(val_split=0.25, seed=seed)
+    splitter.start(500, 3)
+    one_by_one = [splitter.is_val(i, Document("x")) for i in range(500)]
+    for size in (1, 7, 64, 500):
+        batched = [
+            flag
+            for start in range(0, 500, size)
+            for flag in splitter.is_val_batch(start, min(size, 500 - start))
+        ]
+        assert batched == one_by_one
+    with pytest.raises(IndexError):
+        splitter.is_val_batch(490, 20)

@@ -71,7 +71,7 @@ def test_mlflow_gets_the_held_out_sets_the_losses_and_the_settings(tmp_path, tin
     experiment = client.get_experiment_by_name("qckit")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "out"
-    bpb = client.get_metric_history(run.info.run_id, "eval/val/bits_per_byte")
+    bpb = client.get_metric_history(run.info.run_id, "eval_val/document/bits_per_byte")
     assert [m.step for m in bpb] == [0, 3, 6]  # baseline, during, after
     assert bpb[0].value == pytest.approx(result.summary["eval_before"]["val"]["bits_per_byte"])
     assert bpb[-1].value == pytest.approx(result.summary["eval_after"]["val"]["bits_per_byte"])
@@ -116,7 +116,7 @@ def test_a_failed_run_is_marked_failed(tmp_path, tiny_model_dir, corpus):
     client = _client(out)
     (run,) = client.search_runs([client.get_experiment_by_name("qckit").experiment_id])
     assert run.info.status == "FAILED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/val/loss")] == [0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_val/document/loss")] == [0]
     assert not (out / "logs").exists()  # report_to without tensorboard writes no event files
 
 
@@ -139,7 +139,7 @@ def test_log_entries_are_named_like_tensorboard():
     logs = {
         "loss": 2.5,
         "learning_rate": 1e-3,
-        "eval_val/bits_per_byte": 1.9,
+        "eval_val/document/bits_per_byte": 1.9,
         "epoch": 0.5,
         "note": "x",
         "flag": True,
@@ -147,7 +147,7 @@ def test_log_entries_are_named_like_tensorboard():
     assert tracker_metrics(logs) == {
         "train/loss": 2.5,
         "train/learning_rate": 1e-3,
-        "eval/val/bits_per_byte": 1.9,
+        "eval_val/document/bits_per_byte": 1.9,
         "train/epoch": 0.5,
     }
 

@@ -161,13 +161,15 @@ def test_tensorboard_and_trainer_state_hold_held_out_metrics(lora_run):
     events = EventAccumulator(str(out / "logs"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    held_out = {"eval/val/bits_per_byte", "eval/val/perplexity", "eval/val/loss"}
+    # one scalar group per eval set (eval_val), the protocol in the tag
+    held_out = {"eval_val/document/bits_per_byte", "eval_val/document/perplexity", "eval_val/document/loss"}
     assert held_out | {"train/loss", "train/learning_rate"} <= tags
-    bpb = events.Scalars("eval/val/bits_per_byte")
+    assert not any(tag.startswith("eval/") for tag in tags)
+    bpb = events.Scalars("eval_val/document/bits_per_byte")
     assert [e.step for e in bpb] == [0, 12, 24]
     assert bpb[-1].value == pytest.approx(result.summary["eval_after"]["val"]["bits_per_byte"], rel=1e-6)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    assert [h["step"] for h in history if "eval_val/perplexity" in h] == [0, 12, 24]
+    assert [h["step"] for h in history if "eval_val/document/perplexity" in h] == [0, 12, 24]
     # an evaluation step still logs its training loss
     train_logs = [h for h in history if "loss" in h]
     assert [h["step"] for h in train_logs] == list(range(1, 25))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,20 @@ def test_add_tokens_setting_is_validated() -> None:
         build_recipe({"train": {"train_file": "x.txt", "add_tokens": 3}})
     with pytest.raises(RecipeError, match=r"train.add_tokens: must be a list of words"):
         build_recipe({"train": {"train_file": "x.txt", "add_tokens": ["ok", " "]}})
+
+
+def test_qckit_evaluate_with_the_adapter_uses_the_runs_grown_tokenizer(vocab_run, tiny_model_dir) -> None:
+    import json
+
+    from rich.console import Console
+
+    from qckit.cli import main
+
+    _, result, _, root = vocab_run
+    out = Console(width=200, record=True, force_terminal=False)
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--adapter", str(root / "model")]
+    argv += ["--val_file", str(root / "val.txt"), "--max_length", "32", "--json"]
+    assert main(argv, console=out, stderr=Console(file=open(os.devnull, "w"))) == 0  # noqa: SIM115
+    numbers = json.loads(out.export_text())
+    after = result.summary["eval_sets"]["val"]["after"]
+    assert numbers["bits_per_byte"] == pytest.approx(after, rel=1e-5)

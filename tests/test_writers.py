@@ -84,3 +84,17 @@ def test_jsonl_writer_omits_empty_meta_and_can_write_text_only():
 def test_jsonl_writer_rejects_a_non_boolean_metadata_setting():
     with pytest.raises(ValueError, match="metadata"):
         JsonlWriter(metadata="yes")
+
+
+def test_txt_writer_batch_path_equals_the_per_document_one(varied_batches):
+    writer = TxtWriter()
+    for texts in varied_batches:
+        docs = [Document(t) for t in texts]
+        assert writer.format_batch(docs) == [writer.format(d) for d in docs]
+
+
+def test_jsonl_writer_sorts_metrics_whatever_the_order_they_were_set_in():
+    a = Document("x", "s", 1, metrics={"b": 1.0, "a": 2.0})
+    b = Document("x", "s", 1, metrics={"a": 2.0, "b": 1.0})
+    assert JsonlWriter().format(a) == JsonlWriter().format(b)
+    assert '"metrics": {"a": 2.0, "b": 1.0}' in JsonlWriter().format(a)

@@ -48,8 +48,15 @@ class RandomSplitter:
         self._mask: np.ndarray | None = None
 
     def _rng(self, set_index: int) -> np.random.Generator:
-        entropy = [self.seed, set_index] if self.seed >= 0 else [-self.seed, set_index, 1]
-        return np.random.default_rng(entropy)
+        """A generator of its own for every (seed, set) pair. NumPy pads a seed list with zeros to four
+        words, and an int of 2**32 or more takes several: (2**32, 0) as a plain list would equal (0, 1),
+        so seeds that large get their set as a spawn key instead (always after four words)."""
+        seed = self.seed
+        if 0 <= seed < 2**32:
+            return np.random.default_rng([seed, set_index])
+        if -(2**32) < seed < 0:
+            return np.random.default_rng([-seed, set_index, 1])
+        return np.random.default_rng(np.random.SeedSequence(abs(seed), spawn_key=(set_index, int(seed < 0))))
 
     def start(self, n_docs: int, set_index: int) -> None:
         if n_docs < 0 or set_index < 0:
@@ -64,6 +71,14 @@ class RandomSplitter:
         if self._mask is None:
             raise RuntimeError("RandomSplitter.start() must be called before is_val()")
         return bool(self._mask[index])
+
+    def is_val_batch(self, start: int, n: int) -> list[bool]:
+        """``[is_val(i, d) for i in range(start, start + n)]``: the side depends on the index only."""
+        if self._mask is None:
+            raise RuntimeError("RandomSplitter.start() must be called before is_val_batch()")
+        if start < 0 or start + n > len(self._mask):
+            raise IndexError(f"documents {start}..{start + n - 1} of a set of {len(self._mask)}")
+        return self._mask[start : start + n].tolist()
 
 
 # salt -> blake2b primed with it; hash objects cannot be pickled, so they live here, not on the splitters

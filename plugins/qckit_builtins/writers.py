@@ -34,10 +34,17 @@ class TxtWriter:
         text = doc.text
         return (text.translate(_TO_SPACE) if _HAS_BREAK(text) else text) + "\n"
 
+    def format_batch(self, docs: list[Document]) -> list[str]:
+        """``[self.format(d) for d in docs]``; one search over the whole batch for line breaks."""
+        texts = [d.text for d in docs]
+        if _HAS_BREAK("\x00".join(texts)):
+            return [self.format(d) for d in docs]
+        return [t + "\n" for t in texts]
+
 
 class JsonlWriter:
     """One JSON object per line (``.jsonl``), UTF-8 unescaped: ``{"text", "source", "line"}`` plus ``"meta"``
-    and ``"metrics"`` when they are not empty; with ``metadata = false`` only ``{"text"}``."""
+    and ``"metrics"`` (keys sorted) when they are not empty; with ``metadata = false`` only ``{"text"}``."""
 
     name: ClassVar[str] = "jsonl"
     suffix: ClassVar[str] = ".jsonl"
@@ -54,7 +61,7 @@ class JsonlWriter:
             if doc.meta:
                 obj["meta"] = doc.meta
             if doc.metrics:
-                obj["metrics"] = doc.metrics
+                obj["metrics"] = dict(sorted(doc.metrics.items()))  # the same bytes whatever the filter order
         else:
             obj = {"text": doc.text}
         line = json.dumps(obj, ensure_ascii=False)

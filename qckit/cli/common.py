@@ -49,6 +49,7 @@ def run_recipe(recipe: Any, console: Console, stages: set[str]) -> None:
         result = run_prepare(recipe.prepare, observer)
         console.print(report.prepare_report(result.stats))
     if recipe.train is not None and "train" in stages:
+        from qckit.evaluate.sets import plan_sets
         from qckit.train import run_train
 
         quiet_third_party()
@@ -59,4 +60,5 @@ def run_recipe(recipe: Any, console: Console, stages: set[str]) -> None:
             [a.instance for a in plan.adapters],
             observer=observer,
             recipe_text=recipe.to_toml(),
+            eval_sets=plan_sets(plan, recipe.host),
         )

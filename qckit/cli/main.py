@@ -8,7 +8,8 @@ Commands::
     qckit run RECIPE [--set key.path=value …] [--check] [--stage prepare|train]
     qckit prepare --input F [F …] --output DIR [--merge] [--val_split X] [--min_length N] [--max_length N] [--seed N]
     qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
-    qckit evaluate --model M [--adapter DIR] --val_file F
+    qckit evaluate --model M [--adapter DIR] (--val_file F | --pairs F | --choice F | --recipe R) [--json]
+    qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]
     qckit export --model M [--adapter DIR] --output DIR|FILE.gguf [--format safetensors|gguf] [--outtype T]
     qckit plugins [KIND NAME]
 
@@ -19,19 +20,43 @@ flags and recipes share one code path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
 
 from qckit import __version__
-from qckit.cli import evaluate, export, plugins, prepare, run, train
-from qckit.errors import INTERRUPTED_EXIT_CODE, QckitError
+from qckit.cli import compare, evaluate, export, plugins, prepare, run, train
+from qckit.errors import INTERRUPTED_EXIT_CODE, TERMINATED_EXIT_CODE, QckitError
 from qckit.report import message_line
 
 #: the commands, in ``qckit --help`` order; each module has ``add_parser(subparsers)``
-COMMANDS = (run, prepare, train, evaluate, export, plugins)
+COMMANDS = (run, prepare, train, evaluate, compare, export, plugins)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that every clean-up runs the same way."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (exit status 143, nothing partial left)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +88,7 @@ def main(
     except SystemExit as exc:  # argparse prints its own usage error
         return int(exc.code or 0)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _sigterm_as_interrupt():
             # a third-party warning is one literal line too, not a multi-line source excerpt
             warnings.showwarning = lambda message, category, *_, **__: err.print(
                 message_line("warning", "yellow", f"{category.__name__}: {message}"), soft_wrap=True
@@ -72,9 +97,10 @@ def main(
     except QckitError as exc:
         err.print(message_line("error", "bold red", exc), highlight=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        err.print(message_line("interrupted", "bold red", "no partial output was written"), soft_wrap=True)
-        return INTERRUPTED_EXIT_CODE
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        err.print(message_line(what, "bold red", "no partial output was written"), soft_wrap=True)
+        return TERMINATED_EXIT_CODE if isinstance(exc, Terminated) else INTERRUPTED_EXIT_CODE
     except Exception as exc:  # a bug, or a fault qckit does not know yet: still one line, never a traceback
         if os.environ.get("QCKIT_TRACEBACK"):
             raise

@@ -8,12 +8,15 @@ batches, for the driver (whole files) and for shard workers (byte ranges) alike.
 
 from __future__ import annotations
 
+import inspect
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qckit.components import Document
+from qckit.components import Document, SkippedRecord
 from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare.work import Batch
 
@@ -32,13 +35,19 @@ class InputFile:
 
 
 def check_input_file(path: Path) -> None:
-    """Raise :class:`InputError` for a missing, directory or empty input."""
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.is_dir():
+    """Raise :class:`InputError` (one line: the path and what is wrong) for an input that cannot be read."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except OSError as exc:  # a parent directory that cannot be searched, a name too long …
+        raise InputError(path, exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(path, "is a directory, expected a file")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise InputError(path, "file is empty")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied")
 
 
 def reader_for(path: Path, readers: dict[str, Any]) -> str:
@@ -66,36 +75,73 @@ def input_files(paths: list[Path], readers: dict[str, Any], merge: bool) -> list
 
 
 def record_batches(
-    records: Iterable[bytes], inp: InputFile, reader: Any, first_line: int, batch_bytes: int
+    records: Iterable[bytes | SkippedRecord], inp: InputFile, reader: Any, first_line: int, batch_bytes: int
 ) -> Iterator[Batch]:
     """Cut ``records`` of ``inp`` (the first one numbered ``first_line``) into batches of about
-    ``batch_bytes``; a read error becomes one :class:`InputError` naming the file and line."""
+    ``batch_bytes``; a record the reader skipped ends a batch and is counted in the next one. A read
+    error becomes one :class:`InputError` naming the file and line."""
     batch: list[bytes] = []
+    skipped: list[tuple[int, str, str]] = []
     size = 0
     first = first_line
     line = first_line - 1  # the last record read
     try:
         for line, record in enumerate(records, start=first_line):  # noqa: B007 - line is used after the loop
+            if record.__class__ is not bytes and isinstance(record, SkippedRecord):
+                if batch:
+                    yield Batch(
+                        inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped
+                    )
+                    batch, size, skipped = [], 0, []
+                skipped.append((line, record.kind, record.message))
+                first = line + 1
+                continue
             batch.append(record)
             size += len(record) + 1
             if size >= batch_bytes:
-                yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size)
-                batch, size, first = [], 0, line + 1
+                yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped)
+                batch, size, first, skipped = [], 0, line + 1, []
     except QckitError:
         raise
     except OSError as exc:
-        raise InputError(inp.path, f"cannot read: {exc}", line + 1) from exc
+        raise InputError(inp.path, f"cannot read: {exc.strerror or exc}", line + 1) from exc
     except Exception as exc:
         raise ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line + 1}", exc) from exc
-    if batch:
-        yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size)
+    if batch or skipped:
+        yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped)
 
 
-def file_batches(files: list[InputFile], readers: dict[str, Any], batch_bytes: int) -> Iterator[Batch]:
+def read_records(reader: Any, path: Path, max_bytes: int) -> Iterator[bytes | SkippedRecord]:
+    """``reader.records(path, max_bytes)``. A reader written before ``records`` took the limit gets
+    its over-long records replaced here (counted the same way, but they were held in memory once)."""
+    try:
+        takes_limit = len(inspect.signature(reader.records).parameters) >= 2
+    except (TypeError, ValueError):
+        takes_limit = True
+    if takes_limit:
+        return reader.records(path, max_bytes)
+    return _limited(reader.records(path), max_bytes)
+
+
+def _limited(records: Iterable[Any], max_bytes: int) -> Iterator[Any]:
+    for record in records:
+        if isinstance(record, bytes) and len(record) > max_bytes:
+            message = (
+                f"record of {len(record):,} bytes is longer than max_line_bytes ({max_bytes:,}), skipped"
+            )
+            yield SkippedRecord("line_too_long", message)
+        else:
+            yield record
+
+
+def file_batches(
+    files: list[InputFile], readers: dict[str, Any], batch_bytes: int, max_line_bytes: int
+) -> Iterator[Batch]:
     """The records of every input, in corpus order, in batches of about ``batch_bytes``."""
     for inp in files:
         reader = readers[inp.reader]
-        yield from record_batches(reader.instance.records(Path(inp.path)), inp, reader, 1, batch_bytes)
+        records = read_records(reader.instance, Path(inp.path), max_line_bytes)
+        yield from record_batches(records, inp, reader, 1, batch_bytes)
 
 
 def memory_documents(items: Iterable[str | dict | Document]) -> Iterator[Document]:

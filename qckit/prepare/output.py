@@ -2,82 +2,122 @@
 
 The splitter needs each set's document count before its first answer, so the kept documents are
 spooled to a temporary file while the inputs are read, then read back set by set. Splitting has one
-path, :func:`split_set`, whatever receives the documents: the writers' files (:class:`FileSink`) or
-in-memory lists (:class:`MemorySink`). Files are written into the run's temporary directory and
-renamed into the output directory only when everything succeeded (:func:`commit`).
+path, :func:`split_set`, whatever receives the documents: the writers' files (:class:`FileSink`, fed
+with the lines the workers formatted) or in-memory lists (:class:`MemorySink`). Files are written into the run's temporary directory and
+published all at once by :class:`~qckit.prepare.outdir.OutputDir` only when everything succeeded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pickle
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from qckit._fs import atomic_write_json
+import numpy as np
+
+from qckit._fs import path_error
 from qckit.components import Document, _document
 from qckit.errors import ComponentError
 from qckit.prepare.work import BatchResult
+from qckit.settings import output_name
 
-_SEP = "\x00"
+
+@dataclass
+class SpoolBatch:
+    """A batch of one set's kept documents, as the output stage reads it back."""
+
+    n: int
+    #: per writer: the UTF-8 lines of the documents, concatenated, and each line's length in bytes
+    formatted: list[tuple[bytes, np.ndarray]] | None
+    text_bytes: int  # UTF-8 bytes of the documents' texts
+    docs: list[Document] | None  # when the splitter or the caller needs the documents themselves
 
 
 class Spool:
     """The kept documents of each output set, in corpus order, in one pickle stream per set.
 
-    ``slim`` (no writer reads metadata) keeps texts only, joined into one string per batch, which
-    pickles with a single UTF-8 encode instead of one per document; otherwise full rows.
+    For files, what is spooled is what the writers will write: the lines the workers formatted, as
+    UTF-8 bytes, so that the driver never decodes or re-encodes a text. Documents themselves are
+    spooled only for in-memory runs and for a splitter that reads them (no ``is_val_batch``).
     """
 
-    def __init__(self, directory: Path, n_sets: int, slim: bool) -> None:
+    def __init__(self, directory: Path, n_sets: int, with_docs: bool) -> None:
         self.paths = [directory / f"spool-{i}.pkl" for i in range(n_sets)]
-        self.slim = slim
-        self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed by close()
+        self.with_docs = with_docs
+        self._files: list[Any] = []
+        with _errors_name(directory):
+            self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed by close()
 
     def add(self, result: BatchResult) -> None:
         """Spool the documents of ``result`` that the stateful filters kept."""
-        if result.kept:
-            record = _spool_record(result, result.kept, self.slim)
+        kept = result.kept
+        if not kept:
+            return
+        everything = len(kept) == len(result.lines)
+        formatted = None
+        if result.formatted is not None:
+            keep = None if everything else _mask(len(result.lines), kept)
+            formatted = [
+                (blob, lengths) if keep is None else (_select(blob, lengths, keep), lengths[keep])
+                for blob, lengths in result.formatted
+            ]
+        text_bytes = int(result.text_bytes.sum() if everything else result.text_bytes[kept].sum())
+        rows = _rows(result, kept) if self.with_docs else None
+        record = (result.source, len(kept), formatted, text_bytes, rows)
+        with _errors_name(self.paths[result.set_index]):
             pickle.dump(record, self._files[result.set_index], pickle.HIGHEST_PROTOCOL)
 
     def close(self) -> None:
-        for f in self._files:
-            f.close()
+        for path, f in zip(self.paths, self._files, strict=False):
+            with _errors_name(path):
+                f.close()
 
-    def batches(self, set_index: int) -> Iterator[list[Document]]:
+    def remove(self) -> None:
+        """Delete the spool files (once every set is written)."""
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+    def batches(self, set_index: int) -> Iterator[SpoolBatch]:
         """The kept documents of one set, batch by batch, in corpus order."""
         with open(self.paths[set_index], "rb") as f:
             while True:
                 try:
-                    source, form, data = pickle.load(f)
+                    source, n, formatted, text_bytes, rows = pickle.load(f)
                 except EOFError:
                     return
-                if form == "joined":
-                    yield [Document(text, source) for text in data.split(_SEP)]
-                elif form == "texts":
-                    yield [Document(text, source) for text in data]
-                else:
-                    yield [_document(text, source, line, meta, metrics) for text, line, meta, metrics in data]
+                docs = None
+                if rows is not None:
+                    docs = [
+                        _document(text, source, line, meta, metrics) for text, line, meta, metrics in rows
+                    ]
+                yield SpoolBatch(n, formatted, text_bytes, docs)
 
 
-def _spool_record(result: BatchResult, kept: list[int], slim: bool) -> tuple:
-    texts = [result.texts[i] for i in kept] if len(kept) != len(result.texts) else result.texts
-    if slim:
-        joined = _SEP.join(texts)
-        if joined.count(_SEP) == len(texts) - 1:
-            return (result.source, "joined", joined)
-        return (result.source, "texts", texts)
-    metas = result.metas
+def _mask(n: int, kept: list[int]) -> np.ndarray:
+    keep = np.zeros(n, dtype=bool)
+    keep[kept] = True
+    return keep
+
+
+def _select(blob: bytes, lengths: np.ndarray, keep: np.ndarray) -> bytes:
+    """The lines of ``blob`` (of ``lengths`` bytes each) where ``keep`` is true, concatenated."""
+    return np.frombuffer(blob, dtype=np.uint8)[np.repeat(keep, lengths)].tobytes()
+
+
+def _rows(result: BatchResult, kept: list[int]) -> list[tuple]:
+    texts, metas = result.texts, result.metas
+    assert texts is not None
     rows = []
-    for n, i in enumerate(kept):
+    for i in kept:
         metrics = None
         if result.metric_values is not None:
             metrics = dict(zip(result.metric_keys, result.metric_values[i].tolist(), strict=True))
-        rows.append((texts[n], result.lines[i], metas[i] if metas is not None else None, metrics))
-    return (result.source, "rows", rows)
+        rows.append((texts[i], result.lines[i], metas[i] if metas is not None else None, metrics))
+    return rows
 
 
 class RejectsFile:
@@ -85,14 +125,17 @@ class RejectsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        with _errors_name(path):
+            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def add(self, result: BatchResult) -> None:
         if result.rejected:
-            self._file.write("".join(_reject_line(result.source, *r) for r in sorted(result.rejected)))
+            with _errors_name(self.path):
+                self._file.write("".join(_reject_line(result.source, *r) for r in sorted(result.rejected)))
 
     def close(self) -> None:
-        self._file.close()
+        with _errors_name(self.path):
+            self._file.close()
 
 
 def _reject_line(source: str, line: int, filter_name: str, reason: str, text: str) -> str:
@@ -103,10 +146,19 @@ def _reject_line(source: str, line: int, filter_name: str, reason: str, text: st
 # -- splitting -------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _errors_name(path: Path) -> Iterator[None]:
+    """Turn a file-system error (disk full, file too large …) into one line naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise path_error(exc, path) from None
+
+
 class Sink(Protocol):
     """Receives a set's documents with their side (``True`` = validation), batch by batch."""
 
-    def write(self, docs: list[Document], is_val: list[bool]) -> None: ...
+    def write(self, batch: SpoolBatch, is_val: list[bool]) -> None: ...
 
 
 class MemorySink:
@@ -116,67 +168,84 @@ class MemorySink:
         self.train: list[Document] = []
         self.val: list[Document] = []
 
-    def write(self, docs: list[Document], is_val: list[bool]) -> None:
-        for doc, val in zip(docs, is_val, strict=True):
+    def write(self, batch: SpoolBatch, is_val: list[bool]) -> None:
+        assert batch.docs is not None
+        for doc, val in zip(batch.docs, is_val, strict=True):
             (self.val if val else self.train).append(doc)
 
 
 class FileSink:
-    """Formats a set's documents with each writer into ``train<suffix>``/``val<suffix>`` files of ``directory``."""
+    """Writes a set's formatted lines, one writer after the other, into ``train<suffix>``/``val<suffix>``
+    files of ``directory``."""
 
     def __init__(self, writers: list[Any], directory: Path, set_suffix: str) -> None:
-        self.writers = writers
-        self.files: dict[tuple[str, str], tuple[Path, str]] = {}
+        self.files: list[tuple[tuple[Path, str], tuple[Path, str]]] = []
         for w in writers:
-            for part in ("train", "val"):
-                final = f"{part}{set_suffix}{w.instance.suffix}"
-                self.files[(w.name, part)] = (directory / final, final)
-        with contextlib.ExitStack() as stack:
-            self._handles = {
-                key: stack.enter_context(open(path, "w", encoding="utf-8", newline="\n"))  # noqa: SIM115
-                for key, (path, _) in self.files.items()
-            }
+            train, val = (output_name(part, set_suffix, w.instance.suffix) for part in ("train", "val"))
+            self.files.append(((directory / train, train), (directory / val, val)))
+        with contextlib.ExitStack() as stack, _errors_name(directory):
+            self._handles = [
+                (stack.enter_context(open(t, "wb")), stack.enter_context(open(v, "wb")))  # noqa: SIM115
+                for (t, _), (v, _) in self.files
+            ]
             self._stack = stack.pop_all()  # closed by close()
 
-    def write(self, docs: list[Document], is_val: list[bool]) -> None:
+    def write(self, batch: SpoolBatch, is_val: list[bool]) -> None:
+        assert batch.formatted is not None
         any_val = any(is_val)
-        for w in self.writers:
-            lines = [w.instance.format(doc) for doc in docs]
-            self._handles[(w.name, "train")].write(
-                "".join(t for t, v in zip(lines, is_val, strict=True) if not v)
-            )
-            if any_val:
-                self._handles[(w.name, "val")].write(
-                    "".join(t for t, v in zip(lines, is_val, strict=True) if v)
-                )
+        side = np.array(is_val, dtype=bool) if any_val else None
+        for (blob, lengths), (train, val), ((train_path, _), (val_path, _)) in zip(
+            batch.formatted, self._handles, self.files, strict=True
+        ):
+            if side is None:
+                with _errors_name(train_path):
+                    train.write(blob)
+                continue
+            units = np.frombuffer(blob, dtype=np.uint8)
+            to_val = np.repeat(side, lengths)
+            with _errors_name(train_path):
+                train.write(units[~to_val].tobytes())
+            with _errors_name(val_path):
+                val.write(units[to_val].tobytes())
+
+    @property
+    def names(self) -> list[tuple[Path, str]]:
+        return [f for pair in self.files for f in pair]
 
     def close(self) -> None:
-        self._stack.close()
+        with _errors_name(self.files[0][0][0].parent):
+            self._stack.close()
 
 
 def split_set(
-    batches: Iterator[list[Document]], n_docs: int, set_index: int, splitter: Any, sink: Sink
+    batches: Iterator[SpoolBatch], n_docs: int, set_index: int, splitter: Any, sink: Sink
 ) -> dict[str, int]:
     """Assign the ``n_docs`` documents of one set to train or validation and hand them to ``sink``;
     return the set's ``train``/``val`` counts and its text ``bytes`` (UTF-8)."""
+    instance = splitter.instance
     try:
-        splitter.instance.start(n_docs, set_index)
+        instance.start(n_docs, set_index)
     except Exception as exc:
         raise ComponentError("splitter", splitter.name, splitter.owner, None, exc) from exc
-    is_val = splitter.instance.is_val
+    by_index = getattr(instance, "is_val_batch", None)
+    is_val = instance.is_val
     counts = {"train": 0, "val": 0, "bytes": 0}
     index = 0
-    for docs in batches:
+    for batch in batches:
         try:
-            flags = [is_val(i, doc) for i, doc in enumerate(docs, start=index)]
+            if by_index is not None:
+                flags = list(by_index(index, batch.n))
+            else:
+                assert batch.docs is not None
+                flags = [is_val(i, doc) for i, doc in enumerate(batch.docs, start=index)]
         except Exception as exc:
             raise ComponentError("splitter", splitter.name, splitter.owner, None, exc) from exc
-        index += len(docs)
+        index += batch.n
         n_val = sum(flags)
-        counts["bytes"] += len("".join([doc.text for doc in docs]).encode("utf-8"))
+        counts["bytes"] += batch.text_bytes
         counts["val"] += n_val
-        counts["train"] += len(docs) - n_val
-        sink.write(docs, flags)
+        counts["train"] += batch.n - n_val
+        sink.write(batch, flags)
     return counts
 
 
@@ -195,25 +264,5 @@ def write_sets(
         stats["sets"][set_index].update(
             name=f"train{suffix}/val{suffix}", bytes=counts["bytes"], train=counts["train"], val=counts["val"]
         )
-        staged.extend(sink.files.values())
+        staged.extend(sink.names)
     return staged
-
-
-def commit(
-    staged: list[tuple[Path, str]],
-    extra: list[tuple[Path, str]],
-    stats: dict,
-    tmp: Path,
-    out_dir: Path,
-    stats_file: str,
-) -> list[Path]:
-    """Move the staged files from ``tmp`` into ``out_dir`` (the stats file last); return the output paths."""
-    stats_path = tmp / "stats.json"
-    stats["outputs"] = [str(out_dir / final) for _, final in staged]
-    atomic_write_json(stats_path, stats)
-    outputs = []
-    for temp_path, final in [*staged, *extra]:
-        os.replace(temp_path, out_dir / final)
-        outputs.append(out_dir / final)
-    os.replace(stats_path, out_dir / stats_file)
-    return outputs

@@ -3,41 +3,47 @@
 Data flows one way and in batches:
 
 * the driver reads raw records (cheap I/O) and cuts them into batches of ``batch_bytes``
-  (:mod:`~qckit.prepare.inputs`);
-* workers parse, normalize, run the stateless filters and compute dedup fingerprints
-  (:mod:`~qckit.prepare.work`), wherever the recipe's executor places them (``[prepare.executor]``);
+  (:mod:`~qckit.prepare.inputs`), or, for an executor whose workers read their own input, cuts the
+  inputs into shards (:mod:`~qckit.prepare.shards`);
+* workers parse, normalize, run the stateless filters, compute dedup fingerprints and format the
+  writers' lines (:mod:`~qckit.prepare.work`), wherever the recipe's executor places them;
 * the driver receives the results **in corpus order**, runs the stateful filters, counts everything
-  (:mod:`~qckit.prepare.stats`) and spools the kept documents; when every input is read, the splitter
-  assigns each kept document to train or validation and the writers format them into temporary files
-  that are renamed into place only when everything succeeded (:mod:`~qckit.prepare.output`).
+  (:mod:`~qckit.prepare.stats`) and spools the kept lines; when every input is read, the splitter
+  assigns each kept document to train or validation and the lines go to their files
+  (:mod:`~qckit.prepare.output`), which are published all at once (:mod:`~qckit.prepare.outdir`).
 
-Because batches are cut by bytes in the driver and results are consumed in order, the output is
-byte-identical whatever the number of workers. Memory stays bounded: at most ``2 × workers`` batches
-are in flight, dedup keeps fixed-size fingerprints, and the splitter needs only the document count.
+Because results are consumed in corpus order and components are pure functions of their input, the
+output is byte-identical whatever the number of workers, shards or machines. Memory stays bounded:
+a bounded number of batches is in flight, a line longer than ``max_line_bytes`` is never held,
+dedup keeps fixed-size fingerprints, and the splitter needs only the document count.
 """
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
+import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qckit._fs import atomic_write_json, path_error
 from qckit.components import BLANK_LINE, Document
 from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare import inputs, shards
 from qckit.prepare.inputs import InputFile
-from qckit.prepare.output import MemorySink, RejectsFile, Spool, commit, split_set, write_sets
+from qckit.prepare.outdir import OutputDir
+from qckit.prepare.output import MemorySink, RejectsFile, Spool, split_set, write_sets
 from qckit.prepare.stats import Funnel
 from qckit.prepare.work import BatchResult, Stage, StatefulFilters, process, warm_up
 from qckit.progress import NullObserver, Observer
 from qckit.recipe import PreparePlan, build_recipe
-from qckit.settings import REJECTS_FILE
+from qckit.settings import REJECTS_FILE, set_suffixes
 
-#: the work directory of executors that read their own shards (plan, results, completion records)
-WORK_DIR = Path(".qckit") / "work"
+#: the work directory of executors that read their own shards (plan, results, completion records),
+#: inside the output directory's state directory
+WORK_DIR = "work"
 
 
 @dataclass
@@ -68,45 +74,56 @@ class PreparePipeline:
             keep_rejects=self.settings.rejects,
         )
         self.stateful = StatefulFilters(stateful, self.settings.rejects, self.settings.max_examples)
+        # For files the workers also format the writers' lines; the driver then needs the documents
+        # themselves only for a splitter that reads them, and the texts for rejects of stateful filters.
+        reads_docs = not hasattr(plan.splitter.instance, "is_val_batch")
+        self.file_stage = dataclasses.replace(
+            self.stage,
+            writers=[(w.name, w.owner, w.instance) for w in plan.writers],
+            keep_texts=reads_docs or bool(stateful and self.settings.rejects),
+            keep_meta=reads_docs,
+        )
 
         self.executor = plan.executor
 
     def run(self) -> PrepareResult:
-        """Process the recipe's input files and write train/val files atomically into the output directory."""
-        paths = [Path(p) for p in self.settings.inputs]
+        """Process the recipe's input files and publish train/val files, all at once, into the output directory."""
+        settings = self.settings
+        paths = [Path(p) for p in settings.inputs]
         if not paths:
             raise InputError("[prepare].inputs", "no input files given")
         readers = self.plan.reader_table
-        files = inputs.input_files(paths, readers, self.settings.merge)
-        out_dir = Path(self.settings.output)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(out_dir, "output path exists and is not a directory")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        set_names = [""] if self.settings.merge else [f"_{i + 1}" for i in range(len(files))]
-        work_dir = out_dir / WORK_DIR
-        tmp = Path(tempfile.mkdtemp(prefix=".qckit-prepare-", dir=out_dir))
-        try:
+        files = inputs.input_files(paths, readers, settings.merge)
+        set_names = set_suffixes(settings.merge, len(files))
+        names = settings.output_names(len(files), [w.instance.suffix for w in self.plan.writers])
+        with OutputDir(Path(settings.output), names, settings.stats_file, self.observer) as out:
+            work_dir = out.state / WORK_DIR
 
             def results(executor: Any, funnel: Funnel) -> Iterator[BatchResult]:
                 if getattr(executor, "reads_inputs", False):
                     return self._shard_results(executor, files, work_dir, funnel)
-                batches = inputs.file_batches(files, readers, self.settings.batch_bytes)
-                return executor.map(process, batches, self.stage)
+                batches = inputs.file_batches(files, readers, settings.batch_bytes, settings.max_line_bytes)
+                return executor.map(process, batches, self.file_stage)
 
-            slim = not any(getattr(w.instance, "uses_metadata", True) for w in self.plan.writers)
-            rejects = RejectsFile(tmp / REJECTS_FILE) if self.settings.rejects else None
+            rejects = RejectsFile(out.staging / REJECTS_FILE) if settings.rejects else None
             total = sum(f.size for f in files)
             stats, spool = self._consume(
-                results, len(set_names), tmp, total, [f.path for f in files], slim, rejects
+                results, self.file_stage, len(set_names), out.run_dir, total, [f.path for f in files], rejects
             )
             self._check_files_had_documents(paths, stats)
-            staged = write_sets(spool, set_names, self.plan.splitter, self.plan.writers, tmp, stats)
-            extra = [(tmp / REJECTS_FILE, REJECTS_FILE)] if rejects is not None else []
-            outputs = commit(staged, extra, stats, tmp, out_dir, self.settings.stats_file)
-            shards.clear(work_dir)  # committed: nothing left to resume
-            return PrepareResult(stats=stats, outputs=outputs)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._check_kept(stats)
+            write_sets(spool, set_names, self.plan.splitter, self.plan.writers, out.staging, stats)
+            spool.remove()
+            stats["outputs"] = [
+                str(out.path / name) for name in names if name not in (REJECTS_FILE, settings.stats_file)
+            ]
+            try:
+                atomic_write_json(out.staging / settings.stats_file, stats)
+            except OSError as exc:
+                raise path_error(exc, out.staging / settings.stats_file) from None
+            outputs = out.publish()
+            shards.clear(work_dir)  # published: nothing left to resume
+        return PrepareResult(stats=stats, outputs=[p for p in outputs if p.name != settings.stats_file])
 
     def run_documents(self, items: Iterable[str | dict | Document]) -> PrepareResult:
         """Run on in-memory texts (or ``{"text": …}`` dicts, or Documents); return kept documents and stats.
@@ -119,7 +136,9 @@ class PreparePipeline:
             def results(executor: Any, funnel: Funnel) -> Iterator[BatchResult]:
                 return executor.map(process, batches, self.stage)
 
-            stats, spool = self._consume(results, 1, Path(tmp), None, [inputs.MEMORY_SOURCE], False, None)
+            stats, spool = self._consume(
+                results, self.stage, 1, Path(tmp), None, [inputs.MEMORY_SOURCE], None
+            )
             sink = MemorySink()
             counts = split_set(spool.batches(0), stats["sets"][0]["kept"], 0, self.plan.splitter, sink)
             stats["sets"][0].update(train=counts["train"], val=counts["val"])
@@ -128,11 +147,11 @@ class PreparePipeline:
     def _consume(
         self,
         results: Callable[[Any, Funnel], Iterator[BatchResult]],
+        stage: Stage,
         n_sets: int,
         tmp: Path,
         total_bytes: int | None,
         sources: list[str],
-        slim: bool,
         rejects: RejectsFile | None,
     ) -> tuple[dict[str, Any], Spool]:
         """Take the batch results in corpus order: decide, count, spool; return the stats and the spool."""
@@ -150,11 +169,11 @@ class PreparePipeline:
             workers=1,
         )
         funnel.executor["use"] = self.executor.name
-        spool = Spool(tmp, n_sets, slim)
+        spool = Spool(tmp, n_sets, with_docs=not stage.writers or stage.keep_meta)
         obs = self.observer
         obs.start("prepare", total=total_bytes, unit="B")
         try:
-            for result in self._executed(results, funnel):
+            for result in self._executed(results, stage, funnel):
                 self.stateful.decide(result)
                 funnel.add(result)
                 spool.add(result)
@@ -170,14 +189,14 @@ class PreparePipeline:
         return funnel.as_dict(), spool
 
     def _executed(
-        self, results: Callable[[Any, Funnel], Iterator[BatchResult]], funnel: Funnel
+        self, results: Callable[[Any, Funnel], Iterator[BatchResult]], stage: Stage, funnel: Funnel
     ) -> Iterator[BatchResult]:
         """The batch results in corpus order, from wherever the executor runs them."""
         spec = self.executor
         executor = spec.instance
         try:
             funnel.workers = executor.start(self.settings.workers)
-            warm_up(self.stage)
+            warm_up(stage)
             stream = results(executor, funnel)
             try:
                 yield from stream
@@ -204,37 +223,57 @@ class PreparePipeline:
             [*used_readers, *self.plan.normalizers, *self.plan.filters],
             {
                 "batch_bytes": settings.batch_bytes,
+                "max_line_bytes": settings.max_line_bytes,
                 "max_examples": settings.max_examples,
                 "rejects": settings.rejects,
                 "shard_bytes": executor.shard_bytes,
             },
         )
-        ctx = shards.ShardContext(self.stage, readers, settings.batch_bytes, str(work_dir))
+        ctx = shards.ShardContext(
+            self.file_stage, readers, settings.batch_bytes, settings.max_line_bytes, str(work_dir)
+        )
         plan = shards.load_plan(work_dir, print_) if settings.resume else None
         if plan is None:
             if settings.resume:
                 self.observer.warn(f"nothing to resume in {work_dir}: starting from the beginning")
             shards.clear(work_dir)
-            work_dir.mkdir(parents=True)
             cuts = shards.cut(files, readers, executor.shard_bytes)
             counts = list(executor.map(shards.count_records, shards.needs_count(cuts), ctx))
             plan = shards.number(cuts, counts)
-            shards.save_plan(work_dir, print_, plan)
+            try:
+                work_dir.mkdir(parents=True)
+                shards.save_plan(work_dir, print_, plan)
+            except OSError as exc:
+                raise path_error(exc, work_dir) from None
             done: set[int] = set()
         else:
             done = {s.index for s in plan if shards.is_complete(work_dir, s)}
         funnel.executor.update(shards=len(plan), resumed=len(done))
         todo = [s for s in plan if s.index not in done]
         finished = executor.map(shards.run_shard, todo, ctx)
+        rates = []  # MB/s of each shard's task, for the report and the scaling estimate of bench/
         try:
             for shard in plan:
                 if shard.index not in done:
-                    next(finished)  # this shard's completion (map yields in the order of todo)
+                    record = next(finished)  # this shard's completion (map yields in the order of todo)
+                    if record["seconds"] > 0:
+                        rates.append(record["bytes_read"] / 1e6 / record["seconds"])
                 yield from shards.read_results(work_dir, shard)
         finally:
             close = getattr(finished, "close", None)
             if close is not None:
                 close()
+        if rates:
+            funnel.executor["task_mb_s"] = float(f"{statistics.median(rates):.3g}")
+
+    def _check_kept(self, stats: dict) -> None:
+        """A run that keeps nothing fails (and publishes nothing) instead of writing empty files."""
+        if stats["kept"]:
+            return
+        inputs = self.settings.inputs
+        where = inputs[0] if len(inputs) == 1 else f"{inputs[0]} and {len(inputs) - 1} other input(s)"
+        drops = ", ".join(f"{n} {f['dropped']:,}" for n, f in stats["filters"].items() if f["dropped"])
+        raise InputError(where, f"no document kept: the filters dropped all {stats['documents']:,} ({drops})")
 
     def _check_files_had_documents(self, paths: list[Path], stats: dict) -> None:
         for path, info in zip(paths, stats["inputs"], strict=True):

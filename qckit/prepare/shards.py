@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from qckit import __version__
-from qckit._fs import atomic_write_json
+from qckit._fs import atomic_write_json, path_error
 from qckit.errors import ComponentError, InputError
-from qckit.prepare.inputs import InputFile, record_batches
+from qckit.prepare.inputs import InputFile, read_records, record_batches
 from qckit.prepare.work import BatchResult, Stage, process
 
 PLAN_FILE = "plan.json"
@@ -68,6 +68,7 @@ class ShardContext:
     stage: Stage
     readers: dict[str, Any]  # reader name → ComponentSpec (owner labels for errors)
     batch_bytes: int
+    max_line_bytes: int
     work_dir: str
 
 
@@ -101,8 +102,7 @@ def needs_count(shards: list[Shard]) -> list[Shard]:
 
 def count_records(ctx: ShardContext, shard: Shard) -> int:
     """How many records start in the shard's range (runs on a worker)."""
-    reader = ctx.readers[shard.reader]
-    return sum(1 for _ in _records(reader, shard))
+    return sum(1 for _ in _records(ctx, shard))
 
 
 def number(shards: list[Shard], counts: list[int]) -> list[Shard]:
@@ -117,11 +117,12 @@ def number(shards: list[Shard], counts: list[int]) -> list[Shard]:
     return out
 
 
-def _records(reader: Any, shard: Shard) -> Iterator[bytes]:
+def _records(ctx: ShardContext, shard: Shard) -> Iterator[Any]:
+    reader = ctx.readers[shard.reader].instance
     path = Path(shard.path)
     if shard.end is None:
-        return reader.instance.records(path)
-    return reader.instance.records_between(path, shard.start, shard.end)
+        return read_records(reader, path, ctx.max_line_bytes)
+    return reader.records_between(path, shard.start, shard.end, ctx.max_line_bytes)
 
 
 # -- the work directory ----------------------------------------------------------------------------
@@ -142,21 +143,22 @@ def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
     reader = ctx.readers[shard.reader]
     inp = InputFile(shard.file_index, shard.set_index, shard.path, shard.reader, 0)
     final = results_path(ctx.work_dir, shard)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
     batches = records = nbytes = 0
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             pickler = pickle.Pickler(f, pickle.HIGHEST_PROTOCOL)
-            for batch in record_batches(
-                _records(reader, shard), inp, reader, shard.first_line, ctx.batch_bytes
-            ):
+            for batch in record_batches(_records(ctx, shard), inp, reader, shard.first_line, ctx.batch_bytes):
                 pickler.dump(process(ctx.stage, batch))
                 pickler.clear_memo()
                 batches += 1
                 records += len(batch.records)
                 nbytes += batch.nbytes
         os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise path_error(exc, tmp) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -170,7 +172,10 @@ def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
-    atomic_write_json(record_path(ctx.work_dir, shard), record)
+    try:
+        atomic_write_json(record_path(ctx.work_dir, shard), record)
+    except OSError as exc:
+        raise path_error(exc, record_path(ctx.work_dir, shard)) from None
     return record
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qckit.components import Document, IssueLog
+from qckit.components import LONE_SURROGATE, Document, IssueLog, has_surrogates, repair_surrogates
 from qckit.errors import ComponentError, RecordError
 
 
@@ -33,6 +33,12 @@ class Stage:
     stateful: list[tuple[str, str, Any]]
     max_examples: int
     keep_rejects: bool = False
+    #: (name, owner, instance) of the writers whose lines the workers format (file runs; none in memory)
+    writers: list[tuple[str, str, Any]] = field(default_factory=list)
+    #: whether the driver needs the kept documents' texts / tags (in-memory runs, rejects, a splitter
+    #: that reads documents); otherwise only the formatted lines travel
+    keep_texts: bool = True
+    keep_meta: bool = True
 
 
 @dataclass
@@ -46,6 +52,8 @@ class Batch:
     first_line: int
     records: list[Any]  # raw bytes, or Documents
     nbytes: int
+    #: records the reader skipped just before this batch: (line, issue kind, message)
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -62,13 +70,16 @@ class BatchResult:
     drops: dict[str, IssueLog]  # filter name → drops by reason (examples: positions)
     source: str
     # Kept documents as columns, which pickle several times faster than objects or dicts:
-    texts: list[str]
+    texts: list[str] | None  # None when the driver does not need them (Stage.keep_texts)
     lines: list[int]
-    metas: list[dict | None] | None  # None when no document has meta
+    metas: list[dict | None] | None  # None when no document has meta, or the driver does not need them
     metric_keys: list[str]
     metric_values: Any  # float64 array [documents, keys], or None
     fingerprints: list[list[Any]]  # per stateful filter, aligned with the kept documents
     rejected: list[tuple[int, str, str, str]]  # (line, filter, reason, text) when the recipe asks for rejects
+    #: per writer of Stage.writers: the kept documents' lines as UTF-8, and each line's length in bytes
+    formatted: list[tuple[bytes, Any]] | None
+    text_bytes: Any  # int64 array: each kept document's text length in UTF-8 bytes
     #: indices (into ``texts``) of the documents the stateful filters kept; set by :meth:`StatefulFilters.decide`
     kept: list[int] | None = None
 
@@ -76,7 +87,11 @@ class BatchResult:
 def process(stage: Stage, batch: Batch) -> BatchResult:
     """Parse, normalize, filter and fingerprint one batch (see the module docstring)."""
     issues = IssueLog(stage.max_examples)
+    for line, kind, message in batch.skipped:
+        issues.add(kind, batch.source, line, message)
     docs = _parse(stage, batch, issues)
+    if batch.reader is None or not getattr(stage.readers[batch.reader][1], "surrogate_free", False):
+        _repair_surrogates(docs, issues)
     n_docs = len(docs)
 
     texts = [doc.text for doc in docs]
@@ -111,29 +126,93 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         call_batch(flt, "fingerprint_batch", "fingerprint", kept, kept, "filter", name, owner)
         for name, owner, flt in stage.stateful
     ]
-    metas = [d.meta or None for d in kept]
-    metric_keys = sorted({k for d in kept if d.metrics for k in d.metrics})
+    metas = [d.meta or None for d in kept] if stage.keep_meta else []
+    metrics = [d.metrics for d in kept]
+    metric_keys = sorted(set().union(*metrics))
     values = None
     if metric_keys:
-        values = np.array([[d.metrics.get(k, 0.0) for k in metric_keys] for d in kept], dtype=np.float64)
+        values = np.empty((len(kept), len(metric_keys)), dtype=np.float64)
+        for j, key in enumerate(metric_keys):
+            values[:, j] = [m.get(key, 0.0) for m in metrics]
+    kept_texts = [d.text for d in kept]
+    encoded = list(map(str.encode, kept_texts))  # texts are free of lone surrogates by now
+    text_bytes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    formatted = (
+        [_formatted(w, name, owner, kept) for name, owner, w in stage.writers] if stage.writers else None
+    )
     return BatchResult(
         batch.set_index,
         batch.file_index,
         batch.nbytes,
-        len(batch.records),
+        len(batch.records) + len(batch.skipped),
         n_docs,
         issues,
         changed,
         drops,
         batch.source,
-        [d.text for d in kept],
+        kept_texts if stage.keep_texts else None,
         [d.line for d in kept],
         metas if any(m is not None for m in metas) else None,
         metric_keys,
         values,
         fingerprints,
         rejected,
+        formatted,
+        text_bytes,
     )
+
+
+def _formatted(writer: Any, name: str, owner: str, docs: list[Document]) -> tuple[bytes, np.ndarray]:
+    """The writer's lines for ``docs`` in UTF-8, concatenated, with each line's length in bytes."""
+    lines = call_batch(writer, "format_batch", "format", docs, docs, "writer", name, owner)
+    try:
+        blob = "".join(lines).encode()
+    except UnicodeEncodeError as exc:  # a writer that put a lone surrogate back
+        bad = next(i for i, line in enumerate(lines) if has_surrogates(line))
+        raise ComponentError("writer", name, owner, docs[bad].where, exc) from None
+    # Lines of one line each (the built-in writers'): their ends are the newlines of the blob.
+    ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 0x0A)
+    if len(ends) == len(lines) and (not len(ends) or ends[-1] == len(blob) - 1):
+        return blob, np.diff(ends, prepend=-1)
+    return blob, np.fromiter(map(len, map(str.encode, lines)), dtype=np.int64, count=len(lines))
+
+
+def _repair_surrogates(docs: list[Document], issues: IssueLog) -> None:
+    """Lone surrogates cannot be written as UTF-8: whatever reader (or caller) made the documents, they
+    are replaced by U+FFFD in texts and in string tags, and counted per document."""
+    if not has_surrogates("".join([d.text for d in docs])) and not any(
+        d.meta and _meta_has_surrogates(d.meta) for d in docs
+    ):
+        return
+    for doc in docs:
+        fixed = has_surrogates(doc.text)
+        if fixed:
+            doc.text = repair_surrogates(doc.text)
+        if doc.meta and _meta_has_surrogates(doc.meta):
+            doc.meta = _repair_meta(doc.meta)
+            fixed = True
+        if fixed:
+            issues.add(LONE_SURROGATE, doc.source, doc.line, "lone surrogate replaced by U+FFFD")
+
+
+def _meta_has_surrogates(value: Any) -> bool:
+    if isinstance(value, str):
+        return has_surrogates(value)
+    if isinstance(value, dict):
+        return any(_meta_has_surrogates(k) or _meta_has_surrogates(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_meta_has_surrogates(v) for v in value)
+    return False
+
+
+def _repair_meta(value: Any) -> Any:
+    if isinstance(value, str):
+        return repair_surrogates(value)
+    if isinstance(value, dict):
+        return {_repair_meta(k): _repair_meta(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_repair_meta(v) for v in value]
+    return value
 
 
 def warm_up(stage: Stage) -> None:
@@ -217,7 +296,7 @@ class StatefulFilters:
     def decide(self, result: BatchResult) -> list[int]:
         """Run the stateful filters on ``result`` (the next batch in corpus order); record their drops
         in it and set ``result.kept`` to the indices of the documents they keep."""
-        alive = list(range(len(result.texts)))
+        alive = list(range(len(result.lines)))
         for j, spec in enumerate(self.specs):
             fps = [result.fingerprints[j][i] for i in alive]
             try:
@@ -233,6 +312,7 @@ class StatefulFilters:
                 log = result.drops.setdefault(spec.name, IssueLog(self.max_examples))
                 log.add(reason, result.source, result.lines[i])
                 if self.keep_rejects:
+                    assert result.texts is not None
                     result.rejected.append((result.lines[i], spec.name, reason, result.texts[i]))
             alive = survivors
         result.kept = alive

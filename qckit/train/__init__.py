@@ -19,18 +19,18 @@ Output directory layout (the seed's, plus ``training_summary.json`` and ``recipe
     ├── training_summary.json      # before/after held-out metrics, throughput, packing stats …
     ├── recipe.toml                # the resolved recipe of the run (when known)
     ├── merged/                    # export_merged = true: LoRA folded into the base model
-    └── logs/events.out.tfevents.* # TensorBoard: train/loss, eval/perplexity, eval/bits_per_byte …
+    └── logs/events.out.tfevents.* # TensorBoard: train/loss …, one group per eval set: eval_val/document/bits_per_byte …
 
-Held-out numbers always come from :func:`qckit.evaluate.evaluate_lm` (token-weighted loss over
-sliding windows of the validation file) through :class:`qckit.train.heldout.HeldOut`, never from the
-Trainer's own evaluation loop and never from the training loss. Without a validation file no
-perplexity is reported.
+Held-out numbers always come from the named eval sets of :mod:`qckit.evaluate.sets` (the validation
+file and the recipe's ``[[train.eval]]`` tables), measured by one :class:`~qckit.evaluate.sets.EvalSuite`
+before, every ``eval_steps`` and after; never from the Trainer's own evaluation loop and never from the
+training loss. Without a validation file or eval sets no held-out number is reported.
 
 The package, one concept per module: :mod:`~qckit.train.settings` (``TrainSettings``),
 :mod:`~qckit.train.run` (``TrainRun``: one method per phase, and ``run_train``),
 :mod:`~qckit.train.packing` (tokenize + pack, on-disk cache), :mod:`~qckit.train.inspection` (the
-report before training), :mod:`~qckit.train.heldout` (held-out evaluation), :mod:`~qckit.train.callback`
-(the Trainer callback).
+report before training), :mod:`~qckit.train.callback` (the Trainer callback: progress, held-out
+evaluation, TensorBoard with one scalar group per eval set).
 
 Multi-process runs (``torchrun --nproc_per_node N -m qckit train …``) use DDP through the Trainer
 (or FSDP with the ``fsdp`` adapter). Every rank evaluates the whole validation set at the same points

@@ -13,24 +13,34 @@ from typing import Any
 from transformers import TrainerCallback
 
 from qckit.components import ModelAdapter, ability
+from qckit.evaluate.sets import EvalSuite, logged_scalars
 from qckit.progress import Observer
-from qckit.train.heldout import HeldOut
 
-__all__ = ["QckitCallback", "TrainProgress"]
-
-#: held-out numbers logged to the Trainer for each set: ``eval_<set>/<key>`` (TensorBoard ``eval/<set>/<key>``,
-#: trainer_state.json's log history, and the experiment tracker)
-LOGGED_METRICS = ("loss", "perplexity", "bits_per_byte")
+__all__ = ["QckitCallback", "TrainProgress", "eval_sets_tensorboard"]
 
 
-def logged_metrics(measurement: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The Trainer log entries of a held-out measurement (``{"eval_val/loss": …, …}``)."""
-    return {
-        f"eval_{name}/{key}": float(numbers[key])
-        for name, numbers in measurement.items()
-        for key in LOGGED_METRICS
-        if isinstance(numbers.get(key), (int, float))
-    }
+def eval_sets_tensorboard(writer: Any) -> Any:
+    """A ``TensorBoardCallback`` writing into ``writer`` that gives each eval set its own scalar group.
+
+    Held-out numbers are logged as ``eval_<set>/<protocol>/<key>`` (:func:`qckit.evaluate.sets.scalar_key`);
+    the stock callback would rename them all ``eval/…``, one group for every set. These keep their name.
+    """
+    from transformers.integrations import TensorBoardCallback
+
+    class EvalSetsTensorBoard(TensorBoardCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            held_out = {k: v for k, v in logs.items() if k.startswith("eval_") and "/" in k}
+            rest = {k: v for k, v in logs.items() if k not in held_out}
+            if rest:
+                super().on_log(args, state, control, logs=rest, **kwargs)
+            if held_out and state.is_world_process_zero and self.tb_writer is not None:
+                for key, value in held_out.items():
+                    if isinstance(value, (int, float)):
+                        self.tb_writer.add_scalar(key, value, state.global_step)
+                self.tb_writer.flush()
+
+    return EvalSetsTensorBoard(tb_writer=writer)
 
 
 @dataclass
@@ -59,7 +69,7 @@ class QckitCallback(TrainerCallback):
     def __init__(
         self,
         progress: TrainProgress,
-        heldout: HeldOut,
+        suite: EvalSuite,
         observer: Observer,
         *,
         eval_steps: int,
@@ -70,7 +80,7 @@ class QckitCallback(TrainerCallback):
         is_main_process: bool = True,
     ) -> None:
         self.progress = progress
-        self.heldout = heldout
+        self.suite = suite
         self.obs = observer
         self.eval_steps = eval_steps
         self.evaluate_before = evaluate_before
@@ -83,13 +93,13 @@ class QckitCallback(TrainerCallback):
     # -- held-out evaluation --------------------------------------------------------------------
 
     def _measure(self, model: Any, step: int) -> dict[str, dict[str, Any]]:
-        data = self.heldout.measure(model, step)
+        data = self.suite.measure(model, step)
         if self.trainer is not None:
             # Logging resets control.should_log, which would swallow the training loss of this step (logged
             # by the Trainer right after on_step_end): keep it.
             control = self.trainer.control
             should_log = control.should_log
-            self.trainer.log(logged_metrics(data))
+            self.trainer.log(logged_scalars(data))
             self.trainer.control.should_log = should_log or self.trainer.control.should_log
         return data
 
@@ -102,7 +112,7 @@ class QckitCallback(TrainerCallback):
         p = self.progress
         if p.train_started is None:
             return None
-        elapsed = time.perf_counter() - p.train_started - (self.heldout.seconds - p.eval_seconds_at_start)
+        elapsed = time.perf_counter() - p.train_started - (self.suite.seconds - p.eval_seconds_at_start)
         tokens = state.num_input_tokens_seen - p.tokens_at_start
         return tokens / elapsed if elapsed > 0 else None
 
@@ -120,14 +130,14 @@ class QckitCallback(TrainerCallback):
             # resumed: the baseline is the base model's, measured by the run that wrote the checkpoint
             p.eval_before = self.resumed_baseline
             self.obs.report("eval_before", p.eval_before)
-        elif self.heldout.enabled and self.evaluate_before and not state.global_step:
+        elif self.suite.enabled and self.evaluate_before and not state.global_step:
             p.eval_before = self._measure(model, state.global_step)
             self.obs.report("eval_before", p.eval_before)
         self.obs.start("train", total=state.max_steps, unit="step")
         p.train_task_open = True
         if state.global_step:
             self.obs.advance("train", state.global_step, resumed=True)
-        p.eval_seconds_at_start = self.heldout.seconds
+        p.eval_seconds_at_start = self.suite.seconds
         p.train_started = time.perf_counter()
 
     def on_save(self, args, state, control, **kwargs):
@@ -155,7 +165,7 @@ class QckitCallback(TrainerCallback):
         self.obs.advance("train", 1, **fields)
         every = self.eval_steps
         if (
-            self.heldout.enabled
+            self.suite.enabled
             and every > 0
             and state.global_step % every == 0
             and state.global_step < state.max_steps
@@ -164,7 +174,7 @@ class QckitCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if (
-            self.heldout.enabled
+            self.suite.enabled
             and self.eval_steps == 0
             and state.global_step < state.max_steps
             and not control.should_training_stop
@@ -174,9 +184,9 @@ class QckitCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         p = self.progress
         p.train_ended = time.perf_counter()
-        p.eval_seconds_in_train = self.heldout.seconds - p.eval_seconds_at_start
+        p.eval_seconds_in_train = self.suite.seconds - p.eval_seconds_at_start
         self.close_task()
-        if self.heldout.enabled:
+        if self.suite.enabled:
             p.eval_after = self._measure(model, state.global_step)
             self.obs.report("eval_after", p.eval_after)
 

@@ -3,8 +3,8 @@
 * The **fingerprint** of a run (:func:`fingerprint`) is what decides the trained weights: the resolved
   settings minus the output-only keys (:data:`NOT_IDENTITY`), the chunker's and adapters' settings,
   each training source's name, weight, ``exhausted`` and content hash, the base model's identity
-  (its config and the headers of its weight files, never its path) and the held-out evaluation's
-  identity (the baseline must stay comparable).
+  (its config and the headers of its weight files, never its path) and the eval sets' identity
+  (:func:`evaluation_identity`: the baseline must stay comparable).
 * Every ``checkpoint-N/`` gets ``qckit_run.json`` (:data:`MARKER`) once the Trainer has written
   everything else into it: the fingerprint and the baseline held-out numbers. A checkpoint without
   it was interrupted while saving (or was not written by qckit).
@@ -71,9 +71,6 @@ NOT_IDENTITY = frozenset(
         "data",
         "val_file",
         "model",
-        "eval_max_length",
-        "eval_stride",
-        "eval_max_documents",
     }
 )
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -122,7 +119,7 @@ def fingerprint(
     sources: list[Any],
     chunker: dict[str, Any],
     adapters: list[dict[str, Any]],
-    evaluation: dict[str, Any],
+    evaluation: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The run's identity (see the module docstring), as plain JSON data."""
     import dataclasses
@@ -149,6 +146,38 @@ def fingerprint(
             "evaluation": evaluation,
         }
     )
+
+
+def evaluation_identity(eval_sets: list[Any]) -> list[dict[str, Any]]:
+    """What makes two runs' held-out numbers comparable (so that a resumed run's recorded baseline is
+    the one its "after" is compared with): each eval set's name, kind, settings, evaluator settings and
+    file content. (The validation set's settings come from ``train.eval_*``, in the settings part.)"""
+    import dataclasses
+
+    out = []
+    for eval_set in eval_sets:
+        found = eval_set.settings
+        settings = (
+            dataclasses.asdict(found)
+            if dataclasses.is_dataclass(found) and not isinstance(found, type)
+            else {}
+        )
+        path = Path(eval_set.settings.path)
+        evaluator = {
+            k: v
+            for k, v in vars(eval_set.evaluator).items()
+            if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
+        }
+        out.append(
+            {
+                "name": eval_set.name,
+                "kind": eval_set.kind,
+                "settings": {k: v for k, v in settings.items() if k != "path"},
+                "evaluator": evaluator,
+                "sha256": file_sha256(path) if path.is_file() else None,
+            }
+        )
+    return out
 
 
 def digest(data: dict[str, Any]) -> str:

@@ -57,7 +57,7 @@ class TrainResult:
     summary_path: Path | None = None  # None on ranks other than 0
     merged_dir: Path | None = None
     global_step: int = 0
-    #: held-out measurements (set name → numbers, see :mod:`qckit.train.heldout`)
+    #: held-out measurements (set name → numbers, see :mod:`qckit.evaluate.sets`)
     eval_before: dict[str, dict[str, Any]] | None = None
     eval_after: dict[str, dict[str, Any]] | None = None
     eval_history: list[dict[str, dict[str, Any]]] = field(default_factory=list)
@@ -70,15 +70,21 @@ def run_train(
     *,
     observer: Observer | None = None,
     recipe_text: str | None = None,
+    eval_sets: Sequence[Any] | None = None,
 ) -> TrainResult:
     """Run continued pretraining as ``settings`` say; see :mod:`qckit.train` for what is written where.
+
+    ``eval_sets`` (:class:`qckit.evaluate.sets.EvalSet`, a recipe's: :func:`~qckit.evaluate.sets.plan_sets`)
+    are measured before, during and after training; by default the validation file alone.
 
     Raises :class:`~qckit.errors.HardwareError` before loading anything when an adapter cannot run
     here, :class:`~qckit.errors.InputError` for missing or unusable files (including a corpus too
     small for one training window), :class:`~qckit.errors.RecipeError` for settings that only fail at
     run time (no train_file, a window longer than the model's context).
     """
-    return TrainRun(settings, chunker, adapters, observer=observer, recipe_text=recipe_text).run()
+    return TrainRun(
+        settings, chunker, adapters, observer=observer, recipe_text=recipe_text, eval_sets=eval_sets
+    ).run()
 
 
 class _WarningsKept:
@@ -119,8 +125,11 @@ class TrainRun:
         *,
         observer: Observer | None = None,
         recipe_text: str | None = None,
+        eval_sets: Sequence[Any] | None = None,
     ) -> None:
         self.settings = settings
+        #: the named eval sets (None: the validation file's, resolved by check)
+        self.eval_sets: list[Any] | None = list(eval_sets) if eval_sets is not None else None
         self.chunker = chunker
         self.adapters = list(adapters)
         self.adapter_names = [a.name for a in self.adapters]
@@ -152,7 +161,6 @@ class TrainRun:
         self.base_config: Any = None
         self.window = 0
         self.eval_max_length = 0
-        self.eval_stride: int | None = None
         self.trainable = self.total = 0
         # arguments / inspect
         self.args: Any = None
@@ -162,7 +170,7 @@ class TrainRun:
         self.placed = False
         self.inspection: dict[str, Any] | None = None
         # trainer / train
-        self.heldout: Any = None
+        self.suite: Any = None  # qckit.evaluate.sets.EvalSuite: the held-out seam
         self.progress: Any = None
         self.callback: Any = None
         self.trainer: Any = None
@@ -216,6 +224,18 @@ class TrainRun:
             raise InputError(
                 self.val_path, "validation file not found" if not self.val_path.exists() else "not a file"
             )
+        if self.eval_sets is None:
+            from qckit.evaluate.sets import validation_set
+
+            found = validation_set(settings)
+            self.eval_sets = [found] if found is not None else []
+        for eval_set in self.eval_sets:
+            path = Path(eval_set.settings.path)
+            if not path.is_file():
+                what = f"eval set {eval_set.name}: " + (
+                    "file not found" if not path.exists() else "not a file"
+                )
+                raise InputError(path, what)
         if not settings.allow_pickle_weights:
             from qckit.models import resolve_model
 
@@ -232,7 +252,6 @@ class TrainRun:
         """The run's fingerprint, and what to do with the checkpoints already in ``output_dir``: resume
         from the newest complete one of this same run, clear them (``overwrite_output_dir``), or refuse."""
         from qckit.train import checkpoints
-        from qckit.train.heldout import evaluation_identity
 
         settings = self.settings
         self.fingerprint = checkpoints.fingerprint(
@@ -240,7 +259,7 @@ class TrainRun:
             self.sources,
             _component_settings(self.chunker),
             [_component_settings(a) for a in self.adapters],
-            evaluation_identity(settings),
+            checkpoints.evaluation_identity(self.eval_sets or []),
         )
         if settings.overwrite_output_dir:
             self.clear_output_dir = True
@@ -327,6 +346,11 @@ class TrainRun:
                 "no validation file (val_file / --val_file): held-out perplexity and bits-per-byte are not "
                 "measured; the training loss is not a held-out measure"
             )
+        from qckit.evaluate.loglik import EvalContext
+        from qckit.evaluate.sets import EvalSuite
+
+        # every eval set is read and tokenized once, now; build_trainer sets the evaluation window and device
+        self.suite = EvalSuite(self.eval_sets or [], EvalContext(self.tokenizer, observer=self.obs))
 
     def load_model(self) -> None:
         """Load the model as the adapters ask, check the windows fit its context, and wrap it."""
@@ -367,9 +391,6 @@ class TrainRun:
         self.eval_max_length = settings.eval_max_length or self.window
         if max_positions:
             self.eval_max_length = min(self.eval_max_length, int(max_positions))
-        self.eval_stride = (
-            None if settings.eval_stride < 0 else min(settings.eval_stride, self.eval_max_length - 1)
-        )
         if getattr(model, "config", None) is not None:
             model.config.use_cache = False
         for adapter in self.adapters:
@@ -408,7 +429,7 @@ class TrainRun:
             save_strategy="steps" if settings.save_steps > 0 else "no",
             save_steps=settings.save_steps if settings.save_steps > 0 else 500,
             save_total_limit=settings.save_total_limit or None,
-            eval_strategy="no",  # held-out evaluation is qckit's own (HeldOut), run by the callback
+            eval_strategy="no",  # held-out evaluation is qckit's own (the eval suite), run by the callback
             report_to="none",  # TensorBoard is attached explicitly by build_trainer, writing into logs/
             disable_tqdm=True,
             include_num_input_tokens_seen="non_padding",
@@ -527,26 +548,23 @@ class TrainRun:
         from transformers import default_data_collator
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+        from qckit.evaluate.loglik import EvalContext
         from qckit.train.callback import QckitCallback, TrainProgress
-        from qckit.train.heldout import HeldOut
         from qckit.train.trainer import QckitTrainer
 
         settings = self.settings
         self._clear_leftovers()
-        self.heldout = HeldOut(
+        self.suite.context = EvalContext(
             self.tokenizer,
-            self.val_texts,
             max_length=self.eval_max_length,
-            stride=self.eval_stride,
             batch_size=settings.eval_batch_size or settings.batch_size,
             device=self.args.device,
-            max_documents=settings.eval_max_documents,
             observer=self.obs,
         )
         self.progress = TrainProgress()
         self.callback = QckitCallback(
             self.progress,
-            self.heldout,
+            self.suite,
             self.obs,
             eval_steps=settings.eval_steps,
             evaluate_before=settings.evaluate_before,
@@ -593,10 +611,11 @@ class TrainRun:
         callbacks: list[Any] = []
         if "tensorboard" in settings.report_to:
             from torch.utils.tensorboard import SummaryWriter
-            from transformers.integrations import TensorBoardCallback
+
+            from qckit.train.callback import eval_sets_tensorboard
 
             self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
-            callbacks.append(TensorBoardCallback(tb_writer=self._writer))
+            callbacks.append(eval_sets_tensorboard(self._writer))
         params = flat_params(
             {
                 "settings": dataclasses.asdict(settings),
@@ -691,6 +710,9 @@ class TrainRun:
         tokens_this_run = state.num_input_tokens_seen - progress.tokens_at_start
         final_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         train_loss = self.output.training_loss
+        from qckit.evaluate.sets import breaches, outcome
+
+        eval_sets = outcome(self.suite.describe(), progress.eval_before, progress.eval_after)
         summary: dict[str, Any] = {
             "qckit_version": __version__,
             "model": settings.model,
@@ -714,12 +736,14 @@ class TrainRun:
             "eval_before": progress.eval_before,
             "eval_after": progress.eval_after,
             "eval_delta": _deltas(progress.eval_before, progress.eval_after),
+            "eval_sets": eval_sets,
+            "retain_breaches": breaches(eval_sets),
             "eval_history": progress.eval_history,
             "tokens_seen": state.num_input_tokens_seen,
             "tokens_seen_this_run": tokens_this_run,
             "windows": len(self.train_ds),  # per epoch
             "train_runtime_s": train_seconds,
-            "eval_runtime_s": self.heldout.seconds,
+            "eval_runtime_s": self.suite.seconds,
             "tokens_per_s": tokens_this_run / compute_seconds,
             "trainable_parameters": self.trainable,
             "total_parameters": self.total,
@@ -732,6 +756,13 @@ class TrainRun:
         }
         if self.val_path is None:
             summary["note"] = "no val_file: held-out perplexity and bits-per-byte were not measured"
+        for name in summary["retain_breaches"]:
+            entry = eval_sets[name]
+            unit = "%" if entry["regression_unit"] == "relative" else " points"
+            self.obs.warn(
+                f"retain set {name} regressed by {entry['regression'] * 100:.2f}{unit} of {entry['metric']}, "
+                f"more than the {entry['max_regression'] * 100:g}{unit} it allows (forgetting)"
+            )
         summary["warnings"] = list(self.obs.warnings)
         return summary
 

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qckit.evaluate import PROTOCOLS
 from qckit.hardware import DEVICES, PRECISIONS
 from qckit.train.tracking import TRACKERS
 
@@ -101,7 +102,12 @@ class TrainSettings:
     evaluate_before: bool = True  #: measure the model on val_file before training (the baseline)
     eval_batch_size: int = 0  #: windows per evaluation batch; 0 = batch_size
     eval_max_length: int = 0  #: evaluation window in tokens; 0 = the chunker's max_length
-    eval_stride: int = -1  #: evaluation window overlap in tokens; -1 = half the evaluation window
+    #: how val_file's bits per byte are scored: document (lm-eval's loglikelihood_rolling) or stream
+    eval_protocol: str = "document"
+    eval_stride: int = -1  #: stream protocol: evaluation window overlap in tokens; -1 = half the window
+    eval_prefix_token: str | int | None = (
+        None  #: document protocol: the token before each document (BOS, else EOS)
+    )
     eval_max_documents: int = 0  #: evaluate on the first N documents of val_file only; 0 = all of them
     save_steps: int = 500  #: checkpoint-N/ every N optimizer steps; 0 = no intermediate checkpoints
     save_total_limit: int = 0  #: keep only the N most recent checkpoints; 0 = keep all
@@ -176,7 +182,18 @@ class TrainSettings:
             "eval_max_length",
             "must be 0 (= the chunker's max_length) or at least 2",
         )
+        need(self.eval_protocol in PROTOCOLS, "eval_protocol", f"must be one of {', '.join(PROTOCOLS)}")
         need(self.eval_stride >= -1, "eval_stride", "must be -1 (half the window) or 0 or more")
+        need(
+            self.eval_stride < 0 or self.eval_protocol == "stream",
+            "eval_stride",
+            'applies to the stream protocol only (set eval_protocol = "stream")',
+        )
+        need(
+            self.eval_prefix_token is None or self.eval_protocol == "document",
+            "eval_prefix_token",
+            "applies to the document protocol only",
+        )
         need(
             self.eval_max_length == 0 or self.eval_stride < self.eval_max_length,
             "eval_stride",

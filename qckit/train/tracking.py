@@ -1,8 +1,8 @@
 """Experiment tracking: TensorBoard, MLflow and Weights & Biases, chosen by ``report_to``.
 
-Every tracker receives the same numbers, named the same way: the Trainer's log entries (``train/loss``,
-``train/learning_rate``, ``train/grad_norm`` …) and the held-out measurements of every named set
-(``eval/<set>/loss``, ``eval/<set>/perplexity``, ``eval/<set>/bits_per_byte``, at step 0 for the
+Every tracker receives the same numbers, named as in TensorBoard: the Trainer's log entries
+(``train/loss``, ``train/learning_rate``, ``train/grad_norm`` …) and the held-out numbers of every eval
+set (``eval_<set>/<protocol>/<key>``, e.g. ``eval_val/document/bits_per_byte``, at step 0 for the
 baseline, during and after training), at the optimizer step they belong to. MLflow and W&B also get
 the run's settings as parameters, and MLflow the summary and the recipe as artifacts.
 
@@ -52,14 +52,15 @@ def check_trackers(report_to: Iterable[str]) -> None:
 
 
 def tracker_metrics(logs: dict[str, Any]) -> dict[str, float]:
-    """Trainer log entries as tracker metrics: ``eval_<x>`` → ``eval/<x>``, everything else → ``train/<x>``
-    (the names TensorBoard gets); only finite-or-not numbers, no text."""
+    """Trainer log entries as tracker metrics, under the names TensorBoard shows: an eval set's number keeps
+    its name (``eval_<set>/<protocol>/<key>``, :func:`qckit.evaluate.sets.scalar_key`), any other entry
+    becomes ``train/<key>``; numbers only, no text."""
     out: dict[str, float] = {}
     for key, value in logs.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        name = "eval/" + key[len("eval_") :] if key.startswith("eval_") else "train/" + key
-        out[name] = float(value)
+        held_out = key.startswith("eval_") and "/" in key
+        out[key if held_out else "train/" + key] = float(value)
     return out
 
 

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, ClassVar
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 # A worker process holds the run's shared object (the components) in this module-level slot; it is
 # set once per worker process by the pool initializer and never touched in the driver process.
 _SHARED: Any = None
 
 
-def _init_worker(shared: Any) -> None:
+def _init_worker(shared: Any, parent: int) -> None:
     global _SHARED
     _SHARED = shared
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler: the pool ends workers with it
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker as soon as the driver process is gone, even after a ``kill -9`` of the driver:
+    Linux kills it at once (``PR_SET_PDEATHSIG``); elsewhere a thread checks every half second."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the driver died before the line above
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="qckit-parent-watch", daemon=True).start()
 
 
 def _call(fn: Callable[[Any, Any], Any], item: Any) -> Any:
@@ -27,7 +56,8 @@ class LocalExecutor:
     """Runs the work on this machine: ``[prepare] workers`` worker processes (0: one per core), forked
     where the platform allows it so that they inherit the components the driver already loaded; with
     one worker everything runs in the driver process. At most ``2 × workers`` items (batches of
-    ``[prepare] batch_bytes``) are in flight, which bounds memory whatever the input size."""
+    ``[prepare] batch_bytes``) are in flight, which bounds memory whatever the input size. Workers
+    ignore Ctrl-C (the driver stops them) and end within a second when the driver dies."""
 
     name: ClassVar[str] = "local"
     reads_inputs: ClassVar[bool] = False
@@ -47,20 +77,29 @@ class LocalExecutor:
             return
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(shared,)
-        ) as pool:
-            pending: deque[Future] = deque()
-            try:
-                for item in items:
-                    pending.append(pool.submit(_call, fn, item))
-                    if len(pending) >= 2 * workers:
-                        yield pending.popleft().result()
-                while pending:
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(shared, os.getpid())
+        )
+        pending: deque[Future] = deque()
+        finished = False
+        try:
+            for item in items:
+                pending.append(pool.submit(_call, fn, item))
+                if len(pending) >= 2 * workers:
                     yield pending.popleft().result()
-            finally:
+            while pending:
+                yield pending.popleft().result()
+            finished = True
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                # An error or an interruption: drop what has not started and do not wait here. Killing the
+                # workers could cut a result in the middle of the shared result pipe and hang the pool;
+                # a running batch ends on its own (a worker also ends when this process dies).
                 for fut in pending:
                     fut.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         pass  # the pool lives and ends inside map

@@ -146,7 +146,12 @@ class HashIndex:
             return
         new = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
         new.sort()
-        merged = np.concatenate((self.sorted, new))
+        n = len(self.sorted)
+        merged = self.sorted if self.sorted.flags.owndata else self.sorted.copy()
+        # Grown in place (a large block is remapped, not copied): the index never exists twice at once,
+        # which keeps the peak near 8 bytes per hash. Nothing else refers to this array.
+        merged.resize(n + len(new), refcheck=False)
+        merged[n:] = new
         merged.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
         self.sorted = merged
         self.recent = set()

@@ -7,8 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from qckit.components import BLANK_LINE, Document, IssueLog
+from qckit.components import (
+    BLANK_LINE,
+    LONE_SURROGATE,
+    Document,
+    IssueLog,
+    SkippedRecord,
+    has_surrogates,
+    repair_surrogates,
+)
 from qckit.errors import RecordError
+from qckit.settings import MAX_LINE_BYTES
 from qckit_builtins.readers.lines import byte_ranges, decode_line, iter_lines
 
 _JSON_TYPES = {
@@ -28,13 +37,15 @@ def _json_type(value: Any) -> str:
 
 class JsonlReader:
     """JSON Lines, one object per line (``.jsonl``, ``.jsonl.gz``); the document text is the string in
-    ``field``. When ``fallback_fields`` is not given and ``field`` is ``"text"``, the fields ``"content"``
-    then ``"sentence"`` are tried next, as the original script did; an explicit list replaces that rule.
-    An ``"id"`` string or integer is kept in ``meta["id"]``. Bad lines raise
-    :class:`~qckit.errors.RecordError` (``invalid_json``, ``not_an_object``, ``missing_text``,
-    ``null_text``, ``text_not_string``); blank lines and empty texts are skipped and counted."""
+        ``field``. When ``fallback_fields`` is not given and ``field`` is ``"text"``, the fields ``"content"``
+        then ``"sentence"`` are tried next, as the original script did; an explicit list replaces that rule.
+        An ``"id"`` string or integer is kept in ``meta["id"]``. Lone surrogate escapes (``"\\ud800"``) in the
+    text or the id are replaced by U+FFFD and counted (``lone_surrogate``). Bad lines raise
+        :class:`~qckit.errors.RecordError` (``invalid_json``, ``not_an_object``, ``missing_text``,
+        ``null_text``, ``text_not_string``); blank lines and empty texts are skipped and counted."""
 
     name: ClassVar[str] = "jsonl"
+    surrogate_free: ClassVar[bool] = True  # lone surrogate escapes are repaired in parse
     suffixes: ClassVar[tuple[str, ...]] = (".jsonl", ".jsonl.gz")
 
     def __init__(self, field: str = "text", fallback_fields: list[str] | None = None) -> None:
@@ -48,14 +59,16 @@ class JsonlReader:
         self.fallback_fields = list(fallback_fields)
         self.fields = tuple(dict.fromkeys([field, *fallback_fields]))
 
-    def records(self, path: Path) -> Iterator[bytes]:
-        return iter_lines(path)
+    def records(self, path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes | SkippedRecord]:
+        return iter_lines(path, max_line_bytes=max_bytes)
 
     def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
         return byte_ranges(path, size)
 
-    def records_between(self, path: Path, start: int, end: int) -> Iterator[bytes]:
-        return iter_lines(path, start=start, end=end)
+    def records_between(
+        self, path: Path, start: int, end: int, max_bytes: int = MAX_LINE_BYTES
+    ) -> Iterator[bytes | SkippedRecord]:
+        return iter_lines(path, start=start, end=end, max_line_bytes=max_bytes)
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         raw = decode_line(record, source, line, issues)
@@ -84,8 +97,16 @@ class JsonlReader:
         if not text or text.isspace():
             issues.add("empty_text", source, line, f'field "{key}" is empty, record skipped')
             return None
-        doc = Document(text, source, line)
         ident = obj.get("id")
+        if "\\u" in raw:  # a JSON escape is the only way to a lone surrogate
+            fixed = False
+            if has_surrogates(text):
+                text, fixed = repair_surrogates(text), True
+            if isinstance(ident, str) and has_surrogates(ident):
+                ident, fixed = repair_surrogates(ident), True
+            if fixed:
+                issues.add(LONE_SURROGATE, source, line, "lone surrogate escape replaced by U+FFFD")
+        doc = Document(text, source, line)
         if isinstance(ident, (str, int)) and not isinstance(ident, bool):
             doc.meta["id"] = ident
         return doc

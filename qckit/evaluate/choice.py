@@ -1,0 +1,239 @@
+"""Multiple-choice and binary tasks, scored zero-shot by log-likelihood as lm-eval's ``multiple_choice``.
+
+Rows (JSON Lines, one item per line):
+
+* the prompt: ``prompt``, or the set's ``template`` filled with the row's fields (``{sentence}`` …);
+* ``choices``: a list of at least two non-empty strings (or the set's ``choices``, for tasks whose
+  choices are the same on every row, such as ``["non", "oui"]``);
+* the answer, under ``answer`` (or the set's ``answer_field``, e.g. ``label``): the index of the right
+  choice, or the right choice's text;
+* optionally ``chat``: true to wrap the prompt in the tokenizer's chat template (also a set setting).
+
+A bad row (not JSON, no prompt, a template field the row lacks, bad choices, an answer that is not
+one of them) is counted with its ``file:line`` and skipped.
+
+Scoring: each choice ``c`` gets ``LL(c) = log p(delimiter + c | prompt)``, its summed log-probability
+after the prompt, with lm-eval's tokenization (:func:`~qckit.evaluate.loglik.encode_pairs`: the
+prompt's trailing spaces join the continuation; an empty prompt becomes the prefix token). The
+delimiter is the set's ``delimiter`` (default ``" "``, lm-eval's ``target_delimiter``), and ``""``
+when the chat template is used (the template ends with the assistant's turn, as in lm-eval). With
+``chat``, the prompt becomes ``apply_chat_template([{"role": "user", "content": prompt}],
+add_generation_prompt=True)``. A base model with no chat template works on rows without ``chat``.
+
+* ``accuracy``: items where ``argmax_c LL(c)`` is the answer (the first choice on ties, like lm-eval),
+  with ``accuracy_ci95``, its 95 % Wilson interval;
+* ``accuracy_norm``: the same with ``LL(c) / len(c)`` in characters (lm-eval's ``acc_norm``);
+  ``accuracy_bytes`` with ``LL(c) / UTF-8 bytes of c`` (lm-eval's ``acc_bytes``);
+* ``macro_f1``: the mean over answer classes (choice indices) of F1 of the ``accuracy`` predictions,
+  how COLE reports its binary tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qckit.components import IssueLog
+from qckit.errors import InputError, QckitError
+from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
+from qckit.evaluate.rows import iter_rows, template_fields
+from qckit.evaluate.stats import argmax, macro_f1, wilson_interval
+
+__all__ = ["ChoiceItem", "ChoiceSet", "read_choices", "score_choices"]
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One item: the prompt, the choices, the index of the right one, whether to use the chat template."""
+
+    line: int
+    prompt: str
+    choices: tuple[str, ...]
+    answer: int
+    chat: bool = False
+
+
+@dataclass
+class ChoiceSet:
+    """The usable items of a file and its bad rows."""
+
+    source: str
+    items: list[ChoiceItem]
+    issues: IssueLog = field(default_factory=IssueLog)
+
+
+def read_choices(
+    path: str | Path,
+    *,
+    template: str | None = None,
+    choices: list[str] | None = None,
+    answer_field: str = "answer",
+    chat: bool = False,
+) -> ChoiceSet:
+    """Read a choice-task file (see the module docstring), counting bad rows.
+
+    Raises :class:`~qckit.errors.InputError` when the file is missing or holds no usable item, and
+    :class:`ValueError` for a bad ``template`` or ``choices`` setting.
+    """
+    if template is not None:
+        template_fields(template)
+    if choices is not None and not _good_choices(choices):
+        raise ValueError("choices must be a list of at least two non-empty strings")
+    issues = IssueLog()
+    source = str(path)
+    items: list[ChoiceItem] = []
+    for line, row in iter_rows(path, issues):
+        item = _item(row, line, source, issues, template, choices, answer_field, chat)
+        if item is not None:
+            items.append(item)
+    if not items:
+        first = next((ex[0] for ex in issues.examples.values() if ex), "")
+        detail = f"; {issues.total()} bad row(s), first: {first}" if issues else ""
+        raise InputError(source, f"no usable choice items{detail}")
+    return ChoiceSet(source, items, issues)
+
+
+def _good_choices(value: Any) -> bool:
+    return (
+        isinstance(value, list) and len(value) >= 2 and all(isinstance(c, str) and c.strip() for c in value)
+    )
+
+
+def _item(
+    row: dict[str, Any],
+    line: int,
+    source: str,
+    issues: IssueLog,
+    template: str | None,
+    set_choices: list[str] | None,
+    answer_field: str,
+    set_chat: bool,
+) -> ChoiceItem | None:
+    if isinstance(row.get("prompt"), str):
+        prompt = row["prompt"]
+    elif template is not None:
+        missing = [name for name in template_fields(template) if name not in row]
+        if missing:
+            issues.add(
+                "template_field", source, line, f"the row has no field {missing[0]!r} for the template"
+            )
+            return None
+        prompt = template.format_map({k: v if isinstance(v, str) else str(v) for k, v in row.items()})
+    else:
+        issues.add("missing_prompt", source, line, "no prompt (and no template set for this file)")
+        return None
+    choices: Any = row.get("choices", set_choices)
+    if not _good_choices(choices):
+        issues.add("bad_choices", source, line, "choices must be a list of at least two non-empty strings")
+        return None
+    answer = _answer_index(row.get(answer_field), choices)
+    if answer is None:
+        issues.add(
+            "bad_answer",
+            source,
+            line,
+            f"{answer_field} must be the index or the text of one of the {len(choices)} choices, "
+            f"got {row.get(answer_field)!r}",
+        )
+        return None
+    chat = row.get("chat", set_chat)
+    if not isinstance(chat, bool):
+        issues.add("bad_chat", source, line, f"chat must be true or false, got {chat!r}")
+        return None
+    return ChoiceItem(line, prompt, tuple(choices), answer, chat)
+
+
+def _answer_index(value: Any, choices: list[str]) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < len(choices) else None
+    if isinstance(value, str):
+        if value in choices:
+            return choices.index(value)
+        if value.strip() in choices:
+            return choices.index(value.strip())
+        if value.strip().isdigit() and int(value) < len(choices):
+            return int(value)
+    return None
+
+
+def score_choices(
+    model: Any,
+    choice_set: ChoiceSet,
+    context: EvalContext,
+    *,
+    delimiter: str = " ",
+    prefix_token: str | int | None = None,
+    details: bool = False,
+) -> dict[str, Any]:
+    """Score every item of ``choice_set`` on ``model`` (see the module docstring for the numbers).
+
+    ``details`` adds ``per_item``: each item's line, choice log-likelihoods, prediction and answer.
+    """
+    started = time.perf_counter()
+    tokenizer = context.tokenizer
+    prefix = prefix_token_id(tokenizer, prefix_token)
+    chat_items = [item for item in choice_set.items if item.chat]
+    if chat_items and not getattr(tokenizer, "chat_template", None):
+        raise QckitError(
+            f"{choice_set.source}:{chat_items[0].line}: the row asks for the chat template but the tokenizer "
+            f"has none (a base model); remove 'chat' from the rows or the set"
+        )
+    # (item index, choice index) for every request, chat and plain prompts encoded apart
+    keys: list[tuple[int, int]] = []
+    requests: list[Any] = []
+    for use_chat in (False, True):
+        pairs, these = [], []
+        for i, item in enumerate(choice_set.items):
+            if item.chat != use_chat:
+                continue
+            if use_chat:
+                prompt = tokenizer.apply_chat_template(
+                    [{"role": "user", "content": item.prompt}], tokenize=False, add_generation_prompt=True
+                )
+                delim = ""
+            else:
+                prompt, delim = item.prompt, delimiter
+            for j, choice in enumerate(item.choices):
+                pairs.append((prompt, delim + choice))
+                these.append((i, j))
+        if pairs:
+            requests.extend(encode_pairs(tokenizer, pairs, prefix, special_tokens=use_chat))
+            keys.extend(these)
+    scorer = context.scorer(model)
+    scores = scorer.loglikelihoods(model, requests, task="choice")
+    lls: list[list[float]] = [[0.0] * len(item.choices) for item in choice_set.items]
+    for (i, j), score in zip(keys, scores.tolist(), strict=True):
+        lls[i][j] = score
+    gold = [item.answer for item in choice_set.items]
+    pred, pred_norm, pred_bytes = [], [], []
+    for item, ll in zip(choice_set.items, lls, strict=True):
+        pred.append(argmax(ll))
+        pred_norm.append(argmax([v / len(c) for v, c in zip(ll, item.choices, strict=True)]))
+        pred_bytes.append(argmax([v / len(c.encode("utf-8")) for v, c in zip(ll, item.choices, strict=True)]))
+    n = len(gold)
+    correct = sum(p == g for p, g in zip(pred, gold, strict=True))
+    result: dict[str, Any] = {
+        "accuracy": correct / n,
+        "accuracy_ci95": list(wilson_interval(correct, n)),
+        "accuracy_norm": sum(p == g for p, g in zip(pred_norm, gold, strict=True)) / n,
+        "accuracy_bytes": sum(p == g for p, g in zip(pred_bytes, gold, strict=True)) / n,
+        "macro_f1": macro_f1(gold, pred),
+        "items": n,
+        "correct": correct,
+        "chat_items": len(chat_items),
+        "bad_rows": choice_set.issues.total(),
+        "bad_row_kinds": choice_set.issues.as_dict(),
+        "prefix_token": prefix,
+        "truncated": scorer.truncated,
+        "seconds": time.perf_counter() - started,
+    }
+    if details:
+        result["per_item"] = [
+            {"line": item.line, "loglikelihoods": ll, "predicted": p, "answer": item.answer}
+            for item, ll, p in zip(choice_set.items, lls, pred, strict=True)
+        ]
+    return result

@@ -1,0 +1,189 @@
+"""Minimal pairs: does the model give the grammatical sentence of each pair the higher probability?
+
+Rows (JSON Lines, one pair per line) come in either of two layouts:
+
+* BLiMP: ``sentence_good``, ``sentence_bad``, optionally a phenomenon under ``phenomenon``,
+  ``linguistic_phenomenon``, ``linguistics_term`` or ``UID`` (the first one present is used);
+* QFrBLiMP: ``sentence_a``, ``sentence_b`` and ``label`` = the index (0 or 1) of the grammatical
+  sentence, optionally ``category`` or ``type``.
+
+``group_by`` names the field to group by instead. A bad row (not JSON, a missing or empty sentence,
+two identical sentences, a label that is not 0 or 1) is counted with its ``file:line`` and skipped.
+
+Scoring, as lm-eval scores its minimal-pair tasks (``multiple_choice`` with an empty context): a
+sentence's score is ``LL(s) = log p(delimiter + s | prefix token)``, the summed log-probability of its
+tokens after the prefix token (:func:`~qckit.evaluate.loglik.prefix_token_id`). ``delimiter`` is
+empty by default (lm-eval's ``multiblimp`` and ``blimp_nl`` tasks); ``" "`` reproduces its English
+``blimp`` task, which keeps the default ``target_delimiter``. A pair is correct when
+``LL(good) > LL(bad)`` (strictly: a tie counts as wrong, where lm-eval's argmax would pick the
+grammatical one). The numbers:
+
+* ``accuracy`` = correct pairs / pairs, with ``accuracy_ci95``, its 95 % Wilson interval;
+* ``accuracy_norm``: the same with ``LL(s) / len(s)`` (characters; lm-eval's ``acc_norm``) and
+  ``accuracy_bytes`` with ``LL(s) / UTF-8 bytes of s`` (lm-eval's ``acc_bytes``), which do not favour
+  the shorter sentence of a pair;
+* ``phenomena``: pairs and accuracy per phenomenon; ``confidently_wrong``: the pairs with the
+  largest ``LL(bad) - LL(good)``, the model's worst mistakes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qckit.components import IssueLog
+from qckit.errors import InputError
+from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
+from qckit.evaluate.rows import iter_rows, text_field
+from qckit.evaluate.stats import wilson_interval
+
+__all__ = ["PHENOMENON_FIELDS", "Pair", "PairSet", "read_pairs", "score_pairs"]
+
+#: fields that name a pair's phenomenon, in the order they are looked for (BLiMP's, then QFrBLiMP's)
+PHENOMENON_FIELDS = ("phenomenon", "linguistic_phenomenon", "linguistics_term", "UID", "category", "type")
+NO_PHENOMENON = "(none)"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One minimal pair: the grammatical and the ungrammatical sentence, and where it came from."""
+
+    line: int
+    good: str
+    bad: str
+    phenomenon: str = NO_PHENOMENON
+
+
+@dataclass
+class PairSet:
+    """The usable pairs of a file and its bad rows (``issues``: kind → count and first examples)."""
+
+    source: str
+    pairs: list[Pair]
+    issues: IssueLog = field(default_factory=IssueLog)
+
+
+def read_pairs(path: str | Path, *, group_by: str = "") -> PairSet:
+    """Read a BLiMP- or QFrBLiMP-style file (see the module docstring), counting bad rows.
+
+    Raises :class:`~qckit.errors.InputError` when the file is missing or holds no usable pair.
+    """
+    issues = IssueLog()
+    source = str(path)
+    pairs: list[Pair] = []
+    for line, row in iter_rows(path, issues):
+        pair = _pair(row, line, source, issues, group_by)
+        if pair is not None:
+            pairs.append(pair)
+    if not pairs:
+        detail = f"; {issues.total()} bad row(s), first: {_first_example(issues)}" if issues else ""
+        raise InputError(source, f"no usable minimal pairs{detail}")
+    return PairSet(source, pairs, issues)
+
+
+def _first_example(issues: IssueLog) -> str:
+    return next((ex[0] for ex in issues.examples.values() if ex), "")
+
+
+def _pair(row: dict[str, Any], line: int, source: str, issues: IssueLog, group_by: str) -> Pair | None:
+    if "sentence_good" in row or "sentence_bad" in row:
+        good, bad = text_field(row, "sentence_good"), text_field(row, "sentence_bad")
+        if good is None or bad is None:
+            missing = "sentence_good" if good is None else "sentence_bad"
+            issues.add("missing_sentence", source, line, f"{missing} is missing or empty")
+            return None
+    elif "sentence_a" in row or "sentence_b" in row:
+        a, b = text_field(row, "sentence_a"), text_field(row, "sentence_b")
+        if a is None or b is None:
+            missing = "sentence_a" if a is None else "sentence_b"
+            issues.add("missing_sentence", source, line, f"{missing} is missing or empty")
+            return None
+        label = row.get("label")
+        if isinstance(label, str) and label.strip() in ("0", "1"):
+            label = int(label)
+        if isinstance(label, bool) or label not in (0, 1):
+            issues.add(
+                "bad_label", source, line, f"label must be 0 or 1 (the grammatical sentence), got {label!r}"
+            )
+            return None
+        good, bad = (a, b) if label == 0 else (b, a)
+    else:
+        issues.add(
+            "missing_sentence",
+            source,
+            line,
+            "expected sentence_good and sentence_bad (BLiMP) or sentence_a, sentence_b and label (QFrBLiMP)",
+        )
+        return None
+    if good == bad:
+        issues.add("identical_sentences", source, line, "the two sentences are identical")
+        return None
+    fields = (group_by,) if group_by else PHENOMENON_FIELDS
+    phenomenon = next((str(row[k]).strip() for k in fields if str(row.get(k) or "").strip()), NO_PHENOMENON)
+    return Pair(line, good, bad, phenomenon)
+
+
+def score_pairs(
+    model: Any,
+    pair_set: PairSet,
+    context: EvalContext,
+    *,
+    prefix_token: str | int | None = None,
+    examples: int = 5,
+    delimiter: str = "",
+) -> dict[str, Any]:
+    """Score every pair of ``pair_set`` on ``model`` (see the module docstring for the numbers)."""
+    started = time.perf_counter()
+    tokenizer = context.tokenizer
+    prefix = prefix_token_id(tokenizer, prefix_token)
+    texts = [s for p in pair_set.pairs for s in (p.good, p.bad)]
+    requests = encode_pairs(tokenizer, [("", delimiter + s) for s in texts], prefix)
+    scorer = context.scorer(model)
+    scores = scorer.loglikelihoods(model, requests, task="minimal pairs")
+    results = []
+    for pair, lg, lb in zip(pair_set.pairs, scores[0::2].tolist(), scores[1::2].tolist(), strict=True):
+        results.append(
+            (
+                pair,
+                lg > lb,
+                lg / len(pair.good) > lb / len(pair.bad),
+                lg / len(pair.good.encode("utf-8")) > lb / len(pair.bad.encode("utf-8")),
+                lb - lg,
+            )
+        )
+    n = len(results)
+    correct = sum(r[1] for r in results)
+    phenomena: dict[str, dict[str, Any]] = {}
+    for pair, ok, ok_norm, _, _ in results:
+        entry = phenomena.setdefault(pair.phenomenon, {"pairs": 0, "correct": 0, "correct_norm": 0})
+        entry["pairs"] += 1
+        entry["correct"] += int(ok)
+        entry["correct_norm"] += int(ok_norm)
+    wrong = sorted((r for r in results if not r[1]), key=lambda r: -r[4])[:examples]
+    return {
+        "accuracy": correct / n,
+        "accuracy_ci95": list(wilson_interval(correct, n)),
+        "accuracy_norm": sum(r[2] for r in results) / n,
+        "accuracy_bytes": sum(r[3] for r in results) / n,
+        "pairs": n,
+        "correct": correct,
+        "phenomena": {
+            name: {
+                "pairs": e["pairs"],
+                "accuracy": e["correct"] / e["pairs"],
+                "accuracy_norm": e["correct_norm"] / e["pairs"],
+            }
+            for name, e in sorted(phenomena.items())
+        },
+        "confidently_wrong": [
+            {"line": p.line, "good": p.good, "bad": p.bad, "phenomenon": p.phenomenon, "margin": margin}
+            for p, _, _, _, margin in wrong
+        ],
+        "bad_rows": pair_set.issues.total(),
+        "bad_row_kinds": pair_set.issues.as_dict(),
+        "prefix_token": prefix,
+        "truncated": scorer.truncated,
+        "seconds": time.perf_counter() - started,
+    }

@@ -1,0 +1,85 @@
+"""Reading finished runs back: their eval sets before/after and the curves over steps (``qckit compare``).
+
+A run directory is a train stage's ``output_dir``: ``training_summary.json`` holds ``eval_sets`` (each
+set's description and before / after / change / breach, see :func:`qckit.evaluate.sets.outcome`),
+``trainer_state.json`` the log history in which each measurement of a set is a row with ``step`` and
+its numbers under :func:`qckit.evaluate.sets.scalar_key`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qckit.errors import InputError
+from qckit.evaluate.sets import scalar_key
+from qckit.train.run import SUMMARY_NAME as SUMMARY_FILE
+
+__all__ = ["Run", "read_run", "STATE_FILE"]
+
+#: the Trainer's state file in a run directory (transformers' ``TRAINER_STATE_NAME``)
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class Run:
+    """One finished run: its eval sets (``outcome`` entries) and each set's metric over steps."""
+
+    path: Path
+    sets: dict[str, dict[str, Any]]
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The run directory as it was given (``runs/a/model``): run directories are often all ``model``."""
+        return str(self.path)
+
+    @property
+    def breaches(self) -> list[str]:
+        return [name for name, entry in self.sets.items() if entry.get("breach")]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Read a run directory. Raises :class:`~qckit.errors.InputError` when it holds no summary with eval sets."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise InputError(path, "not a run directory" if path.exists() else "run directory not found")
+    summary_path = path / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise InputError(path, f"not a finished run: no {SUMMARY_FILE}")
+    summary = _read_json(summary_path)
+    sets = summary.get("eval_sets") if isinstance(summary, dict) else None
+    if not isinstance(sets, dict) or not sets:
+        raise InputError(
+            summary_path, "no eval sets in this summary (a run without val_file or [[train.eval]])"
+        )
+    run = Run(path, sets)
+    state_path = path / STATE_FILE
+    history = _read_json(state_path).get("log_history", []) if state_path.is_file() else []
+    for name, entry in sets.items():
+        key = scalar_key(name, entry.get("protocol") or "", entry["metric"])
+        points = [(int(row["step"]), float(row[key])) for row in history if key in row and "step" in row]
+        if not points:  # no trainer_state.json: the summary's measurements
+            measured = [
+                summary.get("eval_before"),
+                *(summary.get("eval_history") or []),
+                summary.get("eval_after"),
+            ]
+            points = [
+                (int(m[name]["step"]), float(m[name][entry["metric"]]))
+                for m in measured
+                if isinstance(m, dict) and isinstance(m.get(name), dict) and entry["metric"] in m[name]
+            ]
+        run.curves[name] = sorted(dict(points).items())
+    return run
