@@ -30,6 +30,19 @@ def _private_qckit_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["QCKIT_CACHE"] = before
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models' matrices are far too small for intra-op threads: on a busy 2-core machine the thread
+    pool's spinning made training tests 10x slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``; restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding a tiny Llama + byte-level BPE tokenizer (safetensors), built once per session.

@@ -20,13 +20,7 @@ from qckit.train.packing import BatchEncoder
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: intra-op threads only cost time here (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sample_lines() -> list[str]:

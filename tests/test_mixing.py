@@ -23,14 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 FRENCH = REPO / "data" / "sample" / "standard_french.txt"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_prefix_of_the_schedule_keeps_the_token_shares():

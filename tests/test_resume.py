@@ -20,13 +20,7 @@ from qckit.train.checkpoints import read_marker
 from qckit_builtins.adapters import LoraAdapter
 from qckit_builtins.chunkers import WindowChunker
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

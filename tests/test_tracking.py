@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 from qckit.errors import RecipeError, TrainingError
 from qckit.recipe import build_recipe
@@ -19,12 +18,7 @@ from qckit_builtins.chunkers import WindowChunker
 mlflow = pytest.importorskip("mlflow")  # qckit[tracking], part of qckit[all]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,7 @@ def _warnings(obs: RecordingObserver) -> list[str]:
     return [data for event, _, data in obs.events if event == "warn"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model's matrices are far too small for intra-op threads: on a busy 2-core machine the
-    thread pool's spinning made these runs 10x slower. Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 from qckit.components import (
@@ -12,13 +10,11 @@ from qckit.components import (
     LONE_SURROGATE,
     Document,
     IssueLog,
-    SkippedRecord,
     has_surrogates,
     repair_surrogates,
 )
 from qckit.errors import RecordError
-from qckit.settings import MAX_LINE_BYTES
-from qckit_builtins.readers.lines import byte_ranges, decode_line, iter_lines
+from qckit_builtins.readers.lines import LineRecords, decode_line
 
 _JSON_TYPES = {
     dict: "an object",
@@ -35,7 +31,7 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-class JsonlReader:
+class JsonlReader(LineRecords):
     """JSON Lines, one object per line (``.jsonl``, ``.jsonl.gz``); the document text is the string in
         ``field``. When ``fallback_fields`` is not given and ``field`` is ``"text"``, the fields ``"content"``
         then ``"sentence"`` are tried next, as the original script did; an explicit list replaces that rule.
@@ -58,17 +54,6 @@ class JsonlReader:
         self.field = field
         self.fallback_fields = list(fallback_fields)
         self.fields = tuple(dict.fromkeys([field, *fallback_fields]))
-
-    def records(self, path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes | SkippedRecord]:
-        return iter_lines(path, max_line_bytes=max_bytes)
-
-    def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
-        return byte_ranges(path, size)
-
-    def records_between(
-        self, path: Path, start: int, end: int, max_bytes: int = MAX_LINE_BYTES
-    ) -> Iterator[bytes | SkippedRecord]:
-        return iter_lines(path, start=start, end=end, max_line_bytes=max_bytes)
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         raw = decode_line(record, source, line, issues)

@@ -308,3 +308,19 @@ def _next_line_start(f, path: Path, pos: int) -> int:
         prev_cr = True
         offset += len(chunk)
     return offset
+
+
+class LineRecords:
+    """The record methods of a reader whose records are the lines of its file: streaming, byte ranges
+    cut at line starts (so one big file spreads over shards), and the lines of one range."""
+
+    def records(self, path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes | SkippedRecord]:
+        return iter_lines(path, max_line_bytes=max_bytes)
+
+    def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
+        return byte_ranges(path, size)
+
+    def records_between(
+        self, path: Path, start: int, end: int, max_bytes: int = MAX_LINE_BYTES
+    ) -> Iterator[bytes | SkippedRecord]:
+        return iter_lines(path, start=start, end=end, max_line_bytes=max_bytes)

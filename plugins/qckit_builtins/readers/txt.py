@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import ClassVar
 
-from qckit.components import BLANK_LINE, Document, IssueLog, SkippedRecord
-from qckit.settings import MAX_LINE_BYTES
-from qckit_builtins.readers.lines import byte_ranges, decode_line, iter_lines
+from qckit.components import BLANK_LINE, Document, IssueLog
+from qckit_builtins.readers.lines import LineRecords, decode_line
 
 
-class TxtReader:
+class TxtReader(LineRecords):
     """Plain text, one document per line (``.txt``, ``.txt.gz``). Blank lines are skipped (counted as
     ``blank_line``); the text is kept as written, surrounding spaces included."""
 
     name: ClassVar[str] = "txt"
     surrogate_free: ClassVar[bool] = True  # UTF-8 or cp1252 decoding never makes one
     suffixes: ClassVar[tuple[str, ...]] = (".txt", ".txt.gz")
-
-    def records(self, path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[bytes | SkippedRecord]:
-        return iter_lines(path, max_line_bytes=max_bytes)
-
-    def byte_ranges(self, path: Path, size: int) -> list[tuple[int, int]]:
-        return byte_ranges(path, size)
-
-    def records_between(
-        self, path: Path, start: int, end: int, max_bytes: int = MAX_LINE_BYTES
-    ) -> Iterator[bytes | SkippedRecord]:
-        return iter_lines(path, start=start, end=end, max_line_bytes=max_bytes)
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         text = decode_line(record, source, line, issues)
