@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from itertools import compress, count, repeat
 from typing import ClassVar
 
 from qckit.components import BLANK_LINE, Document, IssueLog
@@ -31,11 +33,9 @@ class TxtReader(LineRecords):
             texts = b"\n".join(records).decode("utf-8").split("\n")
         except UnicodeDecodeError:
             return [self.parse(r, source, first_line + i, issues) for i, r in enumerate(records)]
-        out: list[Document | None] = []
-        for line, text in enumerate(texts, start=first_line):
-            if not text or text.isspace():
-                issues.add(BLANK_LINE, source, line, "blank line skipped")
-                out.append(None)
-            else:
-                out.append(Document(text, source, line))
+        out: list[Document | None] = list(map(Document, texts, repeat(source), count(first_line)))
+        # Blank lines (few): "" or only whitespace
+        for k in compress(count(), map(operator.or_, map(operator.not_, texts), map(str.isspace, texts))):
+            issues.add(BLANK_LINE, source, first_line + k, "blank line skipped")
+            out[k] = None
         return out
