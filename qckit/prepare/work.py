@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import operator
+from itertools import compress, count, repeat
+from operator import methodcaller
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,16 +112,17 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         reasons = call_batch(flt, "drop_reason_batch", "drop_reason", alive, alive, "filter", name, owner)
         if reasons.count(None) == len(reasons):  # the common case: this filter dropped nothing here
             continue
+        if len(reasons) != len(alive):
+            raise ComponentError(
+                "filter", name, owner, None, ValueError(f"{len(reasons)} reasons for {len(alive)} documents")
+            )
         log = drops.setdefault(name, IssueLog(stage.max_examples))
-        survivors = []
-        for doc, reason in zip(alive, reasons, strict=True):
-            if reason is None:
-                survivors.append(doc)
-                continue
+        for k in compress(count(), map(operator.is_not, reasons, repeat(None))):
+            doc, reason = alive[k], reasons[k]
             log.add(reason, doc.source, doc.line)
             if stage.keep_rejects:
                 rejected.append((doc.line, name, reason, doc.text))
-        alive = survivors
+        alive = list(compress(alive, map(operator.is_, reasons, repeat(None))))
     kept = alive
 
     fingerprints = [
@@ -133,7 +136,7 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
     if metric_keys:
         values = np.empty((len(kept), len(metric_keys)), dtype=np.float64)
         for j, key in enumerate(metric_keys):
-            values[:, j] = [m.get(key, 0.0) for m in metrics]
+            values[:, j] = np.fromiter(map(methodcaller("get", key, 0.0), metrics), np.float64, len(metrics))
     kept_texts = [d.text for d in kept]
     encoded = list(map(str.encode, kept_texts))  # texts are free of lone surrogates by now
     text_bytes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
