@@ -141,7 +141,7 @@ _FOLD_TWO = 0x23  # the character folds to two characters (œ → oe): see _fold
 _FOLD_OTHER = 0x24  # anything else (three or more characters, surrogates): that text goes the slow way
 _DOT = ord(".")  # the code of a word that no entry uses
 _CODE_BASE = 0x100  # the codes of the words and stems that entries use are _CODE_BASE, _CODE_BASE + 1 …
-_CODES_LIMIT = 1 << 16  # long or stem-like words remembered per process before that cache starts over
+_CODES_LIMIT = 1 << 16  # entries a cache of the matcher holds per process before it starts over
 _KEY_BYTES = 16  # words up to this long are looked up in numpy
 _LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)  # masks of the first i bytes
 
@@ -264,13 +264,16 @@ class _Codes(dict):
 
 
 class _Entries(dict):
-    """Label ids of a document's markers → the distinct entries, sorted (as a tuple); filled on demand."""
+    """Label ids of a document's markers → the distinct entries, sorted (as a tuple); filled on demand and
+    kept from batch to batch (most documents repeat a sequence seen before); bounded."""
 
     def __init__(self, labels: dict[str, str]) -> None:
         super().__init__()
         self.labels = labels
 
     def __missing__(self, ids: str) -> tuple[str, ...]:
+        if len(self) >= _CODES_LIMIT:
+            self.clear()
         entries = self[ids] = tuple(map(self.labels.__getitem__, sorted(set(ids))))
         return entries
 
@@ -299,6 +302,7 @@ class _BatchMatcher:
         entries = sorted({label for _, label in phrases if label is not None} | set(single.values()))
         label_id = {label: chr(_CODE_BASE + i) for i, label in enumerate(entries)}
         self.labels = {i: label for label, i in label_id.items()}  # label id → entry; ids sort like entries
+        self.entries = _Entries(self.labels)
         # code → label id of the word alone (0: none; 1 marks the end of a text). A word with a one-word
         # shield is never counted alone.
         self.single_ids = np.zeros(self.n_codes, dtype=np.uint16)
@@ -546,7 +550,7 @@ class QuebecMarkers:
         n_words, ids, slow = found
         counts = list(map(float, map(len, ids)))
         with_markers = list(map(float, map(bool, ids)))
-        entries = list(map(list, map(_Entries(matcher.labels).__getitem__, ids)))  # a new list per document
+        entries = list(map(list, map(matcher.entries.__getitem__, ids)))  # a new list per document
         for doc, words, count, flag, found in zip(docs, n_words, counts, with_markers, entries, strict=True):
             metrics = doc.metrics
             metrics["qc_markers"] = count
