@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import operator
+from dataclasses import dataclass, field
 from itertools import compress, count, repeat
 from operator import methodcaller
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
