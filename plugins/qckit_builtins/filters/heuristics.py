@@ -131,17 +131,13 @@ class UniqueWordsFilter:
             return list(map(self.drop_reason, docs))
         units, starts = joined
         values = np.take(_word_hash_table(), units)
-        in_word = values != 0
-        word_start = np.empty(len(units), dtype=bool)
-        word_start[0] = in_word[0]
-        np.greater(in_word[1:], in_word[:-1], out=word_start[1:])
-        word_end = np.empty(len(units), dtype=bool)  # the last unit of a word
-        word_end[-1] = in_word[-1]
-        np.greater(in_word[:-1], in_word[1:], out=word_end[:-1])
-        n_words = np.add.reduceat(word_start.view(np.uint8), starts, dtype=np.int64)
-        running = np.cumsum(values, dtype=np.uint32)  # a word's sum: difference of running sums (mod 2**32)
-        first, last = np.flatnonzero(word_start), np.flatnonzero(word_end)
-        hashes = running[last] - running[first] + values[first]
+        # Where words start and end: every other change of "in a word" (the units end with a "\0").
+        first = np.flatnonzero(np.diff(values != 0, prepend=False))[0::2]  # each word's first unit
+        if not len(first):
+            return [None] * len(texts)
+        n_words = np.diff(np.searchsorted(first, starts), append=len(first))
+        # A word's sum (mod 2**32) from its first unit to the next word's: whitespace and "\0" add 0.
+        hashes = np.add.reduceat(values, first, dtype=np.uint32)
         slots = np.left_shift(1, np.ceil(np.log2(np.maximum(4 * n_words, 1))).astype(np.int64))
         offsets = np.cumsum(slots) - slots
         owner = np.repeat(np.arange(len(texts)), n_words)
