@@ -13,7 +13,7 @@ the run's settings as parameters, and MLflow the summary and the recipe as artif
   qckit run (a resumed run is a new MLflow run tagged ``resumed_from``). Needs ``qckit[tracking]``.
 * ``wandb``: offline (files under ``<output_dir>/wandb``, ``wandb sync`` uploads them) unless the
   user configured W&B (``WANDB_MODE`` or ``WANDB_API_KEY`` set), project ``tracking_project``. Needs
-  ``pip install wandb`` (not part of any qckit extra).
+  ``qckit[wandb]`` (its own extra, in ``all``: the client is heavy).
 
 Trackers are created on the main process only, before training begins, and closed when it ends
 (``FINISHED``, or ``FAILED`` when training raised). No global state: MLflow is driven through an
@@ -37,7 +37,10 @@ __all__ = ["TRACKERS", "MLRUNS_DIR", "check_trackers", "tracker_metrics", "Mlflo
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 #: the default local MLflow store, under the output directory
 MLRUNS_DIR = "mlruns"
-_PACKAGES = {"mlflow": ("mlflow", "pip install 'qckit[tracking]'"), "wandb": ("wandb", "pip install wandb")}
+_PACKAGES = {
+    "mlflow": ("mlflow", "pip install 'qckit[tracking]'"),
+    "wandb": ("wandb", "pip install 'qckit[wandb]'"),
+}
 
 
 def check_trackers(report_to: Iterable[str]) -> None:
