@@ -13,6 +13,7 @@ import re
 import unicodedata
 import zlib
 from collections.abc import Sequence
+from itertools import compress
 from typing import Any, ClassVar
 
 import numpy as np
@@ -213,18 +214,19 @@ class ExactDedup:
         if n == 0:
             return []
         index = self._index
-        if len(index.sorted):
-            seen_before = index.in_sorted(np.fromiter(fingerprints, dtype=np.uint64, count=n)).tolist()
-        else:
-            seen_before = [False] * n
+        hashes = np.fromiter(fingerprints, dtype=np.uint64, count=n)
         recent = index.recent
-        reasons: list[str | None] = []
-        for fp, old in zip(fingerprints, seen_before, strict=True):
-            if old or fp in recent:
-                reasons.append("duplicate")
-            else:
-                recent.add(fp)
-                reasons.append(None)
+        seen = np.fromiter(map(recent.__contains__, fingerprints), dtype=bool, count=n)
+        if len(index.sorted):
+            seen |= index.in_sorted(hashes)
+        # New: not seen in an earlier batch, and the first copy within this one.
+        new = np.zeros(n, dtype=bool)
+        new[np.unique(hashes, return_index=True)[1]] = True
+        new &= ~seen
+        recent.update(compress(fingerprints, new.tolist()))
+        reasons: list[str | None] = [None] * n
+        for k in np.flatnonzero(~new).tolist():
+            reasons[k] = "duplicate"
         index.merge_if_full()
         return reasons
 
