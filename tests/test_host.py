@@ -157,3 +157,14 @@ def test_contributing_quotes_the_batch_size_the_code_uses():
     text = (Path(__file__).parents[1] / "CONTRIBUTING.md").read_text(encoding="utf-8")
     assert f"`prepare.batch_bytes` = {default // 1024} KiB by default" in text
     assert "MiB batch" not in text and "~256" not in text
+
+
+def test_the_kinds_table_and_the_hook_specs_are_the_same_list():
+    from qckit import hookspecs
+    from qckit.kinds import KINDS
+
+    specs = {name for name in dir(hookspecs) if name.startswith("register_")}
+    assert specs == {kind.hook for kind in KINDS}
+    assert len({kind.recipe_key for kind in KINDS}) == len(KINDS)  # one recipe key per kind
+    host = PluginHost.from_entry_points()
+    assert set(host.registry) == {kind.name for kind in KINDS}  # the host builds its registry from it
