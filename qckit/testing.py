@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 __all__ = [
+    "QUEBEC_WORDS",
     "SAMPLE_SENTENCES",
     "BOS_TOKEN",
     "EOS_TOKEN",
@@ -39,6 +40,23 @@ PAD_TOKEN = "<pad>"
 
 #: Short, natural Quebec French sentences (informal register, regional vocabulary, accents,
 #: apostrophes). Usable as a corpus in tests; one sentence per document.
+#: Quebec words to build many distinct synthetic documents from (tests that need a corpus of any size)
+QUEBEC_WORDS: tuple[str, ...] = (
+    "pis",
+    "chum",
+    "tuque",
+    "frette",
+    "dépanneur",
+    "magasiner",
+    "cabane",
+    "sucre",
+    "neige",
+    "char",
+    "blonde",
+    "jaser",
+    "icitte",
+)
+
 SAMPLE_SENTENCES: tuple[str, ...] = (
     "Je suis ben fatigué à soir, j'pense que j'vas me coucher de bonne heure.",
     "On s'en va au chalet en fin de semaine avec les enfants.",

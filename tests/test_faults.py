@@ -22,28 +22,16 @@ from qckit.host import PluginHost
 from qckit.prepare import run_prepare
 from qckit.progress import RecordingObserver
 from qckit.recipe import build_recipe
+from qckit.testing import QUEBEC_WORDS
 
 DRIVER = Path(__file__).resolve().parent / "fault_driver.py"
-WORDS = [
-    "pis",
-    "chum",
-    "tuque",
-    "frette",
-    "dépanneur",
-    "magasiner",
-    "cabane",
-    "sucre",
-    "neige",
-    "char",
-    "blonde",
-    "jaser",
-    "icitte",
-]
 
 
 def sentences(n: int, salt: str = "") -> list[str]:
     return [
-        f"{salt}Phrase {i}: " + " ".join(WORDS[(i + k * 5) % len(WORDS)] for k in range(8)) + f" numéro {i}."
+        f"{salt}Phrase {i}: "
+        + " ".join(QUEBEC_WORDS[(i + k * 5) % len(QUEBEC_WORDS)] for k in range(8))
+        + f" numéro {i}."
         for i in range(n)
     ]
 

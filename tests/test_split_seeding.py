@@ -12,27 +12,16 @@ import pytest
 
 from qckit.prepare import run_prepare
 from qckit.recipe import build_recipe
+from qckit.testing import QUEBEC_WORDS
 from qckit_builtins.splitters import RandomSplitter
-
-WORDS = [
-    "pis",
-    "chum",
-    "tuque",
-    "frette",
-    "dépanneur",
-    "magasiner",
-    "cabane",
-    "sucre",
-    "neige",
-    "char",
-    "blonde",
-    "jaser",
-    "icitte",
-]
 
 
 def sentence(i: int, tag: str = "") -> str:
-    return f"{tag}Phrase {i}: " + " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(7)) + f" ({i})."
+    return (
+        f"{tag}Phrase {i}: "
+        + " ".join(QUEBEC_WORDS[(i * 7 + k * 3) % len(QUEBEC_WORDS)] for k in range(7))
+        + f" ({i})."
+    )
 
 
 def write(path: Path, lines: list[str]) -> Path:
