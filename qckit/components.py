@@ -261,8 +261,6 @@ class Writer(Protocol):
 
     name: ClassVar[str]
     suffix: ClassVar[str]  # ".txt"
-    #: False when ``format`` reads only ``doc.text``; lets the pipeline carry texts alone between its passes
-    uses_metadata: ClassVar[bool] = True
 
     def format(self, doc: Document) -> str:
         """Return the document as it goes into the file, ending with a newline. Runs in worker

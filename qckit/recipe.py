@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qckit import defaults, kinds
+from qckit.components import has_surrogates
 from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import STAGES, stage_kinds
@@ -448,7 +449,7 @@ def apply_override(data: dict, item: str, source: str) -> None:
     if "=" not in item:
         raise RecipeError("expected key.path=value", source=where)
     path, raw = item.split("=", 1)
-    if _has_surrogates(item):
+    if has_surrogates(item):
         raise RecipeError("not valid UTF-8 text", source=where)
     parts = _parse_key_path(path.strip(), where)
     value: Any = raw
@@ -478,13 +479,13 @@ def _check_text(value: Any, key: str, source: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             here = f"{key}.{k}" if key else str(k)
-            if isinstance(k, str) and _has_surrogates(k):
+            if isinstance(k, str) and has_surrogates(k):
                 raise RecipeError("key is not valid UTF-8 text", source=source, key=repr(here))
             _check_text(v, here, source)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_text(v, f"{key}[{i}]", source)
-    elif isinstance(value, str) and _has_surrogates(value):
+    elif isinstance(value, str) and has_surrogates(value):
         raise RecipeError(f"not valid UTF-8 text: {value!r}", source=source, key=key)
 
 
@@ -508,11 +509,6 @@ def _parse_key_path(path: str, where: str) -> list[str | int]:
     if not isinstance(parts[0], str):
         raise RecipeError("a key path starts with a table name, like prepare.output", source=where)
     return parts
-
-
-def _has_surrogates(text: str) -> bool:
-    """True for text that came from bytes that are not UTF-8 (``surrogateescape``): it cannot be saved."""
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def _step(node: Any, part: str | int, here: str, source: str) -> Any:
@@ -734,7 +730,7 @@ _TOML_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"
 def _toml_string(text: str) -> str:
     """A TOML basic string for ``text``: quotes, backslashes and every control character escaped, so the
     written recipe parses back to exactly ``text``. Text that cannot be UTF-8 (lone surrogates) is refused."""
-    if _has_surrogates(text):
+    if has_surrogates(text):
         raise ValueError(f"cannot write {text!r} to TOML: not valid UTF-8 text")
     out = []
     for ch in text:

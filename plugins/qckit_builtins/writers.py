@@ -28,7 +28,6 @@ class TxtWriter:
 
     name: ClassVar[str] = "txt"
     suffix: ClassVar[str] = ".txt"
-    uses_metadata: ClassVar[bool] = False
 
     def format(self, doc: Document) -> str:
         text = doc.text
@@ -55,7 +54,6 @@ class JsonlWriter:
         if not isinstance(metadata, bool):
             raise ValueError("metadata must be true or false")
         self.metadata = metadata
-        self.uses_metadata = metadata
 
     def format(self, doc: Document) -> str:
         if self.metadata:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qckit.errors import InputError
-from qckit.evaluate.sets import scalar_key
+from qckit.evaluate.sets import breaches, scalar_key
 from qckit.train.run import SUMMARY_NAME as SUMMARY_FILE
 
 __all__ = ["Run", "read_run", "STATE_FILE"]
@@ -38,7 +38,7 @@ class Run:
 
     @property
     def breaches(self) -> list[str]:
-        return [name for name, entry in self.sets.items() if entry.get("breach")]
+        return breaches(self.sets)
 
 
 def _read_json(path: Path) -> Any:

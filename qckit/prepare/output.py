@@ -179,14 +179,16 @@ class FileSink:
     files of ``directory``."""
 
     def __init__(self, writers: list[Any], directory: Path, set_suffix: str) -> None:
-        self.files: list[tuple[tuple[Path, str], tuple[Path, str]]] = []
-        for w in writers:
-            train, val = (output_name(part, set_suffix, w.instance.suffix) for part in ("train", "val"))
-            self.files.append(((directory / train, train), (directory / val, val)))
+        self.directory = directory
+        #: (train file, val file) of each writer
+        self.files = [
+            tuple(directory / output_name(part, set_suffix, w.instance.suffix) for part in ("train", "val"))
+            for w in writers
+        ]
         with contextlib.ExitStack() as stack, _errors_name(directory):
             self._handles = [
                 (stack.enter_context(open(t, "wb")), stack.enter_context(open(v, "wb")))  # noqa: SIM115
-                for (t, _), (v, _) in self.files
+                for t, v in self.files
             ]
             self._stack = stack.pop_all()  # closed by close()
 
@@ -194,7 +196,7 @@ class FileSink:
         assert batch.formatted is not None
         any_val = any(is_val)
         side = np.array(is_val, dtype=bool) if any_val else None
-        for (blob, lengths), (train, val), ((train_path, _), (val_path, _)) in zip(
+        for (blob, lengths), (train, val), (train_path, val_path) in zip(
             batch.formatted, self._handles, self.files, strict=True
         ):
             if side is None:
@@ -208,12 +210,8 @@ class FileSink:
             with _errors_name(val_path):
                 val.write(units[to_val].tobytes())
 
-    @property
-    def names(self) -> list[tuple[Path, str]]:
-        return [f for pair in self.files for f in pair]
-
     def close(self) -> None:
-        with _errors_name(self.files[0][0][0].parent):
+        with _errors_name(self.directory):
             self._stack.close()
 
 
@@ -251,9 +249,8 @@ def split_set(
 
 def write_sets(
     spool: Spool, set_names: list[str], splitter: Any, writers: list[Any], directory: Path, stats: dict
-) -> list[tuple[Path, str]]:
-    """Split and write every set into ``directory``; return (written file, final name) pairs."""
-    staged: list[tuple[Path, str]] = []
+) -> None:
+    """Split and write every set into ``directory``, recording each set's counts in ``stats``."""
     for set_index, suffix in enumerate(set_names):
         sink = FileSink(writers, directory, suffix)
         try:
@@ -264,5 +261,3 @@ def write_sets(
         stats["sets"][set_index].update(
             name=f"train{suffix}/val{suffix}", bytes=counts["bytes"], train=counts["train"], val=counts["val"]
         )
-        staged.extend(sink.names)
-    return staged

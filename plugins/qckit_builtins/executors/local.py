@@ -118,8 +118,6 @@ class LocalExecutor:
                 # An error or an interruption: drop what has not started and do not wait here. Killing the
                 # workers could cut a result in the middle of the shared result pipe and hang the pool;
                 # a running batch ends on its own (a worker also ends when this process dies).
-                for fut in pending:
-                    fut.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
