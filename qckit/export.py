@@ -76,9 +76,9 @@ def _check_architecture(model: str, trust_remote_code: bool) -> None:
     from transformers import AutoConfig
 
     from qckit.gguf_export import GGUF_MODEL_TYPES, unsupported_architecture
-    from qckit.models import dequantized_source, resolve_model
+    from qckit.models import resolve_model
 
-    source = dequantized_source(resolve_model(model), trust_remote_code=trust_remote_code)
+    source = resolve_model(model)  # a GGUF's config is read from its metadata: nothing is dequantized yet
     try:
         config = AutoConfig.from_pretrained(
             source.path_or_id, trust_remote_code=trust_remote_code, **source.pretrained_kwargs()

@@ -33,7 +33,9 @@ __all__ = [
     "choose_checkpoint",
     "checkpoints",
     "clear_output_dir",
+    "component_settings",
     "differences",
+    "evaluation_identity",
     "fingerprint",
     "model_identity",
     "read_marker",
@@ -156,18 +158,9 @@ def evaluation_identity(eval_sets: list[Any]) -> list[dict[str, Any]]:
 
     out = []
     for eval_set in eval_sets:
-        found = eval_set.settings
-        settings = (
-            dataclasses.asdict(found)
-            if dataclasses.is_dataclass(found) and not isinstance(found, type)
-            else {}
-        )
+        settings = dataclasses.asdict(eval_set.settings)
         path = Path(eval_set.settings.path)
-        evaluator = {
-            k: v
-            for k, v in vars(eval_set.evaluator).items()
-            if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))
-        }
+        evaluator = component_settings(eval_set.evaluator)
         out.append(
             {
                 "name": eval_set.name,
@@ -177,6 +170,20 @@ def evaluation_identity(eval_sets: list[Any]) -> list[dict[str, Any]]:
                 "sha256": file_sha256(path) if path.is_file() else None,
             }
         )
+    return out
+
+
+def component_settings(component: Any) -> dict[str, Any]:
+    """The public scalar (and list-of-scalar) attributes of a component (``{"use": name, ...}``): what
+    the run's identity and its summary record of a chunker, an adapter or an evaluator."""
+    out: dict[str, Any] = {"use": getattr(component, "name", type(component).__name__)}
+    for key, value in vars(component).items() if hasattr(component, "__dict__") else []:
+        if key.startswith("_"):
+            continue
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
+            out[key] = list(value)
     return out
 
 

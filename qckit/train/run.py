@@ -37,6 +37,7 @@ from qckit._fs import atomic_write_json, atomic_write_text
 from qckit.components import Chunker, ModelAdapter, ability
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
 from qckit.progress import NullObserver, Observer
+from qckit.train import checkpoints
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
 from qckit.train.settings import TrainSettings
 
@@ -145,7 +146,6 @@ class TrainRun:
         self.resume_from: str | None = None
         self.fingerprint: dict[str, Any] = {}
         self.resumed_baseline: dict[str, Any] | None = None
-        self.clear_output_dir = False
         self.debris: list[Path] = []  # broken checkpoints newer than the one resumed from
         self.trackers: list[Any] = []  # MLflow / W&B runs (main process only)
         self.new_words: list[str] = []
@@ -251,18 +251,15 @@ class TrainRun:
     def resume_point(self) -> None:
         """The run's fingerprint, and what to do with the checkpoints already in ``output_dir``: resume
         from the newest complete one of this same run, clear them (``overwrite_output_dir``), or refuse."""
-        from qckit.train import checkpoints
-
         settings = self.settings
         self.fingerprint = checkpoints.fingerprint(
             settings,
             self.sources,
-            _component_settings(self.chunker),
-            [_component_settings(a) for a in self.adapters],
+            checkpoints.component_settings(self.chunker),
+            [checkpoints.component_settings(a) for a in self.adapters],
             checkpoints.evaluation_identity(self.eval_sets or []),
         )
-        if settings.overwrite_output_dir:
-            self.clear_output_dir = True
+        if settings.overwrite_output_dir:  # the earlier run's outputs go in build_trainer
             return
         if not settings.resume:
             checkpoints.refuse_fresh_run(self.output_dir)
@@ -588,17 +585,20 @@ class TrainRun:
         self.trainer = trainer
 
     def _clear_leftovers(self) -> None:
-        """``overwrite_output_dir``: an earlier run's outputs go; a resume: the broken newer checkpoints go."""
-        if self.clear_output_dir:
-            from qckit.train.checkpoints import clear_output_dir
-
-            removed = clear_output_dir(self.output_dir)
-            if removed:
-                self.obs.warn(
-                    f"overwrite_output_dir: removed {', '.join(removed)} of an earlier run from {self.output_dir}"
-                )
-        for checkpoint in self.debris:  # the resumed run writes these steps again
-            shutil.rmtree(checkpoint, ignore_errors=True)
+        """``overwrite_output_dir``: an earlier run's outputs go; a resume: the broken newer checkpoints go.
+        Rank 0 alone removes them; the other ranks wait for it (they would race on the same files)."""
+        with _main_process_first(self.env):
+            if not self.env.is_main_process:
+                return
+            if self.settings.overwrite_output_dir:
+                removed = checkpoints.clear_output_dir(self.output_dir)
+                if removed:
+                    self.obs.warn(
+                        f"overwrite_output_dir: removed {', '.join(removed)} of an earlier run from "
+                        f"{self.output_dir}"
+                    )
+            for checkpoint in self.debris:  # the resumed run writes these steps again
+                shutil.rmtree(checkpoint, ignore_errors=True)
 
     def _tracker_callbacks(self) -> list[Any]:
         """TensorBoard's callback and one for the MLflow / W&B runs ``report_to`` asks for (rank 0 only)."""
@@ -619,8 +619,8 @@ class TrainRun:
         params = flat_params(
             {
                 "settings": dataclasses.asdict(settings),
-                "chunker": _component_settings(self.chunker),
-                "adapters": [_component_settings(a) for a in self.adapters],
+                "chunker": checkpoints.component_settings(self.chunker),
+                "adapters": [checkpoints.component_settings(a) for a in self.adapters],
             }
         )
         tags = {"qckit_version": __version__, "model": settings.model}
@@ -717,8 +717,8 @@ class TrainRun:
             "qckit_version": __version__,
             "model": settings.model,
             "adapters": self.adapter_names,
-            "adapter_settings": [_component_settings(a) for a in self.adapters],
-            "chunker": _component_settings(self.chunker),
+            "adapter_settings": [checkpoints.component_settings(a) for a in self.adapters],
+            "chunker": checkpoints.component_settings(self.chunker),
             "precision": self.precision,
             "device": self.env.describe(),
             "world_size": self.world_size,
@@ -880,16 +880,3 @@ def _checkpoint_step(path: str) -> int:
         return int(Path(path).name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return 0
-
-
-def _component_settings(component: Any) -> dict[str, Any]:
-    """The public scalar attributes of a component, for the summary (``{"use": name, ...}``)."""
-    out: dict[str, Any] = {"use": getattr(component, "name", type(component).__name__)}
-    for key, value in vars(component).items() if hasattr(component, "__dict__") else []:
-        if key.startswith("_"):
-            continue
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            out[key] = value
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
-            out[key] = list(value)
-    return out
