@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qckit._fs import atomic_write_json, replace_dir, staging_dir
+from qckit._fs import atomic_write_json, file_sha256, replace_dir, staging_dir
 
 __all__ = ["CACHE_ENV", "CACHE_FORMAT", "SOURCE_NAME", "CachedGguf", "cache_root", "gguf_cache_entry"]
 
@@ -57,14 +57,6 @@ def cache_root() -> Path | None:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "qckit"
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _entry_key(content_sha256: str) -> str:
     import gguf
     import transformers
@@ -93,7 +85,7 @@ def gguf_cache_entry(gguf_file: str | Path, fill: Callable[[Path], None]) -> Cac
     if root is None:
         return None
     path = Path(gguf_file)
-    content = _file_sha256(path)
+    content = file_sha256(path)
     entry = root / "gguf" / _entry_key(content)
     if (entry / SOURCE_NAME).is_file():
         return CachedGguf(entry, hit=True)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qckit._fs import atomic_write_json, jsonable
+from qckit._fs import atomic_write_json, file_sha256, jsonable
 from qckit.errors import InputError, RecipeError
 
 __all__ = [
@@ -79,12 +79,6 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 #: what the Trainer needs besides the weights to continue exactly where it stopped
 _STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 _HEAD_BYTES = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    from qckit.train.packing import file_sha256 as sha
-
-    return sha(path)
 
 
 def _head_digest(path: Path, head: int = _HEAD_BYTES) -> str:

@@ -29,6 +29,7 @@ def check_document_isolation(model: Any, eos_id: int, *, key: str = "train.chunk
     """
     import torch
 
+    from qckit.evaluate.loglik import model_device
     from qckit.models import unwrap_model
 
     config = getattr(model, "config", None)
@@ -37,7 +38,7 @@ def check_document_isolation(model: Any, eos_id: int, *, key: str = "train.chunk
     what = f"{type(unwrap_model(model)).__name__} (attn_implementation {implementation!r})"
     if vocab < 8:
         raise RecipeError(f"cannot check document isolation on {what}: no vocabulary size", key=key)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     generator = torch.Generator().manual_seed(0)
     first = torch.randint(0, vocab, (6,), generator=generator)
     second = torch.randint(0, vocab, (5,), generator=generator)

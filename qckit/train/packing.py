@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qckit._fs import replace_dir, staging_dir
+from qckit._fs import file_sha256, replace_dir, staging_dir
 from qckit.components import IGNORE_INDEX, Chunker, PackingStats, ability
 from qckit.errors import InputError, QckitError
 from qckit.progress import NullObserver, Observer
@@ -40,7 +40,6 @@ __all__ = [
     "BatchEncoder",
     "tokenize_batch",
     "tokenizer_fingerprint",
-    "file_sha256",
     "document_positions",
     "forward_inputs",
 ]
@@ -130,15 +129,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str | None:
         "vocab": len(tokenizer),
     }
     digest.update(json.dumps(specials, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (its content, never its size or modification time)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
