@@ -301,3 +301,13 @@ def path_error(exc: OSError, path: str | os.PathLike[str]) -> Any:
 
     where = exc.filename if isinstance(exc.filename, str) and exc.filename else os.fspath(path)
     return InputError(where, exc.strerror or str(exc) or type(exc).__name__)
+
+
+@contextlib.contextmanager
+def errors_name(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a file-system error (disk full, file too large …) in the block into one line naming ``path``
+    (:func:`path_error`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise path_error(exc, path) from None

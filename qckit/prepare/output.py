@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qckit._fs import path_error
+from qckit._fs import errors_name
 from qckit.components import Document, _document
 from qckit.errors import ComponentError
 from qckit.prepare.work import BatchResult
@@ -49,7 +49,7 @@ class Spool:
         self.paths = [directory / f"spool-{i}.pkl" for i in range(n_sets)]
         self.with_docs = with_docs
         self._files: list[Any] = []
-        with _errors_name(directory):
+        with errors_name(directory):
             self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed by close()
 
     def add(self, result: BatchResult) -> None:
@@ -68,12 +68,12 @@ class Spool:
         text_bytes = int(result.text_bytes.sum() if everything else result.text_bytes[kept].sum())
         rows = _rows(result, kept) if self.with_docs else None
         record = (result.source, len(kept), formatted, text_bytes, rows)
-        with _errors_name(self.paths[result.set_index]):
+        with errors_name(self.paths[result.set_index]):
             pickle.dump(record, self._files[result.set_index], pickle.HIGHEST_PROTOCOL)
 
     def close(self) -> None:
         for path, f in zip(self.paths, self._files, strict=False):
-            with _errors_name(path):
+            with errors_name(path):
                 f.close()
 
     def remove(self) -> None:
@@ -125,16 +125,16 @@ class RejectsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with _errors_name(path):
+        with errors_name(path):
             self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def add(self, result: BatchResult) -> None:
         if result.rejected:
-            with _errors_name(self.path):
+            with errors_name(self.path):
                 self._file.write("".join(_reject_line(result.source, *r) for r in sorted(result.rejected)))
 
     def close(self) -> None:
-        with _errors_name(self.path):
+        with errors_name(self.path):
             self._file.close()
 
 
@@ -144,15 +144,6 @@ def _reject_line(source: str, line: int, filter_name: str, reason: str, text: st
 
 
 # -- splitting -------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _errors_name(path: Path) -> Iterator[None]:
-    """Turn a file-system error (disk full, file too large …) into one line naming ``path``."""
-    try:
-        yield
-    except OSError as exc:
-        raise path_error(exc, path) from None
 
 
 class Sink(Protocol):
@@ -185,7 +176,7 @@ class FileSink:
             tuple(directory / output_name(part, set_suffix, w.instance.suffix) for part in ("train", "val"))
             for w in writers
         ]
-        with contextlib.ExitStack() as stack, _errors_name(directory):
+        with contextlib.ExitStack() as stack, errors_name(directory):
             self._handles = [
                 (stack.enter_context(open(t, "wb")), stack.enter_context(open(v, "wb")))  # noqa: SIM115
                 for t, v in self.files
@@ -200,18 +191,18 @@ class FileSink:
             batch.formatted, self._handles, self.files, strict=True
         ):
             if side is None:
-                with _errors_name(train_path):
+                with errors_name(train_path):
                     train.write(blob)
                 continue
             units = np.frombuffer(blob, dtype=np.uint8)
             to_val = np.repeat(side, lengths)
-            with _errors_name(train_path):
+            with errors_name(train_path):
                 train.write(units[~to_val].tobytes())
-            with _errors_name(val_path):
+            with errors_name(val_path):
                 val.write(units[to_val].tobytes())
 
     def close(self) -> None:
-        with _errors_name(self.directory):
+        with errors_name(self.directory):
             self._stack.close()
 
 

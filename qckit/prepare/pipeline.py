@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qckit._fs import atomic_write_json, path_error
+from qckit._fs import atomic_write_json, errors_name
 from qckit.components import BLANK_LINE, Document
 from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare import inputs, shards
@@ -117,10 +117,8 @@ class PreparePipeline:
             stats["outputs"] = [
                 str(out.path / name) for name in names if name not in (REJECTS_FILE, settings.stats_file)
             ]
-            try:
+            with errors_name(out.staging / settings.stats_file):
                 atomic_write_json(out.staging / settings.stats_file, stats)
-            except OSError as exc:
-                raise path_error(exc, out.staging / settings.stats_file) from None
             outputs = out.publish()
             shards.clear(work_dir)  # published: nothing left to resume
         return PrepareResult(stats=stats, outputs=[p for p in outputs if p.name != settings.stats_file])
@@ -240,11 +238,9 @@ class PreparePipeline:
             cuts = shards.cut(files, readers, executor.shard_bytes)
             counts = list(executor.map(shards.count_records, shards.needs_count(cuts), ctx))
             plan = shards.number(cuts, counts)
-            try:
+            with errors_name(work_dir):
                 work_dir.mkdir(parents=True)
                 shards.save_plan(work_dir, print_, plan)
-            except OSError as exc:
-                raise path_error(exc, work_dir) from None
             done: set[int] = set()
         else:
             done = {s.index for s in plan if shards.is_complete(work_dir, s)}

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from qckit import __version__
-from qckit._fs import atomic_write_json, path_error
+from qckit._fs import atomic_write_json, errors_name, path_error
 from qckit.errors import ComponentError, InputError
 from qckit.prepare.inputs import InputFile, read_records, record_batches
 from qckit.prepare.work import BatchResult, Stage, process
@@ -172,10 +172,8 @@ def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
-    try:
+    with errors_name(record_path(ctx.work_dir, shard)):
         atomic_write_json(record_path(ctx.work_dir, shard), record)
-    except OSError as exc:
-        raise path_error(exc, record_path(ctx.work_dir, shard)) from None
     return record
 
 
