@@ -525,6 +525,10 @@ class IssueLog:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def first_example(self) -> str:
+        """The first recorded example (``file:line: message``), or "" when none was kept."""
+        return next((ex[0] for ex in self.examples.values() if ex), "")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             kind: {"count": self.counts[kind], "examples": self.examples.get(kind, [])}

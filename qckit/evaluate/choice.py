@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from qckit.components import IssueLog
-from qckit.errors import InputError, QckitError
+from qckit.errors import QckitError
 from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
-from qckit.evaluate.rows import iter_rows, template_fields
+from qckit.evaluate.rows import iter_rows, no_usable, template_fields
 from qckit.evaluate.stats import argmax, macro_f1, wilson_interval
 
 __all__ = ["ChoiceItem", "ChoiceSet", "read_choices", "score_choices"]
@@ -89,9 +89,7 @@ def read_choices(
         if item is not None:
             items.append(item)
     if not items:
-        first = next((ex[0] for ex in issues.examples.values() if ex), "")
-        detail = f"; {issues.total()} bad row(s), first: {first}" if issues else ""
-        raise InputError(source, f"no usable choice items{detail}")
+        raise no_usable(source, "choice items", issues)
     return ChoiceSet(source, items, issues)
 
 

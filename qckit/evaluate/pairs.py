@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from qckit.components import IssueLog
-from qckit.errors import InputError
 from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
-from qckit.evaluate.rows import iter_rows, text_field
+from qckit.evaluate.rows import iter_rows, no_usable, text_field
 from qckit.evaluate.stats import wilson_interval
 
 __all__ = ["PHENOMENON_FIELDS", "Pair", "PairSet", "read_pairs", "score_pairs"]
@@ -78,13 +77,8 @@ def read_pairs(path: str | Path, *, group_by: str = "") -> PairSet:
         if pair is not None:
             pairs.append(pair)
     if not pairs:
-        detail = f"; {issues.total()} bad row(s), first: {_first_example(issues)}" if issues else ""
-        raise InputError(source, f"no usable minimal pairs{detail}")
+        raise no_usable(source, "minimal pairs", issues)
     return PairSet(source, pairs, issues)
-
-
-def _first_example(issues: IssueLog) -> str:
-    return next((ex[0] for ex in issues.examples.values() if ex), "")
 
 
 def _pair(row: dict[str, Any], line: int, source: str, issues: IssueLog, group_by: str) -> Pair | None:

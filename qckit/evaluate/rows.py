@@ -48,6 +48,12 @@ def iter_rows(path: str | Path, issues: IssueLog) -> Iterator[tuple[int, dict[st
             yield number, row
 
 
+def no_usable(source: str, what: str, issues: IssueLog) -> InputError:
+    """The error for a file none of whose rows could be used: ``no usable <what>; N bad row(s), first: …``."""
+    detail = f"; {issues.total()} bad row(s), first: {issues.first_example()}" if issues else ""
+    return InputError(source, f"no usable {what}{detail}")
+
+
 def text_field(row: dict[str, Any], key: str) -> str | None:
     """``row[key]`` stripped when it is a non-empty string, else ``None``."""
     value = row.get(key)

@@ -120,9 +120,9 @@ class EvalSuite:
             data = s.evaluator.load(Path(s.settings.path), context.tokenizer)
             issues = getattr(data, "issues", None)
             if issues:
-                first = next((ex[0] for ex in issues.examples.values() if ex), "")
                 observer.warn(
-                    f"eval set {s.name}: {issues.total()} bad row(s) in {s.settings.path} skipped; first: {first}"
+                    f"eval set {s.name}: {issues.total()} bad row(s) in {s.settings.path} skipped; "
+                    f"first: {issues.first_example()}"
                 )
             self.data[s.name] = data
 

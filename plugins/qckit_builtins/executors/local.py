@@ -40,8 +40,8 @@ def _keep_freed_memory() -> None:
     """Let glibc reuse freed memory instead of returning it to the system at once.
 
     A batch allocates and frees arrays of a few megabytes; by default glibc maps each one afresh and
-    unmaps it on free (or trims the heap), so every batch pays its page faults again: about a tenth of a
-    worker's CPU time. Keeping up to 64 MB of freed memory per worker removes most of them.
+    unmaps it on free (or trims the heap), so every batch pays its page faults again. Keeping up to 64 MB
+    of freed memory per worker removes most of them (``bench/profile_prepare.py``: about 6 % of the CPU).
     """
     if not sys.platform.startswith("linux"):
         return
