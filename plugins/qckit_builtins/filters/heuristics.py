@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from qckit.components import Document
+from qckit_builtins import accelerated
 from qckit_builtins._batch import (
     bmp_flags,
     bmp_mapped,
@@ -92,7 +93,11 @@ class MinWordsFilter:
     def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
         """``[self.drop_reason(d) for d in docs]``."""
         k = self.min_words
-        counts = map(len, map(str.split, map(_text, docs), repeat(None), repeat(k - 1)))
+        scan = accelerated.textscan
+        if scan is not None:
+            counts = scan.word_counts(list(map(_text, docs)))
+        else:
+            counts = map(len, map(str.split, map(_text, docs), repeat(None), repeat(k - 1)))
         return [None if n >= k else "too_few_words" for n in counts]
 
 
@@ -126,6 +131,14 @@ class UniqueWordsFilter:
         exactly.
         """
         texts = list(map(_text, docs))
+        scan = accelerated.textscan
+        if scan is not None:
+            words, distinct = scan.distinct_lower_words(texts, _lower_table())
+            ratio = self.min_ratio
+            return [
+                (self.drop_reason(doc) if d < 0 else "repetitive" if n and d / n < ratio else None)
+                for doc, n, d in zip(docs, words, distinct, strict=True)
+            ]
         joined = code_units(texts)
         if joined is None:
             return list(map(self.drop_reason, docs))
@@ -150,6 +163,31 @@ class UniqueWordsFilter:
         for k in np.flatnonzero(~surely_kept).tolist():
             reasons[k] = self.drop_reason(docs[k])
         return reasons
+
+
+#: the code points below which :func:`_lower_table` is a table; none from there on has a case
+LOWER_TABLE_SIZE = 0x20000
+
+
+@functools.cache
+def _lower_table() -> bytes:
+    """uint32 per code point below :data:`LOWER_TABLE_SIZE`: its ``str.lower()`` when that is one character
+    that is whitespace exactly when the character is, else 0xFFFFFFFF (several characters, or "Σ",
+    whose lower case depends on its neighbours), for ``_textscan.distinct_lower_words``."""
+    chars = "\x00".join(map(chr, range(1, LOWER_TABLE_SIZE)))
+    lowered = chars.lower().split("\x00")
+    codes = single_codes(lowered, 0)
+    table = np.empty(LOWER_TABLE_SIZE, dtype=np.uint32)
+    table[0] = 0
+    table[1:] = codes
+    table[1:][codes == 0] = 0xFFFFFFFF  # several characters (none lowers to U+0000)
+    table[ord("Σ")] = 0xFFFFFFFF
+    space = np.fromiter(map(str.isspace, map(chr, range(LOWER_TABLE_SIZE))), dtype=bool)
+    simple = table != 0xFFFFFFFF
+    changed_space = simple.copy()
+    changed_space[simple] = space[table[simple]] != space[simple]
+    table[changed_space] = 0xFFFFFFFF
+    return table.astype("<u4").tobytes()
 
 
 @functools.cache
@@ -252,13 +290,17 @@ class AlphaRatioFilter:
     def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
         """``[self.drop_reason(d) for d in docs]``: one table look-up over the code units of all texts."""
         texts = list(map(_text, docs))
-        joined = code_units(texts)
-        if joined is None:
-            return list(map(self.drop_reason, docs))
-        units, starts = joined
-        bad = per_text_sum(np.take(_non_alpha_space_table(), units), starts)
-        for k in texts_with_surrogates(units, starts):  # astral letters: let str decide
-            bad[k] = count_non_alpha_space(texts[k])
+        scan = accelerated.textscan
+        if scan is not None:
+            bad = scan.non_alpha_space(texts)
+        else:
+            joined = code_units(texts)
+            if joined is None:
+                return list(map(self.drop_reason, docs))
+            units, starts = joined
+            bad = per_text_sum(np.take(_non_alpha_space_table(), units), starts)
+            for k in texts_with_surrogates(units, starts):  # astral letters: let str decide
+                bad[k] = count_non_alpha_space(texts[k])
         ratio = self.min_ratio
         return [
             None if not n or (n - b) / n >= ratio else "low_alpha_ratio"

@@ -1,0 +1,31 @@
+"""The optional C accelerators of the built-in components, or None where they are not built.
+
+``setup.py`` compiles them from ``_speedups/*.c`` at install time when a C compiler is there. A batch
+method looks its accelerator up here at every call and falls back to its Python/numpy code when it is
+None; both give the same output (``tests/test_accelerated.py`` compares them on random text), the C one
+faster. ``QCKIT_NO_EXTENSIONS=1`` in the environment leaves them unused (and unbuilt at install).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+
+def _load(name: str) -> ModuleType | None:
+    if os.environ.get("QCKIT_NO_EXTENSIONS"):
+        return None
+    try:
+        return importlib.import_module(f"qckit_builtins.{name}")
+    except ImportError:
+        return None
+
+
+#: per-text character and word counts (``_speedups/textscan.c``)
+textscan = _load("_textscan")
+
+
+def available() -> dict[str, bool]:
+    """Which accelerators this process uses, by name (for the prepare stats)."""
+    return {"textscan": textscan is not None}
