@@ -12,6 +12,7 @@ SOURCES = "plugins/qckit_builtins/_speedups"
 
 extensions = [
     Extension("qckit_builtins._textscan", [f"{SOURCES}/textscan.c"], optional=True),
+    Extension("qckit_builtins._markerscan", [f"{SOURCES}/markerscan.c"], optional=True),
 ]
 
 setup(ext_modules=[] if os.environ.get("QCKIT_NO_EXTENSIONS") else extensions)

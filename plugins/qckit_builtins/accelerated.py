@@ -24,8 +24,10 @@ def _load(name: str) -> ModuleType | None:
 
 #: per-text character and word counts (``_speedups/textscan.c``)
 textscan = _load("_textscan")
+#: MarkerList.find for a whole batch (``_speedups/markerscan.c``)
+markerscan = _load("_markerscan")
 
 
 def available() -> dict[str, bool]:
     """Which accelerators this process uses, by name (for the prepare stats)."""
-    return {"textscan": textscan is not None}
+    return {"textscan": textscan is not None, "markerscan": markerscan is not None}

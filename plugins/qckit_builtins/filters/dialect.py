@@ -9,11 +9,13 @@ import unicodedata
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from types import ModuleType
+from typing import Any, ClassVar
 
 import numpy as np
 
 from qckit.components import Document
+from qckit_builtins import accelerated
 from qckit_builtins._batch import bmp_flags, bmp_mapped, code_units, single_codes, texts_with
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -119,6 +121,46 @@ class MarkerList:
         except AttributeError:
             self._batch_matcher = _BatchMatcher.build(self)
             return self._batch_matcher
+
+    def scan_matcher(self, scan: ModuleType) -> Any:
+        """The C matcher of ``accelerated.markerscan`` for this list (built on first use): its
+        ``find_all(texts)`` is :meth:`find` for every text (see ``_speedups/markerscan.c``)."""
+        try:
+            return self._scan_matcher
+        except AttributeError:
+            self._scan_matcher = _build_scan_matcher(self, scan)
+            return self._scan_matcher
+
+
+def _build_scan_matcher(markers: MarkerList, scan: ModuleType) -> Any:
+    """``scan.matcher(...)`` for ``markers``: label ids in sorted entry order, so that sorted ids give
+    sorted entries."""
+    phrases = [option for options in markers.phrases.values() for option in options]
+    vocabulary = sorted(set(markers.words).union(*(words for words, _ in phrases)))
+    entries = set(markers.words.values()) | set(markers.stems.values())
+    entries.update(label for _, label in phrases if label is not None)
+    labels = tuple(sorted(entries))
+    label_id = {label: i for i, label in enumerate(labels)}
+    code = {word: i for i, word in enumerate(vocabulary)}
+    stems = markers.stem_tuple
+
+    def alone(word: str) -> int:  # what find counts for the word outside a phrase
+        label = markers.words.get(word)
+        if label is None and stems and word.startswith(stems):
+            label = markers.stems[next(s for s in stems if word.startswith(s))]
+        return -1 if label is None else label_id[label]
+
+    fold, first, second = _fold_tables()
+    return scan.matcher(
+        vocabulary,
+        list(map(alone, vocabulary)),
+        [(stem, label_id[markers.stems[stem]]) for stem in stems],
+        [(tuple(map(code.__getitem__, words)), -1 if label is None else label_id[label]) for words, label in phrases],
+        labels,
+        fold.tobytes(),
+        first.tobytes(),
+        second.tobytes(),
+    )
 
 
 # -- whole-batch matching ------------------------------------------------------------------------------
@@ -541,16 +583,24 @@ class QuebecMarkers:
         return None
 
     def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
-        """``[self.drop_reason(d) for d in docs]``, with the same metrics and meta, matched batch-wide."""
+        """``[self.drop_reason(d) for d in docs]``, with the same metrics and meta, matched batch-wide
+        (in C with ``accelerated.markerscan``, else with numpy)."""
         markers = self.markers
-        matcher = markers.batch_matcher()
-        found = None if matcher is None else matcher.find_all(list(map(_text, docs)))
-        if found is None:
-            return list(map(self.drop_reason, docs))
-        n_words, ids, slow = found
-        counts = list(map(float, map(len, ids)))
-        with_markers = list(map(float, map(bool, ids)))
-        entries = list(map(list, map(matcher.entries.__getitem__, ids)))  # a new list per document
+        scan = accelerated.markerscan
+        entries: list[list[str]]
+        if scan is not None:
+            counts, n_words, entries, slow = markers.scan_matcher(scan).find_all(list(map(_text, docs)))
+            counts = list(map(float, counts))
+            n_words = list(map(float, n_words))
+        else:
+            matcher = markers.batch_matcher()
+            found = None if matcher is None else matcher.find_all(list(map(_text, docs)))
+            if found is None:
+                return list(map(self.drop_reason, docs))
+            n_words, ids, slow = found
+            counts = list(map(float, map(len, ids)))
+            entries = list(map(list, map(matcher.entries.__getitem__, ids)))  # a new list per document
+        with_markers = list(map(float, map(bool, counts)))
         for doc, words, count, flag, found in zip(docs, n_words, counts, with_markers, entries, strict=True):
             metrics = doc.metrics
             metrics["qc_markers"] = count

@@ -1,0 +1,711 @@
+/* qckit_builtins._markerscan: MarkerList.find for a whole batch of texts, for the dialect tagger.
+ *
+ * matcher(...) builds, once per marker list, a Matcher that holds the list's vocabulary, stems and
+ * phrases in C tables; Matcher.find_all(texts) then walks every text once, reading the str's own storage
+ * (no copy, no encoding). Its results are exactly those of MarkerList.find in
+ * qckit_builtins.filters.dialect, which is the reference and the fallback when this module is not built:
+ * each character is folded with the tables of dialect._fold_tables() (what fold_words does to it), the
+ * tokens are the runs of [a-z0-9] of the folded text and find's loop runs over them. A text with a
+ * character that folds to three or more characters, or one above U+FFFF (NFKD can make letters of
+ * them), is left to Python. Word counts use Py_UNICODE_ISSPACE, the very test of str.split().
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The codes of dialect._fold_tables(): letters are [0-9a-z] (>= 0x30), everything below separates
+ * tokens except these three. */
+#define FOLD_DELETE 0x22  /* folds to nothing: the letters around it join */
+#define FOLD_TWO 0x23     /* folds to the two characters first[ch] second[ch] */
+#define FOLD_OTHER 0x24   /* anything else: Python decides */
+#define FOLD_SIZE 0x10000 /* the tables cover the BMP */
+
+#define HASH_START 1469598103934665603ull  /* FNV-1a over the folded letters */
+#define HASH_STEP 1099511628211ull
+
+/* -- growable arrays ---------------------------------------------------------------------------------- */
+
+static int
+grow(void **array, Py_ssize_t *capacity, Py_ssize_t need, size_t item)
+{
+    if (need <= *capacity)
+        return 0;
+    Py_ssize_t want = *capacity ? *capacity : 16;
+    while (want < need)
+        want *= 2;
+    void *grown = PyMem_Realloc(*array, (size_t)want * item);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *array = grown;
+    *capacity = want;
+    return 0;
+}
+
+/* -- exact hash tables of ASCII words ------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t hash;      /* 0: empty slot */
+    Py_ssize_t offset;  /* the word's letters in Table.chars */
+    Py_ssize_t length;
+    int32_t value;
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    size_t mask;
+    int shift;
+    char *chars;
+    Py_ssize_t n_chars, chars_capacity;
+    Py_ssize_t count;
+} Table;
+
+static inline uint64_t
+final_hash(uint64_t hash)
+{
+    return hash | 1;  /* never 0, the empty slot */
+}
+
+static inline size_t
+slot_of(const Table *table, uint64_t hash)
+{
+    return (size_t)((hash * 0x9E3779B97F4A7C15ull) >> table->shift);
+}
+
+static uint64_t
+hash_of(const char *letters, Py_ssize_t length)
+{
+    uint64_t hash = HASH_START;
+    for (Py_ssize_t k = 0; k < length; k++)
+        hash = (hash ^ (unsigned char)letters[k]) * HASH_STEP;
+    return final_hash(hash);
+}
+
+/* The value of the word, or -1 where it is not in the table. */
+static inline int32_t
+table_get(const Table *table, const char *letters, Py_ssize_t length, uint64_t hash)
+{
+    for (size_t s = slot_of(table, hash);; s = (s + 1) & table->mask) {
+        const Slot *slot = &table->slots[s];
+        if (slot->hash == 0)
+            return -1;
+        if (slot->hash == hash && slot->length == length
+            && memcmp(table->chars + slot->offset, letters, (size_t)length) == 0)
+            return slot->value;
+    }
+}
+
+/* A table with room for ``count`` words at a load of at most 1/4 (most look-ups miss). */
+static int
+table_init(Table *table, Py_ssize_t count)
+{
+    int bits = 4;
+    while (((Py_ssize_t)1 << bits) < 4 * count)
+        bits++;
+    table->slots = PyMem_Calloc((size_t)1 << bits, sizeof(Slot));
+    if (table->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    table->mask = ((size_t)1 << bits) - 1;
+    table->shift = 64 - bits;
+    return 0;
+}
+
+/* Adds an ASCII str; 0 if it was there already (the value stays), 1 if added, -1 on error. */
+static int
+table_add(Table *table, PyObject *word, const char *what, int32_t value)
+{
+    if (!PyUnicode_Check(word) || !PyUnicode_IS_ASCII(word) || PyUnicode_GET_LENGTH(word) == 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be non-empty ASCII str, not %R", what, word);
+        return -1;
+    }
+    const char *letters = (const char *)PyUnicode_DATA(word);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(word);
+    uint64_t hash = hash_of(letters, length);
+    if (table_get(table, letters, length, hash) >= 0)
+        return 0;
+    if (grow((void **)&table->chars, &table->chars_capacity, table->n_chars + length, 1) < 0)
+        return -1;
+    memcpy(table->chars + table->n_chars, letters, (size_t)length);
+    size_t s = slot_of(table, hash);
+    while (table->slots[s].hash != 0)
+        s = (s + 1) & table->mask;
+    table->slots[s] = (Slot){hash, table->n_chars, length, value};
+    table->n_chars += length;
+    table->count++;
+    return 1;
+}
+
+static void
+table_free(Table *table)
+{
+    PyMem_Free(table->slots);
+    PyMem_Free(table->chars);
+}
+
+/* -- the matcher ----------------------------------------------------------------------------------------- */
+
+typedef struct {
+    Py_ssize_t start;  /* its codes in Matcher.phrase_codes */
+    Py_ssize_t length;
+    int32_t label;     /* -1: a shield */
+} Phrase;
+
+typedef struct {
+    PyObject_HEAD
+    Table words;              /* vocabulary word → code */
+    int32_t *single;          /* code → label id of the word alone, or -1 */
+    Py_ssize_t n_codes;
+    Table stems;              /* stem → label id */
+    Py_ssize_t *stem_lengths; /* the distinct lengths of the stems, longest first */
+    Py_ssize_t n_stem_lengths, stem_lengths_capacity;
+    Py_ssize_t *first_phrase; /* code → its phrases: first_phrase[code] .. first_phrase[code + 1] */
+    Phrase *phrases;          /* grouped by first code, in the list's order within a group */
+    int32_t *phrase_codes;
+    PyObject *labels;         /* tuple of str: label id → entry; ids sort like entries */
+    uint8_t fold[FOLD_SIZE], first[FOLD_SIZE], second[FOLD_SIZE];
+} Matcher;
+
+static void
+matcher_dealloc(Matcher *self)
+{
+    table_free(&self->words);
+    table_free(&self->stems);
+    PyMem_Free(self->single);
+    PyMem_Free(self->stem_lengths);
+    PyMem_Free(self->first_phrase);
+    PyMem_Free(self->phrases);
+    PyMem_Free(self->phrase_codes);
+    Py_XDECREF(self->labels);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A label id from a Python int: -1 (none, where allowed) or an index of labels. */
+static int
+label_of(PyObject *value, Py_ssize_t n_labels, int none_ok, int32_t *out)
+{
+    Py_ssize_t id = PyLong_AsSsize_t(value);
+    if (id == -1 && PyErr_Occurred())
+        return -1;
+    if (id < (none_ok ? -1 : 0) || id >= n_labels) {
+        PyErr_Format(PyExc_ValueError, "label id %zd is out of range", id);
+        return -1;
+    }
+    *out = (int32_t)id;
+    return 0;
+}
+
+static int
+copy_table(uint8_t *to, PyObject *from, const char *name)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(from, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    int ok = view.len == FOLD_SIZE;
+    if (ok)
+        memcpy(to, view.buf, FOLD_SIZE);
+    PyBuffer_Release(&view);
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "%s must hold one uint8 per BMP code point", name);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+add_words(Matcher *self, PyObject *words, PyObject *single, Py_ssize_t n_labels)
+{
+    Py_ssize_t n = PyList_GET_SIZE(words);
+    if (PyList_GET_SIZE(single) != n) {
+        PyErr_SetString(PyExc_ValueError, "words and single must have the same length");
+        return -1;
+    }
+    if (n > INT32_MAX - 1) {
+        PyErr_SetString(PyExc_ValueError, "too many words");
+        return -1;
+    }
+    if (table_init(&self->words, n) < 0)
+        return -1;
+    self->single = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    if (self->single == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->n_codes = n;
+    for (Py_ssize_t code = 0; code < n; code++) {
+        int added = table_add(&self->words, PyList_GET_ITEM(words, code), "words", (int32_t)code);
+        if (added < 0)
+            return -1;
+        if (!added) {
+            PyErr_Format(PyExc_ValueError, "words[%zd] is there twice", code);
+            return -1;
+        }
+        if (label_of(PyList_GET_ITEM(single, code), n_labels, 1, &self->single[code]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+add_stems(Matcher *self, PyObject *stems, Py_ssize_t n_labels)
+{
+    Py_ssize_t n = PyList_GET_SIZE(stems);
+    if (table_init(&self->stems, n) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(stems, i), *stem;
+        int32_t label;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "stems must be (stem, label id) pairs");
+            return -1;
+        }
+        stem = PyTuple_GET_ITEM(item, 0);
+        if (label_of(PyTuple_GET_ITEM(item, 1), n_labels, 0, &label) < 0)
+            return -1;
+        int added = table_add(&self->stems, stem, "stems", label);  /* the first of equal stems wins */
+        if (added < 0)
+            return -1;
+        if (!added)
+            continue;
+        Py_ssize_t length = PyUnicode_GET_LENGTH(stem), k = 0;
+        while (k < self->n_stem_lengths && self->stem_lengths[k] > length)
+            k++;
+        if (k < self->n_stem_lengths && self->stem_lengths[k] == length)
+            continue;
+        if (grow((void **)&self->stem_lengths, &self->stem_lengths_capacity, self->n_stem_lengths + 1,
+                 sizeof(Py_ssize_t)) < 0)
+            return -1;
+        memmove(self->stem_lengths + k + 1, self->stem_lengths + k,
+                (size_t)(self->n_stem_lengths - k) * sizeof(Py_ssize_t));
+        self->stem_lengths[k] = length;
+        self->n_stem_lengths++;
+    }
+    return 0;
+}
+
+static int
+add_phrases(Matcher *self, PyObject *phrases, Py_ssize_t n_labels)
+{
+    Py_ssize_t n = PyList_GET_SIZE(phrases), n_codes = self->n_codes, total = 0;
+    self->first_phrase = PyMem_Calloc((size_t)n_codes + 2, sizeof(Py_ssize_t));
+    self->phrases = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Phrase));
+    if (self->first_phrase == NULL || self->phrases == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(phrases, i), *codes;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(item, 0))
+            || PyTuple_GET_SIZE(PyTuple_GET_ITEM(item, 0)) == 0) {
+            PyErr_SetString(PyExc_TypeError, "phrases must be (non-empty tuple of codes, label id) pairs");
+            return -1;
+        }
+        codes = PyTuple_GET_ITEM(item, 0);
+        total += PyTuple_GET_SIZE(codes);
+    }
+    self->phrase_codes = PyMem_Malloc((size_t)(total ? total : 1) * sizeof(int32_t));
+    int32_t *codes_of = PyMem_Malloc((size_t)(total ? total : 1) * sizeof(int32_t));
+    Phrase *listed = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Phrase));
+    int status = -1;
+    if (self->phrase_codes == NULL || codes_of == NULL || listed == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* read them in the list's order, count them per first code, then place each group's in order */
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(phrases, i), *codes = PyTuple_GET_ITEM(item, 0);
+        listed[i].start = at;
+        listed[i].length = PyTuple_GET_SIZE(codes);
+        if (label_of(PyTuple_GET_ITEM(item, 1), n_labels, 1, &listed[i].label) < 0)
+            goto done;
+        for (Py_ssize_t k = 0; k < listed[i].length; k++) {
+            Py_ssize_t code = PyLong_AsSsize_t(PyTuple_GET_ITEM(codes, k));
+            if (code == -1 && PyErr_Occurred())
+                goto done;
+            if (code < 0 || code >= n_codes) {
+                PyErr_Format(PyExc_ValueError, "phrase code %zd is out of range", code);
+                goto done;
+            }
+            codes_of[at++] = (int32_t)code;
+        }
+        self->first_phrase[codes_of[listed[i].start] + 2]++;
+    }
+    for (Py_ssize_t code = 0; code < n_codes; code++)
+        self->first_phrase[code + 2] += self->first_phrase[code + 1];
+    /* first_phrase[code + 1] is now where the group of code starts; it ends up at code + 1's start */
+    Py_ssize_t placed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t slot = self->first_phrase[codes_of[listed[i].start] + 1]++;
+        self->phrases[slot] = (Phrase){placed, listed[i].length, listed[i].label};
+        memcpy(self->phrase_codes + placed, codes_of + listed[i].start,
+               (size_t)listed[i].length * sizeof(int32_t));
+        placed += listed[i].length;
+    }
+    status = 0;
+done:
+    PyMem_Free(codes_of);
+    PyMem_Free(listed);
+    return status;
+}
+
+static PyTypeObject MatcherType;
+
+PyDoc_STRVAR(matcher_doc,
+"matcher(words, single, stems, phrases, labels, fold, first, second, /) -> Matcher\n\n"
+"The C form of a MarkerList. ``words``: the vocabulary (list of ASCII str: every word of\n"
+"MarkerList.words and of every phrase); a word's code is its index. ``single``: for each code, the\n"
+"label id of the word alone (its own entry, else the stem it starts with), or -1. ``stems``: (stem,\n"
+"label id) in MarkerList.stem_tuple's order. ``phrases``: (tuple of codes, label id or -1 for a\n"
+"shield) in the order find tries them. ``labels``: the entries (tuple of str) by label id.\n"
+"``fold``, ``first``, ``second``: the tables of dialect._fold_tables() (bytes, 65536 each).");
+
+static PyObject *
+matcher_new(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *words, *single, *stems, *phrases, *labels, *fold, *first, *second;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OOO:matcher", &PyList_Type, &words, &PyList_Type, &single,
+                          &PyList_Type, &stems, &PyList_Type, &phrases, &PyTuple_Type, &labels, &fold,
+                          &first, &second))
+        return NULL;
+    Py_ssize_t n_labels = PyTuple_GET_SIZE(labels);
+    for (Py_ssize_t i = 0; i < n_labels; i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(labels, i))) {
+            PyErr_SetString(PyExc_TypeError, "labels must be a tuple of str");
+            return NULL;
+        }
+    }
+    if (n_labels > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many labels");
+        return NULL;
+    }
+    Matcher *self = PyObject_New(Matcher, &MatcherType);
+    if (self == NULL)
+        return NULL;
+    /* everything after the header, so that dealloc frees only what was allocated */
+    memset((char *)self + sizeof(PyObject), 0, sizeof(Matcher) - sizeof(PyObject));
+    Py_INCREF(labels);
+    self->labels = labels;
+    if (copy_table(self->fold, fold, "fold") < 0 || copy_table(self->first, first, "first") < 0
+        || copy_table(self->second, second, "second") < 0 || add_words(self, words, single, n_labels) < 0
+        || add_stems(self, stems, n_labels) < 0 || add_phrases(self, phrases, n_labels) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* -- scanning -------------------------------------------------------------------------------------------- */
+
+/* What find_all keeps from call to call of scan_text: the current token and the text's tokens. */
+typedef struct {
+    char *letters;          /* the current token's letters */
+    uint64_t *prefix_hash;  /* prefix_hash[k]: the hash of its first k letters (when there are stems) */
+    Py_ssize_t length, capacity, hash_capacity;
+    uint64_t hash;
+    int32_t *codes, *labels;  /* per token (a run of tokens that are neither is kept as one) */
+    Py_ssize_t n_tokens, tokens_capacity, labels_capacity;
+    int hit;                  /* a token has a code or a label */
+} Scan;
+
+static inline int
+push_letter(const Matcher *m, Scan *s, char letter)
+{
+    if (s->length >= s->capacity
+        && grow((void **)&s->letters, &s->capacity, s->length + 1, 1) < 0)
+        return -1;
+    s->letters[s->length++] = letter;
+    s->hash = (s->hash ^ (unsigned char)letter) * HASH_STEP;
+    if (m->n_stem_lengths) {
+        if (s->length >= s->hash_capacity
+            && grow((void **)&s->prefix_hash, &s->hash_capacity, s->length + 1, sizeof(uint64_t)) < 0)
+            return -1;
+        s->prefix_hash[s->length] = final_hash(s->hash);
+    }
+    return 0;
+}
+
+/* The label of the longest stem the token starts with (the first of stem_tuple's), or -1. */
+static inline int32_t
+stem_label(const Matcher *m, const Scan *s)
+{
+    for (Py_ssize_t k = 0; k < m->n_stem_lengths; k++) {
+        Py_ssize_t length = m->stem_lengths[k];
+        if (length > s->length)
+            continue;
+        int32_t label = table_get(&m->stems, s->letters, length, s->prefix_hash[length]);
+        if (label >= 0)
+            return label;
+    }
+    return -1;
+}
+
+static inline int
+end_token(const Matcher *m, Scan *s)
+{
+    if (s->length == 0)
+        return 0;
+    int32_t code = table_get(&m->words, s->letters, s->length, final_hash(s->hash));
+    int32_t label = code >= 0 ? m->single[code] : m->n_stem_lengths ? stem_label(m, s) : -1;
+    s->length = 0;
+    s->hash = HASH_START;
+    if (code < 0 && label < 0 && s->n_tokens && s->codes[s->n_tokens - 1] < 0
+        && s->labels[s->n_tokens - 1] < 0)
+        return 0;  /* like the token before: neither starts a phrase nor counts */
+    if (s->n_tokens >= s->tokens_capacity) {
+        Py_ssize_t capacity = s->tokens_capacity;
+        if (grow((void **)&s->codes, &s->tokens_capacity, s->n_tokens + 1, sizeof(int32_t)) < 0
+            || grow((void **)&s->labels, &capacity, s->n_tokens + 1, sizeof(int32_t)) < 0)
+            return -1;
+    }
+    s->codes[s->n_tokens] = code;
+    s->labels[s->n_tokens] = label;
+    s->n_tokens++;
+    s->hit |= code >= 0 || label >= 0;
+    return 0;
+}
+
+static inline int
+fold_letter(const Matcher *m, Scan *s, uint8_t folded)
+{
+    return folded >= 0x30 ? push_letter(m, s, (char)folded) : end_token(m, s);
+}
+
+/* Tokens of one text into ``s`` and its word count into ``words``: 1 if Python must decide, 0 done,
+ * -1 on error. Inlined once per str kind (see scan_text). */
+static inline int
+scan_kind(const Matcher *m, Scan *s, int kind, const void *data, Py_ssize_t length, Py_ssize_t *words)
+{
+    Py_ssize_t n_words = 0;
+    int in_word = 0;
+    s->length = 0;
+    s->hash = HASH_START;
+    s->n_tokens = 0;
+    s->hit = 0;
+    for (Py_ssize_t j = 0; j < length; j++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, j);
+        int space = Py_UNICODE_ISSPACE(ch);
+        n_words += !space && !in_word;
+        in_word = !space;
+        if (ch >= FOLD_SIZE)
+            return 1;
+        uint8_t folded = m->fold[ch];
+        if (folded >= 0x30) {
+            if (push_letter(m, s, (char)folded) < 0)
+                return -1;
+        }
+        else if (folded == FOLD_DELETE) {
+            continue;
+        }
+        else if (folded == FOLD_TWO) {
+            if (fold_letter(m, s, m->first[ch]) < 0 || fold_letter(m, s, m->second[ch]) < 0)
+                return -1;
+        }
+        else if (folded == FOLD_OTHER) {
+            return 1;
+        }
+        else if (end_token(m, s) < 0) {
+            return -1;
+        }
+    }
+    if (end_token(m, s) < 0)
+        return -1;
+    *words = n_words;
+    return 0;
+}
+
+static int
+scan_text(const Matcher *m, Scan *s, int kind, const void *data, Py_ssize_t length, Py_ssize_t *words)
+{
+    switch (kind) {
+    case PyUnicode_1BYTE_KIND:
+        return scan_kind(m, s, PyUnicode_1BYTE_KIND, data, length, words);
+    case PyUnicode_2BYTE_KIND:
+        return scan_kind(m, s, PyUnicode_2BYTE_KIND, data, length, words);
+    default:
+        return scan_kind(m, s, PyUnicode_4BYTE_KIND, data, length, words);
+    }
+}
+
+/* find's loop over the tokens of ``s``: the marker count, and the distinct label ids into ``found``
+ * (``seen[id] == stamp``: already there). */
+static Py_ssize_t
+match_tokens(const Matcher *m, const Scan *s, Py_ssize_t *seen, Py_ssize_t stamp, int32_t *found,
+             Py_ssize_t *n_found)
+{
+    Py_ssize_t count = 0, i = 0, n = s->n_tokens;
+    while (i < n) {
+        int32_t code = s->codes[i], label = s->labels[i];
+        Py_ssize_t size = 1;
+        if (code >= 0) {
+            for (Py_ssize_t p = m->first_phrase[code]; p < m->first_phrase[code + 1]; p++) {
+                const Phrase *phrase = &m->phrases[p];
+                if (i + phrase->length <= n
+                    && memcmp(s->codes + i, m->phrase_codes + phrase->start,
+                              (size_t)phrase->length * sizeof(int32_t)) == 0) {
+                    label = phrase->label;
+                    size = phrase->length;
+                    break;
+                }
+            }
+        }
+        if (label >= 0) {
+            count++;
+            if (seen[label] != stamp) {
+                seen[label] = stamp;
+                found[(*n_found)++] = label;
+            }
+        }
+        i += size;
+    }
+    return count;
+}
+
+static PyObject *
+labels_list(const Matcher *m, int32_t *found, Py_ssize_t n_found)
+{
+    for (Py_ssize_t a = 1; a < n_found; a++) {  /* few: insertion sort */
+        int32_t id = found[a];
+        Py_ssize_t b = a;
+        for (; b > 0 && found[b - 1] > id; b--)
+            found[b] = found[b - 1];
+        found[b] = id;
+    }
+    PyObject *list = PyList_New(n_found);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < n_found; k++) {
+        PyObject *label = PyTuple_GET_ITEM(m->labels, found[k]);
+        Py_INCREF(label);
+        PyList_SET_ITEM(list, k, label);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(find_all_doc,
+"find_all(texts, /) -> (counts, words, found, slow)\n\n"
+"MarkerList.find for each text of a list of str: counts[k], words[k], found[k] are find(texts[k])'s\n"
+"markers, words and (new list of) distinct entries, except for the indices in ``slow``: those texts\n"
+"have a character this module cannot fold (found[k] is None there, counts[k] and words[k] 0); ask\n"
+"MarkerList.find.");
+
+static PyObject *
+find_all(Matcher *self, PyObject *texts)
+{
+    if (!PyList_Check(texts)) {
+        PyErr_SetString(PyExc_TypeError, "texts must be a list of str");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(texts), n_labels = PyTuple_GET_SIZE(self->labels);
+    PyObject *counts = PyList_New(n), *words = PyList_New(n), *found = PyList_New(n);
+    PyObject *slow = PyList_New(0);
+    Scan s = {0};
+    Py_ssize_t *seen = PyMem_Calloc((size_t)n_labels + 1, sizeof(Py_ssize_t));
+    int32_t *ids = PyMem_Malloc(((size_t)n_labels + 1) * sizeof(int32_t));
+    if (counts == NULL || words == NULL || found == NULL || slow == NULL)
+        goto error;
+    if (seen == NULL || ids == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *text = PyList_GET_ITEM(texts, k);
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "texts[%zd] is not a str", k);
+            goto error;
+        }
+        if (PyUnicode_READY(text) < 0)
+            goto error;
+        Py_ssize_t n_words = 0, count = 0, n_found = 0;
+        int status = scan_text(self, &s, PyUnicode_KIND(text), PyUnicode_DATA(text),
+                               PyUnicode_GET_LENGTH(text), &n_words);
+        if (status < 0)
+            goto error;
+        PyObject *entries;
+        if (status) {
+            PyObject *index = PyLong_FromSsize_t(k);
+            if (index == NULL || PyList_Append(slow, index) < 0) {
+                Py_XDECREF(index);
+                goto error;
+            }
+            Py_DECREF(index);
+            n_words = 0;
+            Py_INCREF(Py_None);
+            entries = Py_None;
+        }
+        else {
+            if (s.hit)
+                count = match_tokens(self, &s, seen, k + 1, ids, &n_found);
+            entries = labels_list(self, ids, n_found);
+            if (entries == NULL)
+                goto error;
+        }
+        PyList_SET_ITEM(found, k, entries);
+        PyObject *a = PyLong_FromSsize_t(count), *b = PyLong_FromSsize_t(n_words);
+        if (a == NULL || b == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            goto error;
+        }
+        PyList_SET_ITEM(counts, k, a);
+        PyList_SET_ITEM(words, k, b);
+    }
+    PyMem_Free(s.letters);
+    PyMem_Free(s.prefix_hash);
+    PyMem_Free(s.codes);
+    PyMem_Free(s.labels);
+    PyMem_Free(seen);
+    PyMem_Free(ids);
+    return Py_BuildValue("(NNNN)", counts, words, found, slow);
+error:
+    PyMem_Free(s.letters);
+    PyMem_Free(s.prefix_hash);
+    PyMem_Free(s.codes);
+    PyMem_Free(s.labels);
+    PyMem_Free(seen);
+    PyMem_Free(ids);
+    Py_XDECREF(counts);
+    Py_XDECREF(words);
+    Py_XDECREF(found);
+    Py_XDECREF(slow);
+    return NULL;
+}
+
+static PyMethodDef matcher_methods[] = {
+    {"find_all", (PyCFunction)find_all, METH_O, find_all_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject MatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "qckit_builtins._markerscan.Matcher",
+    .tp_basicsize = sizeof(Matcher),
+    .tp_dealloc = (destructor)matcher_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A marker list in C tables (see matcher()).",
+    .tp_methods = matcher_methods,
+};
+
+static PyMethodDef methods[] = {
+    {"matcher", matcher_new, METH_VARARGS, matcher_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_markerscan",
+    .m_doc = "MarkerList.find for a whole batch of texts, for the dialect tagger (see markerscan.c).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__markerscan(void)
+{
+    if (PyType_Ready(&MatcherType) < 0)
+        return NULL;
+    return PyModule_Create(&module);
+}
