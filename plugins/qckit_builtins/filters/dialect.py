@@ -155,7 +155,10 @@ def _build_scan_matcher(markers: MarkerList, scan: ModuleType) -> Any:
         vocabulary,
         list(map(alone, vocabulary)),
         [(stem, label_id[markers.stems[stem]]) for stem in stems],
-        [(tuple(map(code.__getitem__, words)), -1 if label is None else label_id[label]) for words, label in phrases],
+        [
+            (tuple(map(code.__getitem__, words)), -1 if label is None else label_id[label])
+            for words, label in phrases
+        ],
         labels,
         fold.tobytes(),
         first.tobytes(),

@@ -1,0 +1,147 @@
+"""The C marker matcher (``qckit_builtins._markerscan``) against its reference, ``MarkerList.find``."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qckit.components import Document
+from qckit_builtins import accelerated
+from qckit_builtins.filters.dialect import (
+    _FOLD_OTHER,
+    MarkerList,
+    QuebecMarkers,
+    _builtin_markers,
+    _file_markers,
+    _fold_tables,
+)
+
+pytestmark = pytest.mark.skipif(accelerated.markerscan is None, reason="qckit_builtins._markerscan not built")
+
+# a one-word shield that also starts a phrase, shields inside phrases, stems of several lengths (one a
+# prefix of another, one a vocabulary word), a word longer than 16 letters, digits, letters that fold
+_CUSTOM = (
+    "pis\n-pis aller\n-chose\nchose pas mal bizarre\nchose\nanticonstitutionnellement\n"
+    "débarbouillettesxyz*\ntabarn*\nta*\ntab*\na b c d e f\n123\nécœurant\nfin de semaine\n-fin\n"
+    "tant\n-tant pis\nc'est plate\n-c'est plate pareil\nstraße\nmaudit*\nmaudit\n"
+)
+_WORDS = [
+    "pis", "Pis", "PIS", "tsé", "TSÉ", "tse\u0301", "e\u0301cœurant", "pi\u0308s",
+    "icitte", "pantoute", "char", "chum", "tant pis",
+    "Tant  Pis", "c'est plate", "C’EST PLATE", "c’est plate pareil", "pis aller", "chose", "chose pas mal",
+    "chose pas mal bizarre", "a b c d e f", "a b c", "tabarnak", "tabarouette", "ta", "tab", "taber",
+    "écœurant", "ÉCŒURANT", "ecoeurant", "straße", "STRASSE", "maudit", "mauditement", "fin de semaine",
+    "fin", "123", "1234", "anticonstitutionnellement", "débarbouillettesxyzw", "poutines", "magasiner",
+    "dépanneur", "à matin", "y fait frette", "bébelle", "bebelles", "kétaine",
+]  # fmt: skip
+_CHARS = (
+    "aAzZ09éÉèàçÇôÔœŒæÆßẞñ\u0301\u0327\u0308'’-_.,!?«» \u00a0\u2009\u202f\u3000\t\n\r\x0b\x0c\x1c\x85"
+    "\u2028\x00ﬁﬃǆ½²ⅷİı\u0345Ω\ud800\udfff😀𝐀\U00010400"
+)
+_pieces = st.one_of(st.sampled_from(_WORDS), st.text(alphabet=_CHARS, max_size=6), st.text(max_size=4))
+_texts = st.lists(
+    st.lists(_pieces, max_size=12).flatmap(lambda parts: st.sampled_from([" ", "", "-", "'", "\u00a0"]).map(
+        lambda sep: sep.join(parts)
+    )),
+    max_size=12,
+)  # fmt: skip
+_settings = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("markers") / "custom.txt"
+    path.write_text(_CUSTOM, encoding="utf-8")
+    return str(path)
+
+
+def _needs_python(text: str) -> bool:
+    fold = _fold_tables()[0]
+    return any(ord(c) > 0xFFFF or fold[ord(c)] == _FOLD_OTHER for c in text)
+
+
+def _assert_like_find(markers: MarkerList, texts: list[str]) -> None:
+    assert accelerated.markerscan is not None
+    counts, words, found, slow = markers.scan_matcher(accelerated.markerscan).find_all(texts)
+    assert slow == [k for k, text in enumerate(texts) if _needs_python(text)]
+    for k, text in enumerate(texts):
+        if k in slow:
+            assert found[k] is None
+        else:
+            assert (counts[k], words[k], found[k]) == markers.find(text), repr(text)
+
+
+@_settings
+@given(texts=_texts)
+def test_like_find_with_the_builtin_list(texts):
+    _assert_like_find(_builtin_markers(), texts)
+
+
+@_settings
+@given(texts=_texts)
+def test_like_find_with_stems_phrases_and_shields(custom, texts):
+    _assert_like_find(_file_markers(custom), texts)
+
+
+def test_like_find_on_varied_texts(custom, varied_texts):
+    for markers in (_builtin_markers(), _file_markers(custom)):
+        _assert_like_find(markers, list(varied_texts))
+
+
+def test_large_list_and_long_tokens(tmp_path):
+    # more words, stems and phrases than any starting table size; tokens far longer than any entry
+    words = [f"mot{i}x" for i in range(3000)]
+    lines = (
+        words
+        + [f"rac{i}ine*" for i in range(300)]
+        + [f"{w} {v}" for w, v in zip(words, words[1:], strict=False)]
+    )
+    lines += [f"-{w} {w}" for w in words[::7]]
+    markers = MarkerList("\n".join(lines))
+    texts = [
+        " ".join(words[100:140]) + " rac12inesse " + "z" * 5000 + " mot1x" + "q" * 3000,
+        "mot5x mot5x mot6x mot7x rac299ine rac2ine2",
+        "a" * 100_000,
+    ]
+    _assert_like_find(markers, texts)
+
+
+def _tagged(flt: QuebecMarkers, texts: list[str], how: str) -> tuple[list, list]:
+    docs = [Document(t) for t in texts]
+    reasons = list(map(flt.drop_reason, docs)) if how == "one by one" else flt.drop_reason_batch(docs)
+    return reasons, [(d.metrics, list(d.metrics), d.meta) for d in docs]
+
+
+@pytest.mark.parametrize("min_density", [0.0, 40.0])
+@_settings
+@given(texts=_texts)
+def test_batch_with_and_without_the_accelerator(custom, monkeypatch, min_density, texts):
+    for flt in (QuebecMarkers(min_density=min_density), QuebecMarkers(min_density, markers_file=custom)):
+        accelerated_run = _tagged(flt, texts, "batch")
+        with monkeypatch.context() as patch:
+            patch.setattr(accelerated, "markerscan", None)
+            numpy_run = _tagged(flt, texts, "batch")
+        assert accelerated_run == numpy_run == _tagged(flt, texts, "one by one")
+
+
+def test_bad_matcher_input_is_refused():
+    scan = accelerated.markerscan
+    assert scan is not None
+    fold, first, second = (table.tobytes() for table in _fold_tables())
+    with pytest.raises(ValueError, match="ASCII"):
+        scan.matcher(["é"], [-1], [], [], (), fold, first, second)
+    with pytest.raises(ValueError, match="out of range"):
+        scan.matcher(["a"], [3], [], [], ("x",), fold, first, second)
+    with pytest.raises(ValueError, match="out of range"):
+        scan.matcher(["a"], [-1], [], [((1,), -1)], (), fold, first, second)
+    with pytest.raises(ValueError, match="BMP"):
+        scan.matcher([], [], [], [], (), fold[:10], first, second)
+    matcher = scan.matcher(["a"], [0], [], [], ("a",), fold, first, second)
+    with pytest.raises(TypeError):
+        matcher.find_all(["a", 3])
