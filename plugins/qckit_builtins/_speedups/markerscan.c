@@ -47,10 +47,14 @@ grow(void **array, Py_ssize_t *capacity, Py_ssize_t need, size_t item)
 /* -- exact hash tables of ASCII words ------------------------------------------------------------------ */
 
 typedef struct {
-    uint64_t hash;      /* 0: empty slot */
-    Py_ssize_t offset;  /* the word's letters in Table.chars */
+    Py_ssize_t offset;  /* its letters in Table.chars */
     Py_ssize_t length;
+} Word;
+
+typedef struct {
+    uint64_t hash;  /* 0: empty slot */
     int32_t value;
+    int32_t word;   /* in Table.words */
 } Slot;
 
 typedef struct {
@@ -59,7 +63,8 @@ typedef struct {
     int shift;
     char *chars;
     Py_ssize_t n_chars, chars_capacity;
-    Py_ssize_t count;
+    Word *words;
+    Py_ssize_t count, words_capacity;
 } Table;
 
 static inline uint64_t
@@ -83,6 +88,16 @@ hash_of(const char *letters, Py_ssize_t length)
     return final_hash(hash);
 }
 
+static inline int
+same_letters(const char *a, const char *b, Py_ssize_t length)
+{
+    for (Py_ssize_t k = 0; k < length; k++) {
+        if (a[k] != b[k])
+            return 0;
+    }
+    return 1;
+}
+
 /* The value of the word, or -1 where it is not in the table. */
 static inline int32_t
 table_get(const Table *table, const char *letters, Py_ssize_t length, uint64_t hash)
@@ -91,18 +106,20 @@ table_get(const Table *table, const char *letters, Py_ssize_t length, uint64_t h
         const Slot *slot = &table->slots[s];
         if (slot->hash == 0)
             return -1;
-        if (slot->hash == hash && slot->length == length
-            && memcmp(table->chars + slot->offset, letters, (size_t)length) == 0)
-            return slot->value;
+        if (slot->hash == hash) {
+            const Word *word = &table->words[slot->word];
+            if (word->length == length && same_letters(table->chars + word->offset, letters, length))
+                return slot->value;
+        }
     }
 }
 
-/* A table with room for ``count`` words at a load of at most 1/4 (most look-ups miss). */
+/* A table with room for ``count`` words at a load of at most 1/2. */
 static int
 table_init(Table *table, Py_ssize_t count)
 {
-    int bits = 4;
-    while (((Py_ssize_t)1 << bits) < 4 * count)
+    int bits = 3;
+    while (((Py_ssize_t)1 << bits) < 2 * count)
         bits++;
     table->slots = PyMem_Calloc((size_t)1 << bits, sizeof(Slot));
     if (table->slots == NULL) {
@@ -114,29 +131,49 @@ table_init(Table *table, Py_ssize_t count)
     return 0;
 }
 
-/* Adds an ASCII str; 0 if it was there already (the value stays), 1 if added, -1 on error. */
+/* Adds a word; 0 if it was there already (the value stays), 1 if added, -1 on error. */
 static int
-table_add(Table *table, PyObject *word, const char *what, int32_t value)
+table_add_letters(Table *table, const char *letters, Py_ssize_t length, const char *what, int32_t value)
+{
+    uint64_t hash = hash_of(letters, length);
+    if (table_get(table, letters, length, hash) >= 0)
+        return 0;
+    if (table->count >= INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "too many %s", what);
+        return -1;
+    }
+    if (grow((void **)&table->chars, &table->chars_capacity, table->n_chars + length, 1) < 0
+        || grow((void **)&table->words, &table->words_capacity, table->count + 1, sizeof(Word)) < 0)
+        return -1;
+    memcpy(table->chars + table->n_chars, letters, (size_t)length);
+    table->words[table->count] = (Word){table->n_chars, length};
+    size_t s = slot_of(table, hash);
+    while (table->slots[s].hash != 0)
+        s = (s + 1) & table->mask;
+    table->slots[s] = (Slot){hash, value, (int32_t)table->count};
+    table->n_chars += length;
+    table->count++;
+    return 1;
+}
+
+static int
+check_ascii(PyObject *word, const char *what)
 {
     if (!PyUnicode_Check(word) || !PyUnicode_IS_ASCII(word) || PyUnicode_GET_LENGTH(word) == 0) {
         PyErr_Format(PyExc_ValueError, "%s must be non-empty ASCII str, not %R", what, word);
         return -1;
     }
-    const char *letters = (const char *)PyUnicode_DATA(word);
-    Py_ssize_t length = PyUnicode_GET_LENGTH(word);
-    uint64_t hash = hash_of(letters, length);
-    if (table_get(table, letters, length, hash) >= 0)
-        return 0;
-    if (grow((void **)&table->chars, &table->chars_capacity, table->n_chars + length, 1) < 0)
+    return 0;
+}
+
+/* table_add_letters for an ASCII str. */
+static int
+table_add(Table *table, PyObject *word, const char *what, int32_t value)
+{
+    if (check_ascii(word, what) < 0)
         return -1;
-    memcpy(table->chars + table->n_chars, letters, (size_t)length);
-    size_t s = slot_of(table, hash);
-    while (table->slots[s].hash != 0)
-        s = (s + 1) & table->mask;
-    table->slots[s] = (Slot){hash, table->n_chars, length, value};
-    table->n_chars += length;
-    table->count++;
-    return 1;
+    return table_add_letters(table, (const char *)PyUnicode_DATA(word), PyUnicode_GET_LENGTH(word), what,
+                             value);
 }
 
 static void
@@ -144,6 +181,7 @@ table_free(Table *table)
 {
     PyMem_Free(table->slots);
     PyMem_Free(table->chars);
+    PyMem_Free(table->words);
 }
 
 /* -- the matcher ----------------------------------------------------------------------------------------- */
@@ -160,8 +198,9 @@ typedef struct {
     int32_t *single;          /* code → label id of the word alone, or -1 */
     Py_ssize_t n_codes;
     Table stems;              /* stem → label id */
-    Py_ssize_t *stem_lengths; /* the distinct lengths of the stems, longest first */
-    Py_ssize_t n_stem_lengths, stem_lengths_capacity;
+    Table stem_keys;          /* the first min_stem letters of every stem */
+    Py_ssize_t min_stem, max_stem; /* the shortest and longest stem's length; 0: no stems */
+    uint8_t *stem_length;     /* [length]: 1 if a stem has that length (up to max_stem) */
     Py_ssize_t *first_phrase; /* code → its phrases: first_phrase[code] .. first_phrase[code + 1] */
     Phrase *phrases;          /* grouped by first code, in the list's order within a group */
     int32_t *phrase_codes;
@@ -175,7 +214,8 @@ matcher_dealloc(Matcher *self)
     table_free(&self->words);
     table_free(&self->stems);
     PyMem_Free(self->single);
-    PyMem_Free(self->stem_lengths);
+    table_free(&self->stem_keys);
+    PyMem_Free(self->stem_length);
     PyMem_Free(self->first_phrase);
     PyMem_Free(self->phrases);
     PyMem_Free(self->phrase_codes);
@@ -253,35 +293,39 @@ static int
 add_stems(Matcher *self, PyObject *stems, Py_ssize_t n_labels)
 {
     Py_ssize_t n = PyList_GET_SIZE(stems);
-    if (table_init(&self->stems, n) < 0)
-        return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(stems, i), *stem;
-        int32_t label;
+        PyObject *item = PyList_GET_ITEM(stems, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
             PyErr_SetString(PyExc_TypeError, "stems must be (stem, label id) pairs");
             return -1;
         }
-        stem = PyTuple_GET_ITEM(item, 0);
+        PyObject *stem = PyTuple_GET_ITEM(item, 0);
+        if (check_ascii(stem, "stems") < 0)
+            return -1;
+        Py_ssize_t length = PyUnicode_GET_LENGTH(stem);
+        if (!self->min_stem || length < self->min_stem)
+            self->min_stem = length;
+        if (length > self->max_stem)
+            self->max_stem = length;
+    }
+    self->stem_length = PyMem_Calloc((size_t)self->max_stem + 1, 1);
+    if (self->stem_length == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (table_init(&self->stems, n) < 0 || table_init(&self->stem_keys, n) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(stems, i), *stem = PyTuple_GET_ITEM(item, 0);
+        int32_t label;
         if (label_of(PyTuple_GET_ITEM(item, 1), n_labels, 0, &label) < 0)
             return -1;
-        int added = table_add(&self->stems, stem, "stems", label);  /* the first of equal stems wins */
-        if (added < 0)
+        /* the first of equal stems wins, as in stem_tuple */
+        if (table_add(&self->stems, stem, "stems", label) < 0
+            || table_add_letters(&self->stem_keys, (const char *)PyUnicode_DATA(stem), self->min_stem,
+                                 "stems", 0) < 0)
             return -1;
-        if (!added)
-            continue;
-        Py_ssize_t length = PyUnicode_GET_LENGTH(stem), k = 0;
-        while (k < self->n_stem_lengths && self->stem_lengths[k] > length)
-            k++;
-        if (k < self->n_stem_lengths && self->stem_lengths[k] == length)
-            continue;
-        if (grow((void **)&self->stem_lengths, &self->stem_lengths_capacity, self->n_stem_lengths + 1,
-                 sizeof(Py_ssize_t)) < 0)
-            return -1;
-        memmove(self->stem_lengths + k + 1, self->stem_lengths + k,
-                (size_t)(self->n_stem_lengths - k) * sizeof(Py_ssize_t));
-        self->stem_lengths[k] = length;
-        self->n_stem_lengths++;
+        self->stem_length[PyUnicode_GET_LENGTH(stem)] = 1;
     }
     return 0;
 }
@@ -400,122 +444,132 @@ matcher_new(PyObject *Py_UNUSED(module), PyObject *args)
 
 /* -- scanning -------------------------------------------------------------------------------------------- */
 
-/* What find_all keeps from call to call of scan_text: the current token and the text's tokens. */
+/* What find_all keeps from text to text: room for a token's letters and for a text's tokens. */
 typedef struct {
-    char *letters;          /* the current token's letters */
-    uint64_t *prefix_hash;  /* prefix_hash[k]: the hash of its first k letters (when there are stems) */
-    Py_ssize_t length, capacity, hash_capacity;
-    uint64_t hash;
+    char *letters;
+    Py_ssize_t capacity;
     int32_t *codes, *labels;  /* per token (a run of tokens that are neither is kept as one) */
     Py_ssize_t n_tokens, tokens_capacity, labels_capacity;
     int hit;                  /* a token has a code or a label */
 } Scan;
 
-static inline int
-push_letter(const Matcher *m, Scan *s, char letter)
-{
-    if (s->length >= s->capacity
-        && grow((void **)&s->letters, &s->capacity, s->length + 1, 1) < 0)
-        return -1;
-    s->letters[s->length++] = letter;
-    s->hash = (s->hash ^ (unsigned char)letter) * HASH_STEP;
-    if (m->n_stem_lengths) {
-        if (s->length >= s->hash_capacity
-            && grow((void **)&s->prefix_hash, &s->hash_capacity, s->length + 1, sizeof(uint64_t)) < 0)
-            return -1;
-        s->prefix_hash[s->length] = final_hash(s->hash);
-    }
-    return 0;
-}
-
 /* The label of the longest stem the token starts with (the first of stem_tuple's), or -1. */
-static inline int32_t
-stem_label(const Matcher *m, const Scan *s)
+static int32_t
+stem_label(const Matcher *m, const char *letters, Py_ssize_t length)
 {
-    for (Py_ssize_t k = 0; k < m->n_stem_lengths; k++) {
-        Py_ssize_t length = m->stem_lengths[k];
-        if (length > s->length)
-            continue;
-        int32_t label = table_get(&m->stems, s->letters, length, s->prefix_hash[length]);
-        if (label >= 0)
+    if (length < m->min_stem)
+        return -1;
+    uint64_t hash = HASH_START;
+    for (Py_ssize_t k = 0; k < m->min_stem; k++)
+        hash = (hash ^ (unsigned char)letters[k]) * HASH_STEP;
+    if (table_get(&m->stem_keys, letters, m->min_stem, final_hash(hash)) < 0)
+        return -1;  /* most tokens */
+    Py_ssize_t longest = length < m->max_stem ? length : m->max_stem;
+    int32_t label = -1;
+    for (Py_ssize_t k = m->min_stem;; k++) {
+        if (m->stem_length[k]) {
+            int32_t found = table_get(&m->stems, letters, k, final_hash(hash));
+            label = found >= 0 ? found : label;
+        }
+        if (k == longest)
             return label;
+        hash = (hash ^ (unsigned char)letters[k]) * HASH_STEP;
     }
-    return -1;
 }
 
+/* Adds the token of ``length`` letters in s->letters (``hash``: hash_of's before final_hash). */
 static inline int
-end_token(const Matcher *m, Scan *s)
+end_token(const Matcher *m, Scan *s, Py_ssize_t length, uint64_t hash)
 {
-    if (s->length == 0)
-        return 0;
-    int32_t code = table_get(&m->words, s->letters, s->length, final_hash(s->hash));
-    int32_t label = code >= 0 ? m->single[code] : m->n_stem_lengths ? stem_label(m, s) : -1;
-    s->length = 0;
-    s->hash = HASH_START;
-    if (code < 0 && label < 0 && s->n_tokens && s->codes[s->n_tokens - 1] < 0
-        && s->labels[s->n_tokens - 1] < 0)
+    int32_t code = table_get(&m->words, s->letters, length, final_hash(hash));
+    int32_t label = code >= 0 ? m->single[code] : m->min_stem ? stem_label(m, s->letters, length) : -1;
+    Py_ssize_t n = s->n_tokens;
+    if (code < 0 && label < 0 && n && s->codes[n - 1] < 0 && s->labels[n - 1] < 0)
         return 0;  /* like the token before: neither starts a phrase nor counts */
-    if (s->n_tokens >= s->tokens_capacity) {
+    if (n >= s->tokens_capacity) {
         Py_ssize_t capacity = s->tokens_capacity;
-        if (grow((void **)&s->codes, &s->tokens_capacity, s->n_tokens + 1, sizeof(int32_t)) < 0
-            || grow((void **)&s->labels, &capacity, s->n_tokens + 1, sizeof(int32_t)) < 0)
+        if (grow((void **)&s->codes, &s->tokens_capacity, n + 1, sizeof(int32_t)) < 0
+            || grow((void **)&s->labels, &capacity, n + 1, sizeof(int32_t)) < 0)
             return -1;
     }
-    s->codes[s->n_tokens] = code;
-    s->labels[s->n_tokens] = label;
-    s->n_tokens++;
+    s->codes[n] = code;
+    s->labels[n] = label;
+    s->n_tokens = n + 1;
     s->hit |= code >= 0 || label >= 0;
     return 0;
 }
 
-static inline int
-fold_letter(const Matcher *m, Scan *s, uint8_t folded)
-{
-    return folded >= 0x30 ? push_letter(m, s, (char)folded) : end_token(m, s);
-}
+/* Appends a letter to the current token (``letters``, ``length``, ``hash`` are the caller's locals). */
+#define PUSH_LETTER(letter)                                                                              \
+    do {                                                                                                 \
+        if (length == s->capacity) {                                                                     \
+            if (grow((void **)&s->letters, &s->capacity, length + 1, 1) < 0)                             \
+                return -1;                                                                               \
+            letters = s->letters;                                                                        \
+        }                                                                                                \
+        letters[length++] = (char)(letter);                                                              \
+        hash = (hash ^ (letter)) * HASH_STEP;                                                            \
+    } while (0)
+
+#define END_TOKEN()                                                                                      \
+    do {                                                                                                 \
+        if (length) {                                                                                    \
+            if (end_token(m, s, length, hash) < 0)                                                       \
+                return -1;                                                                               \
+            length = 0;                                                                                  \
+            hash = HASH_START;                                                                           \
+        }                                                                                                \
+    } while (0)
 
 /* Tokens of one text into ``s`` and its word count into ``words``: 1 if Python must decide, 0 done,
- * -1 on error. Inlined once per str kind (see scan_text). */
-static inline int
-scan_kind(const Matcher *m, Scan *s, int kind, const void *data, Py_ssize_t length, Py_ssize_t *words)
+ * -1 on error. Inlined once per str kind (see scan_text), so that PyUnicode_READ is one load. */
+static inline Py_ALWAYS_INLINE int
+scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_t n, Py_ssize_t *words)
 {
-    Py_ssize_t n_words = 0;
+    const uint8_t *fold = m->fold;
+    char *letters = s->letters;
+    Py_ssize_t n_words = 0, length = 0;
+    uint64_t hash = HASH_START;
     int in_word = 0;
-    s->length = 0;
-    s->hash = HASH_START;
     s->n_tokens = 0;
     s->hit = 0;
-    for (Py_ssize_t j = 0; j < length; j++) {
+    for (Py_ssize_t j = 0; j < n; j++) {
         Py_UCS4 ch = PyUnicode_READ(kind, data, j);
         int space = Py_UNICODE_ISSPACE(ch);
         n_words += !space && !in_word;
         in_word = !space;
-        if (ch >= FOLD_SIZE)
+        if (kind == PyUnicode_4BYTE_KIND && ch >= FOLD_SIZE)
             return 1;
-        uint8_t folded = m->fold[ch];
+        unsigned int folded = fold[ch];
         if (folded >= 0x30) {
-            if (push_letter(m, s, (char)folded) < 0)
-                return -1;
+            PUSH_LETTER(folded);
         }
         else if (folded == FOLD_DELETE) {
             continue;
         }
         else if (folded == FOLD_TWO) {
-            if (fold_letter(m, s, m->first[ch]) < 0 || fold_letter(m, s, m->second[ch]) < 0)
-                return -1;
+            unsigned int two[2] = {m->first[ch], m->second[ch]};
+            for (int k = 0; k < 2; k++) {
+                if (two[k] >= 0x30)
+                    PUSH_LETTER(two[k]);
+                else
+                    END_TOKEN();
+            }
         }
         else if (folded == FOLD_OTHER) {
             return 1;
         }
-        else if (end_token(m, s) < 0) {
-            return -1;
+        else {
+            END_TOKEN();
         }
     }
-    if (end_token(m, s) < 0)
-        return -1;
+    END_TOKEN();
     *words = n_words;
     return 0;
 }
+
+#undef PUSH_LETTER
+#undef END_TOKEN
 
 static int
 scan_text(const Matcher *m, Scan *s, int kind, const void *data, Py_ssize_t length, Py_ssize_t *words)
@@ -543,9 +597,13 @@ match_tokens(const Matcher *m, const Scan *s, Py_ssize_t *seen, Py_ssize_t stamp
         if (code >= 0) {
             for (Py_ssize_t p = m->first_phrase[code]; p < m->first_phrase[code + 1]; p++) {
                 const Phrase *phrase = &m->phrases[p];
-                if (i + phrase->length <= n
-                    && memcmp(s->codes + i, m->phrase_codes + phrase->start,
-                              (size_t)phrase->length * sizeof(int32_t)) == 0) {
+                const int32_t *codes = m->phrase_codes + phrase->start;
+                Py_ssize_t k = 1;  /* codes[0] is the code */
+                if (i + phrase->length > n)
+                    continue;
+                while (k < phrase->length && s->codes[i + k] == codes[k])
+                    k++;
+                if (k == phrase->length) {
                     label = phrase->label;
                     size = phrase->length;
                     break;
@@ -654,7 +712,6 @@ find_all(Matcher *self, PyObject *texts)
         PyList_SET_ITEM(words, k, b);
     }
     PyMem_Free(s.letters);
-    PyMem_Free(s.prefix_hash);
     PyMem_Free(s.codes);
     PyMem_Free(s.labels);
     PyMem_Free(seen);
@@ -662,7 +719,6 @@ find_all(Matcher *self, PyObject *texts)
     return Py_BuildValue("(NNNN)", counts, words, found, slow);
 error:
     PyMem_Free(s.letters);
-    PyMem_Free(s.prefix_hash);
     PyMem_Free(s.codes);
     PyMem_Free(s.labels);
     PyMem_Free(seen);
