@@ -21,8 +21,7 @@
 #define FOLD_OTHER 0x24   /* anything else: Python decides */
 #define FOLD_SIZE 0x10000 /* the tables cover the BMP */
 
-#define HASH_START 1469598103934665603ull  /* FNV-1a over the folded letters */
-#define HASH_STEP 1099511628211ull
+#define HASH_STEP 1099511628211ull  /* FNV-1a's, for the letters after the first 8 */
 
 /* -- growable arrays ---------------------------------------------------------------------------------- */
 
@@ -61,11 +60,30 @@ typedef struct {
     Slot *slots;
     size_t mask;
     int shift;
+    uint64_t *filter;  /* bit set over more hash bits than the slots: most look-ups end there */
+    int filter_shift;
     char *chars;
     Py_ssize_t n_chars, chars_capacity;
     Word *words;
     Py_ssize_t count, words_capacity;
 } Table;
+
+/* A word's first min(length, 8) letters as one number, the first letter in the low byte. */
+static inline uint64_t
+head_of(const char *letters, Py_ssize_t length)
+{
+    uint64_t head = 0;
+    for (Py_ssize_t k = 0; k < length && k < 8; k++)
+        head |= (uint64_t)(unsigned char)letters[k] << (8 * k);
+    return head;
+}
+
+/* The head of the word's first ``length`` letters, from the word's head. */
+static inline uint64_t
+head_prefix(uint64_t head, Py_ssize_t length)
+{
+    return length >= 8 ? head : head & ((1ull << (8 * length)) - 1);
+}
 
 static inline uint64_t
 final_hash(uint64_t hash)
@@ -73,19 +91,21 @@ final_hash(uint64_t hash)
     return hash | 1;  /* never 0, the empty slot */
 }
 
-static inline size_t
-slot_of(const Table *table, uint64_t hash)
+/* The hash of a word from its head (head_of): FNV-1a steps over the letters after the first 8 only,
+ * so that most words take no step at all. */
+static inline uint64_t
+word_hash(uint64_t head, const char *letters, Py_ssize_t length)
 {
-    return (size_t)((hash * 0x9E3779B97F4A7C15ull) >> table->shift);
-}
-
-static uint64_t
-hash_of(const char *letters, Py_ssize_t length)
-{
-    uint64_t hash = HASH_START;
-    for (Py_ssize_t k = 0; k < length; k++)
+    uint64_t hash = head;
+    for (Py_ssize_t k = 8; k < length; k++)
         hash = (hash ^ (unsigned char)letters[k]) * HASH_STEP;
     return final_hash(hash);
+}
+
+static inline uint64_t
+mixed(uint64_t hash)
+{
+    return hash * 0x9E3779B97F4A7C15ull;
 }
 
 static inline int
@@ -102,7 +122,11 @@ same_letters(const char *a, const char *b, Py_ssize_t length)
 static inline int32_t
 table_get(const Table *table, const char *letters, Py_ssize_t length, uint64_t hash)
 {
-    for (size_t s = slot_of(table, hash);; s = (s + 1) & table->mask) {
+    uint64_t mix = mixed(hash);
+    size_t bit = (size_t)(mix >> table->filter_shift);
+    if (!((table->filter[bit >> 6] >> (bit & 63)) & 1))
+        return -1;
+    for (size_t s = (size_t)(mix >> table->shift);; s = (s + 1) & table->mask) {
         const Slot *slot = &table->slots[s];
         if (slot->hash == 0)
             return -1;
@@ -128,6 +152,13 @@ table_init(Table *table, Py_ssize_t count)
     }
     table->mask = ((size_t)1 << bits) - 1;
     table->shift = 64 - bits;
+    bits += 5;  /* 32 bits per slot, 64 per word at least */
+    table->filter = PyMem_Calloc((size_t)1 << (bits - 6), sizeof(uint64_t));
+    if (table->filter == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    table->filter_shift = 64 - bits;
     return 0;
 }
 
@@ -135,7 +166,7 @@ table_init(Table *table, Py_ssize_t count)
 static int
 table_add_letters(Table *table, const char *letters, Py_ssize_t length, const char *what, int32_t value)
 {
-    uint64_t hash = hash_of(letters, length);
+    uint64_t hash = word_hash(head_of(letters, length), letters, length);
     if (table_get(table, letters, length, hash) >= 0)
         return 0;
     if (table->count >= INT32_MAX) {
@@ -147,7 +178,9 @@ table_add_letters(Table *table, const char *letters, Py_ssize_t length, const ch
         return -1;
     memcpy(table->chars + table->n_chars, letters, (size_t)length);
     table->words[table->count] = (Word){table->n_chars, length};
-    size_t s = slot_of(table, hash);
+    size_t bit = (size_t)(mixed(hash) >> table->filter_shift);
+    table->filter[bit >> 6] |= 1ull << (bit & 63);
+    size_t s = (size_t)(mixed(hash) >> table->shift);
     while (table->slots[s].hash != 0)
         s = (s + 1) & table->mask;
     table->slots[s] = (Slot){hash, value, (int32_t)table->count};
@@ -180,6 +213,7 @@ static void
 table_free(Table *table)
 {
     PyMem_Free(table->slots);
+    PyMem_Free(table->filter);
     PyMem_Free(table->chars);
     PyMem_Free(table->words);
 }
@@ -455,34 +489,35 @@ typedef struct {
 
 /* The label of the longest stem the token starts with (the first of stem_tuple's), or -1. */
 static int32_t
-stem_label(const Matcher *m, const char *letters, Py_ssize_t length)
+stem_label(const Matcher *m, const char *letters, Py_ssize_t length, uint64_t head)
 {
-    if (length < m->min_stem)
-        return -1;
-    uint64_t hash = HASH_START;
-    for (Py_ssize_t k = 0; k < m->min_stem; k++)
-        hash = (hash ^ (unsigned char)letters[k]) * HASH_STEP;
-    if (table_get(&m->stem_keys, letters, m->min_stem, final_hash(hash)) < 0)
+    Py_ssize_t shortest = m->min_stem;
+    if (length < shortest
+        || table_get(&m->stem_keys, letters, shortest,
+                     word_hash(head_prefix(head, shortest), letters, shortest)) < 0)
         return -1;  /* most tokens */
     Py_ssize_t longest = length < m->max_stem ? length : m->max_stem;
     int32_t label = -1;
-    for (Py_ssize_t k = m->min_stem;; k++) {
+    uint64_t hash = head;  /* word_hash's before final_hash, from 8 letters on */
+    for (Py_ssize_t k = shortest; k <= longest; k++) {
+        if (k > 8)
+            hash = (hash ^ (unsigned char)letters[k - 1]) * HASH_STEP;
         if (m->stem_length[k]) {
-            int32_t found = table_get(&m->stems, letters, k, final_hash(hash));
+            uint64_t prefix = final_hash(k <= 8 ? head_prefix(head, k) : hash);
+            int32_t found = table_get(&m->stems, letters, k, prefix);
             label = found >= 0 ? found : label;
         }
-        if (k == longest)
-            return label;
-        hash = (hash ^ (unsigned char)letters[k]) * HASH_STEP;
     }
+    return label;
 }
 
-/* Adds the token of ``length`` letters in s->letters (``hash``: hash_of's before final_hash). */
+/* Adds the token of the first ``length`` letters of s->letters (``head``: their head_of). */
 static inline int
-end_token(const Matcher *m, Scan *s, Py_ssize_t length, uint64_t hash)
+end_token(const Matcher *m, Scan *s, Py_ssize_t length, uint64_t head)
 {
-    int32_t code = table_get(&m->words, s->letters, length, final_hash(hash));
-    int32_t label = code >= 0 ? m->single[code] : m->min_stem ? stem_label(m, s->letters, length) : -1;
+    const char *letters = s->letters;
+    int32_t code = table_get(&m->words, letters, length, word_hash(head, letters, length));
+    int32_t label = code >= 0 ? m->single[code] : m->min_stem ? stem_label(m, letters, length, head) : -1;
     Py_ssize_t n = s->n_tokens;
     if (code < 0 && label < 0 && n && s->codes[n - 1] < 0 && s->labels[n - 1] < 0)
         return 0;  /* like the token before: neither starts a phrase nor counts */
@@ -499,7 +534,7 @@ end_token(const Matcher *m, Scan *s, Py_ssize_t length, uint64_t hash)
     return 0;
 }
 
-/* Appends a letter to the current token (``letters``, ``length``, ``hash`` are the caller's locals). */
+/* Appends a letter to the current token (``letters``, ``length``, ``head``: the caller's locals). */
 #define PUSH_LETTER(letter)                                                                              \
     do {                                                                                                 \
         if (length == s->capacity) {                                                                     \
@@ -507,17 +542,18 @@ end_token(const Matcher *m, Scan *s, Py_ssize_t length, uint64_t hash)
                 return -1;                                                                               \
             letters = s->letters;                                                                        \
         }                                                                                                \
+        if (length < 8)                                                                                  \
+            head |= (uint64_t)(letter) << (8 * length);                                                  \
         letters[length++] = (char)(letter);                                                              \
-        hash = (hash ^ (letter)) * HASH_STEP;                                                            \
     } while (0)
 
 #define END_TOKEN()                                                                                      \
     do {                                                                                                 \
         if (length) {                                                                                    \
-            if (end_token(m, s, length, hash) < 0)                                                       \
+            if (end_token(m, s, length, head) < 0)                                                       \
                 return -1;                                                                               \
             length = 0;                                                                                  \
-            hash = HASH_START;                                                                           \
+            head = 0;                                                                                    \
         }                                                                                                \
     } while (0)
 
@@ -529,7 +565,7 @@ scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_
     const uint8_t *fold = m->fold;
     char *letters = s->letters;
     Py_ssize_t n_words = 0, length = 0;
-    uint64_t hash = HASH_START;
+    uint64_t head = 0;  /* head_of the current token */
     int in_word = 0;
     s->n_tokens = 0;
     s->hit = 0;
