@@ -6,8 +6,9 @@
  * qckit_builtins.filters.dialect, which is the reference and the fallback when this module is not built:
  * each character is folded with the tables of dialect._fold_tables() (what fold_words does to it), the
  * tokens are the runs of [a-z0-9] of the folded text and find's loop runs over them. A text with a
- * character that folds to three or more characters, or one above U+FFFF (NFKD can make letters of
- * them), is left to Python. Word counts use Py_UNICODE_ISSPACE, the very test of str.split().
+ * character the tables leave to Python (one that folds to three or more characters, a lone surrogate)
+ * or one above U+FFFF (NFKD can make letters of them) is left to MarkerList.find. Word counts use
+ * Py_UNICODE_ISSPACE, the very test of str.split(). No table has a fixed size: they grow with the list.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
