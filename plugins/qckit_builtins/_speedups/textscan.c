@@ -1,15 +1,34 @@
-/* qckit_builtins._textscan: per-text character and word counts for the heuristic filters.
+/* qckit_builtins._textscan: one pass per text over a batch of texts, for the built-in components.
  *
  * Each function takes a list of str and walks every text once, reading the str's own storage (no copy,
- * no encoding). The results are exactly those of the Python expressions named in each docstring; the
- * Python code in qckit_builtins.filters.heuristics is the reference and the fallback when this module
- * is not built. Whitespace is Py_UNICODE_ISSPACE and letters Py_UNICODE_ISALPHA: the very tests that
+ * no encoding): the counts of the heuristic filters (the reference and fallback is
+ * qckit_builtins.filters.heuristics), the pre-checks that pick the texts a normalizer may change
+ * (qckit_builtins._batch) and the keys of exact deduplication (qckit_builtins.filters.dedup). The results
+ * are exactly those of the Python they replace, named in each docstring. Whitespace is Py_UNICODE_ISSPACE and letters Py_UNICODE_ISALPHA: the very tests that
  * str.split() and str.isalpha() make.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Per BMP character: bit 0 Py_UNICODE_ISSPACE, bit 1 Py_UNICODE_ISALPHA (filled once at import; above
+ * the BMP the two are asked each time). */
+#define IS_SPACE 1
+#define IS_ALPHA 2
+static unsigned char bmp_flags[0x10000];
+
+static inline int
+is_space(Py_UCS4 ch)
+{
+    return ch < 0x10000 ? bmp_flags[ch] & IS_SPACE : Py_UNICODE_ISSPACE(ch);
+}
+
+static inline int
+is_alpha_or_space(Py_UCS4 ch)
+{
+    return ch < 0x10000 ? bmp_flags[ch] != 0 : Py_UNICODE_ISALPHA(ch) || Py_UNICODE_ISSPACE(ch);
+}
 
 /* One text of the list: its storage, checked to be a str. */
 typedef struct {
@@ -33,6 +52,24 @@ text_at(PyObject *texts, Py_ssize_t i, Text *out)
     out->length = PyUnicode_GET_LENGTH(item);
     return 0;
 }
+
+/* Run BODY for each character ``ch`` of the text, with a loop of its own per storage kind. */
+#define FOR_EACH_CHAR(t, BODY)                                                      \
+    do {                                                                            \
+        Py_ssize_t n_ = (t)->length;                                                \
+        if ((t)->kind == PyUnicode_1BYTE_KIND) {                                    \
+            const Py_UCS1 *p_ = (const Py_UCS1 *)(t)->data;                         \
+            for (Py_ssize_t j_ = 0; j_ < n_; j_++) { Py_UCS4 ch = p_[j_]; BODY; }   \
+        }                                                                           \
+        else if ((t)->kind == PyUnicode_2BYTE_KIND) {                               \
+            const Py_UCS2 *p_ = (const Py_UCS2 *)(t)->data;                         \
+            for (Py_ssize_t j_ = 0; j_ < n_; j_++) { Py_UCS4 ch = p_[j_]; BODY; }   \
+        }                                                                           \
+        else {                                                                      \
+            const Py_UCS4 *p_ = (const Py_UCS4 *)(t)->data;                         \
+            for (Py_ssize_t j_ = 0; j_ < n_; j_++) { Py_UCS4 ch = p_[j_]; BODY; }   \
+        }                                                                           \
+    } while (0)
 
 static PyObject *
 check_list(PyObject *texts)
@@ -59,15 +96,7 @@ non_alpha_space(PyObject *module, PyObject *texts)
         if (text_at(texts, i, &t) < 0)
             goto error;
         Py_ssize_t bad = 0;
-        for (Py_ssize_t j = 0; j < t.length; j++) {
-            Py_UCS4 ch = PyUnicode_READ(t.kind, t.data, j);
-            if (ch < 128) {
-                bad += !((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') && !Py_UNICODE_ISSPACE(ch);
-            }
-            else {
-                bad += !Py_UNICODE_ISALPHA(ch) && !Py_UNICODE_ISSPACE(ch);
-            }
-        }
+        FOR_EACH_CHAR(&t, bad += !is_alpha_or_space(ch));
         PyObject *n = PyLong_FromSsize_t(bad);
         if (n == NULL)
             goto error;
@@ -84,11 +113,11 @@ count_words(const Text *t)
 {
     Py_ssize_t words = 0;
     int in_word = 0;
-    for (Py_ssize_t j = 0; j < t->length; j++) {
-        int space = Py_UNICODE_ISSPACE(PyUnicode_READ(t->kind, t->data, j));
+    FOR_EACH_CHAR(t, {
+        int space = is_space(ch);
         words += !space && !in_word;
         in_word = !space;
-    }
+    });
     return words;
 }
 
@@ -145,6 +174,27 @@ same_word(const Text *t, const uint32_t *lower, Py_ssize_t a, Py_ssize_t b, Py_s
     return 1;
 }
 
+#define FNV_OFFSET 1469598103934665603ull  /* FNV-1a over the lower-cased characters of a word */
+#define FNV_PRIME 1099511628211ull
+
+/* Put the word at ``start`` into the table unless an equal one is there; return 1 if it was new. */
+static inline int
+insert_word(Slot *slots, size_t mask, const Text *t, const uint32_t *lower, uint64_t hash, Py_ssize_t start,
+            Py_ssize_t length)
+{
+    hash |= 1;  /* never 0, the empty slot */
+    for (size_t s = (size_t)(hash >> 7) & mask;; s = (s + 1) & mask) {
+        if (slots[s].hash == 0) {
+            slots[s].hash = hash;
+            slots[s].start = start;
+            slots[s].length = length;
+            return 1;
+        }
+        if (slots[s].hash == hash && slots[s].length == length && same_word(t, lower, slots[s].start, start, length))
+            return 0;
+    }
+}
+
 PyDoc_STRVAR(distinct_lower_words_doc,
 "distinct_lower_words(texts, lower, /) -> (list[int], list[int])\n\n"
 "For each text, len(text.lower().split()) and len(set(text.lower().split())); the second is -1\n"
@@ -190,43 +240,30 @@ distinct_lower_words(PyObject *module, PyObject *args)
         }
         memset(slots, 0, want * sizeof(Slot));
         size_t mask = want - 1;
-        Py_ssize_t j = 0;
-        while (j < t.length && distinct >= 0) {
-            Py_UCS4 ch = PyUnicode_READ(t.kind, t.data, j);
-            if (Py_UNICODE_ISSPACE(ch)) {
-                j++;
-                continue;
+        Py_ssize_t start = 0;
+        uint64_t hash = 0;
+        int in_word = 0, ask_python = 0;
+        FOR_EACH_CHAR(&t, {
+            if (is_space(ch)) {
+                if (in_word)
+                    distinct += insert_word(slots, mask, &t, lower, hash, start, j_ - start);
+                in_word = 0;
             }
-            Py_ssize_t start = j;
-            uint64_t hash = 1469598103934665603ull;  /* FNV-1a over the lower-cased characters */
-            for (; j < t.length; j++) {
-                ch = PyUnicode_READ(t.kind, t.data, j);
-                if (Py_UNICODE_ISSPACE(ch))
-                    break;
+            else {
+                if (!in_word) {
+                    in_word = 1;
+                    start = j_;
+                    hash = FNV_OFFSET;
+                }
                 Py_UCS4 low = lowered(lower, ch);
-                if (low == LOWER_COMPLEX) {
-                    distinct = -1;
-                    break;
-                }
-                hash = (hash ^ low) * 1099511628211ull;
+                ask_python |= low == LOWER_COMPLEX;
+                hash = (hash ^ low) * FNV_PRIME;
             }
-            if (distinct < 0)
-                break;
-            hash |= 1;  /* never 0, the empty slot */
-            Py_ssize_t length = j - start;
-            for (size_t s = (size_t)(hash >> 7) & mask;; s = (s + 1) & mask) {
-                if (slots[s].hash == 0) {
-                    slots[s].hash = hash;
-                    slots[s].start = start;
-                    slots[s].length = length;
-                    distinct++;
-                    break;
-                }
-                if (slots[s].hash == hash && slots[s].length == length
-                    && same_word(&t, lower, slots[s].start, start, length))
-                    break;
-            }
-        }
+        });
+        if (in_word)
+            distinct += insert_word(slots, mask, &t, lower, hash, start, t.length - start);
+        if (ask_python)
+            distinct = -1;
         PyObject *a = PyLong_FromSsize_t(words), *b = PyLong_FromSsize_t(distinct);
         if (a == NULL || b == NULL) {
             Py_XDECREF(a);
@@ -247,20 +284,280 @@ error:
     return NULL;
 }
 
+/* -- the normalizers' pre-checks ------------------------------------------------------------------- */
+
+/* The flags of a character in a uint8 table over the BMP; above it, those of its two UTF-16 surrogates
+ * (as numpy sees them in qckit_builtins._batch.code_units). */
+static inline unsigned
+flags_of(const unsigned char *table, Py_UCS4 ch)
+{
+    if (ch < 0x10000)
+        return table[ch];
+    ch -= 0x10000;
+    return table[0xD800 + (ch >> 10)] | table[0xDC00 + (ch & 0x3FF)];
+}
+
+static int
+get_table(Py_buffer *view, Py_ssize_t size, const char *what)
+{
+    if (view->len != size) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %zd bytes, not %zd", what, size, view->len);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+append_index(PyObject *out, Py_ssize_t i)
+{
+    PyObject *n = PyLong_FromSsize_t(i);
+    if (n == NULL)
+        return -1;
+    int rc = PyList_Append(out, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+PyDoc_STRVAR(flagged_doc,
+"flagged(texts, table, mask, /) -> list[int]\n\n"
+"Indices of the texts holding a character c with table[c] & mask (``table``: 65536 uint8 flags over the\n"
+"BMP; a character above it has the flags of its two UTF-16 surrogates), or holding U+0000.");
+
+static PyObject *
+flagged(PyObject *module, PyObject *args)
+{
+    PyObject *texts;
+    Py_buffer view;
+    unsigned int mask;
+    if (!PyArg_ParseTuple(args, "O!y*I:flagged", &PyList_Type, &texts, &view, &mask))
+        return NULL;
+    PyObject *out = NULL;
+    if (get_table(&view, 0x10000, "table") < 0 || (out = PyList_New(0)) == NULL)
+        goto error;
+    const unsigned char *table = view.buf;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
+        Text t;
+        if (text_at(texts, i, &t) < 0)
+            goto error;
+        unsigned found = 0;
+        FOR_EACH_CHAR(&t, found |= (flags_of(table, ch) & mask) | (ch == 0));
+        if (found && append_index(out, i) < 0)
+            goto error;
+    }
+    PyBuffer_Release(&view);
+    return out;
+error:
+    PyBuffer_Release(&view);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(containing_doc,
+"containing(texts, literals, /) -> list[int]\n\n"
+"Indices of the texts that contain one of ``literals`` (a tuple of str).");
+
+static PyObject *
+containing(PyObject *module, PyObject *args)
+{
+    PyObject *texts, *literals;
+    if (!PyArg_ParseTuple(args, "O!O!:containing", &PyList_Type, &texts, &PyTuple_Type, &literals))
+        return NULL;
+    Py_ssize_t n_literals = PyTuple_GET_SIZE(literals);
+    Text *wanted = PyMem_Calloc(n_literals ? n_literals : 1, sizeof(Text));
+    PyObject *out = NULL;
+    if (wanted == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < n_literals; k++) {
+        PyObject *literal = PyTuple_GET_ITEM(literals, k);
+        if (!PyUnicode_Check(literal) || PyUnicode_READY(literal) < 0 || PyUnicode_GET_LENGTH(literal) == 0) {
+            PyErr_Format(PyExc_ValueError, "literals[%zd] is not a non-empty str", k);
+            goto error;
+        }
+        wanted[k].kind = PyUnicode_KIND(literal);
+        wanted[k].data = PyUnicode_DATA(literal);
+        wanted[k].length = PyUnicode_GET_LENGTH(literal);
+    }
+    if ((out = PyList_New(0)) == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
+        Text t;
+        if (text_at(texts, i, &t) < 0)
+            goto error;
+        int found = 0;
+        for (Py_ssize_t k = 0; k < n_literals && !found; k++) {
+            const Text *w = &wanted[k];
+            Py_UCS4 head = PyUnicode_READ(w->kind, w->data, 0);
+            Py_ssize_t last = t.length - w->length;
+            FOR_EACH_CHAR(&t, {
+                if (j_ > last)
+                    break;
+                if (ch == head) {
+                    Py_ssize_t m = 1;
+                    while (m < w->length && PyUnicode_READ(t.kind, t.data, j_ + m) == PyUnicode_READ(w->kind, w->data, m))
+                        m++;
+                    if (m == w->length) {
+                        found = 1;
+                        break;
+                    }
+                }
+            });
+        }
+        if (found && append_index(out, i) < 0)
+            goto error;
+    }
+    PyMem_Free(wanted);
+    return out;
+error:
+    PyMem_Free(wanted);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(whitespace_candidates_doc,
+"whitespace_candidates(texts, table, odd_mask, space_mask, /) -> list[int]\n\n"
+"Indices of the texts that hold a character flagged ``odd_mask`` in ``table`` (as in flagged()) or\n"
+"U+0000, two U+0020 in a row, or a first or last character flagged ``space_mask``.");
+
+static PyObject *
+whitespace_candidates(PyObject *module, PyObject *args)
+{
+    PyObject *texts;
+    Py_buffer view;
+    unsigned int odd_mask, space_mask;
+    if (!PyArg_ParseTuple(args, "O!y*II:whitespace_candidates", &PyList_Type, &texts, &view, &odd_mask,
+                          &space_mask))
+        return NULL;
+    PyObject *out = NULL;
+    if (get_table(&view, 0x10000, "table") < 0 || (out = PyList_New(0)) == NULL)
+        goto error;
+    const unsigned char *table = view.buf;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
+        Text t;
+        if (text_at(texts, i, &t) < 0)
+            goto error;
+        unsigned found = 0;
+        if (t.length) {
+            found = (flags_of(table, PyUnicode_READ(t.kind, t.data, 0))
+                     | flags_of(table, PyUnicode_READ(t.kind, t.data, t.length - 1))) & space_mask;
+        }
+        Py_UCS4 previous = 0;
+        FOR_EACH_CHAR(&t, {
+            found |= (flags_of(table, ch) & odd_mask) | (ch == 0) | (ch == ' ' && previous == ' ');
+            previous = ch;
+        });
+        if (found && append_index(out, i) < 0)
+            goto error;
+    }
+    PyBuffer_Release(&view);
+    return out;
+error:
+    PyBuffer_Release(&view);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+/* -- exact-dedup keys ------------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(dedup_keys_doc,
+"dedup_keys(texts, table, risky, /) -> list[bytes | None]\n\n"
+"For each text, dedup.dedup_keys's key: every character mapped through ``table`` (65536 uint16 over the\n"
+"BMP, 0x20 for a word break), runs of 0x20 collapsed to one and dropped at both ends, as UTF-8; None\n"
+"where a character maps to ``risky``, is above the BMP or is U+0000 (that text goes through Python).");
+
+static PyObject *
+dedup_keys(PyObject *module, PyObject *args)
+{
+    PyObject *texts;
+    Py_buffer view;
+    unsigned int risky;
+    if (!PyArg_ParseTuple(args, "O!y*I:dedup_keys", &PyList_Type, &texts, &view, &risky))
+        return NULL;
+    PyObject *out = NULL;
+    char *buffer = NULL;
+    size_t capacity = 0;
+    if (get_table(&view, 0x10000 * (Py_ssize_t)sizeof(uint16_t), "table") < 0)
+        goto error;
+    const uint16_t *table = view.buf;
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    if ((out = PyList_New(n)) == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Text t;
+        if (text_at(texts, i, &t) < 0)
+            goto error;
+        if ((size_t)t.length * 3 > capacity) {
+            capacity = (size_t)t.length * 3 + 64;
+            char *grown = PyMem_Realloc(buffer, capacity);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto error;
+            }
+            buffer = grown;
+        }
+        size_t size = 0;
+        int space = 0, slow = 0;
+        FOR_EACH_CHAR(&t, {
+            unsigned code = ch < 0x10000 && ch != 0 ? table[ch] : risky;
+            if (code == risky) {
+                slow = 1;
+                break;
+            }
+            if (code == 0x20) {
+                space = size > 0;  /* written before the next character, never at the start */
+                continue;
+            }
+            if (space) {
+                buffer[size++] = ' ';
+                space = 0;
+            }
+            if (code < 0x80) {
+                buffer[size++] = (char)code;
+            }
+            else if (code < 0x800) {
+                buffer[size++] = (char)(0xC0 | (code >> 6));
+                buffer[size++] = (char)(0x80 | (code & 0x3F));
+            }
+            else {
+                buffer[size++] = (char)(0xE0 | (code >> 12));
+                buffer[size++] = (char)(0x80 | ((code >> 6) & 0x3F));
+                buffer[size++] = (char)(0x80 | (code & 0x3F));
+            }
+        });
+        PyObject *key = slow ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(buffer, (Py_ssize_t)size);
+        if (key == NULL)
+            goto error;
+        PyList_SET_ITEM(out, i, key);
+    }
+    PyMem_Free(buffer);
+    PyBuffer_Release(&view);
+    return out;
+error:
+    PyMem_Free(buffer);
+    PyBuffer_Release(&view);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"non_alpha_space", non_alpha_space, METH_O, non_alpha_space_doc},
     {"word_counts", word_counts, METH_O, word_counts_doc},
     {"distinct_lower_words", distinct_lower_words, METH_VARARGS, distinct_lower_words_doc},
+    {"flagged", flagged, METH_VARARGS, flagged_doc},
+    {"containing", containing, METH_VARARGS, containing_doc},
+    {"whitespace_candidates", whitespace_candidates, METH_VARARGS, whitespace_candidates_doc},
+    {"dedup_keys", dedup_keys, METH_VARARGS, dedup_keys_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_textscan",
-    "Per-text character and word counts for the heuristic filters (see textscan.c).", -1, methods,
+    "One pass per text over a batch of texts, for the built-in components (see textscan.c).", -1, methods,
 };
 
 PyMODINIT_FUNC
 PyInit__textscan(void)
 {
+    for (Py_UCS4 ch = 0; ch < 0x10000; ch++)
+        bmp_flags[ch] = (Py_UNICODE_ISSPACE(ch) ? IS_SPACE : 0) | (Py_UNICODE_ISALPHA(ch) ? IS_ALPHA : 0);
     return PyModule_Create(&module);
 }
