@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from qckit.components import Document, SkippedRecord
 from qckit.errors import ComponentError, InputError, QckitError
@@ -117,18 +117,19 @@ def record_batches(
                         yield cut()
                         batch, size, first, skipped = [], 0, line + 1, []
                 continue
+            records_only = cast(list[bytes], block)
             # ends[i]: the bytes of block[:i + 1], line ends included
-            ends = list(itertools.accumulate(map(operator.add, map(len, block), itertools.repeat(1))))
+            ends = list(itertools.accumulate(map(operator.add, map(len, records_only), itertools.repeat(1))))
             start = 0
             while start < len(block):
                 done = ends[start - 1] if start else 0
                 stop = bisect.bisect_left(ends, batch_bytes - size + done, lo=start)
                 if stop == len(block):  # the batch goes on into the next block
-                    batch.extend(block[start:])
+                    batch.extend(records_only[start:])
                     size += ends[-1] - done
                     line += len(block) - start
                     break
-                batch.extend(block[start : stop + 1])
+                batch.extend(records_only[start : stop + 1])
                 size += ends[stop] - done
                 line += stop + 1 - start
                 yield cut()
