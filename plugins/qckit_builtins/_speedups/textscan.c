@@ -8,6 +8,7 @@
  * str.split() and str.isalpha() make.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE  /* memmem */
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
@@ -174,14 +175,17 @@ same_word(const Text *t, const uint32_t *lower, Py_ssize_t a, Py_ssize_t b, Py_s
     return 1;
 }
 
-#define FNV_OFFSET 1469598103934665603ull  /* FNV-1a over the lower-cased characters of a word */
-#define FNV_PRIME 1099511628211ull
+/* A word's hash: rotate and xor over its lower-cased characters (cheap; equal hashes are compared), mixed
+ * once at the end. */
+#define HASH_START 0x9E3779B97F4A7C15ull
 
 /* Put the word at ``start`` into the table unless an equal one is there; return 1 if it was new. */
 static inline int
 insert_word(Slot *slots, size_t mask, const Text *t, const uint32_t *lower, uint64_t hash, Py_ssize_t start,
             Py_ssize_t length)
 {
+    hash *= 0xBF58476D1CE4E5B9ull;
+    hash ^= hash >> 31;
     hash |= 1;  /* never 0, the empty slot */
     for (size_t s = (size_t)(hash >> 7) & mask;; s = (s + 1) & mask) {
         if (slots[s].hash == 0) {
@@ -253,11 +257,11 @@ distinct_lower_words(PyObject *module, PyObject *args)
                 if (!in_word) {
                     in_word = 1;
                     start = j_;
-                    hash = FNV_OFFSET;
+                    hash = HASH_START;
                 }
                 Py_UCS4 low = lowered(lower, ch);
                 ask_python |= low == LOWER_COMPLEX;
-                hash = (hash ^ low) * FNV_PRIME;
+                hash = ((hash << 5) | (hash >> 59)) ^ low;
             }
         });
         if (in_word)
@@ -352,6 +356,31 @@ error:
     return NULL;
 }
 
+/* Whether ``w`` (not empty) occurs in ``t``: memmem where both are one byte per character, else a scan
+ * for the first character and a comparison of the rest there. */
+static int
+contains(const Text *t, const Text *w)
+{
+    if (w->length > t->length)
+        return 0;
+    if (t->kind == PyUnicode_1BYTE_KIND && w->kind == PyUnicode_1BYTE_KIND)
+        return memmem(t->data, (size_t)t->length, w->data, (size_t)w->length) != NULL;
+    Py_UCS4 head = PyUnicode_READ(w->kind, w->data, 0);
+    Py_ssize_t last = t->length - w->length;
+    FOR_EACH_CHAR(t, {
+        if (j_ > last)
+            break;
+        if (ch == head) {
+            Py_ssize_t m = 1;
+            while (m < w->length && PyUnicode_READ(t->kind, t->data, j_ + m) == PyUnicode_READ(w->kind, w->data, m))
+                m++;
+            if (m == w->length)
+                return 1;
+        }
+    });
+    return 0;
+}
+
 PyDoc_STRVAR(containing_doc,
 "containing(texts, literals, /) -> list[int]\n\n"
 "Indices of the texts that contain one of ``literals`` (a tuple of str).");
@@ -384,24 +413,8 @@ containing(PyObject *module, PyObject *args)
         if (text_at(texts, i, &t) < 0)
             goto error;
         int found = 0;
-        for (Py_ssize_t k = 0; k < n_literals && !found; k++) {
-            const Text *w = &wanted[k];
-            Py_UCS4 head = PyUnicode_READ(w->kind, w->data, 0);
-            Py_ssize_t last = t.length - w->length;
-            FOR_EACH_CHAR(&t, {
-                if (j_ > last)
-                    break;
-                if (ch == head) {
-                    Py_ssize_t m = 1;
-                    while (m < w->length && PyUnicode_READ(t.kind, t.data, j_ + m) == PyUnicode_READ(w->kind, w->data, m))
-                        m++;
-                    if (m == w->length) {
-                        found = 1;
-                        break;
-                    }
-                }
-            });
-        }
+        for (Py_ssize_t k = 0; k < n_literals && !found; k++)
+            found = contains(&t, &wanted[k]);
         if (found && append_index(out, i) < 0)
             goto error;
     }
