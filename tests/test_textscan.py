@@ -3,13 +3,15 @@ the same counts on random Unicode text, and the same filter decisions with and w
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qckit.components import Document
 from qckit_builtins import accelerated
-from qckit_builtins.filters.dedup import dedup_key_bytes, dedup_keys
+from qckit_builtins.filters.dedup import ExactDedup, dedup_key_bytes, dedup_keys
 from qckit_builtins.filters.heuristics import (
     LOWER_TABLE_SIZE,
     AlphaRatioFilter,
@@ -59,9 +61,10 @@ def test_distinct_words_ask_python_only_for_special_case_mappings() -> None:
     assert distinct == [2, -1, -1, 2, 2]  # "𐐀".lower() is "𐐨": one word twice
 
 
-def test_no_code_point_beyond_the_lower_table_has_a_case() -> None:
+def test_no_code_point_beyond_the_lower_table_has_a_case_and_none_beyond_the_bmp_is_a_space() -> None:
     beyond = "".join(map(chr, range(LOWER_TABLE_SIZE, 0x110000)))
     assert beyond.lower() == beyond
+    assert not any(map(str.isspace, map(chr, range(0x10000, 0x110000))))
 
 
 def test_bad_arguments_are_type_errors() -> None:
@@ -154,3 +157,26 @@ def test_normalizers_and_dedup_keys_are_the_same_with_and_without_it(batch: list
             == list(map(normalizer.normalize, batch))
         )
     assert dedup_keys(batch) == _without_accelerator(dedup_keys, batch) == list(map(dedup_key_bytes, batch))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=8))
+def test_blake2b_64_is_hashlibs(keys: list[bytes]) -> None:
+    assert textscan.blake2b_64(keys) == b"".join(hashlib.blake2b(k, digest_size=8).digest() for k in keys)
+
+
+def test_blake2b_64_at_block_boundaries() -> None:
+    keys = [bytes(range(256))[:n] * (1 + n // 256) for n in (0, 1, 127, 128, 129, 255, 256, 257, 1024)]
+    assert textscan.blake2b_64(keys) == b"".join(hashlib.blake2b(k, digest_size=8).digest() for k in keys)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(normalizer_texts)
+def test_exact_dedup_fingerprints_are_the_same_with_and_without_it(batch: list[str]) -> None:
+    for normalize_key in (True, False):
+        dedup = ExactDedup(normalize_key=normalize_key)
+        docs = [Document(t, "<t>", i) for i, t in enumerate(batch, 1)]
+        fast = dedup.fingerprint_batch(docs)
+        assert (
+            fast == _without_accelerator(dedup.fingerprint_batch, docs) == list(map(dedup.fingerprint, docs))
+        )

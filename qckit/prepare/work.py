@@ -169,15 +169,11 @@ def _formatted(writer: Any, name: str, owner: str, docs: list[Document]) -> tupl
     """The writer's lines for ``docs`` in UTF-8, concatenated, with each line's length in bytes."""
     lines = call_batch(writer, "format_batch", "format", docs, docs, "writer", name, owner)
     try:
-        blob = "".join(lines).encode()
+        encoded = list(map(str.encode, lines))
     except UnicodeEncodeError as exc:  # a writer that put a lone surrogate back
         bad = next(i for i, line in enumerate(lines) if has_surrogates(line))
         raise ComponentError("writer", name, owner, docs[bad].where, exc) from None
-    # Lines of one line each (the built-in writers'): their ends are the newlines of the blob.
-    ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 0x0A)
-    if len(ends) == len(lines) and (not len(ends) or ends[-1] == len(blob) - 1):
-        return blob, np.diff(ends, prepend=-1)
-    return blob, np.fromiter(map(len, map(str.encode, lines)), dtype=np.int64, count=len(lines))
+    return b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
 
 
 def _repair_surrogates(docs: list[Document], issues: IssueLog) -> None:

@@ -469,6 +469,157 @@ error:
     return NULL;
 }
 
+/* -- exact-dedup fingerprints: BLAKE2b with an 8-byte digest (RFC 7693) ------------------------------ */
+
+static const uint64_t BLAKE2B_IV[8] = {
+    0x6A09E667F3BCC908ull, 0xBB67AE8584CAA73Bull, 0x3C6EF372FE94F82Bull, 0xA54FF53A5F1D36F1ull,
+    0x510E527FADE682D1ull, 0x9B05688C2B3E6C1Full, 0x1F83D9ABFB41BD6Bull, 0x5BE0CD19137E2179ull,
+};
+
+static const unsigned char BLAKE2B_SIGMA[10][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+};
+
+static inline uint64_t
+rotr64(uint64_t x, int n)
+{
+    return (x >> n) | (x << (64 - n));
+}
+
+static inline uint64_t
+load64(const unsigned char *p)
+{
+#if PY_LITTLE_ENDIAN
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+#else
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--)
+        x = (x << 8) | p[i];
+    return x;
+#endif
+}
+
+#define B2B_G(a, b, c, d, x, y)              \
+    do {                                     \
+        v[a] = v[a] + v[b] + (x);            \
+        v[d] = rotr64(v[d] ^ v[a], 32);      \
+        v[c] = v[c] + v[d];                  \
+        v[b] = rotr64(v[b] ^ v[c], 24);      \
+        v[a] = v[a] + v[b] + (y);            \
+        v[d] = rotr64(v[d] ^ v[a], 16);      \
+        v[c] = v[c] + v[d];                  \
+        v[b] = rotr64(v[b] ^ v[c], 63);      \
+    } while (0)
+
+static void
+blake2b_compress(uint64_t h[8], const unsigned char block[128], uint64_t counter, int last)
+{
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = BLAKE2B_IV[i];
+    }
+    v[12] ^= counter;  /* inputs stay below 2**64 bytes: the counter's high word is 0 */
+    if (last)
+        v[14] = ~v[14];
+    for (int i = 0; i < 16; i++)
+        m[i] = load64(block + 8 * i);
+#define B2B_ROUND(r)                                     \
+    do {                                                 \
+        const unsigned char *s = BLAKE2B_SIGMA[(r) % 10]; \
+        B2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);            \
+        B2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);            \
+        B2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);           \
+        B2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);           \
+        B2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);           \
+        B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);         \
+        B2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);          \
+        B2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);          \
+    } while (0)
+    /* unrolled: the message schedule of every round is then a constant */
+    B2B_ROUND(0);
+    B2B_ROUND(1);
+    B2B_ROUND(2);
+    B2B_ROUND(3);
+    B2B_ROUND(4);
+    B2B_ROUND(5);
+    B2B_ROUND(6);
+    B2B_ROUND(7);
+    B2B_ROUND(8);
+    B2B_ROUND(9);
+    B2B_ROUND(10);
+    B2B_ROUND(11);
+#undef B2B_ROUND
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* hashlib.blake2b(data, digest_size=8).digest() read as a little-endian integer: the first word of h. */
+static uint64_t
+blake2b_64(const unsigned char *data, size_t size)
+{
+    uint64_t h[8];
+    memcpy(h, BLAKE2B_IV, sizeof h);
+    h[0] ^= 0x01010000ull ^ 8;  /* depth 1, fanout 1, no key, 8-byte digest */
+    size_t done = 0;
+    while (size - done > 128) {
+        blake2b_compress(h, data + done, done + 128, 0);
+        done += 128;
+    }
+    unsigned char block[128] = {0};
+    memcpy(block, data + done, size - done);
+    blake2b_compress(h, block, size, 1);
+    return h[0];
+}
+
+static PyObject *
+as_little_endian_bytes(const uint64_t *values, Py_ssize_t n)
+{
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (out == NULL)
+        return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++)
+            *p++ = (unsigned char)(values[i] >> (8 * b));
+    return out;
+}
+
+PyDoc_STRVAR(blake2b_64_doc,
+"blake2b_64(keys, /) -> bytes\n\n"
+"For each bytes of ``keys``, hashlib.blake2b(key, digest_size=8).digest(), concatenated.");
+
+static PyObject *
+blake2b_64_many(PyObject *module, PyObject *keys)
+{
+    if (!PyList_Check(keys)) {
+        PyErr_SetString(PyExc_TypeError, "keys must be a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    uint64_t *hashes = PyMem_Malloc((n ? n : 1) * sizeof(uint64_t));
+    if (hashes == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_Check(key)) {
+            PyMem_Free(hashes);
+            PyErr_Format(PyExc_TypeError, "keys[%zd] is not bytes", i);
+            return NULL;
+        }
+        hashes[i] = blake2b_64((const unsigned char *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key));
+    }
+    PyObject *out = as_little_endian_bytes(hashes, n);
+    PyMem_Free(hashes);
+    return out;
+}
+
 /* -- exact-dedup keys ------------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(dedup_keys_doc,
@@ -476,6 +627,57 @@ PyDoc_STRVAR(dedup_keys_doc,
 "For each text, dedup.dedup_keys's key: every character mapped through ``table`` (65536 uint16 over the\n"
 "BMP, 0x20 for a word break), runs of 0x20 collapsed to one and dropped at both ends, as UTF-8; None\n"
 "where a character maps to ``risky``, is above the BMP or is U+0000 (that text goes through Python).");
+
+/* Write the dedup key of ``t`` into ``buffer`` (3 bytes per character at most); its size, or -1 where a
+ * character maps to ``risky``, is above the BMP or is U+0000. */
+static Py_ssize_t
+dedup_key(const Text *t, const uint16_t *table, unsigned risky, char *buffer)
+{
+    /* Branch-free around word breaks (they come every few characters, in no pattern a branch predictor
+     * learns): a pending space and an ASCII character are always stored, and kept by advancing size. */
+    size_t size = 0;
+    unsigned pending = 0;  /* a word break after something written */
+    FOR_EACH_CHAR(t, {
+        unsigned code = ch < 0x10000 && ch != 0 ? table[ch] : risky;
+        if (code == risky)
+            return -1;
+        unsigned is_break = code == 0x20;
+        buffer[size] = ' ';
+        size += pending & !is_break;
+        pending = is_break & (size > 0);
+        if (code < 0x80) {
+            buffer[size] = (char)code;
+            size += !is_break;
+        }
+        else if (code < 0x800) {
+            buffer[size++] = (char)(0xC0 | (code >> 6));
+            buffer[size++] = (char)(0x80 | (code & 0x3F));
+        }
+        else {
+            buffer[size++] = (char)(0xE0 | (code >> 12));
+            buffer[size++] = (char)(0x80 | ((code >> 6) & 0x3F));
+            buffer[size++] = (char)(0x80 | (code & 0x3F));
+        }
+    });
+    return (Py_ssize_t)size;
+}
+
+/* A buffer for the key of a text of ``length`` characters. */
+static int
+key_buffer(char **buffer, size_t *capacity, Py_ssize_t length)
+{
+    if ((size_t)length * 3 <= *capacity)
+        return 0;
+    size_t want = (size_t)length * 3 + 64;  /* + the stored but not kept byte after the key */
+    char *grown = PyMem_Realloc(*buffer, want);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buffer = grown;
+    *capacity = want;
+    return 0;
+}
 
 static PyObject *
 dedup_keys(PyObject *module, PyObject *args)
@@ -490,53 +692,15 @@ dedup_keys(PyObject *module, PyObject *args)
     size_t capacity = 0;
     if (get_table(&view, 0x10000 * (Py_ssize_t)sizeof(uint16_t), "table") < 0)
         goto error;
-    const uint16_t *table = view.buf;
     Py_ssize_t n = PyList_GET_SIZE(texts);
     if ((out = PyList_New(n)) == NULL)
         goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
         Text t;
-        if (text_at(texts, i, &t) < 0)
+        if (text_at(texts, i, &t) < 0 || key_buffer(&buffer, &capacity, t.length) < 0)
             goto error;
-        if ((size_t)t.length * 3 > capacity) {
-            capacity = (size_t)t.length * 3 + 64;
-            char *grown = PyMem_Realloc(buffer, capacity);
-            if (grown == NULL) {
-                PyErr_NoMemory();
-                goto error;
-            }
-            buffer = grown;
-        }
-        size_t size = 0;
-        int space = 0, slow = 0;
-        FOR_EACH_CHAR(&t, {
-            unsigned code = ch < 0x10000 && ch != 0 ? table[ch] : risky;
-            if (code == risky) {
-                slow = 1;
-                break;
-            }
-            if (code == 0x20) {
-                space = size > 0;  /* written before the next character, never at the start */
-                continue;
-            }
-            if (space) {
-                buffer[size++] = ' ';
-                space = 0;
-            }
-            if (code < 0x80) {
-                buffer[size++] = (char)code;
-            }
-            else if (code < 0x800) {
-                buffer[size++] = (char)(0xC0 | (code >> 6));
-                buffer[size++] = (char)(0x80 | (code & 0x3F));
-            }
-            else {
-                buffer[size++] = (char)(0xE0 | (code >> 12));
-                buffer[size++] = (char)(0x80 | ((code >> 6) & 0x3F));
-                buffer[size++] = (char)(0x80 | (code & 0x3F));
-            }
-        });
-        PyObject *key = slow ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(buffer, (Py_ssize_t)size);
+        Py_ssize_t size = dedup_key(&t, view.buf, risky, buffer);
+        PyObject *key = size < 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(buffer, size);
         if (key == NULL)
             goto error;
         PyList_SET_ITEM(out, i, key);
@@ -559,6 +723,7 @@ static PyMethodDef methods[] = {
     {"containing", containing, METH_VARARGS, containing_doc},
     {"whitespace_candidates", whitespace_candidates, METH_VARARGS, whitespace_candidates_doc},
     {"dedup_keys", dedup_keys, METH_VARARGS, dedup_keys_doc},
+    {"blake2b_64", blake2b_64_many, METH_O, blake2b_64_doc},
     {NULL, NULL, 0, NULL},
 };
 

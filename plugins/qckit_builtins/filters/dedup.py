@@ -213,7 +213,10 @@ class ExactDedup:
             keys = "\x00".join(texts).encode("utf-8", "surrogatepass").split(b"\x00")
             if len(keys) != len(texts):
                 keys = [t.encode("utf-8", "surrogatepass") for t in texts]
-        digests = b"".join(map(_digest, map(_blake2b_64, keys)))
+        scan = accelerated.textscan
+        digests = (
+            scan.blake2b_64(keys) if scan is not None else b"".join(map(_digest, map(_blake2b_64, keys)))
+        )
         return np.frombuffer(digests, dtype="<u8").tolist()
 
     def drop_reasons(self, fingerprints: Sequence[Any]) -> list[str | None]:
