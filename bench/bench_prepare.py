@@ -1,6 +1,7 @@
 """Prepare-stage throughput and peak memory: qckit against a faithful re-implementation of the seed.
 
     python bench/bench_prepare.py --size-mb 50                    # speed ratio on a 50 MB corpus (3 rounds)
+    python bench/bench_prepare.py --size-mb 50 --python-too       # … and without the C accelerators
     python bench/bench_prepare.py --size-mb 1000 --skip-seed      # qckit's peak RSS on 1 GB
     python bench/bench_prepare.py --one-line-mb 1000              # peak RSS on a file of one 1 GB line
 
@@ -32,11 +33,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, float]:
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
     """Run ``cmd``; return (wall seconds, CPU seconds of its process tree, peak RSS of the tree in MB)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     root = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -112,11 +113,21 @@ def main() -> None:
     )
     ap.add_argument("--one-line-mb", type=float, help="only the memory check on a file of one line this long")
     ap.add_argument("--keep", help="directory to keep the corpus and outputs in")
+    ap.add_argument(
+        "--python-too",
+        action="store_true",
+        help="each round also runs qckit without its C accelerators (QCKIT_NO_EXTENSIONS=1), prints that "
+        "ratio too and checks that both runs wrote the same bytes",
+    )
     args = ap.parse_args()
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qckit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} cores, python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
+    from qckit_builtins import accelerated
+
+    built = ", ".join(name for name, on in accelerated.available().items() if on) or "none"
+    print(f"C accelerators built: {built}")
     if args.one_line_mb:
         one_line_check(work, args.one_line_mb, args.workers)
         return
@@ -138,7 +149,8 @@ def main() -> None:
         "--output",
         str(work / "seed"),
     ]
-    ratios = []
+    ratios, python_ratios = [], []
+    python_env = {**os.environ, "QCKIT_NO_EXTENSIONS": "1"}
     for round_ in range(1 if args.skip_seed else args.repeat):
         if not args.skip_seed:
             s_wall, s_cpu, s_rss = run_measured(seed_cmd)
@@ -149,13 +161,30 @@ def main() -> None:
         print(
             f"qckit prepare : {q_wall:7.2f} s  {size_mb / q_wall:7.2f} MB/s  cpu {q_cpu:6.2f} s  peak RSS {q_rss:7.1f} MB (tree)"
         )
+        if args.python_too:
+            p_wall, p_cpu, p_rss = run_measured(
+                qckit_prepare(corpus, work / "qckit-python", args.workers), python_env
+            )
+            print(
+                f"qckit, no C   : {p_wall:7.2f} s  {size_mb / p_wall:7.2f} MB/s  cpu {p_cpu:6.2f} s  peak RSS {p_rss:7.1f} MB (tree)"
+            )
+            for name in ("train_1.txt", "val_1.txt"):
+                if (work / "qckit" / name).read_bytes() != (work / "qckit-python" / name).read_bytes():
+                    raise SystemExit(f"{name} differs with and without the C accelerators")
         if not args.skip_seed:
             ratios.append(s_wall / q_wall)
             print(
                 f"  round {round_ + 1}: speed ratio qckit/seed {s_wall / q_wall:.2f}x  memory ratio {q_rss / s_rss:.2f}x"
+                + (f"  (without C {s_wall / p_wall:.2f}x)" if args.python_too else "")
             )
+            if args.python_too:
+                python_ratios.append(s_wall / p_wall)
     if ratios:
         print(f"speed ratio qckit/seed: {statistics.median(ratios):.2f}x (median of {len(ratios)})")
+        if python_ratios:
+            print(
+                f"without the C accelerators: {statistics.median(python_ratios):.2f}x; same train/val bytes as with them"
+            )
         kept_q = count_lines(work / "qckit" / "train_1.txt") + count_lines(work / "qckit" / "val_1.txt")
         kept_s = count_lines(work / "seed" / "train_1.txt") + count_lines(work / "seed" / "val_1.txt")
         print(f"documents kept: qckit {kept_q:,} (deduplicated, repaired)  seed {kept_s:,}")

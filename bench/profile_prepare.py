@@ -117,6 +117,10 @@ def main() -> int:
         f"corpus {corpus.stat().st_size / 1e6:.1f} MB, {n_batches} batches of ~{settings.batch_bytes // 1024} KiB; "
         f"warm-up (lookup tables) {warm:.2f} s"
     )
+    from qckit_builtins import accelerated
+
+    built = ", ".join(name for name, on in accelerated.available().items() if on) or "none"
+    print(f"C accelerators in use: {built} (QCKIT_NO_EXTENSIONS=1 turns them off)")
     malloc = "glibc defaults" if args.default_malloc else "freed memory kept, as in the workers"
     print(f"process() over every batch, one process ({malloc}): {cpu:.2f} CPU-s")
     print(f"{'component':28s} {'CPU-s':>8s} {'share':>7s}")

@@ -24,6 +24,8 @@ from itertools import accumulate
 
 import numpy as np
 
+from qckit_builtins import accelerated
+
 #: first and last UTF-16 surrogate code unit: a character beyond U+FFFF takes two of them
 SURROGATES = (0xD800, 0xDFFF)
 
@@ -88,7 +90,11 @@ def code_units(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
 def flagged_by_table(texts: Sequence[str], table: np.ndarray, mask: int) -> list[int] | None:
     """Indices (ascending) of the texts holding a code unit ``u`` with ``table[u] & mask``; None when a
     text contains ``"\\0"``. ``table`` is a uint8 array of 65536 flags, the same object at every call (its
-    look-up is kept with the batch, for the next caller with another ``mask``)."""
+    look-up is kept with the batch, for the next caller with another ``mask``). With the C accelerator:
+    one pass over each text instead, which also reports the texts holding ``"\\0"``."""
+    scan = accelerated.textscan
+    if scan is not None:
+        return scan.flagged(list(texts), table, mask)
     batch = _units_of(texts)
     if batch is None:
         return None
@@ -182,7 +188,10 @@ def apply(texts: Sequence[str], indices: Sequence[int], normalize: Callable[[str
 def containing(texts: Sequence[str], literals: Sequence[str]) -> list[int] | None:
     """Indices (ascending) of the texts that contain one of ``literals`` (each without "\\0"); None when a
     text contains "\\0". Exact, with numpy over the code units: the first character's positions, then
-    the following ones checked at those positions only."""
+    the following ones checked at those positions only (with the C accelerator: ``in`` per text)."""
+    scan = accelerated.textscan
+    if scan is not None:
+        return scan.containing(list(texts), tuple(literals))
     batch = _units_of(texts)
     if batch is None:
         return None

@@ -8,13 +8,16 @@ batches, for the driver (whole files) and for shard workers (byte ranges) alike.
 
 from __future__ import annotations
 
+import bisect
 import inspect
+import itertools
+import operator
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from qckit.components import Document, SkippedRecord
 from qckit.errors import ComponentError, InputError, QckitError
@@ -74,33 +77,64 @@ def input_files(paths: list[Path], readers: dict[str, Any], merge: bool) -> list
     ]
 
 
+#: records taken from a reader at a time by :func:`record_batches` (a list of them is cut without a
+#: Python step per record)
+_BLOCK = 4096
+
+
 def record_batches(
     records: Iterable[bytes | SkippedRecord], inp: InputFile, reader: Any, first_line: int, batch_bytes: int
 ) -> Iterator[Batch]:
     """Cut ``records`` of ``inp`` (the first one numbered ``first_line``) into batches of about
-    ``batch_bytes``; a record the reader skipped ends a batch and is counted in the next one. A read
-    error becomes one :class:`InputError` naming the file and line."""
+    ``batch_bytes`` (a batch ends with the record that makes its size, each record counted with one byte
+    for its line end, reach ``batch_bytes``); a record the reader skipped ends a batch and is counted in
+    the next one. A read error becomes one :class:`InputError` naming the file and line."""
     batch: list[bytes] = []
     skipped: list[tuple[int, str, str]] = []
     size = 0
     first = first_line
     line = first_line - 1  # the last record read
+    source = iter(records)
+
+    def cut() -> Batch:
+        return Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped)
+
     try:
-        for line, record in enumerate(records, start=first_line):  # noqa: B007 - line is used after the loop
-            if record.__class__ is not bytes and isinstance(record, SkippedRecord):
-                if batch:
-                    yield Batch(
-                        inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped
-                    )
-                    batch, size, skipped = [], 0, []
-                skipped.append((line, record.kind, record.message))
-                first = line + 1
+        while block := list(itertools.islice(source, _BLOCK)):
+            if set(map(type, block)) != {bytes}:  # a record the reader skipped: one by one
+                for record in block:
+                    line += 1
+                    if record.__class__ is not bytes and isinstance(record, SkippedRecord):
+                        if batch:
+                            yield cut()
+                            batch, size, skipped = [], 0, []
+                        skipped.append((line, record.kind, record.message))
+                        first = line + 1
+                        continue
+                    batch.append(record)
+                    size += len(record) + 1
+                    if size >= batch_bytes:
+                        yield cut()
+                        batch, size, first, skipped = [], 0, line + 1, []
                 continue
-            batch.append(record)
-            size += len(record) + 1
-            if size >= batch_bytes:
-                yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped)
+            records_only = cast(list[bytes], block)
+            # ends[i]: the bytes of block[:i + 1], line ends included
+            ends = list(itertools.accumulate(map(operator.add, map(len, records_only), itertools.repeat(1))))
+            start = 0
+            while start < len(block):
+                done = ends[start - 1] if start else 0
+                stop = bisect.bisect_left(ends, batch_bytes - size + done, lo=start)
+                if stop == len(block):  # the batch goes on into the next block
+                    batch.extend(records_only[start:])
+                    size += ends[-1] - done
+                    line += len(block) - start
+                    break
+                batch.extend(records_only[start : stop + 1])
+                size += ends[stop] - done
+                line += stop + 1 - start
+                yield cut()
                 batch, size, first, skipped = [], 0, line + 1, []
+                start = stop + 1
     except QckitError:
         raise
     except OSError as exc:
@@ -108,7 +142,7 @@ def record_batches(
     except Exception as exc:
         raise ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line + 1}", exc) from exc
     if batch or skipped:
-        yield Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped)
+        yield cut()
 
 
 def read_records(reader: Any, path: Path, max_bytes: int) -> Iterator[bytes | SkippedRecord]:

@@ -110,12 +110,12 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
     alive = docs
     for name, owner, flt in stage.filters:
         reasons = call_batch(flt, "drop_reason_batch", "drop_reason", alive, alive, "filter", name, owner)
-        if reasons.count(None) == len(reasons):  # the common case: this filter dropped nothing here
-            continue
         if len(reasons) != len(alive):
             raise ComponentError(
                 "filter", name, owner, None, ValueError(f"{len(reasons)} reasons for {len(alive)} documents")
             )
+        if reasons.count(None) == len(reasons):  # the common case: this filter dropped nothing here
+            continue
         log = drops.setdefault(name, IssueLog(stage.max_examples))
         for k in compress(count(), map(operator.is_not, reasons, repeat(None))):
             doc, reason = alive[k], reasons[k]
@@ -169,15 +169,11 @@ def _formatted(writer: Any, name: str, owner: str, docs: list[Document]) -> tupl
     """The writer's lines for ``docs`` in UTF-8, concatenated, with each line's length in bytes."""
     lines = call_batch(writer, "format_batch", "format", docs, docs, "writer", name, owner)
     try:
-        blob = "".join(lines).encode()
+        encoded = list(map(str.encode, lines))
     except UnicodeEncodeError as exc:  # a writer that put a lone surrogate back
         bad = next(i for i, line in enumerate(lines) if has_surrogates(line))
         raise ComponentError("writer", name, owner, docs[bad].where, exc) from None
-    # Lines of one line each (the built-in writers'): their ends are the newlines of the blob.
-    ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 0x0A)
-    if len(ends) == len(lines) and (not len(ends) or ends[-1] == len(blob) - 1):
-        return blob, np.diff(ends, prepend=-1)
-    return blob, np.fromiter(map(len, map(str.encode, lines)), dtype=np.int64, count=len(lines))
+    return b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
 
 
 def _repair_surrogates(docs: list[Document], issues: IssueLog) -> None:
@@ -299,24 +295,33 @@ class StatefulFilters:
     def decide(self, result: BatchResult) -> list[int]:
         """Run the stateful filters on ``result`` (the next batch in corpus order); record their drops
         in it and set ``result.kept`` to the indices of the documents they keep."""
-        alive = list(range(len(result.lines)))
+        alive: list[int] | range = range(len(result.lines))
         for j, spec in enumerate(self.specs):
-            fps = [result.fingerprints[j][i] for i in alive]
+            column = result.fingerprints[j]
+            fps = column if len(alive) == len(column) else [column[i] for i in alive]
             try:
                 reasons = spec.instance.drop_reasons(fps)
             except Exception as exc:
                 where = f"{result.source}:{result.lines[alive[0]]}" if alive else None
                 raise ComponentError("filter", spec.name, spec.owner, where, exc) from exc
-            survivors = []
-            for i, reason in zip(alive, reasons, strict=True):
-                if reason is None:
-                    survivors.append(i)
-                    continue
-                log = result.drops.setdefault(spec.name, IssueLog(self.max_examples))
+            if len(reasons) != len(alive):
+                raise ComponentError(
+                    "filter",
+                    spec.name,
+                    spec.owner,
+                    None,
+                    ValueError(f"{len(reasons)} reasons for {len(alive)} documents"),
+                )
+            if reasons.count(None) == len(reasons):
+                continue
+            log = result.drops.setdefault(spec.name, IssueLog(self.max_examples))
+            for k in compress(count(), map(operator.is_not, reasons, repeat(None))):
+                i, reason = alive[k], reasons[k]
                 log.add(reason, result.source, result.lines[i])
                 if self.keep_rejects:
                     assert result.texts is not None
                     result.rejected.append((result.lines[i], spec.name, reason, result.texts[i]))
-            alive = survivors
+            alive = list(compress(alive, map(operator.is_, reasons, repeat(None))))
+        alive = list(alive)
         result.kept = alive
         return alive

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from qckit.components import Document
+from qckit_builtins import accelerated
 from qckit_builtins._batch import bmp_mapped, code_units, single_codes, texts_with
 
 _text = operator.attrgetter("text")
@@ -74,7 +75,13 @@ def _key_table() -> np.ndarray:
 
 def dedup_keys(texts: Sequence[str]) -> list[bytes]:
     """``[dedup_key_bytes(t) for t in texts]``, one numpy table look-up for all texts at once (the texts
-    holding a character it cannot handle, rare, go one by one)."""
+    holding a character it cannot handle, rare, go one by one); with the C accelerator, one pass per text."""
+    scan = accelerated.textscan
+    if scan is not None:
+        keys = scan.dedup_keys(list(texts), _key_table(), _RISKY)
+        for k in [k for k, key in enumerate(keys) if key is None]:
+            keys[k] = dedup_key_bytes(texts[k])
+        return keys
     joined = code_units(texts)
     if joined is None:
         return list(map(dedup_key_bytes, texts))
@@ -206,7 +213,10 @@ class ExactDedup:
             keys = "\x00".join(texts).encode("utf-8", "surrogatepass").split(b"\x00")
             if len(keys) != len(texts):
                 keys = [t.encode("utf-8", "surrogatepass") for t in texts]
-        digests = b"".join(map(_digest, map(_blake2b_64, keys)))
+        scan = accelerated.textscan
+        digests = (
+            scan.blake2b_64(keys) if scan is not None else b"".join(map(_digest, map(_blake2b_64, keys)))
+        )
         return np.frombuffer(digests, dtype="<u8").tolist()
 
     def drop_reasons(self, fingerprints: Sequence[Any]) -> list[str | None]:

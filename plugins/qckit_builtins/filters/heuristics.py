@@ -182,7 +182,8 @@ def _lower_table() -> bytes:
     table[1:] = codes
     table[1:][codes == 0] = 0xFFFFFFFF  # several characters (none lowers to U+0000)
     table[ord("Σ")] = 0xFFFFFFFF
-    space = np.fromiter(map(str.isspace, map(chr, range(LOWER_TABLE_SIZE))), dtype=bool)
+    space = np.zeros(LOWER_TABLE_SIZE, dtype=bool)  # no character beyond the BMP is whitespace
+    space[:0x10000] = bmp_flags(str.isspace)
     simple = table != 0xFFFFFFFF
     changed_space = simple.copy()
     changed_space[simple] = space[table[simple]] != space[simple]

@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 import ftfy
 import numpy as np
 
+from qckit_builtins import accelerated
 from qckit_builtins._batch import (
     apply,
     bmp_chars,
@@ -311,7 +312,13 @@ class WhitespaceNormalizer:
         """``[self.normalize(t) for t in texts]``, running only on the texts with two spaces in a row, other
         whitespace than the plain space (and the kept no-break spaces), or whitespace at an end."""
         table = _flag_table()
-        odd = flagged_by_table(texts, table, _FLAG_ODD_SPACE if self.keep_nbsp else _FLAG_ODD_SPACE_ALL)
+        odd_mask = _FLAG_ODD_SPACE if self.keep_nbsp else _FLAG_ODD_SPACE_ALL
+        scan = accelerated.textscan
+        if scan is not None:
+            return apply(
+                texts, scan.whitespace_candidates(list(texts), table, odd_mask, _FLAG_SPACE), self.normalize
+            )
+        odd = flagged_by_table(texts, table, odd_mask)
         joined = code_units(texts)
         edges = edge_units(texts)
         if odd is None or joined is None or edges is None:
