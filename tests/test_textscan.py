@@ -4,6 +4,7 @@ the same counts on random Unicode text, and the same filter decisions with and w
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +31,12 @@ from qckit_builtins.normalizers.text import (
 
 textscan = pytest.importorskip("qckit_builtins._textscan", reason="the C accelerators are not built here")
 
+
+def test_the_build_is_the_version_this_code_expects() -> None:
+    assert accelerated.API["_textscan"] == textscan.API, "a stale build: rebuild with pip install -e ."
+    assert accelerated.textscan is textscan or os.environ.get("QCKIT_NO_EXTENSIONS")
+
+
 # Characters a corpus really mixes, plus the ones whose case or spacing is special: "Σ" (context-dependent
 # lower case), "İ" and "ẞ" (lower case of another length or form), astral letters and emoji, every kind of
 # Unicode space, lone surrogates and U+0000.
@@ -48,17 +55,20 @@ def test_counts_match_python(batch: list[str]) -> None:
     assert textscan.non_alpha_space(batch) == [
         sum(not (c.isalpha() or c.isspace()) for c in t) for t in batch
     ]
-    words, distinct = textscan.distinct_lower_words(batch, _lower_table())
-    assert words == [len(t.lower().split()) for t in batch]
-    for text, d in zip(batch, distinct, strict=True):
-        if d >= 0:  # -1: a character whose lower case is not its own one character, left to Python
-            assert d == len(set(text.lower().split()))
+    for ratio in (0.0, 0.3, 0.5, 2 / 3, 1.0):
+        verdicts = textscan.repetitive(batch, _lower_table(), ratio)
+        for text, verdict in zip(batch, verdicts, strict=True):
+            if verdict is not None:  # None: a character whose lower case is not its own one character
+                words = text.lower().split()
+                assert verdict == (bool(words) and len(set(words)) / len(words) < ratio)
 
 
-def test_distinct_words_ask_python_only_for_special_case_mappings() -> None:
-    batch = ["Le CHAT le chat", "ΣΑΣ σας", "İyi iyi", "Straße STRASSE", "𐐀 𐐨 😀 😀"]
-    _, distinct = textscan.distinct_lower_words(batch, _lower_table())
-    assert distinct == [2, -1, -1, 2, 2]  # "𐐀".lower() is "𐐨": one word twice
+def test_repetitive_asks_python_only_for_special_case_mappings() -> None:
+    batch = ["Le CHAT le chat", "ΣΑΣ σας", "İyi iyi", "Straße STRASSE", "𐐀 𐐨 😀 😀", "a b c d", ""]
+    # distinct/words: 2/4, ?, ?, 2/2, 2/4 ("𐐀".lower() is "𐐨"), 4/4, no words
+    assert textscan.repetitive(batch, _lower_table(), 0.6) == [True, None, None, False, True, False, False]
+    # a text is read only until it has enough distinct words, so a late "Σ" does not matter
+    assert textscan.repetitive(["un deux trois quatre Σ"], _lower_table(), 0.5) == [False]
 
 
 def test_no_code_point_beyond_the_lower_table_has_a_case_and_none_beyond_the_bmp_is_a_space() -> None:
@@ -72,8 +82,8 @@ def test_bad_arguments_are_type_errors() -> None:
         textscan.word_counts(("a", "b"))
     with pytest.raises(TypeError, match=r"texts\[1\] is not a str"):
         textscan.non_alpha_space(["a", b"b"])
-    with pytest.raises(ValueError, match="uint32"):
-        textscan.distinct_lower_words(["a"], b"\x00" * 8)
+    with pytest.raises(ValueError, match="lower must hold"):
+        textscan.repetitive(["a"], b"\x00" * 8, 0.3)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

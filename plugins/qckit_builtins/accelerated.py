@@ -12,17 +12,22 @@ import importlib
 import os
 from types import ModuleType
 
+#: the interface version (``API`` in the C source) this code expects of each accelerator: a build of
+#: another version (an editable checkout not rebuilt after a change) is left unused
+API = {"_textscan": 2}
+
 
 def _load(name: str) -> ModuleType | None:
     if os.environ.get("QCKIT_NO_EXTENSIONS"):
         return None
     try:
-        return importlib.import_module(f"qckit_builtins.{name}")
+        module = importlib.import_module(f"qckit_builtins.{name}")
     except ImportError:
         return None
+    return module if getattr(module, "API", None) == API[name] else None
 
 
-#: per-text character and word counts (``_speedups/textscan.c``)
+#: per-text scans: counts, the normalizers' pre-checks, dedup keys and fingerprints (``_speedups/textscan.c``)
 textscan = _load("_textscan")
 #: MarkerList.find for a whole batch (``_speedups/markerscan.c``)
 markerscan = _load("_markerscan")

@@ -10,6 +10,7 @@
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE  /* memmem */
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -71,6 +72,16 @@ text_at(PyObject *texts, Py_ssize_t i, Text *out)
             for (Py_ssize_t j_ = 0; j_ < n_; j_++) { Py_UCS4 ch = p_[j_]; BODY; }   \
         }                                                                           \
     } while (0)
+
+static int
+get_table(Py_buffer *view, Py_ssize_t size, const char *what)
+{
+    if (view->len != size) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %zd bytes, not %zd", what, size, view->len);
+        return -1;
+    }
+    return 0;
+}
 
 static PyObject *
 check_list(PyObject *texts)
@@ -199,39 +210,43 @@ insert_word(Slot *slots, size_t mask, const Text *t, const uint32_t *lower, uint
     }
 }
 
-PyDoc_STRVAR(distinct_lower_words_doc,
-"distinct_lower_words(texts, lower, /) -> (list[int], list[int])\n\n"
-"For each text, len(text.lower().split()) and len(set(text.lower().split())); the second is -1\n"
-"where a character of the text has no one-character lower case of its own (then ask Python).\n"
-"``lower`` is the table of heuristics._lower_table(): uint32 per code point below U+20000.");
+PyDoc_STRVAR(repetitive_doc,
+"repetitive(texts, lower, min_ratio, /) -> list[bool | None]\n\n"
+"For each text, with words = text.lower().split(): bool(words) and len(set(words)) / len(words) <\n"
+"min_ratio; None where a character of the text has no one-character lower case of its own (then ask\n"
+"Python). ``lower`` is heuristics._lower_table(): uint32 per code point below U+20000. A text stops being\n"
+"read once its distinct words reach the ratio (more words can only add distinct ones).");
 
 static PyObject *
-distinct_lower_words(PyObject *module, PyObject *args)
+repetitive(PyObject *module, PyObject *args)
 {
     PyObject *texts;
     Py_buffer table;
-    if (!PyArg_ParseTuple(args, "O!y*:distinct_lower_words", &PyList_Type, &texts, &table))
+    double min_ratio;
+    if (!PyArg_ParseTuple(args, "O!y*d:repetitive", &PyList_Type, &texts, &table, &min_ratio))
         return NULL;
-    PyObject *words_out = NULL, *distinct_out = NULL;
+    PyObject *out = NULL;
     Slot *slots = NULL;
     size_t n_slots = 0;
-    if (table.len != LOWER_SIZE * (Py_ssize_t)sizeof(uint32_t)) {
-        PyErr_SetString(PyExc_ValueError, "lower must hold one uint32 per code point below U+20000");
+    if (get_table(&table, LOWER_SIZE * (Py_ssize_t)sizeof(uint32_t), "lower") < 0)
         goto error;
-    }
     const uint32_t *lower = (const uint32_t *)table.buf;
     Py_ssize_t n = PyList_GET_SIZE(texts);
-    words_out = PyList_New(n);
-    distinct_out = PyList_New(n);
-    if (words_out == NULL || distinct_out == NULL)
+    if ((out = PyList_New(n)) == NULL)
         goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
         Text t;
         if (text_at(texts, i, &t) < 0)
             goto error;
         Py_ssize_t words = count_words(&t), distinct = 0;
+        /* enough distinct words to stay: the smallest count whose ratio is not below min_ratio */
+        Py_ssize_t enough = words ? (Py_ssize_t)ceil(min_ratio * (double)words) : 0;
+        while (enough > 0 && (double)(enough - 1) / (double)words >= min_ratio)
+            enough--;
+        while (enough < words && (double)enough / (double)words < min_ratio)
+            enough++;
         size_t want = 8;
-        while (want < 2 * (size_t)words)
+        while (want < 2 * (size_t)enough + 2)
             want <<= 1;
         if (want > n_slots) {
             Slot *grown = PyMem_Realloc(slots, want * sizeof(Slot));
@@ -247,44 +262,47 @@ distinct_lower_words(PyObject *module, PyObject *args)
         Py_ssize_t start = 0;
         uint64_t hash = 0;
         int in_word = 0, ask_python = 0;
-        FOR_EACH_CHAR(&t, {
-            if (is_space(ch)) {
-                if (in_word)
-                    distinct += insert_word(slots, mask, &t, lower, hash, start, j_ - start);
-                in_word = 0;
-            }
-            else {
-                if (!in_word) {
-                    in_word = 1;
-                    start = j_;
-                    hash = HASH_START;
+        if (words && distinct < enough) {
+            FOR_EACH_CHAR(&t, {
+                if (is_space(ch)) {
+                    if (in_word) {
+                        distinct += insert_word(slots, mask, &t, lower, hash, start, j_ - start);
+                        if (distinct >= enough)
+                            break;
+                    }
+                    in_word = 0;
                 }
-                Py_UCS4 low = lowered(lower, ch);
-                ask_python |= low == LOWER_COMPLEX;
-                hash = ((hash << 5) | (hash >> 59)) ^ low;
-            }
-        });
-        if (in_word)
-            distinct += insert_word(slots, mask, &t, lower, hash, start, t.length - start);
-        if (ask_python)
-            distinct = -1;
-        PyObject *a = PyLong_FromSsize_t(words), *b = PyLong_FromSsize_t(distinct);
-        if (a == NULL || b == NULL) {
-            Py_XDECREF(a);
-            Py_XDECREF(b);
-            goto error;
+                else {
+                    if (!in_word) {
+                        in_word = 1;
+                        start = j_;
+                        hash = HASH_START;
+                    }
+                    Py_UCS4 low = lowered(lower, ch);
+                    if (low == LOWER_COMPLEX) {
+                        ask_python = 1;
+                        break;
+                    }
+                    hash = ((hash << 5) | (hash >> 59)) ^ low;
+                }
+            });
+            if (in_word && !ask_python && distinct < enough)
+                distinct += insert_word(slots, mask, &t, lower, hash, start, t.length - start);
         }
-        PyList_SET_ITEM(words_out, i, a);
-        PyList_SET_ITEM(distinct_out, i, b);
+        PyObject *verdict;
+        if (ask_python)
+            verdict = Py_None;
+        else
+            verdict = words && (double)distinct / (double)words < min_ratio ? Py_True : Py_False;
+        PyList_SET_ITEM(out, i, Py_NewRef(verdict));
     }
     PyMem_Free(slots);
     PyBuffer_Release(&table);
-    return Py_BuildValue("(NN)", words_out, distinct_out);
+    return out;
 error:
     PyMem_Free(slots);
     PyBuffer_Release(&table);
-    Py_XDECREF(words_out);
-    Py_XDECREF(distinct_out);
+    Py_XDECREF(out);
     return NULL;
 }
 
@@ -299,16 +317,6 @@ flags_of(const unsigned char *table, Py_UCS4 ch)
         return table[ch];
     ch -= 0x10000;
     return table[0xD800 + (ch >> 10)] | table[0xDC00 + (ch & 0x3FF)];
-}
-
-static int
-get_table(Py_buffer *view, Py_ssize_t size, const char *what)
-{
-    if (view->len != size) {
-        PyErr_Format(PyExc_ValueError, "%s must hold %zd bytes, not %zd", what, size, view->len);
-        return -1;
-    }
-    return 0;
 }
 
 static int
@@ -718,7 +726,7 @@ error:
 static PyMethodDef methods[] = {
     {"non_alpha_space", non_alpha_space, METH_O, non_alpha_space_doc},
     {"word_counts", word_counts, METH_O, word_counts_doc},
-    {"distinct_lower_words", distinct_lower_words, METH_VARARGS, distinct_lower_words_doc},
+    {"repetitive", repetitive, METH_VARARGS, repetitive_doc},
     {"flagged", flagged, METH_VARARGS, flagged_doc},
     {"containing", containing, METH_VARARGS, containing_doc},
     {"whitespace_candidates", whitespace_candidates, METH_VARARGS, whitespace_candidates_doc},
@@ -737,5 +745,12 @@ PyInit__textscan(void)
 {
     for (Py_UCS4 ch = 0; ch < 0x10000; ch++)
         bmp_flags[ch] = (Py_UNICODE_ISSPACE(ch) ? IS_SPACE : 0) | (Py_UNICODE_ISALPHA(ch) ? IS_ALPHA : 0);
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* the interface version that qckit_builtins.accelerated expects: bump it with every change of the
+     * functions' arguments or results, so that a stale build is left unused instead of misused */
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

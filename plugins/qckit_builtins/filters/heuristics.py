@@ -133,11 +133,10 @@ class UniqueWordsFilter:
         texts = list(map(_text, docs))
         scan = accelerated.textscan
         if scan is not None:
-            words, distinct = scan.distinct_lower_words(texts, _lower_table())
-            ratio = self.min_ratio
+            verdicts = scan.repetitive(texts, _lower_table(), self.min_ratio)
             return [
-                (self.drop_reason(doc) if d < 0 else "repetitive" if n and d / n < ratio else None)
-                for doc, n, d in zip(docs, words, distinct, strict=True)
+                self.drop_reason(doc) if verdict is None else "repetitive" if verdict else None
+                for doc, verdict in zip(docs, verdicts, strict=True)
             ]
         joined = code_units(texts)
         if joined is None:
@@ -173,7 +172,7 @@ LOWER_TABLE_SIZE = 0x20000
 def _lower_table() -> bytes:
     """uint32 per code point below :data:`LOWER_TABLE_SIZE`: its ``str.lower()`` when that is one character
     that is whitespace exactly when the character is, else 0xFFFFFFFF (several characters, or "Σ",
-    whose lower case depends on its neighbours), for ``_textscan.distinct_lower_words``."""
+    whose lower case depends on its neighbours), for ``_textscan.repetitive``."""
     chars = "\x00".join(map(chr, range(1, LOWER_TABLE_SIZE)))
     lowered = chars.lower().split("\x00")
     codes = single_codes(lowered, 0)
