@@ -800,5 +800,12 @@ PyInit__markerscan(void)
 {
     if (PyType_Ready(&MatcherType) < 0)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* the interface version that qckit_builtins.accelerated expects: bump it with every change of
+     * matcher()'s or find_all()'s arguments or results, so that a stale build is left unused */
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 1) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }
