@@ -24,6 +24,7 @@ from itertools import accumulate
 
 import numpy as np
 
+from qckit.table_cache import cached_table
 from qckit_builtins import accelerated
 
 #: first and last UTF-16 surrogate code unit: a character beyond U+FFFF takes two of them
@@ -297,3 +298,9 @@ def single_codes(parts: Sequence[str], other: int) -> np.ndarray:
     filler = chr(other)
     joined = "".join([part if len(part) == 1 else filler for part in parts])
     return np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def cached(name: str, build: Callable[[], np.ndarray], *sources: str) -> np.ndarray:
+    """``build()``, kept in qckit's table cache (:mod:`qckit.table_cache`) keyed on ``sources`` (the
+    builder's module files) and this module, whose helpers every table builder uses."""
+    return cached_table(name, build, [*sources, __file__])

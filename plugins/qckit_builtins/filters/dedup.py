@@ -20,7 +20,7 @@ import numpy as np
 
 from qckit.components import Document
 from qckit_builtins import accelerated
-from qckit_builtins._batch import bmp_mapped, code_units, single_codes, texts_with
+from qckit_builtins._batch import bmp_mapped, cached, code_units, single_codes, texts_with
 
 _text = operator.attrgetter("text")
 _digest = operator.methodcaller("digest")
@@ -54,6 +54,13 @@ _RISKY = 0xFFFF  # in _key_table: a character the table cannot handle
 
 @functools.cache
 def _key_table() -> np.ndarray:
+    """uint16 per BMP code unit: what :func:`dedup_keys` maps it to (see :func:`_build_key_table`)."""
+    from qckit_builtins.normalizers import text
+
+    return cached("dedup-keys", _build_key_table, __file__, text.__file__)
+
+
+def _build_key_table() -> np.ndarray:
     """uint16 over the BMP: each character's contribution to :func:`dedup_key_bytes`, decoded (0x20 for a
     word break), or _RISKY where that depends on its neighbours or is not one character: a character that
     NFKC may change or merge with another, one that case-folds to several characters, a surrogate."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from qckit.components import Document
 from qckit_builtins import accelerated
-from qckit_builtins._batch import bmp_flags, bmp_mapped, code_units, single_codes, texts_with
+from qckit_builtins._batch import bmp_flags, bmp_mapped, cached, code_units, single_codes, texts_with
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _COMBINING = re.compile("[\u0300-\u036f]")
@@ -193,6 +193,12 @@ _LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)  
 
 @functools.cache
 def _fold_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fold, first, second): see :func:`_build_fold_tables`."""
+    fold, first, second = cached("marker-fold", lambda: np.stack(_build_fold_tables()), __file__)
+    return fold, first, second
+
+
+def _build_fold_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fold, first, second): uint8 tables over the BMP for the whole-batch matcher.
 
     ``fold`` is the folded character: a letter or digit of [a-z0-9], 0x20 for whitespace

@@ -20,6 +20,7 @@ from qckit_builtins import accelerated
 from qckit_builtins._batch import (
     bmp_flags,
     bmp_mapped,
+    cached,
     code_units,
     per_text_sum,
     single_codes,
@@ -170,6 +171,11 @@ LOWER_TABLE_SIZE = 0x20000
 
 @functools.cache
 def _lower_table() -> bytes:
+    """See :func:`_build_lower_table`: as bytes, for ``_textscan.repetitive``."""
+    return cached("lower-case", _build_lower_table, __file__).astype("<u4").tobytes()
+
+
+def _build_lower_table() -> np.ndarray:
     """uint32 per code point below :data:`LOWER_TABLE_SIZE`: its ``str.lower()`` when that is one character
     that is whitespace exactly when the character is, else 0xFFFFFFFF (several characters, or "Σ",
     whose lower case depends on its neighbours), for ``_textscan.repetitive``."""
@@ -187,7 +193,7 @@ def _lower_table() -> bytes:
     changed_space = simple.copy()
     changed_space[simple] = space[table[simple]] != space[simple]
     table[changed_space] = 0xFFFFFFFF
-    return table.astype("<u4").tobytes()
+    return table
 
 
 @functools.cache

@@ -24,6 +24,7 @@ from qckit_builtins._batch import (
     bmp_chars,
     bmp_mapped,
     bmp_matching,
+    cached,
     char_class,
     code_units,
     edge_units,
@@ -379,6 +380,10 @@ _ANY_SPACE = re.compile(r"\s")  # str.isspace(), as re and str.split() see it
 @functools.cache
 def _flag_table() -> np.ndarray:
     """uint8 flags (_FLAG_*) for every BMP code unit; U+0000, which separates the texts, has none."""
+    return cached("normalizer-flags", _build_flag_table, __file__)
+
+
+def _build_flag_table() -> np.ndarray:
     table = np.zeros(0x10000, dtype=np.uint8)
     table[list(_unstable_codepoints("NFC"))] |= _FLAG_NFC
     table[[ord(c) for c in _MOJIBAKE_SIGNS]] |= _FLAG_MOJIBAKE

@@ -1,0 +1,69 @@
+"""Derived lookup tables kept on disk between runs: ``$QCKIT_CACHE/tables/<name>-<key>.npy``.
+
+Components build numpy tables over every Unicode character (how each one folds, whether NFC may change
+it …) from :mod:`unicodedata`; that takes about a tenth of a second per run, which on a small corpus is
+most of what the workers wait for before they start. A table depends only on the code that builds it and
+on the Python build (its Unicode database, its version), so the key is the SHA-256 of those: the
+``sources`` files given (the modules of the builder), ``sys.version``, ``unicodedata.unidata_version``
+and numpy's version. A changed builder, another Python or another Unicode version gets another entry.
+
+Entries are written through a temporary file and a rename, so concurrent runs never see half an entry;
+writing one removes the other entries of the same name (older builders), so the folder stays small.
+A missing, unreadable or malformed entry is rebuilt; a cache that cannot be written (read-only, full) is
+simply not used. ``QCKIT_CACHE=off`` disables it (see :mod:`qckit.gguf_cache` for the root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import sys
+import unicodedata
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from qckit._fs import atomic_write_bytes
+from qckit.gguf_cache import cache_root
+
+#: the folder of the table entries under the cache root
+TABLES_DIR = "tables"
+
+
+@functools.cache
+def _key(name: str, sources: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for part in (name, sys.version, unicodedata.unidata_version, np.__version__):
+        digest.update(part.encode() + b"\x00")
+    for source in sources:
+        digest.update(Path(source).read_bytes() + b"\x00")
+    return digest.hexdigest()[:24]
+
+
+def cached_table(name: str, build: Callable[[], np.ndarray], sources: Sequence[str]) -> np.ndarray:
+    """The array ``build()`` returns, read from the cache when an entry for ``name`` and ``sources`` is
+    there, else built and stored (see the module docstring). ``sources``: the files whose code decides
+    the table (usually ``[__file__]`` of the builder's module and of the helpers it calls)."""
+    root = cache_root()
+    if root is None:
+        return build()
+    try:
+        path = root / TABLES_DIR / f"{name}-{_key(name, tuple(sources))}.npy"
+    except OSError:  # a source file that cannot be read: no key, no cache
+        return build()
+    with contextlib.suppress(OSError, ValueError, EOFError):
+        table = np.load(path, allow_pickle=False)
+        if isinstance(table, np.ndarray):
+            return table
+    table = build()
+    buffer = io.BytesIO()
+    np.save(buffer, table, allow_pickle=False)
+    with contextlib.suppress(OSError):
+        atomic_write_bytes(path, buffer.getvalue())
+        for old in path.parent.glob(f"{name}-*.npy"):  # entries of older builders or Pythons
+            if old != path:
+                old.unlink(missing_ok=True)
+    return table

@@ -1,0 +1,99 @@
+"""The on-disk cache of derived lookup tables: a hit gives the same array without building it, a change
+of the builder's code is a new entry, a damaged entry is rebuilt, and a cache that is off or cannot be
+written only costs the build."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qckit import table_cache
+from qckit.table_cache import TABLES_DIR, cached_table
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("QCKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / TABLES_DIR
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "builder.py"
+    path.write_text("TABLE = 1\n")
+    return path
+
+
+class Builder:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> np.ndarray:
+        self.calls += 1
+        return np.arange(10, dtype=np.uint16) * 3
+
+
+def test_a_hit_gives_the_same_array_without_building(cache: Path, source: Path) -> None:
+    build = Builder()
+    first = cached_table("t", build, [str(source)])
+    second = cached_table("t", build, [str(source)])
+    assert build.calls == 1
+    assert second.dtype == np.uint16 and np.array_equal(first, second)
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["t"]
+
+
+def test_another_builder_is_another_entry_and_replaces_the_old_one(cache: Path, source: Path) -> None:
+    build = Builder()
+    cached_table("t", build, [str(source)])
+    source.write_text("TABLE = 2\n")
+    table_cache._key.cache_clear()  # a new process: the sources are read again
+    cached_table("t", build, [str(source)])
+    assert build.calls == 2
+    assert len(list(cache.glob("t-*.npy"))) == 1
+
+
+def test_a_damaged_entry_is_rebuilt(cache: Path, source: Path) -> None:
+    build = Builder()
+    cached_table("t", build, [str(source)])
+    (entry,) = cache.glob("t-*.npy")
+    entry.write_bytes(entry.read_bytes()[:20])  # cut short, as by a full disk
+    assert np.array_equal(cached_table("t", build, [str(source)]), np.arange(10) * 3)
+    assert build.calls == 2
+    assert np.array_equal(cached_table("t", build, [str(source)]), np.arange(10) * 3)
+    assert build.calls == 2
+
+
+def test_off_or_unwritable_only_costs_the_build(
+    tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = Builder()
+    monkeypatch.setenv("QCKIT_CACHE", "off")
+    cached_table("t", build, [str(source)])
+    cached_table("t", build, [str(source)])
+    assert build.calls == 2
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("QCKIT_CACHE", str(blocked))  # the cache folder would be under a file
+    assert np.array_equal(cached_table("t", build, [str(source)]), np.arange(10) * 3)
+    assert build.calls == 3
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+def test_the_builtin_tables_come_back_equal_from_the_cache(cache: Path) -> None:
+    from qckit_builtins.filters import dialect, heuristics
+    from qckit_builtins.normalizers import text
+
+    built = [
+        text._build_flag_table(),
+        heuristics._build_lower_table(),
+        np.stack(dialect._build_fold_tables()),
+    ]
+    names = ["normalizer-flags", "lower-case", "marker-fold"]
+    modules = [text.__file__, heuristics.__file__, dialect.__file__]
+    for name, table, module in zip(names, built, modules, strict=True):
+        cached_table(name, lambda table=table: table, [module])
+        again = cached_table(name, lambda: pytest.fail("built again"), [module])
+        assert again.dtype == table.dtype and np.array_equal(again, table)
