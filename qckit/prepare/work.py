@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from dataclasses import dataclass, field
-from itertools import compress, count, repeat
+from itertools import chain, compress, count, repeat
 from operator import methodcaller
 from typing import Any
 
@@ -96,14 +96,14 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         _repair_surrogates(docs, issues)
     n_docs = len(docs)
 
-    texts = [doc.text for doc in docs]
+    texts = original = [doc.text for doc in docs]
     changed = []
     for name, owner, normalizer in stage.normalizers:
         new = call_batch(normalizer, "normalize_batch", "normalize", texts, docs, "normalizer", name, owner)
         changed.append(sum(map(operator.ne, texts, new)))
         texts = new
-    for doc, text in zip(docs, texts, strict=True):
-        doc.text = text
+    for k in compress(count(), map(operator.is_not, texts, original)):  # the few that a normalizer changed
+        docs[k].text = texts[k]
 
     drops: dict[str, IssueLog] = {}
     rejected: list[tuple[int, str, str, str]] = []
@@ -132,11 +132,7 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
     metas = [d.meta or None for d in kept] if stage.keep_meta else []
     metrics = [d.metrics for d in kept]
     metric_keys = sorted(set().union(*metrics))
-    values = None
-    if metric_keys:
-        values = np.empty((len(kept), len(metric_keys)), dtype=np.float64)
-        for j, key in enumerate(metric_keys):
-            values[:, j] = np.fromiter(map(methodcaller("get", key, 0.0), metrics), np.float64, len(metrics))
+    values = _metric_columns(metrics, metric_keys) if metric_keys else None
     kept_texts = [d.text for d in kept]
     encoded = list(map(str.encode, kept_texts))  # texts are free of lone surrogates by now
     text_bytes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
@@ -163,6 +159,20 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         formatted,
         text_bytes,
     )
+
+
+def _metric_columns(metrics: list[dict[str, float]], keys: list[str]) -> np.ndarray:
+    """The documents' metrics as a float64 array [documents, keys]; a metric a document lacks is 0."""
+    try:  # the usual case: every document has every key (one pass)
+        flat = chain.from_iterable(map(operator.itemgetter(*keys), metrics)) if len(keys) > 1 else None
+        if flat is not None:
+            return np.fromiter(flat, np.float64, len(metrics) * len(keys)).reshape(len(metrics), len(keys))
+    except KeyError:
+        pass
+    values = np.empty((len(metrics), len(keys)), dtype=np.float64)
+    for j, key in enumerate(keys):
+        values[:, j] = np.fromiter(map(methodcaller("get", key, 0.0), metrics), np.float64, len(metrics))
+    return values
 
 
 def _formatted(writer: Any, name: str, owner: str, docs: list[Document]) -> tuple[bytes, np.ndarray]:

@@ -37,8 +37,31 @@ Multi-process runs (``torchrun --nproc_per_node N -m qckit train …``) use DDP 
 (so FSDP's collectives stay matched); only rank 0 reports, logs to TensorBoard and writes files.
 """
 
-from qckit.train.inspection import estimate_optimizer_steps
-from qckit.train.run import TrainResult, TrainRun, run_train
-from qckit.train.settings import SCHEDULERS, TrainSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qckit.train.inspection import estimate_optimizer_steps
+    from qckit.train.run import TrainResult, TrainRun, run_train
+    from qckit.train.settings import SCHEDULERS, TrainSettings
 
 __all__ = ["TrainSettings", "TrainResult", "TrainRun", "run_train", "estimate_optimizer_steps", "SCHEDULERS"]
+
+# Imported on first use, so that a command that only reads a train setting (``qckit prepare`` builds
+# the whole CLI) does not load the train stage.
+_HOME = {
+    "estimate_optimizer_steps": "inspection",
+    "TrainResult": "run",
+    "TrainRun": "run",
+    "run_train": "run",
+    "SCHEDULERS": "settings",
+    "TrainSettings": "settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

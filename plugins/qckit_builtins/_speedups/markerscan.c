@@ -572,12 +572,12 @@ scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_
     s->hit = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
         Py_UCS4 ch = PyUnicode_READ(kind, data, j);
-        int space = Py_UNICODE_ISSPACE(ch);
-        n_words += !space && !in_word;
-        in_word = !space;
         if (kind == PyUnicode_4BYTE_KIND && ch >= FOLD_SIZE)
             return 1;
         unsigned int folded = fold[ch];
+        int space = folded == 0x20;  /* the fold table's whitespace is exactly Py_UNICODE_ISSPACE */
+        n_words += !space && !in_word;
+        in_word = !space;
         if (folded >= 0x30) {
             PUSH_LETTER(folded);
         }
