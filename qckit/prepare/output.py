@@ -194,16 +194,29 @@ class FileSink:
                 with errors_name(train_path):
                     train.write(blob)
                 continue
-            units = np.frombuffer(blob, dtype=np.uint8)
-            to_val = np.repeat(side, lengths)
+            train_part, val_part = _split_lines(blob, lengths, side)
             with errors_name(train_path):
-                train.write(units[~to_val].tobytes())
+                train.write(train_part)
             with errors_name(val_path):
-                val.write(units[to_val].tobytes())
+                val.write(val_part)
 
     def close(self) -> None:
         with errors_name(self.directory):
             self._stack.close()
+
+
+def _split_lines(blob: bytes, lengths: np.ndarray, to_val: np.ndarray) -> tuple[bytes, bytes]:
+    """The lines of ``blob`` (of ``lengths`` bytes each) where ``to_val`` is false, and those where it is
+    true, each concatenated: one slice per run of consecutive lines on the same side."""
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    runs = np.flatnonzero(np.diff(to_val.view(np.int8), prepend=np.int8(-1)))  # where a side begins
+    run_ends = [*starts[runs[1:]].tolist(), int(ends[-1])]
+    view = memoryview(blob)
+    parts: tuple[list[memoryview], list[memoryview]] = ([], [])
+    for start, end, side in zip(starts[runs].tolist(), run_ends, to_val[runs].tolist(), strict=True):
+        parts[side].append(view[start:end])
+    return b"".join(parts[0]), b"".join(parts[1])
 
 
 def split_set(
