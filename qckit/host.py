@@ -96,12 +96,17 @@ class PluginHost:
     def load_entry_points(self, *, disable: Iterable[str] = ()) -> None:
         """Load the ``qckit`` entry points. A plugin that fails to import is recorded in ``failed``, not raised."""
         skip = set(disable)
+        # (name, version) of each distribution, read once: reading a distribution's metadata parses its
+        # whole METADATA file (long descriptions included) every time
+        owners: dict[Any, tuple[str | None, str | None]] = {}  # keyed by the Distribution object
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in skip or ep.name in self.plugins:
                 continue
             dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
+            if dist not in owners:
+                meta = dist.metadata if dist is not None else None
+                owners[dist] = (meta["Name"], meta["Version"]) if meta is not None else (None, None)
+            dist_name, version = owners[dist]
             try:
                 module = ep.load()
             except Exception as exc:  # any import-time failure of a third-party plugin
