@@ -2,6 +2,7 @@
 
     python bench/bench_prepare.py --size-mb 50                    # speed ratio on a 50 MB corpus (3 rounds)
     python bench/bench_prepare.py --size-mb 50 --python-too       # … and without the C accelerators
+    python bench/bench_prepare.py --batch-bytes 262144 524288 1048576   # which [prepare] batch_bytes
     python bench/bench_prepare.py --size-mb 1000 --skip-seed      # qckit's peak RSS on 1 GB
     python bench/bench_prepare.py --one-line-mb 1000              # peak RSS on a file of one 1 GB line
 
@@ -64,7 +65,12 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def qckit_prepare(corpus: Path, out: Path, workers: int) -> list[str]:
+def qckit_prepare(corpus: Path, out: Path, workers: int, batch_bytes: int | None = None) -> list[str]:
+    extra = [] if batch_bytes is None else ["--set", f"prepare.batch_bytes={batch_bytes}"]
+    return [*_qckit_prepare(corpus, out, workers), *extra]
+
+
+def _qckit_prepare(corpus: Path, out: Path, workers: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -101,6 +107,28 @@ def one_line_check(work: Path, size_mb: float, workers: int) -> None:
     )
 
 
+def sweep_batch_bytes(
+    args: argparse.Namespace, corpus: Path, work: Path, seed_cmd: list[str], size_mb: float
+) -> None:
+    """Rounds of (seed, qckit with each batch size); the median wall time and ratio of each size."""
+    walls: dict[int, list[float]] = {size: [] for size in args.batch_bytes}
+    seeds = []
+    for round_ in range(args.repeat):
+        seeds.append(run_measured(seed_cmd)[0])
+        for size in args.batch_bytes:
+            walls[size].append(run_measured(qckit_prepare(corpus, work / "qckit", args.workers, size))[0])
+        print(
+            f"round {round_ + 1}: seed {seeds[-1]:.2f} s, "
+            + ", ".join(f"{s // 1024} KiB {w[-1]:.2f} s" for s, w in walls.items())
+        )
+    seed = statistics.median(seeds)
+    for size, times in walls.items():
+        wall = statistics.median(times)
+        print(
+            f"batch_bytes {size // 1024:6d} KiB: {wall:.2f} s  {size_mb / wall:6.2f} MB/s  ratio to the seed {seed / wall:.2f}x"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=float, default=50)
@@ -113,6 +141,13 @@ def main() -> None:
     )
     ap.add_argument("--one-line-mb", type=float, help="only the memory check on a file of one line this long")
     ap.add_argument("--keep", help="directory to keep the corpus and outputs in")
+    ap.add_argument(
+        "--batch-bytes",
+        type=int,
+        nargs="+",
+        help="compare [prepare] batch_bytes values instead: each round runs qckit once per value (after "
+        "the seed) and the median wall time of each is printed",
+    )
     ap.add_argument(
         "--python-too",
         action="store_true",
@@ -149,6 +184,9 @@ def main() -> None:
         "--output",
         str(work / "seed"),
     ]
+    if args.batch_bytes:
+        sweep_batch_bytes(args, corpus, work, seed_cmd, size_mb)
+        return
     ratios, python_ratios = [], []
     python_env = {**os.environ, "QCKIT_NO_EXTENSIONS": "1"}
     for round_ in range(1 if args.skip_seed else args.repeat):

@@ -110,6 +110,20 @@ class SkippedRecord:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordBlock:
+    """Consecutive records of a file as one bytes object: ``count`` records joined by ``b"\\n"`` (so no
+    record holds a ``b"\\n"``). Yielded by :meth:`Reader.record_blocks`, so that the driver cuts batches
+    and ships them without a Python step per record."""
+
+    data: bytes
+    count: int  #: at least 1 (``b""`` with count 1 is one empty record)
+
+    def records(self) -> list[bytes]:
+        """The records, one bytes object each."""
+        return self.data.split(b"\n")
+
+
 class Reader(Protocol):
     """Turns one input file into records (cheap, main process) and records into documents (workers).
 
@@ -142,6 +156,22 @@ class Reader(Protocol):
     ) -> list[Document | None]:
         """Fast path: equal to ``parse`` on each record (``first_line`` is the first one's number), but
         noting bad records in ``issues`` instead of raising."""
+        ...
+
+    @optional
+    def record_blocks(self, path: Path, max_bytes: int) -> Iterator[RecordBlock | SkippedRecord]:
+        """Fast path of :meth:`records` for records that never hold a ``b"\\n"`` (lines): the same
+        records in the same order, several at a time as :class:`RecordBlock` s, with the same
+        :class:`SkippedRecord` s between them. The driver then reads the input without a Python step per
+        record."""
+        ...
+
+    @optional
+    def parse_block(
+        self, block: RecordBlock, source: str, first_line: int, issues: IssueLog
+    ) -> list[Document | None]:
+        """Equal to ``parse_batch(block.records(), …)``, for a reader that can decode the block's bytes
+        without splitting them into records first. Without it the pipeline splits the block."""
         ...
 
     @optional

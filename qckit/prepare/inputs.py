@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from qckit.components import Document, SkippedRecord
+from qckit.components import Document, RecordBlock, SkippedRecord
 from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare.work import Batch
 
@@ -168,12 +168,85 @@ def _limited(records: Iterable[Any], max_bytes: int) -> Iterator[Any]:
             yield record
 
 
+def block_batches(
+    blocks: Iterable[RecordBlock | SkippedRecord],
+    inp: InputFile,
+    reader: Any,
+    first_line: int,
+    batch_bytes: int,
+) -> Iterator[Batch]:
+    """:func:`record_batches` for a reader's :meth:`~qckit.components.Reader.record_blocks`: the same
+    batches, each holding its records as one :class:`~qckit.components.RecordBlock`, cut with searches
+    for line ends instead of a step per record."""
+    parts: list[bytes] = []  # pieces of the batch's block, each a whole number of records
+    count = 0
+    skipped: list[tuple[int, str, str]] = []
+    size = 0
+    first = first_line
+    line = first_line - 1  # the last record read
+
+    def cut() -> Batch:
+        block: RecordBlock | list[bytes] = RecordBlock(b"\n".join(parts), count) if count else []
+        return Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, block, size, skipped)
+
+    try:
+        for item in blocks:
+            if item.__class__ is not RecordBlock:
+                assert isinstance(item, SkippedRecord)
+                if count:
+                    yield cut()
+                    parts, count, size, skipped = [], 0, 0, []
+                line += 1
+                skipped.append((line, item.kind, item.message))
+                first = line + 1
+                continue
+            data, left = item.data, item.count  # type: ignore[union-attr]
+            pos = 0  # where the next record of the block starts
+            while left:
+                # The batch ends with the record whose line end brings it to batch_bytes: the first line
+                # end at or after pos + need - 1, or the block's last record.
+                need = batch_bytes - size
+                end = data.find(b"\n", pos + need - 1)
+                if end < 0:
+                    parts.append(data[pos:] if pos else data)
+                    count += left
+                    size += len(data) - pos + 1
+                    line += left
+                    left = 0
+                    if size >= batch_bytes:
+                        yield cut()
+                        parts, count, size, first, skipped = [], 0, 0, line + 1, []
+                    break
+                taken = data.count(b"\n", pos, end) + 1
+                parts.append(data[pos:end])
+                count += taken
+                size += end - pos + 1
+                line += taken
+                left -= taken
+                yield cut()
+                parts, count, size, first, skipped = [], 0, 0, line + 1, []
+                pos = end + 1
+    except QckitError:
+        raise
+    except OSError as exc:
+        raise InputError(inp.path, f"cannot read: {exc.strerror or exc}", line + 1) from exc
+    except Exception as exc:
+        raise ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line + 1}", exc) from exc
+    if count or skipped:
+        yield cut()
+
+
 def file_batches(
     files: list[InputFile], readers: dict[str, Any], batch_bytes: int, max_line_bytes: int
 ) -> Iterator[Batch]:
-    """The records of every input, in corpus order, in batches of about ``batch_bytes``."""
+    """The records of every input, in corpus order, in batches of about ``batch_bytes`` (with a reader's
+    ``record_blocks`` when it has them)."""
     for inp in files:
         reader = readers[inp.reader]
+        blocks = getattr(reader.instance, "record_blocks", None)
+        if blocks is not None:
+            yield from block_batches(blocks(Path(inp.path), max_line_bytes), inp, reader, 1, batch_bytes)
+            continue
         records = read_records(reader.instance, Path(inp.path), max_line_bytes)
         yield from record_batches(records, inp, reader, 1, batch_bytes)
 

@@ -105,7 +105,7 @@ def _mask(n: int, kept: list[int]) -> np.ndarray:
 
 def _select(blob: bytes, lengths: np.ndarray, keep: np.ndarray) -> bytes:
     """The lines of ``blob`` (of ``lengths`` bytes each) where ``keep`` is true, concatenated."""
-    return np.frombuffer(blob, dtype=np.uint8)[np.repeat(keep, lengths)].tobytes()
+    return _split_lines(blob, lengths, keep)[1]
 
 
 def _rows(result: BatchResult, kept: list[int]) -> list[tuple]:

@@ -153,7 +153,7 @@ def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
                 pickler.dump(process(ctx.stage, batch))
                 pickler.clear_memo()
                 batches += 1
-                records += len(batch.records)
+                records += batch.n_records
                 nbytes += batch.nbytes
         os.replace(tmp, final)
     except OSError as exc:

@@ -17,11 +17,18 @@ import operator
 from dataclasses import dataclass, field
 from itertools import chain, compress, count, repeat
 from operator import methodcaller
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from qckit.components import LONE_SURROGATE, Document, IssueLog, has_surrogates, repair_surrogates
+from qckit.components import (
+    LONE_SURROGATE,
+    Document,
+    IssueLog,
+    RecordBlock,
+    has_surrogates,
+    repair_surrogates,
+)
 from qckit.errors import ComponentError, RecordError
 
 
@@ -52,10 +59,16 @@ class Batch:
     source: str
     reader: str | None  # None: documents given in memory
     first_line: int
-    records: list[Any]  # raw bytes, or Documents
+    records: list[Any] | RecordBlock  # raw bytes (or a block of them), or Documents
     nbytes: int
     #: records the reader skipped just before this batch: (line, issue kind, message)
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def n_records(self) -> int:
+        """The records (or documents) of the batch, the skipped ones not included."""
+        records = self.records
+        return records.count if isinstance(records, RecordBlock) else len(records)
 
 
 @dataclass
@@ -143,7 +156,8 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         batch.set_index,
         batch.file_index,
         batch.nbytes,
-        len(batch.records) + len(batch.skipped),
+        (batch.records.count if isinstance(batch.records, RecordBlock) else len(batch.records))
+        + len(batch.skipped),
         n_docs,
         issues,
         changed,
@@ -235,18 +249,32 @@ def warm_up(stage: Stage) -> None:
 def _parse(stage: Stage, batch: Batch, issues: IssueLog) -> list[Document]:
     """The batch's documents: given in memory, or parsed by its reader (bad records counted in ``issues``)."""
     if batch.reader is None:
-        return batch.records
+        return cast(list[Document], batch.records)
     owner, reader = stage.readers[batch.reader]
+    records = batch.records
+    if not records:  # only records the reader skipped
+        return []
+    if isinstance(records, RecordBlock):
+        parse_block = getattr(reader, "parse_block", None)
+        if parse_block is not None:
+            try:
+                parsed = parse_block(records, batch.source, batch.first_line, issues)
+            except Exception as exc:
+                raise ComponentError(
+                    "reader", batch.reader, owner, f"{batch.source}:{batch.first_line}", exc
+                ) from exc
+            return [doc for doc in parsed if doc is not None]
+        records = records.records()
     parse_batch = getattr(reader, "parse_batch", None)
     if parse_batch is not None:
         try:
-            parsed = parse_batch(batch.records, batch.source, batch.first_line, issues)
+            parsed = parse_batch(records, batch.source, batch.first_line, issues)
         except Exception as exc:
             where = f"{batch.source}:{batch.first_line}"
             raise ComponentError("reader", batch.reader, owner, where, exc) from exc
         return [doc for doc in parsed if doc is not None]
     docs = []
-    for offset, record in enumerate(batch.records):
+    for offset, record in enumerate(records):
         line = batch.first_line + offset
         try:
             doc = reader.parse(record, batch.source, line, issues)

@@ -6,7 +6,7 @@ import operator
 from itertools import compress, count, repeat
 from typing import ClassVar
 
-from qckit.components import BLANK_LINE, Document, IssueLog
+from qckit.components import BLANK_LINE, Document, IssueLog, RecordBlock
 from qckit_builtins.readers.lines import LineRecords, decode_line
 
 
@@ -29,10 +29,18 @@ class TxtReader(LineRecords):
         self, records: list[bytes], source: str, first_line: int, issues: IssueLog
     ) -> list[Document | None]:
         """Same as ``parse`` on each record; decodes the whole batch at once when it is valid UTF-8."""
+        return self.parse_block(RecordBlock(b"\n".join(records), len(records)), source, first_line, issues)
+
+    def parse_block(
+        self, block: RecordBlock, source: str, first_line: int, issues: IssueLog
+    ) -> list[Document | None]:
+        """``parse_batch(block.records(), …)``, decoding the block's bytes at once when they are valid UTF-8."""
+        if not block.count:
+            return []
         try:
-            texts = b"\n".join(records).decode("utf-8").split("\n")
+            texts = block.data.decode("utf-8").split("\n")
         except UnicodeDecodeError:
-            return [self.parse(r, source, first_line + i, issues) for i, r in enumerate(records)]
+            return [self.parse(r, source, first_line + i, issues) for i, r in enumerate(block.records())]
         out: list[Document | None] = list(map(Document, texts, repeat(source), count(first_line)))
         # Blank lines (few): "" or only whitespace
         for k in compress(count(), map(operator.or_, map(operator.not_, texts), map(str.isspace, texts))):
