@@ -680,6 +680,59 @@ labels_list(const Matcher *m, int32_t *found, Py_ssize_t n_found)
     return list;
 }
 
+/* What find_all and tag_all need per call: the scan's buffers and the label bookkeeping. */
+typedef struct {
+    Scan s;
+    Py_ssize_t *seen;  /* label id → the stamp of the last text that found it */
+    int32_t *ids;      /* the distinct label ids of the current text */
+} Batch;
+
+static int
+batch_init(const Matcher *m, Batch *b)
+{
+    size_t n_labels = (size_t)PyTuple_GET_SIZE(m->labels);
+    memset(b, 0, sizeof(*b));
+    b->seen = PyMem_Calloc(n_labels + 1, sizeof(Py_ssize_t));
+    b->ids = PyMem_Malloc((n_labels + 1) * sizeof(int32_t));
+    if (b->seen == NULL || b->ids == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void
+batch_free(Batch *b)
+{
+    PyMem_Free(b->s.letters);
+    PyMem_Free(b->s.codes);
+    PyMem_Free(b->s.labels);
+    PyMem_Free(b->seen);
+    PyMem_Free(b->ids);
+}
+
+/* MarkerList.find for the ``k``th text of a batch: 1 if Python must decide, 0 done (``*count``,
+ * ``*n_words`` and the new list ``*entries`` set), -1 on error. */
+static int
+find_one(const Matcher *m, Batch *b, PyObject *text, Py_ssize_t k, Py_ssize_t *count, Py_ssize_t *n_words,
+         PyObject **entries)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "texts[%zd] is not a str", k);
+        return -1;
+    }
+    if (PyUnicode_READY(text) < 0)
+        return -1;
+    int status = scan_text(m, &b->s, PyUnicode_KIND(text), PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text),
+                           n_words);
+    if (status)
+        return status;
+    Py_ssize_t n_found = 0;
+    *count = b->s.hit ? match_tokens(m, &b->s, b->seen, k + 1, b->ids, &n_found) : 0;
+    *entries = labels_list(m, b->ids, n_found);
+    return *entries == NULL ? -1 : 0;
+}
+
 PyDoc_STRVAR(find_all_doc,
 "find_all(texts, /) -> (counts, words, found, slow)\n\n"
 "MarkerList.find for each text of a list of str: counts[k], words[k], found[k] are find(texts[k])'s\n"
@@ -694,32 +747,18 @@ find_all(Matcher *self, PyObject *texts)
         PyErr_SetString(PyExc_TypeError, "texts must be a list of str");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(texts), n_labels = PyTuple_GET_SIZE(self->labels);
+    Py_ssize_t n = PyList_GET_SIZE(texts);
     PyObject *counts = PyList_New(n), *words = PyList_New(n), *found = PyList_New(n);
     PyObject *slow = PyList_New(0);
-    Scan s = {0};
-    Py_ssize_t *seen = PyMem_Calloc((size_t)n_labels + 1, sizeof(Py_ssize_t));
-    int32_t *ids = PyMem_Malloc(((size_t)n_labels + 1) * sizeof(int32_t));
-    if (counts == NULL || words == NULL || found == NULL || slow == NULL)
+    Batch b;
+    if (batch_init(self, &b) < 0 || counts == NULL || words == NULL || found == NULL || slow == NULL)
         goto error;
-    if (seen == NULL || ids == NULL) {
-        PyErr_NoMemory();
-        goto error;
-    }
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *text = PyList_GET_ITEM(texts, k);
-        if (!PyUnicode_Check(text)) {
-            PyErr_Format(PyExc_TypeError, "texts[%zd] is not a str", k);
-            goto error;
-        }
-        if (PyUnicode_READY(text) < 0)
-            goto error;
-        Py_ssize_t n_words = 0, count = 0, n_found = 0;
-        int status = scan_text(self, &s, PyUnicode_KIND(text), PyUnicode_DATA(text),
-                               PyUnicode_GET_LENGTH(text), &n_words);
+        Py_ssize_t n_words = 0, count = 0;
+        PyObject *entries = NULL;
+        int status = find_one(self, &b, PyList_GET_ITEM(texts, k), k, &count, &n_words, &entries);
         if (status < 0)
             goto error;
-        PyObject *entries;
         if (status) {
             PyObject *index = PyLong_FromSsize_t(k);
             if (index == NULL || PyList_Append(slow, index) < 0) {
@@ -731,35 +770,20 @@ find_all(Matcher *self, PyObject *texts)
             Py_INCREF(Py_None);
             entries = Py_None;
         }
-        else {
-            if (s.hit)
-                count = match_tokens(self, &s, seen, k + 1, ids, &n_found);
-            entries = labels_list(self, ids, n_found);
-            if (entries == NULL)
-                goto error;
-        }
         PyList_SET_ITEM(found, k, entries);
-        PyObject *a = PyLong_FromSsize_t(count), *b = PyLong_FromSsize_t(n_words);
-        if (a == NULL || b == NULL) {
+        PyObject *a = PyLong_FromSsize_t(count), *c = PyLong_FromSsize_t(n_words);
+        if (a == NULL || c == NULL) {
             Py_XDECREF(a);
-            Py_XDECREF(b);
+            Py_XDECREF(c);
             goto error;
         }
         PyList_SET_ITEM(counts, k, a);
-        PyList_SET_ITEM(words, k, b);
+        PyList_SET_ITEM(words, k, c);
     }
-    PyMem_Free(s.letters);
-    PyMem_Free(s.codes);
-    PyMem_Free(s.labels);
-    PyMem_Free(seen);
-    PyMem_Free(ids);
+    batch_free(&b);
     return Py_BuildValue("(NNNN)", counts, words, found, slow);
 error:
-    PyMem_Free(s.letters);
-    PyMem_Free(s.codes);
-    PyMem_Free(s.labels);
-    PyMem_Free(seen);
-    PyMem_Free(ids);
+    batch_free(&b);
     Py_XDECREF(counts);
     Py_XDECREF(words);
     Py_XDECREF(found);
@@ -767,8 +791,139 @@ error:
     return NULL;
 }
 
+/* Appends the index k to a list. */
+static int
+append_index(PyObject *list, Py_ssize_t k)
+{
+    PyObject *index = PyLong_FromSsize_t(k);
+    if (index == NULL)
+        return -1;
+    int status = PyList_Append(list, index);
+    Py_DECREF(index);
+    return status;
+}
+
+/* dict[key] = float(value), with the shared floats of small values. */
+static int
+set_float(PyObject *dict, PyObject *key, Py_ssize_t value, PyObject **small, Py_ssize_t n_small)
+{
+    if (value < n_small)
+        return PyDict_SetItem(dict, key, small[value]);
+    PyObject *number = PyFloat_FromDouble((double)value);
+    if (number == NULL)
+        return -1;
+    int status = PyDict_SetItem(dict, key, number);
+    Py_DECREF(number);
+    return status;
+}
+
+/* The dict held in attribute ``name`` of ``doc``, as a new reference. */
+static PyObject *
+dict_attribute(PyObject *doc, PyObject *name)
+{
+    PyObject *dict = PyObject_GetAttr(doc, name);
+    if (dict != NULL && !PyDict_Check(dict)) {
+        PyErr_Format(PyExc_TypeError, "%R of a document is not a dict", name);
+        Py_CLEAR(dict);
+    }
+    return dict;
+}
+
+#define N_SMALL 1024 /* the floats 0.0 … 1023.0 are made once per call */
+
+PyDoc_STRVAR(tag_all_doc,
+"tag_all(docs, keys, min_density, /) -> (below, slow)\n\n"
+"QuebecMarkers.drop_reason for each document of a list (objects with ``text``, ``metrics`` and ``meta``):\n"
+"find(doc.text)'s markers, words and 1.0 or 0.0 (a marker or not) go into doc.metrics under keys[0],\n"
+"keys[1], keys[2] (floats, in that order), its new list of distinct entries into doc.meta[keys[3]].\n"
+"``below``: the indices of the documents under ``min_density`` markers per 1000 words (none when it\n"
+"is 0). The documents of ``slow`` (see find_all) are left untouched: ask drop_reason.");
+
+static PyObject *
+tag_all(Matcher *self, PyObject *args)
+{
+    PyObject *docs, *keys;
+    double min_density;
+    if (!PyArg_ParseTuple(args, "O!O!d:tag_all", &PyList_Type, &docs, &PyTuple_Type, &keys, &min_density))
+        return NULL;
+    if (PyTuple_GET_SIZE(keys) != 4) {
+        PyErr_SetString(PyExc_ValueError, "keys must be 4 str");
+        return NULL;
+    }
+    PyObject *markers_key = PyTuple_GET_ITEM(keys, 0), *words_key = PyTuple_GET_ITEM(keys, 1);
+    PyObject *flag_key = PyTuple_GET_ITEM(keys, 2), *entries_key = PyTuple_GET_ITEM(keys, 3);
+    PyObject *text_name = PyUnicode_InternFromString("text");
+    PyObject *metrics_name = PyUnicode_InternFromString("metrics");
+    PyObject *meta_name = PyUnicode_InternFromString("meta");
+    PyObject *below = PyList_New(0), *slow = PyList_New(0);
+    PyObject *small[N_SMALL] = {NULL};
+    Py_ssize_t n = PyList_GET_SIZE(docs);
+    Batch b;
+    if (batch_init(self, &b) < 0 || text_name == NULL || metrics_name == NULL || meta_name == NULL
+        || below == NULL || slow == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < N_SMALL; i++) {
+        if ((small[i] = PyFloat_FromDouble((double)i)) == NULL)
+            goto error;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *doc = PyList_GET_ITEM(docs, k);
+        PyObject *text = PyObject_GetAttr(doc, text_name);
+        if (text == NULL)
+            goto error;
+        Py_ssize_t n_words = 0, count = 0;
+        PyObject *entries = NULL;
+        int status = find_one(self, &b, text, k, &count, &n_words, &entries);
+        Py_DECREF(text);
+        if (status < 0)
+            goto error;
+        if (status) {
+            if (append_index(slow, k) < 0)
+                goto error;
+            continue;
+        }
+        PyObject *metrics = dict_attribute(doc, metrics_name), *meta = NULL;
+        if (metrics == NULL || set_float(metrics, markers_key, count, small, N_SMALL) < 0
+            || set_float(metrics, words_key, n_words, small, N_SMALL) < 0
+            || PyDict_SetItem(metrics, flag_key, small[count != 0]) < 0
+            || (meta = dict_attribute(doc, meta_name)) == NULL
+            || PyDict_SetItem(meta, entries_key, entries) < 0) {
+            Py_XDECREF(metrics);
+            Py_XDECREF(meta);
+            Py_DECREF(entries);
+            goto error;
+        }
+        Py_DECREF(metrics);
+        Py_DECREF(meta);
+        Py_DECREF(entries);
+        /* as drop_reason computes it, in doubles */
+        if (min_density > 0
+            && (!n_words || 1000.0 * (double)count / (double)n_words < min_density)
+            && append_index(below, k) < 0)
+            goto error;
+    }
+    batch_free(&b);
+    for (Py_ssize_t i = 0; i < N_SMALL; i++)
+        Py_DECREF(small[i]);
+    Py_DECREF(text_name);
+    Py_DECREF(metrics_name);
+    Py_DECREF(meta_name);
+    return Py_BuildValue("(NN)", below, slow);
+error:
+    batch_free(&b);
+    for (Py_ssize_t i = 0; i < N_SMALL; i++)
+        Py_XDECREF(small[i]);
+    Py_XDECREF(text_name);
+    Py_XDECREF(metrics_name);
+    Py_XDECREF(meta_name);
+    Py_XDECREF(below);
+    Py_XDECREF(slow);
+    return NULL;
+}
+
 static PyMethodDef matcher_methods[] = {
     {"find_all", (PyCFunction)find_all, METH_O, find_all_doc},
+    {"tag_all", (PyCFunction)tag_all, METH_VARARGS, tag_all_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -803,7 +958,7 @@ PyInit__markerscan(void)
     PyObject *m = PyModule_Create(&module);
     /* the interface version that qckit_builtins.accelerated expects: bump it with every change of
      * matcher()'s or find_all()'s arguments or results, so that a stale build is left unused */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 1) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -550,6 +550,10 @@ def _file_markers(path: str) -> MarkerList:
     return MarkerList(text, path)
 
 
+#: the metrics (markers, words, 1.0 if any marker) and the meta key that the tagger sets, in that order
+_TAG_KEYS = ("qc_markers", "qc_words", "qc_docs_with_markers", "qc_markers")
+
+
 class QuebecMarkers:
     """Counts Quebec French dialect markers in each document (recipe: ``use = "quebec_markers"``).
 
@@ -596,11 +600,12 @@ class QuebecMarkers:
         (in C with ``accelerated.markerscan``, else with numpy)."""
         markers = self.markers
         scan = accelerated.markerscan
-        entries: list[list[str]]
         if scan is not None:
-            counts, n_words, entries, slow = markers.scan_matcher(scan).find_all(list(map(_text, docs)))
-            counts = list(map(float, counts))
-            n_words = list(map(float, n_words))
+            docs = docs if isinstance(docs, list) else list(docs)
+            below, slow = markers.scan_matcher(scan).tag_all(docs, _TAG_KEYS, self.min_density)
+            reasons: list[str | None] = [None] * len(docs)
+            for k in below:
+                reasons[k] = "below_dialect_density"
         else:
             matcher = markers.batch_matcher()
             found = None if matcher is None else matcher.find_all(list(map(_text, docs)))
@@ -609,21 +614,23 @@ class QuebecMarkers:
             n_words, ids, slow = found
             counts = list(map(float, map(len, ids)))
             entries = list(map(list, map(matcher.entries.__getitem__, ids)))  # a new list per document
-        with_markers = list(map(float, map(bool, counts)))
-        for doc, words, count, flag, found in zip(docs, n_words, counts, with_markers, entries, strict=True):
-            metrics = doc.metrics
-            metrics["qc_markers"] = count
-            metrics["qc_words"] = words
-            metrics["qc_docs_with_markers"] = flag
-            doc.meta["qc_markers"] = found
-        min_density = self.min_density
-        if min_density > 0:
-            reasons = [
-                "below_dialect_density" if not words or 1000.0 * count / words < min_density else None
-                for words, count in zip(n_words, counts, strict=True)
-            ]
-        else:
-            reasons = [None] * len(docs)
+            with_markers = list(map(float, map(bool, counts)))
+            for doc, words, count, flag, found_entries in zip(
+                docs, n_words, counts, with_markers, entries, strict=True
+            ):
+                metrics = doc.metrics
+                metrics["qc_markers"] = count
+                metrics["qc_words"] = words
+                metrics["qc_docs_with_markers"] = flag
+                doc.meta["qc_markers"] = found_entries
+            min_density = self.min_density
+            if min_density > 0:
+                reasons = [
+                    "below_dialect_density" if not words or 1000.0 * count / words < min_density else None
+                    for words, count in zip(n_words, counts, strict=True)
+                ]
+            else:
+                reasons = [None] * len(docs)
         for k in slow:
             reasons[k] = self.drop_reason(docs[k])
         return reasons
