@@ -86,21 +86,20 @@ head_prefix(uint64_t head, Py_ssize_t length)
     return length >= 8 ? head : head & ((1ull << (8 * length)) - 1);
 }
 
-static inline uint64_t
-final_hash(uint64_t hash)
-{
-    return hash | 1;  /* never 0, the empty slot */
-}
+#define LONG_WORD_BIT (1ull << 63) /* set in the hash of every word longer than 8 letters, never in a head */
 
-/* The hash of a word from its head (head_of): FNV-1a steps over the letters after the first 8 only,
- * so that most words take no step at all. */
+/* The hash of a word from its head (head_of): a word of up to 8 letters is its head (never 0: letters
+ * are not 0), so equal hashes are equal words; FNV-1a steps over the letters after the first 8 for
+ * longer ones. */
 static inline uint64_t
 word_hash(uint64_t head, const char *letters, Py_ssize_t length)
 {
+    if (length <= 8)
+        return head;
     uint64_t hash = head;
     for (Py_ssize_t k = 8; k < length; k++)
         hash = (hash ^ (unsigned char)letters[k]) * HASH_STEP;
-    return final_hash(hash);
+    return hash | LONG_WORD_BIT;
 }
 
 static inline uint64_t
@@ -132,6 +131,8 @@ table_get(const Table *table, const char *letters, Py_ssize_t length, uint64_t h
         if (slot->hash == 0)
             return -1;
         if (slot->hash == hash) {
+            if (length <= 8)
+                return slot->value;  /* the same head */
             const Word *word = &table->words[slot->word];
             if (word->length == length && same_letters(table->chars + word->offset, letters, length))
                 return slot->value;
@@ -479,7 +480,7 @@ matcher_new(PyObject *Py_UNUSED(module), PyObject *args)
 
 /* -- scanning -------------------------------------------------------------------------------------------- */
 
-/* What find_all keeps from text to text: room for a token's letters and for a text's tokens. */
+/* What find_all keeps from text to text: room for a text's letters and tokens. */
 typedef struct {
     char *letters;
     Py_ssize_t capacity;
@@ -499,12 +500,12 @@ stem_label(const Matcher *m, const char *letters, Py_ssize_t length, uint64_t he
         return -1;  /* most tokens */
     Py_ssize_t longest = length < m->max_stem ? length : m->max_stem;
     int32_t label = -1;
-    uint64_t hash = head;  /* word_hash's before final_hash, from 8 letters on */
+    uint64_t hash = head;  /* word_hash's before LONG_WORD_BIT, from 8 letters on */
     for (Py_ssize_t k = shortest; k <= longest; k++) {
         if (k > 8)
             hash = (hash ^ (unsigned char)letters[k - 1]) * HASH_STEP;
         if (m->stem_length[k]) {
-            uint64_t prefix = final_hash(k <= 8 ? head_prefix(head, k) : hash);
+            uint64_t prefix = k <= 8 ? head_prefix(head, k) : hash | LONG_WORD_BIT;
             int32_t found = table_get(&m->stems, letters, k, prefix);
             label = found >= 0 ? found : label;
         }
@@ -512,83 +513,76 @@ stem_label(const Matcher *m, const char *letters, Py_ssize_t length, uint64_t he
     return label;
 }
 
-/* Adds the token of the first ``length`` letters of s->letters (``head``: their head_of). */
-static inline int
-end_token(const Matcher *m, Scan *s, Py_ssize_t length, uint64_t head)
+/* head_of the ``length`` letters at ``letters``, which has at least 8 bytes to read. */
+static inline uint64_t
+head_at(const char *letters, Py_ssize_t length)
 {
-    const char *letters = s->letters;
-    int32_t code = table_get(&m->words, letters, length, word_hash(head, letters, length));
-    int32_t label = code >= 0 ? m->single[code] : m->min_stem ? stem_label(m, letters, length, head) : -1;
-    Py_ssize_t n = s->n_tokens;
-    if (code < 0 && label < 0 && n && s->codes[n - 1] < 0 && s->labels[n - 1] < 0)
-        return 0;  /* like the token before: neither starts a phrase nor counts */
-    if (n >= s->tokens_capacity) {
-        Py_ssize_t capacity = s->tokens_capacity;
-        if (grow((void **)&s->codes, &s->tokens_capacity, n + 1, sizeof(int32_t)) < 0
-            || grow((void **)&s->labels, &capacity, n + 1, sizeof(int32_t)) < 0)
-            return -1;
-    }
-    s->codes[n] = code;
-    s->labels[n] = label;
-    s->n_tokens = n + 1;
-    s->hit |= code >= 0 || label >= 0;
-    return 0;
+    uint64_t head;
+    memcpy(&head, letters, 8);  /* little-endian: the first letter in the low byte */
+    return length >= 8 ? head : head & ((1ull << (8 * length)) - 1);
 }
 
-/* Appends a letter to the current token (``letters``, ``length``, ``head``: the caller's locals). */
-#define PUSH_LETTER(letter)                                                                              \
-    do {                                                                                                 \
-        if (length == s->capacity) {                                                                     \
-            if (grow((void **)&s->letters, &s->capacity, length + 1, 1) < 0)                             \
-                return -1;                                                                               \
-            letters = s->letters;                                                                        \
-        }                                                                                                \
-        if (length < 8)                                                                                  \
-            head |= (uint64_t)(letter) << (8 * length);                                                  \
-        letters[length++] = (char)(letter);                                                              \
-    } while (0)
-
+/* Ends the token of the ``length`` letters at ``start`` (the caller's locals: a token that is neither
+ * word nor stem, like the token before, is not kept: it neither starts a phrase nor counts). */
 #define END_TOKEN()                                                                                      \
     do {                                                                                                 \
         if (length) {                                                                                    \
-            if (end_token(m, s, length, head) < 0)                                                       \
-                return -1;                                                                               \
+            uint64_t head = head_at(start, length);                                                      \
+            int32_t code = table_get(&m->words, start, length, word_hash(head, start, length));          \
+            int32_t label = code >= 0 ? m->single[code]                                                  \
+                            : m->min_stem ? stem_label(m, start, length, head)                           \
+                                          : -1;                                                          \
+            int plain = code < 0 && label < 0;                                                           \
+            if (!plain || !last_plain) {                                                                 \
+                codes[n_tokens] = code;                                                                  \
+                labels[n_tokens] = label;                                                                \
+                n_tokens++;                                                                              \
+            }                                                                                            \
+            last_plain = plain;                                                                          \
+            hit |= !plain;                                                                               \
+            start += length;                                                                             \
             length = 0;                                                                                  \
-            head = 0;                                                                                    \
         }                                                                                                \
     } while (0)
 
 /* Tokens of one text into ``s`` and its word count into ``words``: 1 if Python must decide, 0 done,
- * -1 on error. Inlined once per str kind (see scan_text), so that PyUnicode_READ is one load. */
+ * -1 on error. Inlined once per str kind (see scan_text), so that PyUnicode_READ is one load. The
+ * buffers are sized for the text first, so that the loop keeps everything in locals. */
 static inline Py_ALWAYS_INLINE int
 scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_t n, Py_ssize_t *words)
 {
+    /* a character gives at most 2 letters and ends at most one token; head_at reads 8 bytes */
+    if (grow((void **)&s->letters, &s->capacity, 2 * n + 8, 1) < 0
+        || grow((void **)&s->codes, &s->tokens_capacity, n + 1, sizeof(int32_t)) < 0
+        || grow((void **)&s->labels, &s->labels_capacity, n + 1, sizeof(int32_t)) < 0)
+        return -1;
     const uint8_t *fold = m->fold;
-    char *letters = s->letters;
-    Py_ssize_t n_words = 0, length = 0;
-    uint64_t head = 0;  /* head_of the current token */
-    int in_word = 0;
-    s->n_tokens = 0;
-    s->hit = 0;
+    char *start = s->letters;  /* the current token's first letter: tokens are not kept, only letters */
+    int32_t *codes = s->codes, *labels = s->labels;
+    Py_ssize_t n_words = 0, length = 0, n_tokens = 0;
+    int in_word = 0, last_plain = 0, hit = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
         Py_UCS4 ch = PyUnicode_READ(kind, data, j);
         if (kind == PyUnicode_4BYTE_KIND && ch >= FOLD_SIZE)
             return 1;
         unsigned int folded = fold[ch];
+        if (folded >= 0x30) {
+            n_words += !in_word;
+            in_word = 1;
+            start[length++] = (char)folded;
+            continue;
+        }
         int space = folded == 0x20;  /* the fold table's whitespace is exactly Py_UNICODE_ISSPACE */
         n_words += !space && !in_word;
         in_word = !space;
-        if (folded >= 0x30) {
-            PUSH_LETTER(folded);
-        }
-        else if (folded == FOLD_DELETE) {
+        if (folded == FOLD_DELETE) {
             continue;
         }
         else if (folded == FOLD_TWO) {
             unsigned int two[2] = {m->first[ch], m->second[ch]};
             for (int k = 0; k < 2; k++) {
                 if (two[k] >= 0x30)
-                    PUSH_LETTER(two[k]);
+                    start[length++] = (char)two[k];
                 else
                     END_TOKEN();
             }
@@ -601,11 +595,12 @@ scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_
         }
     }
     END_TOKEN();
+    s->n_tokens = n_tokens;
+    s->hit = hit;
     *words = n_words;
     return 0;
 }
 
-#undef PUSH_LETTER
 #undef END_TOKEN
 
 static int
