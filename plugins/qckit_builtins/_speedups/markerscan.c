@@ -240,6 +240,9 @@ typedef struct {
     Py_ssize_t *first_phrase; /* code → its phrases: first_phrase[code] .. first_phrase[code + 1] */
     Phrase *phrases;          /* grouped by first code, in the list's order within a group */
     int32_t *phrase_codes;
+    uint64_t *second_bits;    /* code → bit (c & 63) set for the second code c of each of its phrases
+                               * (all bits for a one-word phrase): a token whose next token's bit is
+                               * not set starts none of them */
     PyObject *labels;         /* tuple of str: label id → entry; ids sort like entries */
     uint8_t fold[FOLD_SIZE], first[FOLD_SIZE], second[FOLD_SIZE];
 } Matcher;
@@ -253,6 +256,7 @@ matcher_dealloc(Matcher *self)
     table_free(&self->stem_keys);
     PyMem_Free(self->stem_length);
     PyMem_Free(self->first_phrase);
+    PyMem_Free(self->second_bits);
     PyMem_Free(self->phrases);
     PyMem_Free(self->phrase_codes);
     Py_XDECREF(self->labels);
@@ -371,8 +375,9 @@ add_phrases(Matcher *self, PyObject *phrases, Py_ssize_t n_labels)
 {
     Py_ssize_t n = PyList_GET_SIZE(phrases), n_codes = self->n_codes, total = 0;
     self->first_phrase = PyMem_Calloc((size_t)n_codes + 2, sizeof(Py_ssize_t));
+    self->second_bits = PyMem_Calloc((size_t)n_codes + 1, sizeof(uint64_t));
     self->phrases = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Phrase));
-    if (self->first_phrase == NULL || self->phrases == NULL) {
+    if (self->first_phrase == NULL || self->second_bits == NULL || self->phrases == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -412,7 +417,10 @@ add_phrases(Matcher *self, PyObject *phrases, Py_ssize_t n_labels)
             }
             codes_of[at++] = (int32_t)code;
         }
-        self->first_phrase[codes_of[listed[i].start] + 2]++;
+        int32_t first_code = codes_of[listed[i].start];
+        self->first_phrase[first_code + 2]++;
+        self->second_bits[first_code] |= listed[i].length > 1 ? 1ull << (codes_of[listed[i].start + 1] & 63)
+                                                              : ~0ull;
     }
     for (Py_ssize_t code = 0; code < n_codes; code++)
         self->first_phrase[code + 2] += self->first_phrase[code + 1];
@@ -530,7 +538,7 @@ head_at(const char *letters, Py_ssize_t length)
             uint64_t head = head_at(start, length);                                                      \
             int32_t code = table_get(&m->words, start, length, word_hash(head, start, length));          \
             int32_t label = code >= 0 ? m->single[code]                                                  \
-                            : m->min_stem ? stem_label(m, start, length, head)                           \
+                            : min_stem && length >= min_stem ? stem_label(m, start, length, head)        \
                                           : -1;                                                          \
             int plain = code < 0 && label < 0;                                                           \
             if (!plain || !last_plain) {                                                                 \
@@ -559,7 +567,7 @@ scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_
     const uint8_t *fold = m->fold;
     char *start = s->letters;  /* the current token's first letter: tokens are not kept, only letters */
     int32_t *codes = s->codes, *labels = s->labels;
-    Py_ssize_t n_words = 0, length = 0, n_tokens = 0;
+    Py_ssize_t n_words = 0, length = 0, n_tokens = 0, min_stem = m->min_stem;
     int in_word = 0, last_plain = 0, hit = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
         Py_UCS4 ch = PyUnicode_READ(kind, data, j);
@@ -595,6 +603,7 @@ scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_
         }
     }
     END_TOKEN();
+    codes[n_tokens] = -1;  /* after the last token, for match_tokens (no token is empty: n_tokens <= n) */
     s->n_tokens = n_tokens;
     s->hit = hit;
     *words = n_words;
@@ -626,7 +635,8 @@ match_tokens(const Matcher *m, const Scan *s, Py_ssize_t *seen, Py_ssize_t stamp
     while (i < n) {
         int32_t code = s->codes[i], label = s->labels[i];
         Py_ssize_t size = 1;
-        if (code >= 0) {
+        /* s->codes[n] is -1 (see scan_kind) */
+        if (code >= 0 && (m->second_bits[code] >> ((uint32_t)s->codes[i + 1] & 63) & 1)) {
             for (Py_ssize_t p = m->first_phrase[code]; p < m->first_phrase[code + 1]; p++) {
                 const Phrase *phrase = &m->phrases[p];
                 const int32_t *codes = m->phrase_codes + phrase->start;
