@@ -145,3 +145,52 @@ def test_bad_matcher_input_is_refused():
     matcher = scan.matcher(["a"], [0], [], [], ("a",), fold, first, second)
     with pytest.raises(TypeError):
         matcher.find_all(["a", 3])
+
+
+def test_tag_all_sets_metrics_and_meta_like_drop_reason(custom, monkeypatch):
+    # counts and word counts past the shared small floats, metrics already there (their order kept),
+    # a document the C side leaves to drop_reason, densities on both sides of the threshold
+    texts = [
+        "pis " * 1500,
+        "mot " * 2000 + "pis",
+        "😀 pis icitte",
+        "",
+        "tant pis, c'est plate pareil",
+        "chose pas mal bizarre chose",
+    ]
+    for flt in (QuebecMarkers(min_density=5.0), QuebecMarkers(markers_file=custom)):
+        runs = []
+        for how in ("C", "numpy", "one by one"):
+            docs = [Document(t, metrics={"other": 2.0, "qc_words": 1.0}, meta={"x": 1}) for t in texts]
+            with monkeypatch.context() as patch:
+                if how == "numpy":
+                    patch.setattr(accelerated, "markerscan", None)
+                reasons = (
+                    list(map(flt.drop_reason, docs)) if how == "one by one" else flt.drop_reason_batch(docs)
+                )
+            runs.append((reasons, [(d.metrics, list(d.metrics), d.meta, list(d.meta)) for d in docs]))
+        assert runs[0] == runs[1] == runs[2]
+    assert runs[0][1][0][0]["qc_markers"] == 1500.0
+
+
+def test_tag_all_leaves_slow_documents_and_refuses_bad_input():
+    scan = accelerated.markerscan
+    assert scan is not None
+    matcher = _builtin_markers().scan_matcher(scan)
+    keys = ("a", "b", "c", "d")
+    docs = [Document("pis 😀"), Document("pis pis"), Document("rien")]
+    below, slow = matcher.tag_all(docs, keys, 1000.0)
+    assert (below, slow) == ([2], [0])
+    assert docs[0].metrics == {} and docs[0].meta == {}
+    assert docs[1].metrics == {"a": 2.0, "b": 2.0, "c": 1.0} and docs[1].meta == {"d": ["pis"]}
+    assert list(docs[2].metrics.values()) == [0.0, 1.0, 0.0] and docs[2].meta == {"d": []}
+    with pytest.raises(ValueError, match="4 str"):
+        matcher.tag_all(docs, keys[:3], 0.0)
+    with pytest.raises(AttributeError):
+        matcher.tag_all([object()], keys, 0.0)
+    with pytest.raises(TypeError, match="not a str"):
+        matcher.tag_all([Document(3)], keys, 0.0)  # type: ignore[arg-type]
+    bad = Document("pis")
+    bad.metrics = None  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="not a dict"):
+        matcher.tag_all([bad], keys, 0.0)
