@@ -220,6 +220,96 @@ table_free(Table *table)
     PyMem_Free(table->words);
 }
 
+/* -- the words of up to 8 letters by their heads, in a cuckoo table ------------------------------------- */
+
+/* Each head is in one of its two slots, so a look-up is two loads and two compares, no branch: most
+ * tokens are such words or like them, and which is which is what a branch cannot guess. */
+typedef struct {
+    uint64_t *keys;   /* a head, or 0 (no word's head): empty */
+    int32_t *values;
+    int shift;        /* 64 - log2(slots) */
+} Heads;
+
+#define HEADS_FIRST 0x9E3779B97F4A7C15ull
+#define HEADS_SECOND 0xC2B2AE3D27D4EB4Full
+#define HEADS_KICKS 512
+
+static inline size_t
+heads_slot(const Heads *heads, uint64_t head, int second)
+{
+    return (size_t)((head * (second ? HEADS_SECOND : HEADS_FIRST)) >> heads->shift);
+}
+
+/* The value of the word of that head, or -1. */
+static inline int32_t
+heads_get(const Heads *heads, uint64_t head)
+{
+    size_t a = heads_slot(heads, head, 0), b = heads_slot(heads, head, 1);
+    int32_t value = heads->keys[a] == head ? heads->values[a] : -1;
+    return heads->keys[b] == head ? heads->values[b] : value;
+}
+
+/* Places every (head, value) of the arrays; 0 if they do not fit (in HEADS_KICKS moves each). */
+static int
+heads_place(Heads *heads, const uint64_t *keys, const int32_t *values, Py_ssize_t count)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t key = keys[i];
+        int32_t value = values[i];
+        size_t slot = heads_slot(heads, key, 0);
+        if (heads->keys[slot] != 0)
+            slot = heads_slot(heads, key, 1);
+        for (int kick = 0; heads->keys[slot] != 0; kick++) {
+            if (kick == HEADS_KICKS)
+                return 0;
+            uint64_t out_key = heads->keys[slot];  /* move the occupant to its other slot */
+            int32_t out_value = heads->values[slot];
+            heads->keys[slot] = key;
+            heads->values[slot] = value;
+            key = out_key;
+            value = out_value;
+            size_t first = heads_slot(heads, key, 0);
+            slot = slot == first ? heads_slot(heads, key, 1) : first;
+        }
+        heads->keys[slot] = key;
+        heads->values[slot] = value;
+    }
+    return 1;
+}
+
+/* The table of the (head, value) pairs: at most 1/4 full to start with, twice as large until all fit. */
+static int
+heads_init(Heads *heads, const uint64_t *keys, const int32_t *values, Py_ssize_t count)
+{
+    int bits = 4;
+    while (((Py_ssize_t)1 << bits) < 4 * count)
+        bits++;
+    for (;; bits++) {
+        if (bits > 40) {
+            PyErr_SetString(PyExc_ValueError, "cannot place the words in a table");
+            return -1;
+        }
+        PyMem_Free(heads->keys);
+        PyMem_Free(heads->values);
+        heads->keys = PyMem_Calloc((size_t)1 << bits, sizeof(uint64_t));
+        heads->values = PyMem_Calloc((size_t)1 << bits, sizeof(int32_t));
+        if (heads->keys == NULL || heads->values == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        heads->shift = 64 - bits;
+        if (heads_place(heads, keys, values, count))
+            return 0;
+    }
+}
+
+static void
+heads_free(Heads *heads)
+{
+    PyMem_Free(heads->keys);
+    PyMem_Free(heads->values);
+}
+
 /* -- the matcher ----------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -231,6 +321,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     Table words;              /* vocabulary word → code */
+    Heads heads;              /* the same for the words of up to 8 letters */
     int32_t *single;          /* code → label id of the word alone, or -1 */
     Py_ssize_t n_codes;
     Table stems;              /* stem → label id */
@@ -251,6 +342,7 @@ static void
 matcher_dealloc(Matcher *self)
 {
     table_free(&self->words);
+    heads_free(&self->heads);
     table_free(&self->stems);
     PyMem_Free(self->single);
     table_free(&self->stem_keys);
@@ -326,7 +418,26 @@ add_words(Matcher *self, PyObject *words, PyObject *single, Py_ssize_t n_labels)
         if (label_of(PyList_GET_ITEM(single, code), n_labels, 1, &self->single[code]) < 0)
             return -1;
     }
-    return 0;
+    uint64_t *keys = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
+    int32_t *codes = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    Py_ssize_t n_short = 0;
+    int status = -1;
+    if (keys == NULL || codes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t code = 0; code < n; code++) {
+        const Word *word = &self->words.words[code];
+        if (word->length <= 8) {
+            keys[n_short] = head_of(self->words.chars + word->offset, word->length);
+            codes[n_short++] = (int32_t)code;
+        }
+    }
+    status = heads_init(&self->heads, keys, codes, n_short);
+done:
+    PyMem_Free(keys);
+    PyMem_Free(codes);
+    return status;
 }
 
 static int
@@ -536,7 +647,8 @@ head_at(const char *letters, Py_ssize_t length)
     do {                                                                                                 \
         if (length) {                                                                                    \
             uint64_t head = head_at(start, length);                                                      \
-            int32_t code = table_get(&m->words, start, length, word_hash(head, start, length));          \
+            int32_t code = length <= 8 ? heads_get(&m->heads, head)                                      \
+                                       : table_get(&m->words, start, length, word_hash(head, start, length)); \
             int32_t label = code >= 0 ? m->single[code]                                                  \
                             : min_stem && length >= min_stem ? stem_label(m, start, length, head)        \
                                           : -1;                                                          \
