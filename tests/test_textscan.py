@@ -28,6 +28,7 @@ from qckit_builtins.normalizers.text import (
     UnicodeNormalizer,
     WhitespaceNormalizer,
 )
+from qckit_builtins.writers import TxtWriter
 
 textscan = pytest.importorskip("qckit_builtins._textscan", reason="the C accelerators are not built here")
 
@@ -167,6 +168,10 @@ def test_normalizers_and_dedup_keys_are_the_same_with_and_without_it(batch: list
             == list(map(normalizer.normalize, batch))
         )
     assert dedup_keys(batch) == _without_accelerator(dedup_keys, batch) == list(map(dedup_key_bytes, batch))
+    docs = [Document(t, "<t>", i) for i, t in enumerate(batch, 1)]
+    writer = TxtWriter()
+    lines = writer.format_batch(docs)
+    assert lines == _without_accelerator(writer.format_batch, docs) == list(map(writer.format, docs))
 
 
 @settings(max_examples=200, deadline=None)
