@@ -195,3 +195,39 @@ def test_exact_dedup_fingerprints_are_the_same_with_and_without_it(batch: list[s
         assert (
             fast == _without_accelerator(dedup.fingerprint_batch, docs) == list(map(dedup.fingerprint, docs))
         )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(normalizer_texts)
+def test_a_chain_of_normalizers_is_the_same_with_and_without_it(batch: list[str]) -> None:
+    """As in the pipeline: each normalizer gets the previous one's output, so the kept per-text flags
+    must follow the texts that each one changed."""
+    chain = [
+        UnicodeNormalizer(),
+        MojibakeNormalizer(),
+        ControlCharsNormalizer(),
+        StripUrls(),
+        CollapsePunctuation(),
+        WhitespaceNormalizer(),
+        FoldLigaturesNormalizer(),
+        UnicodeNormalizer("NFKC"),
+    ]
+
+    def run(texts: list[str]) -> list[str]:
+        for normalizer in chain:
+            texts = normalizer.normalize_batch(texts)
+        return texts
+
+    def one_by_one(text: str) -> str:
+        for normalizer in chain:
+            text = normalizer.normalize(text)
+        return text
+
+    assert run(batch) == _without_accelerator(run, batch) == list(map(one_by_one, batch))
+
+
+def test_a_character_that_one_normalizer_brings_is_seen_by_the_next() -> None:
+    # mojibake repair turns "Å“" into "œ", which the ligature folder (run after it) must then see
+    batch = ["Le cÅ“ur de la ville.", "Rien à faire ici."]
+    texts = MojibakeNormalizer().normalize_batch(batch)
+    assert FoldLigaturesNormalizer().normalize_batch(texts) == ["Le coeur de la ville.", "Rien à faire ici."]

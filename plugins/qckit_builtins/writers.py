@@ -29,7 +29,7 @@ _JSON_ESCAPE = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 
 @functools.cache
 def _break_table() -> np.ndarray:
-    """1 for each character of LINE_BREAKS, over the BMP (for ``_textscan.flagged``)."""
+    """1 for each character of LINE_BREAKS, over the BMP (for ``_textscan.text_flags``)."""
     table = np.zeros(0x10000, dtype=np.uint8)
     table[[ord(c) for c in LINE_BREAKS]] = 1
     return table
@@ -51,7 +51,9 @@ class TxtWriter:
         scan = accelerated.textscan
         if scan is not None:  # one pass over each text finds the few with a line break
             lines = [t + "\n" for t in texts]
-            for k in scan.flagged(texts, _break_table(), 1):
+            for k in np.flatnonzero(
+                np.frombuffer(scan.text_flags(texts, _break_table()), dtype=np.uint8)
+            ).tolist():
                 lines[k] = self.format(docs[k])
             return lines
         joined = " ".join(texts)

@@ -329,31 +329,38 @@ append_index(PyObject *out, Py_ssize_t i)
     return rc;
 }
 
-PyDoc_STRVAR(flagged_doc,
-"flagged(texts, table, mask, /) -> list[int]\n\n"
-"Indices of the texts holding a character c with table[c] & mask (``table``: 65536 uint8 flags over the\n"
-"BMP; a character above it has the flags of its two UTF-16 surrogates), or holding U+0000.");
+PyDoc_STRVAR(text_flags_doc,
+"text_flags(texts, table, /) -> bytes\n\n"
+"For each text, the OR of table[c] over its characters c (``table``: 65536 uint8 flags over the BMP; a\n"
+"character above it has the flags of its two UTF-16 surrogates); 0xFF for a text holding U+0000.");
 
 static PyObject *
-flagged(PyObject *Py_UNUSED(module), PyObject *args)
+text_flags(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts;
     Py_buffer view;
-    unsigned int mask;
-    if (!PyArg_ParseTuple(args, "O!y*I:flagged", &PyList_Type, &texts, &view, &mask))
+    if (!PyArg_ParseTuple(args, "O!y*:text_flags", &PyList_Type, &texts, &view))
         return NULL;
     PyObject *out = NULL;
-    if (get_table(&view, 0x10000, "table") < 0 || (out = PyList_New(0)) == NULL)
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    if (get_table(&view, 0x10000, "table") < 0 || (out = PyBytes_FromStringAndSize(NULL, n)) == NULL)
         goto error;
     const unsigned char *table = view.buf;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
+    unsigned char *flags = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
         Text t;
         if (text_at(texts, i, &t) < 0)
             goto error;
         unsigned found = 0;
-        FOR_EACH_CHAR(&t, found |= (flags_of(table, ch) & mask) | (ch == 0));
-        if (found && append_index(out, i) < 0)
-            goto error;
+        if (t.kind == PyUnicode_1BYTE_KIND) {  /* the first 256 entries stay in the L1 cache */
+            const Py_UCS1 *p = (const Py_UCS1 *)t.data;
+            for (Py_ssize_t j = 0; j < t.length; j++)
+                found |= p[j] ? table[p[j]] : 0xFF;
+        }
+        else {
+            FOR_EACH_CHAR(&t, found |= ch ? flags_of(table, ch) : 0xFF);
+        }
+        flags[i] = (unsigned char)found;
     }
     PyBuffer_Release(&view);
     return out;
@@ -729,7 +736,7 @@ static PyMethodDef methods[] = {
     {"non_alpha_space", non_alpha_space, METH_O, non_alpha_space_doc},
     {"word_counts", word_counts, METH_O, word_counts_doc},
     {"repetitive", repetitive, METH_VARARGS, repetitive_doc},
-    {"flagged", flagged, METH_VARARGS, flagged_doc},
+    {"text_flags", text_flags, METH_VARARGS, text_flags_doc},
     {"containing", containing, METH_VARARGS, containing_doc},
     {"whitespace_candidates", whitespace_candidates, METH_VARARGS, whitespace_candidates_doc},
     {"dedup_keys", dedup_keys, METH_VARARGS, dedup_keys_doc},
@@ -753,7 +760,7 @@ PyInit__textscan(void)
     PyObject *m = PyModule_Create(&module);
     /* the interface version that qckit_builtins.accelerated expects: bump it with every change of the
      * functions' arguments or results, so that a stale build is left unused instead of misused */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 3) < 0) {
         Py_DECREF(m);
         return NULL;
     }
