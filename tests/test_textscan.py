@@ -28,6 +28,7 @@ from qckit_builtins.normalizers.text import (
     UnicodeNormalizer,
     WhitespaceNormalizer,
 )
+from qckit_builtins.writers import TxtWriter
 
 textscan = pytest.importorskip("qckit_builtins._textscan", reason="the C accelerators are not built here")
 
@@ -167,6 +168,10 @@ def test_normalizers_and_dedup_keys_are_the_same_with_and_without_it(batch: list
             == list(map(normalizer.normalize, batch))
         )
     assert dedup_keys(batch) == _without_accelerator(dedup_keys, batch) == list(map(dedup_key_bytes, batch))
+    docs = [Document(t, "<t>", i) for i, t in enumerate(batch, 1)]
+    writer = TxtWriter()
+    lines = writer.format_batch(docs)
+    assert lines == _without_accelerator(writer.format_batch, docs) == list(map(writer.format, docs))
 
 
 @settings(max_examples=200, deadline=None)
@@ -190,3 +195,39 @@ def test_exact_dedup_fingerprints_are_the_same_with_and_without_it(batch: list[s
         assert (
             fast == _without_accelerator(dedup.fingerprint_batch, docs) == list(map(dedup.fingerprint, docs))
         )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(normalizer_texts)
+def test_a_chain_of_normalizers_is_the_same_with_and_without_it(batch: list[str]) -> None:
+    """As in the pipeline: each normalizer gets the previous one's output, so the kept per-text flags
+    must follow the texts that each one changed."""
+    chain = [
+        UnicodeNormalizer(),
+        MojibakeNormalizer(),
+        ControlCharsNormalizer(),
+        StripUrls(),
+        CollapsePunctuation(),
+        WhitespaceNormalizer(),
+        FoldLigaturesNormalizer(),
+        UnicodeNormalizer("NFKC"),
+    ]
+
+    def run(texts: list[str]) -> list[str]:
+        for normalizer in chain:
+            texts = normalizer.normalize_batch(texts)
+        return texts
+
+    def one_by_one(text: str) -> str:
+        for normalizer in chain:
+            text = normalizer.normalize(text)
+        return text
+
+    assert run(batch) == _without_accelerator(run, batch) == list(map(one_by_one, batch))
+
+
+def test_a_character_that_one_normalizer_brings_is_seen_by_the_next() -> None:
+    # mojibake repair turns "Å“" into "œ", which the ligature folder (run after it) must then see
+    batch = ["Le cÅ“ur de la ville.", "Rien à faire ici."]
+    texts = MojibakeNormalizer().normalize_batch(batch)
+    assert FoldLigaturesNormalizer().normalize_batch(texts) == ["Le coeur de la ville.", "Rien à faire ici."]

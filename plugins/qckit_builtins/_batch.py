@@ -92,10 +92,11 @@ def flagged_by_table(texts: Sequence[str], table: np.ndarray, mask: int) -> list
     """Indices (ascending) of the texts holding a code unit ``u`` with ``table[u] & mask``; None when a
     text contains ``"\\0"``. ``table`` is a uint8 array of 65536 flags, the same object at every call (its
     look-up is kept with the batch, for the next caller with another ``mask``). With the C accelerator:
-    one pass over each text instead, which also reports the texts holding ``"\\0"``."""
-    scan = accelerated.textscan
-    if scan is not None:
-        return scan.flagged(list(texts), table, mask)
+    each text's flags, from one pass over the batch kept for the next caller (:func:`text_flags`),
+    which also reports the texts holding ``"\\0"``."""
+    flags = text_flags(texts, table)
+    if flags is not None:
+        return np.flatnonzero(flags & mask).tolist()
     batch = _units_of(texts)
     if batch is None:
         return None
@@ -103,6 +104,54 @@ def flagged_by_table(texts: Sequence[str], table: np.ndarray, mask: int) -> list
         batch.table, batch.flags = table, np.take(table, batch.units)
     assert batch.flags is not None
     return texts_with(np.flatnonzero(batch.flags & mask), batch.starts)
+
+
+class _TextFlags:
+    """Per text, the OR of a flag table over its characters (see :func:`text_flags`)."""
+
+    __slots__ = ("flags", "table", "texts")
+
+    def __init__(self, texts: tuple[str, ...], table: np.ndarray, flags: np.ndarray) -> None:
+        self.texts = texts
+        self.table = table
+        self.flags = flags
+
+
+_last_flags: _TextFlags | None = None  # the flags of the last batch seen in this process
+
+
+def text_flags(texts: Sequence[str], table: np.ndarray) -> np.ndarray | None:
+    """With the C accelerator, for each text the OR of ``table`` (65536 uint8 flags, the same object at
+    every call) over its characters, 0xFF for a text holding ``"\\0"`` (uint8, read-only); None without
+    it. Computed in one pass and kept: the normalizers that follow ask about the same texts with other
+    masks, and :func:`apply` updates the few texts a normalizer changed."""
+    global _last_flags
+    scan = accelerated.textscan
+    if scan is None:
+        return None
+    cached = _last_flags
+    if cached is not None and cached.table is table and _same(texts, cached.texts):
+        return cached.flags
+    flags = np.frombuffer(scan.text_flags(list(texts), table), dtype=np.uint8)
+    _last_flags = _TextFlags(tuple(texts), table, flags)
+    return flags
+
+
+def _flags_replaced(texts: Sequence[str], out: list[str], changed: list[int]) -> None:
+    """Keep the flags of ``out``: ``texts`` with the texts at ``changed`` replaced."""
+    global _last_flags
+    cached = _last_flags
+    scan = accelerated.textscan
+    if cached is None or scan is None or not _same(texts, cached.texts):
+        return
+    flags = cached.flags
+    if changed:
+        flags = flags.copy()
+        flags[changed] = np.frombuffer(
+            scan.text_flags([out[k] for k in changed], cached.table), dtype=np.uint8
+        )
+        flags.flags.writeable = False
+    _last_flags = _TextFlags(tuple(out), cached.table, flags)
 
 
 def edge_units(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -183,6 +232,7 @@ def apply(texts: Sequence[str], indices: Sequence[int], normalize: Callable[[str
         if new is not texts[k]:
             changed.append(k)
     _replaced(texts, out, changed)
+    _flags_replaced(texts, out, changed)
     return out
 
 

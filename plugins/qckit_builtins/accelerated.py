@@ -14,7 +14,7 @@ from types import ModuleType
 
 #: the interface version (``API`` in the C source) this code expects of each accelerator: a build of
 #: another version (an editable checkout not rebuilt after a change) is left unused
-API = {"_textscan": 2, "_markerscan": 2}
+API = {"_textscan": 3, "_markerscan": 2}
 
 
 def _load(name: str) -> ModuleType | None:

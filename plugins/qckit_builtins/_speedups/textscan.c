@@ -8,7 +8,6 @@
  * str.split() and str.isalpha() make.
  */
 #define PY_SSIZE_T_CLEAN
-#define _GNU_SOURCE  /* memmem */
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
@@ -98,7 +97,7 @@ PyDoc_STRVAR(non_alpha_space_doc,
 "For each text, how many characters are neither str.isalpha() nor str.isspace().");
 
 static PyObject *
-non_alpha_space(PyObject *module, PyObject *texts)
+non_alpha_space(PyObject *Py_UNUSED(module), PyObject *texts)
 {
     PyObject *out = check_list(texts);
     if (out == NULL)
@@ -138,7 +137,7 @@ PyDoc_STRVAR(word_counts_doc,
 "For each text, len(text.split()).");
 
 static PyObject *
-word_counts(PyObject *module, PyObject *texts)
+word_counts(PyObject *Py_UNUSED(module), PyObject *texts)
 {
     PyObject *out = check_list(texts);
     if (out == NULL)
@@ -218,7 +217,7 @@ PyDoc_STRVAR(repetitive_doc,
 "read once its distinct words reach the ratio (more words can only add distinct ones).");
 
 static PyObject *
-repetitive(PyObject *module, PyObject *args)
+repetitive(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts;
     Py_buffer table;
@@ -330,31 +329,38 @@ append_index(PyObject *out, Py_ssize_t i)
     return rc;
 }
 
-PyDoc_STRVAR(flagged_doc,
-"flagged(texts, table, mask, /) -> list[int]\n\n"
-"Indices of the texts holding a character c with table[c] & mask (``table``: 65536 uint8 flags over the\n"
-"BMP; a character above it has the flags of its two UTF-16 surrogates), or holding U+0000.");
+PyDoc_STRVAR(text_flags_doc,
+"text_flags(texts, table, /) -> bytes\n\n"
+"For each text, the OR of table[c] over its characters c (``table``: 65536 uint8 flags over the BMP; a\n"
+"character above it has the flags of its two UTF-16 surrogates); 0xFF for a text holding U+0000.");
 
 static PyObject *
-flagged(PyObject *module, PyObject *args)
+text_flags(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts;
     Py_buffer view;
-    unsigned int mask;
-    if (!PyArg_ParseTuple(args, "O!y*I:flagged", &PyList_Type, &texts, &view, &mask))
+    if (!PyArg_ParseTuple(args, "O!y*:text_flags", &PyList_Type, &texts, &view))
         return NULL;
     PyObject *out = NULL;
-    if (get_table(&view, 0x10000, "table") < 0 || (out = PyList_New(0)) == NULL)
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    if (get_table(&view, 0x10000, "table") < 0 || (out = PyBytes_FromStringAndSize(NULL, n)) == NULL)
         goto error;
     const unsigned char *table = view.buf;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
+    unsigned char *flags = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
         Text t;
         if (text_at(texts, i, &t) < 0)
             goto error;
         unsigned found = 0;
-        FOR_EACH_CHAR(&t, found |= (flags_of(table, ch) & mask) | (ch == 0));
-        if (found && append_index(out, i) < 0)
-            goto error;
+        if (t.kind == PyUnicode_1BYTE_KIND) {  /* the first 256 entries stay in the L1 cache */
+            const Py_UCS1 *p = (const Py_UCS1 *)t.data;
+            for (Py_ssize_t j = 0; j < t.length; j++)
+                found |= p[j] ? table[p[j]] : 0xFF;
+        }
+        else {
+            FOR_EACH_CHAR(&t, found |= ch ? flags_of(table, ch) : 0xFF);
+        }
+        flags[i] = (unsigned char)found;
     }
     PyBuffer_Release(&view);
     return out;
@@ -364,37 +370,28 @@ error:
     return NULL;
 }
 
-/* Whether ``w`` (not empty) occurs in ``t``: memmem where both are one byte per character, else a scan
- * for the first character and a comparison of the rest there. */
-static int
-contains(const Text *t, const Text *w)
-{
-    if (w->length > t->length)
-        return 0;
-    if (t->kind == PyUnicode_1BYTE_KIND && w->kind == PyUnicode_1BYTE_KIND)
-        return memmem(t->data, (size_t)t->length, w->data, (size_t)w->length) != NULL;
-    Py_UCS4 head = PyUnicode_READ(w->kind, w->data, 0);
-    Py_ssize_t last = t->length - w->length;
-    FOR_EACH_CHAR(t, {
-        if (j_ > last)
-            break;
-        if (ch == head) {
-            Py_ssize_t m = 1;
-            while (m < w->length && PyUnicode_READ(t->kind, t->data, j_ + m) == PyUnicode_READ(w->kind, w->data, m))
-                m++;
-            if (m == w->length)
-                return 1;
-        }
-    });
-    return 0;
-}
-
 PyDoc_STRVAR(containing_doc,
 "containing(texts, literals, /) -> list[int]\n\n"
 "Indices of the texts that contain one of ``literals`` (a tuple of str).");
 
+/* Whether one of the literals ``w[0..n)`` occurs at position ``j`` of ``t``. */
+static inline int
+literal_at(const Text *t, Py_ssize_t j, const Text *w, Py_ssize_t n)
+{
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (w[k].length > t->length - j)
+            continue;
+        Py_ssize_t m = 0;
+        while (m < w[k].length && PyUnicode_READ(t->kind, t->data, j + m) == PyUnicode_READ(w[k].kind, w[k].data, m))
+            m++;
+        if (m == w[k].length)
+            return 1;
+    }
+    return 0;
+}
+
 static PyObject *
-containing(PyObject *module, PyObject *args)
+containing(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts, *literals;
     if (!PyArg_ParseTuple(args, "O!O!:containing", &PyList_Type, &texts, &PyTuple_Type, &literals))
@@ -402,6 +399,8 @@ containing(PyObject *module, PyObject *args)
     Py_ssize_t n_literals = PyTuple_GET_SIZE(literals);
     Text *wanted = PyMem_Calloc(n_literals ? n_literals : 1, sizeof(Text));
     PyObject *out = NULL;
+    unsigned char heads[256] = {0};
+    int wide_head = 0;  /* a literal starting above U+00FF: checked at every character */
     if (wanted == NULL)
         return PyErr_NoMemory();
     for (Py_ssize_t k = 0; k < n_literals; k++) {
@@ -413,6 +412,11 @@ containing(PyObject *module, PyObject *args)
         wanted[k].kind = PyUnicode_KIND(literal);
         wanted[k].data = PyUnicode_DATA(literal);
         wanted[k].length = PyUnicode_GET_LENGTH(literal);
+        Py_UCS4 head = PyUnicode_READ(wanted[k].kind, wanted[k].data, 0);
+        if (head < 256)
+            heads[head] = 1;
+        else
+            wide_head = 1;
     }
     if ((out = PyList_New(0)) == NULL)
         goto error;
@@ -421,8 +425,13 @@ containing(PyObject *module, PyObject *args)
         if (text_at(texts, i, &t) < 0)
             goto error;
         int found = 0;
-        for (Py_ssize_t k = 0; k < n_literals && !found; k++)
-            found = contains(&t, &wanted[k]);
+        /* one pass for all the literals: a character that starts none is one table look-up */
+        FOR_EACH_CHAR(&t, {
+            if ((ch < 256 ? heads[ch] : wide_head) && literal_at(&t, j_, wanted, n_literals)) {
+                found = 1;
+                break;
+            }
+        });
         if (found && append_index(out, i) < 0)
             goto error;
     }
@@ -440,7 +449,7 @@ PyDoc_STRVAR(whitespace_candidates_doc,
 "U+0000, two U+0020 in a row, or a first or last character flagged ``space_mask``.");
 
 static PyObject *
-whitespace_candidates(PyObject *module, PyObject *args)
+whitespace_candidates(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts;
     Py_buffer view;
@@ -604,7 +613,7 @@ PyDoc_STRVAR(blake2b_64_doc,
 "For each bytes of ``keys``, hashlib.blake2b(key, digest_size=8).digest(), concatenated.");
 
 static PyObject *
-blake2b_64_many(PyObject *module, PyObject *keys)
+blake2b_64_many(PyObject *Py_UNUSED(module), PyObject *keys)
 {
     if (!PyList_Check(keys)) {
         PyErr_SetString(PyExc_TypeError, "keys must be a list of bytes");
@@ -688,7 +697,7 @@ key_buffer(char **buffer, size_t *capacity, Py_ssize_t length)
 }
 
 static PyObject *
-dedup_keys(PyObject *module, PyObject *args)
+dedup_keys(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *texts;
     Py_buffer view;
@@ -727,7 +736,7 @@ static PyMethodDef methods[] = {
     {"non_alpha_space", non_alpha_space, METH_O, non_alpha_space_doc},
     {"word_counts", word_counts, METH_O, word_counts_doc},
     {"repetitive", repetitive, METH_VARARGS, repetitive_doc},
-    {"flagged", flagged, METH_VARARGS, flagged_doc},
+    {"text_flags", text_flags, METH_VARARGS, text_flags_doc},
     {"containing", containing, METH_VARARGS, containing_doc},
     {"whitespace_candidates", whitespace_candidates, METH_VARARGS, whitespace_candidates_doc},
     {"dedup_keys", dedup_keys, METH_VARARGS, dedup_keys_doc},
@@ -736,8 +745,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_textscan",
-    "One pass per text over a batch of texts, for the built-in components (see textscan.c).", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_textscan",
+    .m_doc = "One pass per text over a batch of texts, for the built-in components (see textscan.c).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC
@@ -748,7 +760,7 @@ PyInit__textscan(void)
     PyObject *m = PyModule_Create(&module);
     /* the interface version that qckit_builtins.accelerated expects: bump it with every change of the
      * functions' arguments or results, so that a stale build is left unused instead of misused */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 3) < 0) {
         Py_DECREF(m);
         return NULL;
     }
