@@ -2,13 +2,15 @@
  *
  * matcher(...) builds, once per marker list, a Matcher that holds the list's vocabulary, stems and
  * phrases in C tables; Matcher.find_all(texts) then walks every text once, reading the str's own storage
- * (no copy, no encoding). Its results are exactly those of MarkerList.find in
- * qckit_builtins.filters.dialect, which is the reference and the fallback when this module is not built:
- * each character is folded with the tables of dialect._fold_tables() (what fold_words does to it), the
- * tokens are the runs of [a-z0-9] of the folded text and find's loop runs over them. A text with a
- * character the tables leave to Python (one that folds to three or more characters, a lone surrogate)
- * or one above U+FFFF (NFKD can make letters of them) is left to MarkerList.find. Word counts use
- * Py_UNICODE_ISSPACE, the very test of str.split(). No table has a fixed size: they grow with the list.
+ * (no copy, no encoding), and Matcher.tag_all(docs, ...) does the same for documents, setting their
+ * metrics and meta as QuebecMarkers.drop_reason does. Their results are exactly those of MarkerList.find
+ * in qckit_builtins.filters.dialect, which is the reference and the fallback when this module is not
+ * built: each character is folded with the tables of dialect._fold_tables() (what fold_words does to
+ * it), the tokens are the runs of [a-z0-9] of the folded text and find's loop runs over them. A text
+ * with a character the tables leave to Python (one that folds to three or more characters, a lone
+ * surrogate) or one above U+FFFF (NFKD can make letters of them) is left to MarkerList.find. Word
+ * counts use the fold table's whitespace (0x20), which is exactly str.split()'s. No table has a fixed
+ * size: they grow with the list.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -124,7 +124,8 @@ class MarkerList:
 
     def scan_matcher(self, scan: ModuleType) -> Any:
         """The C matcher of ``accelerated.markerscan`` for this list (built on first use): its
-        ``find_all(texts)`` is :meth:`find` for every text (see ``_speedups/markerscan.c``)."""
+        ``find_all(texts)`` is :meth:`find` for every text, its ``tag_all(docs, keys, min_density)``
+        :meth:`QuebecMarkers.drop_reason`'s tagging for every document (see ``_speedups/markerscan.c``)."""
         try:
             return self._scan_matcher
         except AttributeError:
