@@ -13,6 +13,7 @@ against the seed comes from ``bench_prepare.py``; this says which component a sp
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -75,6 +76,12 @@ def main() -> int:
         action="store_true",
         help="keep glibc's default allocator settings (the workers keep freed memory: see the local executor)",
     )
+    ap.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=None,
+        help="the young-generation GC threshold to run with (default: the local executor's workers' own)",
+    )
     args = ap.parse_args()
 
     from make_corpus import make_corpus
@@ -99,10 +106,13 @@ def main() -> int:
     settings = plan.settings
     files = inputs.input_files([corpus], plan.reader_table, settings.merge)
 
-    if not args.default_malloc:
-        from qckit_builtins.executors.local import _keep_freed_memory
+    from qckit_builtins.executors.local import _GC_YOUNG, _keep_freed_memory
 
+    if not args.default_malloc:
         _keep_freed_memory()  # what every worker process of the local executor does first
+    young = _GC_YOUNG if args.gc_threshold is None else args.gc_threshold
+    gc.freeze()  # as the workers do
+    gc.set_threshold(young, *gc.get_threshold()[1:])
     started = time.perf_counter()
     warm_up(stage)
     warm = time.perf_counter() - started
@@ -122,6 +132,7 @@ def main() -> int:
     built = ", ".join(name for name, on in accelerated.available().items() if on) or "none"
     print(f"C accelerators in use: {built} (QCKIT_NO_EXTENSIONS=1 turns them off)")
     malloc = "glibc defaults" if args.default_malloc else "freed memory kept, as in the workers"
+    malloc += f"; young-generation GC every {young:,} allocations"
     print(f"process() over every batch, one process ({malloc}): {cpu:.2f} CPU-s")
     print(f"{'component':28s} {'CPU-s':>8s} {'share':>7s}")
     for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
