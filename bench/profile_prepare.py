@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 METHODS = (
     "parse",
     "parse_batch",
+    "parse_block",
     "normalize",
     "normalize_batch",
     "drop_reason",
