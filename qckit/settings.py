@@ -29,9 +29,7 @@ class PrepareSettings:
     output: str = "./data"
     merge: bool = False
     workers: int = 0  # 0 = one per CPU core
-    batch_bytes: int = (
-        512 * 1024
-    )  #: input bytes per batch handed to a worker (bench_prepare: 512 KiB beat 256 KiB and 1 MiB)
+    batch_bytes: int = 256 * 1024  #: input bytes per batch handed to a worker
     #: a longer input line (record) is counted as ``line_too_long`` and skipped while streaming
     max_line_bytes: int = MAX_LINE_BYTES
     max_examples: int = 5  # examples kept per drop reason / reader problem
