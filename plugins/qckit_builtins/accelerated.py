@@ -2,8 +2,9 @@
 
 ``setup.py`` compiles them from ``_speedups/*.c`` at install time when a C compiler is there. A batch
 method looks its accelerator up here at every call and falls back to its Python/numpy code when it is
-None; both give the same output (``tests/test_accelerated.py`` compares them on random text), the C one
-faster. ``QCKIT_NO_EXTENSIONS=1`` in the environment leaves them unused (and unbuilt at install).
+None; both give the same output (``tests/test_textscan.py`` and ``tests/test_markerscan.py`` compare
+them on random text), the C one faster. ``QCKIT_NO_EXTENSIONS=1`` in the environment leaves them unused
+(and unbuilt at install); ``tests/test_accelerated.py`` checks that they are built where a compiler is.
 """
 
 from __future__ import annotations
