@@ -77,6 +77,14 @@ def input_files(paths: list[Path], readers: dict[str, Any], merge: bool) -> list
     ]
 
 
+def _read_error(exc: Exception, inp: InputFile, reader: Any, line: int) -> QckitError:
+    """What an error while reading ``inp`` at ``line`` becomes: an OS error one :class:`InputError`
+    naming the file and line, anything else the reader's fault."""
+    if isinstance(exc, OSError):
+        return InputError(inp.path, f"cannot read: {exc.strerror or exc}", line)
+    return ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line}", exc)
+
+
 #: records taken from a reader at a time by :func:`record_batches` (a list of them is cut without a
 #: Python step per record)
 _BLOCK = 4096
@@ -137,10 +145,8 @@ def record_batches(
                 start = stop + 1
     except QckitError:
         raise
-    except OSError as exc:
-        raise InputError(inp.path, f"cannot read: {exc.strerror or exc}", line + 1) from exc
     except Exception as exc:
-        raise ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line + 1}", exc) from exc
+        raise _read_error(exc, inp, reader, line + 1) from exc
     if batch or skipped:
         yield cut()
 
@@ -228,10 +234,8 @@ def block_batches(
                 pos = end + 1
     except QckitError:
         raise
-    except OSError as exc:
-        raise InputError(inp.path, f"cannot read: {exc.strerror or exc}", line + 1) from exc
     except Exception as exc:
-        raise ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line + 1}", exc) from exc
+        raise _read_error(exc, inp, reader, line + 1) from exc
     if count or skipped:
         yield cut()
 

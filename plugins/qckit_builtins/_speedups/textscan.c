@@ -92,31 +92,31 @@ check_list(PyObject *texts)
     return PyList_New(PyList_GET_SIZE(texts));
 }
 
-PyDoc_STRVAR(non_alpha_space_doc,
-"non_alpha_space(texts, /) -> list[int]\n\n"
-"For each text, how many characters are neither str.isalpha() nor str.isspace().");
-
+/* One count per text: ``count(text)`` for each text of the list. */
 static PyObject *
-non_alpha_space(PyObject *Py_UNUSED(module), PyObject *texts)
+counts_of(PyObject *texts, Py_ssize_t (*count)(const Text *))
 {
     PyObject *out = check_list(texts);
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
         Text t;
-        if (text_at(texts, i, &t) < 0)
-            goto error;
-        Py_ssize_t bad = 0;
-        FOR_EACH_CHAR(&t, bad += !is_alpha_or_space(ch));
-        PyObject *n = PyLong_FromSsize_t(bad);
-        if (n == NULL)
-            goto error;
+        PyObject *n;
+        if (text_at(texts, i, &t) < 0 || (n = PyLong_FromSsize_t(count(&t))) == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
         PyList_SET_ITEM(out, i, n);
     }
     return out;
-error:
-    Py_DECREF(out);
-    return NULL;
+}
+
+static Py_ssize_t
+count_non_alpha_space(const Text *t)
+{
+    Py_ssize_t bad = 0;
+    FOR_EACH_CHAR(t, bad += !is_alpha_or_space(ch));
+    return bad;
 }
 
 static Py_ssize_t
@@ -132,6 +132,16 @@ count_words(const Text *t)
     return words;
 }
 
+PyDoc_STRVAR(non_alpha_space_doc,
+"non_alpha_space(texts, /) -> list[int]\n\n"
+"For each text, how many characters are neither str.isalpha() nor str.isspace().");
+
+static PyObject *
+non_alpha_space(PyObject *Py_UNUSED(module), PyObject *texts)
+{
+    return counts_of(texts, count_non_alpha_space);
+}
+
 PyDoc_STRVAR(word_counts_doc,
 "word_counts(texts, /) -> list[int]\n\n"
 "For each text, len(text.split()).");
@@ -139,22 +149,7 @@ PyDoc_STRVAR(word_counts_doc,
 static PyObject *
 word_counts(PyObject *Py_UNUSED(module), PyObject *texts)
 {
-    PyObject *out = check_list(texts);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(texts); i++) {
-        Text t;
-        if (text_at(texts, i, &t) < 0)
-            goto error;
-        PyObject *n = PyLong_FromSsize_t(count_words(&t));
-        if (n == NULL)
-            goto error;
-        PyList_SET_ITEM(out, i, n);
-    }
-    return out;
-error:
-    Py_DECREF(out);
-    return NULL;
+    return counts_of(texts, count_words);
 }
 
 /* -- distinct lower-cased words ----------------------------------------------------------------------- */
