@@ -28,6 +28,8 @@ IGNORE_INDEX = -100
 BLANK_LINE = "blank_line"
 #: The issue kind of a line whose strings held lone UTF-16 surrogates (JSON ``"\ud800"``), repaired
 LONE_SURROGATE = "lone_surrogate"
+#: The reader issue kind of a record longer than ``[prepare] max_line_bytes``, skipped while streaming
+LINE_TOO_LONG = "line_too_long"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -108,6 +110,13 @@ class SkippedRecord:
 
     kind: str  #: the issue kind in the stats, e.g. ``line_too_long``
     message: str
+
+    @classmethod
+    def too_long(cls, size: int, limit: int) -> SkippedRecord:
+        """The record that takes the place of one of ``size`` bytes, over the ``limit`` of ``max_line_bytes``."""
+        return cls(
+            LINE_TOO_LONG, f"line of {size:,} bytes is longer than max_line_bytes ({limit:,}), skipped"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,10 +166,7 @@ def read_records(reader: Any, path: Path, max_bytes: int) -> Iterator[bytes | Sk
 def _limited(records: Iterable[Any], max_bytes: int) -> Iterator[Any]:
     for record in records:
         if isinstance(record, bytes) and len(record) > max_bytes:
-            message = (
-                f"record of {len(record):,} bytes is longer than max_line_bytes ({max_bytes:,}), skipped"
-            )
-            yield SkippedRecord("line_too_long", message)
+            yield SkippedRecord.too_long(len(record), max_bytes)
         else:
             yield record
 

@@ -7,8 +7,9 @@ line in a worker. See :mod:`qckit_builtins.readers.lines` for decoding and line 
 from __future__ import annotations
 
 from qckit import hookimpl
+from qckit.prepare.inputs import check_input_file  # the one the pipeline runs on every input
 from qckit_builtins.readers.jsonl import JsonlReader
-from qckit_builtins.readers.lines import check_input_file, decode_line, iter_lines
+from qckit_builtins.readers.lines import decode_line, iter_lines
 from qckit_builtins.readers.txt import TxtReader
 
 READERS = (TxtReader, JsonlReader)

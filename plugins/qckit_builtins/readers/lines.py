@@ -28,8 +28,6 @@ from qckit.settings import MAX_LINE_BYTES
 
 #: bytes read at a time by ``records``
 CHUNK_SIZE = 1 << 20
-#: the reader issue kind of a line longer than ``max_line_bytes``
-LINE_TOO_LONG = "line_too_long"
 
 # Windows-1252 for the bytes 0x80-0x9F; the five bytes it leaves undefined (0x81 0x8D 0x8F 0x90 0x9D) keep
 # their Latin-1 meaning (a C1 control character), so decoding never fails.
@@ -56,25 +54,6 @@ def decode_line(record: bytes, source: str, line: int, issues: IssueLog) -> str:
     except UnicodeDecodeError:
         issues.add("decoded_cp1252", source, line, "not valid UTF-8, decoded as cp1252")
         return record.decode("utf-8", errors=_ERROR_HANDLER)
-
-
-def check_input_file(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`~qckit.errors.InputError` if ``path`` is missing, a directory, unreadable or empty."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise InputError(p, "no such file") from None
-    except PermissionError:
-        raise InputError(p, "permission denied") from None
-    except OSError as e:
-        raise InputError(p, f"cannot read: {e.strerror or e}") from None
-    if p.is_dir():
-        raise InputError(p, "is a directory, expected a file")
-    if st.st_size == 0:
-        raise InputError(p, "file is empty")
-    if not os.access(p, os.R_OK):
-        raise InputError(p, "permission denied")
 
 
 def _open(path: Path):
@@ -164,12 +143,6 @@ def _transcode(chunks: Iterator[bytes], codec: str, label: str, path: Path) -> I
 # -- lines ---------------------------------------------------------------------------------------------
 
 
-def _skipped(size: int, limit: int) -> SkippedRecord:
-    return SkippedRecord(
-        LINE_TOO_LONG, f"line of {size:,} bytes is longer than max_line_bytes ({limit:,}), skipped"
-    )
-
-
 def _split(chunks: Iterator[bytes], limit: int) -> Iterator[bytes | SkippedRecord]:
     """The lines of a byte stream, one at a time (see :func:`_split_blocks`)."""
     for item in _split_blocks(chunks, limit):
@@ -212,7 +185,7 @@ def _split_blocks(chunks: Iterator[bytes], limit: int) -> Iterator[RecordBlock |
         first = chunk[:first_end]
         size += len(first)
         if skipping or size > limit:
-            yield _skipped(size, limit)
+            yield SkippedRecord.too_long(size, limit)
         elif pending:
             pending.append(first)
             yield RecordBlock(b"".join(pending), 1)
@@ -231,7 +204,7 @@ def _split_blocks(chunks: Iterator[bytes], limit: int) -> Iterator[RecordBlock |
         if last and not skipping:
             pending.append(last)
     if skipping:
-        yield _skipped(size, limit)
+        yield SkippedRecord.too_long(size, limit)
     elif size:  # the last line, without a line ending
         yield RecordBlock(b"".join(pending), 1)
 
@@ -246,7 +219,7 @@ def _blocks_within(lines: list[bytes], limit: int) -> Iterator[RecordBlock | Ski
         if run:
             yield RecordBlock(b"\n".join(run), len(run))
             run = []
-        yield _skipped(len(line), limit)
+        yield SkippedRecord.too_long(len(line), limit)
     if run:
         yield RecordBlock(b"\n".join(run), len(run))
 
