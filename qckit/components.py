@@ -513,6 +513,8 @@ class Evaluator(Protocol):
     #: how a regression of the metric is measured: ``"relative"`` (``(after − before) / before`` for a
     #: smaller-is-better metric, bits per byte) or ``"points"`` (``before − after``, accuracy)
     regression: str
+    #: the values registration accepts for a class attribute of this protocol (one of REGRESSION_UNITS)
+    __qckit_choices__: ClassVar[dict[str, tuple[str, ...]]] = {"regression": REGRESSION_UNITS}
     #: what else the numbers depend on, named with them wherever they are reported (bpb: ``document`` or
     #: ``stream``); empty when the kind says it all
     protocol: str = ""

@@ -174,9 +174,13 @@ class PluginHost:
             raise PluginError(f"{info.owner} registered a {kind} without a 'name' attribute: {component!r}")
         label = f"{kind} {name!r} ({component.__module__}.{component.__qualname__}, {info.owner})"
         missing = BY_NAME[kind].missing(component)
+        protocol = BY_NAME[kind].protocol(component)
         if missing:
-            protocol = BY_NAME[kind].protocol(component).__name__
-            raise PluginError(f"{label} does not implement {protocol}: missing {', '.join(missing)}")
+            raise PluginError(f"{label} does not implement {protocol.__name__}: missing {', '.join(missing)}")
+        for attribute, allowed in getattr(protocol, "__qckit_choices__", {}).items():
+            value = getattr(component, attribute, None)
+            if isinstance(value, str) and value not in allowed:
+                raise PluginError(f"{label}: {attribute} must be one of {', '.join(allowed)}, not {value!r}")
         try:
             # Recipe values are checked against these hints: unresolvable ones would silently check nothing.
             typing.get_type_hints(component.__init__)  # type: ignore[misc]

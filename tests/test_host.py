@@ -119,6 +119,19 @@ def test_registration_names_the_missing_protocol_members(kind, members, missing)
         _ = host.registry
 
 
+def test_an_evaluator_with_an_unknown_regression_unit_is_refused():
+    from qckit_builtins.evaluators import BitsPerByte
+
+    component = type("Percent", (BitsPerByte,), {"name": "bad.percent", "regression": "percent"})
+    plugin = types.SimpleNamespace(register_evaluators=hookimpl(lambda register: register(component)))
+    host = PluginHost.from_entry_points(extra=[("bad", plugin)])
+    with pytest.raises(
+        PluginError,
+        match=r"evaluator 'bad.percent'.*regression must be one of relative, points, not 'percent'",
+    ):
+        _ = host.registry
+
+
 def test_optional_abilities_are_not_required():
     kind = BY_NAME["normalizer"]
     assert "normalize_batch" in kind.abilities()
