@@ -12,6 +12,11 @@ if not os.environ.get("QCKIT_TEST_GPU"):
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run and machine, and keep no example database.
+settings.register_profile("qckit", derandomize=True, database=None)
+settings.load_profile("qckit")
 
 from qckit.testing import SAMPLE_SENTENCES, save_tiny_model
 
