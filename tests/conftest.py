@@ -14,11 +14,11 @@ if not os.environ.get("QCKIT_TEST_GPU"):
 import pytest
 from hypothesis import settings
 
+from qckit.testing import SAMPLE_SENTENCES, save_tiny_model
+
 # Property tests draw the same examples on every run and machine, and keep no example database.
 settings.register_profile("qckit", derandomize=True, database=None)
 settings.load_profile("qckit")
-
-from qckit.testing import SAMPLE_SENTENCES, save_tiny_model
 
 
 @pytest.fixture(scope="session", autouse=True)
