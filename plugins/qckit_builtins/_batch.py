@@ -11,6 +11,10 @@ once per batch in C instead of once per document in Python:
   objects) or a few changed ones (:func:`apply` updates it for those).
 * :func:`flagged` runs one search over all the texts joined together and finds the few texts that a
   normalizer may change; :func:`apply` runs the normalizer on those only.
+
+With the C accelerator (:data:`qckit_builtins.accelerated.textscan`), :func:`flagged_by_table` and
+:func:`containing` read each text's own storage instead (no code units), and the per-text flags are kept
+from one normalizer to the next (:func:`text_flags`).
 """
 
 from __future__ import annotations
@@ -239,7 +243,8 @@ def apply(texts: Sequence[str], indices: Sequence[int], normalize: Callable[[str
 def containing(texts: Sequence[str], literals: Sequence[str]) -> list[int] | None:
     """Indices (ascending) of the texts that contain one of ``literals`` (each without "\\0"); None when a
     text contains "\\0". Exact, with numpy over the code units: the first character's positions, then
-    the following ones checked at those positions only (with the C accelerator: ``in`` per text)."""
+    the following ones checked at those positions only (with the C accelerator: one pass over each text
+    for all the literals)."""
     scan = accelerated.textscan
     if scan is not None:
         return scan.containing(list(texts), tuple(literals))

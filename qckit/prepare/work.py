@@ -156,8 +156,7 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
         batch.set_index,
         batch.file_index,
         batch.nbytes,
-        (batch.records.count if isinstance(batch.records, RecordBlock) else len(batch.records))
-        + len(batch.skipped),
+        batch.n_records + len(batch.skipped),
         n_docs,
         issues,
         changed,
