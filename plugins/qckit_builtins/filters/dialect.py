@@ -551,8 +551,10 @@ def _file_markers(path: str) -> MarkerList:
     return MarkerList(text, path)
 
 
-#: the metrics (markers, words, 1.0 if any marker) and the meta key that the tagger sets, in that order
-_TAG_KEYS = ("qc_markers", "qc_words", "qc_docs_with_markers", "qc_markers")
+#: the metrics the tagger sets (occurrences, words, 1 or 0) and its meta key (the entries found)
+MARKERS, WORDS, WITH_MARKERS = "qc_markers", "qc_words", "qc_docs_with_markers"
+#: what ``Matcher.tag_all`` sets: the three metrics in this order, then the meta key
+_TAG_KEYS = (MARKERS, WORDS, WITH_MARKERS, MARKERS)
 
 
 class QuebecMarkers:
@@ -588,10 +590,10 @@ class QuebecMarkers:
 
     def drop_reason(self, doc: Document) -> str | None:
         count, n_words, found = self.markers.find(doc.text)
-        doc.metrics["qc_markers"] = float(count)
-        doc.metrics["qc_words"] = float(n_words)
-        doc.metrics["qc_docs_with_markers"] = 1.0 if count else 0.0
-        doc.meta["qc_markers"] = found
+        doc.metrics[MARKERS] = float(count)
+        doc.metrics[WORDS] = float(n_words)
+        doc.metrics[WITH_MARKERS] = 1.0 if count else 0.0
+        doc.meta[MARKERS] = found
         if self.min_density > 0 and (not n_words or 1000.0 * count / n_words < self.min_density):
             return "below_dialect_density"
         return None
@@ -620,10 +622,10 @@ class QuebecMarkers:
                 docs, n_words, counts, with_markers, entries, strict=True
             ):
                 metrics = doc.metrics
-                metrics["qc_markers"] = count
-                metrics["qc_words"] = words
-                metrics["qc_docs_with_markers"] = flag
-                doc.meta["qc_markers"] = found_entries
+                metrics[MARKERS] = count
+                metrics[WORDS] = words
+                metrics[WITH_MARKERS] = flag
+                doc.meta[MARKERS] = found_entries
             min_density = self.min_density
             if min_density > 0:
                 reasons = [
@@ -638,9 +640,9 @@ class QuebecMarkers:
 
     def summary(self, sums: dict[str, float]) -> dict[str, float]:
         """Corpus-level figures from the summed metrics of the kept documents."""
-        words = sums.get("qc_words", 0.0)
-        markers = sums.get("qc_markers", 0.0)
+        words = sums.get(WORDS, 0.0)
+        markers = sums.get(MARKERS, 0.0)
         return {
             "qc_density_per_1k_words": 1000.0 * markers / words if words else 0.0,
-            "qc_docs_with_markers": sums.get("qc_docs_with_markers", 0.0),
+            WITH_MARKERS: sums.get(WITH_MARKERS, 0.0),
         }
