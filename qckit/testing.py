@@ -38,8 +38,6 @@ BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
 PAD_TOKEN = "<pad>"
 
-#: Short, natural Quebec French sentences (informal register, regional vocabulary, accents,
-#: apostrophes). Usable as a corpus in tests; one sentence per document.
 #: Quebec words to build many distinct synthetic documents from (tests that need a corpus of any size)
 QUEBEC_WORDS: tuple[str, ...] = (
     "pis",
@@ -57,6 +55,8 @@ QUEBEC_WORDS: tuple[str, ...] = (
     "icitte",
 )
 
+#: Short, natural Quebec French sentences (informal register, regional vocabulary, accents,
+#: apostrophes). Usable as a corpus in tests; one sentence per document.
 SAMPLE_SENTENCES: tuple[str, ...] = (
     "Je suis ben fatigué à soir, j'pense que j'vas me coucher de bonne heure.",
     "On s'en va au chalet en fin de semaine avec les enfants.",

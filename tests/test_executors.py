@@ -17,37 +17,11 @@ from qckit.host import PluginHost
 from qckit.prepare import run_prepare
 from qckit.prepare import shards as shard_mod
 from qckit.recipe import build_recipe
-
-WORDS = [
-    "pis",
-    "icitte",
-    "chum",
-    "blonde",
-    "tuque",
-    "frette",
-    "dépanneur",
-    "magasiner",
-    "cabane",
-    "sucre",
-    "neige",
-    "char",
-    "bécosses",
-    "fin",
-    "semaine",
-    "jaser",
-    "placoter",
-    "niaiser",
-    "écœurant",
-    "tabarnak",
-    "poutine",
-    "Montréal",
-    "Québec",
-    "Gaspé",
-]
+from qckit.testing import QUEBEC_WORDS
 
 
 def sentence(i: int) -> str:
-    words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(6 + i % 5)]
+    words = [QUEBEC_WORDS[(i * 7 + k * 3) % len(QUEBEC_WORDS)] for k in range(6 + i % 5)]
     return f"Le numéro {i}, " + " ".join(words) + f" pour la {i % 13}e fois."
 
 
