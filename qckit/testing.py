@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from qckit.train.settings import TrainSettings
 
 __all__ = [
     "QUEBEC_WORDS",
@@ -32,6 +34,7 @@ __all__ = [
     "save_tiny_model",
     "save_tiny_gguf",
     "write_corpus",
+    "tiny_train_settings",
 ]
 
 BOS_TOKEN = "<s>"
@@ -228,6 +231,27 @@ def save_tiny_gguf(
         tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
     )
     return write_gguf(model, tokenizer, path, outtype=outtype, name="tiny-llama")
+
+
+def tiny_train_settings(corpus: Sequence[Path], out: Path, model: Path, **overrides: Any) -> TrainSettings:
+    """Settings for a few fast steps of a tiny model on ``corpus`` (train file, and validation file when
+    there is a second): batch 4 without accumulation, learning rate 5e-3, a log line every step and no
+    checkpoints, unless ``overrides`` (any :class:`~qckit.train.TrainSettings` field) say otherwise."""
+    from qckit.train.settings import TrainSettings
+
+    base: dict[str, Any] = dict(
+        train_file=str(corpus[0]),
+        val_file=str(corpus[1]) if len(corpus) > 1 else None,
+        output_dir=str(out),
+        model=str(model),
+        batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=5e-3,
+        logging_steps=1,
+        save_steps=0,
+    )
+    base.update(overrides)
+    return TrainSettings(**base)
 
 
 def write_corpus(path: str | Path, texts: Iterable[str]) -> Path:

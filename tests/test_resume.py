@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from qckit.errors import InputError, RecipeError, TrainingError
 from qckit.progress import RecordingObserver
 from qckit.recipe import build_recipe
-from qckit.testing import SAMPLE_SENTENCES, write_corpus
+from qckit.testing import SAMPLE_SENTENCES, tiny_train_settings, write_corpus
 from qckit.train import TrainSettings, run_train
 from qckit.train.checkpoints import read_marker
 from qckit_builtins.adapters import LoraAdapter
@@ -33,22 +33,12 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _settings(out: Path, model: Path, corpus, **overrides) -> TrainSettings:
-    base = dict(
-        train_file=str(corpus[0]),
-        val_file=str(corpus[1]),
-        output_dir=str(out),
-        model=str(model),
-        max_steps=8,
-        save_steps=4,
-        batch_size=4,
-        gradient_accumulation_steps=1,
-        learning_rate=5e-3,
-        logging_steps=1,
-        eval_steps=-1,
-        inspect_data=False,
+    return tiny_train_settings(
+        corpus,
+        out,
+        model,
+        **{"max_steps": 8, "save_steps": 4, "eval_steps": -1, "inspect_data": False, **overrides},
     )
-    base.update(overrides)
-    return TrainSettings(**base)
 
 
 def _chunker() -> WindowChunker:

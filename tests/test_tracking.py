@@ -9,7 +9,7 @@ import pytest
 
 from qckit.errors import RecipeError, TrainingError
 from qckit.recipe import build_recipe
-from qckit.testing import SAMPLE_SENTENCES, write_corpus
+from qckit.testing import SAMPLE_SENTENCES, tiny_train_settings, write_corpus
 from qckit.train import TrainSettings, run_train
 from qckit.train.tracking import tracker_metrics
 from qckit_builtins.adapters import LoraAdapter
@@ -31,23 +31,13 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _settings(out: Path, model: Path, corpus, **overrides) -> TrainSettings:
-    base = dict(
-        train_file=str(corpus[0]),
-        val_file=str(corpus[1]),
-        output_dir=str(out),
-        model=str(model),
-        max_steps=6,
-        eval_steps=3,
-        save_steps=0,
-        batch_size=4,
-        gradient_accumulation_steps=1,
-        learning_rate=5e-3,
-        logging_steps=1,
-        inspect_data=False,
-        report_to=["tensorboard", "mlflow"],
-    )
-    base.update(overrides)
-    return TrainSettings(**base)
+    defaults = {
+        "max_steps": 6,
+        "eval_steps": 3,
+        "inspect_data": False,
+        "report_to": ["tensorboard", "mlflow"],
+    }
+    return tiny_train_settings(corpus, out, model, **{**defaults, **overrides})
 
 
 def _client(out: Path):

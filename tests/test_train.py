@@ -11,7 +11,7 @@ import pytest
 
 from qckit.errors import HardwareError, InputError, RecipeError
 from qckit.progress import RecordingObserver
-from qckit.testing import SAMPLE_SENTENCES, write_corpus
+from qckit.testing import SAMPLE_SENTENCES, tiny_train_settings, write_corpus
 from qckit.train import TrainSettings, estimate_optimizer_steps, run_train
 from qckit_builtins.adapters import LoraAdapter
 from qckit_builtins.chunkers import WindowChunker
@@ -38,19 +38,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _settings(out: Path, model_dir: Path, corpus: tuple[Path, Path], **overrides) -> TrainSettings:
-    base = dict(
-        train_file=str(corpus[0]),
-        val_file=str(corpus[1]),
-        output_dir=str(out),
-        model=str(model_dir),
-        batch_size=4,
-        gradient_accumulation_steps=1,
-        learning_rate=5e-3,
-        logging_steps=1,
-        save_steps=0,
-    )
-    base.update(overrides)
-    return TrainSettings(**base)
+    return tiny_train_settings(corpus, out, model_dir, **overrides)
 
 
 @pytest.fixture(scope="module")
