@@ -76,8 +76,12 @@ NOT_IDENTITY = frozenset(
     }
 )
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-#: what the Trainer needs besides the weights to continue exactly where it stopped
-_STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+#: what the Trainer needs besides the weights and the optimizer to continue exactly where it stopped
+_STATE_FILES = ("trainer_state.json", "scheduler.pt")
+#: the optimizer state as ``Trainer._load_optimizer_and_scheduler`` finds it: ``optimizer.pt`` (plain),
+#: ``optimizer.bin`` (accelerate's FSDP FULL_STATE_DICT) or a directory named ``optimizer*`` (FSDP sharded)
+_OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin")
+_OPTIMIZER_DIR = "optimizer"
 _HEAD_BYTES = 1 << 20
 
 
@@ -252,6 +256,15 @@ def read_marker(checkpoint: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == MARKER_FORMAT else None
 
 
+def _has_optimizer(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` holds a non-empty optimizer state in one of the layouts the Trainer loads."""
+    for name in _OPTIMIZER_FILES:
+        path = checkpoint / name
+        if path.is_file() and path.stat().st_size > 0:
+            return True
+    return any(p.is_dir() and _OPTIMIZER_DIR in p.name and any(p.iterdir()) for p in checkpoint.iterdir())
+
+
 def _unloadable(checkpoint: Path, allow_pickle: bool) -> str | None:
     """Why ``checkpoint`` cannot be resumed from, or ``None`` when it can."""
     from safetensors import safe_open
@@ -260,13 +273,15 @@ def _unloadable(checkpoint: Path, allow_pickle: bool) -> str | None:
         path = checkpoint / name
         if not path.is_file() or path.stat().st_size == 0:
             return f"{name} is missing or empty"
+    if not _has_optimizer(checkpoint):
+        return f"no optimizer state ({' or '.join(_OPTIMIZER_FILES)} or an {_OPTIMIZER_DIR}_N/ directory)"
     try:
         json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
     except ValueError:
         return "trainer_state.json is not valid JSON"
     weights = sorted(checkpoint.glob("*.safetensors"))
     pickled = sorted(checkpoint.glob("*.bin")) if allow_pickle else []
-    pickled = [p for p in pickled if p.name != "training_args.bin"]
+    pickled = [p for p in pickled if p.name not in ("training_args.bin", *_OPTIMIZER_FILES)]
     if not weights and not pickled:
         return "no model weights (*.safetensors)"
     for path in weights:
