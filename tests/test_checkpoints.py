@@ -9,8 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from qckit.errors import InputError
-from qckit.train.checkpoints import choose_checkpoint, write_marker
+from qckit.errors import InputError, RecipeError
+from qckit.testing import SAMPLE_SENTENCES, tiny_train_settings, write_corpus
+from qckit.train import run_train
+from qckit.train.checkpoints import check_output_dir, choose_checkpoint, clear_output_dir, write_marker
+from qckit_builtins.chunkers import WindowChunker
 
 FINGERPRINT = {"settings": {"learning_rate": 0.001}}
 
@@ -55,3 +58,58 @@ def test_no_loadable_checkpoint_is_an_input_error(tmp_path):
     _checkpoint(tmp_path, 2, None)
     with pytest.raises(InputError, match="no optimizer state"):
         choose_checkpoint(tmp_path, FINGERPRINT, allow_pickle=False, warn=lambda _: None)
+
+
+def _users_directory(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for name in ("README.md", "recipe.toml", "config.json", "tokenizer.json"):
+        (path / name).write_text(f"the user's own {name}\n", encoding="utf-8")
+    (path / "logs").mkdir()
+    (path / "logs" / "notes.txt").write_text("mine\n", encoding="utf-8")
+    return path
+
+
+def test_overwrite_removes_nothing_from_a_directory_that_holds_no_qckit_run(tmp_path):
+    out = _users_directory(tmp_path / "project")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert clear_output_dir(out) == []
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert (out / "README.md").read_text(encoding="utf-8") == "the user's own README.md\n"
+
+
+def test_overwrite_clears_a_qckit_runs_outputs(tmp_path):
+    out = _users_directory(tmp_path / "run")
+    _checkpoint(out, 4, "optimizer.pt")
+    removed = clear_output_dir(out)
+    assert {"checkpoint-4", "logs", "README.md", "recipe.toml", "config.json", "tokenizer.json"} <= set(
+        removed
+    )
+    assert list(out.iterdir()) == []
+
+
+def test_overwrite_refuses_checkpoints_qckit_did_not_write(tmp_path, tiny_model_dir):
+    out = _users_directory(tmp_path / "project")
+    (out / "checkpoint-7").mkdir()
+    check_output_dir(out, str(tiny_model_dir), overwrite=False)  # refuse_fresh_run speaks for that case
+    with pytest.raises(
+        RecipeError, match=r"^train\.output_dir: overwrite_output_dir: .* checkpoint-7 .*nothing was removed"
+    ):
+        check_output_dir(out, str(tiny_model_dir), overwrite=True)
+    assert (out / "checkpoint-7").is_dir() and (out / "README.md").is_file()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_output_dir_that_is_the_model_directory_is_refused_in_one_line(tmp_path, tiny_model_dir, overwrite):
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in tiny_model_dir.iterdir():
+        (model / path.name).write_bytes(path.read_bytes())
+    corpus = [write_corpus(tmp_path / "train.txt", SAMPLE_SENTENCES)]
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    settings = tiny_train_settings(corpus, model / ".." / "model", model, overwrite_output_dir=overwrite)
+    with pytest.raises(RecipeError) as caught:
+        run_train(settings, WindowChunker(), [])
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("train.output_dir: ") and "is the base model's directory" in message
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before

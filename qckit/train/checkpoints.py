@@ -30,6 +30,7 @@ from qckit.errors import InputError, RecipeError
 __all__ = [
     "MARKER",
     "NOT_IDENTITY",
+    "check_output_dir",
     "choose_checkpoint",
     "checkpoints",
     "clear_output_dir",
@@ -37,6 +38,7 @@ __all__ = [
     "differences",
     "evaluation_identity",
     "fingerprint",
+    "is_run_output",
     "model_identity",
     "read_marker",
     "write_marker",
@@ -375,9 +377,43 @@ RUN_OUTPUTS = (
 RUN_OUTPUT_DIRS = ("logs", "merged", "mlruns", "wandb")
 
 
+def is_run_output(output_dir: Path) -> bool:
+    """Whether ``output_dir`` holds a qckit run: its summary, or a checkpoint with qckit's marker."""
+    return (output_dir / "training_summary.json").is_file() or any(
+        read_marker(checkpoint) is not None for checkpoint in checkpoints(output_dir)
+    )
+
+
+def check_output_dir(output_dir: Path, model: str, *, overwrite: bool) -> None:
+    """Refuse (``RecipeError`` on ``train.output_dir``) an ``output_dir`` that is the base model's
+    directory, and, for ``overwrite``, one whose ``checkpoint-*`` directories qckit did not write
+    (no :data:`MARKER`, no summary: :func:`clear_output_dir` removes nothing of a directory it cannot
+    tell is a qckit run's, and the new run's checkpoints would mix with them)."""
+    from qckit.models import resolve_model
+
+    source = resolve_model(model)
+    if source.is_local and output_dir.resolve() == Path(source.path_or_id).resolve():
+        raise RecipeError(
+            f"{output_dir} is the base model's directory ({source.display}): the trained model would "
+            "overwrite it; choose another output_dir",
+            key="train.output_dir",
+        )
+    found = checkpoints(output_dir)
+    if overwrite and found and not is_run_output(output_dir):
+        names = ", ".join(p.name for p in found[:3]) + (" …" if len(found) > 3 else "")
+        raise RecipeError(
+            f"overwrite_output_dir: {output_dir} holds {names} but no qckit run (no {MARKER}, no "
+            "training_summary.json); nothing was removed: delete them yourself or choose another output_dir",
+            key="train.output_dir",
+        )
+
+
 def clear_output_dir(output_dir: Path) -> list[str]:
-    """Remove an earlier run's checkpoints and outputs from ``output_dir`` (the packing cache stays).
-    Returns the names removed."""
+    """Remove an earlier qckit run's checkpoints and outputs from ``output_dir`` (the packing cache stays).
+    A directory that holds no qckit run (:func:`is_run_output`) keeps everything: its README.md,
+    config.json … are the user's. Returns the names removed."""
+    if not is_run_output(output_dir):
+        return []
     removed: list[str] = []
     for checkpoint in checkpoints(output_dir):
         shutil.rmtree(checkpoint)

@@ -252,6 +252,7 @@ class TrainRun:
         """The run's fingerprint, and what to do with the checkpoints already in ``output_dir``: resume
         from the newest complete one of this same run, clear them (``overwrite_output_dir``), or refuse."""
         settings = self.settings
+        checkpoints.check_output_dir(self.output_dir, settings.model, overwrite=settings.overwrite_output_dir)
         self.fingerprint = checkpoints.fingerprint(
             settings,
             self.sources,
