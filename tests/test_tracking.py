@@ -150,3 +150,51 @@ def test_wandb_runs_offline_and_gets_the_same_names(tmp_path, tiny_model_dir, co
     records = run_file.read_bytes()  # protobuf records: the history keys are stored as UTF-8 strings
     for key in ("train/loss", "train/learning_rate", "eval_val/document/bits_per_byte"):
         assert key.encode() in records, key
+
+
+class BrokenTracker:
+    """A second tracker whose constructor fails (a W&B that cannot start)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        raise OSError("wandb could not start")
+
+
+def test_a_tracker_that_fails_to_start_leaves_no_run_open(tmp_path, tiny_model_dir, corpus, monkeypatch):
+    import qckit.train.tracking as tracking
+
+    monkeypatch.setattr(tracking, "WandbTracker", BrokenTracker)
+    monkeypatch.delitem(tracking._PACKAGES, "wandb")  # installed or not, the fake stands in for it
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="wandb could not start"):
+        run_train(
+            _settings(out, tiny_model_dir, corpus, report_to=["mlflow", "wandb"]),
+            WindowChunker(max_length=64, stride=8),
+            [LoraAdapter()],
+        )
+    client = _client(out)
+    (run,) = client.search_runs([client.get_experiment_by_name("qckit").experiment_id])
+    assert run.info.status == "FAILED"  # the MLflow run built first was closed, not left RUNNING
+
+
+def test_a_finish_that_raises_does_not_hide_the_error_that_ended_the_run(
+    tmp_path, tiny_model_dir, corpus, monkeypatch
+):
+    from qckit.progress import RecordingObserver
+    from qckit.train.tracking import MlflowTracker
+
+    def finish(self, status, artifacts=()):
+        raise ConnectionError("tracking server gone")
+
+    monkeypatch.setattr(MlflowTracker, "finish", finish)
+    obs = RecordingObserver()
+    with pytest.raises(TrainingError):
+        run_train(
+            _settings(tmp_path / "out", tiny_model_dir, corpus, report_to=["mlflow"]),
+            WindowChunker(max_length=64, stride=8),
+            [NanAtStep(2)],
+            observer=obs,
+        )
+    warnings = [m for event, _, m in obs.events if event == "warn" and "could not end its run" in m]
+    assert warnings == [
+        "MlflowTracker: could not end its run as FAILED (ConnectionError: tracking server gone)"
+    ]

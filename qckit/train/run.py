@@ -627,7 +627,7 @@ class TrainRun:
         tags = {"qckit_version": __version__, "model": settings.model}
         if self.resume_from:
             tags["resumed_from"] = self.resume_from
-        self.trackers = make_trackers(
+        for tracker in make_trackers(
             settings.report_to,
             output_dir=self.output_dir,
             tracking_uri=settings.tracking_uri,
@@ -635,7 +635,8 @@ class TrainRun:
             run_name=self.output_dir.resolve().name,
             params=params,
             tags=tags,
-        )
+        ):
+            self.trackers.append(tracker)  # kept as built: closed by run() if a later one fails
         if self.trackers:
             callbacks.append(tracker_callback(self.trackers))
         return callbacks
@@ -768,9 +769,17 @@ class TrainRun:
         return summary
 
     def _close_trackers(self, status: str, artifacts: Sequence[Path] = ()) -> None:
+        """End every tracker's run with ``status``; a ``finish`` that raises is a warning (on the error path it
+        would hide the error that ended the run; on success the trained model is already written)."""
         trackers, self.trackers = self.trackers, []
         for tracker in trackers:
-            tracker.finish(status, artifacts)
+            try:
+                tracker.finish(status, artifacts)
+            except Exception as exc:
+                detail = " ".join(str(exc).split())[:200]
+                self.obs.warn(
+                    f"{type(tracker).__name__}: could not end its run as {status} ({type(exc).__name__}: {detail})"
+                )
 
     def vocabulary(self, with_tokens: bool = False) -> dict[str, Any] | None:
         """What ``train.add_tokens`` did, with the corpus fertility before and after (``None`` without it)."""

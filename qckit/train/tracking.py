@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,27 +160,25 @@ def make_trackers(
     run_name: str,
     params: dict[str, str],
     tags: dict[str, str],
-) -> list[Any]:
-    """The MLflow / W&B trackers ``report_to`` asks for (TensorBoard is the Trainer's own callback)."""
-    trackers: list[Any] = []
+) -> Iterator[Any]:
+    """The MLflow / W&B trackers ``report_to`` asks for (TensorBoard is the Trainer's own callback),
+    yielded one by one as each is built: the caller keeps (and so can close) every open run, also when
+    building a later one raises."""
     for name in report_to:
         if name == "mlflow":
             store = output_dir / MLRUNS_DIR
             if not tracking_uri:
                 store.mkdir(parents=True, exist_ok=True)
-            trackers.append(
-                MlflowTracker(
-                    tracking_uri or f"sqlite:///{(store / 'mlflow.db').resolve()}",
-                    project,
-                    run_name,
-                    params,
-                    tags,
-                    artifact_location=None if tracking_uri else (store / "artifacts").resolve().as_uri(),
-                )
+            yield MlflowTracker(
+                tracking_uri or f"sqlite:///{(store / 'mlflow.db').resolve()}",
+                project,
+                run_name,
+                params,
+                tags,
+                artifact_location=None if tracking_uri else (store / "artifacts").resolve().as_uri(),
             )
         elif name == "wandb":
-            trackers.append(WandbTracker(project, run_name, output_dir, params))
-    return trackers
+            yield WandbTracker(project, run_name, output_dir, params)
 
 
 def tracker_callback(trackers: list[Any]) -> Any:
