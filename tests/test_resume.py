@@ -296,3 +296,29 @@ def test_pickle_weights_are_refused_unless_allowed_and_remote_code_is_announced(
     )
     assert run_train(allowed, _chunker(), [LoraAdapter()], observer=obs).global_step == 1
     assert any(f"code shipped with the model {model_dir} will run" in w for w in _warnings(obs))
+
+
+@pytest.mark.parametrize("evaluate_before", [True, False])
+def test_resuming_a_checkpoint_without_baseline_says_so_for_recipe_eval_sets(
+    tmp_path, tiny_model_dir, corpus, evaluate_before
+):
+    from qckit.evaluate.sets import plan_sets
+    from qckit.train import TrainRun
+
+    train, val = corpus
+    recipe = build_recipe(
+        {"train": {"train_file": str(train), "eval": [{"kind": "bpb", "name": "held", "path": str(val)}]}}
+    )
+    sets = plan_sets(recipe.train)
+    assert [s.name for s in sets] == ["held"]  # no validation file: the [[train.eval]] set alone
+    out = tmp_path / "out"
+    first = _settings(out, tiny_model_dir, [train], max_steps=2, save_steps=2, evaluate_before=False)
+    run_train(first, _chunker(), [LoraAdapter()], eval_sets=sets)
+    assert read_marker(out / "checkpoint-2")["baseline"] is None
+    obs = RecordingObserver()
+    again = _settings(out, tiny_model_dir, [train], max_steps=2, resume=True, evaluate_before=evaluate_before)
+    TrainRun(
+        again, _chunker(), [LoraAdapter()], eval_sets=sets, observer=obs
+    ).check()  # resume_point is in check
+    said = [w for w in _warnings(obs) if "records no baseline held-out numbers" in w]
+    assert len(said) == (1 if evaluate_before else 0)

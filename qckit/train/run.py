@@ -279,7 +279,8 @@ class TrainRun:
         path, marker, self.debris = chosen
         self.resume_from = str(path)
         self.resumed_baseline = marker.get("baseline")
-        if self.resumed_baseline is None and settings.val_file:
+        # self.eval_sets (resolved by check): the validation file's and [[train.eval]]'s
+        if self.resumed_baseline is None and self.eval_sets and settings.evaluate_before:
             self.obs.warn(
                 f"{path.name} records no baseline held-out numbers (the run that wrote it did not measure them): "
                 f"before/after are not reported"
