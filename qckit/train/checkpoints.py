@@ -26,10 +26,15 @@ from typing import Any
 
 from qckit._fs import atomic_write_json, file_sha256, jsonable
 from qckit.errors import InputError, RecipeError
+from qckit.train.tracking import MLRUNS_DIR, WANDB_DIR
 
 __all__ = [
+    "LOGS_DIR",
     "MARKER",
+    "MERGED_DIR",
     "NOT_IDENTITY",
+    "RECIPE_NAME",
+    "SUMMARY_NAME",
     "check_output_dir",
     "choose_checkpoint",
     "checkpoints",
@@ -46,6 +51,12 @@ __all__ = [
 
 #: the completion marker written last into every checkpoint directory
 MARKER = "qckit_run.json"
+#: what a finished run writes at the top of its output directory (besides the model): its summary,
+#: the recipe it ran, TensorBoard's event files and, with ``export_merged``, the merged model
+SUMMARY_NAME = "training_summary.json"
+RECIPE_NAME = "recipe.toml"
+LOGS_DIR = "logs"
+MERGED_DIR = "merged"
 MARKER_FORMAT = 1
 #: settings that change what a run writes or shows, never the weights it trains (not part of its identity);
 #: train_file / data / val_file / model enter the fingerprint by content instead of by path
@@ -370,16 +381,16 @@ RUN_OUTPUTS = (
     "chat_template.jinja",
     "trainer_state.json",
     "training_args.bin",
-    "training_summary.json",
-    "recipe.toml",
+    SUMMARY_NAME,
+    RECIPE_NAME,
     "README.md",
 )
-RUN_OUTPUT_DIRS = ("logs", "merged", "mlruns", "wandb")
+RUN_OUTPUT_DIRS = (LOGS_DIR, MERGED_DIR, MLRUNS_DIR, WANDB_DIR)
 
 
 def is_run_output(output_dir: Path) -> bool:
     """Whether ``output_dir`` holds a qckit run: its summary, or a checkpoint with qckit's marker."""
-    return (output_dir / "training_summary.json").is_file() or any(
+    return (output_dir / SUMMARY_NAME).is_file() or any(
         read_marker(checkpoint) is not None for checkpoint in checkpoints(output_dir)
     )
 
@@ -403,7 +414,7 @@ def check_output_dir(output_dir: Path, model: str, *, overwrite: bool) -> None:
         names = ", ".join(p.name for p in found[:3]) + (" …" if len(found) > 3 else "")
         raise RecipeError(
             f"overwrite_output_dir: {output_dir} holds {names} but no qckit run (no {MARKER}, no "
-            "training_summary.json); nothing was removed: delete them yourself or choose another output_dir",
+            f"{SUMMARY_NAME}); nothing was removed: delete them yourself or choose another output_dir",
             key="train.output_dir",
         )
 

@@ -38,15 +38,11 @@ from qckit.components import Chunker, ModelAdapter, ability
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
 from qckit.progress import NullObserver, Observer
 from qckit.train import checkpoints
+from qckit.train.checkpoints import LOGS_DIR, MERGED_DIR, RECIPE_NAME, SUMMARY_NAME
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
 from qckit.train.settings import TrainSettings
 
 __all__ = ["TrainResult", "TrainRun", "run_train", "SUMMARY_NAME", "RECIPE_NAME", "LOGS_DIR", "MERGED_DIR"]
-
-SUMMARY_NAME = "training_summary.json"
-RECIPE_NAME = "recipe.toml"
-LOGS_DIR = "logs"
-MERGED_DIR = "merged"
 
 
 @dataclass

@@ -31,12 +31,22 @@ from typing import Any
 
 from qckit.errors import RecipeError
 
-__all__ = ["TRACKERS", "MLRUNS_DIR", "check_trackers", "tracker_metrics", "MlflowTracker", "WandbTracker"]
+__all__ = [
+    "TRACKERS",
+    "MLRUNS_DIR",
+    "WANDB_DIR",
+    "check_trackers",
+    "tracker_metrics",
+    "MlflowTracker",
+    "WandbTracker",
+]
 
 #: the ``report_to`` values
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 #: the default local MLflow store, under the output directory
 MLRUNS_DIR = "mlruns"
+#: where ``wandb.init(dir=<output_dir>)`` keeps an offline run's files, under the output directory
+WANDB_DIR = "wandb"
 _PACKAGES = {
     "mlflow": ("mlflow", "pip install 'qckit[tracking]'"),
     "wandb": ("wandb", "pip install 'qckit[wandb]'"),
