@@ -7,7 +7,7 @@ from rich.console import Console
 
 from qckit import report
 from qckit.errors import RecipeError
-from qckit.evaluate.sets import breaches, logged_scalars, outcome, plan_sets, scalar_key
+from qckit.evaluate.sets import breaches, is_scalar_key, logged_scalars, outcome, plan_sets, scalar_key
 from qckit.recipe import build_recipe
 
 
@@ -227,3 +227,9 @@ def test_run_labels_keep_what_tells_runs_apart():
     assert report.run_labels(["runs/a/model", "runs/b/model"]) == ["a", "b"]
     assert report.run_labels(["runs/qc/model"]) == ["model"]
     assert report.run_labels(["x/model", "x/model"]) == ["x/model", "x/model"]
+
+
+def test_is_scalar_key_tells_an_eval_sets_number_from_the_trainers():
+    assert is_scalar_key(scalar_key("val", "document", "bits_per_byte"))
+    assert is_scalar_key(scalar_key("pairs", "", "accuracy"))
+    assert not any(is_scalar_key(k) for k in ("eval_loss", "loss", "train/loss", "learning_rate"))

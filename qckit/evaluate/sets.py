@@ -39,6 +39,7 @@ __all__ = [
     "plan_sets",
     "outcome",
     "breaches",
+    "is_scalar_key",
     "scalar_key",
     "logged_scalars",
 ]
@@ -195,6 +196,11 @@ def scalar_key(name: str, protocol: str, key: str) -> str:
     """``eval_<set>/<protocol>/<key>`` (no protocol part for a set without one): the name of a set's
     number in the Trainer's log, trainer_state.json and TensorBoard, so two protocols never share a curve."""
     return f"eval_{name}/{protocol}/{key}" if protocol else f"eval_{name}/{key}"
+
+
+def is_scalar_key(key: str) -> bool:
+    """Whether a log entry is an eval set's number (named by :func:`scalar_key`), not a training one."""
+    return key.startswith("eval_") and "/" in key
 
 
 def logged_scalars(measurement: dict[str, dict[str, Any]]) -> dict[str, float]:

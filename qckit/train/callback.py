@@ -13,7 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from qckit.components import ModelAdapter, ability
-from qckit.evaluate.sets import EvalSuite, logged_scalars
+from qckit.evaluate.sets import EvalSuite, is_scalar_key, logged_scalars
 from qckit.progress import Observer
 
 __all__ = ["QckitCallback", "TrainProgress", "eval_sets_tensorboard"]
@@ -30,7 +30,7 @@ def eval_sets_tensorboard(writer: Any) -> Any:
     class EvalSetsTensorBoard(TensorBoardCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
-            held_out = {k: v for k, v in logs.items() if k.startswith("eval_") and "/" in k}
+            held_out = {k: v for k, v in logs.items() if is_scalar_key(k)}
             rest = {k: v for k, v in logs.items() if k not in held_out}
             if rest:
                 super().on_log(args, state, control, logs=rest, **kwargs)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from qckit.errors import RecipeError
+from qckit.evaluate.sets import is_scalar_key
 
 __all__ = [
     "TRACKERS",
@@ -72,8 +73,7 @@ def tracker_metrics(logs: dict[str, Any]) -> dict[str, float]:
     for key, value in logs.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        held_out = key.startswith("eval_") and "/" in key
-        out[key if held_out else "train/" + key] = float(value)
+        out[key if is_scalar_key(key) else "train/" + key] = float(value)
     return out
 
 
