@@ -20,8 +20,11 @@ code as a recipe file::
     r = 16
     alpha = 32
 
-Differences from the seed, all additive:
+Differences from the seed (README's table lists the behaviour changes); two defaults changed, the rest
+are additions:
 
+* ``--attention`` defaults to ``document`` (documents packed into one window do not attend to each
+  other); ``--attention window`` is the seed's behaviour.
 * ``--use_lora`` was always on and could not be turned off; ``--no_use_lora`` (alias ``--no-lora``)
   now trains the full model. The same goes for ``--inspect_data`` / ``--no_inspect_data``.
 * ``--fsdp_transformer_layer_cls_to_wrap`` defaulted to ``LlamaDecoderLayer``; it now defaults to the

@@ -42,23 +42,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from qckit.train.inspection import estimate_optimizer_steps
-    from qckit.train.run import TrainResult, TrainRun, run_train
-    from qckit.train.settings import SCHEDULERS, TrainSettings
-
-__all__ = ["TrainSettings", "TrainResult", "TrainRun", "run_train", "estimate_optimizer_steps", "SCHEDULERS"]
+if TYPE_CHECKING:  # explicit re-exports for type checkers (``__all__`` is built from _HOME below)
+    from qckit.train.inspection import estimate_optimizer_steps as estimate_optimizer_steps
+    from qckit.train.run import TrainResult as TrainResult
+    from qckit.train.run import TrainRun as TrainRun
+    from qckit.train.run import run_train as run_train
+    from qckit.train.settings import SCHEDULERS as SCHEDULERS
+    from qckit.train.settings import TrainSettings as TrainSettings
 
 # Imported on first use, so that a command that only reads a train setting (``qckit prepare`` builds
-# the whole CLI) does not load the train stage.
+# the whole CLI) does not load the train stage. Each public name and the module it lives in.
 _HOME = {
-    "estimate_optimizer_steps": "inspection",
+    "TrainSettings": "settings",
     "TrainResult": "run",
     "TrainRun": "run",
     "run_train": "run",
+    "estimate_optimizer_steps": "inspection",
     "SCHEDULERS": "settings",
-    "TrainSettings": "settings",
 }
+
+__all__ = list(_HOME)
 
 
 def __getattr__(name: str) -> Any:

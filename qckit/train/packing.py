@@ -502,30 +502,36 @@ def pack_file(
 
     observer.start("tokenize", total, "B")
     try:
-        if target is not None and (target / "meta.json").is_file():
-            try:
-                dataset = PackedDataset.load(target)
-            except (OSError, ValueError, KeyError, TypeError):
-                observer.warn(f"{target}: unreadable packing cache entry, rebuilding it")
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                observer.advance("tokenize", total, cached=True)
-                dataset.document_eos = _document_eos(chunker, tokenizer)
-                return dataset
-        dataset = _pack(
-            (text for _, text in iter_documents(path)),
-            tokenizer,
-            chunker,
-            batch_size=batch_size,
-            observer=observer,
-            source=str(path),
-        )
-        if target is not None:
-            _store(dataset, target)
+        dataset = _load_cached(target, total, observer) if target is not None else None
+        if dataset is None:
+            dataset = _pack(
+                (text for _, text in iter_documents(path)),
+                tokenizer,
+                chunker,
+                batch_size=batch_size,
+                observer=observer,
+                source=str(path),
+            )
+            if target is not None:
+                _store(dataset, target)
         dataset.document_eos = _document_eos(chunker, tokenizer)
         return dataset
     finally:
         observer.finish("tokenize")
+
+
+def _load_cached(target: Path, total: int, observer: Observer) -> PackedDataset | None:
+    """The packing cache entry ``target``, or ``None`` when there is none (an unreadable one is removed)."""
+    if not (target / "meta.json").is_file():
+        return None
+    try:
+        dataset = PackedDataset.load(target)
+    except (OSError, ValueError, KeyError, TypeError):
+        observer.warn(f"{target}: unreadable packing cache entry, rebuilding it")
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    observer.advance("tokenize", total, cached=True)
+    return dataset
 
 
 def _store(dataset: PackedDataset, target: Path) -> None:

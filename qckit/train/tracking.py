@@ -13,7 +13,7 @@ the run's settings as parameters, and MLflow the summary and the recipe as artif
   qckit run (a resumed run is a new MLflow run tagged ``resumed_from``). Needs ``qckit[tracking]``.
 * ``wandb``: offline (files under ``<output_dir>/wandb``, ``wandb sync`` uploads them) unless the
   user configured W&B (``WANDB_MODE`` or ``WANDB_API_KEY`` set), project ``tracking_project``. Needs
-  ``qckit[wandb]`` (its own extra, in ``all``: the client is heavy).
+  ``qckit[wandb]`` (its own extra, in ``all``).
 
 Trackers are created on the main process only, before training begins, and closed when it ends
 (``FINISHED``, or ``FAILED`` when training raised). No global state: MLflow is driven through an
