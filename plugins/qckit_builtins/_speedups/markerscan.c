@@ -622,7 +622,9 @@ stem_label(const Matcher *m, const char *letters, Py_ssize_t length, uint64_t he
     Py_ssize_t longest = length < m->max_stem ? length : m->max_stem;
     int32_t label = -1;
     uint64_t hash = head;  /* word_hash's before LONG_WORD_BIT, from 8 letters on */
-    for (Py_ssize_t k = shortest; k <= longest; k++) {
+    /* from 9 letters at most, so that the hash steps over every letter after the eighth (no stem is
+     * shorter than ``shortest``: the lengths before it look nothing up) */
+    for (Py_ssize_t k = shortest < 9 ? shortest : 9; k <= longest; k++) {
         if (k > 8)
             hash = (hash ^ (unsigned char)letters[k - 1]) * HASH_STEP;
         if (m->stem_length[k]) {
