@@ -107,3 +107,15 @@ def test_a_file_ending_with_a_skipped_line_has_no_phantom_blank_line(tmp_path: P
     assert set(stats["reader_issues"]) == {"line_too_long"}
     saved = json.loads((tmp_path / "out" / "prepare_stats.json").read_text(encoding="utf-8"))
     assert saved["reader_issues"]["line_too_long"]["count"] == 1
+
+
+def test_a_read_error_names_the_line_where_it_happened() -> None:
+    from qckit.errors import InputError
+
+    def records():
+        yield from [b"ligne"] * 10
+        raise OSError(5, "Input/output error")
+
+    inp = InputFile(0, 0, "in.txt", "txt", 0)
+    with pytest.raises(InputError, match=r"in\.txt:11: cannot read: Input/output error"):
+        list(record_batches(records(), inp, _Owner, 1, 1 << 20))
