@@ -249,25 +249,22 @@ def _parse(stage: Stage, batch: Batch, issues: IssueLog) -> list[Document]:
     records = batch.records
     if not records:  # only records the reader skipped
         return []
+    # the reader's fastest path for what the batch holds: a block as it is, else the records in a list
+    fast: Any = None
     if isinstance(records, RecordBlock):
-        parse_block = getattr(reader, "parse_block", None)
-        if parse_block is not None:
-            try:
-                parsed = parse_block(records, batch.source, batch.first_line, issues)
-            except Exception as exc:
-                raise ComponentError(
-                    "reader", batch.reader, owner, f"{batch.source}:{batch.first_line}", exc
-                ) from exc
-            return [doc for doc in parsed if doc is not None]
-        records = records.records()
-    parse_batch = getattr(reader, "parse_batch", None)
-    if parse_batch is not None:
+        fast = getattr(reader, "parse_block", None)
+        if fast is None:
+            records = records.records()
+    if fast is None:
+        fast = getattr(reader, "parse_batch", None)
+    if fast is not None:
         try:
-            parsed = parse_batch(records, batch.source, batch.first_line, issues)
+            parsed = fast(records, batch.source, batch.first_line, issues)
         except Exception as exc:
             where = f"{batch.source}:{batch.first_line}"
             raise ComponentError("reader", batch.reader, owner, where, exc) from exc
         return [doc for doc in parsed if doc is not None]
+    assert not isinstance(records, RecordBlock)  # a reader without parse_block got the records split
     docs = []
     for offset, record in enumerate(records):
         line = batch.first_line + offset
