@@ -48,7 +48,6 @@ _texts = st.lists(
 )  # fmt: skip
 _settings = settings(
     max_examples=150,
-    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 

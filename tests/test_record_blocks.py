@@ -37,7 +37,7 @@ def as_records(items) -> list:
     return [("skipped", i.kind, i.message) if isinstance(i, SkippedRecord) else i for i in items]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=pieces, chunk=st.integers(1, 64), limit=st.integers(0, 60))
 def test_blocks_are_the_lines(tmp_path: Path, data: bytes, chunk: int, limit: int) -> None:
     path = tmp_path / "in.txt"
@@ -50,7 +50,7 @@ class _Owner:
     owner = "test"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     records=st.lists(
         st.one_of(
