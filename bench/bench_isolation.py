@@ -47,6 +47,7 @@ def main() -> None:
     from qckit.hardware import choose_precision, detect_environment, model_dtype
     from qckit.models import enable_gradient_checkpointing, load_model, load_tokenizer, resolve_model
     from qckit.testing import save_tiny_model
+    from qckit.train.isolation import check_document_isolation
     from qckit.train.packing import forward_inputs, pack_texts
     from qckit_builtins.chunkers import WindowChunker
 
@@ -81,6 +82,8 @@ def main() -> None:
         )
         enable_gradient_checkpointing(model)
         model.to(device).train()
+        # what the training run checks before it starts: the timed "document" steps really isolate
+        isolation = check_document_isolation(model, tokenizer.eos_token_id)
         # the raw sample (messy on purpose: its few invalid bytes replaced) plus the standard-French one
         sample = REPO / "data" / "sample"
         texts = [
@@ -104,7 +107,8 @@ def main() -> None:
             f"model {ns.model} ({type(model.get_base_model()).__name__}, attn_implementation "
             f"{model.config._attn_implementation!r}, loaded in {load_s:.1f} s); {windows} windows of {ns.seq} "
             f"tokens (stride {ns.stride}), ~{docs_per_window:.1f} documents per window; batch {ns.batch}; "
-            f"{precision} on {env.describe()}; torch threads {torch.get_num_threads()}"
+            f"{precision} on {env.describe()}; torch threads {torch.get_num_threads()}; documents isolated "
+            f"(check_document_isolation ratio {isolation:.2g})"
         )
         times: dict[str, list[float]] = {"window": [], "document": []}
         cpu: dict[str, list[float]] = {"window": [], "document": []}

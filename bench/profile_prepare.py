@@ -13,7 +13,6 @@ against the seed comes from ``bench_prepare.py``; this says which component a sp
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import tempfile
 import time
@@ -107,16 +106,15 @@ def main() -> int:
     settings = plan.settings
     files = inputs.input_files([corpus], plan.reader_table, settings.merge)
 
-    from qckit_builtins.executors.local import _GC_YOUNG, _keep_freed_memory
+    from qckit_builtins.executors.local import _GC_YOUNG, tune_worker_process
 
-    if not args.default_malloc:
-        _keep_freed_memory()  # what every worker process of the local executor does first
-    young = _GC_YOUNG if args.gc_threshold is None else args.gc_threshold
-    gc.freeze()  # as the workers do
-    gc.set_threshold(young, *gc.get_threshold()[1:])
     started = time.perf_counter()
     warm_up(stage)
     warm = time.perf_counter() - started
+    young = _GC_YOUNG if args.gc_threshold is None else args.gc_threshold
+    tune_worker_process(
+        keep_freed_memory=not args.default_malloc, gc_young=young
+    )  # as a worker, after warm-up
     spent = _time_components(stage)
     cpu = time.process_time()
     n_batches = 0

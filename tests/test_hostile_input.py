@@ -202,8 +202,6 @@ _json_values = st.recursive(
 )
 _settings = settings(
     max_examples=60,
-    deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
@@ -289,8 +287,6 @@ def test_iter_lines_handles_every_ending_across_read_sizes(tmp_path):
 
 @settings(
     max_examples=80,
-    deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(

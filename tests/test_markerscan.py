@@ -48,8 +48,6 @@ _texts = st.lists(
 )  # fmt: skip
 _settings = settings(
     max_examples=150,
-    deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
@@ -92,6 +90,14 @@ def test_like_find_with_stems_phrases_and_shields(custom, texts):
 def test_like_find_on_varied_texts(custom, varied_texts):
     for markers in (_builtin_markers(), _file_markers(custom)):
         _assert_like_find(markers, list(varied_texts))
+
+
+@pytest.mark.parametrize("stems", [["abcdefghijkl*"], ["abcdefghij*", "abcdefghijklmno*"], ["abcdefghi*"]])
+def test_a_list_whose_stems_are_all_longer_than_eight_letters(tmp_path, stems):
+    path = tmp_path / "long_stems.txt"
+    path.write_text("\n".join([*stems, "pis"]) + "\n", encoding="utf-8")
+    texts = ["xx abcdefghijklmnop yy", "abcdefghij abcdefghijk", "abcdefghi pis abcdefghijklmno", "abcdefgh"]
+    _assert_like_find(MarkerList(path.read_text(encoding="utf-8"), str(path)), texts)
 
 
 def test_large_list_and_long_tokens(tmp_path):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import types
 from pathlib import Path
 
 import pytest
 
-from qckit.errors import InputError
+from qckit import hookimpl
+from qckit.errors import ComponentError, InputError
+from qckit.host import PluginHost
 from qckit.prepare import STATS_FILE, prepare_texts, run_prepare
 from qckit.progress import RecordingObserver
 from qckit.recipe import build_recipe
@@ -239,3 +242,42 @@ def test_an_input_reached_through_a_link_to_an_output_is_refused(tmp_path):
     (tmp_path / "again.txt").symlink_to(out / "train_1.txt")
     with pytest.raises(RecipeError, match=r"prepare\.inputs\[0\]: .*would be overwritten by the output"):
         recipe_for([tmp_path / "again.txt"], out)
+
+
+class _DropsOne:
+    """A normalizer whose batch method loses the last text: a broken plugin."""
+
+    name = "broken.drops_one"
+
+    def normalize(self, text: str) -> str:
+        return text
+
+    def normalize_batch(self, texts: list[str]) -> list[str]:
+        return list(texts[:-1])
+
+
+class _OneReasonShort:
+    name = "broken.short_reasons"
+    stateful = False
+
+    def drop_reason(self, doc) -> None:
+        return None
+
+    def drop_reason_batch(self, docs) -> list[None]:
+        return [None] * (len(docs) - 1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "component", "method"),
+    [("normalizers", _DropsOne, "normalize_batch"), ("filters", _OneReasonShort, "drop_reason_batch")],
+)
+def test_a_batch_method_that_returns_too_few_results_is_named(kind, component, method):
+    hook = {"normalizers": "register_normalizers", "filters": "register_filters"}[kind]
+    plugin = types.SimpleNamespace(**{hook: hookimpl(lambda register: register(component))})
+    host = PluginHost.from_entry_points(extra=[("broken", plugin)])
+    texts = [
+        "Mon chum pis moi on est allés magasiner samedi.",
+        "Il fait frette en maudit à matin, mets ta tuque.",
+    ]
+    with pytest.raises(ComponentError, match=rf"{component.name}\.{method}.*1 results for 2 items"):
+        prepare_texts(texts, {"prepare": {kind: [{"use": component.name}]}}, host=host)

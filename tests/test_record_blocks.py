@@ -37,7 +37,7 @@ def as_records(items) -> list:
     return [("skipped", i.kind, i.message) if isinstance(i, SkippedRecord) else i for i in items]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=pieces, chunk=st.integers(1, 64), limit=st.integers(0, 60))
 def test_blocks_are_the_lines(tmp_path: Path, data: bytes, chunk: int, limit: int) -> None:
     path = tmp_path / "in.txt"
@@ -50,7 +50,7 @@ class _Owner:
     owner = "test"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     records=st.lists(
         st.one_of(
@@ -107,3 +107,15 @@ def test_a_file_ending_with_a_skipped_line_has_no_phantom_blank_line(tmp_path: P
     assert set(stats["reader_issues"]) == {"line_too_long"}
     saved = json.loads((tmp_path / "out" / "prepare_stats.json").read_text(encoding="utf-8"))
     assert saved["reader_issues"]["line_too_long"]["count"] == 1
+
+
+def test_a_read_error_names_the_line_where_it_happened() -> None:
+    from qckit.errors import InputError
+
+    def records():
+        yield from [b"ligne"] * 10
+        raise OSError(5, "Input/output error")
+
+    inp = InputFile(0, 0, "in.txt", "txt", 0)
+    with pytest.raises(InputError, match=r"in\.txt:11: cannot read: Input/output error"):
+        list(record_batches(records(), inp, _Owner, 1, 1 << 20))

@@ -5,6 +5,7 @@ written only costs the build."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,23 @@ def test_a_hit_gives_the_same_array_without_building(cache: Path, source: Path) 
     assert [p.name.split("-")[0] for p in cache.iterdir()] == ["t"]
 
 
-def test_another_builder_is_another_entry_and_replaces_the_old_one(cache: Path, source: Path) -> None:
+def test_another_builder_is_another_entry_and_entries_unused_for_a_month_go(
+    cache: Path, source: Path
+) -> None:
     build = Builder()
     cached_table("t", build, [str(source)])
+    (first,) = cache.glob("t-*.npy")
     source.write_text("TABLE = 2\n")
     table_cache._key.cache_clear()  # a new process: the sources are read again
     cached_table("t", build, [str(source)])
     assert build.calls == 2
-    assert len(list(cache.glob("t-*.npy"))) == 1
+    assert len(list(cache.glob("t-*.npy"))) == 2  # another checkout may still use the first
+    month_ago = time.time() - table_cache.STALE_AFTER_S - 60
+    os.utime(first, (month_ago, month_ago))
+    source.write_text("TABLE = 3\n")
+    table_cache._key.cache_clear()
+    cached_table("t", build, [str(source)])
+    assert first not in set(cache.glob("t-*.npy")) and len(list(cache.glob("t-*.npy"))) == 2
 
 
 def test_a_damaged_entry_is_rebuilt(cache: Path, source: Path) -> None:
@@ -83,17 +93,24 @@ def test_off_or_unwritable_only_costs_the_build(
 
 
 def test_the_builtin_tables_come_back_equal_from_the_cache(cache: Path) -> None:
-    from qckit_builtins.filters import dialect, heuristics
+    from qckit_builtins.filters import dedup, dialect, heuristics
     from qckit_builtins.normalizers import text
 
-    built = [
-        text._build_flag_table(),
-        heuristics._build_lower_table(),
-        np.stack(dialect._build_fold_tables()),
+    def as_arrays(value):
+        if isinstance(value, bytes):
+            return [np.frombuffer(value, dtype=np.uint8)]
+        return list(value) if isinstance(value, tuple) else [value]
+
+    tables = [
+        (text._flag_table, text._build_flag_table),
+        (heuristics._lower_table, lambda: heuristics._build_lower_table().astype("<u4").tobytes()),
+        (dialect._fold_tables, dialect._build_fold_tables),
+        (dedup._key_table, dedup._build_key_table),
     ]
-    names = ["normalizer-flags", "lower-case", "marker-fold"]
-    modules = [text.__file__, heuristics.__file__, dialect.__file__]
-    for name, table, module in zip(names, built, modules, strict=True):
-        cached_table(name, lambda table=table: table, [module])
-        again = cached_table(name, lambda: pytest.fail("built again"), [module])
-        assert again.dtype == table.dtype and np.array_equal(again, table)
+    for accessor, build in tables:
+        expected = as_arrays(build())
+        cold = as_arrays(accessor.__wrapped__())  # what the components use, without functools' memo
+        warm = as_arrays(accessor.__wrapped__())
+        for a, b, c in zip(expected, cold, warm, strict=True):
+            assert a.dtype == b.dtype == c.dtype and np.array_equal(a, b) and np.array_equal(a, c)
+    assert len(list(cache.glob("*.npy"))) == 4  # one entry each, read back the second time

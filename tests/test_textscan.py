@@ -43,7 +43,7 @@ alphabet = st.one_of(
 texts = st.lists(st.text(alphabet, max_size=40), max_size=12)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(texts)
 def test_counts_match_python(batch: list[str]) -> None:
     assert textscan.word_counts(batch) == [len(t.split()) for t in batch]
@@ -81,18 +81,13 @@ def test_bad_arguments_are_type_errors() -> None:
         textscan.repetitive(["a"], b"\x00" * 8, 0.3)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(texts)
 def test_filters_decide_the_same_with_and_without_it(batch: list[str]) -> None:
     docs = [Document(t, "<t>", i) for i, t in enumerate(batch, 1)]
     filters = [MinWordsFilter(3), UniqueWordsFilter(0.5), AlphaRatioFilter(0.7)]
     accelerated_reasons = [f.drop_reason_batch(docs) for f in filters]
-    saved = accelerated.textscan
-    accelerated.textscan = None
-    try:
-        python_reasons = [f.drop_reason_batch(docs) for f in filters]
-    finally:
-        accelerated.textscan = saved
+    python_reasons = _without_accelerator(lambda: [f.drop_reason_batch(docs) for f in filters])
     per_document = [[f.drop_reason(d) for d in docs] for f in filters]
     assert accelerated_reasons == python_reasons == per_document
 
@@ -139,7 +134,7 @@ normalizer_texts = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(normalizer_texts)
 def test_normalizers_and_dedup_keys_are_the_same_with_and_without_it(batch: list[str]) -> None:
     normalizers = [
@@ -168,7 +163,7 @@ def test_normalizers_and_dedup_keys_are_the_same_with_and_without_it(batch: list
     assert lines == _without_accelerator(writer.format_batch, docs) == list(map(writer.format, docs))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.binary(max_size=600), max_size=8))
 def test_blake2b_64_is_hashlibs(keys: list[bytes]) -> None:
     assert textscan.blake2b_64(keys) == b"".join(hashlib.blake2b(k, digest_size=8).digest() for k in keys)
@@ -179,7 +174,7 @@ def test_blake2b_64_at_block_boundaries() -> None:
     assert textscan.blake2b_64(keys) == b"".join(hashlib.blake2b(k, digest_size=8).digest() for k in keys)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(normalizer_texts)
 def test_exact_dedup_fingerprints_are_the_same_with_and_without_it(batch: list[str]) -> None:
     for normalize_key in (True, False):
@@ -191,7 +186,7 @@ def test_exact_dedup_fingerprints_are_the_same_with_and_without_it(batch: list[s
         )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(normalizer_texts)
 def test_a_chain_of_normalizers_is_the_same_with_and_without_it(batch: list[str]) -> None:
     """As in the pipeline: each normalizer gets the previous one's output, so the kept per-text flags

@@ -35,5 +35,5 @@ markerscan = _load("_markerscan")
 
 
 def available() -> dict[str, bool]:
-    """Which accelerators this process uses, by name (for the prepare stats)."""
+    """Which accelerators this process uses, by name (the benches print it; see README for users)."""
     return {"textscan": textscan is not None, "markerscan": markerscan is not None}

@@ -57,7 +57,7 @@ class TxtWriter:
                 lines[k] = self.format(docs[k])
             return lines
         joined = " ".join(texts)
-        # Every line break is unprintable; isprintable (a C loop) is twice as fast as the search.
+        # Every line break is unprintable, and isprintable is one C loop: most batches need no search.
         if not joined.isprintable() and _HAS_BREAK(joined):
             return [self.format(d) for d in docs]
         return [t + "\n" for t in texts]

@@ -2,22 +2,20 @@
 bytes) or in-memory items.
 
 Reading raw records is cheap I/O; decoding them is the readers' ``parse`` in
-:func:`qckit.prepare.work.process`. :func:`record_batches` is the one place that cuts records into
-batches, for the driver (whole files) and for shard workers (byte ranges) alike.
+:func:`qckit.prepare.work.process`. :func:`record_batches` cuts a reader's records into batches, for
+the driver (whole files) and for shard workers (byte ranges) alike; :func:`block_batches` makes the same
+batches from a reader's blocks of records (``record_blocks``), without a Python step per record.
 """
 
 from __future__ import annotations
 
-import bisect
 import inspect
-import itertools
-import operator
 import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from qckit.components import Document, RecordBlock, SkippedRecord
 from qckit.errors import ComponentError, InputError, QckitError
@@ -85,11 +83,6 @@ def _read_error(exc: Exception, inp: InputFile, reader: Any, line: int) -> Qckit
     return ComponentError("reader", inp.reader, reader.owner, f"{inp.path}:{line}", exc)
 
 
-#: records taken from a reader at a time by :func:`record_batches` (a list of them is cut without a
-#: Python step per record)
-_BLOCK = 4096
-
-
 def record_batches(
     records: Iterable[bytes | SkippedRecord], inp: InputFile, reader: Any, first_line: int, batch_bytes: int
 ) -> Iterator[Batch]:
@@ -102,47 +95,24 @@ def record_batches(
     size = 0
     first = first_line
     line = first_line - 1  # the last record read
-    source = iter(records)
 
     def cut() -> Batch:
         return Batch(inp.set_index, inp.file_index, inp.path, inp.reader, first, batch, size, skipped)
 
     try:
-        while block := list(itertools.islice(source, _BLOCK)):
-            if set(map(type, block)) != {bytes}:  # a record the reader skipped: one by one
-                for record in block:
-                    line += 1
-                    if record.__class__ is not bytes and isinstance(record, SkippedRecord):
-                        if batch:
-                            yield cut()
-                            batch, size, skipped = [], 0, []
-                        skipped.append((line, record.kind, record.message))
-                        first = line + 1
-                        continue
-                    batch.append(record)
-                    size += len(record) + 1
-                    if size >= batch_bytes:
-                        yield cut()
-                        batch, size, first, skipped = [], 0, line + 1, []
+        for line, record in enumerate(records, start=first_line):  # noqa: B007 - line is used after the loop
+            if record.__class__ is not bytes and isinstance(record, SkippedRecord):
+                if batch:
+                    yield cut()
+                    batch, size, skipped = [], 0, []
+                skipped.append((line, record.kind, record.message))
+                first = line + 1
                 continue
-            records_only = cast(list[bytes], block)
-            # ends[i]: the bytes of block[:i + 1], line ends included
-            ends = list(itertools.accumulate(map(operator.add, map(len, records_only), itertools.repeat(1))))
-            start = 0
-            while start < len(block):
-                done = ends[start - 1] if start else 0
-                stop = bisect.bisect_left(ends, batch_bytes - size + done, lo=start)
-                if stop == len(block):  # the batch goes on into the next block
-                    batch.extend(records_only[start:])
-                    size += ends[-1] - done
-                    line += len(block) - start
-                    break
-                batch.extend(records_only[start : stop + 1])
-                size += ends[stop] - done
-                line += stop + 1 - start
+            batch.append(record)
+            size += len(record) + 1
+            if size >= batch_bytes:
                 yield cut()
                 batch, size, first, skipped = [], 0, line + 1, []
-                start = stop + 1
     except QckitError:
         raise
     except Exception as exc:

@@ -123,10 +123,6 @@ def process(stage: Stage, batch: Batch) -> BatchResult:
     alive = docs
     for name, owner, flt in stage.filters:
         reasons = call_batch(flt, "drop_reason_batch", "drop_reason", alive, alive, "filter", name, owner)
-        if len(reasons) != len(alive):
-            raise ComponentError(
-                "filter", name, owner, None, ValueError(f"{len(reasons)} reasons for {len(alive)} documents")
-            )
         if reasons.count(None) == len(reasons):  # the common case: this filter dropped nothing here
             continue
         log = drops.setdefault(name, IssueLog(stage.max_examples))
@@ -253,25 +249,22 @@ def _parse(stage: Stage, batch: Batch, issues: IssueLog) -> list[Document]:
     records = batch.records
     if not records:  # only records the reader skipped
         return []
+    # the reader's fastest path for what the batch holds: a block as it is, else the records in a list
+    fast: Any = None
     if isinstance(records, RecordBlock):
-        parse_block = getattr(reader, "parse_block", None)
-        if parse_block is not None:
-            try:
-                parsed = parse_block(records, batch.source, batch.first_line, issues)
-            except Exception as exc:
-                raise ComponentError(
-                    "reader", batch.reader, owner, f"{batch.source}:{batch.first_line}", exc
-                ) from exc
-            return [doc for doc in parsed if doc is not None]
-        records = records.records()
-    parse_batch = getattr(reader, "parse_batch", None)
-    if parse_batch is not None:
+        fast = getattr(reader, "parse_block", None)
+        if fast is None:
+            records = records.records()
+    if fast is None:
+        fast = getattr(reader, "parse_batch", None)
+    if fast is not None:
         try:
-            parsed = parse_batch(records, batch.source, batch.first_line, issues)
+            parsed = fast(records, batch.source, batch.first_line, issues)
         except Exception as exc:
             where = f"{batch.source}:{batch.first_line}"
             raise ComponentError("reader", batch.reader, owner, where, exc) from exc
         return [doc for doc in parsed if doc is not None]
+    assert not isinstance(records, RecordBlock)  # a reader without parse_block got the records split
     docs = []
     for offset, record in enumerate(records):
         line = batch.first_line + offset
@@ -299,15 +292,22 @@ def call_batch(
 ) -> list:
     """Call the component's batch method if it has one, else its per-item method.
 
-    If the batch call fails, redo the batch item by item so the error names the document's position.
+    If the batch call fails, redo the batch item by item so the error names the document's position. A
+    batch method that returns another number of results than it was given items is broken.
     """
     batch_fn = getattr(component, batch_method, None)
     batch_error: Exception | None = None
     if batch_fn is not None:
         try:
-            return batch_fn(items)
+            out = batch_fn(items)
         except Exception as exc:
             batch_error = exc  # find the culprit below
+        else:
+            if len(out) == len(items):
+                return out
+            where = f"{docs[0].where}..{docs[-1].line}" if docs else None
+            wrong = ValueError(f"{len(out)} results for {len(items)} items")
+            raise ComponentError(kind, f"{name}.{batch_method}", owner, where, wrong)
     fn = getattr(component, method)
     out = []
     for item, doc in zip(items, docs, strict=True):

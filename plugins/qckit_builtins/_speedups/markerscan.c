@@ -622,7 +622,9 @@ stem_label(const Matcher *m, const char *letters, Py_ssize_t length, uint64_t he
     Py_ssize_t longest = length < m->max_stem ? length : m->max_stem;
     int32_t label = -1;
     uint64_t hash = head;  /* word_hash's before LONG_WORD_BIT, from 8 letters on */
-    for (Py_ssize_t k = shortest; k <= longest; k++) {
+    /* from 9 letters at most, so that the hash steps over every letter after the eighth (no stem is
+     * shorter than ``shortest``: the lengths before it look nothing up) */
+    for (Py_ssize_t k = shortest < 9 ? shortest : 9; k <= longest; k++) {
         if (k > 8)
             hash = (hash ^ (unsigned char)letters[k - 1]) * HASH_STEP;
         if (m->stem_length[k]) {
@@ -976,17 +978,20 @@ tag_all(Matcher *self, PyObject *args)
     PyObject *meta_name = PyUnicode_InternFromString("meta");
     PyObject *below = PyList_New(0), *slow = PyList_New(0);
     PyObject *small[N_SMALL] = {NULL};
-    Py_ssize_t n = PyList_GET_SIZE(docs);
+    /* a tuple of the documents: the attribute look-ups and dict updates below may run Python code,
+     * which must not be able to shrink the list or free a document under the loop */
+    PyObject *items = PyList_AsTuple(docs);
+    Py_ssize_t n = items != NULL ? PyTuple_GET_SIZE(items) : 0;
     Batch b;
     if (batch_init(self, &b) < 0 || text_name == NULL || metrics_name == NULL || meta_name == NULL
-        || below == NULL || slow == NULL)
+        || below == NULL || slow == NULL || items == NULL)
         goto error;
     for (Py_ssize_t i = 0; i < N_SMALL; i++) {
         if ((small[i] = PyFloat_FromDouble((double)i)) == NULL)
             goto error;
     }
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *doc = PyList_GET_ITEM(docs, k);
+        PyObject *doc = PyTuple_GET_ITEM(items, k);
         PyObject *text = PyObject_GetAttr(doc, text_name);
         if (text == NULL)
             goto error;
@@ -1022,6 +1027,7 @@ tag_all(Matcher *self, PyObject *args)
             goto error;
     }
     batch_free(&b);
+    Py_DECREF(items);
     for (Py_ssize_t i = 0; i < N_SMALL; i++)
         Py_DECREF(small[i]);
     Py_DECREF(text_name);
@@ -1030,6 +1036,7 @@ tag_all(Matcher *self, PyObject *args)
     return Py_BuildValue("(NN)", below, slow);
 error:
     batch_free(&b);
+    Py_XDECREF(items);
     for (Py_ssize_t i = 0; i < N_SMALL; i++)
         Py_XDECREF(small[i]);
     Py_XDECREF(text_name);

@@ -678,9 +678,9 @@ dedup_key(const Text *t, const uint16_t *table, unsigned risky, char *buffer)
 static int
 key_buffer(char **buffer, size_t *capacity, Py_ssize_t length)
 {
-    if ((size_t)length * 3 <= *capacity)
+    if ((size_t)length * 3 + 1 <= *capacity)  /* the key, and the byte stored after it */
         return 0;
-    size_t want = (size_t)length * 3 + 64;  /* + the stored but not kept byte after the key */
+    size_t want = (size_t)length * 3 + 64;
     char *grown = PyMem_Realloc(*buffer, want);
     if (grown == NULL) {
         PyErr_NoMemory();

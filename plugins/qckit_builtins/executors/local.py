@@ -32,14 +32,22 @@ def _init_worker(shared: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops the pool
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the driver's handler: the pool ends workers with it
     _die_with(parent)
-    _keep_freed_memory()
-    # What the worker inherited (modules, components, lookup tables) lives as long as the worker: the
-    # garbage collector need not walk it again at each full collection. A batch allocates some
-    # hundred thousand objects (documents, their dicts) and no reference cycle: collecting the young
-    # generation every _GC_YOUNG allocations instead of every 700 saves ~4 % of a worker's CPU
-    # (bench/profile_prepare.py --gc-threshold 700 against the default).
+    tune_worker_process()
+
+
+def tune_worker_process(keep_freed_memory: bool = True, gc_young: int = _GC_YOUNG) -> None:
+    """What a worker process does to its allocator and garbage collector before its first batch, once it
+    holds the warmed-up components (``bench/profile_prepare.py`` does the same, to profile a worker).
+
+    What the worker inherited (modules, components, lookup tables) lives as long as the worker: the
+    garbage collector need not walk it again at each full collection. A batch allocates some hundred
+    thousand objects (documents, their dicts) and no reference cycle: collecting the young generation
+    every ``gc_young`` allocations instead of every 700 saves ~4 % of a worker's CPU
+    (``bench/profile_prepare.py --gc-threshold 700`` against the default)."""
+    if keep_freed_memory:
+        _keep_freed_memory()
     gc.freeze()
-    gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
+    gc.set_threshold(gc_young, *gc.get_threshold()[1:])
 
 
 def _keep_freed_memory() -> None:
