@@ -9,8 +9,8 @@
   everything else into it: the fingerprint and the baseline held-out numbers. A checkpoint without
   it was interrupted while saving (or was not written by qckit).
 * :func:`choose_checkpoint` picks, newest first, the first checkpoint that is complete, of the same
-  run and loadable (weights with a readable safetensors header, optimizer, scheduler, RNG and trainer
-  state present); incomplete or unloadable ones are skipped with a warning naming them; one of
+  run and loadable (weights with a readable safetensors header, optimizer, scheduler and trainer state
+  present; the RNG state is optional, as the Trainer treats it); incomplete or unloadable ones are skipped with a warning naming them; one of
   another run is refused with what differs.
 """
 
