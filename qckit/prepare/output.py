@@ -43,14 +43,17 @@ class Spool:
     For files, what is spooled is what the writers will write: the lines the workers formatted, as
     UTF-8 bytes, so that the driver never decodes or re-encodes a text. Documents themselves are
     spooled only for in-memory runs and for a splitter that reads them (no ``is_val_batch``).
+
+    One spool file is open at a time, whatever the number of sets: results arrive in corpus order, so
+    without ``merge`` (one set per input) the set changes only between files, and a run with thousands
+    of inputs never meets the limit on open files. A set that keeps nothing gets no file.
     """
 
     def __init__(self, directory: Path, n_sets: int, with_docs: bool) -> None:
         self.paths = [directory / f"spool-{i}.pkl" for i in range(n_sets)]
         self.with_docs = with_docs
-        self._files: list[Any] = []
-        with errors_name(directory):
-            self._files = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed by close()
+        self._started: set[int] = set()  # the sets whose file exists
+        self._open: tuple[int, Any] | None = None  # (set, file) of the one open spool file
 
     def add(self, result: BatchResult) -> None:
         """Spool the documents of ``result`` that the stateful filters kept."""
@@ -69,11 +72,24 @@ class Spool:
         rows = _rows(result, kept) if self.with_docs else None
         record = (result.source, len(kept), formatted, text_bytes, rows)
         with errors_name(self.paths[result.set_index]):
-            pickle.dump(record, self._files[result.set_index], pickle.HIGHEST_PROTOCOL)
+            pickle.dump(record, self._file(result.set_index), pickle.HIGHEST_PROTOCOL)
+
+    def _file(self, set_index: int) -> Any:
+        """The spool file of ``set_index``, open for appending (the previous set's closed)."""
+        if self._open is not None and self._open[0] == set_index:
+            return self._open[1]
+        self.close()
+        mode = "ab" if set_index in self._started else "wb"
+        f = open(self.paths[set_index], mode)  # noqa: SIM115 - closed by close()
+        self._started.add(set_index)
+        self._open = (set_index, f)
+        return f
 
     def close(self) -> None:
-        for path, f in zip(self.paths, self._files, strict=False):
-            with errors_name(path):
+        if self._open is not None:
+            set_index, f = self._open
+            self._open = None
+            with errors_name(self.paths[set_index]):
                 f.close()
 
     def remove(self) -> None:
@@ -83,6 +99,8 @@ class Spool:
 
     def batches(self, set_index: int) -> Iterator[SpoolBatch]:
         """The kept documents of one set, batch by batch, in corpus order."""
+        if set_index not in self._started:
+            return
         with open(self.paths[set_index], "rb") as f:
             while True:
                 try:
