@@ -49,7 +49,7 @@ def kept_lines(out: Path) -> list[str]:
 
 
 #: reader issues that repair a record (it still becomes a document); every other kind skips it
-REPAIRS = {"decoded_cp1252", "lone_surrogate"}
+REPAIRS = {"decoded_cp1252", "lone_surrogate", "leading_bom"}
 
 
 def accounted(stats: dict) -> None:
@@ -130,6 +130,24 @@ def test_lone_surrogates_are_repaired_and_counted_in_texts_ids_and_rejects(tmp_p
     assert "😀" in kept[2]["text"]
     rejected = [json.loads(r) for r in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rejected[0]["text"] == "lol \ufffd"
+    accounted(result.stats)
+
+
+def test_jsonl_files_joined_with_cat_keep_every_record_and_count_the_inner_marks(tmp_path):
+    parts = [
+        "\ufeff"
+        + "".join(json.dumps({"text": f"{GOOD[i % 4]} Partie {p}, ligne {i}."}) + "\n" for i in range(3))
+        for p in range(4)
+    ]
+    src = tmp_path / "joined.jsonl"
+    src.write_bytes("".join(parts).encode())  # each part starts with its own byte-order mark
+    result = prepare([src], tmp_path / "out", writers=[{"use": "txt"}])
+    assert len(kept_lines(tmp_path / "out")) == 12
+    issues = result.stats["reader_issues"]
+    assert issues["leading_bom"]["count"] == 3  # the file's own mark is no problem
+    assert issues["leading_bom"]["examples"][0].endswith(
+        "joined.jsonl:4: byte-order mark at the start of the line removed"
+    )
     accounted(result.stats)
 
 

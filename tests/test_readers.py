@@ -287,6 +287,43 @@ def test_jsonl_line_that_is_not_utf8_is_decoded_as_cp1252():
     assert issues.examples["decoded_cp1252"] == ["f.jsonl:9: not valid UTF-8, decoded as cp1252"]
 
 
+def test_jsonl_line_that_starts_with_a_bom_is_read_and_counted(tmp_path):
+    # two files joined with cat: the second one's byte-order mark opens a line in the middle
+    first = b'{"text": "Premier fichier, premier record."}\n'
+    second = b'\xef\xbb\xbf{"text": "Deuxi\xc3\xa8me fichier, sa marque au d\xc3\xa9but."}\n'
+    path = tmp_path / "joined.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + first + second + first)
+    docs, issues = read_all(JsonlReader(), path)
+    assert [d.line for d in docs] == [1, 2, 3]
+    assert docs[1].text == "Deuxième fichier, sa marque au début."
+    # the file's own mark is no problem; the one inside is counted where it is
+    assert issues.counts == {"leading_bom": 1}
+    assert issues.examples["leading_bom"] == [f"{path}:2: byte-order mark at the start of the line removed"]
+
+
+def test_a_leading_bom_reads_the_same_from_blocks_and_from_byte_ranges(tmp_path):
+    rows = [f'{{"text": "Ligne {i} du corpus joint."}}\n'.encode() for i in range(300)]
+    data = b"".join(b"\xef\xbb\xbf" + r if i % 7 == 0 else r for i, r in enumerate(rows))
+    path = tmp_path / "joined.jsonl"
+    path.write_bytes(data)
+    reader = JsonlReader()
+
+    def parsed(records) -> tuple[list[tuple[str, int]], dict]:
+        issues = IssueLog(max_examples=100)
+        docs = [reader.parse(r, "f", n, issues) for n, r in enumerate(records, start=1)]
+        return [(d.text, d.line) for d in docs], issues.counts
+
+    whole = parsed(reader.records(path))
+    blocks = parsed(r for block in reader.record_blocks(path) for r in block.records())
+    ranges = parsed(
+        r for start, end in reader.byte_ranges(path, 1000) for r in reader.records_between(path, start, end)
+    )
+    assert len(reader.byte_ranges(path, 1000)) > 5
+    assert whole == blocks == ranges
+    assert whole[1] == {"leading_bom": 42}  # line 1's mark is the file's: dropped by the line reader
+    assert [text for text, _ in whole[0]] == [f"Ligne {i} du corpus joint." for i in range(300)]
+
+
 def test_reader_constructors_validate_and_readers_pickle():
     with pytest.raises(ValueError, match="field"):
         JsonlReader(field="")

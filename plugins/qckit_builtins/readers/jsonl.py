@@ -16,6 +16,10 @@ from qckit.components import (
 from qckit.errors import RecordError
 from qckit_builtins.readers.lines import LineRecords, decode_line
 
+#: the issue kind of a line that began with a byte-order mark (U+FEFF), removed: two files joined with
+#: ``cat`` put the second one's mark at the start of a line, where JSON does not allow it
+LEADING_BOM = "leading_bom"
+
 _JSON_TYPES = {
     dict: "an object",
     list: "an array",
@@ -36,7 +40,8 @@ class JsonlReader(LineRecords):
         ``field``. When ``fallback_fields`` is not given and ``field`` is ``"text"``, the fields ``"content"``
         then ``"sentence"`` are tried next, as the original script did; an explicit list replaces that rule.
         An ``"id"`` string or integer is kept in ``meta["id"]``. Lone surrogate escapes (``"\\ud800"``) in the
-    text or the id are replaced by U+FFFD and counted (``lone_surrogate``). Bad lines raise
+    text or the id are replaced by U+FFFD and counted (``lone_surrogate``); a byte-order mark that opens
+    a line (a second file joined after the first) is removed and counted (``leading_bom``). Bad lines raise
         :class:`~qckit.errors.RecordError` (``invalid_json``, ``not_an_object``, ``missing_text``,
         ``null_text``, ``text_not_string``); blank lines and empty texts are skipped and counted."""
 
@@ -57,6 +62,9 @@ class JsonlReader(LineRecords):
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         raw = decode_line(record, source, line, issues)
+        if raw.startswith("\ufeff"):
+            raw = raw.lstrip("\ufeff")
+            issues.add(LEADING_BOM, source, line, "byte-order mark at the start of the line removed")
         if not raw or raw.isspace():
             issues.add(BLANK_LINE, source, line, "blank line skipped")
             return None
