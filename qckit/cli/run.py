@@ -16,6 +16,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     recipe = load_recipe(args.recipe, overrides=args.set or [])
     if args.check:
+        if recipe.prepare is not None and args.stage in (None, "prepare"):
+            from qckit.prepare.pipeline import checked_inputs
+
+            checked_inputs(recipe.prepare)  # an input that the run would refuse is refused now
         console.print(report.plan_report(recipe))
         return 0
     stages = {args.stage} if args.stage else set(STAGES)

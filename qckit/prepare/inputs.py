@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,20 +35,59 @@ class InputFile:
     size: int
 
 
+#: what a path that is not a regular file is, by the file type bits of its mode
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_regular_error(path: object, mode: int) -> InputError | None:
+    """The error for an input whose ``st_mode`` is not a regular file's, naming what it is ("is a FIFO
+    (named pipe), not a regular file"), else ``None``. Such a file has no size to read up to (a FIFO
+    reads as empty once its writer is gone, a device never ends), so it is refused, never read."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return InputError(path, "is a directory, expected a file")
+    what = next((what for test, what in _NOT_REGULAR if test(mode)), "a special file")
+    return InputError(path, f"is {what}, not a regular file")
+
+
 def check_input_file(path: Path) -> None:
     """Raise :class:`InputError` (one line: the path and what is wrong) for an input that cannot be read."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise InputError(path, "no such file") from None
+        # qckit reads files whose size it knows at the start; "-" does not mean standard input
+        hint = " (standard input cannot be an input: give a file)" if str(path) == "-" else ""
+        raise InputError(path, f"no such file{hint}") from None
     except OSError as exc:  # a parent directory that cannot be searched, a name too long …
         raise InputError(path, exc.strerror or str(exc)) from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(path, "is a directory, expected a file")
+    error = not_regular_error(path, st.st_mode)
+    if error is not None:
+        raise error
     if st.st_size == 0:
         raise InputError(path, "file is empty")
     if not os.access(path, os.R_OK):
         raise InputError(path, "permission denied")
+
+
+def check_distinct(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Raise :class:`InputError` naming both spellings, as given, when two inputs are the same file (the
+    same name twice, ``a.txt`` and ``./a.txt``, a hard or symbolic link; compared by device and inode):
+    its documents would be read twice, and the second copy's ``train_N``/``val_N`` left empty by
+    deduplication."""
+    seen: dict[tuple[int, int], int] = {}
+    for i, path in enumerate(paths):
+        st = os.stat(path)
+        first = seen.setdefault((st.st_dev, st.st_ino), i)
+        if first != i:
+            other = paths[first]
+            same = "given twice" if str(other) == str(path) else f"is the same file as {other}"
+            raise InputError(path, f"{same}; list each input once")
 
 
 def reader_for(path: Path, readers: dict[str, Any]) -> str:
@@ -65,10 +104,15 @@ def reader_for(path: Path, readers: dict[str, Any]) -> str:
     return best[0]
 
 
-def input_files(paths: list[Path], readers: dict[str, Any], merge: bool) -> list[InputFile]:
-    """Check every input and pick its reader; raises :class:`InputError` for the first unusable one."""
+def input_files(
+    given: Sequence[str | os.PathLike[str]], readers: dict[str, Any], merge: bool
+) -> list[InputFile]:
+    """Check every input and pick its reader; raises :class:`InputError` for the first unusable one, or
+    for an input given twice. Each input's size is recorded here, at planning."""
+    paths = [Path(p) for p in given]
     for path in paths:
         check_input_file(path)
+    check_distinct(given)
     return [
         InputFile(i, 0 if merge else i, str(path), reader_for(path, readers), path.stat().st_size)
         for i, path in enumerate(paths)

@@ -21,6 +21,7 @@ dedup keeps fixed-size fingerprints, and the splitter needs only the document co
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -90,10 +91,8 @@ class PreparePipeline:
         """Process the recipe's input files and publish train/val files, all at once, into the output directory."""
         settings = self.settings
         paths = [Path(p) for p in settings.inputs]
-        if not paths:
-            raise InputError("[prepare].inputs", "no input files given")
         readers = self.plan.reader_table
-        files = inputs.input_files(paths, readers, settings.merge)
+        files = checked_inputs(self.plan)
         set_names = set_suffixes(settings.merge, len(files))
         names = settings.output_names(len(files), [w.instance.suffix for w in self.plan.writers])
         with OutputDir(Path(settings.output), names, settings.stats_file, self.observer) as out:
@@ -110,6 +109,7 @@ class PreparePipeline:
             stats, spool = self._consume(
                 results, self.file_stage, len(set_names), out.run_dir, total, [f.path for f in files], rejects
             )
+            self._report_growth(files, stats)
             self._check_files_had_documents(paths, stats)
             self._check_kept(stats)
             write_sets(spool, set_names, self.plan.splitter, self.plan.writers, out.staging, stats)
@@ -262,6 +262,22 @@ class PreparePipeline:
         if rates:
             funnel.executor["task_mb_s"] = float(f"{statistics.median(rates):.3g}")
 
+    def _report_growth(self, files: list[InputFile], stats: dict) -> None:
+        """The readers read each input up to its size when they opened it: an input that grew during the
+        run (a log still being written) gets ``grew_bytes`` in its stats and a warning, since some of
+        what was added is not in the outputs."""
+        for inp, info in zip(files, stats["inputs"], strict=True):
+            try:
+                now = os.stat(inp.path).st_size
+            except OSError:  # gone by now: it was read; what it became is not this run's concern
+                continue
+            if now > inp.size:
+                info["grew_bytes"] = now - inp.size
+                self.observer.warn(
+                    f"{inp.path}: grew during the run by {now - inp.size:,} bytes "
+                    f"(from {inp.size:,} to {now:,}); it was read up to its size when it was opened"
+                )
+
     def _check_kept(self, stats: dict) -> None:
         """A run that keeps nothing fails (and publishes nothing) instead of writing empty files."""
         if stats["kept"]:
@@ -277,6 +293,15 @@ class PreparePipeline:
                 problems = sum(c for kind, c in info["issues"].items() if kind != BLANK_LINE)
                 detail = f" ({problems} unusable records)" if problems else " (only blank lines)"
                 raise InputError(path, f"no documents found{detail}")
+
+
+def checked_inputs(plan: PreparePlan) -> list[InputFile]:
+    """The recipe's inputs, checked before any work starts (``qckit run --check`` too): each one a
+    readable, non-empty regular file that a reader handles, none listed twice; else one
+    :class:`InputError` naming the first unusable input and what is wrong with it."""
+    if not plan.settings.inputs:
+        raise InputError("[prepare].inputs", "no input files given")
+    return inputs.input_files(plan.settings.inputs, plan.reader_table, plan.settings.merge)
 
 
 def run_prepare(plan: PreparePlan, observer: Observer | None = None) -> PrepareResult:

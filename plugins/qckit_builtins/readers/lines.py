@@ -7,7 +7,8 @@ of the same number), and counted as ``decoded_cp1252``. One bad line never costs
 
 Line numbers are 1-based; ``\\n``, ``\\r\\n`` and ``\\r`` each end a line (mixed too). A UTF-8 byte-order
 mark is dropped; a UTF-16 or UTF-32 one makes the file decoded as such; a line longer than
-``[prepare] max_line_bytes`` is skipped while streaming and counted as ``line_too_long``.
+``[prepare] max_line_bytes`` is skipped while streaming and counted as ``line_too_long``. A file is
+read up to its size when it was opened, never past it; a FIFO, socket or device is refused.
 Blank lines are skipped and counted under the issue kind ``blank_line`` so that every input line is
 accounted for; they are normal in text files, so a report may show that kind as information only.
 """
@@ -15,15 +16,19 @@ accounted for; they are normal in text files, so a report may show that kind as 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
+import io
 import itertools
 import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from qckit.components import IssueLog, RecordBlock, SkippedRecord
 from qckit.errors import InputError
+from qckit.prepare.inputs import not_regular_error
 from qckit.settings import MAX_LINE_BYTES
 
 #: bytes read at a time by ``records``
@@ -56,19 +61,61 @@ def decode_line(record: bytes, source: str, line: int, issues: IssueLog) -> str:
         return record.decode("utf-8", errors=_ERROR_HANDLER)
 
 
-def _open(path: Path):
+#: open without waiting: a FIFO would block until a writer came (it is refused once opened)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[BinaryIO, int]]:
+    """``path`` open for reading (gzip-decompressed when its name ends with ``.gz``) and its size in
+    bytes when it was opened. Nothing past that size is read, so a file that grows while it is read
+    (a log still being written) gives what it held at open (the pipeline reports the growth). A
+    directory, FIFO, socket or device is refused, naming what it is, before anything is read."""
     try:
-        if _is_compressed(path):
-            return gzip.open(path, "rb")
-        return open(path, "rb", buffering=0)
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK)  # no effect on a regular file's reads
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, expected a file") from None
     except PermissionError:
         raise InputError(path, "permission denied") from None
-    except OSError as e:
-        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    except OSError as e:  # a socket cannot be opened (ENXIO): say what it is
+        try:
+            error = not_regular_error(path, os.stat(path).st_mode)
+        except OSError:
+            error = None
+        raise (error or InputError(path, f"cannot open: {e.strerror or e}")) from None
+    try:
+        st = os.fstat(fd)
+        error = not_regular_error(path, st.st_mode)
+        if error is not None:
+            raise error
+        raw = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    with raw:
+        if not _is_compressed(path):
+            yield raw, st.st_size
+            return
+        with gzip.GzipFile(fileobj=_UpTo(raw, st.st_size), mode="rb") as gz:
+            yield gz, st.st_size
+
+
+class _UpTo(io.RawIOBase):
+    """The first ``size`` bytes of ``raw`` (what a compressed file held when it was opened)."""
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        self._raw, self._left = raw, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._left)
+        if want <= 0:
+            return 0
+        got = self._raw.readinto(memoryview(buffer)[:want]) or 0  # type: ignore[attr-defined]
+        self._left -= got
+        return got
 
 
 def _chunks(f, path: Path, chunk_size: int, limit: int | None = None) -> Iterator[bytes]:
@@ -237,8 +284,9 @@ def iter_lines(
     ``max_line_bytes`` is skipped while streaming (:class:`~qckit.components.SkippedRecord`), so memory
     stays bounded by ``chunk_size`` plus ``max_line_bytes``. With ``start``/``end`` (an uncompressed
     file, a range from :func:`byte_ranges`): only the lines that start in ``[start, end)``. Raises
-    :class:`~qckit.errors.InputError` for a missing file, a directory, a corrupt gzip stream, invalid
-    UTF-16/32, or text that looks like UTF-16/32 without a byte-order mark."""
+    :class:`~qckit.errors.InputError` for a missing file, a directory, FIFO, socket or device, a corrupt
+    gzip stream, invalid UTF-16/32, or text that looks like UTF-16/32 without a byte-order mark. Reads
+    up to the file's size when it was opened (a file that grows meanwhile is not read past it)."""
     return _split(_text_chunks(Path(path), chunk_size, start, end), max_line_bytes)
 
 
@@ -256,13 +304,13 @@ def iter_blocks(
 
 def _text_chunks(path: Path, chunk_size: int, start: int, end: int | None) -> Iterator[bytes]:
     """The bytes of ``path`` (or of ``[start, end)``) in chunks, as UTF-8 without a byte-order mark (see
-    :func:`iter_lines`)."""
-    if path.is_dir():
-        raise InputError(path, "is a directory, expected a file")
-    with _open(path) as f:
+    :func:`iter_lines`); the whole file up to its size at open (:func:`_opened`)."""
+    with _opened(path) as (f, size):
         if start:
             f.seek(start)
-        chunks = _chunks(f, path, chunk_size, None if end is None else end - start)
+        # a compressed file's size at open bounds the bytes that _opened decompresses
+        limit = None if _is_compressed(path) else (size if end is None else end) - start
+        chunks = _chunks(f, path, chunk_size, limit)
         head = b""
         for piece in chunks:
             head += piece
@@ -289,8 +337,7 @@ def byte_ranges(path: str | os.PathLike[str], size: int) -> list[tuple[int, int]
     path = Path(path)
     if _is_compressed(path):
         return []
-    total = path.stat().st_size
-    with _open(path) as f:
+    with _opened(path) as (f, total):
         if _encoding(f.read(4))[0] != "utf-8":
             return []
         cuts = [0]
