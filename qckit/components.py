@@ -151,8 +151,9 @@ class Reader(Protocol):
         """Yield the raw records of ``path`` in order, one per line (line N is the N-th record).
 
         A record longer than ``max_bytes`` (``[prepare] max_line_bytes``) must never be held in memory
-        whole: skip it while streaming and yield a :class:`SkippedRecord` in its place. Runs in the
-        driver (or a shard worker), so keep it to I/O."""
+        whole: skip it while streaming and yield a :class:`SkippedRecord` in its place. Read no further
+        than the file's size when it is opened (a file may grow during the run: the pipeline reports
+        it). Runs in the driver (or a shard worker), so keep it to I/O."""
 
     def parse(self, record: bytes, source: str, line: int, issues: IssueLog) -> Document | None:
         """Decode one record in a worker process. Return ``None`` to skip it counted (note why in
