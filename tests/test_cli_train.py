@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from rich.console import Console
 
+from qckit import report
 from qckit.cli import main
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
 
@@ -54,6 +56,19 @@ def trained(tmp_path_factory, tiny_model_dir):
     )
     assert status == 0, text
     return tmp, out, val, text
+
+
+def test_a_redirected_log_shows_each_phase_and_a_loss_line_at_every_logging_step(trained):
+    _, out, _, text = trained
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    loss_lines = [line for line in text.splitlines() if re.search(r"\] train  \d+/12 steps  loss=", line)]
+    assert len(loss_lines) == len(losses) >= 2
+    for line, loss in zip(loss_lines, losses, strict=True):
+        assert f"loss={report._n(loss)}" in line and "ETA " in line
+    for started in ("loading the tokenizer", "loading model", "checking document isolation", "evaluate val"):
+        assert re.search(rf"\] {started}.* …$", text, re.M), started
+        assert re.search(rf"\] {started}.* done in \d+:\d\d:\d\d$", text, re.M), started
 
 
 def test_train_reports_inspection_and_before_after(trained):

@@ -128,8 +128,13 @@ def test_inspection_and_progress_reach_the_observer(lora_run):
     )
     assert kinds[-1] == "summary"
     assert ("start", "train", 24) in obs.events
-    steps = [data for event, name, data in obs.events if event == "advance" and name == "train"]
-    assert len(steps) == 24 and {"loss", "lr", "tokens_per_s"} <= set(steps[-1][1])
+    advances = [data for event, name, data in obs.events if event == "advance" and name == "train"]
+    assert [amount for amount, _ in advances if amount] == [1] * 24
+    # each logging step (logging_steps = 1) reports its own numbers at once, as an advance of 0
+    logged = [fields for amount, fields in advances if not amount]
+    assert len(logged) == 24 and all({"loss", "lr", "tokens_per_s"} <= set(f) for f in logged)
+    history = json.loads((result.output_dir / "trainer_state.json").read_text())["log_history"]
+    assert [f["loss"] for f in logged] == [e["loss"] for e in history if "loss" in e]  # no lag of one log
     assert ("finish", "train", None) in obs.events
 
 

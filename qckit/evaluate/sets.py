@@ -30,7 +30,7 @@ from typing import Any
 
 from qckit import defaults
 from qckit.components import EvalSetSettings
-from qckit.progress import NullObserver
+from qckit.progress import NullObserver, phase
 
 __all__ = [
     "EvalSet",
@@ -142,9 +142,11 @@ class EvalSuite:
         """Each set's numbers for ``model`` at optimizer step ``step``: ``{name: {kind, protocol, …, step}}``.
         Safe during training: evaluators restore train/eval modes."""
         out: dict[str, dict[str, Any]] = {}
+        observer = getattr(self.context, "observer", None) or NullObserver()
         for s in self.sets:
             started = time.perf_counter()
-            numbers = s.evaluator.measure(model, self.data[s.name], self.context)
+            with phase(observer, f"evaluate {s.name}"):
+                numbers = s.evaluator.measure(model, self.data[s.name], self.context)
             self.seconds += time.perf_counter() - started
             out[s.name] = {
                 "kind": s.kind,

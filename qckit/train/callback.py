@@ -133,7 +133,7 @@ class QckitCallback(TrainerCallback):
         elif self.suite.enabled and self.evaluate_before and not state.global_step:
             p.eval_before = self._measure(model, state.global_step)
             self.obs.report("eval_before", p.eval_before)
-        self.obs.start("train", total=state.max_steps, unit="step")
+        self.obs.start("train", total=state.max_steps, unit="steps")
         p.train_task_open = True
         if state.global_step:
             self.obs.advance("train", state.global_step, resumed=True)
@@ -149,20 +149,21 @@ class QckitCallback(TrainerCallback):
             write_marker(checkpoint, self.fingerprint, self.progress.eval_before, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
-            self.progress.last_logs.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        if not logs:
+            return
+        self.progress.last_logs.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        if "loss" in logs and self.progress.train_task_open:
+            # a logging step: its numbers now (on_step_end of this step ran before the Trainer logged them)
+            fields: dict[str, Any] = {"loss": logs["loss"]}
+            if "learning_rate" in logs:
+                fields["lr"] = logs["learning_rate"]
+            tps = self.tokens_per_second(state)
+            if tps is not None:
+                fields["tokens_per_s"] = tps
+            self.obs.advance("train", 0, **fields)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        logs = self.progress.last_logs
-        fields: dict[str, Any] = {}
-        if "loss" in logs:
-            fields["loss"] = logs["loss"]
-        if "learning_rate" in logs:
-            fields["lr"] = logs["learning_rate"]
-        tps = self.tokens_per_second(state)
-        if tps is not None:
-            fields["tokens_per_s"] = tps
-        self.obs.advance("train", 1, **fields)
+        self.obs.advance("train", 1)
         every = self.eval_steps
         if (
             self.suite.enabled

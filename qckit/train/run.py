@@ -36,7 +36,7 @@ from qckit import __version__
 from qckit._fs import atomic_write_json, atomic_write_text
 from qckit.components import Chunker, ModelAdapter, ability
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
-from qckit.progress import NullObserver, Observer
+from qckit.progress import NullObserver, Observer, phase
 from qckit.train import checkpoints
 from qckit.train.checkpoints import LOGS_DIR, MERGED_DIR, RECIPE_NAME, SUMMARY_NAME
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
@@ -314,7 +314,11 @@ class TrainRun:
         settings = self.settings
         set_seed(settings.seed)
         self.source = resolve_model(settings.model)
-        self.tokenizer = load_tokenizer(self.source, trust_remote_code=settings.trust_remote_code)
+        loading = "loading the tokenizer"
+        if self.source.kind == "gguf":  # loading its tokenizer fills the GGUF cache: a first run's long step
+            loading += " (a GGUF model is dequantized on first use, then cached)"
+        with phase(self.obs, loading):
+            self.tokenizer = load_tokenizer(self.source, trust_remote_code=settings.trust_remote_code)
         base_tokenizer = self.tokenizer
         if self.new_words:
             from qckit.vocab import grow_tokenizer
@@ -362,9 +366,13 @@ class TrainRun:
             load_kwargs.setdefault("use_safetensors", True)  # pickle weights can run code when loaded
         if settings.attn_implementation:
             load_kwargs.setdefault("attn_implementation", settings.attn_implementation)
-        model = load_model(
-            self.source, dtype=dtype, trust_remote_code=settings.trust_remote_code, extra_kwargs=load_kwargs
-        )
+        with phase(self.obs, f"loading model {self.source.display}"):
+            model = load_model(
+                self.source,
+                dtype=dtype,
+                trust_remote_code=settings.trust_remote_code,
+                extra_kwargs=load_kwargs,
+            )
         if self.vocab_growth is not None:
             from qckit.vocab import grow_embeddings
 
@@ -482,7 +490,8 @@ class TrainRun:
         if ability(self.chunker, Chunker, "attention") == "document":
             from qckit.train.isolation import check_document_isolation
 
-            check_document_isolation(model, self.tokenizer.eos_token_id)
+            with phase(self.obs, "checking document isolation"):
+                check_document_isolation(model, self.tokenizer.eos_token_id)
         if not settings.inspect_data:
             return
         data = inspection(
@@ -512,14 +521,15 @@ class TrainRun:
         data: dict[str, Any] = {}
         seconds = None
         if settings.timing_warmup_steps > 0 and not self.shards_model and self.placed:
-            seconds = measure_pass_seconds(
-                self.model,
-                self.train_ds,
-                settings.batch_size,
-                settings.timing_warmup_steps,
-                self.args.device,
-                self.precision,
-            )
+            with phase(self.obs, f"timing {settings.timing_warmup_steps} forward+backward passes"):
+                seconds = measure_pass_seconds(
+                    self.model,
+                    self.train_ds,
+                    settings.batch_size,
+                    settings.timing_warmup_steps,
+                    self.args.device,
+                    self.precision,
+                )
         if seconds is not None:
             remaining = self.steps
             if self.resume_from is not None:
@@ -649,8 +659,9 @@ class TrainRun:
     def summary(self) -> TrainResult:
         """Save the model and the state; on rank 0 also the summary, the recipe and the merged model."""
         trainer, progress, output_dir = self.trainer, self.progress, self.output_dir
-        trainer.save_model(str(output_dir))
-        trainer.save_state()
+        with phase(self.obs, f"saving the model into {output_dir}"):
+            trainer.save_model(str(output_dir))
+            trainer.save_state()
         state = trainer.state
         result = TrainResult(
             output_dir=output_dir,
@@ -691,13 +702,14 @@ class TrainRun:
             return None
         from qckit.models import merge_and_export
 
-        return merge_and_export(
-            settings.model,
-            output_dir,
-            output_dir / MERGED_DIR,
-            dtype=self.precision,
-            trust_remote_code=settings.trust_remote_code,
-        )
+        with phase(self.obs, f"merging the adapter into {output_dir / MERGED_DIR}"):
+            return merge_and_export(
+                settings.model,
+                output_dir,
+                output_dir / MERGED_DIR,
+                dtype=self.precision,
+                trust_remote_code=settings.trust_remote_code,
+            )
 
     def _summary_data(self, merged_dir: Path | None) -> dict[str, Any]:
         """The content of ``training_summary.json``."""
