@@ -15,6 +15,7 @@ imported inside the functions, so importing this module is cheap.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from collections import Counter
@@ -324,6 +325,30 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return f"{type(exc).__name__}: {text}"
+
+
+def shareable_reference(spec: str) -> str:
+    """The reference of the model ``spec`` that a saved adapter names as its base, resolvable elsewhere:
+    a hub id or a ``pkg:<package>/<file>`` spec as written, a local directory or ``.gguf`` file as its
+    absolute path. Never the GGUF cache's copy that the run actually loaded (it exists on this machine only).
+    """
+    text = str(spec).strip()
+    if text.startswith(_PKG_PREFIX):
+        return text
+    source = resolve_model(text)
+    if source.kind == "hub":
+        return text
+    return source.gguf_file or source.path_or_id
+
+
+def set_adapter_base(adapter_dir: str | os.PathLike[str], reference: str) -> None:
+    """Make the peft adapter in ``adapter_dir`` name ``reference`` (:func:`shareable_reference`) as its base."""
+    from qckit._fs import atomic_write_json
+
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = reference
+    atomic_write_json(config_path, config)
 
 
 def load_adapter(model: Any, adapter_dir: str | os.PathLike[str], *, is_trainable: bool = False) -> Any:

@@ -345,6 +345,14 @@ def _before_after(entry: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def eval_set_cells(entry: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """``(metric, before, after, change, check)`` of an eval set's outcome as plain text (the model card's
+    row; the tables below show the same cells with colour)."""
+    change, check = _set_cells(entry)
+    before, after = _before_after(entry)
+    return _metric_label(entry), before, after, change.plain, check.plain
+
+
 def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets") -> Table:
     """Every eval set before / after / change, target sets' gain and retain sets' check (a breach in red).
 

@@ -45,7 +45,7 @@ def clock_time(seconds: float | None) -> str:
 def amount(value: float, unit: str) -> str:
     """``value`` in ``unit`` for a person (bytes as MB)."""
     if unit == "B":
-        return f"{value / 1e6:,.1f} MB"
+        return f"{value / 1e6:,.1f} MB" if value >= 1e5 else f"{value / 1e3:,.1f} kB"
     return f"{report._n(value)} {unit}".rstrip()
 
 

@@ -55,6 +55,7 @@ MARKER = "qckit_run.json"
 #: the recipe it ran, TensorBoard's event files and, with ``export_merged``, the merged model
 SUMMARY_NAME = "training_summary.json"
 RECIPE_NAME = "recipe.toml"
+CARD_NAME = "README.md"  # the model card (qckit.model_card), the name the Hugging Face Hub and peft use
 LOGS_DIR = "logs"
 MERGED_DIR = "merged"
 MARKER_FORMAT = 1
@@ -383,7 +384,7 @@ RUN_OUTPUTS = (
     "training_args.bin",
     SUMMARY_NAME,
     RECIPE_NAME,
-    "README.md",
+    CARD_NAME,
 )
 RUN_OUTPUT_DIRS = (LOGS_DIR, MERGED_DIR, MLRUNS_DIR, WANDB_DIR)
 

@@ -38,7 +38,7 @@ from qckit.components import Chunker, ModelAdapter, ability
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
 from qckit.progress import NullObserver, Observer, phase
 from qckit.train import checkpoints
-from qckit.train.checkpoints import LOGS_DIR, MERGED_DIR, RECIPE_NAME, SUMMARY_NAME
+from qckit.train.checkpoints import CARD_NAME, LOGS_DIR, MERGED_DIR, RECIPE_NAME, SUMMARY_NAME
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
 from qckit.train.settings import TrainSettings
 
@@ -679,7 +679,11 @@ class TrainRun:
         atomic_write_json(summary_path, summary)
         if self.recipe_text is not None:
             atomic_write_text(output_dir / RECIPE_NAME, self.recipe_text)
-        self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME])
+        from qckit.model_card import model_card
+
+        is_peft = hasattr(self.trainer.model, "peft_config")
+        atomic_write_text(output_dir / CARD_NAME, model_card(summary, self.recipe_text, is_peft=is_peft))
+        self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME, output_dir / CARD_NAME])
         self.obs.report("summary", summary)
         result.summary = summary
         result.summary_path = summary_path
@@ -691,8 +695,12 @@ class TrainRun:
         settings, output_dir = self.settings, self.output_dir
         is_peft = hasattr(self.trainer.model, "peft_config")
         if is_peft:
+            from qckit.models import set_adapter_base, shareable_reference
+
             self.base_config.use_cache = True
             self.base_config.save_pretrained(str(output_dir))
+            # peft recorded the path the base was loaded from: for a GGUF, this machine's cache
+            set_adapter_base(output_dir, shareable_reference(settings.model))
         if not settings.export_merged:
             return None
         if not is_peft:
