@@ -40,7 +40,10 @@ def test_a_log_gets_a_line_when_a_phase_starts_and_ends():
     assert not observer.live  # not a terminal
     with phase(observer, "loading model /models/x [q4]"):
         clock.now += 75
-    assert lines(console) == ["loading model /models/x [q4] …", "loading model /models/x [q4] done in 0:01:15"]
+    assert lines(console) == [
+        "loading model /models/x [q4] …",
+        "loading model /models/x [q4] done in 0:01:15",
+    ]
 
 
 def test_every_logging_step_is_a_line_with_its_numbers_and_an_eta():
