@@ -345,6 +345,25 @@ def _before_after(entry: dict[str, Any]) -> tuple[str, str]:
     )
 
 
+def completions_table(rows: list[dict[str, str]], columns: list[str], title: str = "Completions") -> Table:
+    """One row per prompt, one column per model (``qckit generate``: ``base``, ``trained``) or the one
+    completion of a training sample; the text is shown exactly as generated, wrapped between words."""
+    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left", show_lines=True)
+    t.add_column("prompt", ratio=1, overflow="fold")
+    for column in columns:
+        t.add_column(column, ratio=2, overflow="fold")
+    for row in rows:
+        _row(t, row["prompt"], *(row[c] for c in columns))
+    return t
+
+
+def samples_report(entry: dict[str, Any]) -> Table:
+    """The sample completions a run takes at an evaluation (:class:`qckit.train.samples.SampleLog`)."""
+    rows = [{"prompt": row["prompt"], "completion": row["text"]} for row in entry["completions"]]
+    title = f"Sample completions, step {entry['step']} ({entry['when']} training)"
+    return completions_table(rows, ["completion"], title=title)
+
+
 def eval_set_cells(entry: dict[str, Any]) -> tuple[str, str, str, str, str]:
     """``(metric, before, after, change, check)`` of an eval set's outcome as plain text (the model card's
     row; the tables below show the same cells with colour)."""

@@ -70,6 +70,38 @@ def test_mlflow_gets_the_held_out_sets_the_losses_and_the_settings(tmp_path, tin
     assert list((out / "logs").glob("events.out.tfevents.*"))  # TensorBoard alongside
 
 
+def test_sample_completions_at_each_evaluation_reach_the_report_the_trackers_and_the_summary(
+    tmp_path, tiny_model_dir, corpus
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from qckit.generate import GenerationSettings, complete, load_for_generation
+    from qckit.progress import RecordingObserver
+
+    out = tmp_path / "out"
+    prompts = ["Le chat", "Y fait | frette"]
+    obs = RecordingObserver()
+    settings = _settings(out, tiny_model_dir, corpus, sample_prompts=prompts, sample_max_new_tokens=4)
+    result = run_train(settings, WindowChunker(max_length=64, stride=8), [LoraAdapter()], observer=obs)
+    samples = result.summary["samples"]
+    assert [(s["step"], s["when"]) for s in samples] == [(0, "before"), (3, "during"), (6, "after")]
+    assert [r["prompt"] for r in samples[-1]["completions"]] == prompts
+    assert [data for event, kind, data in obs.events if event == "report" and kind == "samples"] == samples
+    # the last completions are the trained model's own: the saved run folder writes the same
+    trained = load_for_generation(str(out))
+    again = complete(trained.model, trained.tokenizer, prompts, GenerationSettings(max_new_tokens=4))
+    assert [r["text"] for r in samples[-1]["completions"]] == again
+
+    client = _client(out)
+    (run,) = client.search_runs([client.get_experiment_by_name("qckit").experiment_id])
+    logged = sorted(a.path for a in client.list_artifacts(run.info.run_id, "samples"))
+    assert logged == ["samples/step_0000000.md", "samples/step_0000003.md", "samples/step_0000006.md"]
+    assert "README.md" in {a.path for a in client.list_artifacts(run.info.run_id)}  # the model card
+    events = EventAccumulator(str(out / "logs"))
+    events.Reload()
+    assert [e.step for e in events.Tensors("samples/text_summary")] == [0, 3, 6]
+
+
 class NanAtStep(LoraAdapter):
     def __init__(self, step: int) -> None:
         super().__init__()
@@ -142,7 +174,15 @@ def test_wandb_runs_offline_and_gets_the_same_names(tmp_path, tiny_model_dir, co
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     out = tmp_path / "out"
     run_train(
-        _settings(out, tiny_model_dir, corpus, report_to=["wandb"], max_steps=2, eval_steps=-1),
+        _settings(
+            out,
+            tiny_model_dir,
+            corpus,
+            report_to=["wandb"],
+            max_steps=2,
+            eval_steps=-1,
+            sample_prompts=["Le"],
+        ),
         WindowChunker(max_length=64, stride=8),
         [LoraAdapter()],
     )
@@ -150,6 +190,7 @@ def test_wandb_runs_offline_and_gets_the_same_names(tmp_path, tiny_model_dir, co
     records = run_file.read_bytes()  # protobuf records: the history keys are stored as UTF-8 strings
     for key in ("train/loss", "train/learning_rate", "eval_val/document/bits_per_byte"):
         assert key.encode() in records, key
+    assert list(run_file.parent.glob("files/media/table/samples_*.table.json"))  # the sample completions
 
 
 class BrokenTracker:

@@ -10,6 +10,7 @@ Commands::
     qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
     qckit evaluate --model M [--adapter DIR] (--val_file F | --pairs F | --choice F | --recipe R) [--json]
     qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]
+    qckit generate MODEL [PROMPT …] [--file F] [--base] [--sample] [--max-new-tokens N] [--json]
     qckit export --model M [--adapter DIR] --output DIR|FILE.gguf [--format safetensors|gguf] [--outtype T]
     qckit plugins [KIND NAME]
 
@@ -30,12 +31,12 @@ from collections.abc import Iterator, Sequence
 from rich.console import Console
 
 from qckit import __version__
-from qckit.cli import compare, evaluate, export, plugins, prepare, run, train
+from qckit.cli import compare, evaluate, export, generate, plugins, prepare, run, train
 from qckit.errors import INTERRUPTED_EXIT_CODE, TERMINATED_EXIT_CODE, QckitError
 from qckit.report import message_line
 
 #: the commands, in ``qckit --help`` order; each module has ``add_parser(subparsers)``
-COMMANDS = (run, prepare, train, evaluate, compare, export, plugins)
+COMMANDS = (run, prepare, train, evaluate, generate, compare, export, plugins)
 
 
 class Terminated(KeyboardInterrupt):

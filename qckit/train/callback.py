@@ -78,6 +78,7 @@ class QckitCallback(TrainerCallback):
         fingerprint: dict[str, Any],
         resumed_baseline: dict[str, dict[str, Any]] | None = None,
         is_main_process: bool = True,
+        samples: Any = None,
     ) -> None:
         self.progress = progress
         self.suite = suite
@@ -88,6 +89,7 @@ class QckitCallback(TrainerCallback):
         self.fingerprint = fingerprint
         self.resumed_baseline = resumed_baseline
         self.is_main_process = is_main_process
+        self.samples = samples  # qckit.train.samples.SampleLog: completions at each evaluation, or None
         self.trainer: Any = None
 
     # -- held-out evaluation --------------------------------------------------------------------
@@ -104,15 +106,26 @@ class QckitCallback(TrainerCallback):
         return data
 
     def _evaluate_during(self, model: Any, state: Any) -> None:
-        data = self._measure(model, state.global_step)
-        self.progress.eval_history.append(data)
-        self.obs.report("eval", data)
+        if self.suite.enabled:
+            data = self._measure(model, state.global_step)
+            self.progress.eval_history.append(data)
+            self.obs.report("eval", data)
+        self._sample(model, state.global_step, "during")
+
+    def _sample(self, model: Any, step: int, when: str) -> None:
+        if self.samples is not None:
+            self.samples.take(model, step, when)
+
+    @property
+    def held_out_seconds(self) -> float:
+        """Time spent on held-out evaluation and sample completions so far (not training)."""
+        return self.suite.seconds + (self.samples.seconds if self.samples is not None else 0.0)
 
     def tokens_per_second(self, state: Any) -> float | None:
         p = self.progress
         if p.train_started is None:
             return None
-        elapsed = time.perf_counter() - p.train_started - (self.suite.seconds - p.eval_seconds_at_start)
+        elapsed = time.perf_counter() - p.train_started - (self.held_out_seconds - p.eval_seconds_at_start)
         tokens = state.num_input_tokens_seen - p.tokens_at_start
         return tokens / elapsed if elapsed > 0 else None
 
@@ -133,11 +146,13 @@ class QckitCallback(TrainerCallback):
         elif self.suite.enabled and self.evaluate_before and not state.global_step:
             p.eval_before = self._measure(model, state.global_step)
             self.obs.report("eval_before", p.eval_before)
+        if self.evaluate_before and not state.global_step:
+            self._sample(model, 0, "before")
         self.obs.start("train", total=state.max_steps, unit="steps")
         p.train_task_open = True
         if state.global_step:
             self.obs.advance("train", state.global_step, resumed=True)
-        p.eval_seconds_at_start = self.suite.seconds
+        p.eval_seconds_at_start = self.held_out_seconds
         p.train_started = time.perf_counter()
 
     def on_save(self, args, state, control, **kwargs):
@@ -166,7 +181,7 @@ class QckitCallback(TrainerCallback):
         self.obs.advance("train", 1)
         every = self.eval_steps
         if (
-            self.suite.enabled
+            (self.suite.enabled or self.samples is not None)
             and every > 0
             and state.global_step % every == 0
             and state.global_step < state.max_steps
@@ -175,7 +190,7 @@ class QckitCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if (
-            self.suite.enabled
+            (self.suite.enabled or self.samples is not None)
             and self.eval_steps == 0
             and state.global_step < state.max_steps
             and not control.should_training_stop
@@ -185,11 +200,12 @@ class QckitCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         p = self.progress
         p.train_ended = time.perf_counter()
-        p.eval_seconds_in_train = self.suite.seconds - p.eval_seconds_at_start
+        p.eval_seconds_in_train = self.held_out_seconds - p.eval_seconds_at_start
         self.close_task()
         if self.suite.enabled:
             p.eval_after = self._measure(model, state.global_step)
             self.obs.report("eval_after", p.eval_after)
+        self._sample(model, state.global_step, "after")
 
     def close_task(self) -> None:
         """Finish the observer's ``train`` task if it is open (also when training raised)."""

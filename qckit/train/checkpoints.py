@@ -69,6 +69,8 @@ NOT_IDENTITY = frozenset(
         "cache_dir",
         "inspect_data",
         "inspect_samples",
+        "sample_prompts",
+        "sample_max_new_tokens",
         "timing_warmup_steps",
         "eval_steps",
         "evaluate_before",

@@ -169,6 +169,7 @@ class TrainRun:
         self.suite: Any = None  # qckit.evaluate.sets.EvalSuite: the held-out seam
         self.progress: Any = None
         self.callback: Any = None
+        self.samples: Any = None  # qckit.train.samples.SampleLog when train.sample_prompts are set
         self.trainer: Any = None
         self.output: Any = None
 
@@ -567,6 +568,12 @@ class TrainRun:
             observer=self.obs,
         )
         self.progress = TrainProgress()
+        if settings.sample_prompts:
+            from qckit.train.samples import SampleLog
+
+            self.samples = SampleLog(
+                settings.sample_prompts, self.tokenizer, settings.sample_max_new_tokens, self.obs
+            )
         self.callback = QckitCallback(
             self.progress,
             self.suite,
@@ -577,6 +584,7 @@ class TrainRun:
             fingerprint=self.fingerprint,
             resumed_baseline=self.resumed_baseline,
             is_main_process=self.env.is_main_process,
+            samples=self.samples,
         )
         trainer = QckitTrainer(  # its create_optimizer asks the adapters for parameter groups
             model=self.model,
@@ -587,6 +595,8 @@ class TrainRun:
             callbacks=[self.callback, *self._tracker_callbacks()],
             adapters=self.adapters,
         )
+        if self.samples is not None and self.env.is_main_process:
+            self.samples.sinks.extend(self._sample_sinks())
         trainer.remove_callback(PrinterCallback)  # library code never prints
         trainer.remove_callback(ProgressCallback)
         self.callback.trainer = trainer
@@ -647,6 +657,19 @@ class TrainRun:
         if self.trackers:
             callbacks.append(tracker_callback(self.trackers))
         return callbacks
+
+    def _sample_sinks(self) -> list[Any]:
+        """Where sample completions are logged besides the report: TensorBoard's text tab, the trackers."""
+        from qckit.train.samples import samples_markdown
+
+        sinks: list[Any] = []
+        writer = self._writer
+        if writer is not None:
+            sinks.append(
+                lambda step, rows: (writer.add_text("samples", samples_markdown(rows), step), writer.flush())
+            )
+        sinks += [tracker.log_samples for tracker in self.trackers]
+        return sinks
 
     def train(self) -> None:
         try:
@@ -758,6 +781,7 @@ class TrainRun:
             "eval_sets": eval_sets,
             "retain_breaches": breaches(eval_sets),
             "eval_history": progress.eval_history,
+            "samples": self.samples.history if self.samples is not None else [],
             "tokens_seen": state.num_input_tokens_seen,
             "tokens_seen_this_run": tokens_this_run,
             "windows": len(self.train_ds),  # per epoch

@@ -114,6 +114,10 @@ class TrainSettings:
     logging_steps: int = 10  #: log the training loss every N optimizer steps
     inspect_data: bool = True  #: report samples, token counts, steps and a time estimate before training
     inspect_samples: int = 5  #: decoded windows shown by the inspection
+    #: prompts the model completes (greedily) before, during and after training, at each evaluation: shown
+    #: in the report, logged to TensorBoard / MLflow / W&B and kept in training_summary.json
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_max_new_tokens: int = 32  #: tokens generated for each of sample_prompts
     timing_warmup_steps: int = (
         2  #: forward+backward passes timed for the estimate (after one untimed warm-up)
     )
@@ -204,6 +208,12 @@ class TrainSettings:
         need(self.save_total_limit >= 0, "save_total_limit", "must be 0 (keep all) or more")
         need(self.logging_steps >= 1, "logging_steps", "must be at least 1")
         need(self.inspect_samples >= 0, "inspect_samples", "must be 0 or more")
+        need(
+            all(isinstance(p, str) and p.strip() for p in self.sample_prompts),
+            "sample_prompts",
+            "must be a list of non-empty prompts",
+        )
+        need(self.sample_max_new_tokens >= 1, "sample_max_new_tokens", "must be at least 1")
         need(self.timing_warmup_steps >= 0, "timing_warmup_steps", "must be 0 (no time estimate) or more")
         need(self.dataloader_workers >= 0, "dataloader_workers", "must be 0 or more")
         unknown = [name for name in self.report_to if name not in TRACKERS]

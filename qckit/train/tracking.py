@@ -128,6 +128,11 @@ class MlflowTracker:
         for start in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 1000])
 
+    def log_samples(self, step: int, rows: list[dict[str, str]]) -> None:
+        from qckit.train.samples import samples_markdown
+
+        self.client.log_text(self.run_id, samples_markdown(rows), f"samples/step_{step:07d}.md")
+
     def finish(self, status: str, artifacts: Iterable[Path] = ()) -> None:
         for path in artifacts:
             if path.is_file():
@@ -156,6 +161,12 @@ class WandbTracker:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
+
+    def log_samples(self, step: int, rows: list[dict[str, str]]) -> None:
+        import wandb
+
+        table = wandb.Table(columns=["prompt", "completion"], data=[[r["prompt"], r["text"]] for r in rows])
+        self.run.log({"samples": table}, step=step)
 
     def finish(self, status: str, artifacts: Iterable[Path] = ()) -> None:
         self.run.finish(exit_code=0 if status == "FINISHED" else 1)
