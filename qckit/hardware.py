@@ -38,6 +38,7 @@ class Environment:
     gpu_count: int = 0
     gpu_names: tuple[str, ...] = ()
     cuda_capability: tuple[int, int] | None = None
+    gpu_memory: tuple[int, ...] = ()  #: total memory of each visible GPU, in bytes
     bf16_supported: bool = False
     fp16_supported: bool = False
     world_size: int = 1
@@ -63,6 +64,7 @@ class Environment:
             device="cpu",
             gpu_count=0,
             gpu_names=(),
+            gpu_memory=(),
             cuda_capability=None,
             bf16_supported=cpu_has_native_bf16(),
             fp16_supported=False,
@@ -117,6 +119,7 @@ def detect_environment(device: str = "auto") -> Environment:
             device="cuda",
             gpu_count=count,
             gpu_names=tuple(torch.cuda.get_device_name(i) for i in range(count)),
+            gpu_memory=tuple(int(torch.cuda.get_device_properties(i).total_memory) for i in range(count)),
             cuda_capability=tuple(torch.cuda.get_device_capability(0)),  # type: ignore[arg-type]
             bf16_supported=bool(torch.cuda.is_bf16_supported()),
             fp16_supported=True,

@@ -5,6 +5,7 @@ the CLI is the only part of qckit that prints, renders with rich, and exits.
 
 Commands::
 
+    qckit init FILE [FILE …] [--name N] [--model M]     (a commented starting recipe)
     qckit run RECIPE [--set key.path=value …] [--check] [--stage prepare|train]
     qckit prepare --input F [F …] --output DIR [--merge] [--val_split X] [--min_length N] [--max_length N] [--seed N]
     qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
@@ -31,12 +32,12 @@ from collections.abc import Iterator, Sequence
 from rich.console import Console
 
 from qckit import __version__
-from qckit.cli import compare, evaluate, export, generate, plugins, prepare, run, train
+from qckit.cli import compare, evaluate, export, generate, init, plugins, prepare, run, train
 from qckit.errors import INTERRUPTED_EXIT_CODE, TERMINATED_EXIT_CODE, QckitError
 from qckit.report import message_line
 
 #: the commands, in ``qckit --help`` order; each module has ``add_parser(subparsers)``
-COMMANDS = (run, prepare, train, evaluate, generate, compare, export, plugins)
+COMMANDS = (init, run, prepare, train, evaluate, generate, compare, export, plugins)
 
 
 class Terminated(KeyboardInterrupt):
