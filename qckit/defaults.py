@@ -1,8 +1,11 @@
 """Default component lists, used where a recipe (or the seed-compatible flags) leaves a list out.
 
 They reproduce the seed's ``prepare_data.py`` behaviour with its bugs fixed (NFC instead of NFKC, a
-correct URL pattern, mojibake repair that keeps French typography, exact deduplication) plus the
-Quebec-marker tagger, which never drops anything but measures dialect density for the report.
+correct URL pattern, mojibake repair that keeps French typography, exact deduplication) plus two
+components the seed lacked: ``dialect_langid``, the language decision made for a Quebec corpus (other
+languages out; short, colloquial and code-switched Quebec French kept, see
+``qckit_builtins/filters/dialect_langid.py``), and the Quebec-marker tagger, which never drops anything
+but measures dialect density for the report.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ PREPARE_DEFAULTS: dict[str, Any] = {
         {"use": "min_words", "min_words": 3},
         {"use": "unique_words", "min_ratio": 0.3},
         {"use": "alpha_ratio", "min_ratio": 0.7},
+        {"use": "dialect_langid"},
         {"use": "quebec_markers"},
         {"use": "exact_dedup"},
     ],

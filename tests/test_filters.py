@@ -38,6 +38,7 @@ def test_all_builtin_filters_are_registered_by_their_hooks():
         "alpha_ratio": False,
         "french_quality": False,
         "langid": False,
+        "dialect_langid": False,
         "exact_dedup": True,
         "minhash_dedup": True,
         "quebec_markers": False,

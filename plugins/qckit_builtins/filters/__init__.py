@@ -3,6 +3,8 @@
 * :mod:`.heuristics`: the seed's four — ``length``, ``min_words``, ``unique_words``, ``alpha_ratio``;
 * :mod:`.quality`: ``french_quality``, FineWeb-2 ``fra_Latn`` quality thresholds;
 * :mod:`.langid`: ``langid``, language identification with py3langid;
+* :mod:`.dialect_langid`: ``dialect_langid``, the language decision for a Quebec corpus (short,
+  colloquial and code-switched French stays);
 * :mod:`.dedup`: ``exact_dedup`` and ``minhash_dedup`` (stateful: fingerprints in workers, decisions
   in corpus order);
 * :mod:`.dialect`: ``quebec_markers``, a tagger that never drops but measures dialect density.
@@ -15,6 +17,7 @@ from __future__ import annotations
 from qckit import hookimpl
 from qckit_builtins.filters.dedup import ExactDedup, MinHashDedup
 from qckit_builtins.filters.dialect import QuebecMarkers
+from qckit_builtins.filters.dialect_langid import DialectLangId
 from qckit_builtins.filters.heuristics import (
     AlphaRatioFilter,
     LengthFilter,
@@ -31,6 +34,7 @@ FILTERS = (
     AlphaRatioFilter,
     FrenchQualityFilter,
     LangIdFilter,
+    DialectLangId,
     ExactDedup,
     MinHashDedup,
     QuebecMarkers,
@@ -39,6 +43,7 @@ FILTERS = (
 __all__ = [
     "FILTERS",
     "AlphaRatioFilter",
+    "DialectLangId",
     "ExactDedup",
     "FrenchQualityFilter",
     "LangIdFilter",

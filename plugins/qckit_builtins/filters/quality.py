@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
+from collections.abc import Iterable
 from importlib import resources
 from typing import ClassVar
 
@@ -52,6 +53,17 @@ def french_stop_words() -> tuple[str, ...]:
     """The built-in list, ``qckit_builtins/data/french_stopwords.txt``."""
     data = resources.files("qckit_builtins").joinpath("data/french_stopwords.txt")
     return tuple(read_word_list(data.read_text(encoding="utf-8")))
+
+
+def stop_word_set(words: Iterable[str]) -> frozenset[str]:
+    """``words`` as :func:`count_stop_words` matches them (lower case, ' for ’)."""
+    return frozenset(_unify_apostrophes(w.strip().lower()) for w in words if w.strip())
+
+
+def count_stop_words(text: str, stop: frozenset[str]) -> int:
+    """Occurrences in ``text`` of the words of ``stop`` (a :func:`stop_word_set`): case-insensitive, ' and
+    ’ alike, elided forms with their apostrophe ("c’est" counts ``c'`` and ``est``)."""
+    return sum(1 for token in _STOP_TOKEN.findall(_unify_apostrophes(text.lower())) if token in stop)
 
 
 def _ngram_thresholds(name: str, value: dict[str, float]) -> tuple[tuple[int, float], ...]:
@@ -190,7 +202,7 @@ class FrenchQualityFilter:
             if value < 0:
                 raise ValueError(f"{key} must be at least 0, not {value}")
         words = french_stop_words() if stop_words is None else stop_words
-        self.stop_words = frozenset(_unify_apostrophes(w.strip().lower()) for w in words if w.strip())
+        self.stop_words = stop_word_set(words)
         self.min_stop_words = int(min_stop_words)
         self.short_doc_words = int(short_doc_words)
         self.min_avg_word_length = float(min_avg_word_length)
@@ -210,8 +222,7 @@ class FrenchQualityFilter:
 
     def count_stop_words(self, text: str) -> int:
         """Occurrences of stop words in ``text`` (case-insensitive, ' and ’ alike)."""
-        stop = self.stop_words
-        return sum(1 for token in _STOP_TOKEN.findall(_unify_apostrophes(text.lower())) if token in stop)
+        return count_stop_words(text, self.stop_words)
 
     def drop_reason(self, doc: Document) -> str | None:
         text = doc.text

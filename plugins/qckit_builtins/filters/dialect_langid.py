@@ -1,0 +1,208 @@
+"""A language decision made for a Quebec French corpus: short, colloquial and code-switched text stays.
+
+Why not the generic ``langid`` filter: among all of py3langid's languages, a three-word joual sentence
+("Chu pas capable.") looks as much like Occitan, Walloon or a French creole as like French, so it falls
+under any confidence threshold (the ``langid`` filter at 0.5 dropped 42 % of short Quebec sentences that
+pass the seed's filters), and a sentence with one English word is at the mercy of that word. The
+decision here, in order:
+
+1. **English share.** The share of the document's words found in ``data/english_words.txt`` (frequent
+   English words that are not also French words) is measured and written to ``doc.meta``. A document
+   is dropped as English (``lang:en``) only when English dominates (``max_english_share``); below that
+   it is French with English in it, which is what a dialect corpus is for ("Je feel pas ben à soir").
+2. **Candidates.** py3langid decides among the languages a Quebec corpus actually holds (``candidates``:
+   French, English and the languages French is confused with on short text: es, it, pt, ca, ro, de,
+   nl), not among all of them: the regional look-alikes that absorb short colloquial French are out.
+3. **Length-aware confidence.** The French probability needed grows with the length: a short text
+   cannot make any model sure, a long one that is French reaches 0.99. ``short_confidence`` (0.3) up
+   to ``short_words`` (5) words, ``min_confidence`` (0.5) from ``long_words`` (15) words, linear in
+   between. On the bench's sets, the other languages' French probability stays below 0.16.
+4. **French evidence rescues.** A document the model doubts is kept when it holds evidence a generic
+   model does not weigh, and its French probability still reaches ``rescue_confidence`` (0.1): a Quebec
+   marker (the ``quebec_markers`` tagger's list: "pantoute", "faque", "tuque"), or, when it holds English
+   words, French function words (``data/french_stopwords.txt``) in what is left without them. The
+   second follows how code-switching works: the function words come from the language the sentence is
+   built in, so "Check ben ça." is French with an English verb; its French part is then classified on
+   its own.
+
+Everything else is dropped with the reason ``lang:<code>``: the language the candidates identify, or,
+when py3langid's full model is at least ``min_confidence`` sure of a language outside the candidates
+(Polish, Swedish, Haitian Creole …), that one; ``low_confidence`` when French was the most likely but
+short of the threshold. The prepare funnel counts drops per reason, so ``prepare_stats.json`` and the
+report show what was dropped as which language.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any, ClassVar
+
+from qckit.components import Document
+from qckit_builtins.filters.dialect import _builtin_markers, fold_words
+from qckit_builtins.filters.langid import _codes, _identifier
+from qckit_builtins.filters.quality import count_stop_words, french_stop_words, read_word_list, stop_word_set
+
+#: French, English, and the languages short French is confused with (the candidates' default)
+CANDIDATES = ("fr", "en", "es", "it", "pt", "ca", "ro", "de", "nl")
+_FRENCH = "fr"
+_ENGLISH = "en"
+#: the metrics it sets (summed over the kept documents for :meth:`DialectLangId.summary`)
+WORDS, ENGLISH_WORDS, RESCUED = "lang_words", "lang_english_words", "lang_rescued"
+
+
+@functools.cache
+def english_words() -> frozenset[str]:
+    """The built-in list, ``qckit_builtins/data/english_words.txt``, folded as :func:`fold_words` folds."""
+    source = "qckit_builtins/data/english_words.txt"
+    text = resources.files("qckit_builtins").joinpath("data/english_words.txt").read_text(encoding="utf-8")
+    words = set()
+    for entry in read_word_list(text):
+        folded = fold_words(entry)
+        if len(folded) != 1:
+            raise ValueError(f"{source}: {entry!r} is not one word")
+        words.add(folded[0])
+    return frozenset(words)
+
+
+@functools.cache
+def _french_function_words() -> frozenset[str]:
+    return stop_word_set(french_stop_words())
+
+
+class DialectLangId:
+    """Keeps Quebec French, short, colloquial and code-switched included (recipe: ``use = "dialect_langid"``).
+
+    The decision and why it is made so are in this module's docstring (``qckit plugins filter
+    dialect_langid``). In short: drops a document as English only when English words are more than
+    ``max_english_share`` of it; otherwise py3langid, restricted to ``candidates``, must give French at
+    least ``short_confidence`` (documents of ``short_words`` words or fewer) to ``min_confidence``
+    (``long_words`` words or more, linear in between); a document with French evidence (a Quebec marker,
+    or French function words beside its English words) needs only ``rescue_confidence``.
+    ``sample_chars``: classify only the first N characters (0 = the whole text).
+
+    Writes ``doc.meta["lang"]`` (the identified language), ``doc.meta["lang_score"]`` (its probability
+    among the candidates), ``doc.meta["english_share"]`` and, for a document kept on evidence,
+    ``doc.meta["lang_rescue"]`` (``"markers"`` or ``"code_switching"``). Reasons: ``lang:<code>`` (the
+    identified language, e.g. ``lang:es``) and ``low_confidence``. Metrics ``lang_words``,
+    ``lang_english_words`` and ``lang_rescued`` give the kept corpus's English-word share and rescued
+    documents (:meth:`summary`).
+
+    Like ``langid``, the model is loaded once per process on first use and never pickled.
+    """
+
+    name: ClassVar[str] = "dialect_langid"
+    stateful: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        candidates: list[str] = list(CANDIDATES),  # noqa: B006 (copied, never mutated)
+        min_confidence: float = 0.5,
+        short_confidence: float = 0.3,
+        short_words: int = 5,
+        long_words: int = 15,
+        rescue_confidence: float = 0.1,
+        max_english_share: float = 0.5,
+        sample_chars: int = 2000,
+    ) -> None:
+        self.candidates = _codes("candidates", candidates)
+        if _FRENCH not in self.candidates or _ENGLISH not in self.candidates:
+            raise ValueError("candidates must include fr and en")
+        for key, value in (
+            ("min_confidence", min_confidence),
+            ("short_confidence", short_confidence),
+            ("rescue_confidence", rescue_confidence),
+            ("max_english_share", max_english_share),
+        ):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{key} must be between 0 and 1, not {value}")
+        if not 0 <= short_words <= long_words:
+            raise ValueError(f"need 0 <= short_words <= long_words, got {short_words} and {long_words}")
+        if sample_chars < 0:
+            raise ValueError(f"sample_chars must be at least 0, not {sample_chars}")
+        self.min_confidence = float(min_confidence)
+        self.short_confidence = float(short_confidence)
+        self.short_words = int(short_words)
+        self.long_words = int(long_words)
+        self.rescue_confidence = float(rescue_confidence)
+        self.max_english_share = float(max_english_share)
+        self.sample_chars = int(sample_chars)
+        self._ident: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_ident"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def required_confidence(self, n_words: int) -> float:
+        """The French probability a document of ``n_words`` words needs without evidence."""
+        if n_words <= self.short_words:
+            return self.short_confidence
+        if n_words >= self.long_words:
+            return self.min_confidence
+        step = (n_words - self.short_words) / (self.long_words - self.short_words)
+        return self.short_confidence + (self.min_confidence - self.short_confidence) * step
+
+    def probabilities(self, text: str) -> dict[str, float]:
+        """The candidates' normalized probabilities for ``text``."""
+        if self._ident is None:
+            self._ident = _identifier(self.candidates)
+        return dict(self._ident.rank(text))
+
+    def drop_reason(self, doc: Document) -> str | None:
+        text = doc.text
+        if self.sample_chars and len(text) > self.sample_chars:
+            text = text[: self.sample_chars]
+        english = english_words()
+        tokens = fold_words(text)
+        n_english = sum(1 for token in tokens if token in english)
+        share = n_english / len(tokens) if tokens else 0.0
+        doc.meta["english_share"] = round(share, 4)
+        doc.metrics[WORDS] = float(len(tokens))
+        doc.metrics[ENGLISH_WORDS] = float(n_english)
+        probs = self.probabilities(text)
+        if share > self.max_english_share:
+            return self._drop(doc, text, probs, _ENGLISH)
+        french = probs[_FRENCH]
+        words = text.split()
+        if french >= self.required_confidence(len(words)):
+            return self._keep(doc, french, None)
+        markers = _builtin_markers()
+        if french >= self.rescue_confidence and markers.find(text)[0]:
+            return self._keep(doc, french, "markers")
+        if n_english:
+            rest = " ".join(word for word in words if english.isdisjoint(fold_words(word)))
+            if count_stop_words(rest, _french_function_words()) or markers.find(rest)[0]:
+                rest_french = self.probabilities(rest)[_FRENCH]
+                if rest_french >= self.rescue_confidence:
+                    return self._keep(doc, rest_french, "code_switching")
+        return self._drop(doc, text, probs, max(probs, key=probs.__getitem__))
+
+    def _keep(self, doc: Document, french: float, rescue: str | None) -> None:
+        doc.meta["lang"] = _FRENCH
+        doc.meta["lang_score"] = round(french, 4)
+        doc.metrics[RESCUED] = 0.0 if rescue is None else 1.0
+        if rescue is not None:
+            doc.meta["lang_rescue"] = rescue
+        return None
+
+    def _drop(self, doc: Document, text: str, probs: dict[str, float], lang: str) -> str:
+        score = probs[lang]
+        if lang != _ENGLISH:  # a language outside the candidates, when the full model is sure of it
+            other, other_score = _identifier(None).classify(text)
+            if other not in self.candidates and other_score >= self.min_confidence:
+                lang, score = other, float(other_score)
+        doc.meta["lang"] = lang
+        doc.meta["lang_score"] = round(score, 4)
+        return "low_confidence" if lang == _FRENCH else f"lang:{lang}"
+
+    def summary(self, sums: dict[str, float]) -> dict[str, float]:
+        """The kept corpus's share of English words, and how many documents French evidence kept."""
+        words = sums.get(WORDS, 0.0)
+        return {
+            "english_word_share": sums.get(ENGLISH_WORDS, 0.0) / words if words else 0.0,
+            "rescued_documents": sums.get(RESCUED, 0.0),
+        }
