@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: the defaults' language decision (``qckit prepare --all_languages`` leaves it out, as the seed had none)
+LANGUAGE_FILTER = "dialect_langid"
+
 PREPARE_DEFAULTS: dict[str, Any] = {
     "readers": [],  # every registered reader with its defaults; list one here only to change its settings
     "normalizers": [
@@ -28,7 +31,7 @@ PREPARE_DEFAULTS: dict[str, Any] = {
         {"use": "min_words", "min_words": 3},
         {"use": "unique_words", "min_ratio": 0.3},
         {"use": "alpha_ratio", "min_ratio": 0.7},
-        {"use": "dialect_langid"},
+        {"use": LANGUAGE_FILTER},
         {"use": "quebec_markers"},
         {"use": "exact_dedup"},
     ],

@@ -35,6 +35,11 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
         "--minhash", action="store_true", help="also remove near-duplicates (MinHash, word 5-grams)"
     )
     p.add_argument(
+        "--all_languages",
+        action="store_true",
+        help="keep every language, as the seed did (no dialect_langid filter)",
+    )
+    p.add_argument(
         "--rejects",
         action="store_true",
         help="also write rejected.jsonl: every dropped document, filter and reason",
@@ -66,6 +71,8 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
 
     filters = [dict(f) for f in defaults.PREPARE_DEFAULTS["filters"]]
     filters[0].update(min_length=ns.min_length, max_length=ns.max_length)
+    if ns.all_languages:
+        filters = [f for f in filters if f["use"] != defaults.LANGUAGE_FILTER]
     if ns.minhash:
         filters.append({"use": "minhash_dedup"})
     writers = {

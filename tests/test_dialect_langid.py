@@ -1,0 +1,199 @@
+"""dialect_langid: the language decision for a Quebec corpus (short, colloquial, code-switched French stays)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from qckit import defaults
+from qckit.components import Document
+from qckit.prepare import prepare_texts
+from qckit.recipe import load_recipe
+from qckit.report import prepare_report
+from qckit_builtins.filters.dialect import _builtin_markers, fold_words
+from qckit_builtins.filters.dialect_langid import DialectLangId, english_words
+from qckit_builtins.filters.langid import LangIdFilter
+from qckit_builtins.filters.quality import french_stop_words
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The user's report (issue #16): dropped by langid (all languages, min_confidence 0.5).
+REPORTED = ["Y fait frette.", "Chu brûlé raide.", "Mon char est scrap.", "haha t'es ben niaiseux"]
+FOREIGN = {
+    "en": "The kids are playing in the park with their friends this afternoon.",
+    "es": "Los niños juegan en el parque con sus amigos esta tarde.",
+    "it": "I bambini giocano nel parco con i loro amici questo pomeriggio.",
+    "de": "Die Kinder spielen heute Nachmittag mit ihren Freunden im Park.",
+}
+
+
+@pytest.fixture(scope="module")
+def flt() -> DialectLangId:
+    return DialectLangId()
+
+
+def decide(flt: DialectLangId, text: str) -> tuple[str | None, dict]:
+    doc = Document(text)
+    return flt.drop_reason(doc), doc.meta
+
+
+@pytest.mark.parametrize("text", REPORTED)
+def test_keeps_the_reported_short_quebec_sentences(flt, text):
+    reason, meta = decide(flt, text)
+    assert reason is None, meta
+    assert meta["lang"] == "fr"
+
+
+def test_the_generic_filter_dropped_them():
+    # what the issue is about: the same sentences fail the langid filter at its defaults
+    old = LangIdFilter()
+    assert sum(old.drop_reason(Document(t)) is not None for t in REPORTED) >= 3
+
+
+@pytest.mark.parametrize(("lang", "text"), FOREIGN.items())
+def test_drops_other_languages_as_their_language(flt, lang, text):
+    reason, meta = decide(flt, text)
+    assert reason == f"lang:{lang}"
+    assert meta["lang"] == lang
+    assert meta["lang_score"] > 0.5
+
+
+def test_code_switched_french_is_kept_with_its_english_share(flt):
+    reason, meta = decide(flt, "Je feel pas ben à soir")
+    assert reason is None
+    assert meta["english_share"] == pytest.approx(1 / 6, abs=1e-4)  # je feel pas ben a soir
+    assert decide(flt, "Mon boss m'a callé à six heures du matin, voyons donc.")[0] is None
+
+
+def test_english_dominating_a_mixed_sentence_drops_it(flt):
+    reason, meta = decide(flt, "Je pense que the meeting was about the money we need for the truck")
+    assert meta["english_share"] > 0.5
+    assert reason == "lang:en"
+    # the threshold decides, whatever the model says: 1/6 of the words are English
+    assert DialectLangId(max_english_share=0.2).drop_reason(Document("Je feel pas ben à soir")) is None
+    assert DialectLangId(max_english_share=0.1).drop_reason(Document("Je feel pas ben à soir")) == "lang:en"
+
+
+def test_quebec_markers_rescue_a_short_document_the_model_doubts(flt):
+    text = "Je capote ben raide."  # "capoté ben raide" is a marker; py3langid leans to English
+    french = flt.probabilities(text)["fr"]
+    assert flt.rescue_confidence <= french < flt.required_confidence(len(text.split()))
+    reason, meta = decide(flt, text)
+    assert reason is None and meta["lang_rescue"] == "markers"
+    # without the marker evidence (rescue off) it is dropped
+    strict = DialectLangId(rescue_confidence=1.0)
+    assert strict.drop_reason(Document(text)) is not None
+
+
+def test_french_function_words_rescue_a_code_switched_document(flt):
+    text = "Check ben ça."  # one English verb; "ça" says the sentence is built in French
+    assert flt.probabilities(text)["fr"] < flt.rescue_confidence
+    reason, meta = decide(flt, text)
+    assert reason is None and meta["lang_rescue"] == "code_switching"
+    # English words alone, with no French function word left, are no evidence
+    assert decide(flt, "The minister met with representatives of Indigenous communities.")[0] == "lang:en"
+
+
+def test_confidence_needed_grows_with_the_length():
+    flt = DialectLangId(short_confidence=0.3, min_confidence=0.5, short_words=5, long_words=15)
+    assert [flt.required_confidence(n) for n in (1, 5, 10, 15, 100)] == pytest.approx(
+        [0.3, 0.3, 0.4, 0.5, 0.5]
+    )
+
+
+def test_low_confidence_french_and_languages_outside_the_candidates(flt):
+    strict = DialectLangId(min_confidence=1.0, short_confidence=1.0, rescue_confidence=1.0)
+    reason, meta = decide(strict, "Nous avons mangé au restaurant avec des amis.")
+    assert reason == "low_confidence" and meta["lang"] == "fr"
+    # Polish is not a candidate: the full model names it
+    assert decide(flt, "Rada miasta zatwierdziła budżet na przyszły rok.")[0] == "lang:pl"
+
+
+def test_standard_french_is_kept_without_english(flt):
+    reason, meta = decide(flt, "Le conseil municipal a adopté le budget de l'année prochaine.")
+    assert reason is None and meta["english_share"] == 0.0 and "lang_rescue" not in meta
+
+
+def test_english_list_holds_single_words_that_are_not_french_evidence():
+    words = english_words()
+    assert len(words) > 250
+    french = {token for word in french_stop_words() for token in fold_words(word)}
+    markers = _builtin_markers()
+    assert not words & french
+    assert not words & set(markers.words)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"candidates": ["fr", "es"]}, "must include fr and en"),
+        ({"candidates": ["fr", "en", "xyz1"]}, "not an ISO 639 code"),
+        ({"min_confidence": 1.5}, "min_confidence must be between 0 and 1"),
+        ({"max_english_share": -0.1}, "max_english_share must be between 0 and 1"),
+        ({"short_words": 10, "long_words": 5}, "short_words <= long_words"),
+        ({"sample_chars": -1}, "sample_chars must be at least 0"),
+    ],
+)
+def test_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DialectLangId(**kwargs)
+
+
+def test_pickle_leaves_the_model_behind_and_behaves_the_same(flt):
+    texts = [*REPORTED, *FOREIGN.values(), "Je feel pas ben à soir", "Check ben ça."]
+    decide(flt, texts[0])  # loads the model
+    data = pickle.dumps(flt)
+    assert len(data) < 1000
+    clone = pickle.loads(data)
+    for text in texts:
+        a, b = Document(text), Document(text)
+        assert clone.drop_reason(a) == flt.drop_reason(b)
+        assert a.meta == b.meta and a.metrics == b.metrics
+
+
+CORPUS = [
+    "Y fait frette à matin, mets ta tuque pis tes mitaines avant de sortir.",
+    "Chu brûlé raide.",
+    "Je feel pas ben à soir, je reste chez nous.",
+    FOREIGN["en"],
+    FOREIGN["es"],
+    FOREIGN["de"],
+    "Hello there, this one is English too and it goes away.",
+]
+
+
+def test_funnel_counts_the_drops_per_identified_language():
+    result = prepare_texts(CORPUS, {"prepare": {"splitter": {"use": "random", "val_split": 0.0}}})
+    kept = [d.text for d in result.train + result.val]
+    assert kept == CORPUS[:3]
+    stats = result.stats
+    assert stats["filters"]["dialect_langid"]["reasons"] == {"lang:de": 1, "lang:en": 2, "lang:es": 1}
+    share = stats["summaries"]["dialect_langid"]["english_word_share"]
+    assert 0 < share < 0.1  # "feel" among the kept documents' words
+    console = Console(width=160, record=True)
+    console.print(prepare_report(stats))
+    assert "lang:de 1, lang:en 2, lang:es 1" in console.export_text()
+
+
+def test_the_defaults_and_the_main_recipe_use_it():
+    assert {"use": "dialect_langid"} in defaults.PREPARE_DEFAULTS["filters"]
+    recipe = load_recipe(REPO / "recipes" / "quebec_cpt.toml")
+    assert recipe.prepare is not None
+    names = [spec.name for spec in recipe.prepare.filters]
+    assert "dialect_langid" in names and "langid" not in names
+
+
+def test_all_languages_flag_leaves_the_decision_out():
+    from qckit.cli.main import build_parser
+    from qckit.cli.prepare import prepare_flags_to_recipe
+
+    def uses(argv: list[str]) -> list[str]:
+        ns = build_parser().parse_args(["prepare", "--input", "x.txt", *argv])
+        return [f["use"] for f in prepare_flags_to_recipe(ns)["prepare"]["filters"]]
+
+    assert "dialect_langid" in uses([])
+    assert "dialect_langid" not in uses(["--all_languages"])
+    assert uses(["--all_languages"])[0] == "length"  # --min_length still reaches the length filter
