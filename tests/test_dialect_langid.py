@@ -10,8 +10,8 @@ from rich.console import Console
 
 from qckit import defaults
 from qckit.components import Document
-from qckit.prepare import prepare_texts
-from qckit.recipe import load_recipe
+from qckit.prepare import prepare_texts, run_prepare
+from qckit.recipe import build_recipe, load_recipe
 from qckit.report import prepare_report
 from qckit_builtins.filters.dialect import _builtin_markers, fold_words
 from qckit_builtins.filters.dialect_langid import DialectLangId, english_words
@@ -169,6 +169,24 @@ def test_funnel_counts_the_drops_per_identified_language():
     console = Console(width=160, record=True)
     console.print(prepare_report(stats))
     assert "lang:de 1, lang:en 2, lang:es 1" in console.export_text()
+
+
+def test_decisions_and_their_counts_are_the_same_whatever_the_number_of_workers(tmp_path):
+    lines = [f"{CORPUS[i % len(CORPUS)]} ({i})" for i in range(700)]
+    src = tmp_path / "mixed.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seen = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        table = {"inputs": [str(src)], "output": str(out), "workers": workers, "batch_bytes": 4096}
+        stats = run_prepare(build_recipe({"prepare": {**table, "merge": True}}).prepare).stats
+        seen[workers] = (
+            (out / "train.txt").read_bytes(),
+            (out / "val.txt").read_bytes(),
+            stats["filters"]["dialect_langid"],
+        )
+    assert seen[1] == seen[2]
+    assert seen[1][2]["reasons"] == {"lang:de": 100, "lang:en": 200, "lang:es": 100}
 
 
 def test_the_defaults_and_the_main_recipe_use_it():
