@@ -135,6 +135,12 @@ def test_rejects_bad_settings(kwargs, message):
         DialectLangId(**kwargs)
 
 
+def test_unknown_candidate_is_reported_on_first_use():
+    flt = DialectLangId(candidates=["fr", "en", "xx"])
+    with pytest.raises(ValueError, match="py3langid does not know xx"):
+        flt.drop_reason(Document(REPORTED[0]))
+
+
 def test_pickle_leaves_the_model_behind_and_behaves_the_same(flt):
     texts = [*REPORTED, *FOREIGN.values(), "Je feel pas ben à soir", "Check ben ça."]
     decide(flt, texts[0])  # loads the model
