@@ -75,8 +75,8 @@ def _french_function_words() -> frozenset[str]:
 class DialectLangId:
     """Keeps Quebec French, short, colloquial and code-switched included (recipe: ``use = "dialect_langid"``).
 
-    The decision and why it is made so are in this module's docstring (``qckit plugins filter
-    dialect_langid``). In short: drops a document as English only when English words are more than
+    The decision and why it is made so are in the module's docstring
+    (``qckit_builtins/filters/dialect_langid.py``). In short: drops a document as English only when English words are more than
     ``max_english_share`` of it; otherwise py3langid, restricted to ``candidates``, must give French at
     least ``short_confidence`` (documents of ``short_words`` words or fewer) to ``min_confidence``
     (``long_words`` words or more, linear in between); a document with French evidence (a Quebec marker,
