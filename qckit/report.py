@@ -168,11 +168,16 @@ def key_values(title: str, data: dict[str, Any], skip: tuple[str, ...] = ()) -> 
 
 
 def sources_table(rows: list[dict[str, Any]]) -> Table:
-    """One row per training source: size, fertility, and the requested / planned / realized token share."""
+    """One row per training source: size, fertility, and the requested / planned / realized token share
+    (and the decay phase's requested / planned share, when it has its own mix)."""
     realized = any("realized_share" in row for row in rows)
+    decay = any("decay_planned_share" in row for row in rows)
     t = Table(title="Training sources", box=box.SIMPLE, title_justify="left")
     for column in ("source", "documents", "tokens", "tokens/word", "windows", "requested", "planned"):
         t.add_column(column, justify="left" if column == "source" else "right")
+    if decay:
+        t.add_column("decay requested", justify="right")
+        t.add_column("decay planned", justify="right")
     if realized:
         t.add_column("realized", justify="right")
     for row in rows:
@@ -185,6 +190,9 @@ def sources_table(rows: list[dict[str, Any]]) -> Table:
             f"{100 * row['requested_share']:.1f} %",
             f"{100 * row['planned_share']:.1f} %",
         ]
+        if decay:
+            cells.append(f"{100 * row.get('decay_share', 0.0):.1f} %")
+            cells.append(f"{100 * row.get('decay_planned_share', 0.0):.1f} %")
         if realized:
             cells.append(f"{100 * row.get('realized_share', 0.0):.1f} %")
         _row(t, *cells)

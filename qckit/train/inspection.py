@@ -12,12 +12,15 @@ import statistics
 import time
 from typing import Any
 
+from qckit.train.settings import WSD
+
 __all__ = [
     "estimate_optimizer_steps",
     "human_seconds",
     "inspection",
     "measure_pass_seconds",
     "sample_indices",
+    "schedule_line",
 ]
 
 
@@ -109,6 +112,22 @@ def measure_pass_seconds(
     return statistics.median(timed)
 
 
+def schedule_line(settings: Any, steps: int) -> str | None:
+    """The phases of a warmup_stable_decay run of ``steps`` optimizer steps, in words (None: another
+    schedule): steps per phase, the decay's shape and end, and the decay source's share."""
+    if settings.lr_scheduler != WSD:
+        return None
+    warmup, decay = settings.warmup_steps(steps), settings.decay_steps(steps)
+    line = (
+        f"{WSD}: {warmup} warmup, {steps - warmup - decay} stable, {decay} decay steps "
+        f"({settings.decay_type} down to {settings.min_lr_ratio:g} x learning_rate)"
+    )
+    if settings.decay_source:
+        share = 100 * settings.decay_share
+        line += f"; from step {steps - decay + 1} on, {settings.decay_source} is {share:g} % of the tokens"
+    return line
+
+
 def inspection(
     settings: Any,
     train_ds: Any,
@@ -158,7 +177,8 @@ def inspection(
         "tokens_per_optimizer_step": per_step * train_ds.seq_length,
         "epochs": settings.num_epochs if settings.max_steps < 0 else None,
         "optimizer_steps": steps,
-        "warmup_steps": math.ceil(settings.warmup_ratio * steps),
+        "warmup_steps": settings.warmup_steps(steps),
+        "lr_schedule": schedule_line(settings, steps),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_pct": 100.0 * trainable / total if total else 0.0,

@@ -16,9 +16,18 @@ average:
   in this pass; when every source has ``exhausted = "repeat"``, once every source has been drawn in
   full at least once.
 
+**The decay phase** (``lr_scheduler = "warmup_stable_decay"`` with ``decay_source``): from the first
+window of the learning rate's decay to the end of the run (:meth:`MixedDataset.set_decay`, counted in
+windows drawn, epoch after epoch), the sources are drawn by the same stride scheduling over the *decay
+shares* (:func:`decay_shares`: the named source at ``decay_share``, the others splitting the rest by
+their weights), started afresh at the phase's first window so that every prefix of the phase keeps
+them. An epoch keeps its length (the Trainer counts its steps from it); within an epoch the ``k`` of
+"``k``-th draw" counts the draws of both mixes, so a source drawn past its windows, ``"stop"`` or not,
+goes on with its next pass.
+
 The Trainer iterates :class:`MixSampler` (global window ids, one order per epoch); ``len`` of the
 sampler is the number of windows in an epoch. The realized shares of a run are computed from that
-same order and the number of windows the run consumed (:meth:`MixedDataset.realized`).
+same order and the number of windows the run consumed (:meth:`MixedDataset.source_report`).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from qckit.components import PackingStats
 from qckit.train.packing import PackedDataset
 from qckit.train.settings import DataSource
 
-__all__ = ["MixSampler", "MixedDataset", "schedule"]
+__all__ = ["MixSampler", "MixedDataset", "decay_schedule", "decay_shares", "schedule"]
 
 
 def schedule(
@@ -62,14 +71,42 @@ def schedule(
     return np.asarray(order, dtype=np.int32)
 
 
+def decay_shares(shares: Sequence[float], target: int, share: float) -> list[float]:
+    """The shares of the decay phase: ``share`` for source ``target``, the rest split among the others in
+    proportion to their own shares."""
+    rest = sum(x for s, x in enumerate(shares) if s != target)
+    return [share if s == target else (1.0 - share) * x / rest for s, x in enumerate(shares)]
+
+
+def decay_schedule(shares: Sequence[float], means: Sequence[float], count: int) -> np.ndarray:
+    """The source of each of the first ``count`` windows of the decay phase: :func:`schedule`'s stride
+    scheduling with no end (sources repeat); a source of share 0 is never drawn."""
+    live = [s for s, share in enumerate(shares) if share > 0]
+    tokens = [0.0] * len(shares)
+    order = np.empty(max(count, 0), dtype=np.int32)
+    for i in range(len(order)):
+        best = min(live, key=lambda s: ((tokens[s] + means[s]) / shares[s], s))
+        order[i] = best
+        tokens[best] += means[best]
+    return order
+
+
 class MixedDataset(Dataset):
     """The windows of several packed sources, in one index space (source after source).
 
     ``dataset[g]`` is global window ``g`` padded to the longest window of all sources. The drawing
     order lives in :meth:`epoch_order` / :meth:`sampler`; ``len`` is the number of windows per epoch.
+    ``decay`` (a source name and its share) gives the decay phase its own mix, from the window that
+    :meth:`set_decay` names on.
     """
 
-    def __init__(self, sources: Sequence[DataSource], packed: Sequence[PackedDataset], seed: int) -> None:
+    def __init__(
+        self,
+        sources: Sequence[DataSource],
+        packed: Sequence[PackedDataset],
+        seed: int,
+        decay: tuple[str, float] | None = None,
+    ) -> None:
         if len(sources) != len(packed) or not sources:
             raise ValueError("one packed dataset per source is needed")
         self.sources = list(sources)
@@ -83,13 +120,25 @@ class MixedDataset(Dataset):
         self.sequence = schedule(
             self.shares, self.means, self.window_counts, [s.exhausted == "stop" for s in self.sources]
         )
-        # the k of "k-th draw from its source" for each position of the epoch
-        self.occurrence = np.zeros(len(self.sequence), dtype=np.int64)
-        for s in range(len(self.sources)):
-            where = np.flatnonzero(self.sequence == s)
-            self.occurrence[where] = np.arange(len(where))
         self.seq_length = max(p.seq_length for p in self.packed)
         self._orders: dict[int, np.ndarray] = {}
+        #: the decay phase's shares (None: one mix for the whole run)
+        self.decay_shares: list[float] | None = None
+        if decay is not None:
+            name, share = decay
+            target = [s.name for s in self.sources].index(name)
+            self.decay_shares = decay_shares(self.shares, target, share)
+        #: windows drawn before the decay phase and by the end of the run (set_decay; None: not yet known)
+        self.decay_window: tuple[int, int] | None = None
+        self._decay_sequence = np.empty(0, dtype=np.int32)
+
+    def set_decay(self, start: int, end: int) -> None:
+        """Place the decay phase: it begins after ``start`` windows drawn and the run ends after ``end``
+        (counted epoch after epoch, as :meth:`drawn` counts). Without ``decay`` nothing changes."""
+        if self.decay_shares is None:
+            return
+        self.decay_window = (int(start), int(end))
+        self._orders.clear()
 
     # -- the drawing order ------------------------------------------------------------------------
 
@@ -97,16 +146,42 @@ class MixedDataset(Dataset):
         return len(self.sequence)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Global window ids in the order epoch ``epoch`` draws them."""
+        """Global window ids in the order epoch ``epoch`` draws them (the decay phase's mix included)."""
         cached = self._orders.get(epoch)
         if cached is not None:
             return cached
-        order = np.empty(len(self.sequence), dtype=np.int64)
+        order = self._order(epoch, self._sequence(epoch))
+        if len(self._orders) > 4:
+            self._orders.clear()
+        self._orders[epoch] = order
+        return order
+
+    def _sequence(self, epoch: int) -> np.ndarray:
+        """The source of each window of epoch ``epoch``: the main mix, then the decay phase's from its start."""
+        length = len(self.sequence)
+        if self.decay_shares is None or self.decay_window is None:
+            return self.sequence
+        start = self.decay_window[0]
+        end_of_epoch = (epoch + 1) * length
+        if end_of_epoch <= start:
+            return self.sequence
+        first = max(start - epoch * length, 0)  # this epoch's first window of the decay phase
+        needed = end_of_epoch - start
+        if len(self._decay_sequence) < needed:
+            self._decay_sequence = decay_schedule(self.decay_shares, self.means, needed)
+        return np.concatenate(
+            [self.sequence[:first], self._decay_sequence[epoch * length + first - start : needed]]
+        )
+
+    def _order(self, epoch: int, sequence: np.ndarray) -> np.ndarray:
+        """Global window ids for the sources in ``sequence``: the ``k``-th draw of source ``s`` is window
+        ``perm(seed, epoch, s, k // n)[k % n]``."""
+        order = np.empty(len(sequence), dtype=np.int64)
         for s, n in enumerate(self.window_counts):
-            where = np.flatnonzero(self.sequence == s)
+            where = np.flatnonzero(sequence == s)
             if not len(where):
                 continue
-            draws = self.occurrence[where]
+            draws = np.arange(len(where))  # the k of "k-th draw from its source", in this epoch
             local = np.empty(len(where), dtype=np.int64)
             for pass_index in range(int(draws.max()) // n + 1):
                 rng = np.random.default_rng([self.seed, epoch, s, pass_index])
@@ -114,9 +189,6 @@ class MixedDataset(Dataset):
                 in_pass = draws // n == pass_index
                 local[in_pass] = perm[draws[in_pass] % n]
             order[where] = self.offsets[s] + local
-        if len(self._orders) > 4:
-            self._orders.clear()
-        self._orders[epoch] = order
         return order
 
     def sampler(self) -> MixSampler:
@@ -181,28 +253,37 @@ class MixedDataset(Dataset):
         """Packed windows of all sources (each drawn zero, one or several times per epoch)."""
         return int(self.offsets[-1])
 
-    def drawn(self, windows: int) -> tuple[list[int], list[int]]:
-        """``(windows, trained tokens)`` per source among the first ``windows`` draws of the run
+    def drawn(self, windows: int, start: int = 0) -> tuple[list[int], list[int]]:
+        """``(windows, trained tokens)`` per source among the draws ``start`` to ``windows`` of the run
         (epoch after epoch)."""
         counts = [0] * len(self.sources)
         tokens = [0] * len(self.sources)
-        epoch, left = 0, max(int(windows), 0)
-        while left > 0 and len(self):
-            order = self.epoch_order(epoch)[:left]
-            src = np.searchsorted(self.offsets, order, side="right") - 1
-            for s, p in enumerate(self.packed):
-                local = order[src == s] - self.offsets[s]
-                counts[s] += len(local)
-                tokens[s] += int(np.asarray(p.trained)[local].sum())
-            left -= len(order)
-            epoch += 1
+        length, end = len(self), max(int(windows), 0)
+        for epoch in range(start // length if length else 0, -(-end // length) if length else 0):
+            first = max(start - epoch * length, 0)
+            order = self.epoch_order(epoch)[first : end - epoch * length]
+            self._count(order, counts, tokens)
         return counts, tokens
+
+    def _count(self, order: np.ndarray, counts: list[int], tokens: list[int]) -> None:
+        """Add the windows and trained tokens of each source among the global window ids ``order``."""
+        src = np.searchsorted(self.offsets, order, side="right") - 1
+        for s, p in enumerate(self.packed):
+            local = order[src == s] - self.offsets[s]
+            counts[s] += len(local)
+            tokens[s] += int(np.asarray(p.trained)[local].sum())
 
     def source_report(self, windows_drawn: int | None = None) -> list[dict[str, Any]]:
         """Per source: documents, tokens, fertility, windows, the requested share, the share planned for
-        one epoch and, given the number of windows a run drew, the realized share of that run."""
-        plan_counts, plan_tokens = self.drawn(len(self))
+        one epoch of the main mix, the decay phase's requested and planned shares (with ``decay``, once
+        placed) and, given the number of windows a run drew, the realized share of that run."""
+        plan_counts, plan_tokens = [0] * len(self.sources), [0] * len(self.sources)
+        self._count(self._order(0, self.sequence), plan_counts, plan_tokens)
         plan_total = sum(plan_tokens) or 1
+        decay: tuple[list[int], list[int]] | None = None
+        if self.decay_window is not None:
+            decay = self.drawn(self.decay_window[1], start=self.decay_window[0])
+        decay_total = sum(decay[1]) if decay else 0
         real: tuple[list[int], list[int]] | None = None
         if windows_drawn is not None:
             real = self.drawn(windows_drawn)
@@ -226,6 +307,11 @@ class MixedDataset(Dataset):
                 "passes_per_epoch": plan_counts[s] / len(p) if len(p) else 0.0,
                 "from_cache": p.from_cache,
             }
+            if self.decay_shares is not None:
+                row["decay_share"] = self.decay_shares[s]
+            if decay is not None:
+                row["decay_windows"] = decay[0][s]
+                row["decay_planned_share"] = decay[1][s] / decay_total if decay_total else 0.0
             if real is not None:
                 row["windows_drawn"] = real[0][s]
                 row["tokens_drawn"] = real[1][s]

@@ -7,8 +7,8 @@ Phases, in order (:meth:`TrainRun.run`)::
     data       tokenizer (grown by train.add_tokens), packed training windows (cached), validation documents
     model      the model loaded as the adapters ask (embeddings grown), context checks, the adapters' wrapping
     arguments  TrainingArguments (the seed's defaults come in through the settings; adapters edit them)
-    inspect    optimizer steps, device placement, the document-isolation check, the inspection report
-               with a measured time estimate
+    inspect    optimizer steps (WSD: the decay phase's steps and windows), device placement, the
+               document-isolation check, the inspection report with a measured time estimate
     trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation); its
                optimizer takes the adapters' parameter groups (qckit.train.trainer)
     train      trainer.train()
@@ -40,7 +40,7 @@ from qckit.progress import NullObserver, Observer, phase
 from qckit.train import checkpoints
 from qckit.train.checkpoints import CARD_NAME, LOGS_DIR, MERGED_DIR, RECIPE_NAME, SUMMARY_NAME
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
-from qckit.train.settings import TrainSettings
+from qckit.train.settings import WSD, TrainSettings
 
 __all__ = ["TrainResult", "TrainRun", "run_train", "SUMMARY_NAME", "RECIPE_NAME", "LOGS_DIR", "MERGED_DIR"]
 
@@ -331,7 +331,8 @@ class TrainRun:
                 _pack(Path(source.path), self.tokenizer, self.chunker, cache_dir, self.obs)
                 for source in self.sources
             ]
-        self.train_ds = MixedDataset(self.sources, packed, settings.seed)
+        decay = (settings.decay_source, settings.decay_share) if settings.decay_source else None
+        self.train_ds = MixedDataset(self.sources, packed, settings.seed, decay=decay)
         if self.vocab_growth is not None:
             from qckit.vocab import fertility
 
@@ -470,7 +471,8 @@ class TrainRun:
             )
 
     def inspect(self) -> None:
-        """Optimizer steps, device placement, and the inspection report with a measured time estimate."""
+        """Optimizer steps (and WSD's decay phase), device placement, and the inspection report with a
+        measured time estimate."""
         settings = self.settings
         # one process driving several GPUs (torch DataParallel) splits a batch of batch_size x n_gpu
         self.step_batch = settings.batch_size * max(int(getattr(self.args, "n_gpu", 1) or 1), 1)
@@ -482,6 +484,10 @@ class TrainRun:
             self.world_size,
             settings.max_steps,
         )
+        if settings.lr_scheduler == WSD:  # its decay steps, and the decay phase's windows for its own mix
+            self.args.lr_scheduler_kwargs = settings.scheduler_kwargs(self.steps)
+            decay_from = self.steps - settings.decay_steps(self.steps)
+            self.train_ds.set_decay(self._windows_drawn(decay_from), self._windows_drawn(self.steps))
         model = self.model
         self.placed = getattr(model, "hf_device_map", None) is None and not getattr(
             model, "is_quantized", False
@@ -594,6 +600,7 @@ class TrainRun:
             processing_class=self.tokenizer,
             callbacks=[self.callback, *self._tracker_callbacks()],
             adapters=self.adapters,
+            planned_steps=self.steps if settings.lr_scheduler == WSD else None,
         )
         if self.samples is not None and self.env.is_main_process:
             self.samples.sinks.extend(self._sample_sinks())

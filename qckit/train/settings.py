@@ -6,20 +6,24 @@ module imports nothing heavy, so loading a recipe never imports torch or transfo
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from qckit.evaluate import PROTOCOLS
 from qckit.hardware import DEVICES, PRECISIONS
 from qckit.train.tracking import TRACKERS
 
-__all__ = ["EXHAUSTED", "SCHEDULERS", "DataSource", "TrainSettings"]
+__all__ = ["DECAY_TYPES", "EXHAUSTED", "SCHEDULERS", "WSD", "DataSource", "TrainSettings"]
 
 #: what a training source does when its windows run out before the epoch ends (``[[train.data]] exhausted``)
 EXHAUSTED = ("repeat", "stop")
 
-#: ``lr_scheduler`` values (transformers' ``SchedulerType`` names that need no extra arguments).
+#: the warmup-stable-decay schedule (MiniCPM's WSD; transformers' ``get_wsd_schedule``): the ``decay_*`` keys
+WSD = "warmup_stable_decay"
+#: ``lr_scheduler`` values (transformers' ``SchedulerType`` names; only WSD takes arguments, from the settings)
 SCHEDULERS = (
     "linear",
     "cosine",
@@ -28,7 +32,12 @@ SCHEDULERS = (
     "constant",
     "constant_with_warmup",
     "inverse_sqrt",
+    WSD,
 )
+#: shapes of WSD's decay phase (transformers' ``decay_type``)
+DECAY_TYPES = ("linear", "cosine", "1-sqrt")
+#: the settings of WSD: refused with any other ``lr_scheduler`` (they would silently do nothing)
+_WSD_KEYS = ("decay_fraction", "min_lr_ratio", "decay_type", "decay_source", "decay_share")
 
 
 @dataclass
@@ -83,8 +92,21 @@ class TrainSettings:
     batch_size: int = 8  #: windows per device per micro-batch
     gradient_accumulation_steps: int = 8
     learning_rate: float = 1e-5
+    #: a transformers schedule (SCHEDULERS); warmup_stable_decay (WSD) takes the decay_* and min_lr_ratio keys
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03  #: share of the optimizer steps spent warming up the learning rate
+    #: warmup_stable_decay: share of the optimizer steps in the final decay phase
+    decay_fraction: float = 0.1
+    #: warmup_stable_decay: the learning rate at the end of the decay (and at the start of the warmup),
+    #: as a share of learning_rate
+    min_lr_ratio: float = 0.0
+    #: warmup_stable_decay: the decay's shape (DECAY_TYPES); 1-sqrt cools down best in Hägele et al. 2024
+    decay_type: str = "1-sqrt"
+    #: warmup_stable_decay: the [[train.data]] source (by name) drawn at decay_share during the decay phase;
+    #: "" = the mix stays the same
+    decay_source: str = ""
+    #: decay_source's share of the decay phase's trained tokens; the other sources split the rest by weight
+    decay_share: float = 0.5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0  #: gradient clipping; 0 disables it
     optimizer: str = (
@@ -236,9 +258,74 @@ class TrainSettings:
             raise ValueError(
                 f"data: source names must differ (set name = ...); repeated: {', '.join(duplicated)}"
             )
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        """The WSD keys: ranges, the scheduler they need, and ``decay_source`` naming a source."""
+        if self.lr_scheduler != WSD:
+            changed = [k for k in _WSD_KEYS if getattr(self, k) != _default(type(self), k)]
+            if changed:
+                raise ValueError(
+                    f'{changed[0]}: applies to lr_scheduler = "{WSD}" only (now {self.lr_scheduler!r})'
+                )
+            return
+        for name, ok, what in (
+            ("decay_fraction", 0 < self.decay_fraction <= 1, "must be in (0, 1]"),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]"),
+            ("decay_type", self.decay_type in DECAY_TYPES, f"must be one of {', '.join(DECAY_TYPES)}"),
+            ("decay_share", 0 < self.decay_share <= 1, "must be in (0, 1]"),
+        ):
+            if not ok:
+                raise ValueError(f"{name}: {what}, got {getattr(self, name)!r}")
+        if self.warmup_ratio + self.decay_fraction > 1:
+            raise ValueError(
+                f"decay_fraction: warmup_ratio + decay_fraction must be at most 1, got "
+                f"{self.warmup_ratio!r} + {self.decay_fraction!r}"
+            )
+        if not self.decay_source:
+            if self.decay_share != _default(type(self), "decay_share"):
+                raise ValueError(
+                    "decay_share: applies with decay_source only (the source drawn at that share)"
+                )
+            return
+        names = [source.name for source in self.sources()]
+        if len(names) < 2:
+            raise ValueError("decay_source: needs several [[train.data]] sources (one of them is drawn more)")
+        if self.decay_source not in names:
+            close = difflib.get_close_matches(self.decay_source, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"sources: {', '.join(names)}"
+            raise ValueError(f"decay_source: no [[train.data]] source named {self.decay_source!r}; {hint}")
+
+    def warmup_steps(self, steps: int) -> int:
+        """Warmup steps of a run of ``steps`` optimizer steps (the Trainer's arithmetic: a ratio rounded up)."""
+        return math.ceil(self.warmup_ratio * steps)
+
+    def decay_steps(self, steps: int) -> int:
+        """WSD's decay steps of a run of ``steps`` optimizer steps (``decay_fraction`` rounded up, after the
+        warmup); 0 with another scheduler."""
+        if self.lr_scheduler != WSD:
+            return 0
+        # round first: 0.07 * 100 is 7.000000000000001 in floating point: 7 steps, not 8
+        wanted = math.ceil(round(self.decay_fraction * steps, 9))
+        return max(min(wanted, steps - self.warmup_steps(steps)), 0)
+
+    def scheduler_kwargs(self, steps: int) -> dict[str, Any]:
+        """transformers' ``lr_scheduler_kwargs`` for a run of ``steps`` optimizer steps ({} unless WSD)."""
+        if self.lr_scheduler != WSD:
+            return {}
+        return {
+            "num_decay_steps": self.decay_steps(steps),
+            "decay_type": self.decay_type,
+            "min_lr_ratio": self.min_lr_ratio,
+        }
 
     def sources(self) -> list[DataSource]:
         """The training sources: ``data``, or ``train_file`` as the one source (empty when neither is set)."""
         if self.data:
             return list(self.data)
         return [DataSource(path=self.train_file)] if self.train_file else []
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of a dataclass field (so that "was it set?" reads the one written default)."""
+    return next(f.default for f in fields(cls) if f.name == name)

@@ -64,17 +64,35 @@ def adapter_param_groups(adapters: list[Any], model: Any, learning_rate: float) 
 class QckitTrainer(Trainer):
     """The Trainer with qckit's changes: the mixed dataset's own sampler (seeded drawing order, see
     :mod:`qckit.train.mixing`), document-isolated batches passed without their attention mask
-    (:func:`~qckit.train.packing.forward_inputs`), and :meth:`create_optimizer` using the adapters'
-    parameter groups; a non-finite loss or gradient norm stops training with a
+    (:func:`~qckit.train.packing.forward_inputs`), :meth:`create_optimizer` using the adapters'
+    parameter groups, and a warmup_stable_decay scheduler checked against the steps its decay phase
+    was placed in; a non-finite loss or gradient norm stops training with a
     :class:`~qckit.errors.TrainingError` naming the step (instead of the Trainer's silent skipping).
 
     Each group is split like the Trainer's own grouping (no weight decay on biases and norms) and keeps
     its own options (``lr`` …); the optimizer class and its other keywords come from ``optim`` as usual.
     """
 
-    def __init__(self, *args: Any, adapters: list[Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        adapters: list[Any] | None = None,
+        planned_steps: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.qckit_adapters = list(adapters or [])
+        #: the optimizer steps qckit placed a WSD decay phase in (its scheduler arguments, the data mix)
+        self.planned_steps = planned_steps
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        if self.planned_steps is not None and num_training_steps != self.planned_steps:
+            # the decay would end elsewhere than the run, and the decay source's windows come at other steps
+            raise QckitError(
+                f"the Trainer counts {num_training_steps} optimizer steps where qckit planned "
+                f"{self.planned_steps}: the warmup_stable_decay phases would not line up"
+            )
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         # a mixed dataset decides its own drawing order (seeded, one per epoch): qckit.train.mixing
