@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from qckit.errors import InputError, RecipeError
+from qckit.errors import InputError, QckitError, RecipeError
 from qckit.progress import RecordingObserver
 from qckit.recipe import build_recipe
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
@@ -115,6 +115,26 @@ def test_the_decay_phase_draws_its_own_mix_in_the_trainers_order(wsd_run):
         "from step 16 on, french is 75 % of the tokens"
     )
     assert "decay_planned_share" in inspection["sources"][0]
+
+
+def test_a_trainer_counting_other_steps_than_the_decay_was_placed_in_is_refused(tmp_path, tiny_model):
+    from transformers import TrainingArguments
+
+    from qckit.train.trainer import QckitTrainer
+
+    settings = TrainSettings(lr_scheduler=WSD)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        lr_scheduler_type=WSD,
+        lr_scheduler_kwargs=settings.scheduler_kwargs(20),
+    )
+    trainer = QckitTrainer(model=tiny_model, args=args, planned_steps=20)
+    trainer.create_optimizer()
+    with pytest.raises(QckitError, match=r"counts 21 optimizer steps where qckit planned 20"):
+        trainer.create_scheduler(21)
+    assert trainer.create_scheduler(20) is trainer.lr_scheduler is not None  # the planned count is accepted
 
 
 # -- the decay phase's mix, on packed sources --------------------------------------------------------
