@@ -115,6 +115,16 @@ def test_the_decay_phase_draws_its_own_mix_in_the_trainers_order(wsd_run):
         "from step 16 on, french is 75 % of the tokens"
     )
     assert "decay_planned_share" in inspection["sources"][0]
+    from rich.console import Console
+
+    from qckit.report import inspection_report
+
+    console = Console(width=160, record=True, force_terminal=False)
+    console.print(inspection_report(inspection))
+    text = console.export_text()
+    assert "lr schedule" in text and "decay requested" in text and "decay planned" in text
+    french = next(line for line in text.splitlines() if "french (repeat)" in line)
+    assert "75.0 %" in french  # its requested share of the decay phase
 
 
 def test_a_trainer_counting_other_steps_than_the_decay_was_placed_in_is_refused(tmp_path, tiny_model):
