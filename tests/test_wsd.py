@@ -147,6 +147,59 @@ def test_a_trainer_counting_other_steps_than_the_decay_was_placed_in_is_refused(
     assert trainer.create_scheduler(20) is trainer.lr_scheduler is not None  # the planned count is accepted
 
 
+class _Crash(Exception):
+    """Stands for the process dying after a checkpoint was written."""
+
+
+class _CrashAtStep(RecordingObserver):
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def advance(self, task, amount=1, **fields):
+        super().advance(task, amount, **fields)
+        if task == "train" and not fields.get("resumed"):
+            self.seen += 1
+            if self.seen == self.step:
+                raise _Crash
+
+
+def test_a_run_resumed_in_the_decay_phase_equals_the_uninterrupted_run(tmp_path, tiny_model_dir):
+    quebec = write_corpus(tmp_path / "quebec.txt", list(SAMPLE_SENTENCES) * 3)
+
+    def settings(out: Path, **changes) -> TrainSettings:
+        return TrainSettings(
+            data=[DataSource(str(quebec), 0.8), DataSource(str(FRENCH), 0.2, name="french")],
+            output_dir=str(out),
+            model=str(tiny_model_dir),
+            max_steps=8,
+            batch_size=4,
+            gradient_accumulation_steps=1,
+            learning_rate=5e-3,
+            lr_scheduler=WSD,
+            decay_fraction=0.5,  # steps 5-8, drawing french at 0.9
+            decay_source="french",
+            decay_share=0.9,
+            logging_steps=1,
+            save_steps=6,
+            eval_steps=-1,
+            inspect_data=False,
+            **changes,
+        )
+
+    def history(out: Path) -> list[tuple[int, float, float]]:
+        logs = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+        return [(h["step"], h["loss"], h["learning_rate"]) for h in logs if "loss" in h]
+
+    chunker = WindowChunker(max_length=64, stride=8, min_length=8)
+    TrainRun(settings(tmp_path / "straight"), chunker, [LoraAdapter()]).run()
+    with pytest.raises(_Crash):  # dies during step 7, in the decay phase, after checkpoint-6
+        TrainRun(settings(tmp_path / "out"), chunker, [LoraAdapter()], observer=_CrashAtStep(7)).run()
+    resumed = TrainRun(settings(tmp_path / "out", resume=True), chunker, [LoraAdapter()]).run()
+    assert resumed.summary["resumed_from"].endswith("checkpoint-6")
+    assert history(tmp_path / "out") == history(tmp_path / "straight") and len(history(tmp_path / "out")) == 8
+
+
 # -- the decay phase's mix, on packed sources --------------------------------------------------------
 
 
