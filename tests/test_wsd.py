@@ -18,7 +18,7 @@ from qckit.train import TrainRun, TrainSettings
 from qckit.train.checkpoints import choose_checkpoint, fingerprint, write_marker
 from qckit.train.mixing import MixedDataset, decay_schedule, decay_shares
 from qckit.train.packing import pack_texts
-from qckit.train.settings import DataSource
+from qckit.train.settings import WSD_KEYS, DataSource
 from qckit_builtins.adapters import LoraAdapter
 from qckit_builtins.chunkers import WindowChunker
 
@@ -378,6 +378,10 @@ def test_another_schedule_or_decay_mix_refuses_to_resume(tmp_path, tiny_model_di
             InputError, match=rf"checkpoint-4: this checkpoint belongs to another run \(.*{differs}"
         ):
             choose_checkpoint(tmp_path / "out", identity(**changes), allow_pickle=False, warn=lambda _: None)
+    # under another schedule the keys (at their defaults) stay out: checkpoints written before they
+    # existed still resume
+    cosine = identity(decay_source="", lr_scheduler="cosine")["settings"]
+    assert not set(WSD_KEYS) & set(cosine) and set(WSD_KEYS) <= set(identity()["settings"])
 
 
 def test_the_summary_records_the_decay_phase(wsd_run):

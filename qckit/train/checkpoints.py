@@ -1,7 +1,8 @@
 """Run identity and checkpoints: a run only ever resumes its own, complete work.
 
 * The **fingerprint** of a run (:func:`fingerprint`) is what decides the trained weights: the resolved
-  settings minus the output-only keys (:data:`NOT_IDENTITY`), the chunker's and adapters' settings,
+  settings minus the output-only keys (:data:`NOT_IDENTITY`) and, unless the schedule is
+  warmup_stable_decay, minus its keys, the chunker's and adapters' settings,
   each training source's name, weight, ``exhausted`` and content hash, the base model's identity
   (its config and the headers of its weight files, never its path) and the eval sets' identity
   (:func:`evaluation_identity`: the baseline must stay comparable).
@@ -26,6 +27,7 @@ from typing import Any
 
 from qckit._fs import atomic_write_json, file_sha256, jsonable
 from qckit.errors import InputError, RecipeError
+from qckit.train.settings import WSD, WSD_KEYS
 from qckit.train.tracking import MLRUNS_DIR, WANDB_DIR
 
 __all__ = [
@@ -141,6 +143,10 @@ def fingerprint(
     import dataclasses
 
     resolved = {k: v for k, v in dataclasses.asdict(settings).items() if k not in NOT_IDENTITY}
+    if (
+        resolved.get("lr_scheduler") != WSD
+    ):  # its keys keep their defaults: runs from before them still resume
+        resolved = {k: v for k, v in resolved.items() if k not in WSD_KEYS}
     words = getattr(settings, "add_tokens", None)
     if isinstance(words, str) and Path(words).is_file():  # a word list file enters by its content
         resolved["add_tokens"] = {"sha256": file_sha256(Path(words))}

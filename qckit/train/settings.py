@@ -16,7 +16,7 @@ from qckit.evaluate import PROTOCOLS
 from qckit.hardware import DEVICES, PRECISIONS
 from qckit.train.tracking import TRACKERS
 
-__all__ = ["DECAY_TYPES", "EXHAUSTED", "SCHEDULERS", "WSD", "DataSource", "TrainSettings"]
+__all__ = ["DECAY_TYPES", "EXHAUSTED", "SCHEDULERS", "WSD", "WSD_KEYS", "DataSource", "TrainSettings"]
 
 #: what a training source does when its windows run out before the epoch ends (``[[train.data]] exhausted``)
 EXHAUSTED = ("repeat", "stop")
@@ -37,7 +37,7 @@ SCHEDULERS = (
 #: shapes of WSD's decay phase (transformers' ``decay_type``)
 DECAY_TYPES = ("linear", "cosine", "1-sqrt")
 #: the settings of WSD: refused with any other ``lr_scheduler`` (they would silently do nothing)
-_WSD_KEYS = ("decay_fraction", "min_lr_ratio", "decay_type", "decay_source", "decay_share")
+WSD_KEYS = ("decay_fraction", "min_lr_ratio", "decay_type", "decay_source", "decay_share")
 
 
 @dataclass
@@ -263,7 +263,7 @@ class TrainSettings:
     def _check_schedule(self) -> None:
         """The WSD keys: ranges, the scheduler they need, and ``decay_source`` naming a source."""
         if self.lr_scheduler != WSD:
-            changed = [k for k in _WSD_KEYS if getattr(self, k) != _default(type(self), k)]
+            changed = [k for k in WSD_KEYS if getattr(self, k) != _default(type(self), k)]
             if changed:
                 raise ValueError(
                     f'{changed[0]}: applies to lr_scheduler = "{WSD}" only (now {self.lr_scheduler!r})'
