@@ -158,7 +158,7 @@ class _CrashAtStep(RecordingObserver):
 
     def advance(self, task, amount=1, **fields):
         super().advance(task, amount, **fields)
-        if task == "train" and not fields.get("resumed"):
+        if task == "train" and amount and not fields.get("resumed"):  # a step (amount 0: a logging step)
             self.seen += 1
             if self.seen == self.step:
                 raise _Crash
