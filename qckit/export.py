@@ -5,16 +5,30 @@
 * ``gguf``: one ``.gguf`` file for llama.cpp and Ollama (:func:`qckit.gguf_export.write_gguf`).
 
 In both, a LoRA adapter (when given) is merged into the base weights first; the output appears complete
-or not at all.
+or not at all. The format follows the output path when none is given (``.gguf`` → gguf). A finished run
+folder (:func:`read_run`) names its base model and holds its adapter or its fully trained model;
+:func:`qckit.delta.carry_delta` writes a run's delta scaled, or added to another model.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from qckit.errors import InputError, QckitError
 
-__all__ = ["EXPORT_FORMATS", "OUTTYPES", "DEFAULT_OUTTYPE", "export_model"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "OUTTYPES",
+    "DEFAULT_OUTTYPE",
+    "EXPORT_RECORD",
+    "GGUF_RECORD_KEY",
+    "RunModel",
+    "export_format",
+    "export_model",
+    "read_run",
+]
 
 #: what ``--format`` accepts
 EXPORT_FORMATS = ("safetensors", "gguf")
@@ -23,6 +37,104 @@ OUTTYPES = {"safetensors": ("f32", "f16", "bf16"), "gguf": ("f32", "f16", "bf16"
 #: the ``--outtype`` of each format when none is given
 DEFAULT_OUTTYPE = {"safetensors": "f32", "gguf": "f16"}
 _MERGE_DTYPE = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+#: the provenance of a delta export (run, base, onto, strength), a JSON file in a safetensors folder …
+EXPORT_RECORD = "qckit_export.json"
+#: … and the same JSON as one string in a GGUF file's metadata
+GGUF_RECORD_KEY = "qckit.export"
+_GGUF_SUFFIX = ".gguf"
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A trained model to export: the ``base`` model spec it was trained from, and either the LoRA
+    adapter in ``adapter_dir`` or (full fine-tuning, ``adapter_dir`` ``None``) the trained model in
+    ``run_dir``. ``source`` names where ``base`` was read (messages)."""
+
+    run_dir: Path
+    base: str
+    adapter_dir: Path | None
+    source: str = ""
+
+    @property
+    def model(self) -> str:
+        """The spec that loads the trained weights (with :attr:`adapter_dir` applied, for a LoRA run)."""
+        return self.base if self.adapter_dir is not None else str(self.run_dir)
+
+
+def read_run(run_dir: str | Path, *, base: str | None = None) -> RunModel:
+    """The trained model of the finished run in ``run_dir`` (a train stage's ``output_dir``).
+
+    The base model is the one its ``training_summary.json`` names (``model``), unless ``base`` is given
+    (the run's base moved); ``adapter_config.json`` in the folder makes it a LoRA run, a ``config.json``
+    without it a full fine-tune. Raises :class:`~qckit.errors.InputError` naming the folder or the
+    summary (not a finished run, an unreadable summary, a base that cannot be found from here).
+    """
+    from qckit.models import resolve_model
+    from qckit.train.checkpoints import SUMMARY_NAME
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(
+            run_dir, "run folder not found" if not run_dir.exists() else "run folder is not a directory"
+        )
+    summary_path = run_dir / SUMMARY_NAME
+    if not summary_path.is_file():
+        raise InputError(
+            run_dir, f"not a finished qckit run (no {SUMMARY_NAME}); give --model (and --adapter) instead"
+        )
+    lora = (run_dir / "adapter_config.json").is_file()
+    if not lora and not (run_dir / "config.json").is_file():
+        raise InputError(run_dir, "the run folder holds neither a LoRA adapter nor a model (no config.json)")
+    if base is None:
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(summary_path, f"unreadable run summary: {exc}") from None
+        base = summary.get("model") if isinstance(summary, dict) else None
+        if not isinstance(base, str) or not base.strip():
+            raise InputError(summary_path, "no 'model' naming the run's base model; give --model")
+        try:
+            resolve_model(base)
+        except InputError as exc:
+            raise InputError(
+                summary_path,
+                f"the run's base model {base!r} cannot be found from here ({exc.detail}); give --model",
+            ) from None
+        source = str(summary_path)
+    else:
+        source = "--model"
+    return RunModel(run_dir, base, run_dir if lora else None, source)
+
+
+def export_format(
+    output: str | Path, format: str | None = None, outtype: str | None = None
+) -> tuple[str, str]:
+    """``(format, outtype)`` of an export to ``output``: ``format`` or, when ``None``, the one its suffix
+    says (``.gguf`` → gguf, anything else safetensors), and ``outtype`` or the format's default. A
+    ``format`` that contradicts the suffix, or an ``outtype`` the format lacks, is an error."""
+    is_gguf = Path(output).suffix.lower() == _GGUF_SUFFIX
+    if format is None:
+        format = "gguf" if is_gguf else "safetensors"
+    if format not in EXPORT_FORMATS:
+        raise QckitError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    if is_gguf and format != "gguf":
+        raise InputError(
+            output, f"ends in {_GGUF_SUFFIX} but the format is {format}; drop --format or rename the output"
+        )
+    outtype = outtype or DEFAULT_OUTTYPE[format]
+    if outtype not in OUTTYPES[format]:
+        raise QckitError(
+            f"--outtype {outtype} is not available for {format}; choose one of {', '.join(OUTTYPES[format])}"
+        )
+    return format, outtype
+
+
+def check_gguf_output(output: Path) -> None:
+    """Refuse a GGUF output path that is not a ``.gguf`` file path."""
+    if output.suffix.lower() != _GGUF_SUFFIX:
+        raise InputError(output, "a GGUF export is one file: give an output path ending in .gguf")
+    if output.is_dir():
+        raise InputError(output, "is a directory; give the path of the .gguf file to write")
 
 
 def export_model(
@@ -30,24 +142,18 @@ def export_model(
     output: str | Path,
     *,
     adapter_dir: str | Path | None = None,
-    format: str = "safetensors",
+    format: str | None = None,
     outtype: str | None = None,
     trust_remote_code: bool = False,
 ) -> Path:
     """Export ``model`` (any spec :func:`qckit.models.resolve_model` accepts), with the LoRA adapter in
     ``adapter_dir`` merged when given, to ``output`` in ``format``; returns ``output``.
 
-    ``outtype`` defaults to :data:`DEFAULT_OUTTYPE`. A GGUF export merges in float32, then converts each
-    tensor; its ``output`` must be a ``.gguf`` file path. When the base model is itself a GGUF file, its
-    ``tokenizer.ggml.pre`` is carried over to the new file.
+    ``format`` and ``outtype`` default as :func:`export_format` says. A GGUF export merges in float32,
+    then converts each tensor; its ``output`` must be a ``.gguf`` file path. When the base model is itself
+    a GGUF file, its ``tokenizer.ggml.pre`` is carried over to the new file.
     """
-    if format not in EXPORT_FORMATS:
-        raise QckitError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
-    outtype = outtype or DEFAULT_OUTTYPE[format]
-    if outtype not in OUTTYPES[format]:
-        raise QckitError(
-            f"--outtype {outtype} is not available for {format}; choose one of {', '.join(OUTTYPES[format])}"
-        )
+    format, outtype = export_format(output, format, outtype)
     output = Path(output)
     if format == "safetensors":
         from qckit.models import merge_and_export
@@ -59,11 +165,8 @@ def export_model(
     from qckit.gguf_export import source_gguf_pre, write_gguf
     from qckit.models import load_merged
 
-    if output.suffix.lower() != ".gguf":
-        raise InputError(output, "a GGUF export is one file: give an output path ending in .gguf")
-    if output.is_dir():
-        raise InputError(output, "is a directory; give the path of the .gguf file to write")
-    _check_architecture(model, trust_remote_code)
+    check_gguf_output(output)
+    check_architecture(model, trust_remote_code)
     merged, tokenizer, source = load_merged(
         model, adapter_dir, dtype="fp32", trust_remote_code=trust_remote_code
     )
@@ -71,7 +174,7 @@ def export_model(
     return write_gguf(merged, tokenizer, output, outtype=outtype, name=output.stem, pre_tokenizer=pre)
 
 
-def _check_architecture(model: str, trust_remote_code: bool) -> None:
+def check_architecture(model: str, trust_remote_code: bool) -> None:
     """Refuse an architecture GGUF export does not handle from the config alone, before loading weights."""
     from transformers import AutoConfig
 

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,13 +78,14 @@ def write_gguf(
     outtype: str = "f16",
     name: str | None = None,
     pre_tokenizer: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``model`` (a ``LlamaForCausalLM``, adapters merged) and ``tokenizer`` to the GGUF file ``path``.
 
     ``outtype`` is one of :data:`GGUF_OUTTYPES`; with ``q8_0`` a matrix whose rows are not a multiple of
     32 values is stored as f16, as llama.cpp's converter does. ``pre_tokenizer`` overrides the detected
     ``tokenizer.ggml.pre`` (pass the source file's when the model came from a GGUF file). ``name`` is
-    ``general.name``. Raises :class:`~qckit.errors.InputError` for an architecture, a RoPE scaling or a
+    ``general.name``. ``metadata`` are extra string keys (an export's provenance). Raises :class:`~qckit.errors.InputError` for an architecture, a RoPE scaling or a
     tokenizer that GGUF export does not handle. Returns ``path``.
     """
     import gguf
@@ -141,6 +142,8 @@ def write_gguf(
         writer = gguf.GGUFWriter(tmp_path, gguf.MODEL_ARCH_NAMES[arch])
         try:
             writer.add_name(display)
+            for key, value in (metadata or {}).items():
+                writer.add_string(key, value)
             writer.add_file_type(_FILE_TYPES[outtype](gguf))
             if outtype == "q8_0":
                 writer.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -588,12 +588,7 @@ def merge_and_export(
     Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and (
-        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "config.json").exists())
-    ):
-        raise InputError(
-            out_dir, "output exists and is not a model directory; choose an empty or new directory"
-        )
+    check_model_output_dir(out_dir)
     if adapter_dir is not None and out_dir.resolve() == Path(adapter_dir).resolve():
         raise InputError(out_dir, "the merged model cannot be written into the adapter directory itself")
     merged, tokenizer, _ = load_merged(
@@ -604,3 +599,13 @@ def merge_and_export(
         tokenizer.save_pretrained(tmp)
         replace_dir(tmp, out_dir)
     return out_dir
+
+
+def check_model_output_dir(out_dir: Path) -> None:
+    """Refuse an output that exists and is not a model directory (an earlier export may be replaced)."""
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "config.json").exists())
+    ):
+        raise InputError(
+            out_dir, "output exists and is not a model directory; choose an empty or new directory"
+        )
