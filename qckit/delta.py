@@ -96,9 +96,9 @@ def carry_delta(
     base = resolve_model(run.base)
     target = resolve_model(onto) if onto is not None else base
     _refuse_output_over_inputs(output, [run.run_dir, base, target])
+    tokenizer = _check_target(run, target if onto is not None else None, trust_remote_code)
     if format == "gguf":
         check_architecture(onto or run.base, trust_remote_code)
-    tokenizer = _check_target(run, target if onto is not None else None, trust_remote_code)
 
     delta, grown = _delta(run, trust_remote_code)
     model = load_model(target, dtype=torch.float32, trust_remote_code=trust_remote_code)
