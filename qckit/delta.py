@@ -93,7 +93,7 @@ def carry_delta(
         check_gguf_output(output)
     else:
         check_model_output_dir(output)
-    base = resolve_model(run.base)
+    base = run.base_source()
     target = resolve_model(onto) if onto is not None else base
     _refuse_output_over_inputs(output, [run.run_dir, base, target])
     tokenizer = _check_target(run, target if onto is not None else None, trust_remote_code)
@@ -147,11 +147,11 @@ def _refuse_output_over_inputs(output: Path, inputs: list[Any]) -> None:
 def _config_source(run: RunModel) -> Any:
     """Where the run's model config is read: the run folder's own (a LoRA run saves the base's, grown
     vocabulary included, beside the adapter), else the base's."""
-    from qckit.models import ModelSource, resolve_model
+    from qckit.models import ModelSource
 
     if (run.run_dir / "config.json").is_file():
         return ModelSource("dir", str(run.run_dir), display=str(run.run_dir))
-    return resolve_model(run.base)
+    return run.base_source()
 
 
 def _config(source: Any, trust_remote_code: bool) -> Any:
@@ -172,8 +172,9 @@ def _check_target(run: RunModel, target: Any, trust_remote_code: bool) -> Any:
     tokenizer to write: the target's, or the run's when the target is the run's own base (``None``)."""
     from qckit.models import load_tokenizer, resolve_model, tokenizer_source
 
+    trained = run.base_source() if run.adapter_dir is not None else resolve_model(run.model)
     run_tokenizer = load_tokenizer(
-        tokenizer_source(resolve_model(run.model), run.adapter_dir), trust_remote_code=trust_remote_code
+        tokenizer_source(trained, run.adapter_dir), trust_remote_code=trust_remote_code
     )
     if target is None:
         return run_tokenizer
@@ -228,9 +229,9 @@ def _compare_vocabularies(
 
 def _grown(run: RunModel, index: int, trust_remote_code: bool) -> bool:
     """Whether token id ``index`` is beyond the base's vocabulary (added by the run)."""
-    from qckit.models import load_tokenizer, resolve_model
+    from qckit.models import load_tokenizer
 
-    return index >= len(load_tokenizer(resolve_model(run.base), trust_remote_code=trust_remote_code))
+    return index >= len(load_tokenizer(run.base_source(), trust_remote_code=trust_remote_code))
 
 
 def _delta(run: RunModel, trust_remote_code: bool) -> tuple[dict[str, Any], dict[str, int]]:
@@ -241,7 +242,7 @@ def _delta(run: RunModel, trust_remote_code: bool) -> tuple[dict[str, Any], dict
 
     from qckit.models import load_adapter, load_model, resolve_model
 
-    base = load_model(resolve_model(run.base), dtype=torch.float32, trust_remote_code=trust_remote_code)
+    base = load_model(run.base_source(), dtype=torch.float32, trust_remote_code=trust_remote_code)
     if run.adapter_dir is not None:
         reference = {name: param.detach().clone() for name, param in base.named_parameters()}
         trained = load_adapter(base, run.adapter_dir).merge_and_unload()

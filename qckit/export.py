@@ -15,8 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qckit.errors import InputError, QckitError
+
+if TYPE_CHECKING:
+    from qckit.models import ModelSource
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -60,16 +64,29 @@ class RunModel:
         """The spec that loads the trained weights (with :attr:`adapter_dir` applied, for a LoRA run)."""
         return self.base if self.adapter_dir is not None else str(self.run_dir)
 
+    def base_source(self) -> ModelSource:
+        """:attr:`base` resolved; one that cannot be found names where it was read and asks for ``--model``."""
+        from qckit.models import resolve_model
+
+        try:
+            return resolve_model(self.base)
+        except InputError as exc:
+            if not self.source or self.source == "--model":
+                raise
+            raise InputError(
+                self.source,
+                f"the run's base model {self.base!r} cannot be found from here ({exc.detail}); give --model",
+            ) from None
+
 
 def read_run(run_dir: str | Path, *, base: str | None = None) -> RunModel:
     """The trained model of the finished run in ``run_dir`` (a train stage's ``output_dir``).
 
     The base model is the one its ``training_summary.json`` names (``model``), unless ``base`` is given
     (the run's base moved); ``adapter_config.json`` in the folder makes it a LoRA run, a ``config.json``
-    without it a full fine-tune. Raises :class:`~qckit.errors.InputError` naming the folder or the
+    without it a full fine-tune (whose base is resolved only when a delta needs it). Raises :class:`~qckit.errors.InputError` naming the folder or the
     summary (not a finished run, an unreadable summary, a base that cannot be found from here).
     """
-    from qckit.models import resolve_model
     from qckit.train.checkpoints import SUMMARY_NAME
 
     run_dir = Path(run_dir)
@@ -93,17 +110,13 @@ def read_run(run_dir: str | Path, *, base: str | None = None) -> RunModel:
         base = summary.get("model") if isinstance(summary, dict) else None
         if not isinstance(base, str) or not base.strip():
             raise InputError(summary_path, "no 'model' naming the run's base model; give --model")
-        try:
-            resolve_model(base)
-        except InputError as exc:
-            raise InputError(
-                summary_path,
-                f"the run's base model {base!r} cannot be found from here ({exc.detail}); give --model",
-            ) from None
         source = str(summary_path)
     else:
         source = "--model"
-    return RunModel(run_dir, base, run_dir if lora else None, source)
+    run = RunModel(run_dir, base, run_dir if lora else None, source)
+    if lora:
+        run.base_source()  # needed for any export; a full fine-tune needs its base only for a delta
+    return run
 
 
 def export_format(

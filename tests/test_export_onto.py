@@ -255,6 +255,21 @@ def test_strength_and_run_folder_refusals(models, lora_run, tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_run_whose_base_moved_asks_for_model(models, lora_run, tmp_path: Path) -> None:
+    import shutil
+
+    moved = shutil.copytree(lora_run, tmp_path / "run", ignore=shutil.ignore_patterns(".cache", "logs"))
+    summary = json.loads((moved / "training_summary.json").read_text())
+    summary["model"] = str(tmp_path / "gone")
+    (moved / "training_summary.json").write_text(json.dumps(summary))
+    with pytest.raises(
+        InputError, match=r"training_summary.json: the run's base model .*gone.* give --model"
+    ):
+        read_run(moved)
+    run = read_run(moved, base=str(models["base"]))
+    assert run.base == str(models["base"]) and run.adapter_dir == moved
+
+
 def _cli(argv: list[str]) -> tuple[int, str]:
     from rich.console import Console
 
