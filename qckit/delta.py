@@ -118,10 +118,10 @@ def carry_delta(
         )
 
     from qckit._fs import replace_dir, staging_dir
-    from qckit.export import EXPORT_RECORD
+    from qckit.export import _MERGE_DTYPE, EXPORT_RECORD
+    from qckit.hardware import model_dtype
 
-    dtypes = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
-    model = model.to(dtypes[outtype])
+    model = model.to(model_dtype(_MERGE_DTYPE[outtype], trains_base_weights=False))
     with staging_dir(output) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

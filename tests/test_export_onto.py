@@ -137,6 +137,8 @@ def test_strength_on_the_runs_own_base_interpolates(models, lora_run, tmp_path: 
         assert float((value - (base[name] + merged[name]) / 2).abs().max()) <= ATOL, name
     zero = _weights(carry_delta(run, tmp_path / "zero", strength=0))
     assert all(torch.equal(zero[name], base[name]) for name in base)
+    bf16 = _weights(carry_delta(run, tmp_path / "bf16", strength=0.5, outtype="bf16"))
+    assert all(value.dtype == torch.bfloat16 for value in bf16.values())
 
 
 def test_a_full_fine_tune_carries_trained_minus_base(models, tmp_path: Path) -> None:
