@@ -32,6 +32,7 @@ __all__ = [
     "export_format",
     "export_model",
     "read_run",
+    "run_base",
 ]
 
 #: what ``--format`` accepts
@@ -79,13 +80,34 @@ class RunModel:
             ) from None
 
 
-def read_run(run_dir: str | Path, *, base: str | None = None) -> RunModel:
-    """The trained model of the finished run in ``run_dir`` (a train stage's ``output_dir``).
+def run_base(directory: str | Path) -> str | None:
+    """The base model a run folder names: its adapter's ``base_model_name_or_path`` (a local base as its
+    absolute path: :func:`qckit.models.shareable_reference`), else its summary's ``model``; ``None``
+    when neither does."""
+    from qckit.train.checkpoints import SUMMARY_NAME
 
-    The base model is the one its ``training_summary.json`` names (``model``), unless ``base`` is given
-    (the run's base moved); ``adapter_config.json`` in the folder makes it a LoRA run, a ``config.json``
-    without it a full fine-tune (whose base is resolved only when a delta needs it). Raises :class:`~qckit.errors.InputError` naming the folder or the
-    summary (not a finished run, an unreadable summary, a base that cannot be found from here).
+    directory = Path(directory)
+    for name, key in (("adapter_config.json", "base_model_name_or_path"), (SUMMARY_NAME, "model")):
+        path = directory / name
+        if path.is_file():
+            try:
+                value = json.loads(path.read_text(encoding="utf-8")).get(key)
+            except (OSError, ValueError, AttributeError) as exc:
+                raise InputError(path, f"unreadable: {exc}") from None
+            if value:
+                return str(value)
+    return None
+
+
+def read_run(run_dir: str | Path, *, base: str | None = None) -> RunModel:
+    """The trained model of the run in ``run_dir`` (a train stage's ``output_dir``, or any folder of a
+    peft adapter that names its base).
+
+    The base model is the one the folder names (:func:`run_base`), unless ``base`` is given (the run's
+    base moved); ``adapter_config.json`` in the folder makes it a LoRA run, a ``config.json`` without it
+    (and a ``training_summary.json``) a full fine-tune, whose base is resolved only when a delta needs
+    it. Raises :class:`~qckit.errors.InputError` naming the folder (not a run, no base named, a base
+    that cannot be found from here) or the unreadable file.
     """
     from qckit.train.checkpoints import SUMMARY_NAME
 
@@ -94,25 +116,17 @@ def read_run(run_dir: str | Path, *, base: str | None = None) -> RunModel:
         raise InputError(
             run_dir, "run folder not found" if not run_dir.exists() else "run folder is not a directory"
         )
-    summary_path = run_dir / SUMMARY_NAME
-    if not summary_path.is_file():
-        raise InputError(
-            run_dir, f"not a finished qckit run (no {SUMMARY_NAME}); give --model (and --adapter) instead"
-        )
     lora = (run_dir / "adapter_config.json").is_file()
+    if not lora and not (run_dir / SUMMARY_NAME).is_file():
+        raise InputError(
+            run_dir, f"not a run folder (no {SUMMARY_NAME}, no adapter_config.json); give --model instead"
+        )
     if not lora and not (run_dir / "config.json").is_file():
         raise InputError(run_dir, "the run folder holds neither a LoRA adapter nor a model (no config.json)")
-    if base is None:
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(summary_path, f"unreadable run summary: {exc}") from None
-        base = summary.get("model") if isinstance(summary, dict) else None
-        if not isinstance(base, str) or not base.strip():
-            raise InputError(summary_path, "no 'model' naming the run's base model; give --model")
-        source = str(summary_path)
-    else:
-        source = "--model"
+    source = "--model" if base is not None else str(run_dir)
+    base = base if base is not None else run_base(run_dir)
+    if not base:
+        raise InputError(run_dir, "the run folder names no base model; give --model")
     run = RunModel(run_dir, base, run_dir if lora else None, source)
     if lora:
         run.base_source()  # needed for any export; a full fine-tune needs its base only for a delta

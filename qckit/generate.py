@@ -53,33 +53,18 @@ class LoadedModel:
     base_reference: str | None = None  # the base model a run folder's adapter (or summary) names
 
 
-def _base_of_run(directory: Path) -> str | None:
-    """The base model a run folder names: its adapter's ``base_model_name_or_path``, else its summary's."""
-    from qckit.train.checkpoints import SUMMARY_NAME
-
-    for name, key in (("adapter_config.json", "base_model_name_or_path"), (SUMMARY_NAME, "model")):
-        path = directory / name
-        if path.is_file():
-            try:
-                value = json.loads(path.read_text(encoding="utf-8")).get(key)
-            except (OSError, ValueError, AttributeError) as exc:
-                raise InputError(path, f"unreadable: {exc}") from None
-            if value:
-                return str(value)
-    return None
-
-
 def load_for_generation(spec: str, *, base: bool = False, trust_remote_code: bool = False) -> LoadedModel:
     """Load ``spec`` to generate with: a run folder (its adapter merged into the base it names), a merged
     or full model folder, a ``.gguf`` file, ``pkg:<package>/<file>`` or a hub id.
 
     ``base``: the base model of the run folder ``spec`` instead (to show both side by side).
     """
+    from qckit.export import run_base
     from qckit.models import load_merged
 
     path = Path(spec)
     is_adapter = path.is_dir() and (path / "adapter_config.json").is_file()
-    reference = _base_of_run(path) if path.is_dir() else None
+    reference = run_base(path) if path.is_dir() else None
     if base:
         if reference is None:
             raise InputError(spec, "names no base model (no adapter_config.json or training summary)")

@@ -243,7 +243,7 @@ def test_strength_and_run_folder_refusals(models, lora_run, tmp_path: Path) -> N
     for bad in (-0.1, math.nan, math.inf):
         with pytest.raises(QckitError, match="--strength must be a finite number ≥ 0"):
             carry_delta(run, tmp_path / "out", strength=bad)
-    with pytest.raises(InputError, match="not a finished qckit run"):
+    with pytest.raises(InputError, match="not a run folder"):
         read_run(models["base"])
     with pytest.raises(InputError, match="run folder not found"):
         read_run(tmp_path / "missing")
@@ -261,11 +261,12 @@ def test_a_run_whose_base_moved_asks_for_model(models, lora_run, tmp_path: Path)
     import shutil
 
     moved = shutil.copytree(lora_run, tmp_path / "run", ignore=shutil.ignore_patterns(".cache", "logs"))
-    summary = json.loads((moved / "training_summary.json").read_text())
-    summary["model"] = str(tmp_path / "gone")
-    (moved / "training_summary.json").write_text(json.dumps(summary))
+    for name, key in (("adapter_config.json", "base_model_name_or_path"), ("training_summary.json", "model")):
+        data = json.loads((moved / name).read_text())
+        data[key] = str(tmp_path / "gone")
+        (moved / name).write_text(json.dumps(data))
     with pytest.raises(
-        InputError, match=r"training_summary.json: the run's base model .*gone.* give --model"
+        InputError, match=r"/run: the run's base model '.*gone' cannot be found .* give --model"
     ):
         read_run(moved)
     run = read_run(moved, base=str(models["base"]))
