@@ -12,7 +12,7 @@ Commands::
     qckit evaluate --model M [--adapter DIR] (--val_file F | --pairs F | --choice F | --recipe R) [--json]
     qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]
     qckit generate MODEL [PROMPT …] [--file F] [--base] [--sample] [--max-new-tokens N] [--json]
-    qckit export --model M [--adapter DIR] --output DIR|FILE.gguf [--format safetensors|gguf] [--outtype T]
+    qckit export [RUN_DIR] [--model M] [--adapter DIR] --output DIR|FILE.gguf [--outtype T] [--onto M] [--strength λ]
     qckit plugins [KIND NAME]
 
 Every seed-compatible command is translated into a recipe dict and validated like a recipe file, so
