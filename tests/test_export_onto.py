@@ -341,10 +341,20 @@ def test_cli_onto_then_evaluate_the_result(models, lora_run, tmp_path: Path) -> 
     ]
     status, text = _cli(argv)
     assert status == 0 and "the run's delta × 0.5 onto" in text and (out / EXPORT_RECORD).is_file()
-    val = lora_run.parent / "val.txt"
-    status, text = _cli(
-        ["evaluate", "--model", str(out), "--val_file", str(val), "--max_length", "32", "--json"]
+    # the run's eval sets (its recipe's val_file), measured on the result
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        "[train]\n"
+        + "".join(
+            f'{key} = "{lora_run.parent / name}"\n'
+            for key, name in (("train_file", "train.txt"), ("val_file", "val.txt"))
+        )
+        + f'model = "{models["base"]}"\n',
+        encoding="utf-8",
     )
-    assert status == 0
-    bpb = json.loads(text)["bits_per_byte"]
-    assert math.isfinite(bpb) and bpb > 0
+    status, text = _cli(
+        ["evaluate", "--model", str(out), "--recipe", str(recipe), "--max_length", "32", "--json"]
+    )
+    assert status == 0, text
+    data = json.loads(text)
+    assert data["model"] == str(out) and math.isfinite(data["sets"]["val"]["bits_per_byte"])
