@@ -343,18 +343,14 @@ def test_cli_onto_then_evaluate_the_result(models, lora_run, tmp_path: Path) -> 
     assert status == 0 and "the run's delta × 0.5 onto" in text and (out / EXPORT_RECORD).is_file()
     # the run's eval sets (its recipe's val_file), measured on the result
     recipe = tmp_path / "recipe.toml"
+    data = lora_run.parent
     recipe.write_text(
-        "[train]\n"
-        + "".join(
-            f'{key} = "{lora_run.parent / name}"\n'
-            for key, name in (("train_file", "train.txt"), ("val_file", "val.txt"))
-        )
-        + f'model = "{models["base"]}"\n',
+        f'[train]\nmodel = "{models["base"]}"\ntrain_file = "{data / "train.txt"}"\nval_file = "{data / "val.txt"}"\n',
         encoding="utf-8",
     )
     status, text = _cli(
         ["evaluate", "--model", str(out), "--recipe", str(recipe), "--max_length", "32", "--json"]
     )
     assert status == 0, text
-    data = json.loads(text)
-    assert data["model"] == str(out) and math.isfinite(data["sets"]["val"]["bits_per_byte"])
+    numbers = json.loads(text)
+    assert numbers["model"] == str(out) and math.isfinite(numbers["sets"]["val"]["bits_per_byte"])
