@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
@@ -18,8 +19,6 @@ SOURCE = "<command line>"
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     quiet_third_party()
-    from pathlib import Path
-
     from qckit.export import RunModel, export_format, export_model, read_run
 
     fmt, outtype = export_format(args.output, args.format, args.outtype)
@@ -82,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "run",
         nargs="?",
         metavar="RUN_DIR",
-        help="a finished run's output folder: its summary names the base, it holds the adapter or model",
+        help="a run's output folder: it names its base model and holds the adapter (or the full model)",
     )
     p.add_argument(
         "--model",
