@@ -216,14 +216,11 @@ def _compare_vocabularies(
             )
         where = "is not in it" if other is None else f"has id {other} in it"
         raise InputError(target, f"not the run's vocabulary: the run's token {token!r} (id {index}) {where}")
-    extra = (
-        min((index, token) for token, index in theirs.items() if token not in ours)
-        if len(theirs) > len(ours)
-        else None
-    )
-    if extra is not None:
+    extra = sorted((index, token) for token, index in theirs.items() if token not in ours)
+    if extra:
+        index, token = extra[0]
         raise InputError(
-            target, f"not the run's vocabulary: its token {extra[1]!r} (id {extra[0]}) is not in the run's"
+            target, f"not the run's vocabulary: its token {token!r} (id {index}) is not in the run's"
         )
 
 

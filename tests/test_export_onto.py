@@ -16,7 +16,14 @@ from safetensors.torch import load_file
 from qckit.delta import carry_delta
 from qckit.errors import InputError, QckitError
 from qckit.export import EXPORT_RECORD, GGUF_RECORD_KEY, RunModel, read_run
-from qckit.testing import SAMPLE_SENTENCES, save_tiny_model, tiny_train_settings, write_corpus
+from qckit.testing import (
+    SAMPLE_SENTENCES,
+    make_tiny_llama,
+    save_tiny_model,
+    tiny_train_settings,
+    train_tiny_tokenizer,
+    write_corpus,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,6 +67,13 @@ def models(tiny_model_dir: Path, tiny_tokenizer, tmp_path_factory: pytest.TempPa
     LlamaForCausalLM(config).save_pretrained(shape)
     tiny_tokenizer.save_pretrained(shape)
     found["shape"] = shape
+    # the same vocabulary plus a chat token: the embeddings have one more row
+    tokenizer = train_tiny_tokenizer(SAMPLE_SENTENCES)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    extra = root / "extra"
+    make_tiny_llama(tokenizer).save_pretrained(extra)
+    tokenizer.save_pretrained(extra)
+    found["extra"] = extra
     return found
 
 
@@ -167,6 +181,7 @@ def test_a_full_fine_tune_carries_trained_minus_base(models, tmp_path: Path) -> 
             "shape",
             r"tensor 'model.layers.0.self_attn.q_proj.weight' has shape \(32, 64\), the run's \(64, 64\)",
         ),
+        ("extra", r"not the run's vocabulary: its token '<\|im_start\|>' \(id \d+\) is not in the run's"),
     ],
 )
 def test_a_mismatched_target_is_refused_naming_it_before_writing(
