@@ -84,6 +84,54 @@ def _evaluation(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _selection(selection: dict[str, Any]) -> list[str]:
+    """The trade-off ``qckit select`` chose: the frontier and the chosen point."""
+    chosen = selection.get("chosen")
+    lines = [
+        "Every kept checkpoint was measured at adapter strengths "
+        f"{', '.join(f'{s:g}' for s in selection.get('strengths', []))} (the fraction of the learned delta kept; "
+        "WiSE-FT), against the base model. Points on the frontier (no other point is better on the target and "
+        "on every retain set):",
+        "",
+    ]
+    rows = []
+    points = selection.get("points", [])
+    for i in selection.get("frontier", []):
+        point = points[i]
+        retain = "; ".join(
+            f"{name} {report.signed_change(entry.get('change'), entry.get('regression_unit'))}"
+            for name, entry in point["sets"].items()
+            if entry.get("role") == "retain"
+        )
+        unit = point["sets"][point["target"]].get("regression_unit")
+        mark = (
+            "**chosen**"
+            if chosen
+            and (point["checkpoint"], point["strength"]) == (chosen["checkpoint"], chosen["strength"])
+            else ""
+        )
+        rows.append(
+            [
+                point["checkpoint"],
+                f"{point['strength']:g}",
+                report.signed_change(point["target_gain"], unit),
+                retain,
+                mark,
+            ]
+        )
+    target = points[0]["target"] if points else "target"
+    lines += _table(["checkpoint", "strength", f"gain on {target}", "retain change", ""], rows)
+    if chosen:
+        lines += [
+            "",
+            f"Chosen: **{chosen['checkpoint']} at strength {chosen['strength']:g}**, written to "
+            f"`{_cell(selection.get('written_to') or '?')}`.",
+        ]
+    else:
+        lines += ["", "No point kept every retain set within its threshold: nothing was chosen."]
+    return lines
+
+
 def _data(summary: dict[str, Any]) -> list[str]:
     sources = summary.get("sources") or []
     if not sources:
@@ -195,6 +243,11 @@ def model_card(summary: dict[str, Any], recipe_text: str | None = None, *, is_pe
         "",
         *_evaluation(summary),
         "",
+        *(
+            ["## Selected trade-off", "", *_selection(summary["selection"]), ""]
+            if summary.get("selection")
+            else []
+        ),
         "## Training data",
         "",
         *_data(summary),

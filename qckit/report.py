@@ -312,13 +312,15 @@ def eval_lines(title: str, measurement: dict[str, dict[str, Any]]) -> Renderable
     return Group(*(eval_line(title, numbers, name) for name, numbers in measurement.items()))
 
 
-def _change(entry: dict[str, Any]) -> str:
-    change = entry.get("change")
-    if not isinstance(change, (int, float)):
+def signed_change(value: Any, unit: str | None) -> str:
+    """A change or gain in its set's unit: ``+3.2 %`` (relative) or ``+1.5 pts`` (points); ``–`` for none."""
+    if not isinstance(value, (int, float)):
         return "–"
-    if entry.get("regression_unit") == "relative":
-        return f"{change * 100:+.1f} %"
-    return f"{change * 100:+.1f} pts"
+    return f"{value * 100:+.1f} %" if unit == "relative" else f"{value * 100:+.1f} pts"
+
+
+def _change(entry: dict[str, Any]) -> str:
+    return signed_change(entry.get("change"), entry.get("regression_unit"))
 
 
 def _metric_label(entry: dict[str, Any]) -> str:
@@ -363,6 +365,53 @@ def completions_table(rows: list[dict[str, str]], columns: list[str], title: str
     for row in rows:
         _row(t, row["prompt"], *(row[c] for c in columns))
     return t
+
+
+def selection_report(selection: dict[str, Any]) -> RenderableType:
+    """``qckit select``: every point (checkpoint × strength) with its target gain and retain changes, the
+    frontier marked, the chosen point, and what the selection cost."""
+    points = selection["points"]
+    frontier = set(selection.get("frontier", []))
+    chosen = selection.get("chosen") or {}
+    retain = [n for n, e in (points[0]["sets"] if points else {}).items() if e.get("role") == "retain"]
+    t = Table(title="Adapter strength × checkpoint", box=box.SIMPLE_HEAVY, title_justify="left")
+    t.add_column("checkpoint", no_wrap=True)
+    t.add_column("λ", justify="right", no_wrap=True)
+    t.add_column(f"gain {points[0]['target']}" if points else "gain", justify="right", no_wrap=True)
+    for name in retain:
+        t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("", no_wrap=True)
+    for i, point in enumerate(points):
+        target = point["sets"][point["target"]]
+        cells: list[RenderableType] = [
+            point["checkpoint"],
+            f"{point['strength']:g}",
+            signed_change(point["target_gain"], target.get("regression_unit")),
+        ]
+        for name in retain:
+            entry = point["sets"][name]
+            cells.append(Text(_change(entry), style="bold red" if entry.get("breach") else ""))
+        is_chosen = (point["checkpoint"], point["strength"]) == (
+            chosen.get("checkpoint"),
+            chosen.get("strength"),
+        )
+        cells.append(
+            Text(
+                "chosen" if is_chosen else ("frontier" if i in frontier else ""),
+                style="bold green" if is_chosen else "dim",
+            )
+        )
+        _row(t, *cells)
+    parts: list[RenderableType] = [t]
+    if chosen:
+        parts.append(literal(f"chosen: {chosen['checkpoint']} at strength {chosen['strength']:g}", "bold"))
+    else:
+        parts.append(
+            literal("no point keeps every retain set within its threshold: nothing chosen", "bold red")
+        )
+    cost = f"{selection['evaluations']} evaluation(s) run, {selection['cached_evaluations']} from the cache, {selection['seconds']:.1f} s"
+    parts.append(literal(cost, "dim"))
+    return Group(*parts)
 
 
 def samples_report(entry: dict[str, Any]) -> Table:

@@ -10,6 +10,7 @@ Commands::
     qckit prepare --input F [F …] --output DIR [--merge] [--val_split X] [--min_length N] [--max_length N] [--seed N]
     qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
     qckit evaluate --model M [--adapter DIR] (--val_file F | --pairs F | --choice F | --recipe R) [--json]
+    qckit select RUN_DIR [--strengths λ …] [--checkpoints all|final] [--plot out.png] [--json]
     qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]
     qckit generate MODEL [PROMPT …] [--file F] [--base] [--sample] [--max-new-tokens N] [--json]
     qckit export [RUN_DIR] [--model M] [--adapter DIR] --output DIR|FILE.gguf [--outtype T] [--onto M] [--strength λ]
@@ -32,12 +33,12 @@ from collections.abc import Iterator, Sequence
 from rich.console import Console
 
 from qckit import __version__
-from qckit.cli import compare, evaluate, export, generate, init, plugins, prepare, run, train
+from qckit.cli import compare, evaluate, export, generate, init, plugins, prepare, run, select, train
 from qckit.errors import INTERRUPTED_EXIT_CODE, TERMINATED_EXIT_CODE, QckitError
 from qckit.report import message_line
 
 #: the commands, in ``qckit --help`` order; each module has ``add_parser(subparsers)``
-COMMANDS = (init, run, prepare, train, evaluate, generate, compare, export, plugins)
+COMMANDS = (init, run, prepare, train, evaluate, generate, select, compare, export, plugins)
 
 
 class Terminated(KeyboardInterrupt):

@@ -180,6 +180,8 @@ class RichObserver:
             self.console.print(report.train_summary_report(data))
         elif kind == "samples":
             self.console.print(report.samples_report(data))
+        elif kind == "selection":
+            self.console.print(report.selection_report(data))
         elif kind in ("eval_before", "eval", "eval_after") and isinstance(data, dict):
             self.console.print(report.eval_lines(kind.replace("_", " "), data))
         elif isinstance(data, dict):

@@ -58,6 +58,8 @@ MARKER = "qckit_run.json"
 SUMMARY_NAME = "training_summary.json"
 RECIPE_NAME = "recipe.toml"
 CARD_NAME = "README.md"  # the model card (qckit.model_card), the name the Hugging Face Hub and peft use
+SELECTED_DIR = "selected"  # the adapter (or model) at the point qckit select chose (qckit.select)
+SELECTION_CACHE_NAME = "selection_evaluations.json"  # qckit select's evaluations, by weights and strength
 LOGS_DIR = "logs"
 MERGED_DIR = "merged"
 MARKER_FORMAT = 1
@@ -71,6 +73,7 @@ NOT_IDENTITY = frozenset(
         "cache_dir",
         "inspect_data",
         "inspect_samples",
+        "select",
         "sample_prompts",
         "sample_max_new_tokens",
         "timing_warmup_steps",
@@ -393,8 +396,9 @@ RUN_OUTPUTS = (
     SUMMARY_NAME,
     RECIPE_NAME,
     CARD_NAME,
+    SELECTION_CACHE_NAME,
 )
-RUN_OUTPUT_DIRS = (LOGS_DIR, MERGED_DIR, MLRUNS_DIR, WANDB_DIR)
+RUN_OUTPUT_DIRS = (LOGS_DIR, MERGED_DIR, SELECTED_DIR, MLRUNS_DIR, WANDB_DIR)
 
 
 def is_run_output(output_dir: Path) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -38,7 +39,7 @@ from qckit.components import Chunker, ModelAdapter, ability
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
 from qckit.progress import NullObserver, Observer, phase
 from qckit.train import checkpoints
-from qckit.train.checkpoints import CARD_NAME, LOGS_DIR, MERGED_DIR, RECIPE_NAME, SUMMARY_NAME
+from qckit.train.checkpoints import CARD_NAME, LOGS_DIR, MERGED_DIR, RECIPE_NAME, SELECTED_DIR, SUMMARY_NAME
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
 from qckit.train.settings import WSD, TrainSettings
 
@@ -715,10 +716,40 @@ class TrainRun:
         atomic_write_text(output_dir / CARD_NAME, model_card(summary, self.recipe_text, is_peft=is_peft))
         self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME, output_dir / CARD_NAME])
         self.obs.report("summary", summary)
+        if self.settings.select is not None:
+            summary = self._select() or summary
         result.summary = summary
         result.summary_path = summary_path
         result.merged_dir = merged_dir
         return result
+
+    def _select(self) -> dict[str, Any] | None:
+        """``[train.select]``: choose the strength and checkpoint now (:mod:`qckit.select`); the summary after."""
+        if self.recipe_text is None:
+            self.obs.warn(
+                "train.select: the run has no recipe to read its eval sets from; run qckit select later"
+            )
+            return None
+        from qckit.select import record_selection, select_run, write_selected
+
+        chosen = self.settings.select
+        selection = select_run(
+            self.output_dir,
+            strengths=chosen.strengths,
+            checkpoints=chosen.checkpoints,
+            observer=self.obs,
+            max_length=self.eval_max_length,
+            device=self.args.device,
+        )
+        written = None
+        if selection["chosen"] is not None:
+            point = selection["chosen"]
+            written = write_selected(
+                self.output_dir, point["checkpoint"], point["strength"], self.output_dir / SELECTED_DIR
+            )
+        record_selection(self.output_dir, selection, written)
+        self.obs.report("selection", selection)
+        return json.loads((self.output_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
 
     def _save_beside_the_adapter(self) -> Path | None:
         """A peft run: the base model's config.json beside the adapter, and the merged model when asked."""

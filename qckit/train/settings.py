@@ -16,7 +16,17 @@ from qckit.evaluate import PROTOCOLS
 from qckit.hardware import DEVICES, PRECISIONS
 from qckit.train.tracking import TRACKERS
 
-__all__ = ["DECAY_TYPES", "EXHAUSTED", "SCHEDULERS", "WSD", "WSD_KEYS", "DataSource", "TrainSettings"]
+__all__ = [
+    "DECAY_TYPES",
+    "DEFAULT_STRENGTHS",
+    "EXHAUSTED",
+    "SCHEDULERS",
+    "WSD",
+    "WSD_KEYS",
+    "DataSource",
+    "SelectSettings",
+    "TrainSettings",
+]
 
 #: what a training source does when its windows run out before the epoch ends (``[[train.data]] exhausted``)
 EXHAUSTED = ("repeat", "stop")
@@ -65,6 +75,37 @@ class DataSource:
             raise ValueError(f"exhausted: must be one of {', '.join(EXHAUSTED)}, got {self.exhausted!r}")
         if not self.name:
             self.name = Path(self.path).stem or self.path
+
+
+#: the adapter strengths ``qckit select`` tries by default (0 = the base model, 1 = the trained weights)
+DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: which weights ``[train.select] checkpoints`` considers: every kept checkpoint and the final ones, or the final
+SELECT_CHECKPOINTS = ("all", "final")
+
+
+@dataclass
+class SelectSettings:
+    """``[train.select]``: after training, choose how much of the learned delta to keep (:mod:`qckit.select`).
+
+    ``strengths``: the fractions of the delta tried on each candidate; ``checkpoints``: ``"all"`` (the
+    kept checkpoints and the final weights) or ``"final"``. The chosen point is written to
+    ``<output_dir>/selected`` and recorded in ``training_summary.json`` and the model card.
+    """
+
+    strengths: list[float] = field(default_factory=lambda: list(DEFAULT_STRENGTHS))
+    checkpoints: str = "all"
+
+    def __post_init__(self) -> None:
+        if not self.strengths or not all(
+            isinstance(s, (int, float)) and math.isfinite(s) and s >= 0 for s in self.strengths
+        ):
+            raise ValueError(
+                f"strengths: must be a non-empty list of numbers of 0 or more, got {self.strengths!r}"
+            )
+        if self.checkpoints not in SELECT_CHECKPOINTS:
+            raise ValueError(
+                f"checkpoints: must be one of {', '.join(SELECT_CHECKPOINTS)}, got {self.checkpoints!r}"
+            )
 
 
 @dataclass
@@ -159,6 +200,8 @@ class TrainSettings:
     tracking_uri: str = ""
     tracking_project: str = "qckit"  #: mlflow experiment / wandb project
     torch_compile: bool = False
+    #: ``[train.select]``: choose the adapter strength (and checkpoint) after training; absent = no selection
+    select: SelectSettings | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, message: str) -> None:

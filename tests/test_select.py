@@ -1,0 +1,189 @@
+"""``qckit select``: adapter strengths × checkpoints measured against the base, the best safe point written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from qckit.cli import main
+from qckit.testing import SAMPLE_SENTENCES, write_corpus
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+RETAIN = [
+    "La Commission scolaire a publié son rapport annuel sur la réussite des élèves.",
+    "Le gouvernement fédéral annonce un investissement dans les infrastructures routières.",
+    "Les chercheurs de l'université ont présenté leurs résultats au congrès international.",
+    "La météo prévoit des averses dispersées sur l'ensemble de la province demain.",
+]
+
+
+def _recipe(tmp: Path, model: Path, *, select: str = "", lora: str = "") -> Path:
+    train = write_corpus(tmp / "train.txt", list(SAMPLE_SENTENCES) * 2)
+    val = write_corpus(tmp / "val.txt", SAMPLE_SENTENCES[::4])
+    retain = write_corpus(tmp / "retain.txt", RETAIN)
+    text = f"""
+name = "tiny-select"
+[train]
+train_file = "{train}"
+val_file = "{val}"
+output_dir = "{tmp / "run"}"
+model = "{model}"
+max_steps = 4
+batch_size = 4
+gradient_accumulation_steps = 1
+learning_rate = 5e-3
+logging_steps = 1
+save_steps = 2
+eval_steps = -1
+inspect_data = false
+report_to = []
+{select}
+[train.chunker]
+use = "window"
+max_length = 32
+stride = 0
+min_length = 8
+[[train.adapters]]
+use = "lora"
+r = 4
+{lora}
+[[train.eval]]
+name = "retain_fr"
+kind = "bpb"
+path = "{retain}"
+role = "retain"
+max_regression = 0.02
+"""
+    path = tmp / "recipe.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _run(argv):
+    console = Console(width=160, record=True, force_terminal=False)
+    status = main(argv, console=console)
+    return status, console.export_text()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("select")
+    status, text = _run(["run", str(_recipe(tmp, tiny_model_dir))])
+    assert status == 0, text
+    return tmp / "run"
+
+
+def test_every_point_is_measured_against_the_base_and_the_best_safe_one_chosen(run_dir):
+    from qckit.select import select_run
+
+    selection = select_run(run_dir, strengths=[0, 0.5, 1])
+    assert selection["checkpoints"] == ["checkpoint-2", "checkpoint-4"]  # final = checkpoint-4's weights
+    points = {(p["checkpoint"], p["strength"]): p for p in selection["points"]}
+    assert len(points) == 6
+    base_bpb = selection["base"]["val"]["bits_per_byte"]
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):  # strength 0 of a LoRA adapter is the base model
+        assert points[(checkpoint, 0.0)]["sets"]["val"]["after"] == pytest.approx(base_bpb, abs=1e-9)
+        assert points[(checkpoint, 0.0)]["target_gain"] == pytest.approx(0.0, abs=1e-9)
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    full = points[("checkpoint-4", 1.0)]["sets"]
+    assert full["val"]["after"] == pytest.approx(summary["eval_after"]["val"]["bits_per_byte"], abs=1e-5)
+    assert full["val"]["before"] == pytest.approx(summary["eval_before"]["val"]["bits_per_byte"], abs=1e-5)
+    chosen = selection["chosen"]
+    allowed = [p for p in selection["points"] if not p["breaches"]]
+    best = max(p["target_gain"] for p in allowed)
+    assert (
+        chosen["target_gain"] == best and not points[(chosen["checkpoint"], chosen["strength"])]["breaches"]
+    )
+    assert all(p["strength"] >= chosen["strength"] for p in allowed if p["target_gain"] == best)
+    frontier = [selection["points"][i] for i in selection["frontier"]]
+    assert points[(chosen["checkpoint"], chosen["strength"])] in frontier
+
+    again = select_run(run_dir, strengths=[0, 0.5, 1])  # every point from the cache
+    assert (again["evaluations"], again["cached_evaluations"]) == (0, 7)
+    assert again["chosen"] == chosen
+
+
+def test_the_written_point_is_what_was_measured(run_dir, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+
+    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
+    from qckit.select import _Strength, write_selected
+
+    source = resolve_model(str(tiny_model_dir))
+    tokenizer = load_tokenizer(source)
+    ids = tokenizer(SAMPLE_SENTENCES[0], return_tensors="pt").input_ids
+    base_state = load_model(source).state_dict()
+    model = load_adapter(load_model(source), run_dir / "checkpoint-4")
+    _Strength(model, base_state, True).set(0.5)
+    written = write_selected(run_dir, "checkpoint-4", 0.5, tmp_path / "half")
+    loaded = PeftModel.from_pretrained(load_model(source), str(written))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+    # a plain LoRA adapter's strength is linear in its delta: the merged weights lie half-way between
+    # the base's and the fully trained model's
+    half = model.merge_and_unload().state_dict()
+    full = load_adapter(load_model(source), run_dir / "checkpoint-4").merge_and_unload().state_dict()
+    moved = [name for name in base_state if not torch.equal(full[name], base_state[name])]
+    assert moved
+    for name in moved:
+        torch.testing.assert_close(half[name], (base_state[name] + full[name]) / 2, rtol=0, atol=1e-6)
+    assert json.loads((written / "qckit_selection.json").read_text())["strength"] == 0.5
+
+
+def test_a_full_fine_tune_is_interpolated_tensor_by_tensor(tiny_model):
+    from qckit.select import _Strength
+
+    base_state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    with torch.no_grad():
+        for param in tiny_model.parameters():
+            param.add_(1.0)
+    strength = _Strength(tiny_model, base_state, False)
+    strength.set(0.25)
+    for name, param in tiny_model.named_parameters():
+        torch.testing.assert_close(param.detach(), base_state[name] + 0.25, rtol=0, atol=1e-6)
+    strength.set(1.0)
+    first = next(iter(tiny_model.named_parameters()))
+    torch.testing.assert_close(first[1].detach(), base_state[first[0]] + 1.0, rtol=0, atol=1e-6)
+
+
+def test_cli_select_prints_the_frontier_writes_the_choice_and_updates_the_card(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "frontier.png"
+    status, text = _run(["select", str(run_dir), "--strengths", "0", "0.5", "1", "--plot", str(plot)])
+    assert status == 0, text
+    assert "Adapter strength × checkpoint" in text and "chosen:" in text and "from the cache" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    chosen = summary["selection"]["chosen"]
+    assert summary["selection"]["written_to"] == str(run_dir / "selected")
+    assert (
+        json.loads((run_dir / "selected" / "qckit_selection.json").read_text())["strength"]
+        == chosen["strength"]
+    )
+    card = (run_dir / "README.md").read_text()
+    assert "## Selected trade-off" in card and f"strength {chosen['strength']:g}" in card
+    status, out = _run(["select", str(run_dir), "--strengths", "-1"])
+    assert status != 0 and "strengths" in out
+
+
+def test_a_recipe_selects_after_training_also_with_trained_embeddings(tmp_path, tiny_model_dir):
+    recipe = _recipe(
+        tmp_path,
+        tiny_model_dir,
+        select='[train.select]\nstrengths = [0, 1]\ncheckpoints = "final"',
+        lora="train_embeddings = true",
+    )
+    status, text = _run(["run", str(recipe)])
+    assert status == 0, text
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    selection = summary["selection"]
+    assert [p["strength"] for p in selection["points"]] == [0.0, 1.0]
+    zero = selection["points"][0]["sets"]
+    for name in ("val", "retain_fr"):  # strength 0 puts the trained embeddings back to the base's
+        assert zero[name]["after"] == pytest.approx(selection["base"][name]["bits_per_byte"], abs=1e-9)
+    assert (tmp_path / "run" / "selected" / "adapter_model.safetensors").is_file()
