@@ -113,9 +113,13 @@ def carry_delta(
 
         pre = source_gguf_pre(target.gguf_file) if target.gguf_file else None
         metadata = {GGUF_RECORD_KEY: json.dumps(record, ensure_ascii=False)}
-        return write_gguf(
+        from qckit.export import write_ollama_modelfile
+
+        written = write_gguf(
             model, tokenizer, output, outtype=outtype, name=output.stem, pre_tokenizer=pre, metadata=metadata
         )
+        write_ollama_modelfile(written, tokenizer)
+        return written
 
     from qckit._fs import replace_dir, staging_dir
     from qckit.export import _MERGE_DTYPE, EXPORT_RECORD

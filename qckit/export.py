@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qckit.errors import InputError, QckitError
 
@@ -31,6 +31,8 @@ __all__ = [
     "RunModel",
     "export_format",
     "export_model",
+    "modelfile_path",
+    "write_ollama_modelfile",
     "read_run",
     "run_base",
 ]
@@ -198,7 +200,25 @@ def export_model(
         model, adapter_dir, dtype="fp32", trust_remote_code=trust_remote_code
     )
     pre = source_gguf_pre(source.gguf_file) if source.gguf_file else None
-    return write_gguf(merged, tokenizer, output, outtype=outtype, name=output.stem, pre_tokenizer=pre)
+    written = write_gguf(merged, tokenizer, output, outtype=outtype, name=output.stem, pre_tokenizer=pre)
+    write_ollama_modelfile(written, tokenizer)
+    return written
+
+
+def modelfile_path(gguf_path: Path) -> Path:
+    """Where a GGUF export's Ollama ``Modelfile`` goes: ``quebec.gguf`` → ``quebec.Modelfile`` beside it."""
+    return gguf_path.with_suffix(".Modelfile")
+
+
+def write_ollama_modelfile(gguf_path: Path, tokenizer: Any) -> Path:
+    """Write the Ollama ``Modelfile`` of the GGUF file ``gguf_path`` beside it
+    (``ollama create NAME -f quebec.Modelfile``): a model with a chat template (in the file, which Ollama
+    reads) chats; one without completes raw text."""
+    from qckit._fs import atomic_write_text
+    from qckit.model_card import ollama_modelfile
+
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    return atomic_write_text(modelfile_path(gguf_path), ollama_modelfile(gguf_path.name, chat_template=chat))
 
 
 def check_architecture(model: str, trust_remote_code: bool) -> None:

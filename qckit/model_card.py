@@ -181,12 +181,12 @@ def _usage(summary: dict[str, Any], is_peft: bool) -> list[str]:
             'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_HUB_ID_OF_THIS_FOLDER")',
             "```",
             "",
-            "**llama.cpp / Ollama** (one GGUF file; a `Modelfile` for `ollama create` is written beside it):",
+            "**llama.cpp / Ollama** (one GGUF file; `model.Modelfile` for `ollama create` is written beside it):",
             "",
             "```bash",
-            "qckit export --model THIS_FOLDER --output model.gguf",
+            "qckit export THIS_FOLDER --output model.gguf",
             'llama-cli -m model.gguf -p "Y fait frette à matin, "',
-            "ollama create my-quebec-model -f Modelfile",
+            "ollama create my-quebec-model -f model.Modelfile",
             "```",
         ]
     lines = [
@@ -213,15 +213,21 @@ def _usage(summary: dict[str, Any], is_peft: bool) -> list[str]:
         "**transformers** (the adapter merged into its base, safetensors):",
         "",
         "```bash",
-        f"qckit export --model {reference} --adapter THIS_FOLDER --output merged/",
+        "qckit export THIS_FOLDER --output merged/",
         "```",
         "",
-        "**llama.cpp / Ollama** (one GGUF file; a `Modelfile` for `ollama create` is written beside it):",
+        "**llama.cpp / Ollama** (one GGUF file; `model.Modelfile` for `ollama create` is written beside it):",
         "",
         "```bash",
-        f"qckit export --model {reference} --adapter THIS_FOLDER --output model.gguf --format gguf",
+        "qckit export THIS_FOLDER --output model.gguf",
         'llama-cli -m model.gguf -p "Y fait frette à matin, "',
-        "ollama create my-quebec-model -f Modelfile",
+        "ollama create my-quebec-model -f model.Modelfile",
+        "```",
+        "",
+        "**A chatty Quebec model**: the same change carried onto the base's instruct sibling (chat vector):",
+        "",
+        "```bash",
+        "qckit export THIS_FOLDER --onto INSTRUCT_SIBLING --output instruct-qc.gguf",
         "```",
     ]
 
@@ -279,7 +285,8 @@ def ollama_modelfile(gguf_name: str, *, chat_template: bool = False) -> str:
     ``chat_template``: the GGUF carries one (an instruct model), which Ollama reads from the file itself.
     """
     lines = [
-        "# Written by qckit export: `ollama create my-model -f Modelfile`, then `ollama run my-model`.",
+        f"# Written by qckit export: `ollama create my-model -f {Path(gguf_name).stem}.Modelfile`, then "
+        "`ollama run my-model`.",
         f"FROM ./{gguf_name}",
     ]
     if not chat_template:

@@ -231,6 +231,9 @@ def test_cli_export_gguf(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert main(argv, console=console) == 0
     assert "gguf, q8_0" in console.export_text()
     assert dict(iter_tensor_names(out))["blk.1.ffn_up.weight"] == "Q8_0"
+    # Ollama's Modelfile beside it: a base model without a chat template completes raw text
+    modelfile = (tmp_path / "tiny.Modelfile").read_text(encoding="utf-8")
+    assert "FROM ./tiny.gguf" in modelfile and 'TEMPLATE "{{ .Prompt }}"' in modelfile
 
 
 # -- the dequantized-GGUF cache --------------------------------------------------------------------

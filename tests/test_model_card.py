@@ -92,7 +92,8 @@ def test_the_card_names_the_base_the_data_the_numbers_and_how_to_load():
     assert "| standard_fr | retain | bpb/document | 1.0000 | 1.0100 | +1.0 % |" in body
     assert "retained (≤2 %)" in body and "Every retain set (standard_fr) stayed within its threshold." in body
     assert "| quebec | qc\\|forum.txt | 900 | 10,000 | 80.0 % | 79.0 % |" in body  # user text escaped
-    assert "AutoPeftModelForCausalLM" in body and "--format gguf" in body and "ollama create" in body
+    assert "AutoPeftModelForCausalLM" in body and "--output model.gguf" in body and "ollama create" in body
+    assert "--onto INSTRUCT_SIBLING" in body
     assert '```toml\nname = "qc"' in body
     assert "[More Information Needed]" not in card
 
@@ -110,7 +111,7 @@ def test_a_breach_and_a_local_base_are_said_plainly():
 
 def test_the_ollama_modelfile_points_at_the_file_beside_it():
     text = ollama_modelfile("model.gguf")
-    assert "FROM ./model.gguf" in text and 'TEMPLATE "{{ .Prompt }}"' in text
+    assert "FROM ./model.gguf" in text and "-f model.Modelfile" in text and 'TEMPLATE "{{ .Prompt }}"' in text
     assert "TEMPLATE" not in ollama_modelfile("chat.gguf", chat_template=True)
 
 
