@@ -99,11 +99,10 @@ def _selection(selection: dict[str, Any]) -> list[str]:
     for i in selection.get("frontier", []):
         point = points[i]
         retain = "; ".join(
-            f"{name} {report.signed_change(entry.get('change'), entry.get('regression_unit'))}"
+            f"{name} {report.change_with_interval(entry)}"
             for name, entry in point["sets"].items()
             if entry.get("role") == "retain"
         )
-        unit = point["sets"][point["target"]].get("regression_unit")
         mark = (
             "**chosen**"
             if chosen
@@ -114,7 +113,7 @@ def _selection(selection: dict[str, Any]) -> list[str]:
             [
                 point["checkpoint"],
                 f"{point['strength']:g}",
-                report.signed_change(point["target_gain"], unit),
+                report.change_with_interval(point["sets"][point["target"]], gain=True),
                 retain,
                 mark,
             ]

@@ -323,6 +323,20 @@ def _change(entry: dict[str, Any]) -> str:
     return signed_change(entry.get("change"), entry.get("regression_unit"))
 
 
+def change_with_interval(entry: dict[str, Any], gain: bool = False) -> str:
+    """A set's change (``gain``: its gain, positive = better) with its 95 % interval when it has one:
+    ``+3.2 % [+1.0, +5.1]``."""
+    unit = entry.get("regression_unit")
+    sign = -1.0 if gain and not entry.get("higher_is_better") else 1.0
+    value = entry.get("change")
+    text = signed_change(None if value is None else sign * value, unit)
+    interval = entry.get("change_ci95")
+    if interval:
+        low, high = sorted(sign * v for v in interval)
+        text += f" [{low * 100:+.1f}, {high * 100:+.1f}]"
+    return text
+
+
 def _metric_label(entry: dict[str, Any]) -> str:
     """``bpb/document``, ``acc``, ``F1``: a set's headline metric with its protocol, short for tables."""
     metric = "bpb" if entry["metric"] == "bits_per_byte" else _LABELS.get(entry["metric"], entry["metric"])
@@ -386,11 +400,11 @@ def selection_report(selection: dict[str, Any]) -> RenderableType:
         cells: list[RenderableType] = [
             point["checkpoint"],
             f"{point['strength']:g}",
-            signed_change(point["target_gain"], target.get("regression_unit")),
+            change_with_interval(target, gain=True),
         ]
         for name in retain:
             entry = point["sets"][name]
-            cells.append(Text(_change(entry), style="bold red" if entry.get("breach") else ""))
+            cells.append(Text(change_with_interval(entry), style="bold red" if entry.get("breach") else ""))
         is_chosen = (point["checkpoint"], point["strength"]) == (
             chosen.get("checkpoint"),
             chosen.get("strength"),

@@ -163,6 +163,25 @@ def _point_key(candidate: Candidate, strength: float, eval_identity: str) -> str
     return f"{candidate.digest[:16]}:{strength:g}:{eval_identity[:16]}"
 
 
+def _with_intervals(
+    outcomes: dict[str, dict[str, Any]], numbers: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Each set's ``change_ci95``: the 95 % interval of its change, from the interval the evaluator gives for
+    the point's headline metric (``<metric>_ci95``: Wilson for accuracies, a bootstrap over documents for
+    bits per byte), the base model's number taken as fixed; ``None`` where the evaluator gives none."""
+    for name, entry in outcomes.items():
+        interval = numbers.get(name, {}).get(f"{entry['metric']}_ci95")
+        before = entry.get("before")
+        entry["change_ci95"] = None
+        if isinstance(interval, (list, tuple)) and len(interval) == 2 and isinstance(before, (int, float)):
+            if entry["regression_unit"] == "relative":
+                ends = [(value - before) / before if before else 0.0 for value in interval]
+            else:
+                ends = [value - before for value in interval]
+            entry["change_ci95"] = sorted(ends)
+    return outcomes
+
+
 def _primary_target(outcomes: dict[str, dict[str, Any]]) -> str:
     """The set whose gain a selection maximises: the first target set (the validation split's, when any)."""
     return next(name for name, entry in outcomes.items() if entry.get("role") == "target")
@@ -266,7 +285,7 @@ def select_run(
             strength.set(value)
             with phase(obs, f"measuring {candidate.name} at strength {value:g}"):
                 numbers = measure(model, _point_key(candidate, value, identity))
-            outcomes = outcome(described, base_numbers, numbers)
+            outcomes = _with_intervals(outcome(described, base_numbers, numbers), numbers)
             target = _primary_target(outcomes)
             points.append(
                 {

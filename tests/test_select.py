@@ -187,3 +187,43 @@ def test_a_recipe_selects_after_training_also_with_trained_embeddings(tmp_path, 
     for name in ("val", "retain_fr"):  # strength 0 puts the trained embeddings back to the base's
         assert zero[name]["after"] == pytest.approx(selection["base"][name]["bits_per_byte"], abs=1e-9)
     assert (tmp_path / "run" / "selected" / "adapter_model.safetensors").is_file()
+
+
+def test_intervals_follow_the_metric_and_its_direction():
+    from qckit import report
+    from qckit.select import _with_intervals
+
+    outcomes = {
+        "pairs": {
+            "metric": "accuracy",
+            "regression_unit": "points",
+            "higher_is_better": True,
+            "before": 0.6,
+            "change": 0.1,
+        },
+        "val": {
+            "metric": "bits_per_byte",
+            "regression_unit": "relative",
+            "higher_is_better": False,
+            "before": 2.0,
+            "change": -0.1,
+        },
+        "other": {
+            "metric": "accuracy",
+            "regression_unit": "points",
+            "higher_is_better": True,
+            "before": 0.5,
+            "change": 0.0,
+        },
+    }
+    numbers = {
+        "pairs": {"accuracy_ci95": [0.62, 0.78]},
+        "val": {"bits_per_byte_ci95": [1.7, 1.9]},
+        "other": {},
+    }
+    out = _with_intervals(outcomes, numbers)
+    assert out["pairs"]["change_ci95"] == pytest.approx([0.02, 0.18])
+    assert out["val"]["change_ci95"] == pytest.approx([-0.15, -0.05])
+    assert out["other"]["change_ci95"] is None
+    assert report.change_with_interval(out["val"], gain=True) == "+10.0 % [+5.0, +15.0]"
+    assert report.change_with_interval(out["pairs"]) == "+10.0 pts [+2.0, +18.0]"
