@@ -121,8 +121,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     tokenizer = load_tokenizer(
         tokenizer_source(source, args.adapter), trust_remote_code=args.trust_remote_code
     )
-    # with --json, stdout holds the JSON only: progress and warnings go to stderr
-    observer = RichObserver(Console(stderr=True) if args.json else console)
+    observer = RichObserver(Console(stderr=True))  # progress on stderr: stdout holds the results alone
     context = EvalContext(tokenizer, max_length=max_length, batch_size=batch_size, observer=observer)
     suite = EvalSuite(sets, context)  # reads every file before the model is loaded
     model = load_model(source, trust_remote_code=args.trust_remote_code)

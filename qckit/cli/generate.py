@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         chat=args.chat,
     )
-    observer = RichObserver(Console(stderr=True) if args.json else console)
+    observer = RichObserver(Console(stderr=True))  # progress on stderr: stdout holds the results alone
     columns: dict[str, list[str]] = {}
     sides = [True, False] if args.base else [False]
     for base in sides:
