@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -246,6 +246,15 @@ class Filter(Protocol):
     @optional
     def summary(self, metrics: dict[str, float]) -> dict[str, float]:
         """Corpus measures for the report, from the sums of ``doc.metrics`` over the kept documents."""
+        ...
+
+    @optional
+    def use_eval_sets(self, sets: Sequence[EvalSource], kinds: Mapping[str, type]) -> None:
+        """For a filter that keeps eval sets out of the training data (decontamination): called once when
+        the recipe is loaded, with the recipe's ``[[train.eval]]`` sets (none without a train stage) and
+        the registered eval-set kinds by name (to read eval files it names itself). Read the sets' texts
+        here (:meth:`EvalSource.texts`), so a bad eval file fails before any work starts; raise
+        ``ValueError`` for a set it cannot use."""
         ...
 
 
@@ -531,6 +540,36 @@ class Evaluator(Protocol):
         :class:`qckit.evaluate.loglik.EvalContext`: the tokenizer, ``max_length``, ``batch_size``, device,
         observer; ``context.scorer(model)`` scores requests). Return plain JSON-serialisable numbers with
         ``metric`` among them; leave the model as it was (train/eval modes restored)."""
+
+    @optional
+    def texts(self, path: Path) -> Iterable[str]:
+        """Every text of the set's usable items, as ``load`` reads them (both sentences of a pair, a
+        choice item's prompt or the row fields its template takes, and each choice; each document of a
+        text file), for the prepare stage to keep them out of the training data. Bad rows are skipped as
+        ``load`` skips them; raise :class:`qckit.errors.InputError` when the file cannot be used at all.
+        Without it, a set of this kind cannot be checked for contamination."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvalSource:
+    """An eval set as a decontaminating filter sees it (:meth:`Filter.use_eval_sets`): its name, its file
+    and its evaluator."""
+
+    name: str
+    path: str
+    evaluator: Any
+    kind: str = ""  #: the evaluator's name, for messages
+
+    def texts(self) -> Iterable[str]:
+        """The set's texts (:meth:`Evaluator.texts`); ``ValueError`` when its kind cannot list them."""
+        texts = ability(self.evaluator, Evaluator, "texts")
+        if texts is None:
+            raise ValueError(
+                f"eval set {self.name!r} (kind {self.kind or type(self.evaluator).__name__!r}) cannot list "
+                "its texts (its evaluator has no texts ability), so it cannot be checked for contamination"
+            )
+        return texts(Path(self.path))
 
 
 class IssueLog:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qckit import defaults, kinds
-from qckit.components import has_surrogates
+from qckit.components import EvalSource, Filter, ability, has_surrogates
 from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import STAGES, stage_kinds
@@ -188,7 +188,27 @@ def build_recipe(
         recipe.prepare = _build_prepare(data, host, source)
     if "train" in data:
         recipe.train = _build_train(data, host, source)
+    if recipe.prepare is not None:
+        _hand_eval_sets(recipe, host, source)
     return recipe
+
+
+def _hand_eval_sets(recipe: Recipe, host: PluginHost, source: str) -> None:
+    """Give the recipe's ``[[train.eval]]`` sets to the prepare filters that keep eval sets out of the
+    training data (the ``use_eval_sets`` ability: decontamination). Not the validation file: the prepare
+    stage writes it."""
+    assert recipe.prepare is not None
+    evals = recipe.train.eval if recipe.train is not None else []
+    sets = [EvalSource(s.entry.name, s.entry.path, s.instance, s.name) for s in evals]
+    kinds = {name: info.cls for name, info in host.registry["evaluator"].items()}
+    for spec in recipe.prepare.filters:
+        use_eval_sets = ability(spec.instance, Filter, "use_eval_sets")
+        if use_eval_sets is None:
+            continue
+        try:
+            use_eval_sets(sets, kinds)
+        except ValueError as exc:
+            raise RecipeError(f"filter {spec.name!r}: {exc}", source=source, key=spec.key) from None
 
 
 def _build_prepare(data: dict, host: PluginHost, source: str) -> PreparePlan:

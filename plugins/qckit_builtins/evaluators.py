@@ -7,6 +7,8 @@ load); the scoring modules, and torch with them, are imported when a set is load
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,13 @@ class BitsPerByte:
 
         return load_documents(path, tokenizer, max_documents=self.max_documents)
 
+    def texts(self, path: Path) -> Iterator[str]:
+        """Each document that ``load`` keeps (the first ``max_documents``)."""
+        from qckit.train.packing import iter_documents
+
+        documents = (text for _, text in iter_documents(path))
+        return islice(documents, self.max_documents) if self.max_documents else documents
+
     def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
         from qckit.evaluate.bpb import score_documents
 
@@ -136,6 +145,14 @@ class MinimalPairs:
         from qckit.evaluate.pairs import read_pairs
 
         return read_pairs(path, group_by=self.group_by)
+
+    def texts(self, path: Path) -> Iterator[str]:
+        """Both sentences of every usable pair."""
+        from qckit.evaluate.pairs import read_pairs
+
+        for pair in read_pairs(path, group_by=self.group_by).pairs:
+            yield pair.good
+            yield pair.bad
 
     def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
         from qckit.evaluate.pairs import score_pairs
@@ -203,6 +220,13 @@ class MultipleChoice:
             answer_field=self.answer_field,
             chat=self.chat,
         )
+
+    def texts(self, path: Path) -> Iterator[str]:
+        """For every usable item: its prompt, or, for a prompt made from the template, the row's values
+        that filled it (the template's own words are in every item); then each choice."""
+        for item in self.load(path, None).items:
+            yield from item.fields or (item.prompt,)
+            yield from item.choices
 
     def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
         from qckit.evaluate.choice import score_choices

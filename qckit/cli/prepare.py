@@ -40,6 +40,13 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
         help="keep every language, as the seed did (no dialect_langid filter)",
     )
     p.add_argument(
+        "--decontaminate",
+        nargs="+",
+        metavar="FILE",
+        help="drop the documents that share a 13-word sequence (or a whole shorter sentence) with these "
+        "eval files: [KIND:]PATH, a .jsonl of minimal pairs or choice items, or a .txt of documents",
+    )
+    p.add_argument(
         "--rejects",
         action="store_true",
         help="also write rejected.jsonl: every dropped document, filter and reason",
@@ -75,6 +82,8 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
         filters = [f for f in filters if f["use"] != defaults.LANGUAGE_FILTER]
     if ns.minhash:
         filters.append({"use": "minhash_dedup"})
+    if ns.decontaminate:
+        filters.append({"use": "decontaminate", "files": list(ns.decontaminate)})
     writers = {
         "txt": [{"use": "txt"}],
         "jsonl": [{"use": "jsonl"}],

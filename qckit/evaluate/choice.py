@@ -33,26 +33,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qckit.components import IssueLog
 from qckit.errors import QckitError
-from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
 from qckit.evaluate.rows import iter_rows, no_usable, template_fields
 from qckit.evaluate.stats import argmax, macro_f1, wilson_interval
+
+if TYPE_CHECKING:  # the scoring engine imports torch: reading rows (decontamination) need not
+    from qckit.evaluate.loglik import EvalContext
 
 __all__ = ["ChoiceItem", "ChoiceSet", "read_choices", "score_choices"]
 
 
 @dataclass(frozen=True)
 class ChoiceItem:
-    """One item: the prompt, the choices, the index of the right one, whether to use the chat template."""
+    """One item: the prompt, the choices, the index of the right one, whether to use the chat template,
+    and the row's values that filled the set's template (empty when the row gave its own prompt)."""
 
     line: int
     prompt: str
     choices: tuple[str, ...]
     answer: int
     chat: bool = False
+    fields: tuple[str, ...] = ()
 
 
 @dataclass
@@ -109,16 +113,20 @@ def _item(
     answer_field: str,
     set_chat: bool,
 ) -> ChoiceItem | None:
+    fields: tuple[str, ...] = ()
     if isinstance(row.get("prompt"), str):
         prompt = row["prompt"]
     elif template is not None:
-        missing = [name for name in template_fields(template) if name not in row]
+        names = template_fields(template)
+        missing = [name for name in names if name not in row]
         if missing:
             issues.add(
                 "template_field", source, line, f"the row has no field {missing[0]!r} for the template"
             )
             return None
-        prompt = template.format_map({k: v if isinstance(v, str) else str(v) for k, v in row.items()})
+        values = {k: v if isinstance(v, str) else str(v) for k, v in row.items()}
+        prompt = template.format_map(values)
+        fields = tuple(values[name] for name in names)
     else:
         issues.add("missing_prompt", source, line, "no prompt (and no template set for this file)")
         return None
@@ -140,7 +148,7 @@ def _item(
     if not isinstance(chat, bool):
         issues.add("bad_chat", source, line, f"chat must be true or false, got {chat!r}")
         return None
-    return ChoiceItem(line, prompt, tuple(choices), answer, chat)
+    return ChoiceItem(line, prompt, tuple(choices), answer, chat, fields)
 
 
 def _answer_index(value: Any, choices: list[str]) -> int | None:
@@ -171,6 +179,8 @@ def score_choices(
 
     ``details`` adds ``per_item``: each item's line, choice log-likelihoods, prediction and answer.
     """
+    from qckit.evaluate.loglik import encode_pairs, prefix_token_id
+
     started = time.perf_counter()
     tokenizer = context.tokenizer
     prefix = prefix_token_id(tokenizer, prefix_token)

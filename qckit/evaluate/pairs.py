@@ -31,18 +31,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qckit.components import IssueLog
-from qckit.evaluate.loglik import EvalContext, encode_pairs, prefix_token_id
 from qckit.evaluate.rows import iter_rows, no_usable, text_field
 from qckit.evaluate.stats import wilson_interval
 
-__all__ = ["PHENOMENON_FIELDS", "Pair", "PairSet", "read_pairs", "score_pairs"]
+if TYPE_CHECKING:  # the scoring engine imports torch: reading rows (decontamination) need not
+    from qckit.evaluate.loglik import EvalContext
+
+__all__ = ["PHENOMENON_FIELDS", "SENTENCE_FIELDS", "Pair", "PairSet", "read_pairs", "score_pairs"]
 
 #: fields that name a pair's phenomenon, in the order they are looked for (BLiMP's, then QFrBLiMP's)
 PHENOMENON_FIELDS = ("phenomenon", "linguistic_phenomenon", "linguistics_term", "UID", "category", "type")
 NO_PHENOMENON = "(none)"
+#: the sentence fields of the two layouts (BLiMP's, then QFrBLiMP's): a row holding one is a minimal pair
+SENTENCE_FIELDS = ("sentence_good", "sentence_bad", "sentence_a", "sentence_b")
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ def score_pairs(
     delimiter: str = "",
 ) -> dict[str, Any]:
     """Score every pair of ``pair_set`` on ``model`` (see the module docstring for the numbers)."""
+    from qckit.evaluate.loglik import encode_pairs, prefix_token_id
+
     started = time.perf_counter()
     tokenizer = context.tokenizer
     prefix = prefix_token_id(tokenizer, prefix_token)

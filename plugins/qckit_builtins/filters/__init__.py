@@ -7,7 +7,8 @@
   colloquial and code-switched French stays);
 * :mod:`.dedup`: ``exact_dedup`` and ``minhash_dedup`` (stateful: fingerprints in workers, decisions
   in corpus order);
-* :mod:`.dialect`: ``quebec_markers``, a tagger that never drops but measures dialect density.
+* :mod:`.dialect`: ``quebec_markers``, a tagger that never drops but measures dialect density;
+* :mod:`.decontam`: ``decontaminate``, drops documents that share a word sequence with an eval set.
 
 A new filter goes into the module of its family (or a new module here) and into ``FILTERS`` below.
 """
@@ -15,6 +16,7 @@ A new filter goes into the module of its family (or a new module here) and into 
 from __future__ import annotations
 
 from qckit import hookimpl
+from qckit_builtins.filters.decontam import Decontaminate
 from qckit_builtins.filters.dedup import ExactDedup, MinHashDedup
 from qckit_builtins.filters.dialect import QuebecMarkers
 from qckit_builtins.filters.dialect_langid import DialectLangId
@@ -38,11 +40,13 @@ FILTERS = (
     ExactDedup,
     MinHashDedup,
     QuebecMarkers,
+    Decontaminate,
 )
 
 __all__ = [
     "FILTERS",
     "AlphaRatioFilter",
+    "Decontaminate",
     "DialectLangId",
     "ExactDedup",
     "FrenchQualityFilter",
