@@ -69,6 +69,8 @@ def _grams(values: np.ndarray, k: int) -> np.ndarray:
     """The hash of the ``k`` words from each position on, ``sum(values[i + j] * B**(k - 1 - j))`` modulo
     2^64 (``len(values) - k + 1`` of them): blocks of 1, 2, 4 … words, each made of two of the one
     before, then the blocks of ``k``'s binary digits joined, so a 13-word hash costs five array passes."""
+    if len(values) < k:
+        return values[:0]
     blocks = {1: values}
     m = 1
     while 2 * m <= k:
