@@ -42,6 +42,7 @@ def test_all_builtin_filters_are_registered_by_their_hooks():
         "exact_dedup": True,
         "minhash_dedup": True,
         "quebec_markers": False,
+        "decontaminate": False,
     }
 
 
