@@ -4,8 +4,8 @@ What matches, as GPT-3 (Brown et al. 2020, section 4), lm-evaluation-harness's d
 datatrove define it: both sides are normalized as exact dedup's key (:func:`.dedup.dedup_key`: NFKC,
 case-folded, punctuation is a word break, so ``C'est`` and ``c’est`` are the same words; accents are
 kept, as French tells ``a``/``à`` and ``ou``/``où`` apart by them) and split into words. Every
-``ngram``-word sequence (13 by default) of an eval text is hashed into a set; a training document
-matches when one of its own ``ngram``-word sequences is in the set.
+``ngram``-word sequence of an eval text (13 by default, GPT-3's; datatrove's default is 12) is hashed
+into a set; a training document matches when one of its own ``ngram``-word sequences is in the set.
 
 An eval text shorter than ``ngram`` words has no such sequence (most minimal pairs have 5 to 12 words):
 it is matched whole, as GPT-3 does ("or that overlap with the whole example when it is shorter than
@@ -14,11 +14,14 @@ it is matched whole, as GPT-3 does ("or that overlap with the whole example when
 checked, and the report counts it.
 
 Hashing, not comparing: each word of the eval texts gets a 64-bit value (BLAKE2b of its UTF-8); a word
-sequence's hash is ``h = h·B + v`` over its words' values, modulo 2^64. The index is those hashes as a
-sorted ``numpy.uint64`` array, with the first eval set (in order) that holds each, and the eval words
-with their values; it is built once, when the recipe is loaded, and travels to the workers with the
-filter. A word of a training document that no eval text has cannot be part of a match: it breaks the
-sequences, so a document costs a dictionary look-up per word and a few vectorized passes per batch.
+sequence's hash is ``h = h·B + v`` over its words' values, modulo 2^64, computed for every position of
+a batch at once with numpy. The index (:class:`EvalNgrams`) holds sorted ``numpy.uint64`` arrays (the
+long texts' sequences; the short texts' first ``min_words`` words, their lengths and whole hashes), the
+first eval set (in order) of each, and the eval words with their values; it is built once, when the
+recipe is loaded, and travels to the workers with the filter. A word of a training document that no
+eval text has cannot be part of a match: it breaks the sequences. So a document costs a dictionary
+look-up per word, and a batch a few array passes and look-ups (a bit table rules out most sequences
+before a binary search).
 """
 
 from __future__ import annotations
@@ -320,7 +323,7 @@ class Decontaminate:
     eval files in ``files``, each ``KIND:PATH`` or ``PATH`` (a ``.jsonl`` file is minimal pairs or a
     choice task by the fields of its first row, any other file one document per line, like ``bpb``),
     read with the kind's default settings; a file's set name is its path as written. ``ngram``: the
-    sequence length (13, as GPT-3 and datatrove); an eval text shorter than that is matched whole, down to
+    sequence length (13, GPT-3's; datatrove's default is 12); an eval text shorter than that is matched whole, down to
     ``min_words`` words. ``action = "drop"`` drops a matching document with the reason
     ``contaminated:<set>`` (the first set it matches, in that order); ``"report"`` keeps it, sets
     ``doc.meta["contaminated"]`` to the set's name and counts it in the report's corpus measures.
