@@ -379,3 +379,21 @@ def test_the_cli_flag_adds_the_filter(eval_files, tmp_path):
     status = main([*argv, "--decontaminate", str(tmp_path / "missing.jsonl")], console=console)
     assert status == 3
     assert f"{tmp_path / 'missing.jsonl'}: file not found" in console.export_text()
+
+
+def test_two_workers_drop_the_same_documents_as_one(eval_files, tmp_path):
+    bpb, pairs = eval_files
+    rng = random.Random(5)
+    pieces = [*FILLER, SHORT_GOOD, LONG, *QUEBEC_WORDS]
+    corpus = [" ".join(rng.choices(pieces, k=rng.randint(3, 8))) + f" (ligne {i})" for i in range(400)]
+    sets = [{"name": "quebec_pairs", "kind": "minimal_pairs", "path": str(pairs)}]
+    outputs = []
+    for workers in (1, 2):
+        recipe = recipe_with_sets(tmp_path, sets, corpus=corpus, files=[str(bpb)])
+        settings = recipe.prepare.settings
+        settings.workers, settings.batch_bytes, settings.output = workers, 4096, str(tmp_path / f"w{workers}")
+        stats = run_prepare(recipe.prepare).stats
+        outputs.append(((tmp_path / f"w{workers}" / "train_1.txt").read_bytes(), stats["filters"]))
+    assert outputs[0] == outputs[1]
+    reasons = outputs[0][1]["decontaminate"]["reasons"]
+    assert reasons["contaminated:quebec_pairs"] > 50 and reasons[f"contaminated:{bpb}"] > 20
