@@ -154,13 +154,9 @@ class EvalNgrams:
         self.vocab: dict[bytes, int] = {}
         self.texts = [0] * len(sources)  # texts indexed, per set
         self.short = [0] * len(sources)  # texts too short to check, per set
-        long: list[list[np.ndarray]] = [[_NO_HASH], [_NO_OWNER]]  # hashes, owners
-        short: list[list[np.ndarray]] = [
-            [_NO_HASH],
-            [_NO_OWNER],
-            [_NO_HASH],
-            [_NO_OWNER],
-        ]  # heads, sizes, full, owners
+        # the columns of the entries, chunk by chunk: hashes, owners; heads, sizes, full hashes, owners
+        long: list[list[np.ndarray]] = [[_NO_HASH], [_NO_OWNER]]
+        short: list[list[np.ndarray]] = [[_NO_HASH], [_NO_OWNER], [_NO_HASH], [_NO_OWNER]]
         for index, (_, texts) in enumerate(sources):
             chunk: list[str] = []
             for text in texts:
@@ -235,15 +231,15 @@ class EvalNgrams:
 
     def _maybe(self, hashes: np.ndarray) -> np.ndarray:
         """Indices of ``hashes`` that the bit table does not rule out."""
+        bits = self._bit_table()
         top = hashes >> self._shift
-        return np.flatnonzero((self._bits[top >> np.uint64(3)] >> (top & np.uint64(7))) & np.uint64(1))  # type: ignore[index]
+        return np.flatnonzero((bits[top >> np.uint64(3)] >> (top & np.uint64(7))) & np.uint64(1))
 
     def first_matches(self, texts: list[str]) -> np.ndarray:
         """For each text, the index of the first eval set it matches, or -1."""
         best = np.full(len(texts), len(self.names), dtype=np.int32)
         if not texts or not (len(self.hashes) or len(self.heads)):
             return np.full(len(texts), -1, dtype=np.int32)
-        self._bit_table()
         keys = dedup_keys(texts)
         words = _END_JOIN.join(keys).split(b" ")
         values = np.fromiter(map(self.vocab.get, words, repeat(0)), dtype=np.uint64, count=len(words))
@@ -323,8 +319,8 @@ class Decontaminate:
     eval files in ``files``, each ``KIND:PATH`` or ``PATH`` (a ``.jsonl`` file is minimal pairs or a
     choice task by the fields of its first row, any other file one document per line, like ``bpb``),
     read with the kind's default settings; a file's set name is its path as written. ``ngram``: the
-    sequence length (13, GPT-3's; datatrove's default is 12); an eval text shorter than that is matched whole, down to
-    ``min_words`` words. ``action = "drop"`` drops a matching document with the reason
+    sequence length (13, GPT-3's; datatrove's default is 12); an eval text shorter than that is matched
+    whole, down to ``min_words`` words. ``action = "drop"`` drops a matching document with the reason
     ``contaminated:<set>`` (the first set it matches, in that order); ``"report"`` keeps it, sets
     ``doc.meta["contaminated"]`` to the set's name and counts it in the report's corpus measures.
     """
