@@ -305,7 +305,7 @@ def _infer_kind(path: str) -> str:
         raise InputError(
             path,
             f"cannot tell the eval kind from the fields {', '.join(sorted(row)) or '(none)'}: "
-            f"write KIND:{path} (kinds: {', '.join(_builtin_kinds())})",
+            f"write KIND:{path} (kinds: {', '.join(sorted(_builtin_kinds()))})",
             line,
         )
     raise no_usable(path, "rows", issues)
