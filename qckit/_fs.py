@@ -8,6 +8,13 @@ hidden ``.<name>.*.tmp`` sibling, never a half-written file under the real name.
 Also here: :func:`replace_symlink` (a link that points elsewhere in one step), :func:`fsync_path`
 (durability before a rename that publishes), and :class:`FileLock` (one process at a time per
 directory, with a record of the holder).
+
+Files and directories made here follow the umask (``0o666 & ~umask``, ``0o777 & ~umask``: what
+``open`` and ``mkdir`` would give), not the ``0600``/``0700`` of :mod:`tempfile`. Nothing here follows
+a link in the last component of a path it creates, truncates or deletes: the lock is opened with
+``O_NOFOLLOW``, temporary files are made with ``O_EXCL``, renames and unlinks act on the link itself,
+and :func:`remove_entry` deletes through a directory descriptor; :func:`refuse_link` is the one error
+for a link found where qckit keeps its own files.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +43,49 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "dir_mode",
+    "file_mode",
+    "follow_umask",
     "fsync_path",
     "jsonable",
     "path_error",
+    "refuse_link",
+    "remove_entry",
     "replace_dir",
     "replace_symlink",
     "staging_dir",
     "staging_file",
+    "umask",
 ]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the kernel reports it (Linux
+    ``/proc/self/status``); elsewhere set and restored at once, under a lock (``os.umask`` is the only
+    way to read it there, and it is process-global)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)  # restrictive for the instant it is set
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the umask."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """The mode ``mkdir`` gives a new directory: ``0o777`` less the umask."""
+    return 0o777 & ~umask()
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -55,6 +99,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
@@ -102,7 +147,10 @@ def staging_file(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp makes it 0600; a library writer reopening it keeps the mode
+    finally:
+        os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
@@ -122,10 +170,10 @@ def staging_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        os.chmod(tmp, dir_mode())  # mkdtemp makes it 0700
         yield tmp
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_entry(tmp.parent, tmp.name)
 
 
 def replace_dir(staged: Path, target: Path, *, keep_existing: bool = False) -> bool:
@@ -133,10 +181,13 @@ def replace_dir(staged: Path, target: Path, *, keep_existing: bool = False) -> b
 
     An existing ``target`` is swapped out (renamed aside, then removed), so readers see the old or the
     new directory, never a mix. With ``keep_existing`` an existing ``target`` wins and ``staged`` is
-    left for the caller to discard (a cache filled by a concurrent writer).
+    left for the caller to discard (a cache filled by a concurrent writer). A ``target`` that is a link
+    is replaced as a link: the rename moves the link, and only the link is deleted. The files of
+    ``staged`` get the mode the umask gives first (:func:`follow_umask`: libraries may write 0600).
     """
-    if target.exists():
-        if keep_existing:
+    follow_umask(os.path.join(parent, name) for parent, _, names in os.walk(staged) for name in names)
+    if os.path.lexists(target):
+        if keep_existing and not target.is_symlink():
             return False
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
         target.rename(old)
@@ -145,7 +196,7 @@ def replace_dir(staged: Path, target: Path, *, keep_existing: bool = False) -> b
         except BaseException:
             old.rename(target)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        remove_entry(old.parent, old.name)
         return True
     try:
         staged.rename(target)
@@ -169,6 +220,66 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def follow_umask(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Give the regular files ``paths`` the mode the umask gives (:func:`file_mode`, execute bits kept):
+    for files a library wrote through a temporary file of its own, 0600 (``safetensors`` does). Never
+    through a link; a path that is gone or not a regular file is skipped."""
+    mode = file_mode()
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                os.fchmod(fd, mode | (st.st_mode & 0o111))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def remove_entry(directory: str | os.PathLike[str], name: str, *, ignore_errors: bool = True) -> None:
+    """Delete ``name`` in ``directory`` -- a file, a link (never what it points to) or a whole tree --
+    through a descriptor of ``directory`` opened without following a link, so that neither ``name`` nor
+    anything below it is reached through a link; a ``directory`` that is itself a link is left alone.
+    A missing ``name`` is no error; other errors are ignored (a clean-up: what could not be removed
+    stays) unless ``ignore_errors`` is false."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        if ignore_errors:
+            return
+        raise
+    try:
+        if stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+            shutil.rmtree(name, ignore_errors=ignore_errors, dir_fd=fd)  # fd-based: links inside are unlinked
+        else:
+            os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not ignore_errors:
+            raise
+    finally:
+        os.close(fd)
+
+
+def refuse_link(path: str | os.PathLike[str], advice: str = "choose another output") -> Any:
+    """The :class:`~qckit.errors.InputError` for a link found where qckit keeps files of its own (a lock,
+    a generation, a checkpoint …): one line naming the link and where it points, e.g. ``out/.qckit/current:
+    is a link to /etc, not one qckit made: remove it or choose another output`` (``is not a file qckit
+    made`` for something else there that qckit would not make: a FIFO, a directory)."""
+    from qckit.errors import InputError
+
+    try:
+        what = f"a link to {os.readlink(path)}, not one"
+    except OSError:
+        what = "not a file"
+    return InputError(path, f"is {what} qckit made: remove it or {advice}")
 
 
 def replace_symlink(link: str | os.PathLike[str], target: str) -> None:
@@ -230,15 +341,25 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, wait_for_dead: float = 5.0) -> LockHolder | None:
-        """Take the lock or raise :class:`LockHeld`. Returns the record of an earlier holder that died
+        """Take the lock or raise :class:`LockHeld` (:class:`~qckit.errors.InputError` when ``path`` is a
+        link or not a regular file: :func:`refuse_link`). Returns the record of an earlier holder that died
         without releasing it (``None`` after a clean release). A lock whose recorded holder is dead is
         still held for a moment by its exiting worker processes: wait up to ``wait_for_dead`` seconds."""
         import fcntl
 
         deadline = time.monotonic() + wait_for_dead
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # never through a link (a planted one would have us truncate the file it names), never a FIFO
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
             try:
+                fd = os.open(self.path, flags, 0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise refuse_link(self.path) from None
+                raise
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise refuse_link(self.path)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = self._read(fd)
