@@ -16,6 +16,13 @@ switches every output at once, so a reader, a crash or a ``kill -9`` sees the pr
 or the new run's, never a mix. Links of the previous run's outputs that this run did not write are
 removed; regular files left by older versions are moved to ``.qckit/replaced/``. Whatever a dead run
 left (its ``run-<id>/``, an unpublished generation) is removed by the next run.
+
+Nothing outside the directory is ever touched, and only what qckit made is deleted: a ``.qckit`` that
+is a link, a lock, ``current``, ``gen-*``, ``run-*``, ``work`` or ``replaced`` entry that is a link
+(``current`` only as qckit makes it: a link to a plain ``gen-<id>`` name that is a real directory
+beside it) is refused at the start with one line naming it (:func:`qckit._fs.refuse_link`), and every
+deletion goes through a descriptor of ``.qckit`` or ``out`` opened without following a link
+(:func:`qckit._fs.remove_entry`).
 """
 
 from __future__ import annotations
@@ -23,18 +30,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import re
+import stat
 import time
 import uuid
 from pathlib import Path
 
-from qckit._fs import FileLock, LockHeld, fsync_path, path_error, replace_symlink
+from qckit._fs import FileLock, LockHeld, fsync_path, path_error, refuse_link, remove_entry, replace_symlink
 from qckit.errors import InputError
 from qckit.progress import Observer
 from qckit.settings import STATE_DIR
 
 CURRENT = "current"
 LOCK = "lock"
+#: the work directory of executors that read their own shards (plan, results, completion records)
+WORK_DIR = "work"
+REPLACED_DIR = "replaced"
+#: the entries of ``.qckit`` that qckit makes as directories or files, never as links (``current`` aside)
+_OWN_NAMES = (LOCK, WORK_DIR, REPLACED_DIR)
+_OWN_PREFIXES = ("gen-", "run-")
+#: what ``current`` may point to: a generation's plain name, beside it (no ``/``, no ``..``)
+_GENERATION = re.compile(r"gen-[A-Za-z0-9._-]+")
 #: where legacy regular-file outputs (and the spools of older versions) are recognised
 _LEGACY_SPOOL_PREFIX = ".qckit-prepare-"
 
@@ -61,7 +77,13 @@ class OutputDir:
             target = self.path / name
             if target.is_dir() and not target.is_symlink():
                 raise InputError(target, "is a directory; the output of this name cannot be written")
+        if self.state.is_symlink():
+            raise refuse_link(self.state)
         _mkdir(self.state)
+        try:
+            self._refuse_links()
+        except OSError as exc:
+            raise path_error(exc, self.state) from None
         try:
             stale = self._lock.acquire()
         except LockHeld as held:
@@ -83,7 +105,7 @@ class OutputDir:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            remove_entry(self.state, self.run_dir.name)
             # Nothing published and nothing to resume (a first run failed): leave no trace.
             empty = self._current() is None and not any(e.name != LOCK for e in self.state.iterdir())
         except OSError:
@@ -93,18 +115,45 @@ class OutputDir:
             with contextlib.suppress(OSError):
                 self.state.rmdir()
 
+    def _refuse_links(self) -> None:
+        """Refuse (one line naming it) a link where qckit keeps an entry of its own: following it would
+        have a run truncate, fill or delete what it points to (see the module docstring)."""
+        work = self.state / WORK_DIR
+        for entry in sorted(os.scandir(self.state), key=lambda e: e.name):
+            if entry.is_symlink() and (entry.name in _OWN_NAMES or entry.name.startswith(_OWN_PREFIXES)):
+                raise refuse_link(entry.path)
+        if _is_real_dir(work):
+            for entry in sorted(os.scandir(work), key=lambda e: e.name):  # everything in work/ is qckit's
+                if entry.is_symlink():
+                    raise refuse_link(entry.path)
+        try:
+            os.readlink(self.state / CURRENT)
+        except FileNotFoundError:
+            pass
+        except OSError:  # there, but not a link (EINVAL): not one qckit made
+            raise refuse_link(self.state / CURRENT) from None
+        else:
+            if self._current() is None and not self._dangling_current():
+                raise refuse_link(self.state / CURRENT)
+
+    def _dangling_current(self) -> bool:
+        """Whether ``current`` is a link qckit made to a generation that no longer exists (removed by hand):
+        harmless, the next publication replaces it."""
+        target = os.readlink(self.state / CURRENT)
+        return bool(_GENERATION.fullmatch(target)) and not os.path.lexists(self.state / target)
+
     def _remove_leftovers(self) -> None:
         """What dead runs left: their run directories, unpublished generations, temporary links, the spools
         of older versions, and links to outputs the current generation does not have."""
         current = self._current()
         for entry in self.state.iterdir():
             if entry.name.startswith("run-") or (entry.name.startswith("gen-") and entry.name != current):
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_entry(self.state, entry.name)
             elif entry.name.endswith(".tmp") and entry.is_symlink():
                 entry.unlink(missing_ok=True)
         for entry in self.path.iterdir():
             if entry.name.startswith(_LEGACY_SPOOL_PREFIX) and entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_entry(self.path, entry.name)
             elif self._is_our_link(entry) and not entry.exists():
                 entry.unlink(missing_ok=True)
             elif (
@@ -145,7 +194,7 @@ class OutputDir:
 
     def _after_switch(self, previous: str | None, gone: set[str], legacy: list[str]) -> None:
         """Tidy up once the new generation is current: nothing done here can mix the two runs."""
-        replaced = self.state / "replaced"
+        replaced = self.state / REPLACED_DIR
         listed = self._legacy_outputs(previous)  # read before the stats file below becomes a link
         for name in legacy:
             with contextlib.suppress(OSError):
@@ -164,7 +213,7 @@ class OutputDir:
             if self._is_our_link(link):
                 link.unlink(missing_ok=True)
         if previous:
-            shutil.rmtree(self.state / previous, ignore_errors=True)
+            remove_entry(self.state, previous)
         fsync_path(self.path)
 
     def _legacy_outputs(self, previous: str | None) -> list[str]:
@@ -181,12 +230,15 @@ class OutputDir:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _current(self) -> str | None:
-        """The name of the current generation, if there is one."""
+        """The name of the current generation, if ``current`` is a link qckit made: to a plain
+        ``gen-<id>`` name that is a real directory (not a link) beside it."""
         try:
             target = os.readlink(self.state / CURRENT)
         except OSError:
             return None
-        return target if target.startswith("gen-") and (self.state / target).is_dir() else None
+        if not _GENERATION.fullmatch(target) or not _is_real_dir(self.state / target):
+            return None
+        return target
 
     @staticmethod
     def _link_target(name: str) -> str:
@@ -204,6 +256,14 @@ class OutputDir:
             return os.readlink(path) == self._link_target(path.name)
         except OSError:
             return False
+
+
+def _is_real_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory itself, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _mkdir(path: Path) -> None:

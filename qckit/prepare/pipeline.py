@@ -34,17 +34,13 @@ from qckit.components import BLANK_LINE, Document
 from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare import inputs, shards
 from qckit.prepare.inputs import InputFile
-from qckit.prepare.outdir import OutputDir
+from qckit.prepare.outdir import WORK_DIR, OutputDir
 from qckit.prepare.output import MemorySink, RejectsFile, Spool, split_set, write_sets
 from qckit.prepare.stats import Funnel
 from qckit.prepare.work import BatchResult, Stage, StatefulFilters, process, warm_up
 from qckit.progress import NullObserver, Observer
 from qckit.recipe import PreparePlan, build_recipe
 from qckit.settings import REJECTS_FILE, set_suffixes
-
-#: the work directory of executors that read their own shards (plan, results, completion records),
-#: inside the output directory's state directory
-WORK_DIR = "work"
 
 
 @dataclass
