@@ -262,7 +262,10 @@ class StatefulFilter(Protocol):
     """A filter whose answer depends on the documents seen before (deduplication); ``stateful = True``.
 
     ``fingerprint`` is pure and runs in worker processes; ``drop_reasons`` runs in the main process,
-    in corpus order, on the fingerprints of the documents that passed every stateless filter.
+    in corpus order, on the fingerprints of the documents that passed every stateless filter. A
+    fingerprint is data (None, bool, int, float, str, bytes, lists, tuples, dicts with string keys,
+    numeric numpy arrays and scalars): sharded runs store it without pickle
+    (:mod:`qckit.prepare.resultfile`).
     """
 
     name: ClassVar[str]

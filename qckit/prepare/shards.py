@@ -16,30 +16,40 @@ So the output is byte-identical to the local executor's for any shard count. The
 completion records stay in the work directory until the run commits; a run with ``resume`` whose
 fingerprint (components, settings, input sizes and times) matches reuses them and reruns only the
 shards without a record.
+
+The work directory may be shared storage that others can write, so nothing read from it can run
+code: results are data (:mod:`qckit.prepare.resultfile`, never pickle), opened without following a
+link, and checked as they are read. A shard whose record is missing, unreadable or names another size
+than its results is not complete (it runs again); results that are not what qckit writes stop the run
+with one line naming the file (``run without resume to start over``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import pickle
-import shutil
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from qckit import __version__
-from qckit._fs import atomic_write_json, errors_name, path_error
+from qckit._fs import atomic_write_json, errors_name, path_error, refuse_link, remove_entry
 from qckit.errors import ComponentError, InputError
+from qckit.prepare import resultfile
 from qckit.prepare.inputs import InputFile, read_records, record_batches
 from qckit.prepare.work import BatchResult, Stage, process
 
 PLAN_FILE = "plan.json"
-_FORMAT = 1  # of the work directory; a different one is never resumed
+SHARDS_DIR = "shards"
+_FORMAT = 2  # of the work directory; a different one is never resumed (1: pickled results)
+#: what a resumed run is told to do when the work directory holds what qckit did not write
+_START_OVER = "run without resume to start over"
 
 
 @dataclass(frozen=True)
@@ -129,11 +139,21 @@ def _records(ctx: ShardContext, shard: Shard) -> Iterator[Any]:
 
 
 def results_path(work_dir: str | Path, shard: Shard) -> Path:
-    return Path(work_dir) / "shards" / f"{shard.index:06d}.pkl"
+    return Path(work_dir) / SHARDS_DIR / f"{shard.index:06d}.results"
 
 
 def record_path(work_dir: str | Path, shard: Shard) -> Path:
-    return Path(work_dir) / "shards" / f"{shard.index:06d}.done"
+    return Path(work_dir) / SHARDS_DIR / f"{shard.index:06d}.done"
+
+
+def _shards_dir(work_dir: str | Path) -> Path:
+    """The work directory's ``shards/``, made if missing; refused if it is a link (a worker would write
+    wherever it points)."""
+    path = Path(work_dir) / SHARDS_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise refuse_link(path, _START_OVER)
+    return path
 
 
 def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
@@ -143,15 +163,23 @@ def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
     reader = ctx.readers[shard.reader]
     inp = InputFile(shard.file_index, shard.set_index, shard.path, shard.reader, 0)
     final = results_path(ctx.work_dir, shard)
-    tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+    tmp = final.with_name(f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     batches = records = nbytes = 0
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            pickler = pickle.Pickler(f, pickle.HIGHEST_PROTOCOL)
+        _shards_dir(ctx.work_dir)
+        # a fresh name, never through a link; the umask decides the mode, as for any output
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, 0o666), "wb") as f:
+            f.write(resultfile.MAGIC)
             for batch in record_batches(_records(ctx, shard), inp, reader, shard.first_line, ctx.batch_bytes):
-                pickler.dump(process(ctx.stage, batch))
-                pickler.clear_memo()
+                result = process(ctx.stage, batch)
+                try:
+                    resultfile.write_result(f, result)
+                except resultfile.UnstorableFingerprint as exc:
+                    name, owner, _ = ctx.stage.stateful[exc.index]
+                    raise ComponentError("filter", name, owner, shard.path, exc) from None
+                except TypeError as exc:  # a tag a component put in a document's meta that is not data
+                    raise InputError(shard.path, f"the results of {shard} cannot be stored: {exc}") from None
                 batches += 1
                 records += batch.n_records
                 nbytes += batch.nbytes
@@ -178,22 +206,33 @@ def run_shard(ctx: ShardContext, shard: Shard) -> dict[str, Any]:
 
 
 def is_complete(work_dir: str | Path, shard: Shard) -> bool:
-    """Whether the shard left a completion record and results of the size it names."""
+    """Whether the shard left a completion record and results of the size it names (a record that is
+    missing, unreadable or not qckit's: not complete, the shard runs again)."""
     try:
         record = json.loads(record_path(work_dir, shard).read_text(encoding="utf-8"))
-        return results_path(work_dir, shard).stat().st_size == record["results_bytes"]
+        size = record["results_bytes"]
+        return type(size) is int and os.lstat(results_path(work_dir, shard)).st_size == size
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def read_results(work_dir: str | Path, shard: Shard) -> Iterator[BatchResult]:
-    """A finished shard's batch results, in order."""
-    with open(results_path(work_dir, shard), "rb") as f:
-        while True:
-            try:
-                yield pickle.load(f)
-            except EOFError:
-                return
+    """A finished shard's batch results, in order: data only, checked as they are read
+    (:class:`~qckit.errors.InputError` naming the file when it is not what qckit writes)."""
+    path = results_path(work_dir, shard)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise refuse_link(path, _START_OVER) from None
+        raise path_error(exc, path) from None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            yield from resultfile.read_results(f, os.fstat(fd).st_size)
+        except ValueError as exc:
+            raise InputError(path, f"not the results qckit writes ({exc}); {_START_OVER}") from None
+        except OSError as exc:
+            raise path_error(exc, path) from None
 
 
 def fingerprint(files: list[InputFile], components: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +281,7 @@ def load_plan(work_dir: Path, print_: dict[str, Any]) -> list[Shard] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(path, f"cannot resume: unreadable plan ({exc}); run without resume") from None
+        raise InputError(path, f"cannot resume: unreadable plan ({exc}); {_START_OVER}") from None
     if digest(old) != digest(print_):
         raise InputError(
             work_dir, f"cannot resume: {_difference(old, print_)}; run without resume to start over"
@@ -266,5 +305,5 @@ def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def clear(work_dir: Path) -> None:
-    """Remove a work directory (a finished run's, or one that will not be resumed)."""
-    shutil.rmtree(work_dir, ignore_errors=True)
+    """Remove a work directory (a finished run's, or one that will not be resumed), never through a link."""
+    remove_entry(work_dir.parent, work_dir.name)
