@@ -158,9 +158,11 @@ class QckitCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         # the Trainer has written everything into checkpoint-N: the marker, written last, says it is complete
         if self.is_main_process:
+            from qckit._fs import follow_umask
             from qckit.train.checkpoints import write_marker
 
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            follow_umask(checkpoint.glob("*.safetensors"))  # safetensors writes them 0600
             write_marker(checkpoint, self.fingerprint, self.progress.eval_before, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qckit._fs import atomic_write_json, file_sha256, jsonable
+from qckit._fs import atomic_write_json, file_sha256, jsonable, path_error, refuse_link, remove_entry
 from qckit.errors import InputError, RecipeError
 from qckit.train.settings import WSD, WSD_KEYS
 from qckit.train.tracking import MLRUNS_DIR, WANDB_DIR
@@ -97,6 +98,8 @@ NOT_IDENTITY = frozenset(
     }
 )
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+#: the weight files of a model saved in several parts
+_SHARDED_WEIGHTS = re.compile(r"^model-\d+-of-\d+\.safetensors$")
 #: what the Trainer needs besides the weights and the optimizer to continue exactly where it stopped
 _STATE_FILES = ("trainer_state.json", "scheduler.pt")
 #: the optimizer state as ``Trainer._load_optimizer_and_scheduler`` finds it: ``optimizer.pt`` (plain),
@@ -249,11 +252,14 @@ def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
-    """The ``checkpoint-N`` directories of ``output_dir``, newest (highest N) first."""
+    """The ``checkpoint-N`` directories of ``output_dir``, newest (highest N) first (links to directories
+    are not checkpoints: :func:`check_output_dir` refuses them)."""
     if not output_dir.is_dir():
         return []
     found = [
-        (int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+        (int(m.group(1)), p)
+        for p in output_dir.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and not p.is_symlink()
     ]
     return [p for _, p in sorted(found, reverse=True)]
 
@@ -412,7 +418,10 @@ def check_output_dir(output_dir: Path, model: str, *, overwrite: bool) -> None:
     """Refuse (``RecipeError`` on ``train.output_dir``) an ``output_dir`` that is the base model's
     directory, and, for ``overwrite``, one whose ``checkpoint-*`` directories qckit did not write
     (no :data:`MARKER`, no summary: :func:`clear_output_dir` removes nothing of a directory it cannot
-    tell is a qckit run's, and the new run's checkpoints would mix with them)."""
+    tell is a qckit run's, and the new run's checkpoints would mix with them). Refuse too (one line
+    naming it, :func:`qckit._fs.refuse_link`) a link under a name the run writes, removes or caches
+    into (a checkpoint, an output, ``logs/``, the packing cache ``.cache``): the run would write
+    through it, or delete, wherever it points."""
     from qckit.models import resolve_model
 
     source = resolve_model(model)
@@ -422,6 +431,9 @@ def check_output_dir(output_dir: Path, model: str, *, overwrite: bool) -> None:
             "overwrite it; choose another output_dir",
             key="train.output_dir",
         )
+    for path in _run_entries(output_dir):
+        if path.is_symlink():
+            raise refuse_link(path, "choose another output_dir")
     found = checkpoints(output_dir)
     if overwrite and found and not is_run_output(output_dir):
         names = ", ".join(p.name for p in found[:3]) + (" …" if len(found) > 3 else "")
@@ -432,24 +444,54 @@ def check_output_dir(output_dir: Path, model: str, *, overwrite: bool) -> None:
         )
 
 
+#: the packing cache's default place in the output directory (``train.cache_dir`` unset)
+CACHE_DIR = ".cache"
+
+
+def _run_entries(output_dir: Path) -> list[Path]:
+    """The entries of ``output_dir`` under a name that a run (qckit or the Trainer) writes, as they are
+    (links included)."""
+    try:
+        names = os.listdir(output_dir)
+    except OSError:
+        return []
+    ours = {*RUN_OUTPUTS, *RUN_OUTPUT_DIRS, CACHE_DIR}
+    return [
+        output_dir / name
+        for name in sorted(names)
+        if name in ours or _CHECKPOINT.match(name) or _SHARDED_WEIGHTS.match(name)
+    ]
+
+
+def _removal_order(path: Path) -> tuple[int, int, str]:
+    """Checkpoints newest first, then the run's directories, then its files (the order the warning names them)."""
+    if m := _CHECKPOINT.match(path.name):
+        return 0, -int(m.group(1)), ""
+    if path.name in RUN_OUTPUT_DIRS:
+        return 1, RUN_OUTPUT_DIRS.index(path.name), ""
+    return 2, 0, path.name
+
+
 def clear_output_dir(output_dir: Path) -> list[str]:
     """Remove an earlier qckit run's checkpoints and outputs from ``output_dir`` (the packing cache stays).
     A directory that holds no qckit run (:func:`is_run_output`) keeps everything: its README.md,
-    config.json … are the user's. Returns the names removed."""
+    config.json … are the user's. Nothing is removed through a link, and a link is never removed (it is
+    not one qckit made; :func:`check_output_dir` refuses it). Returns the names removed."""
     if not is_run_output(output_dir):
         return []
     removed: list[str] = []
-    for checkpoint in checkpoints(output_dir):
-        shutil.rmtree(checkpoint)
-        removed.append(checkpoint.name)
-    for name in RUN_OUTPUT_DIRS:
-        path = output_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-            removed.append(name)
-    for pattern in (*RUN_OUTPUTS, "model-*-of-*.safetensors"):
-        for path in output_dir.glob(pattern):
-            if path.is_file():
-                path.unlink()
-                removed.append(path.name)
+    for path in sorted(_run_entries(output_dir), key=_removal_order):
+        if path.name == CACHE_DIR:
+            continue
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        wanted_dir = path.name in RUN_OUTPUT_DIRS or _CHECKPOINT.match(path.name)
+        if stat.S_ISDIR(mode) if wanted_dir else stat.S_ISREG(mode):
+            try:
+                remove_entry(output_dir, path.name, ignore_errors=False)
+            except OSError as exc:
+                raise path_error(exc, path) from None
+            removed.append(path.name)
     return removed

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qckit._fs import file_sha256, replace_dir, staging_dir
+from qckit._fs import file_sha256, remove_entry, replace_dir, staging_dir
 from qckit.components import IGNORE_INDEX, Chunker, PackingStats, ability
 from qckit.errors import InputError, QckitError
 from qckit.progress import NullObserver, Observer
@@ -528,7 +527,8 @@ def _load_cached(target: Path, total: int, observer: Observer) -> PackedDataset 
         dataset = PackedDataset.load(target)
     except (OSError, ValueError, KeyError, TypeError):
         observer.warn(f"{target}: unreadable packing cache entry, rebuilding it")
-        shutil.rmtree(target, ignore_errors=True)
+        # cache_dir may be a link the user chose (resolved); the entry itself is never followed
+        remove_entry(target.parent.resolve(), target.name)
         return None
     observer.advance("tokenize", total, cached=True)
     return dataset
@@ -539,6 +539,6 @@ def _store(dataset: PackedDataset, target: Path) -> None:
     with staging_dir(target) as tmp:
         dataset.save(tmp)
         if target.exists() and not (target / "meta.json").is_file():
-            shutil.rmtree(target, ignore_errors=True)  # debris of a crashed writer, never a valid entry
+            remove_entry(target.parent.resolve(), target.name)  # debris of a crashed writer, never an entry
         replace_dir(tmp, target, keep_existing=True)  # a concurrent writer's complete entry is as good
     dataset.cache_path = target

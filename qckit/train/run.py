@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from qckit import __version__
-from qckit._fs import atomic_write_json, atomic_write_text
+from qckit._fs import atomic_write_json, atomic_write_text, follow_umask, remove_entry
 from qckit.components import Chunker, ModelAdapter, ability
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
 from qckit.progress import NullObserver, Observer, phase
@@ -624,7 +623,7 @@ class TrainRun:
                         f"{self.output_dir}"
                     )
             for checkpoint in self.debris:  # the resumed run writes these steps again
-                shutil.rmtree(checkpoint, ignore_errors=True)
+                remove_entry(checkpoint.parent, checkpoint.name)
 
     def _tracker_callbacks(self) -> list[Any]:
         """TensorBoard's callback and one for the MLflow / W&B runs ``report_to`` asks for (rank 0 only)."""
@@ -692,6 +691,8 @@ class TrainRun:
         trainer, progress, output_dir = self.trainer, self.progress, self.output_dir
         with phase(self.obs, f"saving the model into {output_dir}"):
             trainer.save_model(str(output_dir))
+            if self.env.is_main_process:
+                follow_umask(output_dir.glob("*.safetensors"))  # safetensors writes them 0600
             trainer.save_state()
         state = trainer.state
         result = TrainResult(
