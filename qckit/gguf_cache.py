@@ -14,7 +14,9 @@ converter gets a new entry. float32 holds every dequantized value exactly, so th
 bit-identical to a fresh dequantization (loading in bf16/fp16 then rounds them as a direct load would).
 An entry is written beside its final name and renamed when complete; two processes filling the same
 entry at once both succeed and one copy is kept. ``QCKIT_CACHE=off`` disables the cache. Entries are
-never removed by qckit: delete the directory to reclaim the space (about 4 bytes per parameter).
+never removed by qckit: delete the directory to reclaim the space (about 4 bytes per parameter). A
+``gguf`` folder or an entry that is a link is refused (one line naming it): an entry is replaced by
+renaming it aside and deleting it, which must never reach another directory.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qckit._fs import atomic_write_json, file_sha256, replace_dir, staging_dir
+from qckit._fs import atomic_write_json, file_sha256, refuse_link, replace_dir, staging_dir
 
 __all__ = ["CACHE_ENV", "CACHE_FORMAT", "SOURCE_NAME", "CachedGguf", "cache_root", "gguf_cache_entry"]
 
@@ -87,6 +89,9 @@ def gguf_cache_entry(gguf_file: str | Path, fill: Callable[[Path], None]) -> Cac
     path = Path(gguf_file)
     content = file_sha256(path)
     entry = root / "gguf" / _entry_key(content)
+    for place in (entry.parent, entry):
+        if place.is_symlink():
+            raise refuse_link(place, f"set {CACHE_ENV} to another folder")
     if (entry / SOURCE_NAME).is_file():
         return CachedGguf(entry, hit=True)
     with staging_dir(entry) as tmp:

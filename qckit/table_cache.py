@@ -10,8 +10,8 @@ and numpy's version. A changed builder, another Python or another Unicode versio
 Entries are written through a temporary file and a rename, so concurrent runs never see half an entry;
 writing one removes the entries of the same name that no run has used for 30 days, so the folder stays
 small while checkouts of different versions share it.
-A missing, unreadable or malformed entry is rebuilt; a cache that cannot be written (read-only, full) is
-simply not used. ``QCKIT_CACHE=off`` disables it (see :mod:`qckit.gguf_cache` for the root).
+A missing, unreadable or malformed entry is rebuilt; a cache that cannot be written (read-only, full,
+or a ``tables`` folder that is a link: nothing is written or deleted through it) is simply not used. ``QCKIT_CACHE=off`` disables it (see :mod:`qckit.gguf_cache` for the root).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import stat
 import sys
 import time
 import unicodedata
@@ -58,6 +59,8 @@ def cached_table(name: str, build: Callable[[], np.ndarray], sources: Sequence[s
         path = root / TABLES_DIR / f"{name}-{_key(name, tuple(sources))}.npy"
     except OSError:  # a source file that cannot be read: no key, no cache
         return build()
+    if path.parent.is_symlink():  # never written or cleaned through a link
+        return build()
     with contextlib.suppress(OSError, ValueError, EOFError):
         table = np.load(path, allow_pickle=False)
         if isinstance(table, np.ndarray):
@@ -71,6 +74,7 @@ def cached_table(name: str, build: Callable[[], np.ndarray], sources: Sequence[s
         # different versions may share the cache: each keeps its own entries while it is in use)
         stale = time.time() - STALE_AFTER_S
         for old in path.parent.glob(f"{name}-*.npy"):
-            if old != path and old.stat().st_atime < stale and old.stat().st_mtime < stale:
+            info = old.lstat()  # a link is not an entry qckit wrote: left alone
+            if old != path and stat.S_ISREG(info.st_mode) and info.st_atime < stale and info.st_mtime < stale:
                 old.unlink(missing_ok=True)
     return table
