@@ -7,12 +7,17 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from qckit_builtins import accelerated
+from qckit_builtins._env import no_extensions
 
-ENABLED = not os.environ.get("QCKIT_NO_EXTENSIONS")
+ENABLED = not no_extensions(os.environ)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(not ENABLED, reason="QCKIT_NO_EXTENSIONS is set")
@@ -37,3 +42,49 @@ def test_a_build_of_another_interface_version_is_left_unused(
     monkeypatch.setenv("QCKIT_NO_EXTENSIONS", "1")
     monkeypatch.setattr(module, "API", accelerated.API[name])
     assert accelerated._load(name) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "off"),
+    [
+        (None, False),
+        ("", False),
+        ("0", False),
+        (" false ", False),
+        ("No", False),
+        ("OFF", False),
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+    ],
+)
+def test_qckit_no_extensions_is_read_as_a_boolean(value: str | None, off: bool) -> None:
+    environ = {} if value is None else {"QCKIT_NO_EXTENSIONS": value}
+    assert no_extensions(environ) is off
+
+
+def test_a_value_that_is_not_a_boolean_is_one_clear_error_at_run_time_and_at_install() -> None:
+    message = "QCKIT_NO_EXTENSIONS='maybe' is not a boolean: 1/true/yes/on leaves the C accelerators out"
+    with pytest.raises(ValueError, match=message):
+        no_extensions({"QCKIT_NO_EXTENSIONS": "maybe"})
+    env = {**os.environ, "QCKIT_NO_EXTENSIONS": "maybe"}
+    setup = subprocess.run(
+        [sys.executable, "setup.py", "--name"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert setup.returncode != 0 and f"setup.py: {message}" in setup.stderr
+    env["QCKIT_NO_EXTENSIONS"] = "0"
+    setup = subprocess.run(
+        [sys.executable, "setup.py", "--name"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert setup.returncode == 0, setup.stderr
+
+
+def test_zero_uses_the_accelerators_as_unset_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in accelerated.API:
+        monkeypatch.delenv("QCKIT_NO_EXTENSIONS", raising=False)
+        unset = accelerated._load(name)
+        monkeypatch.setenv("QCKIT_NO_EXTENSIONS", "0")
+        assert accelerated._load(name) is unset
+        monkeypatch.setenv("QCKIT_NO_EXTENSIONS", "on")
+        assert accelerated._load(name) is None

@@ -3,8 +3,10 @@
 ``setup.py`` compiles them from ``_speedups/*.c`` at install time when a C compiler is there. A batch
 method looks its accelerator up here at every call and falls back to its Python/numpy code when it is
 None; both give the same output (``tests/test_textscan.py`` and ``tests/test_markerscan.py`` compare
-them on random text), the C one faster. ``QCKIT_NO_EXTENSIONS=1`` in the environment leaves them unused
-(and unbuilt at install); ``tests/test_accelerated.py`` checks that they are built where a compiler is.
+them on random text), the C one faster. ``QCKIT_NO_EXTENSIONS=1`` (or ``true``/``yes``/``on``) in the
+environment leaves them unused (and unbuilt at install); ``0``/``false``/``no``/``off`` or unset uses them;
+another value is an error (:mod:`qckit_builtins._env`, which ``setup.py`` reads too).
+``tests/test_accelerated.py`` checks that they are built where a compiler is.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import importlib
 import os
 from types import ModuleType
 
+from qckit_builtins._env import no_extensions
+
 #: the interface version (``API`` in the C source) this code expects of each accelerator: a build of
 #: another version (an editable checkout not rebuilt after a change) is left unused
 API = {"_textscan": 3, "_markerscan": 2}
 
 
 def _load(name: str) -> ModuleType | None:
-    if os.environ.get("QCKIT_NO_EXTENSIONS"):
+    if no_extensions(os.environ):
         return None
     try:
         module = importlib.import_module(f"qckit_builtins.{name}")
