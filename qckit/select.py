@@ -242,7 +242,7 @@ def select_run(
         observer=obs,
     )
     suite = EvalSuite(sets, context)
-    identity = digest(evaluation_identity(sets))
+    identity = digest({"eval_sets": evaluation_identity(sets)})
     cache_path = run_dir / _cache_name()
     cache = _read_cache(cache_path)
     measured = cached = 0

@@ -672,9 +672,12 @@ class TrainRun:
         sinks: list[Any] = []
         writer = self._writer
         if writer is not None:
-            sinks.append(
-                lambda step, rows: (writer.add_text("samples", samples_markdown(rows), step), writer.flush())
-            )
+
+            def to_tensorboard(step: int, rows: list[dict[str, str]]) -> None:
+                writer.add_text("samples", samples_markdown(rows), step)
+                writer.flush()
+
+            sinks.append(to_tensorboard)
         sinks += [tracker.log_samples for tracker in self.trackers]
         return sinks
 
@@ -734,6 +737,7 @@ class TrainRun:
         from qckit.select import record_selection, select_run, write_selected
 
         chosen = self.settings.select
+        assert chosen is not None  # run() calls this only with [train.select]
         selection = select_run(
             self.output_dir,
             strengths=chosen.strengths,
