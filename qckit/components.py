@@ -469,17 +469,14 @@ _SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 @dataclass
 class EvalSetSettings:
-    """The keys every ``[[train.eval]]`` table has, whatever its ``kind``; the other keys are the evaluator's.
+    """The keys every ``[[train.eval]]`` table has, whatever its ``kind``; the other keys are the evaluator's."""
 
-    ``name`` names the set in reports, the summary and TensorBoard (letters, digits, ``_ . -``);
-    ``path`` is its file; ``role`` is ``target`` or ``retain``; ``max_regression`` (retain sets only,
-    default :data:`DEFAULT_MAX_REGRESSION`) is how much worse the metric may get before the run is
-    flagged, in the evaluator's :attr:`Evaluator.regression` unit.
-    """
-
+    #: names the set in reports, the summary and TensorBoard (letters, digits, ``_ . -``)
     name: str
-    path: str
-    role: str = "target"
+    path: str  #: the set's file
+    role: str = "target"  #: one of :data:`EVAL_ROLES`: a target set should improve, a retain set should hold
+    #: retain sets only: how much worse the metric may get before the run is flagged, in the evaluator's
+    #: :attr:`Evaluator.regression` unit; unset = :data:`DEFAULT_MAX_REGRESSION`
     max_regression: float | None = None
 
     def __post_init__(self) -> None:

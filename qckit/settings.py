@@ -25,16 +25,19 @@ STATE_DIR = ".qckit"
 class PrepareSettings:
     """The ``[prepare]`` table of a recipe (components are configured in its sub-tables)."""
 
+    #: the corpus files, each read by the reader of its suffix (``qckit plugins reader`` lists them)
     inputs: list[str] = field(default_factory=list)
+    #: the output directory: train/val files, the stats file (and rejected.jsonl)
     output: str = "./data"
+    #: one train/val pair for all inputs; off: one pair per input (train_1.txt, val_1.txt …)
     merge: bool = False
-    workers: int = 0  # 0 = one per CPU core
+    workers: int = 0  #: worker processes (the executor's parallelism); 0 = one per CPU core
     batch_bytes: int = 256 * 1024  #: input bytes per batch handed to a worker
     #: a longer input line (record) is counted as ``line_too_long`` and skipped while streaming
     max_line_bytes: int = MAX_LINE_BYTES
-    max_examples: int = 5  # examples kept per drop reason / reader problem
-    rejects: bool = False  # also write rejected.jsonl: every dropped document with its filter and reason
-    stats_file: str = STATS_FILE
+    max_examples: int = 5  #: examples kept per drop reason / reader problem in the stats file
+    rejects: bool = False  #: also write rejected.jsonl: every dropped document with its filter and reason
+    stats_file: str = STATS_FILE  #: the funnel's file name in the output directory
     #: rerun only the shards an interrupted run left unfinished (executors that read their own inputs)
     resume: bool = False
 

@@ -52,19 +52,15 @@ WSD_KEYS = ("decay_fraction", "min_lr_ratio", "decay_type", "decay_source", "dec
 
 @dataclass
 class DataSource:
-    """One training source of a ``[[train.data]]`` list: a corpus file and its share of the training tokens.
+    """One training source of a ``[[train.data]]`` list: a corpus file and its share of the training tokens."""
 
-    ``weight`` is the source's share of the tokens trained on (label ≠ -100); the weights of a recipe
-    are normalised to sum to 1, so ``0.8``/``0.2`` and ``4``/``1`` mean the same. ``exhausted`` says
-    what happens when the source has no window left before the epoch ends: ``"repeat"`` draws it
-    again (in a new order), ``"stop"`` ends the epoch. ``name`` labels the source in the reports
-    (default: the file name without its extension).
-    """
-
-    path: str
+    path: str  #: the training file, one document per line
+    #: the source's share of the trained tokens (label ≠ -100), normalised over the list: 0.8/0.2 = 4/1
     weight: float = 1.0
+    #: when its windows run out before the epoch ends (:data:`EXHAUSTED`): repeat draws it again (in a
+    #: new order), stop ends the epoch
     exhausted: str = "repeat"
-    name: str = ""
+    name: str = ""  #: the source's label in the reports; "" = the file name without its extension
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.strip():
@@ -87,12 +83,13 @@ SELECT_CHECKPOINTS = ("all", "final")
 class SelectSettings:
     """``[train.select]``: after training, choose how much of the learned delta to keep (:mod:`qckit.select`).
 
-    ``strengths``: the fractions of the delta tried on each candidate; ``checkpoints``: ``"all"`` (the
-    kept checkpoints and the final weights) or ``"final"``. The chosen point is written to
-    ``<output_dir>/selected`` and recorded in ``training_summary.json`` and the model card.
+    The chosen point is written to ``<output_dir>/selected`` and recorded in ``training_summary.json``
+    and the model card.
     """
 
+    #: the fractions of the delta tried on each candidate (0 = the base model, 1 = the trained weights)
     strengths: list[float] = field(default_factory=lambda: list(DEFAULT_STRENGTHS))
+    #: the candidates (:data:`SELECT_CHECKPOINTS`): all = the kept checkpoints and the final weights
     checkpoints: str = "all"
 
     def __post_init__(self) -> None:
@@ -122,18 +119,19 @@ class TrainSettings:
     #: several training sources with token shares (``[[train.data]]``, replay); instead of train_file
     data: list[DataSource] = field(default_factory=list)
     val_file: str | None = None  #: held-out corpus for perplexity and bits-per-byte
+    #: the run's folder: the adapter or model, checkpoints, training_summary.json, the model card, logs
     output_dir: str = "./cpt_model"
     model: str = "meta-llama/Llama-3.2-1B"  #: hub id, model directory, .gguf file or pkg:<package>/<file>
     trust_remote_code: bool = False  #: run model code shipped with a hub model (off unless you trust it)
     #: words to make single tokens (a list, or a file with one word per line); their embedding rows start
     #: at the mean of their old pieces' rows (qckit.vocab). A frozen base needs lora's train_embeddings
     add_tokens: list[str] | str = field(default_factory=list)
-    num_epochs: float = 3.0
+    num_epochs: float = 3.0  #: passes over the training data (a fraction stops part-way)
     max_steps: int = -1  #: > 0: stop after this many optimizer steps (overrides num_epochs)
     batch_size: int = 8  #: windows per device per micro-batch
-    gradient_accumulation_steps: int = 8
-    learning_rate: float = 1e-5
-    #: a transformers schedule (SCHEDULERS); warmup_stable_decay (WSD) takes the decay_* and min_lr_ratio keys
+    gradient_accumulation_steps: int = 8  #: micro-batches per optimizer step
+    learning_rate: float = 1e-5  #: the peak learning rate (after the warmup)
+    #: a transformers schedule (:data:`SCHEDULERS`); warmup_stable_decay (WSD) takes the decay_* and min_lr_ratio keys
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03  #: share of the optimizer steps spent warming up the learning rate
     #: warmup_stable_decay: share of the optimizer steps in the final decay phase
@@ -141,22 +139,22 @@ class TrainSettings:
     #: warmup_stable_decay: the learning rate at the end of the decay (and at the start of the warmup),
     #: as a share of learning_rate
     min_lr_ratio: float = 0.0
-    #: warmup_stable_decay: the decay's shape (DECAY_TYPES); 1-sqrt cools down best in Hägele et al. 2024
+    #: warmup_stable_decay: the decay's shape (:data:`DECAY_TYPES`); 1-sqrt cools down best in Hägele et al. 2024
     decay_type: str = "1-sqrt"
     #: warmup_stable_decay: the [[train.data]] source (by name) drawn at decay_share during the decay phase;
     #: "" = the mix stays the same
     decay_source: str = ""
     #: decay_source's share of the decay phase's trained tokens; the other sources split the rest by weight
     decay_share: float = 0.5
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  #: the optimizer's weight decay, in [0, 1]
     max_grad_norm: float = 1.0  #: gradient clipping; 0 disables it
     optimizer: str = (
         "adamw_torch"  #: a transformers optimizer name (adamw_torch, adamw_torch_fused, adafactor …)
     )
-    seed: int = 42
+    seed: int = 42  #: seeds the data order, the weight initialisation of adapters and dropout
     precision: str = "auto"  #: auto, fp32, bf16 or fp16
     device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  #: recompute activations in the backward pass (less memory, slower)
     #: transformers' attention implementation (sdpa, eager, flash_attention_2, flex_attention …); "" = its default
     attn_implementation: str = ""
     eval_steps: int = (
@@ -193,13 +191,13 @@ class TrainSettings:
         False  #: also save the base model with the LoRA weights merged in, under <output_dir>/merged
     )
     cache_dir: str | None = None  #: packed-window cache; default <output_dir>/.cache
-    dataloader_workers: int = 0
+    dataloader_workers: int = 0  #: data-loading processes; 0 = in the training process
     #: experiment trackers: tensorboard (<output_dir>/logs), mlflow, wandb; [] for none
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     #: mlflow tracking URI; "" = a local store in <output_dir>/mlruns
     tracking_uri: str = ""
     tracking_project: str = "qckit"  #: mlflow experiment / wandb project
-    torch_compile: bool = False
+    torch_compile: bool = False  #: compile the model with torch.compile (transformers' torch_compile)
     #: ``[train.select]``: choose the adapter strength (and checkpoint) after training; absent = no selection
     select: SelectSettings | None = None
 
