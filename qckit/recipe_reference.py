@@ -24,8 +24,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from qckit.components import EvalSetSettings
-from qckit.kinds import BY_NAME, STAGES, stage_kinds
+from qckit.kinds import STAGES, stage_kinds
 from qckit.recipe import PLUGINS_KEYS, TOP_LEVEL_KEYS, _nested_dataclass, _value
 from qckit.settings import PrepareSettings
 from qckit.train.settings import TrainSettings
@@ -35,6 +34,9 @@ __all__ = ["END", "START", "field_docs", "recipe_reference", "replace_block", "s
 #: the markers around the generated block in the README
 START = "<!-- recipe-keys:start -->"
 END = "<!-- recipe-keys:end -->"
+
+#: the settings dataclass of each stage's table (its component keys are the kinds' keys, :mod:`qckit.kinds`)
+_STAGE_SETTINGS: dict[str, type] = {"prepare": PrepareSettings, "train": TrainSettings}
 
 #: the top-level keys that are not stage tables: (type, default, meaning); checked against the recipe's
 #: TOP_LEVEL_KEYS and PLUGINS_KEYS when the reference is generated
@@ -48,6 +50,9 @@ _TOP_LEVEL: dict[str, tuple[str, str, str]] = {
         '`disable = ["filters"]` switches off every built-in filter)',
     ),
 }
+
+
+_HEADER = "| key | type | default | meaning |\n|---|---|---|---|"
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -85,7 +90,7 @@ def settings_table(cls: type) -> str:
     """The Markdown table of a settings dataclass: key, type, default, meaning (one row per field)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    rows = [_HEADER]
     for f in dataclasses.fields(cls):
         meaning = _text(_roles(docs.get(f.name, ""), cls))
         cells = [f"`{f.name}`", _type_name(hints[f.name]), _default(f), meaning]
@@ -94,35 +99,30 @@ def settings_table(cls: type) -> str:
 
 
 def recipe_reference() -> str:
-    """The README's recipe-key reference (Markdown, without the markers): one section per table."""
+    """The README's recipe-key reference (Markdown, without the markers): the top-level keys, then each
+    stage's table, the tables nested in it (``[[train.data]]``) and its components' entry keys."""
     parts = [
         "Generated from the settings dataclasses by `python -m qckit.recipe_reference --write README.md`"
         " (do not edit by hand). A default written `unset` means the key is absent; `required` keys have"
         " none.",
         _top_level(),
     ]
-    tables: list[tuple[str, type]] = [("[prepare]", PrepareSettings), ("[train]", TrainSettings)]
-    for f in dataclasses.fields(TrainSettings):
-        nested = _nested_dataclass(typing.get_type_hints(TrainSettings)[f.name])
-        if nested is not None:
-            cls, many = nested
-            tables.append((f"[[train.{f.name}]]" if many else f"[train.{f.name}]", cls))
-    for title, cls in tables:
-        parts.append(f"### `{title}`")
-        parts.append(_text(_docstring(cls)))
-        parts.append(settings_table(cls))
-        stage = title.strip("[]")
-        if stage in STAGES:
-            parts.append(_components_line(stage))
-    evaluator = BY_NAME["evaluator"]
-    parts.append(f"### `[[{evaluator.recipe_key}]]`")
-    parts.append(_text(_docstring(EvalSetSettings)))
-    assert evaluator.entry is EvalSetSettings
-    parts.append(settings_table(EvalSetSettings))
-    parts.append(
-        f"`{evaluator.selector} = NAME` names the {evaluator.name}; the set's other keys are its parameters: "
-        f"`qckit plugins {evaluator.name} NAME` shows them."
-    )
+    for stage in STAGES:
+        cls = _STAGE_SETTINGS[stage]
+        parts += _section(_table_name(stage, many=False), cls)
+        parts.append(_components_line(stage))
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            nested = _nested_dataclass(hints[f.name])
+            if nested is not None:
+                parts += _section(_table_name(f"{stage}.{f.name}", many=nested[1]), nested[0])
+        for kind in stage_kinds(stage):
+            if kind.entry is not None:
+                parts += _section(_table_name(kind.recipe_key, kind.many), kind.entry)
+                parts.append(
+                    f"`{kind.selector} = NAME` names the {kind.name}; the table's other keys are its"
+                    f" parameters: `qckit plugins {kind.name} NAME` shows them."
+                )
     return "\n\n".join(parts) + "\n"
 
 
@@ -168,19 +168,30 @@ def _top_level() -> str:
     if documented != set(TOP_LEVEL_KEYS) or plugin_keys != set(PLUGINS_KEYS):
         # a key added to the recipe without its line here: the test of the reference fails on this
         raise ValueError("recipe_reference: _TOP_LEVEL does not match TOP_LEVEL_KEYS / PLUGINS_KEYS")
-    rows = ["### Top level", "| key | type | default | meaning |", "|---|---|---|---|"]
+    rows = [_HEADER]
     for key, (type_name, default, meaning) in _TOP_LEVEL.items():
-        shown = f"`[plugins]` `{key.split('.', 1)[1]}`" if key.startswith("plugins.") else f"`{key}`"
+        table, _, name = key.rpartition(".")
+        shown = f"`[{table}]` `{name}`" if table else f"`{name}`"
         rows.append(f"| {shown} | {type_name} | {default} | {meaning} |")
     for stage in STAGES:
         rows.append(f"| `[{stage}]` | table | unset | the {stage} stage (below); a recipe has one or both |")
-    return "\n".join(rows[:1]) + "\n\n" + "\n".join(rows[1:])
+    return "### Top level\n\n" + "\n".join(rows)
+
+
+def _table_name(key: str, many: bool) -> str:
+    """``[train.select]``, or ``[[train.data]]`` for an array of tables."""
+    return f"[[{key}]]" if many else f"[{key}]"
+
+
+def _section(title: str, cls: type) -> list[str]:
+    """A table's heading, its class docstring and its keys."""
+    return [f"### `{title}`", _text(_docstring(cls)), settings_table(cls)]
 
 
 def _components_line(stage: str) -> str:
     """One line for the stage's component keys: where each goes and how to see a component's parameters."""
     listed = ", ".join(
-        f"`{k.key}` (`{'[[' if k.many else '['}{k.recipe_key}{']]' if k.many else ']'}`, "
+        f"`{k.key}` (`{_table_name(k.recipe_key, k.many)}`, "
         f"`{k.selector} = NAME`: `qckit plugins {k.name} NAME`)"
         for k in stage_kinds(stage)
     )

@@ -131,3 +131,9 @@ def test_replace_block_and_the_command(tmp_path, capsys):
     assert "needs one <!-- recipe-keys:start -->" in capsys.readouterr().err
     with pytest.raises(ValueError, match="README.md: needs one"):
         ref.replace_block(f"{ref.END}\n{ref.START}\n", "x", "README.md")
+
+
+def test_a_top_level_key_without_its_line_is_refused(monkeypatch):
+    monkeypatch.setattr(ref, "_TOP_LEVEL", {k: v for k, v in ref._TOP_LEVEL.items() if k != "description"})
+    with pytest.raises(ValueError, match="TOP_LEVEL_KEYS"):
+        ref.recipe_reference()
