@@ -152,7 +152,7 @@ class TrainSettings:
         "adamw_torch"  #: a transformers optimizer name (adamw_torch, adamw_torch_fused, adafactor …)
     )
     seed: int = 42  #: seeds the data order, the weight initialisation of adapters and dropout
-    precision: str = "auto"  #: one of :data:`PRECISIONS` (auto: see the class docstring)
+    precision: str = "auto"  #: one of :data:`PRECISIONS` (auto chooses for the hardware)
     device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
     gradient_checkpointing: bool = True  #: recompute activations in the backward pass (less memory, slower)
     #: transformers' attention implementation (sdpa, eager, flash_attention_2, flex_attention …); "" = its default
