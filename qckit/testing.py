@@ -35,6 +35,8 @@ __all__ = [
     "save_tiny_gguf",
     "write_corpus",
     "tiny_train_settings",
+    "FLOAT32_SUMS_RTOL",
+    "approx_sums",
 ]
 
 BOS_TOKEN = "<s>"
@@ -262,3 +264,28 @@ def write_corpus(path: str | Path, texts: Iterable[str]) -> Path:
         for text in texts:
             handle.write(" ".join(text.splitlines()) + "\n")
     return path
+
+
+#: how far two float32 computations of the same sums may differ, relative to the sums' magnitude (another
+#: CPU's kernels, batch shape or summation order): far above the last bits that differ between machines,
+#: far below any effect a test checks
+FLOAT32_SUMS_RTOL = 1e-5
+
+
+def approx_sums(
+    expected: float | Sequence[float], *sums: float, rtol: float = FLOAT32_SUMS_RTOL, floor: float = 1e-6
+) -> Any:
+    """``pytest.approx(expected)`` for a number computed from float32 sums (a log-likelihood, a loss times
+    its tokens, the difference of two log-likelihoods), with an absolute tolerance that follows the sums:
+    ``rtol × (|s_1| + |s_2| + …) + floor``. ``sums`` default to ``expected`` itself (a sum; for a list,
+    its largest magnitude).
+
+    A relative tolerance on a *difference* of two sums does not follow their rounding: the rounding
+    grows with the sums, the difference may be small (two sentence log-probabilities 0.0734797 apart on
+    one CPU were 0.0734789 apart on another).
+    """
+    import pytest
+
+    values = list(expected) if isinstance(expected, (list, tuple)) else [expected]
+    magnitude = sum(abs(s) for s in sums) if sums else max(abs(v) for v in values)
+    return pytest.approx(expected, rel=0, abs=rtol * magnitude + floor)

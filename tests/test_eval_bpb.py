@@ -15,7 +15,7 @@ from qckit.errors import InputError
 from qckit.evaluate import evaluate_lm, sliding_windows
 from qckit.evaluate.loglik import prefix_token_id, rolling_windows
 from qckit.progress import RecordingObserver
-from qckit.testing import SAMPLE_SENTENCES, make_tiny_llama, train_tiny_tokenizer, write_corpus
+from qckit.testing import SAMPLE_SENTENCES, approx_sums, make_tiny_llama, train_tiny_tokenizer, write_corpus
 
 DOCS = list(SAMPLE_SENTENCES)
 stream_lm = functools.partial(evaluate_lm, protocol="stream")
@@ -121,7 +121,7 @@ def test_long_documents_are_scored_in_rolling_windows(tiny_model, tiny_tokenizer
     result = evaluate_lm(tiny_model, tiny_tokenizer, docs, max_length=max_length, batch_size=3)
     assert result.tokens == sum(len(ids) for ids in doc_ids(tiny_tokenizer, docs))
     assert result.windows == sum(math.ceil(len(ids) / max_length) for ids in doc_ids(tiny_tokenizer, docs))
-    assert result.loss * result.tokens == pytest.approx(expected, rel=1e-5)
+    assert result.loss * result.tokens == approx_sums(expected)
 
 
 def test_document_numbers_add_up_over_documents_and_ignore_batching(tiny_model, tiny_tokenizer):
@@ -131,7 +131,7 @@ def test_document_numbers_add_up_over_documents_and_ignore_batching(tiny_model, 
     ]
     total_nll = sum(r.loss * r.tokens for r in alone)
     for result in together:
-        assert result.loss * result.tokens == pytest.approx(total_nll, rel=1e-5)  # no document sees another
+        assert result.loss * result.tokens == approx_sums(total_nll)  # no document sees another
         assert result.bytes == sum(r.bytes for r in alone) and result.tokens == sum(r.tokens for r in alone)
     streamed = stream_lm(tiny_model, tiny_tokenizer, DOCS[:12], max_length=32)
     assert streamed.protocol == "stream" and streamed.bits_per_byte != pytest.approx(
@@ -154,7 +154,7 @@ def test_prefix_token_rule_and_override(tiny_model, tiny_tokenizer):
     expected = nll_full_context(tiny_model, [eos, *doc_ids(tiny_tokenizer, [doc])[0]])
     result = evaluate_lm(tiny_model, tiny_tokenizer, [doc], max_length=64, prefix_token="</s>")
     assert result.prefix_token == eos
-    assert result.loss * result.tokens == pytest.approx(expected, rel=1e-5)
+    assert result.loss * result.tokens == approx_sums(expected)
 
 
 def test_document_protocol_settings_are_checked(tiny_model, tiny_tokenizer):
@@ -206,7 +206,7 @@ def test_sliding_windows_give_each_token_its_rolling_context(tiny_model, tiny_to
     )
     expected = nll_rolling_context(tiny_model, ids, max_length - 1)
     assert result.tokens == len(ids) - 1
-    assert result.loss * result.tokens == pytest.approx(expected, rel=1e-5)
+    assert result.loss * result.tokens == approx_sums(expected)
 
 
 @pytest.mark.parametrize("stride", [None, 0, 1, 5, 15])

@@ -14,6 +14,7 @@ from qckit.evaluate.choice import read_choices, score_choices
 from qckit.evaluate.loglik import EvalContext
 from qckit.evaluate.rows import template_fields
 from qckit.evaluate.stats import macro_f1
+from qckit.testing import approx_sums
 
 ROWS = [
     {"prompt": "Le contraire de frette, c'est", "choices": ["chaud", "froid", "bleu"], "answer": 0},
@@ -107,7 +108,7 @@ def test_scores_match_hand_computed_log_probabilities(tmp_path, tiny_model, tiny
     gold, pred, pred_norm = [], [], []
     for item, detail in zip(items.items, result["per_item"], strict=True):
         lls = [reference_ll(tiny_model, tiny_tokenizer, item.prompt, " " + c) for c in item.choices]
-        assert detail["loglikelihoods"] == pytest.approx(lls, rel=1e-5)
+        assert detail["loglikelihoods"] == approx_sums(lls)
         gold.append(item.answer)
         pred.append(max(range(len(lls)), key=lambda j: (lls[j], -j)))
         norm = [v / len(c) for v, c in zip(lls, item.choices, strict=True)]
@@ -142,5 +143,5 @@ def test_chat_rows_use_the_chat_template(tmp_path, tiny_model, tiny_tokenizer):
         for c in ("Oui", "Non")
     ]
     assert result["chat_items"] == 1
-    assert result["per_item"][0]["loglikelihoods"] == pytest.approx(lls, rel=1e-5)
+    assert result["per_item"][0]["loglikelihoods"] == approx_sums(lls)
     assert result["accuracy"] == float(lls[0] > lls[1])

@@ -12,6 +12,7 @@ from qckit.errors import InputError
 from qckit.evaluate.loglik import EvalContext
 from qckit.evaluate.pairs import read_pairs, score_pairs
 from qckit.evaluate.stats import macro_f1, wilson_interval
+from qckit.testing import approx_sums
 
 PAIRS = [
     {
@@ -136,8 +137,9 @@ def test_scores_match_hand_computed_log_probabilities(pairs_file, tiny_model, ti
         ((ll[p.bad] - ll[p.good], p.line) for p, r in zip(pair_set.pairs, right, strict=True) if not r),
         reverse=True,
     )[:3]
+    by_line = {p.line: p for p in pair_set.pairs}
     assert [(w["margin"], w["line"]) for w in result["confidently_wrong"]] == [
-        (pytest.approx(m, rel=1e-5), line) for m, line in wrong
+        (approx_sums(m, ll[by_line[line].good], ll[by_line[line].bad]), line) for m, line in wrong
     ]
     assert result["bad_rows"] == 7 and result["bad_row_kinds"]["bad_label"]["count"] == 2
     assert result["prefix_token"] == tiny_tokenizer.bos_token_id
@@ -164,8 +166,9 @@ def test_a_uniform_model_prefers_the_sentence_with_fewer_tokens(tmp_path, tiny_t
         len(tiny_tokenizer(rows[2][k], add_special_tokens=False)["input_ids"])
         for k in ("sentence_good", "sentence_bad")
     ]
-    assert wrong["line"] == 3 and wrong["margin"] == pytest.approx(
-        (tokens[0] - tokens[1]) * math.log(model.config.vocab_size)
+    log_v = math.log(model.config.vocab_size)
+    assert wrong["line"] == 3 and wrong["margin"] == approx_sums(
+        (tokens[0] - tokens[1]) * log_v, tokens[0] * log_v, tokens[1] * log_v
     )
 
 
@@ -190,6 +193,6 @@ def test_a_delimiter_goes_before_each_sentence(tmp_path, tiny_model, tiny_tokeni
     # one of the two orders is wrong, by exactly the difference of the two log-probabilities
     assert result["correct"] == 1
     [wrong] = result["confidently_wrong"]
-    assert wrong["line"] == (2 if good > bad else 1) and wrong["margin"] == pytest.approx(
-        abs(good - bad), rel=1e-5
+    assert wrong["line"] == (2 if good > bad else 1) and wrong["margin"] == approx_sums(
+        abs(good - bad), good, bad
     )

@@ -2,7 +2,9 @@
 
 Each is a thin :class:`~qckit.components.Evaluator` over the scoring functions of :mod:`qckit.evaluate`,
 whose module docstrings hold the exact definitions. Constructors only check settings (cheap, at recipe
-load); the scoring modules, and torch with them, are imported when a set is loaded.
+load); the scoring modules, and torch with them, are imported when a set is loaded. Every kind takes
+``split_special_tokens`` (default false: the string of a special token in the text, ``</s>``, is that
+token, as lm-eval encodes it; true: plain text, as training packs it).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class BitsPerByte:
     ``protocol = "document"`` (default) scores each document on its own exactly like lm-eval-harness's
     ``loglikelihood_rolling`` (a prefix token, rolling windows of ``max_length``); ``"stream"`` joins
     the documents with EOS and scores sliding windows overlapping by ``stride`` tokens (-1: half the
-    window). ``max_length`` 0 = the run's evaluation window; ``max_documents`` 0 = all;
+    window). ``max_length`` 0 = the run's evaluation window (``qckit evaluate``: the model's context
+    length); ``max_documents`` 0 = all;
     ``prefix_token`` (document protocol) defaults to the tokenizer's BOS, else EOS. A regression is
     relative: ``(after − before) / before``.
     """
@@ -53,6 +56,7 @@ class BitsPerByte:
         stride: int = -1,
         max_documents: int = 0,
         prefix_token: str | int | None = None,
+        split_special_tokens: bool = False,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -74,11 +78,14 @@ class BitsPerByte:
         self.stride = stride
         self.max_documents = max_documents
         self.prefix_token = prefix_token
+        self.split_special_tokens = split_special_tokens
 
     def load(self, path: Path, tokenizer: Any) -> Any:
         from qckit.evaluate.bpb import load_documents
 
-        return load_documents(path, tokenizer, max_documents=self.max_documents)
+        return load_documents(
+            path, tokenizer, max_documents=self.max_documents, split_special_tokens=self.split_special_tokens
+        )
 
     def texts(self, path: Path) -> Iterator[str]:
         """Each document that ``load`` keeps (the first ``max_documents``)."""
@@ -130,6 +137,7 @@ class MinimalPairs:
         examples: int = 5,
         delimiter: str = "",
         prefix_token: str | int | None = None,
+        split_special_tokens: bool = False,
     ) -> None:
         _check_metric(metric, self.METRICS)
         if examples < 0:
@@ -140,6 +148,7 @@ class MinimalPairs:
         self.examples = examples
         self.delimiter = delimiter
         self.prefix_token = prefix_token
+        self.split_special_tokens = split_special_tokens
 
     def load(self, path: Path, tokenizer: Any) -> Any:
         from qckit.evaluate.pairs import read_pairs
@@ -164,6 +173,7 @@ class MinimalPairs:
             prefix_token=self.prefix_token,
             examples=self.examples,
             delimiter=self.delimiter,
+            split_special_tokens=self.split_special_tokens,
         )
 
 
@@ -193,6 +203,7 @@ class MultipleChoice:
         delimiter: str = " ",
         chat: bool = False,
         prefix_token: str | int | None = None,
+        split_special_tokens: bool = False,
     ) -> None:
         _check_metric(metric, self.METRICS)
         if template:
@@ -209,6 +220,7 @@ class MultipleChoice:
         self.delimiter = delimiter
         self.chat = chat
         self.prefix_token = prefix_token
+        self.split_special_tokens = split_special_tokens
 
     def load(self, path: Path, tokenizer: Any) -> Any:
         from qckit.evaluate.choice import read_choices
@@ -231,7 +243,14 @@ class MultipleChoice:
     def measure(self, model: Any, data: Any, context: Any) -> dict[str, Any]:
         from qckit.evaluate.choice import score_choices
 
-        return score_choices(model, data, context, delimiter=self.delimiter, prefix_token=self.prefix_token)
+        return score_choices(
+            model,
+            data,
+            context,
+            delimiter=self.delimiter,
+            prefix_token=self.prefix_token,
+            split_special_tokens=self.split_special_tokens,
+        )
 
 
 @hookimpl

@@ -5,6 +5,11 @@ Each file flag is the eval-set table of its kind (``--val_file`` → ``bpb``, ``
 ``minimal_pairs``, ``--choice`` → ``choice``), validated like a recipe's ``[[train.eval]]`` table;
 ``--recipe`` takes the recipe's sets (its validation file and ``[[train.eval]]``) with its evaluation
 settings. Plain output is one line per set; ``--json`` prints the numbers.
+
+``--max_length`` defaults to the model's context length (lm-eval's rule,
+:func:`~qckit.evaluate.loglik.context_length`) for a file, and to the train run's evaluation window
+for ``--recipe`` (``train.eval_max_length``, else the chunker's ``max_length``), so a recipe's numbers
+are those its training run logs.
 """
 
 from __future__ import annotations
@@ -25,8 +30,19 @@ from qckit.errors import RecipeError
 
 #: file flag → (eval-set kind, the flags that are that kind's settings: flag → parameter)
 FILE_FLAGS: dict[str, tuple[str, dict[str, str]]] = {
-    "val_file": ("bpb", {"protocol": "protocol", "stride": "stride", "prefix_token": "prefix_token"}),
-    "pairs": ("minimal_pairs", {"metric": "metric", "prefix_token": "prefix_token"}),
+    "val_file": (
+        "bpb",
+        {
+            "protocol": "protocol",
+            "stride": "stride",
+            "prefix_token": "prefix_token",
+            "split_special_tokens": "split_special_tokens",
+        },
+    ),
+    "pairs": (
+        "minimal_pairs",
+        {"metric": "metric", "prefix_token": "prefix_token", "split_special_tokens": "split_special_tokens"},
+    ),
     "choice": (
         "choice",
         {
@@ -36,6 +52,7 @@ FILE_FLAGS: dict[str, tuple[str, dict[str, str]]] = {
             "answer_field": "answer_field",
             "chat": "chat",
             "prefix_token": "prefix_token",
+            "split_special_tokens": "split_special_tokens",
         },
     ),
 }
@@ -96,6 +113,10 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     if not model_spec:
         raise RecipeError("no model: give --model", source=SOURCE, key="--model")
     max_length, batch_size = args.max_length, args.batch_size
+    if max_length < 0 or max_length == 1:
+        raise RecipeError("must be 0 (the default) or at least 2", source=SOURCE, key="--max_length")
+    if batch_size < 0:
+        raise RecipeError("must be 0 (the default) or at least 1", source=SOURCE, key="--batch_size")
     if recipe is not None and recipe.train is not None:
         from qckit.evaluate.sets import plan_sets
 
@@ -105,12 +126,12 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
                 "the recipe has no eval sets (no val_file, no [[train.eval]])", source=args.recipe
             )
         settings = recipe.train.settings
-        window = getattr(recipe.train.chunker.instance, "max_length", 0) or 1024
+        window = getattr(recipe.train.chunker.instance, "max_length", 0)
         max_length = max_length or settings.eval_max_length or window
         batch_size = batch_size or settings.eval_batch_size or settings.batch_size
     else:
         sets = _file_sets(args, host)
-    max_length, batch_size = max_length or 1024, batch_size or 4
+    batch_size = batch_size or 4  # max_length 0: the model's context length
 
     from qckit.evaluate.loglik import EvalContext
     from qckit.evaluate.sets import EvalSuite
@@ -181,7 +202,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--choices", nargs="+", help="--choice: the same choices for every row, e.g. non oui")
     p.add_argument("--answer_field", help="--choice: the row field holding the answer (answer)")
     p.add_argument("--chat", action="store_true", help="--choice: wrap prompts in the chat template")
-    p.add_argument("--max_length", type=int, default=0, help="longest model input in tokens (1024)")
+    p.add_argument(
+        "--split_special_tokens",
+        action="store_true",
+        help="encode the text of special tokens (</s>) as plain text, not as the token (lm-eval's way)",
+    )
+    p.add_argument(
+        "--max_length", type=int, default=0, help="longest model input in tokens (the model's context length)"
+    )
     p.add_argument("--batch_size", type=int, default=0, help="batch_size x max_length tokens per pass (4)")
     p.add_argument("--trust_remote_code", action="store_true")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")

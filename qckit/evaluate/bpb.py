@@ -1,7 +1,9 @@
 """Bits per byte (and perplexities) of held-out text, under one of two named scoring protocols.
 
-A text file holds one document per line (blank lines skipped, lines stripped). Documents are
-tokenized as text, without special tokens.
+A text file holds one document per line (blank lines skipped, lines stripped; a line that is not
+UTF-8 is counted as a bad row with its ``file:line`` and skipped). Documents are tokenized without
+adding special tokens; the string of a special token in a document (``</s>``) becomes that token, as
+lm-eval encodes it, unless ``split_special_tokens`` (then it is plain text, as training packs it).
 
 ``document`` (the default): lm-evaluation-harness ``loglikelihood_rolling``
 ------------------------------------------------------------------------------
@@ -43,17 +45,25 @@ import math
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from qckit.components import IssueLog
 from qckit.errors import InputError, QckitError
 from qckit.evaluate import PROTOCOLS
-from qckit.evaluate.loglik import Request, Scorer, positions_cap, prefix_token_id, rolling_windows
+from qckit.evaluate.loglik import (
+    Request,
+    Scorer,
+    prefix_token_id,
+    resolve_max_length,
+    rolling_windows,
+    text_encoder,
+)
+from qckit.evaluate.rows import is_text, iter_lines
 from qckit.progress import NullObserver, Observer
-from qckit.train.packing import BatchEncoder, iter_documents
 
 __all__ = [
     "PROTOCOLS",
@@ -87,6 +97,8 @@ class EvalResult:
     max_length: int = 0
     stride: int | None = None  # stream protocol only
     prefix_token: int | None = None  # document protocol only
+    bad_rows: int = 0  # lines skipped (not UTF-8)
+    bad_row_kinds: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,9 +111,10 @@ class Documents:
 
     source: str
     texts: list[str]
-    tokens: list[list[int]]  # per document, no special tokens
+    tokens: list[list[int]]  # per document, no special token added
     bytes: int  # UTF-8 bytes of the documents
     words: int
+    issues: IssueLog = field(default_factory=IssueLog)  # the bad lines skipped
 
 
 def count_words(text: str) -> int:
@@ -109,28 +122,37 @@ def count_words(text: str) -> int:
     return len(_WORD_SPLIT.split(text))
 
 
-def load_documents(texts: Iterable[str] | str | Path, tokenizer: Any, *, max_documents: int = 0) -> Documents:
+def load_documents(
+    texts: Iterable[str] | str | Path,
+    tokenizer: Any,
+    *,
+    max_documents: int = 0,
+    split_special_tokens: bool = False,
+) -> Documents:
     """Read (a path to a one-document-per-line file, or an iterable of documents) and tokenize.
 
     ``max_documents`` > 0 keeps the first documents only. A ``str`` is a path, never the text
-    itself. Raises :class:`~qckit.errors.InputError` when there is no document.
+    itself. A line that is not UTF-8 (in memory: a string with a lone surrogate) is counted in the
+    result's ``issues`` and skipped. Raises :class:`~qckit.errors.InputError` when there is no document.
     """
+    issues = IssueLog()
     if isinstance(texts, (str, Path)):
         if isinstance(texts, str) and "\n" in texts:
             raise TypeError("pass a path or an iterable of documents, not one string of text")
         source = str(texts)
-        docs: Iterator[str] = (text for _, text in iter_documents(texts))
+        docs: Iterator[str] = (text for _, text in iter_lines(texts, issues))
     else:
         source = "<memory>"
-        docs = (t.strip() for t in texts if t and t.strip())
+        docs = _memory_documents(texts, issues)
     kept: list[str] = []
     for text in docs:
         kept.append(text)
         if max_documents and len(kept) >= max_documents:
             break
     if not kept:
-        raise InputError(source, "no documents to evaluate")
-    encode = BatchEncoder(tokenizer)
+        detail = f"; {issues.total()} bad line(s), first: {issues.first_example()}" if issues else ""
+        raise InputError(source, f"no documents to evaluate{detail}")
+    encode = text_encoder(tokenizer, split_special_tokens)
     tokens: list[list[int]] = []
     for first in range(0, len(kept), 1000):
         tokens.extend(list(ids) for ids in encode(kept[first : first + 1000]))
@@ -140,7 +162,17 @@ def load_documents(texts: Iterable[str] | str | Path, tokenizer: Any, *, max_doc
         tokens=tokens,
         bytes=sum(len(t.encode("utf-8")) for t in kept),
         words=sum(count_words(t) for t in kept),
+        issues=issues,
     )
+
+
+def _memory_documents(texts: Iterable[str], issues: IssueLog) -> Iterator[str]:
+    """The non-blank documents of an iterable, stripped; one that is not UTF-8 text is counted."""
+    for number, text in enumerate(texts, start=1):
+        if not is_text(text):
+            issues.add("not_utf8", "<memory>", number, "not a string of UTF-8 text")
+        elif text.strip():
+            yield text.strip()
 
 
 def sliding_windows(length: int, max_length: int, stride: int) -> Iterator[tuple[int, int, int]]:
@@ -164,7 +196,7 @@ def score_documents(
     tokenizer: Any,
     *,
     protocol: str = "document",
-    max_length: int = 1024,
+    max_length: int = 0,
     stride: int | None = None,
     batch_size: int = 4,
     prefix_token: str | int | None = None,
@@ -173,25 +205,26 @@ def score_documents(
 ) -> EvalResult:
     """Score tokenized documents under ``protocol`` (see the module docstring).
 
-    ``batch_size`` × ``max_length`` is the token budget of one forward pass. ``max_length`` larger
-    than the model's ``max_position_embeddings`` is lowered to it (with a warning to ``observer``).
+    ``batch_size`` × ``max_length`` is the token budget of one forward pass. ``max_length`` 0 is the
+    model's context length (lm-eval's rule, :func:`~qckit.evaluate.loglik.context_length`); a larger
+    one than the model's ``max_position_embeddings`` is lowered to it (with a warning to ``observer``).
     ``stride`` belongs to the stream protocol and ``prefix_token`` to the document protocol; giving
     one to the other protocol is a :class:`ValueError`.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if max_length < 2:
-        raise ValueError("max_length must be at least 2")
+    if max_length != 0 and max_length < 2:
+        raise ValueError("max_length must be 0 (the model's context length) or at least 2")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if protocol == "document" and stride is not None:
         raise ValueError("stride applies to the stream protocol only (documents are scored on their own)")
     if protocol == "stream" and prefix_token is not None:
         raise ValueError("prefix_token applies to the document protocol only (the stream starts with EOS)")
-    if protocol == "stream" and stride is not None and not 0 <= stride < max_length:
+    if protocol == "stream" and stride is not None and not 0 <= stride < (max_length or math.inf):
         raise ValueError("stride must be >= 0 and < max_length")
     observer = observer or NullObserver()
-    max_length = positions_cap(model, max_length, observer)
+    max_length = resolve_max_length(model, tokenizer, max_length, observer)
     started = time.perf_counter()
     prefix: int | None = None
     if protocol == "document":
@@ -240,6 +273,8 @@ def score_documents(
         max_length=max_length,
         stride=stride if protocol == "stream" else None,
         prefix_token=prefix,
+        bad_rows=docs.issues.total(),
+        bad_row_kinds=docs.issues.as_dict(),
         seconds=time.perf_counter() - started,
     )
 
@@ -254,10 +289,11 @@ def evaluate_lm(
     texts: Iterable[str] | str | Path,
     *,
     protocol: str = "document",
-    max_length: int = 1024,
+    max_length: int = 0,
     stride: int | None = None,
     batch_size: int = 4,
     prefix_token: str | int | None = None,
+    split_special_tokens: bool = False,
     device: str | torch.device | None = None,
     observer: Observer | None = None,
 ) -> EvalResult:
@@ -267,7 +303,7 @@ def evaluate_lm(
     any device (default: the model's); every module's train/eval mode is restored afterwards, so it is
     safe to call during training. Raises :class:`~qckit.errors.InputError` if there is nothing to score.
     """
-    docs = load_documents(texts, tokenizer)
+    docs = load_documents(texts, tokenizer, split_special_tokens=split_special_tokens)
     return score_documents(
         model,
         docs,

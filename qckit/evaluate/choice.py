@@ -6,11 +6,14 @@ Rows (JSON Lines, one item per line):
 * ``choices``: a list of at least two non-empty strings (or the set's ``choices``, for tasks whose
   choices are the same on every row, such as ``["non", "oui"]``);
 * the answer, under ``answer`` (or the set's ``answer_field``, e.g. ``label``): the index of the right
-  choice, or the right choice's text;
+  choice (a JSON integer, or a string of ASCII digits), or the right choice's text;
 * optionally ``chat``: true to wrap the prompt in the tokenizer's chat template (also a set setting).
 
-A bad row (not JSON, no prompt, a template field the row lacks, bad choices, an answer that is not
-one of them) is counted with its ``file:line`` and skipped.
+A template field must be a string, a number or a boolean (inserted as ``str(value)``). A bad row (not
+JSON, no prompt, a template field the row lacks or that holds a list or an object, bad choices, an
+answer that is not one of them) is counted with its ``file:line`` and skipped; so is an item that
+cannot be scored (a choice that encodes to no token or to more than ``max_length`` tokens), counted in
+each measurement's ``bad_rows``.
 
 Scoring: each choice ``c`` gets ``LL(c) = log p(delimiter + c | prompt)``, its summed log-probability
 after the prompt, with lm-eval's tokenization (:func:`~qckit.evaluate.loglik.encode_pairs`: the
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from qckit.components import IssueLog
 from qckit.errors import QckitError
-from qckit.evaluate.rows import iter_rows, no_usable, template_fields
+from qckit.evaluate.rows import brief, is_text, iter_rows, no_usable, scalar_text, template_fields
 from qckit.evaluate.stats import argmax, macro_f1, wilson_interval
 
 if TYPE_CHECKING:  # the scoring engine imports torch: reading rows (decontamination) need not
@@ -98,9 +101,7 @@ def read_choices(
 
 
 def _good_choices(value: Any) -> bool:
-    return (
-        isinstance(value, list) and len(value) >= 2 and all(isinstance(c, str) and c.strip() for c in value)
-    )
+    return isinstance(value, list) and len(value) >= 2 and all(is_text(c) and c.strip() for c in value)
 
 
 def _item(
@@ -116,15 +117,26 @@ def _item(
     fields: tuple[str, ...] = ()
     if isinstance(row.get("prompt"), str):
         prompt = row["prompt"]
+        if not is_text(prompt):
+            issues.add("bad_prompt", source, line, "the prompt is not valid text (a lone surrogate escape)")
+            return None
     elif template is not None:
         names = template_fields(template)
-        missing = [name for name in names if name not in row]
-        if missing:
-            issues.add(
-                "template_field", source, line, f"the row has no field {missing[0]!r} for the template"
-            )
-            return None
-        values = {k: v if isinstance(v, str) else str(v) for k, v in row.items()}
+        values: dict[str, str] = {}
+        for name in names:
+            if name not in row:
+                issues.add("template_field", source, line, f"the row has no field {name!r} for the template")
+                return None
+            value = scalar_text(row[name])
+            if value is None:
+                issues.add(
+                    "template_field",
+                    source,
+                    line,
+                    f"field {name!r} must be a string, a number or a boolean, got {brief(row[name])}",
+                )
+                return None
+            values[name] = value
         prompt = template.format_map(values)
         fields = tuple(values[name] for name in names)
     else:
@@ -141,12 +153,12 @@ def _item(
             source,
             line,
             f"{answer_field} must be the index or the text of one of the {len(choices)} choices, "
-            f"got {row.get(answer_field)!r}",
+            f"got {brief(row.get(answer_field))}",
         )
         return None
     chat = row.get("chat", set_chat)
     if not isinstance(chat, bool):
-        issues.add("bad_chat", source, line, f"chat must be true or false, got {chat!r}")
+        issues.add("bad_chat", source, line, f"chat must be true or false, got {brief(chat)}")
         return None
     return ChoiceItem(line, prompt, tuple(choices), answer, chat, fields)
 
@@ -161,8 +173,10 @@ def _answer_index(value: Any, choices: list[str]) -> int | None:
             return choices.index(value)
         if value.strip() in choices:
             return choices.index(value.strip())
-        if value.strip().isdigit() and int(value) < len(choices):
-            return int(value)
+        digits = value.strip()
+        # ASCII digits only: "²" is a digit to str.isdigit() but not to int(); and no huge numbers
+        if digits.isascii() and digits.isdigit() and len(digits) <= 9 and int(digits) < len(choices):
+            return int(digits)
     return None
 
 
@@ -174,12 +188,16 @@ def score_choices(
     delimiter: str = " ",
     prefix_token: str | int | None = None,
     details: bool = False,
+    split_special_tokens: bool = False,
 ) -> dict[str, Any]:
     """Score every item of ``choice_set`` on ``model`` (see the module docstring for the numbers).
 
     ``details`` adds ``per_item``: each item's line, choice log-likelihoods, prediction and answer.
+    ``split_special_tokens`` encodes special-token strings of plain prompts and choices as text (a
+    chat template's tokens are always special). An item that cannot be scored is counted with the
+    set's bad rows; raises :class:`~qckit.errors.InputError` when no item can.
     """
-    from qckit.evaluate.loglik import encode_pairs, prefix_token_id
+    from qckit.evaluate.loglik import encode_pairs, prefix_token_id, request_problem
 
     started = time.perf_counter()
     tokenizer = context.tokenizer
@@ -192,7 +210,7 @@ def score_choices(
         )
     # (item index, choice index) for every request, chat and plain prompts encoded apart
     keys: list[tuple[int, int]] = []
-    requests: list[Any] = []
+    encoded: list[Any] = []
     for use_chat in (False, True):
         pairs, these = [], []
         for i, item in enumerate(choice_set.items):
@@ -209,16 +227,32 @@ def score_choices(
                 pairs.append((prompt, delim + choice))
                 these.append((i, j))
         if pairs:
-            requests.extend(encode_pairs(tokenizer, pairs, prefix, special_tokens=use_chat))
+            split = split_special_tokens and not use_chat  # a chat template's tokens are special
+            encoded.extend(encode_pairs(tokenizer, pairs, prefix, split_special_tokens=split))
             keys.extend(these)
     scorer = context.scorer(model)
-    scores = scorer.loglikelihoods(model, requests, task="choice")
-    lls: list[list[float]] = [[0.0] * len(item.choices) for item in choice_set.items]
-    for (i, j), score in zip(keys, scores.tolist(), strict=True):
+    issues = IssueLog()
+    issues.merge(choice_set.issues)
+    problems: dict[int, str] = {}
+    for (i, _), request in zip(keys, encoded, strict=True):
+        problem = request_problem(request, scorer.max_length)
+        if problem:
+            problems.setdefault(i, problem)
+    for i in sorted(problems):  # in file order
+        issues.add("unscorable", choice_set.source, choice_set.items[i].line, problems[i])
+    items = [item for i, item in enumerate(choice_set.items) if i not in problems]
+    if not items:
+        raise no_usable(choice_set.source, "choice items", issues)
+    # the kept items renumbered, and their requests
+    index = {i: k for k, i in enumerate(i for i in range(len(choice_set.items)) if i not in problems)}
+    kept = [(index[i], j, request) for (i, j), request in zip(keys, encoded, strict=True) if i in index]
+    scores = scorer.loglikelihoods(model, [request for _, _, request in kept], task="choice")
+    lls: list[list[float]] = [[0.0] * len(item.choices) for item in items]
+    for (i, j, _), score in zip(kept, scores.tolist(), strict=True):
         lls[i][j] = score
-    gold = [item.answer for item in choice_set.items]
+    gold = [item.answer for item in items]
     pred, pred_norm, pred_bytes = [], [], []
-    for item, ll in zip(choice_set.items, lls, strict=True):
+    for item, ll in zip(items, lls, strict=True):
         pred.append(argmax(ll))
         pred_norm.append(argmax([v / len(c) for v, c in zip(ll, item.choices, strict=True)]))
         pred_bytes.append(argmax([v / len(c.encode("utf-8")) for v, c in zip(ll, item.choices, strict=True)]))
@@ -232,9 +266,9 @@ def score_choices(
         "macro_f1": macro_f1(gold, pred),
         "items": n,
         "correct": correct,
-        "chat_items": len(chat_items),
-        "bad_rows": choice_set.issues.total(),
-        "bad_row_kinds": choice_set.issues.as_dict(),
+        "chat_items": sum(item.chat for item in items),
+        "bad_rows": issues.total(),
+        "bad_row_kinds": issues.as_dict(),
         "prefix_token": prefix,
         "truncated": scorer.truncated,
         "seconds": time.perf_counter() - started,
@@ -242,6 +276,6 @@ def score_choices(
     if details:
         result["per_item"] = [
             {"line": item.line, "loglikelihoods": ll, "predicted": p, "answer": item.answer}
-            for item, ll, p in zip(choice_set.items, lls, pred, strict=True)
+            for item, ll, p in zip(items, lls, pred, strict=True)
         ]
     return result

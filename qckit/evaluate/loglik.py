@@ -15,6 +15,14 @@ EOS), :func:`rolling_windows` (lm-eval's ``get_rolling_token_windows`` with ``co
 by ``make_disjoint_window``) and :func:`encode_pairs` (lm-eval's ``_encode_pair``: trailing spaces of
 the context move to the continuation, the continuation's tokens are those of the whole string after
 the context's).
+
+Text is encoded as lm-eval's ``tok_encode`` encodes it, ``tokenizer.encode(text)``: the string of a
+special token (``</s>``, ``<|im_end|>``) becomes that token (:func:`text_encoder`;
+``split_special_tokens=True`` encodes it as plain text instead, as training's packing does). Unlike
+lm-eval, no special token is *added* (``add_special_tokens=False``): a tokenizer that adds a BOS of
+its own would otherwise get it after the prefix token.
+
+``max_length`` defaults to the model's context length by lm-eval's rule (:func:`context_length`).
 """
 
 from __future__ import annotations
@@ -39,12 +47,41 @@ __all__ = [
     "prefix_token_id",
     "rolling_windows",
     "encode_pairs",
+    "text_encoder",
+    "context_length",
+    "resolve_max_length",
+    "request_problem",
     "model_device",
     "eval_mode",
 ]
 
 #: ``(context, continuation)`` token ids, both non-empty
 Request = tuple[Sequence[int], Sequence[int]]
+
+#: lm-eval's context length when neither the model's config nor its tokenizer gives one
+DEFAULT_CONTEXT_LENGTH = 2048
+#: the ``model_max_length`` of a tokenizer that sets none (``transformers``' ``VERY_LARGE_INTEGER``)
+TOKENIZER_INFINITY = int(1e30)
+#: the config attributes that give a model's context length, in the order lm-eval reads them
+CONTEXT_LENGTH_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+
+def context_length(config: Any, tokenizer: Any) -> int:
+    """The longest input of a model as lm-evaluation-harness 0.4.13's ``HFLM.max_length`` finds it.
+
+    The first of ``n_positions``, ``max_position_embeddings``, ``n_ctx`` set on the model's ``config``
+    (on its ``text_config`` when it has one), else the tokenizer's ``model_max_length`` unless it is
+    the "no limit" value, else :data:`DEFAULT_CONTEXT_LENGTH`.
+    """
+    config = getattr(config, "text_config", None) or config
+    for attr in CONTEXT_LENGTH_ATTRS:
+        value = getattr(config, attr, None)
+        if value is not None:
+            return int(value)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is not None and limit != TOKENIZER_INFINITY:
+        return int(limit)
+    return DEFAULT_CONTEXT_LENGTH
 
 
 def prefix_token_id(tokenizer: Any, override: str | int | None = None) -> int:
@@ -95,18 +132,26 @@ def rolling_windows(tokens: Sequence[int], prefix: int, max_length: int) -> list
     return windows
 
 
+def text_encoder(tokenizer: Any, split_special_tokens: bool = False) -> BatchEncoder:
+    """Encodes batches of texts without adding special tokens. By default a special token's string
+    becomes the special token (lm-eval's ``tokenizer.encode``); ``split_special_tokens=True`` encodes
+    it as plain text (training's packing)."""
+    return BatchEncoder(tokenizer, split_special_tokens=split_special_tokens)
+
+
 def encode_pairs(
-    tokenizer: Any, pairs: Sequence[tuple[str, str]], prefix: int, *, special_tokens: bool = False
+    tokenizer: Any, pairs: Sequence[tuple[str, str]], prefix: int, *, split_special_tokens: bool = False
 ) -> list[tuple[list[int], list[int]]]:
     """Token ids of ``(context, continuation)`` text pairs, split the way lm-eval splits them.
 
     Whitespace at the end of the context moves to the start of the continuation; the continuation's
     ids are those of ``context + continuation`` after the context's own ids; an empty context becomes
-    the ``prefix`` token. Text is encoded as text (a special token's string is not the special token),
-    except with ``special_tokens=True`` (contexts rendered by a chat template). A continuation that
-    comes out empty yields an empty list: the caller counts it as a bad row.
+    the ``prefix`` token, unless the continuation's first token *is* the prefix token (its text starts
+    with that token's string): then that token is the context, as in lm-eval. Text is encoded by
+    :func:`text_encoder`. A continuation that comes out empty yields an empty list
+    (:func:`request_problem` names it; the kinds count such rows as bad).
     """
-    encode = _encoder(tokenizer, special_tokens)
+    encode = text_encoder(tokenizer, split_special_tokens)
     moved = []
     for context, continuation in pairs:
         stripped = context.rstrip()
@@ -120,20 +165,19 @@ def encode_pairs(
     for i, full, ctx in zip(with_context, whole, contexts, strict=True):
         out[i] = (list(ctx), list(full[len(ctx) :]))
     for i, cont in zip(bare, alone, strict=True):
-        out[i] = ([prefix], list(cont))
+        out[i] = (list(cont[:1]), list(cont[1:])) if cont and cont[0] == prefix else ([prefix], list(cont))
     return out
 
 
-def _encoder(tokenizer: Any, special_tokens: bool) -> Any:
-    if not special_tokens:
-        return BatchEncoder(tokenizer)
-
-    def encode(texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    return encode
+def request_problem(request: Request, max_length: int) -> str | None:
+    """Why the scorer cannot score ``request``: its continuation has no token, or more than
+    ``max_length`` (the window holds the continuation whole); ``None`` when it can."""
+    continuation = request[1]
+    if not continuation:
+        return "the text to score encodes to no token"
+    if len(continuation) > max_length:
+        return f"the text to score is {len(continuation)} tokens, more than max_length {max_length}"
+    return None
 
 
 def model_device(model: Any) -> torch.device:
@@ -168,7 +212,7 @@ class Scorer:
     ``max_length`` since the scorer was made.
     """
 
-    max_length: int = 1024
+    max_length: int
     batch_tokens: int = 4096
     device: str | torch.device | None = None
     observer: Observer = field(default_factory=NullObserver)
@@ -255,7 +299,8 @@ class Scorer:
 
 
 def positions_cap(model: Any, max_length: int, observer: Observer) -> int:
-    """``max_length``, lowered (with a warning to ``observer``) to the model's ``max_position_embeddings``."""
+    """``max_length``, lowered (with a warning to ``observer``) to the model's ``max_position_embeddings``.
+    Applies to a ``max_length`` that was asked for, not to :func:`context_length`'s."""
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(positions, int) and 2 <= positions < max_length:
         observer.warn(
@@ -265,23 +310,32 @@ def positions_cap(model: Any, max_length: int, observer: Observer) -> int:
     return max_length
 
 
+def resolve_max_length(model: Any, tokenizer: Any, max_length: int, observer: Observer) -> int:
+    """The ``max_length`` to score with: :func:`context_length` for 0, else :func:`positions_cap`'s."""
+    if max_length:
+        return positions_cap(model, max_length, observer)
+    return context_length(getattr(model, "config", None), tokenizer)
+
+
 @dataclass
 class EvalContext:
     """What every eval kind scores with: the tokenizer and the run's evaluation settings.
 
     ``batch_size`` × ``max_length`` is the token budget of one forward pass; ``max_length`` is the
-    longest input the model reads at once (lowered to the model's positions when it has fewer).
+    longest input the model reads at once: 0 (the default) for the model's context length
+    (:func:`context_length`, lm-eval's rule), else the value asked for, lowered to the model's positions
+    when it has fewer.
     """
 
     tokenizer: Any
-    max_length: int = 1024
+    max_length: int = 0
     batch_size: int = 4
     device: str | torch.device | None = None
     observer: Observer = field(default_factory=NullObserver)
 
     def scorer(self, model: Any, max_length: int = 0) -> Scorer:
         """A :class:`Scorer` for ``model`` (``max_length`` > 0 overrides the context's)."""
-        length = positions_cap(model, max_length or self.max_length, self.observer)
+        length = resolve_max_length(model, self.tokenizer, max_length or self.max_length, self.observer)
         return Scorer(
             max_length=length,
             batch_tokens=self.batch_size * length,

@@ -7,8 +7,11 @@ Rows (JSON Lines, one pair per line) come in either of two layouts:
 * QFrBLiMP: ``sentence_a``, ``sentence_b`` and ``label`` = the index (0 or 1) of the grammatical
   sentence, optionally ``category`` or ``type``.
 
-``group_by`` names the field to group by instead. A bad row (not JSON, a missing or empty sentence,
-two identical sentences, a label that is not 0 or 1) is counted with its ``file:line`` and skipped.
+``group_by`` names the field to group by instead (a phenomenon is a string or a number; a field
+holding anything else is passed over). A bad row (not JSON, a missing, empty or non-string sentence,
+two identical sentences, a label that is not 0 or 1) is counted with its ``file:line`` and skipped;
+so is a pair that cannot be scored (a sentence that encodes to no token or to more than
+``max_length`` tokens), counted in each measurement's ``bad_rows``.
 
 Scoring, as lm-eval scores its minimal-pair tasks (``multiple_choice`` with an empty context): a
 sentence's score is ``LL(s) = log p(delimiter + s | prefix token)``, the summed log-probability of its
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qckit.components import IssueLog
-from qckit.evaluate.rows import iter_rows, no_usable, text_field
+from qckit.evaluate.rows import brief, iter_rows, no_usable, scalar_text, text_field
 from qckit.evaluate.stats import wilson_interval
 
 if TYPE_CHECKING:  # the scoring engine imports torch: reading rows (decontamination) need not
@@ -90,20 +93,23 @@ def _pair(row: dict[str, Any], line: int, source: str, issues: IssueLog, group_b
         good, bad = text_field(row, "sentence_good"), text_field(row, "sentence_bad")
         if good is None or bad is None:
             missing = "sentence_good" if good is None else "sentence_bad"
-            issues.add("missing_sentence", source, line, f"{missing} is missing or empty")
+            issues.add("missing_sentence", source, line, f"{missing} is missing, empty or not text")
             return None
     elif "sentence_a" in row or "sentence_b" in row:
         a, b = text_field(row, "sentence_a"), text_field(row, "sentence_b")
         if a is None or b is None:
             missing = "sentence_a" if a is None else "sentence_b"
-            issues.add("missing_sentence", source, line, f"{missing} is missing or empty")
+            issues.add("missing_sentence", source, line, f"{missing} is missing, empty or not text")
             return None
         label = row.get("label")
         if isinstance(label, str) and label.strip() in ("0", "1"):
             label = int(label)
-        if isinstance(label, bool) or label not in (0, 1):
+        if isinstance(label, bool) or not isinstance(label, (int, float)) or label not in (0, 1):
             issues.add(
-                "bad_label", source, line, f"label must be 0 or 1 (the grammatical sentence), got {label!r}"
+                "bad_label",
+                source,
+                line,
+                f"label must be 0 or 1 (the grammatical sentence), got {brief(label)}",
             )
             return None
         good, bad = (a, b) if label == 0 else (b, a)
@@ -119,7 +125,8 @@ def _pair(row: dict[str, Any], line: int, source: str, issues: IssueLog, group_b
         issues.add("identical_sentences", source, line, "the two sentences are identical")
         return None
     fields = (group_by,) if group_by else PHENOMENON_FIELDS
-    phenomenon = next((str(row[k]).strip() for k in fields if str(row.get(k) or "").strip()), NO_PHENOMENON)
+    names = (scalar_text(row.get(k) or "") for k in fields)
+    phenomenon = next((name.strip() for name in names if name and name.strip()), NO_PHENOMENON)
     return Pair(line, good, bad, phenomenon)
 
 
@@ -131,19 +138,39 @@ def score_pairs(
     prefix_token: str | int | None = None,
     examples: int = 5,
     delimiter: str = "",
+    split_special_tokens: bool = False,
 ) -> dict[str, Any]:
-    """Score every pair of ``pair_set`` on ``model`` (see the module docstring for the numbers)."""
-    from qckit.evaluate.loglik import encode_pairs, prefix_token_id
+    """Score every pair of ``pair_set`` on ``model`` (see the module docstring for the numbers).
+
+    A pair that cannot be scored is counted with the set's bad rows; raises
+    :class:`~qckit.errors.InputError` when no pair can.
+    """
+    from qckit.evaluate.loglik import encode_pairs, prefix_token_id, request_problem
 
     started = time.perf_counter()
     tokenizer = context.tokenizer
     prefix = prefix_token_id(tokenizer, prefix_token)
     texts = [s for p in pair_set.pairs for s in (p.good, p.bad)]
-    requests = encode_pairs(tokenizer, [("", delimiter + s) for s in texts], prefix)
+    encoded = encode_pairs(
+        tokenizer, [("", delimiter + s) for s in texts], prefix, split_special_tokens=split_special_tokens
+    )
     scorer = context.scorer(model)
+    issues = IssueLog()
+    issues.merge(pair_set.issues)
+    pairs, requests = [], []
+    for k, pair in enumerate(pair_set.pairs):
+        good, bad = encoded[2 * k], encoded[2 * k + 1]
+        problem = request_problem(good, scorer.max_length) or request_problem(bad, scorer.max_length)
+        if problem:
+            issues.add("unscorable", pair_set.source, pair.line, problem)
+            continue
+        pairs.append(pair)
+        requests.extend((good, bad))
+    if not pairs:
+        raise no_usable(pair_set.source, "minimal pairs", issues)
     scores = scorer.loglikelihoods(model, requests, task="minimal pairs")
     results = []
-    for pair, lg, lb in zip(pair_set.pairs, scores[0::2].tolist(), scores[1::2].tolist(), strict=True):
+    for pair, lg, lb in zip(pairs, scores[0::2].tolist(), scores[1::2].tolist(), strict=True):
         results.append(
             (
                 pair,
@@ -181,8 +208,8 @@ def score_pairs(
             {"line": p.line, "good": p.good, "bad": p.bad, "phenomenon": p.phenomenon, "margin": margin}
             for p, _, _, _, margin in wrong
         ],
-        "bad_rows": pair_set.issues.total(),
-        "bad_row_kinds": pair_set.issues.as_dict(),
+        "bad_rows": issues.total(),
+        "bad_row_kinds": issues.as_dict(),
         "prefix_token": prefix,
         "truncated": scorer.truncated,
         "seconds": time.perf_counter() - started,

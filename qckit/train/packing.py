@@ -77,11 +77,15 @@ class BatchEncoder:
     ``encode_batch_fast`` once per batch: the Rust side spreads the batch over all cores (unless
     ``TOKENIZERS_PARALLELISM`` is set to false by the user). Other tokenizers go through
     ``tokenizer(texts, add_special_tokens=False, split_special_tokens=True)``.
+
+    ``split_special_tokens=False`` (evaluation's default, as lm-eval encodes) keeps the tokenizer's own
+    rule instead: with a Hugging Face tokenizer, a special token's string becomes that special token.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, *, split_special_tokens: bool = True) -> None:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self._tokenizer = tokenizer
+        self._split = split_special_tokens
         self._backend = None
         if backend is not None:
             from tokenizers import Tokenizer
@@ -92,7 +96,7 @@ class BatchEncoder:
                 return
             copy.no_truncation()
             copy.no_padding()
-            copy.encode_special_tokens = True
+            copy.encode_special_tokens = split_special_tokens or backend.encode_special_tokens
             self._backend = copy
             self._encode = getattr(copy, "encode_batch_fast", copy.encode_batch)
 
@@ -101,7 +105,8 @@ class BatchEncoder:
             return []
         if self._backend is not None:
             return [encoding.ids for encoding in self._encode(list(texts), add_special_tokens=False)]
-        return self._tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        split = {"split_special_tokens": True} if self._split else {}  # else the tokenizer's own setting
+        return self._tokenizer(list(texts), add_special_tokens=False, **split)["input_ids"]
 
 
 def tokenize_batch(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
