@@ -118,8 +118,38 @@ def test_template_and_shared_choices_from_flags(tiny_model_dir, tmp_path):
         (["--val_file", str(PAIRS), "--stride", "4"], "stride applies to the stream protocol only"),
         (["--pairs", str(PAIRS), "--set", "train.x=1"], "--set applies to --recipe only"),
         (["--pairs", "nope.jsonl"], "nope.jsonl: file not found"),
+        (
+            ["--pairs", str(PAIRS), "--max_length", "-3"],
+            "--max_length: must be 0 (the default) or at least 2",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_errors(tiny_model_dir, extra, message):
     status, text = run(["evaluate", "--model", str(tiny_model_dir), *extra], width=200)
     assert status != 0 and message in text and len(text.strip().splitlines()) == 1
+
+
+def test_max_length_defaults_to_the_model_context_and_special_tokens_can_be_split(tiny_model_dir, tmp_path):
+    docs = write_corpus(tmp_path / "docs.txt", ["Il fait frette</s> pis on rentre.", "Bonjour."])
+    base = ["evaluate", "--model", str(tiny_model_dir), "--val_file", str(docs), "--json"]
+    status, text = run(base)
+    assert status == 0, text
+    parsed = json_of(text)
+    assert parsed["max_length"] == 512  # the tiny model's max_position_embeddings, lm-eval's rule
+    status, text = run([*base, "--split_special_tokens"])
+    assert status == 0, text
+    split = json_of(text)
+    assert split["tokens"] == parsed["tokens"] + 3  # "</s>": one special token, or four plain ones
+    assert split["bytes"] == parsed["bytes"]
+    for flag, path in (("--pairs", PAIRS), ("--choice", CHOICE)):
+        argv = [
+            "evaluate",
+            "--model",
+            str(tiny_model_dir),
+            flag,
+            str(path),
+            "--split_special_tokens",
+            "--json",
+        ]
+        status, text = run(argv)
+        assert status == 0, text
