@@ -286,6 +286,6 @@ def approx_sums(
     """
     import pytest
 
-    values = list(expected) if isinstance(expected, (list, tuple)) else [expected]
+    values = list(expected) if isinstance(expected, Sequence) else [expected]
     magnitude = sum(abs(s) for s in sums) if sums else max(abs(v) for v in values)
     return pytest.approx(expected, rel=0, abs=rtol * magnitude + floor)

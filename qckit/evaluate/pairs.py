@@ -157,7 +157,8 @@ def score_pairs(
     scorer = context.scorer(model)
     issues = IssueLog()
     issues.merge(pair_set.issues)
-    pairs, requests = [], []
+    pairs: list[Pair] = []
+    requests: list[tuple[list[int], list[int]]] = []
     for k, pair in enumerate(pair_set.pairs):
         good, bad = encoded[2 * k], encoded[2 * k + 1]
         problem = request_problem(good, scorer.max_length) or request_problem(bad, scorer.max_length)

@@ -14,7 +14,7 @@ import json
 import string
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from qckit.components import IssueLog
 from qckit.errors import InputError
@@ -80,7 +80,7 @@ def no_usable(source: str, what: str, issues: IssueLog) -> InputError:
     return InputError(source, f"no usable {what}{detail}")
 
 
-def is_text(value: Any) -> bool:
+def is_text(value: Any) -> TypeGuard[str]:
     """Whether ``value`` is a string that encodes as UTF-8 (no lone surrogate from a ``\\ud800`` escape)."""
     if not isinstance(value, str):
         return False
@@ -94,9 +94,8 @@ def is_text(value: Any) -> bool:
 def text_field(row: dict[str, Any], key: str) -> str | None:
     """``row[key]`` stripped when it is a non-empty string that :func:`is_text`, else ``None``."""
     value = row.get(key)
-    if is_text(value) and value.strip():
-        return str(value).strip()
-    return None
+    text = value.strip() if is_text(value) else ""
+    return text or None
 
 
 def scalar_text(value: Any) -> str | None:
