@@ -184,6 +184,38 @@ MUTANTS: tuple[Mutant, ...] = (
             "bits_per_byte=total_nll / num_bytes",
         ),
     ),
+    m(
+        "eval-deep-json-fatal",
+        "one JSON line nested 200,000 deep aborts a whole evaluation (RecursionError)",
+        ("qckit/evaluate/rows.py", "        except RecursionError:\n", "        except ZeroDivisionError:\n"),
+    ),
+    m(
+        "eval-answer-superscript",
+        'a choice answer "²" aborts a whole evaluation (str.isdigit() is true, int() fails)',
+        (
+            "qckit/evaluate/choice.py",
+            "digits.isascii() and digits.isdigit() and len(digits) <= 9",
+            "digits.isdigit()",
+        ),
+    ),
+    m(
+        "eval-special-tokens-as-text",
+        "a document holding '</s>' is scored as plain text where lm-eval scores the special token",
+        (
+            "qckit/evaluate/loglik.py",
+            "    return BatchEncoder(tokenizer, split_special_tokens=split_special_tokens)\n",
+            "    return BatchEncoder(tokenizer)\n",
+        ),
+    ),
+    m(
+        "eval-max-length-1024",
+        "qckit evaluate reads long documents in windows of 1024 where lm-eval uses the model's context",
+        (
+            "qckit/evaluate/loglik.py",
+            '    return context_length(getattr(model, "config", None), tokenizer)\n',
+            "    return positions_cap(model, 1024, observer)\n",
+        ),
+    ),
     # -- recipes and CLI --------------------------------------------------------------------------------
     m(
         "dump-toml-control-chars",
