@@ -183,3 +183,17 @@ def test_random_json_of_any_depth_never_breaks_a_reader(tmp_path_factory, lines)
             assert str(exc).startswith(f"{path}: no usable"), name
         else:  # every line is a usable row or a counted bad row
             assert usable >= 1 and usable + bad.total() == non_blank, name
+
+
+@given(lines=st.lists(st.binary(max_size=16) | st.text(max_size=16).map(str.encode), min_size=1, max_size=8))
+def test_random_bytes_never_break_the_text_reader(tmp_path_factory, tiny_tokenizer, lines):
+    path = write_lines(
+        tmp_path_factory.mktemp("docs") / "val.txt", [line.replace(b"\n", b"") for line in lines]
+    )
+    try:
+        docs = load_documents(path, tiny_tokenizer)
+    except InputError as exc:
+        assert str(exc).startswith(f"{path}: no documents to evaluate")
+    else:
+        assert len(docs.texts) == len(docs.tokens) >= 1
+        assert all(text == text.strip() and text for text in docs.texts)
