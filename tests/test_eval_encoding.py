@@ -4,6 +4,7 @@ rule), and rows that cannot be scored counted as bad rows."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -94,10 +95,9 @@ def test_context_length_follows_lm_eval(tiny_tokenizer):
     assert context_length(vl, tiny_tokenizer) == 333
     assert context_length(None, tiny_tokenizer) == tiny_tokenizer.model_max_length == 512
 
-    class NoLimit:  # the value transformers gives a tokenizer that sets no model_max_length
-        model_max_length = int(1e30)
-
-    assert context_length(None, NoLimit()) == DEFAULT_CONTEXT_LENGTH == 2048
+    no_limit = copy.deepcopy(tiny_tokenizer)
+    no_limit.model_max_length = int(1e30)  # what transformers gives a tokenizer that sets none
+    assert context_length(None, no_limit) == DEFAULT_CONTEXT_LENGTH == 2048
 
 
 def test_max_length_defaults_to_the_model_context_length(tiny_model, tiny_tokenizer):
