@@ -210,7 +210,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max_length", type=int, default=0, help="longest model input in tokens (the model's context length)"
     )
-    p.add_argument("--batch_size", type=int, default=0, help="batch_size x max_length tokens per pass (4)")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=0,
+        help="batch_size x min(max_length, 1024) tokens per forward pass (4)",
+    )
     p.add_argument("--trust_remote_code", action="store_true")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(func=cmd_evaluate)

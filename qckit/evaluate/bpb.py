@@ -57,6 +57,7 @@ from qckit.evaluate import PROTOCOLS
 from qckit.evaluate.loglik import (
     Request,
     Scorer,
+    batch_tokens,
     prefix_token_id,
     resolve_max_length,
     rolling_windows,
@@ -252,7 +253,10 @@ def score_documents(
         num_bytes = docs.bytes + len(docs.texts)
         predicted = len(stream) - 1
     scorer = Scorer(
-        max_length=max_length, batch_tokens=batch_size * max_length, device=device, observer=observer
+        max_length=max_length,
+        batch_tokens=batch_tokens(batch_size, max_length),
+        device=device,
+        observer=observer,
     )
     total_nll = -float(scorer.loglikelihoods(model, requests).sum()) if requests else 0.0
     if predicted == 0:

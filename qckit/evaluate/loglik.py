@@ -317,11 +317,22 @@ def resolve_max_length(model: Any, tokenizer: Any, max_length: int, observer: Ob
     return context_length(getattr(model, "config", None), tokenizer)
 
 
+#: the window a batch's token budget is counted in: ``batch_size`` × min(``max_length``, this). A model's
+#: whole context (8192 tokens for SmolLM2) as the unit would hold ``batch_size`` × 8192 × the vocabulary
+#: float32 logits at once (6 GB at batch 4); a request longer than the budget is scored alone.
+BUDGET_WINDOW = 1024
+
+
+def batch_tokens(batch_size: int, max_length: int) -> int:
+    """The padded tokens one forward pass may hold (:data:`BUDGET_WINDOW`)."""
+    return batch_size * min(max_length, BUDGET_WINDOW)
+
+
 @dataclass
 class EvalContext:
     """What every eval kind scores with: the tokenizer and the run's evaluation settings.
 
-    ``batch_size`` × ``max_length`` is the token budget of one forward pass; ``max_length`` is the
+    :func:`batch_tokens` is the token budget of one forward pass; ``max_length`` is the
     longest input the model reads at once: 0 (the default) for the model's context length
     (:func:`context_length`, lm-eval's rule), else the value asked for, lowered to the model's positions
     when it has fewer.
@@ -338,7 +349,7 @@ class EvalContext:
         length = resolve_max_length(model, self.tokenizer, max_length or self.max_length, self.observer)
         return Scorer(
             max_length=length,
-            batch_tokens=self.batch_size * length,
+            batch_tokens=batch_tokens(self.batch_size, length),
             device=self.device,
             observer=self.observer,
         )
