@@ -301,3 +301,22 @@ def test_invalid_inputs(tiny_model, tiny_tokenizer, tmp_path):
         stream_lm(tiny_model, tiny_tokenizer, DOCS, max_length=16, stride=16)
     with pytest.raises(ValueError):
         list(sliding_windows(10, 4, 0))
+
+
+def test_the_bits_per_byte_interval_is_a_bootstrap_over_documents():
+    import math
+
+    import numpy as np
+
+    from qckit.evaluate.bpb import bootstrap_bits_per_byte
+
+    nll = np.array([10.0, 20.0, 30.0, 40.0])
+    sizes = np.array([10.0, 10.0, 10.0, 10.0])
+    low, high = bootstrap_bits_per_byte(nll, sizes)
+    point = nll.sum() / sizes.sum() / math.log(2)
+    assert low < point < high
+    assert 1.0 / math.log(2) <= low and high <= 4.0 / math.log(2)  # within the extreme documents
+    assert bootstrap_bits_per_byte(nll, sizes) == [low, high]  # a fixed seed: reproducible
+    same = bootstrap_bits_per_byte(np.full(5, 7.0), np.full(5, 5.0))
+    assert same == pytest.approx([7.0 / 5.0 / math.log(2)] * 2)  # identical documents: no spread
+    assert bootstrap_bits_per_byte(nll[:1], sizes[:1]) is None
