@@ -110,6 +110,9 @@ def test_missing_input_exits_non_zero_with_one_line(tmp_path):
 
 
 def test_run_check_prints_the_plan_without_running(tmp_path):
+    model = tmp_path / "model"  # --check resolves the model but loads nothing: a config.json is enough
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")
     status, out = run(
         [
             "run",
@@ -117,6 +120,10 @@ def test_run_check_prints_the_plan_without_running(tmp_path):
             "--check",
             "--set",
             "prepare.output=" + str(tmp_path / "never"),
+            "--set",  # the prepare stage writes it: not there yet, and not an error
+            "train.data[0].path=" + str(tmp_path / "never" / "train.txt"),
+            "--set",
+            f"train.model={model}",
         ]
     )
     assert status == 0, out

@@ -171,7 +171,8 @@ def test_a_fresh_run_over_old_checkpoints_stops_unless_told_to_overwrite(
     shutil.copytree(straight, out)
     with pytest.raises(
         RecipeError,
-        match=r"train\.output_dir: .*checkpoint-8, checkpoint-4.*--resume.*--overwrite_output_dir",
+        match=r"train\.output_dir: .*checkpoint-8, checkpoint-4.*`qckit run RECIPE --resume`.*"
+        r"train\.resume=true.*--overwrite-output-dir",
     ):
         run_train(_settings(out, tiny_model_dir, corpus, learning_rate=1e-3), _chunker(), [LoraAdapter()])
     (out / "logs" / "stale-event-file").write_text("old run")
@@ -201,7 +202,7 @@ def test_resume_with_only_broken_checkpoints_says_how_to_start_afresh(tmp_path, 
     (out / "checkpoint-3").mkdir(parents=True)
     with pytest.raises(
         InputError,
-        match=r"no complete, loadable checkpoint to resume from \(checkpoint-3 incomplete\).*--overwrite_output_dir",
+        match=r"no complete, loadable checkpoint to resume from \(checkpoint-3 incomplete\).*--overwrite-output-dir",
     ):
         run_train(_settings(out, tiny_model_dir, corpus, resume=True), _chunker(), [LoraAdapter()])
 

@@ -354,7 +354,8 @@ def choose_checkpoint(
             raise InputError(
                 checkpoint,
                 f"this checkpoint belongs to another run ({differences(marker.get('fingerprint') or {}, run_fingerprint)}); "
-                f"resume with the same recipe, or use another output_dir, or --overwrite_output_dir to start afresh",
+                f"resume with the same recipe, or use another output_dir, or start afresh with "
+                f"--overwrite-output-dir (train.overwrite_output_dir = true)",
             )
         why = _unloadable(checkpoint, allow_pickle)
         if why is not None:
@@ -366,7 +367,7 @@ def choose_checkpoint(
     raise InputError(
         output_dir,
         f"no complete, loadable checkpoint to resume from ({'; '.join(skipped)}); "
-        "use --overwrite_output_dir (train.overwrite_output_dir = true) to start afresh",
+        "start afresh with --overwrite-output-dir (train.overwrite_output_dir = true)",
     )
 
 
@@ -376,9 +377,9 @@ def refuse_fresh_run(output_dir: Path) -> None:
     if found:
         names = ", ".join(p.name for p in found[:3]) + (" …" if len(found) > 3 else "")
         raise RecipeError(
-            f"{output_dir} already holds checkpoints of an earlier run ({names}): set train.resume = true "
-            f"(--resume) to continue it, or train.overwrite_output_dir = true (--overwrite_output_dir) to "
-            f"delete them and start afresh",
+            f"{output_dir} already holds checkpoints of an earlier run ({names}): continue it with "
+            f"`qckit run RECIPE --resume` (or --set train.resume=true; `qckit train … --resume`), or delete "
+            f"them and start afresh with --overwrite-output-dir (train.overwrite_output_dir = true)",
             key="train.output_dir",
         )
 

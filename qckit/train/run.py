@@ -26,7 +26,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,30 +213,12 @@ class TrainRun:
         from qckit.train.tracking import check_trackers
 
         check_trackers(settings.report_to)
-        for source in self.sources:
-            path = Path(source.path)
-            if not path.is_file():
-                raise InputError(path, "training file not found" if not path.exists() else "not a file")
-        if self.val_path is not None and not self.val_path.is_file():
-            raise InputError(
-                self.val_path, "validation file not found" if not self.val_path.exists() else "not a file"
-            )
         if self.eval_sets is None:
             from qckit.evaluate.sets import validation_set
 
             found = validation_set(settings)
             self.eval_sets = [found] if found is not None else []
-        for eval_set in self.eval_sets:
-            path = Path(eval_set.settings.path)
-            if not path.is_file():
-                what = f"eval set {eval_set.name}: " + (
-                    "file not found" if not path.exists() else "not a file"
-                )
-                raise InputError(path, what)
-        if not settings.allow_pickle_weights:
-            from qckit.models import resolve_model
-
-            _refuse_pickle_only(resolve_model(settings.model))
+        checked_train_inputs(settings, self.eval_sets)
         if settings.trust_remote_code:
             self.obs.warn(
                 f"trust_remote_code = true: Python code shipped with the model {settings.model} will run on this "
@@ -920,6 +902,34 @@ def _main_process_first(env: Any) -> Iterator[None]:
     # cpu=True on CPU: without it accelerate sets up no distributed state there, and the barrier is a no-op.
     with PartialState(cpu=env.device == "cpu").main_process_first():
         yield
+
+
+def checked_train_inputs(
+    settings: TrainSettings, eval_sets: Sequence[Any], produced: Collection[Path] = ()
+) -> Any:
+    """The train stage's files and model, checked before anything is loaded (``qckit run --check`` too):
+    every training source, the validation file and each eval set's file a regular file (except the
+    absolute paths in ``produced``, which an earlier stage writes); the model an existing local model or
+    a hub id usable here (offline-aware, one fast request: :mod:`qckit.hub`). Returns the
+    :class:`~qckit.models.ModelSource`; else one :class:`InputError` naming the first problem."""
+    from qckit.models import resolve_model
+
+    def require_file(path: Path, missing: str, prefix: str = "") -> None:
+        if not path.is_file() and path.absolute() not in produced:
+            raise InputError(path, missing if not path.exists() else f"{prefix}not a file")
+
+    for source in settings.sources():
+        require_file(Path(source.path), "training file not found")
+    if settings.val_file:
+        require_file(Path(settings.val_file), "validation file not found")
+    for eval_set in eval_sets:
+        prefix = f"eval set {eval_set.name}: "
+        require_file(Path(eval_set.settings.path), f"{prefix}file not found", prefix)
+    model = resolve_model(settings.model)
+    if not settings.allow_pickle_weights:
+        _refuse_pickle_only(model)
+    model.pretrained_kwargs()  # a hub id: offline and not cached, or the Hub unreachable, refused now
+    return model
 
 
 def _refuse_pickle_only(source: Any) -> None:
