@@ -2,7 +2,8 @@
 
 Library code raises these; only the CLI turns them into one-line messages and exit codes.
 Every error renders as a single line that names what is wrong and where. The exit status is the
-class's ``exit_code`` (README's "Exit statuses" table lists them; a test keeps the two in step).
+class's ``exit_code``, and what it means its ``exit_meaning``; :func:`exit_statuses` is the one table of
+them (``qckit --help`` prints it; a test keeps README's "Exit statuses" table in step).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class QckitError(Exception):
     """
 
     exit_code = 1
+    exit_meaning = "any other qckit error, and unexpected errors (still one line)"
     _args: tuple[tuple, dict] | None = None
 
     def __reduce__(self):  # type: ignore[override]
@@ -48,6 +50,7 @@ class RecipeError(QckitError):
     """A recipe (or a flag translated into one) is invalid. Names the file and the key path."""
 
     exit_code = 2
+    exit_meaning = "invalid recipe, flag or --set override (key path named); argparse usage errors"
 
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
         self.source, self.key, self.detail = source, key, message
@@ -60,6 +63,10 @@ class InputError(QckitError):
     """An input file cannot be used at all (missing, a directory, empty, unsupported)."""
 
     exit_code = 3
+    exit_meaning = (
+        "an unusable path: a missing, unreadable or empty input, model, tokenizer or adapter, a hub id "
+        "the Hub cannot serve, or an output that cannot be written (the path named)"
+    )
 
     def __init__(self, path: object, message: str, line: int | None = None):
         self.path, self.line, self.detail = str(path), line, message
@@ -84,12 +91,14 @@ class PluginError(QckitError):
     """A plugin could not be loaded or registered something invalid."""
 
     exit_code = 4
+    exit_meaning = "a plugin failed to load or registered something invalid (qckit plugins lists failures)"
 
 
 class ComponentError(QckitError):
     """A component raised while working. Names the component, its plugin and distribution, and the input position."""
 
     exit_code = 5
+    exit_meaning = "a component failed while working (component, plugin, distribution and file:line named)"
 
     def __init__(self, kind: str, name: str, owner: str, where: str | None, cause: BaseException):
         self.kind, self.name, self.owner, self.where, self.cause = kind, name, owner, where, cause
@@ -102,6 +111,7 @@ class HardwareError(QckitError):
     """A requested combination cannot run on this machine. Raised before any model is loaded."""
 
     exit_code = 6
+    exit_meaning = "this machine cannot run what was asked; raised before anything is loaded"
 
 
 class TrainingError(QckitError):
@@ -109,3 +119,28 @@ class TrainingError(QckitError):
     the checkpoints written before it are kept."""
 
     exit_code = 7
+    exit_meaning = (
+        "training diverged: a non-finite loss or gradient norm (the step named; earlier checkpoints kept)"
+    )
+
+
+#: the error classes, in exit-status order
+ERROR_CLASSES: tuple[type[QckitError], ...] = (
+    QckitError,
+    RecipeError,
+    InputError,
+    PluginError,
+    ComponentError,
+    HardwareError,
+    TrainingError,
+)
+
+
+def exit_statuses() -> list[tuple[int, str, str]]:
+    """``(status, what it means, raised as)`` for every exit status of the CLI, in order."""
+    return [
+        (0, "success", ""),
+        *((cls.exit_code, cls.exit_meaning, cls.__name__) for cls in ERROR_CLASSES),
+        (INTERRUPTED_EXIT_CODE, "interrupted (Ctrl-C); no partial output is left", "KeyboardInterrupt"),
+        (TERMINATED_EXIT_CODE, "terminated (SIGTERM); no partial output is left", "SIGTERM"),
+    ]

@@ -6,10 +6,10 @@ the CLI is the only part of qckit that prints, renders with rich, and exits.
 Commands::
 
     qckit init FILE [FILE …] [--name N] [--model M]     (a commented starting recipe)
-    qckit run RECIPE [--set key.path=value …] [--check] [--stage prepare|train]
-    qckit prepare --input F [F …] --output DIR [--merge] [--val_split X] [--min_length N] [--max_length N] [--seed N]
-    qckit train --train_file F [--val_file F] [--model_name M] … (the seed's train.py flags)
-    qckit evaluate --model M [--adapter DIR] (--val_file F | --pairs F | --choice F | --recipe R) [--json]
+    qckit run RECIPE [--set key.path=value …] [--check] [--stage prepare|train] [--resume]
+    qckit prepare --input F [F …] --output DIR [--merge] [--val-split X] [--min-length N] [--max-length N] [--seed N]
+    qckit train --train-file F [--val-file F] [--model M] … (the seed's train.py flags)
+    qckit evaluate --model M [--adapter DIR] (--val-file F | --pairs F | --choice F | --recipe R) [--json]
     qckit select RUN_DIR [--strengths λ …] [--checkpoints all|final] [--plot out.png] [--json]
     qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]
     qckit generate MODEL [PROMPT …] [--file F] [--base] [--sample] [--max-new-tokens N] [--json]
@@ -17,7 +17,8 @@ Commands::
     qckit plugins [KIND NAME]
 
 Every seed-compatible command is translated into a recipe dict and validated like a recipe file, so
-flags and recipes share one code path.
+flags and recipes share one code path. Flags have one canonical name each; the seed's spellings
+(``--train_file``, ``--model_name``) stay aliases (:mod:`qckit.cli.flags`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rich.console import Console
 
 from qckit import __version__
 from qckit.cli import compare, evaluate, export, generate, init, plugins, prepare, run, select, train
+from qckit.cli.flags import Parser, TopHelpFormatter, canonical_flags, exit_status_epilog
 from qckit.errors import INTERRUPTED_EXIT_CODE, TERMINATED_EXIT_CODE, QckitError
 from qckit.report import message_line
 
@@ -63,11 +65,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qckit", description="Continued pretraining on dialect corpora.")
+    parser = Parser(
+        prog="qckit",
+        description="Continued pretraining on dialect corpora.",
+        epilog=exit_status_epilog(),
+        formatter_class=TopHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"qckit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    canonical_flags(parser)  # one name per flag, the seed's spellings kept as aliases
     return parser
 
 
