@@ -2,15 +2,24 @@
 
 Each function takes the plain dict a pipeline returned (stats, inspection, summary) and returns a rich
 renderable, so reports can also be rendered to a file or a recording console in tests.
+
+Reports stay readable at 80 columns: a header or a name is never cut (columns are at least as wide as
+their longest word, and wrap between words: :func:`_whole_words`), a number is never split, a value too
+long for its column goes on its own line (:class:`KeyValues`), and a one-line eval report wraps only
+between its parts (:class:`BreakableLine`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -72,6 +81,132 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "–"
 
 
+def _count(value: Any) -> str:
+    """A count in at most 7 characters: ``123,456``, ``98.8 M``, ``1.23 B`` (exact numbers are in the JSON)."""
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) < 1_000_000:
+        return _n(value)
+    if abs(value) < 1_000_000_000:
+        return f"{value / 1e6:.1f} M"
+    return f"{value / 1e9:.2f} B"
+
+
+def _whole_words(table: Table, *, cap: int = 0) -> Table:
+    """Make every column at least as wide as the longest word of its header and cells (a whole cell for a
+    ``no_wrap`` column, a part for a :class:`BreakableLine`), so that narrow consoles wrap between words
+    and never cut one; with ``cap``, a column asks for at most that much (a longer word is then folded, never
+    cut with an ellipsis)."""
+    for column in table.columns:
+        parts: list[str] = []
+        for cell in [column.header, *column.cells]:
+            text = cell.plain if isinstance(cell, (Text, BreakableLine)) else str(cell)
+            if column.no_wrap:
+                parts.append(text)
+            elif isinstance(cell, BreakableLine):
+                parts.extend(cell.parts())
+            else:
+                parts.extend(text.split())
+        widest = max((cell_len(p) for line in parts for p in line.splitlines()), default=0)
+        if cap and widest > cap:
+            widest, column.overflow = cap, "fold"
+        column.min_width = max(column.min_width or 0, widest)
+    return table
+
+
+class BreakableLine:
+    """A one-line report that, when it does not fit, wraps only between its parts (where
+    :meth:`mark_break` was called), continuation lines indented by ``indent``: a label stays with its
+    number, a limit stays whole."""
+
+    def __init__(self, style: str = "", indent: int = 0) -> None:
+        self.text = Text(style=style)
+        self.breaks: list[int] = []
+        self.indent = indent
+
+    @property
+    def plain(self) -> str:
+        return self.text.plain
+
+    @property
+    def style(self) -> Any:
+        return self.text.style
+
+    def parts(self) -> list[str]:
+        """The parts between the breaks, without their surrounding spaces."""
+        return [part.plain.strip() for part in self.text.divide(self.breaks)]
+
+    def append(self, text: str | Text, style: str = "") -> None:
+        if isinstance(text, Text):
+            self.text.append_text(text)
+        else:
+            self.text.append(text, style=style)
+
+    def mark_break(self) -> None:
+        """Allow a line break at the current end of the text."""
+        self.breaks.append(len(self.text.plain))
+
+    def lines(self, console: Console, width: int) -> list[Text]:
+        """The line wrapped to ``width``: whole when it fits, else packed part by part."""
+        if cell_len(self.plain) <= width or not self.breaks:
+            return list(self.text.wrap(console, width))
+        packed: list[Text] = []
+        line = Text()
+        for part in self.text.divide(self.breaks):
+            if line.plain.strip() and cell_len(line.plain.rstrip()) + cell_len(part.plain.rstrip()) > width:
+                line.rstrip()
+                packed.append(line)
+                line = Text(" " * self.indent)
+                part = part[len(part.plain) - len(part.plain.lstrip(" ")) :]
+            line.append_text(part)
+        line.rstrip()
+        packed.append(line)
+        # a part longer than the whole width still wraps between its words
+        return [wrapped for text in packed for wrapped in text.wrap(console, width)]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from Text("\n").join(self.lines(console, options.max_width)).render(console, end="\n")
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        widest = max((cell_len(p) for p in self.parts()), default=0)
+        return Measurement(widest, cell_len(self.plain)).clamp(max_width=options.max_width)
+
+
+class KeyValues:
+    """A titled two-column table of keys and values that never splits a value it could show whole: a
+    value too long for the value column at the console's width goes on its own line under its key."""
+
+    def __init__(self, title: str, rows: list[tuple[str, str]]) -> None:
+        self.title, self.rows = title, rows
+        self.key_width = min(max((cell_len(k) for k, _ in rows), default=0), 28)
+
+    def _table(self, rows: list[tuple[str, str]]) -> Table:
+        t = Table(box=box.SIMPLE, show_header=False, pad_edge=True)
+        t.add_column(style="bold", width=self.key_width)
+        t.add_column(overflow="fold")
+        for key, value in rows:
+            _row(t, key, value)
+        return t
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        room = options.max_width - self.key_width - 6  # the table's padding and edges
+        yield Text(self.title, style="table.title")
+        fitting: list[tuple[str, str]] = []
+        for key, value in self.rows:
+            if cell_len(value) <= room:
+                fitting.append((key, value))
+                continue
+            if fitting:
+                yield self._table(fitting)
+                fitting = []
+            yield Padding(literal(key, "bold"), (0, 0, 0, 2))
+            yield Padding(Text(printable(value), overflow="fold"), (0, 0, 0, 4))
+        if fitting:
+            yield self._table(fitting)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        widest = max((cell_len(v) for _, v in self.rows), default=0)
+        return Measurement(self.key_width + 8, min(options.max_width, self.key_width + widest + 6))
+
+
 # -- prepare ---------------------------------------------------------------------------------------
 
 
@@ -80,7 +215,7 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     docs = stats.get("documents", 0)
     funnel = Table(title="Prepare funnel", box=box.SIMPLE_HEAVY, show_edge=False)
     # On a narrow console the stage names wrap between words; counts and shares are never cut.
-    funnel.add_column("stage", min_width=12)
+    funnel.add_column("stage", min_width=12)  # min_width set from the labels below
     funnel.add_column("documents", justify="right", no_wrap=True, min_width=9)
     funnel.add_column("share", justify="right", no_wrap=True, min_width=6)
     funnel.add_column("detail", overflow="fold")
@@ -124,9 +259,11 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
                 "",
                 f"{s['bytes'] / 1e6:.2f} MB" if "bytes" in s else "",
             )
-    # the stage column wraps between words, never inside one: it is at least as wide as its longest word
-    words = [w for cell in funnel.columns[0].cells for w in Text(str(cell)).plain.split()]
-    funnel.columns[0].min_width = max([12, *(len(w) + 2 for w in words)])
+    # a stage label ("changed by control_chars") stays on one line up to 32 columns, then wraps between
+    # words; counts and shares are never cut
+    labels = [Text(str(c)).plain if not isinstance(c, Text) else c.plain for c in funnel.columns[0].cells]
+    funnel.columns[0].min_width = max([12, *(min(cell_len(label), 32) for label in labels)])
+    _whole_words(funnel)
     parts: list[RenderableType] = [funnel]
     if examples:
         parts.append(Text("first example of each:\n" + "\n".join(f"  {e}" for e in examples), style="dim"))
@@ -155,16 +292,15 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
 # -- train -----------------------------------------------------------------------------------------
 
 
-def key_values(title: str, data: dict[str, Any], skip: tuple[str, ...] = ()) -> Table:
-    """A two-column table of the scalar entries of ``data``."""
-    t = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
-    t.add_column(style="bold")
-    t.add_column(overflow="fold")
-    for key, value in data.items():
-        if key in skip or value is None or isinstance(value, (dict, list)):
-            continue
-        _row(t, key.replace("_", " "), _n(value))
-    return t
+def key_values(title: str, data: dict[str, Any], skip: tuple[str, ...] = ()) -> KeyValues:
+    """A two-column table of the scalar entries of ``data`` (a path too long for its column on a line of
+    its own, never split at the column's edge)."""
+    rows = [
+        (key.replace("_", " "), _n(value))
+        for key, value in data.items()
+        if key not in skip and value is not None and not isinstance(value, (dict, list))
+    ]
+    return KeyValues(title, rows)
 
 
 def sources_table(rows: list[dict[str, Any]]) -> Table:
@@ -172,31 +308,36 @@ def sources_table(rows: list[dict[str, Any]]) -> Table:
     (and the decay phase's requested / planned share, when it has its own mix)."""
     realized = any("realized_share" in row for row in rows)
     decay = any("decay_planned_share" in row for row in rows)
-    t = Table(title="Training sources", box=box.SIMPLE, title_justify="left")
-    for column in ("source", "documents", "tokens", "tokens/word", "windows", "requested", "planned"):
-        t.add_column(column, justify="left" if column == "source" else "right")
-    if decay:
-        t.add_column("decay requested", justify="right")
-        t.add_column("decay planned", justify="right")
-    if realized:
-        t.add_column("realized", justify="right")
+    # short headers that wrap between words, so that 80 columns hold the table with names of ~15 letters
+    t = Table(
+        title="Training sources (token shares in %)",
+        box=box.SIMPLE,
+        title_justify="left",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    t.add_column("source", no_wrap=True)  # the name, and under it what happens when it runs out
+    headers = ["docs", "tokens", "tok per word", "windows", "requested", "planned"]
+    headers += ["decay requested", "decay planned"] if decay else []
+    for column in [*headers, *(["realized"] if realized else [])]:
+        t.add_column(column, justify="right", no_wrap=" " not in column)
     for row in rows:
-        cells = [
-            f"{row['name']} ({row['exhausted']})",
-            _n(row["documents"]),
-            _n(row["tokens"]),
+        cells: list[RenderableType] = [
+            Text.assemble(literal(row["name"]), "\n", (f"({row['exhausted']})", "dim")),
+            _count(row["documents"]),
+            _count(row["tokens"]),
             f"{row['fertility']:.2f}",
-            _n(row["windows"]),
-            f"{100 * row['requested_share']:.1f} %",
-            f"{100 * row['planned_share']:.1f} %",
+            _count(row["windows"]),
+            f"{100 * row['requested_share']:.1f}",
+            f"{100 * row['planned_share']:.1f}",
         ]
         if decay:
-            cells.append(f"{100 * row.get('decay_share', 0.0):.1f} %")
-            cells.append(f"{100 * row.get('decay_planned_share', 0.0):.1f} %")
+            cells.append(f"{100 * row.get('decay_share', 0.0):.1f}")
+            cells.append(f"{100 * row.get('decay_planned_share', 0.0):.1f}")
         if realized:
-            cells.append(f"{100 * row.get('realized_share', 0.0):.1f} %")
+            cells.append(f"{100 * row.get('realized_share', 0.0):.1f}")
         _row(t, *cells)
-    return t
+    return _whole_words(t, cap=20)
 
 
 def inspection_report(data: dict[str, Any]) -> RenderableType:
@@ -273,7 +414,7 @@ def set_label(name: str, numbers: dict[str, Any]) -> str:
     return f"{name} [{tag}]" if tag else name
 
 
-def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool = True) -> Text:
+def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool = True) -> BreakableLine:
     """One line per eval set and measurement, so before/during/after read as a column.
 
     ``data`` is a set's numbers (``metric`` names the headline one; bits per byte when absent); names
@@ -283,7 +424,11 @@ def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool
     metric = data.get("metric") or "bits_per_byte"
     step = f" (step {data['step']})" if "step" in data else ""
     head = " ".join(part for part in (title, set_label(name, data) if name else "") if part)
-    line = Text.assemble(literal(f"{head}{step}: ", "bold", one_line=True))
+    line = BreakableLine(
+        indent=4
+    )  # too long for the console: it wraps between these parts, never in a number
+    line.append(literal(f"{head}{step}: ", "bold", one_line=True))
+    line.mark_break()
     value = data.get(metric)
     line.append(
         f"{_LABELS.get(metric, metric)} {_value(value, metric) if value is not None else '–'}",
@@ -294,6 +439,7 @@ def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool
         line.append(f" [{ci[0]:.2f}-{ci[1]:.2f}]", style="cyan")
     for key in _SECONDARY:
         if key != metric and isinstance(data.get(key), (int, float)):
+            line.mark_break()
             line.append(f"  {_LABELS.get(key, key)} {_value(data[key], key)}")
     extra = [
         f"{_n(data[k])} {label}"
@@ -303,6 +449,7 @@ def eval_line(title: str, data: dict[str, Any], name: str = "", *, seconds: bool
     if seconds and isinstance(data.get("seconds"), (int, float)):
         extra.append(f"{data['seconds']:.1f} s")
     if extra:
+        line.mark_break()
         line.append("  (" + ", ".join(extra) + ")", style="dim")
     return line
 
@@ -343,7 +490,7 @@ def _metric_label(entry: dict[str, Any]) -> str:
     return f"{metric}/{entry['protocol']}" if entry.get("protocol") else metric
 
 
-def _set_cells(entry: dict[str, Any]) -> tuple[Text, Text]:
+def _set_cells(entry: dict[str, Any]) -> tuple[Text, BreakableLine]:
     """``(change, check)`` of an eval set's outcome: a target set's gain, a retain set's check (a breach in
     red, with the regression it allows)."""
     gain = entry.get("gain")
@@ -352,12 +499,15 @@ def _set_cells(entry: dict[str, Any]) -> tuple[Text, Text]:
         allowed = entry.get("max_regression")
         unit = " %" if entry.get("regression_unit") == "relative" else " pts"
         limit = f"{allowed * 100:g}{unit}" if allowed is not None else ""
-        if entry.get("breach"):
-            check = Text(f"BREACH (>{limit})", style="bold red")
-        else:
-            check = Text(f"retained (≤{limit})" if gain is not None else "retain", style="green")
+        # "retained (≤2 %)": on a narrow console the limit goes under the word, never split itself
+        check = BreakableLine(style="bold red" if entry.get("breach") else "green")
+        check.append("BREACH" if entry.get("breach") else "retained" if gain is not None else "retain")
+        if gain is not None and limit:
+            check.mark_break()
+            check.append(f" ({'>' if entry.get('breach') else '≤'}{limit})")
     else:
-        check = Text("" if gain is None else ("gain" if gain > 0 else "no gain"), style=style)
+        check = BreakableLine(style=style)
+        check.append("" if gain is None else ("gain" if gain > 0 else "no gain"))
     change = Text(_change(entry), style="bold red" if entry.get("breach") else style)
     return change, check
 
@@ -447,9 +597,9 @@ def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets
     """Every eval set before / after / change, target sets' gain and retain sets' check (a breach in red).
 
     ``outcomes`` is :func:`qckit.evaluate.sets.outcome`'s result (``training_summary.json``'s
-    ``eval_sets``). Fits 80 columns for set names of about 12 characters.
+    ``eval_sets``). Fits 80 columns for set names of up to about 22 characters (longer ones fold).
     """
-    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+    t = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left", pad_edge=False, collapse_padding=True)
     t.add_column("set", no_wrap=True)
     t.add_column("metric", no_wrap=True)
     t.add_column("before", justify="right", no_wrap=True)
@@ -459,56 +609,84 @@ def eval_sets_table(outcomes: dict[str, dict[str, Any]], title: str = "Eval sets
     for name, entry in outcomes.items():
         change, check = _set_cells(entry)
         _row(t, name, _metric_label(entry), *_before_after(entry), change, check)
-    return t
+    return _whole_words(t, cap=22)
 
 
 def compare_report(runs: list[Any]) -> RenderableType:
-    """``qckit compare``: one table of the runs' eval sets (set by set, one row per run), then the runs that
-    breached a retain set. ``runs`` are :class:`qckit.evaluate.runs.Run` objects."""
-    t = Table(title="Eval sets by run", box=box.SIMPLE_HEAVY, title_justify="left")
-    t.add_column("set", no_wrap=True)
-    t.add_column("run", overflow="fold")
+    """``qckit compare``: one table of the runs' eval sets (a row naming each set, then one row per run),
+    the runs' directories, then the runs that breached a retain set. ``runs`` are
+    :class:`qckit.evaluate.runs.Run` objects; they are named by :func:`run_labels`."""
+    t = Table(
+        title="Eval sets by run",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    t.add_column("set / run", no_wrap=True)
     t.add_column("metric", no_wrap=True)
     for column in ("before", "after", "change"):
         t.add_column(column, justify="right", no_wrap=True)
     t.add_column("check")
-    labels = run_labels([run.path for run in runs])
+    labels = run_labels(runs)
     names = list(dict.fromkeys(name for run in runs for name in run.sets))
     for name in names:
-        first = True
+        t.add_row(literal(name, "bold"))
         for run, label in zip(runs, labels, strict=True):
             entry = run.sets.get(name)
-            if entry is None:
-                continue
-            change, check = _set_cells(entry)
-            _row(t, name if first else "", label, _metric_label(entry), *_before_after(entry), change, check)
-            first = False
-    parts: list[RenderableType] = [t]
-    if any(label != run.name for run, label in zip(runs, labels, strict=True)):
-        legend = ", ".join(f"{label} = {run.name}" for run, label in zip(runs, labels, strict=True))
-        parts.append(literal(f"runs: {legend}", "dim"))
-    for run in runs:
+            if entry is not None:
+                change, check = _set_cells(entry)
+                _row(t, f"  {label}", _metric_label(entry), *_before_after(entry), change, check)
+    parts: list[RenderableType] = [_whole_words(t, cap=24)]
+    legend = Table(box=None, show_header=False, pad_edge=False, title="runs", title_justify="left")
+    legend.add_column(style="bold", no_wrap=True)
+    legend.add_column(overflow="fold")
+    for run, label in zip(runs, labels, strict=True):
+        _row(legend, label, str(run.path))
+    parts.append(legend)
+    for run, label in zip(runs, labels, strict=True):
         if run.breaches:
             parts.append(
                 Text.assemble(
-                    ("forgot: ", "bold red"), literal(f"{run.name}: {', '.join(run.breaches)}", one_line=True)
+                    ("forgot: ", "bold red"), literal(f"{label}: {', '.join(run.breaches)}", one_line=True)
                 )
             )
     return Group(*parts)
 
 
-def run_labels(paths: list[Any]) -> list[str]:
-    """Short names for run directories: what tells them apart (``runs/a/model``, ``runs/b/model`` → ``a``,
-    ``b``), or the last part of the path for one run; the full paths where that is not unique."""
-    parts = [list(Path(p).parts) for p in paths]
-    if len(parts) == 1:
-        return [parts[0][-1] if parts[0] else str(paths[0])]
-    while all(len(p) > 1 for p in parts) and len({p[0] for p in parts}) == 1:
-        parts = [p[1:] for p in parts]
+def run_labels(runs: list[Any]) -> list[str]:
+    """Short names for runs (:class:`qckit.evaluate.runs.Run`): their recipes' names, else their
+    directories' names (the parent's for a directory called ``model``, as recipes name them), else the
+    parts of the paths that tell them apart; a run given twice is numbered (``a``, ``a (2)``)."""
+    names = [run.recipe_name or _dir_name(run.path) for run in runs]
+    if len(set(names)) < len(names):
+        names = _distinct_parts([run.path for run in runs]) or names
+    seen: dict[str, int] = {}
+    labels = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return labels
+
+
+def _dir_name(path: Any) -> str:
+    absolute = Path(os.path.abspath(path))
+    if absolute.name == "model" and absolute.parent.name:
+        return absolute.parent.name
+    return absolute.name or str(path)
+
+
+def _distinct_parts(paths: list[Any]) -> list[str]:
+    """The shortest ends of the run directories' paths that tell them apart, after the parts they all end
+    with (``/x/a/model``, ``runs/b/model`` → ``a``, ``b``); ``[]`` when nothing does (one directory twice)."""
+    parts = [Path(os.path.abspath(p)).parts[1:] for p in paths]  # absolute: no root part to join
     while all(len(p) > 1 for p in parts) and len({p[-1] for p in parts}) == 1:
         parts = [p[:-1] for p in parts]
-    labels = ["/".join(p) for p in parts]
-    return labels if len(set(labels)) == len(labels) else [str(p) for p in paths]
+    for n in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-n:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return []
 
 
 def train_summary_report(summary: dict[str, Any]) -> RenderableType:

@@ -179,15 +179,77 @@ def test_evaluate_plain_output_is_one_line_per_set_at_80_columns(trained):
 
 
 def test_compare_table_and_plot(trained, tmp_path):
-    _, out, _, _ = trained
+    tmp, out, _, _ = trained
     plot = tmp_path / "curves.png"
     status, text = run(["compare", str(out), str(out), "--plot", str(plot)])
     assert status == 0, text
-    assert "Eval sets by run" in text and f"forgot: {out}: forgotten" in text
-    assert text.count("BREACH") == 2  # the same run twice
+    label = tmp.name  # the run directory is called model: its parent names it
+    assert "Eval sets by run" in text and f"forgot: {label}: forgotten" in text
+    assert f"forgot: {label} (2): forgotten" in text  # the same run twice, numbered
+    assert text.count("BREACH") == 2
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     status, text = run(["compare", str(out), "--json"])
     data = json.loads(text[text.index("{") :])
     assert [step for step, _ in data[str(out)]["curves"]["pairs"]] == [0, 6, 12]
+    assert data[str(out)]["label"] == label and [step for step, _ in data[str(out)]["loss"]] == [
+        1,
+        3,
+        6,
+        9,
+        12,
+    ]
     status, text = run(["compare", str(tmp_path)])
     assert status != 0 and "not a finished run" in text
+
+
+def test_compare_names_runs_by_their_recipes(trained, tmp_path):
+    import shutil
+
+    _, out, _, _ = trained
+    copies = []
+    for name in ("qc-lr5e-3", "qc-lr1e-3"):
+        copy = shutil.copytree(out, tmp_path / name / "model", ignore=shutil.ignore_patterns("*.safetensors"))
+        recipe = copy / "recipe.toml"
+        recipe.write_text(f'name = "{name}"\n' + recipe.read_text(encoding="utf-8"), encoding="utf-8")
+        copies.append(str(copy))
+    status, text = run(["compare", *copies], width=80)
+    assert status == 0, text
+    assert "  qc-lr5e-3 " in text and "forgot: qc-lr1e-3: forgotten" in text
+
+
+def test_compare_plot_draws_loss_retain_limits_and_confidence_bands(trained):
+    from qckit.cli.compare import plot_figure
+    from qckit.evaluate.runs import read_run
+    from qckit.evaluate.sets import retain_limit
+
+    _, out, _, _ = trained
+    one = read_run(out)
+    assert [step for step, _ in one.loss] == [1, 3, 6, 9, 12]  # the first step, then every logging_steps = 3
+    assert [step for step, *_ in one.bands["pairs"]] == [0, 6, 12]  # the pairs' Wilson interval
+    assert all(
+        low <= value <= high
+        for (_, low, high), (_, value) in zip(one.bands["pairs"], one.curves["pairs"], strict=True)
+    )
+    assert one.bands["val"] == []  # bits per byte has no interval
+    figure = plot_figure([one])
+    axes = {a.get_title(): a for a in figure.axes}
+    assert list(axes) == [
+        "val [bpb/document] (target)",
+        "seen [bpb/stream] (retain)",
+        "forgotten [bpb/document] (retain)",
+        "pairs [minimal_pairs] (target)",
+        "idioms [choice] (target)",
+        "training loss",
+    ]
+    assert [tuple(line.get_ydata()) for line in axes["training loss"].get_lines()] == [
+        tuple(loss for _, loss in one.loss)
+    ]
+    limits = {t: [line for line in a.get_lines() if line.get_linestyle() == "--"] for t, a in axes.items()}
+    [forgotten_limit] = limits["forgotten [bpb/document] (retain)"]
+    assert forgotten_limit.get_ydata()[0] == pytest.approx(retain_limit(one.sets["forgotten"]))
+    assert forgotten_limit.get_ydata()[0] == pytest.approx(one.sets["forgotten"]["before"])  # 0 % allowed
+    [seen_limit] = limits["seen [bpb/stream] (retain)"]
+    assert seen_limit.get_ydata()[0] == pytest.approx(one.sets["seen"]["before"] * 1.02)  # the default 2 %
+    assert not limits["val [bpb/document] (target)"]  # a target set has no limit
+    assert axes["pairs [minimal_pairs] (target)"].collections  # the band
+    assert not axes["val [bpb/document] (target)"].collections

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rich.console import Console
 
@@ -223,10 +225,21 @@ def test_a_third_party_kind_runs_like_a_built_in(tmp_path, tiny_model, tiny_toke
     assert result["regression"] == pytest.approx(0.05) and result["breach"]  # 0.05 points > the default 0.02
 
 
-def test_run_labels_keep_what_tells_runs_apart():
-    assert report.run_labels(["runs/a/model", "runs/b/model"]) == ["a", "b"]
-    assert report.run_labels(["runs/qc/model"]) == ["model"]
-    assert report.run_labels(["x/model", "x/model"]) == ["x/model", "x/model"]
+def test_run_labels_are_recipe_names_else_what_tells_runs_apart(tmp_path):
+    from qckit.evaluate.runs import Run
+
+    def runs(*paths, names=()):
+        names = list(names) or [""] * len(paths)
+        return [Run(Path(p), {}, recipe_name=n) for p, n in zip(paths, names, strict=True)]
+
+    assert report.run_labels(runs("runs/a/model", "runs/b/model")) == ["a", "b"]
+    assert report.run_labels(runs("runs/qc/model")) == ["qc"]  # never "model"
+    assert report.run_labels(runs("/tmp/x/out", "runs/y/out")) == ["x", "y"]
+    assert report.run_labels(runs("/tmp/a/model", "runs/b/model")) == ["a", "b"]  # never "//tmp/a"
+    assert report.run_labels(runs("/s/lr1/m", "/s/lr2/m", names=["qc-lr1", "qc-lr2"])) == ["qc-lr1", "qc-lr2"]
+    assert report.run_labels(runs("/s/lr1/m", "/s/lr2/m", names=["qc", "qc"])) == ["lr1", "lr2"]
+    assert report.run_labels(runs("x/model", "x/model")) == ["x", "x (2)"]  # the same run twice
+    assert not any("//" in label for label in report.run_labels(runs("/a/model", "b/c/model", "/a/d/model")))
 
 
 def test_is_scalar_key_tells_an_eval_sets_number_from_the_trainers():

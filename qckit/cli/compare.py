@@ -1,7 +1,9 @@
 """``qckit compare RUN_DIR [RUN_DIR …] [--plot out.png] [--json]``: which run gained dialect, which forgot.
 
-One table of every run's eval sets (before / after / change, retain checks); ``--plot`` draws each
-set's metric over the training steps, one line per run (matplotlib: ``pip install 'qckit[plot]'``).
+One table of every run's eval sets (before / after / change, retain checks), runs named by their recipes'
+names (else their directories); ``--plot`` draws each set's metric over the training steps, one line per
+run with its 95 % interval as a band and a retain set's limit as a dashed line, and the training loss
+(matplotlib: ``pip install 'qckit[plot]'``).
 """
 
 from __future__ import annotations
@@ -19,37 +21,69 @@ from qckit.errors import InputError, QckitError
 
 
 def plot_runs(runs: list[Any], title: str = "") -> bytes:
-    """A PNG with one panel per eval set: its metric over optimizer steps, one line per run."""
+    """:func:`plot_figure` as a PNG."""
+    buffer = io.BytesIO()
+    plot_figure(runs, title).savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def plot_figure(runs: list[Any], title: str = "") -> Any:
+    """A matplotlib figure with one panel per eval set (its metric over optimizer steps, one line per run,
+    the 95 % interval as a band where the metric has one, a retain set's limit as a dashed line) and a
+    panel of the training loss."""
     try:
         from matplotlib.figure import Figure  # no pyplot: no global figure state
     except ImportError:
         raise QckitError("--plot needs matplotlib: pip install 'qckit[plot]'") from None
+    from qckit.evaluate.sets import retain_limit
+
     names = list(dict.fromkeys(name for run in runs for name in run.sets))
-    columns = min(len(names), 3)
-    rows = -(-len(names) // columns)
+    panels = len(names) + (1 if any(run.loss for run in runs) else 0)
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
     figure = Figure(figsize=(4.8 * columns, 3.4 * rows), layout="constrained")
-    labels = report.run_labels([run.path for run in runs])
+    labels = report.run_labels(runs)
+    colors = [f"C{i % 10}" for i in range(len(runs))]  # one colour per run in every panel
     for i, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, i + 1)
         described = next(run.sets[name] for run in runs if name in run.sets)
-        for run, label in zip(runs, labels, strict=True):
+        for run, label, color in zip(runs, labels, colors, strict=True):
             points = run.curves.get(name) or []
             if points:
                 steps, values = zip(*points, strict=True)
-                axes.plot(steps, values, marker="o", markersize=3, label=label)
-        label = report.set_label(name, described)
+                axes.plot(steps, values, marker="o", markersize=3, label=label, color=color)
+            band = run.bands.get(name) or []
+            if band:
+                steps, low, high = zip(*band, strict=True)
+                axes.fill_between(steps, low, high, color=color, alpha=0.15, linewidth=0)
+            entry = run.sets.get(name)
+            limit = retain_limit(entry) if entry else None
+            if limit is not None:
+                axes.axhline(limit, color=color, linestyle="--", linewidth=1, label=f"{label}: retain limit")
+        set_label = report.set_label(name, described)
         better = "higher" if described.get("higher_is_better") else "lower"
-        axes.set_title(f"{label} ({described['role']})", fontsize=9)
-        axes.set_xlabel("optimizer step", fontsize=8)
+        axes.set_title(f"{set_label} ({described['role']})", fontsize=9)
         axes.set_ylabel(f"{described['metric']} ({better} is better)", fontsize=8)
-        axes.tick_params(labelsize=7)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
+        _finish(axes)
+    if panels > len(names):
+        axes = figure.add_subplot(rows, columns, panels)
+        for run, label, color in zip(runs, labels, colors, strict=True):
+            if run.loss:
+                steps, values = zip(*run.loss, strict=True)
+                axes.plot(steps, values, label=label, color=color, linewidth=1)
+        axes.set_title("training loss", fontsize=9)
+        axes.set_ylabel("loss", fontsize=8)
+        _finish(axes)
     if title:
         figure.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure
+
+
+def _finish(axes: Any) -> None:
+    axes.set_xlabel("optimizer step", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
@@ -57,7 +91,11 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
     runs = [read_run(path) for path in args.runs]
     if args.json:
-        data = {run.name: {"path": str(run.path), "sets": run.sets, "curves": run.curves} for run in runs}
+        data = {
+            run.name: {"label": label, "path": str(run.path), "sets": run.sets, "curves": run.curves}
+            | {"bands": run.bands, "loss": run.loss}
+            for run, label in zip(runs, report.run_labels(runs), strict=True)
+        }
         console.print_json(json.dumps(data, ensure_ascii=False))
     else:
         console.print(report.compare_report(runs))

@@ -189,6 +189,18 @@ def outcome(
     return out
 
 
+def retain_limit(entry: dict[str, Any]) -> float | None:
+    """The worst value a retain set's metric may reach without a breach (an :func:`outcome` entry: its
+    ``before`` moved by ``max_regression``, relative or in points, in the worse direction); ``None`` for a
+    target set, or without a ``before``."""
+    before, allowed = entry.get("before"), entry.get("max_regression")
+    if entry.get("role") != "retain" or not isinstance(before, (int, float)) or allowed is None:
+        return None
+    worse = -1.0 if entry.get("higher_is_better") else 1.0
+    step = before * allowed if entry.get("regression_unit") == "relative" else allowed
+    return float(before + worse * step)
+
+
 def breaches(outcomes: dict[str, dict[str, Any]]) -> list[str]:
     """The retain sets whose regression is beyond what they allow."""
     return [name for name, entry in outcomes.items() if entry.get("breach")]
