@@ -69,7 +69,7 @@ def _decide(repo_id: str) -> tuple[tuple[str, Any], ...]:
         return local
     raise InputError(
         repo_id,
-        f"cannot reach the Hugging Face Hub to check {repo_id} ({unreachable}): set HF_HUB_OFFLINE=1 to "
+        f"cannot reach the Hugging Face Hub to check this model ({unreachable}): set HF_HUB_OFFLINE=1 to "
         "use the local cache only, or give a local path",
     )
 

@@ -57,7 +57,7 @@ def test_unreachable_hub_fails_in_one_line_within_seconds(hub_state):
         resolve_model(REPO_ID).pretrained_kwargs()
     assert time.monotonic() - started < hub.PROBE_TIMEOUT_S + 5  # not huggingface_hub's minute of retries
     message = str(caught.value)
-    assert message.startswith(f"{REPO_ID}: cannot reach the Hugging Face Hub to check {REPO_ID} (")
+    assert message.startswith(f"{REPO_ID}: cannot reach the Hugging Face Hub to check this model (")
     assert "set HF_HUB_OFFLINE=1 to use the local cache only, or give a local path" in message
     assert "\n" not in message
 
