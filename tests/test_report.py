@@ -84,7 +84,7 @@ def test_sources_table_keeps_headers_names_and_numbers_whole_at_80_columns():
         "docs",
         "tokens",
         "windows",
-        "asked",
+        "requested",
         "planned",
         "realized",
         "tok",
