@@ -134,5 +134,7 @@ def test_qckit_init_writes_a_recipe_that_checks(tmp_path, monkeypatch, tiny_mode
     assert 'field = "message"' in recipe and 'output = "runs/forum/data"' in recipe
     status, again = run(["init", "forum.jsonl"], tmp_path, monkeypatch)
     assert status == InputError.exit_code and "already exists" in again
-    status, checked = run(["run", "forum.toml", "--check"], tmp_path, monkeypatch)
+    # --check asks the Hub about a hub id (no network in tests): the same recipe on a local model
+    model = f"train.model={tiny_model_dir}"
+    status, checked = run(["run", "forum.toml", "--check", "--set", model], tmp_path, monkeypatch)
     assert status == 0, checked
