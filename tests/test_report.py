@@ -198,9 +198,9 @@ def test_eval_tables_keep_a_retain_limit_whole_at_80_columns():
 
 
 def test_reports_written_to_a_log_are_wide(monkeypatch):
-    from qckit.cli.main import LOG_WIDTH, _console
+    from qckit.cli.common import LOG_WIDTH, new_console
 
     monkeypatch.delenv("COLUMNS", raising=False)
-    assert _console().width == LOG_WIDTH  # pytest's stdout is not a terminal
+    assert new_console().width == LOG_WIDTH  # pytest's stdout is not a terminal
     monkeypatch.setenv("COLUMNS", "100")
-    assert _console().width == 100
+    assert new_console().width == 100

@@ -1,4 +1,4 @@
-"""Pieces every command shares: the ``--set`` flag, running a recipe's stages, quieting third parties."""
+"""Pieces every command shares: consoles, the ``--set`` flag, running a recipe's stages, quieting third parties."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ from rich.console import Console
 
 from qckit import report
 from qckit.cli.observer import RichObserver
+
+#: the width of reports written to a file or a pipe (a Slurm log): wide enough that tables and one-line
+#: reports are not wrapped, as a log viewer scrolls sideways; ``COLUMNS`` still decides when it is set
+LOG_WIDTH = 160
+
+
+def new_console(stderr: bool = False) -> Console:
+    """A console on stdout or stderr: the terminal's width, or :data:`LOG_WIDTH` when not a terminal."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(stderr=stderr, width=LOG_WIDTH)
+    return console
 
 
 def add_set_flag(p: argparse.ArgumentParser) -> None:

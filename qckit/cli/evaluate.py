@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from qckit import report
-from qckit.cli.common import add_set_flag, quiet_third_party
+from qckit.cli.common import add_set_flag, new_console, quiet_third_party
 from qckit.cli.observer import RichObserver
 from qckit.errors import RecipeError
 
@@ -142,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     tokenizer = load_tokenizer(
         tokenizer_source(source, args.adapter), trust_remote_code=args.trust_remote_code
     )
-    observer = RichObserver(Console(stderr=True))  # progress on stderr: stdout holds the results alone
+    observer = RichObserver(new_console(stderr=True))  # progress on stderr: stdout holds the results alone
     context = EvalContext(tokenizer, max_length=max_length, batch_size=batch_size, observer=observer)
     suite = EvalSuite(sets, context)  # reads every file before the model is loaded
     model = load_model(source, trust_remote_code=args.trust_remote_code)

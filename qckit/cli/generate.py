@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 
 from qckit import report
-from qckit.cli.common import quiet_third_party
+from qckit.cli.common import new_console, quiet_third_party
 from qckit.cli.observer import RichObserver
 from qckit.errors import QckitError
 from qckit.progress import phase
@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         chat=args.chat,
     )
-    observer = RichObserver(Console(stderr=True))  # progress on stderr: stdout holds the results alone
+    observer = RichObserver(new_console(stderr=True))  # progress on stderr: stdout holds the results alone
     columns: dict[str, list[str]] = {}
     sides = [True, False] if args.base else [False]
     for base in sides:

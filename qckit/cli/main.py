@@ -35,6 +35,7 @@ from rich.console import Console
 
 from qckit import __version__
 from qckit.cli import compare, evaluate, export, generate, init, plugins, prepare, run, select, train
+from qckit.cli.common import new_console
 from qckit.cli.flags import Parser, TopHelpFormatter, canonical_flags, exit_status_epilog
 from qckit.errors import INTERRUPTED_EXIT_CODE, TERMINATED_EXIT_CODE, QckitError
 from qckit.report import message_line
@@ -91,8 +92,8 @@ def main(
         # A qckit command renders its own progress; third-party tqdm bars (GGUF dequantization …) read this
         # variable when tqdm is imported, which has not happened yet here.
         os.environ.setdefault("TQDM_DISABLE", "1")
-    err = stderr or console or _console(stderr=True)
-    console = console or _console()
+    err = stderr or console or new_console(stderr=True)
+    console = console or new_console()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -117,19 +118,6 @@ def main(
             raise
         err.print(message_line("error", "bold red", unexpected_message(exc)), highlight=False, soft_wrap=True)
         return QckitError.exit_code
-
-
-#: the width of reports written to a file or a pipe (a Slurm log): wide enough that tables and one-line
-#: reports are not wrapped, as a log viewer scrolls sideways; ``COLUMNS`` still decides when it is set
-LOG_WIDTH = 160
-
-
-def _console(stderr: bool = False) -> Console:
-    """A console on stdout or stderr: the terminal's width, or :data:`LOG_WIDTH` when not a terminal."""
-    console = Console(stderr=stderr)
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console = Console(stderr=stderr, width=LOG_WIDTH)
-    return console
 
 
 def unexpected_message(exc: BaseException) -> str:

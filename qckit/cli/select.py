@@ -12,7 +12,7 @@ from rich.console import Console
 
 from qckit import report
 from qckit._fs import atomic_write_bytes
-from qckit.cli.common import quiet_third_party
+from qckit.cli.common import new_console, quiet_third_party
 from qckit.cli.observer import RichObserver
 from qckit.errors import InputError, QckitError
 
@@ -64,7 +64,7 @@ def cmd_select(args: argparse.Namespace, console: Console) -> int:
 
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InputError(args.plot, "--plot writes a PNG file: give it a .png name")
-    observer = RichObserver(Console(stderr=True) if args.json else console)
+    observer = RichObserver(new_console(stderr=True) if args.json else console)
     selection = select_run(
         args.run_dir,
         strengths=args.strengths,
