@@ -179,7 +179,7 @@ class KeyValues:
         self.key_width = min(max((cell_len(k) for k, _ in rows), default=0), 28)
 
     def _table(self, rows: list[tuple[str, str]]) -> Table:
-        t = Table(box=box.SIMPLE, show_header=False, pad_edge=True)
+        t = Table(box=None, show_header=False, pad_edge=True)
         t.add_column(style="bold", width=self.key_width)
         t.add_column(overflow="fold")
         for key, value in rows:
@@ -780,9 +780,11 @@ def plan_report(recipe: Any) -> RenderableType:
         plan = getattr(recipe, stage_name)
         if plan is None:
             continue
-        t = Table(title=stage_name, box=box.SIMPLE, title_justify="left")
-        t.add_column("step")
-        t.add_column("component")
+        t = Table(
+            title=stage_name, box=box.SIMPLE, title_justify="left", pad_edge=False, collapse_padding=True
+        )
+        t.add_column("step", no_wrap=True)
+        t.add_column("component", no_wrap=True)
         t.add_column("settings", overflow="fold")
         t.add_column("from", overflow="fold")
         for kind in stage_kinds(stage_name):
@@ -796,7 +798,7 @@ def plan_report(recipe: Any) -> RenderableType:
                 plugin = spec.info.plugin
                 _row(t, key, spec.name, settings, f"{plugin.name} ({plugin.distribution or '?'})")
         parts.append(key_values(f"[{stage_name}] settings", _settings_dict(plan.settings)))
-        parts.append(t)
+        parts.append(_whole_words(t, cap=30))  # a setting (key=value) or a name never split at 80 columns
     return Group(*parts)
 
 

@@ -204,3 +204,15 @@ def test_reports_written_to_a_log_are_wide(monkeypatch):
     assert new_console().width == LOG_WIDTH  # pytest's stdout is not a terminal
     monkeypatch.setenv("COLUMNS", "100")
     assert new_console().width == 100
+
+
+def test_the_check_plan_keeps_settings_and_names_whole_at_80_columns():
+    from qckit.recipe import load_recipe
+    from qckit.report import plan_report
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml")
+    text = render(plan_report(recipe))
+    words = set(text.split())
+    for whole in ("collapse_punctuation", "check_only_flagged=True", "merge_threshold=262144", "(qckit)"):
+        assert whole in words or f"{whole}," in words, whole
+    assert any(line.split() == ["inputs"] for line in text.splitlines())  # too long: the value goes under

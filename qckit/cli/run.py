@@ -73,7 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the train stage from its newest complete checkpoint (train.resume = true)",
+        help="continue the train stage from its newest complete checkpoint (train.resume = true; "
+        "--stage train skips a prepare stage already done)",
     )
     p.add_argument(
         "--overwrite-output-dir",
