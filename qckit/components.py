@@ -280,6 +280,17 @@ class StatefulFilter(Protocol):
         """Fast path: exactly ``[fingerprint(d) for d in docs]``."""
         ...
 
+    @optional
+    def decide_clusters(
+        self, fingerprints: Sequence[Any], serials: Sequence[int]
+    ) -> tuple[list[str | None], list[int | None]]:
+        """Called instead of ``drop_reasons`` by a filter that can keep near-duplicates together: each
+        document's drop reason (None: kept) and, for a kept one, the serial of the earlier document whose
+        cluster it joins (None: none). ``serials`` number the documents that reach the stateful filters,
+        in corpus order from 0 (``serials[i]`` is ``fingerprints[i]``'s). The split then puts every kept
+        member of a cluster on the side of its first kept member (:meth:`Splitter.start_clusters`)."""
+        ...
+
 
 class Splitter(Protocol):
     """Assigns kept documents to train or validation.
@@ -295,6 +306,15 @@ class Splitter(Protocol):
     def start(self, n_docs: int, set_index: int) -> None: ...
 
     def is_val(self, index: int, doc: Document) -> bool: ...
+
+    @optional
+    def start_clusters(self, n_docs: int, set_index: int, leaders: Sequence[int]) -> None:
+        """Called instead of ``start`` when documents of the set belong to near-duplicate clusters (a
+        stateful filter's ``decide_clusters``): ``leaders[i]`` is the index of the first document of
+        document i's cluster (``i`` for a document alone), or -1 when that first document is in an
+        earlier set. Whatever ``is_val`` answers, the pipeline gives each document its leader's side;
+        this ability lets a splitter choose sides by cluster, so that its shares still hold."""
+        ...
 
     @optional
     def is_val_batch(self, start: int, n: int) -> Sequence[bool]:

@@ -4,6 +4,10 @@
 the rest is validation) with a seeded choice of *which* documents go to validation; the output keeps
 corpus order. It holds one byte per document, never the texts.
 
+With near-duplicate clusters (``minhash_dedup`` with ``duplicates = "tag"``), ``random`` chooses
+clusters instead of documents (:meth:`RandomSplitter.start_clusters`), and the pipeline gives every
+member its cluster's side, whatever the splitter.
+
 ``hash`` decides per document from a salted hash of its text, so a document keeps its side when the
 corpus grows or is reordered, and copies differing only by case or spacing land on the same side.
 """
@@ -11,6 +15,7 @@ corpus grows or is reordered, and copies differing only by case or spacing land 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -66,6 +71,33 @@ class RandomSplitter:
         if n_val:
             mask[self._rng(set_index).choice(n_docs, n_val, replace=False)] = True
         self._mask = mask
+
+    def start_clusters(self, n_docs: int, set_index: int, leaders: Sequence[int]) -> None:
+        """Like :meth:`start`, a cluster of near-duplicates counting as one unit of its size: units are
+        taken in a seeded random order while they fit, so validation gets ``validation_count(n_docs,
+        val_split)`` documents (fewer only when no remaining unit fits), every member of a cluster on
+        its leader's side. Documents whose leader is in an earlier set (-1) are left to that leader."""
+        if n_docs < 0 or set_index < 0 or len(leaders) != n_docs:
+            raise ValueError("n_docs and set_index must be >= 0, with one leader per document")
+        lead = np.asarray(leaders, dtype=np.int64)
+        units = np.flatnonzero(lead == np.arange(n_docs))
+        sizes = np.bincount(lead[lead >= 0], minlength=n_docs)[units]
+        order = self._rng(set_index).permutation(len(units))
+        room = validation_count(n_docs, self.val_split)
+        chosen = np.zeros(len(units), dtype=bool)
+        # the prefix that fits at once, then single units that still fit (clusters are few and small)
+        fits = int(np.searchsorted(np.cumsum(sizes[order]), room, side="right"))
+        chosen[order[:fits]] = True
+        room -= int(sizes[order[:fits]].sum())
+        for u in order[fits:].tolist():
+            if room == 0:
+                break
+            if sizes[u] <= room:
+                chosen[u] = True
+                room -= int(sizes[u])
+        unit_val = np.zeros(n_docs, dtype=bool)
+        unit_val[units[chosen]] = True
+        self._mask = np.where(lead >= 0, unit_val[np.maximum(lead, 0)], False)
 
     def is_val(self, index: int, doc: Document) -> bool:
         if self._mask is None:

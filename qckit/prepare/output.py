@@ -22,6 +22,7 @@ import numpy as np
 from qckit._fs import errors_name
 from qckit.components import Document, _document
 from qckit.errors import ComponentError
+from qckit.prepare.clusters import Clusters, SetClusters
 from qckit.prepare.work import BatchResult
 from qckit.settings import output_name
 
@@ -246,13 +247,24 @@ def _split_lines(blob: bytes, lengths: np.ndarray, to_val: np.ndarray) -> tuple[
 
 
 def split_set(
-    batches: Iterator[SpoolBatch], n_docs: int, set_index: int, splitter: Any, sink: Sink
+    batches: Iterator[SpoolBatch],
+    n_docs: int,
+    set_index: int,
+    splitter: Any,
+    sink: Sink,
+    clusters: SetClusters | None = None,
 ) -> dict[str, int]:
     """Assign the ``n_docs`` documents of one set to train or validation and hand them to ``sink``;
-    return the set's ``train``/``val`` counts and its text ``bytes`` (UTF-8)."""
+    return the set's ``train``/``val`` counts and its text ``bytes`` (UTF-8). With ``clusters``, every
+    member of a near-duplicate cluster gets its leader's side (and ``clustered`` counts them)."""
     instance = splitter.instance
+    grouped = clusters is not None and clusters.n_members > 0
     try:
-        instance.start(n_docs, set_index)
+        if grouped and hasattr(instance, "start_clusters"):
+            assert clusters is not None
+            instance.start_clusters(n_docs, set_index, clusters.leaders)
+        else:
+            instance.start(n_docs, set_index)
     except Exception as exc:
         raise ComponentError("splitter", splitter.name, splitter.owner, None, exc) from exc
     by_index = getattr(instance, "is_val_batch", None)
@@ -268,26 +280,41 @@ def split_set(
                 flags = [is_val(i, doc) for i, doc in enumerate(batch.docs, start=index)]
         except Exception as exc:
             raise ComponentError("splitter", splitter.name, splitter.owner, None, exc) from exc
+        if clusters is not None:
+            flags = clusters.follow(index, flags)
         index += batch.n
         n_val = sum(flags)
         counts["bytes"] += batch.text_bytes
         counts["val"] += n_val
         counts["train"] += batch.n - n_val
         sink.write(batch, flags)
+    if grouped:
+        assert clusters is not None
+        counts["clustered"] = clusters.n_members
     return counts
 
 
 def write_sets(
-    spool: Spool, set_names: list[str], splitter: Any, writers: list[Any], directory: Path, stats: dict
+    spool: Spool,
+    set_names: list[str],
+    splitter: Any,
+    writers: list[Any],
+    directory: Path,
+    stats: dict,
+    clusters: Clusters | None = None,
 ) -> None:
     """Split and write every set into ``directory``, recording each set's counts in ``stats``."""
+    sizes = [stats["sets"][i]["kept"] for i in range(len(set_names))]
+    followed = clusters.for_sets(sizes) if clusters else [None] * len(set_names)
     for set_index, suffix in enumerate(set_names):
         sink = FileSink(writers, directory, suffix)
         try:
-            n = stats["sets"][set_index]["kept"]
-            counts = split_set(spool.batches(set_index), n, set_index, splitter, sink)
+            n = sizes[set_index]
+            counts = split_set(spool.batches(set_index), n, set_index, splitter, sink, followed[set_index])
         finally:
             sink.close()
         stats["sets"][set_index].update(
             name=f"train{suffix}/val{suffix}", bytes=counts["bytes"], train=counts["train"], val=counts["val"]
         )
+        if "clustered" in counts:  # near-duplicates kept on their cluster's side
+            stats["sets"][set_index]["clustered"] = counts["clustered"]

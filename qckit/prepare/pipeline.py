@@ -108,7 +108,15 @@ class PreparePipeline:
             self._report_growth(files, stats)
             self._check_files_had_documents(paths, stats)
             self._check_kept(stats)
-            write_sets(spool, set_names, self.plan.splitter, self.plan.writers, out.staging, stats)
+            write_sets(
+                spool,
+                set_names,
+                self.plan.splitter,
+                self.plan.writers,
+                out.staging,
+                stats,
+                self.stateful.clusters,
+            )
             spool.remove()
             stats["outputs"] = [
                 str(out.path / name) for name in names if name not in (REJECTS_FILE, settings.stats_file)
@@ -134,8 +142,13 @@ class PreparePipeline:
                 results, self.stage, 1, Path(tmp), None, [inputs.MEMORY_SOURCE], None
             )
             sink = MemorySink()
-            counts = split_set(spool.batches(0), stats["sets"][0]["kept"], 0, self.plan.splitter, sink)
+            n = stats["sets"][0]["kept"]
+            clusters = self.stateful.clusters
+            followed = clusters.for_sets([n])[0] if clusters else None
+            counts = split_set(spool.batches(0), n, 0, self.plan.splitter, sink, followed)
             stats["sets"][0].update(train=counts["train"], val=counts["val"])
+            if "clustered" in counts:
+                stats["sets"][0]["clustered"] = counts["clustered"]
             return PrepareResult(stats=stats, train=sink.train, val=sink.val)
 
     def _consume(
@@ -164,6 +177,7 @@ class PreparePipeline:
         )
         funnel.executor["use"] = self.executor.name
         spool = Spool(tmp, n_sets, with_docs=not stage.writers or stage.keep_meta)
+        self.stateful.begin()
         obs = self.observer
         obs.start("prepare", total=total_bytes, unit="B")
         try:

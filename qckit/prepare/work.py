@@ -30,6 +30,7 @@ from qckit.components import (
     repair_surrogates,
 )
 from qckit.errors import ComponentError, RecordError
+from qckit.prepare.clusters import Clusters
 
 
 @dataclass
@@ -328,27 +329,49 @@ class StatefulFilters:
         self.specs = specs  # ComponentSpecs of the stateful filters, in recipe order
         self.keep_rejects = keep_rejects
         self.max_examples = max_examples
+        #: the near-duplicate clusters of the run, when a filter can report them (``decide_clusters``)
+        self.clusters: Clusters | None = None
+        self.begin()
+
+    def begin(self) -> None:
+        """Start a run: no cluster recorded yet."""
+        tags = any(hasattr(s.instance, "decide_clusters") for s in self.specs)
+        self.clusters = Clusters() if tags else None
 
     def decide(self, result: BatchResult) -> list[int]:
         """Run the stateful filters on ``result`` (the next batch in corpus order); record their drops
         in it and set ``result.kept`` to the indices of the documents they keep."""
         alive: list[int] | range = range(len(result.lines))
+        clusters = self.clusters
+        base = clusters.serials if clusters is not None else 0
+        links: list[tuple[int, int]] = []
         for j, spec in enumerate(self.specs):
             column = result.fingerprints[j]
             fps = column if len(alive) == len(column) else [column[i] for i in alive]
+            decide = getattr(spec.instance, "decide_clusters", None)
+            joins: list[int | None] = []
             try:
-                reasons = spec.instance.drop_reasons(fps)
+                if decide is not None:
+                    reasons, joins = decide(fps, [base + i for i in alive])
+                else:
+                    reasons = spec.instance.drop_reasons(fps)
             except Exception as exc:
                 where = f"{result.source}:{result.lines[alive[0]]}" if alive else None
                 raise ComponentError("filter", spec.name, spec.owner, where, exc) from exc
-            if len(reasons) != len(alive):
+            if len(reasons) != len(alive) or (decide is not None and len(joins) != len(alive)):
                 raise ComponentError(
                     "filter",
                     spec.name,
                     spec.owner,
                     None,
-                    ValueError(f"{len(reasons)} reasons for {len(alive)} documents"),
+                    ValueError(f"{len(reasons)} reasons ({len(joins)} clusters) for {len(alive)} documents"),
                 )
+            if joins and joins.count(None) != len(joins):
+                links += [
+                    (base + alive[k], join)
+                    for k, join in enumerate(joins)
+                    if join is not None and reasons[k] is None
+                ]
             if reasons.count(None) == len(reasons):
                 continue
             log = result.drops.setdefault(spec.name, IssueLog(self.max_examples))
@@ -361,4 +384,6 @@ class StatefulFilters:
             alive = list(compress(alive, map(operator.is_, reasons, repeat(None))))
         alive = list(alive)
         result.kept = alive
+        if clusters is not None:
+            clusters.add(len(result.lines), alive, links)
         return alive

@@ -13,8 +13,8 @@ import re
 import unicodedata
 import zlib
 from collections.abc import Sequence
-from itertools import compress
-from typing import Any, ClassVar
+from itertools import chain, compress
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -250,6 +250,110 @@ class ExactDedup:
 
 _WORD = re.compile(r"\w+")
 
+# -- what near-duplicate detection compares in one-line documents ---------------------------------
+
+# Apostrophe look-alikes that are letters (U+02BC ʼ, U+02BB ʻ …) in Unicode, and the ligatures NFKD
+# keeps: a word break or their spelled-out letters, so "c’est", "cʼest" and "c'est" (and "cœur",
+# "coeur") give the same words. (str.replace of the few present is faster than str.translate.)
+_NEAR_REPLACE = [*((c, " ") for c in "\u02bc\u02bb\u02bd\u02b9\u2032"), ("œ", "oe"), ("æ", "ae")]
+_COMBINING = re.compile("[\u0300-\u036f]")  # the diacritics NFKD splits off Latin letters
+_NEAR_WORD = re.compile(r"[^\W_]+")
+
+
+def near_words(text: str) -> list[str]:
+    """The words that ``shingling = "short"`` compares: case-folded, accents removed (NFKD, then the
+    combining diacritics dropped), any apostrophe style, punctuation, symbols and emoji as word breaks.
+
+    >>> near_words("C’est l’Été 🎉!") == near_words("cʼest l'ete") == ["c", "est", "l", "ete"]
+    True
+    """
+    text = text.casefold()
+    if not text.isascii():
+        for old, new in _NEAR_REPLACE:
+            if old in text:
+                text = text.replace(old, new)
+        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text))
+    return _NEAR_WORD.findall(text)
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer on a uint64 array (in place): every input bit affects every output bit."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+# odd multipliers that combine word hashes into n-gram hashes (one per position; unigrams, bigrams and
+# longer n-grams use different ones, so a word never equals a bigram)
+_GRAM_MULTIPLIERS = np.random.default_rng(20261207).integers(
+    0, 2**63, size=(3, 16), dtype=np.uint64
+) * np.uint64(2) + np.uint64(1)
+
+
+def short_features(
+    word_lists: Sequence[list[str]], short_words: int, ngram: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 32-bit feature hashes of each document, concatenated document after document, and each
+    document's count: word 1- and 2-grams for a document of fewer than ``short_words`` words, word
+    ``ngram``-grams (or one feature of all its words, when shorter) from there. A word is hashed with
+    CRC-32 of its UTF-8, n-grams are combined with odd multipliers and mixed (:func:`_fmix64`)."""
+    counts = np.fromiter(map(len, word_lists), dtype=np.int64, count=len(word_lists))
+    n = int(counts.sum())
+    if n == 0:
+        return np.empty(0, dtype=np.uint32), np.zeros(len(word_lists), dtype=np.int64)
+    words = "\n".join(chain.from_iterable(word_lists)).encode("utf-8", "surrogatepass").split(b"\n")
+    w = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=n)
+    doc = np.repeat(np.arange(len(counts)), counts)
+    starts = np.cumsum(counts) - counts
+    left = counts[doc] - (np.arange(n) - starts[doc])  # words from this one to the end of its document
+    short = counts[doc] < short_words
+    parts, owners = [], []
+    # unigrams and bigrams of short documents
+    parts.append(w[short] * _GRAM_MULTIPLIERS[0, 0])
+    owners.append(doc[short])
+    pair = short & (left >= 2)
+    nxt = np.minimum(np.arange(n) + 1, n - 1)
+    parts.append(w[pair] * _GRAM_MULTIPLIERS[1, 0] + w[nxt[pair]] * _GRAM_MULTIPLIERS[1, 1])
+    owners.append(doc[pair])
+    # n-grams of longer documents (short_words >= ngram, so each has at least one)
+    long_ = ~short
+    if long_.any():
+        k = ngram
+        first = np.flatnonzero(long_ & (left >= k))
+        gram = np.zeros(len(first), dtype=np.uint64)
+        for j in range(k):
+            gram += w[first + j] * _GRAM_MULTIPLIERS[2, j]
+        parts.append(gram)
+        owners.append(doc[first])
+    values = np.concatenate(parts)
+    owner = np.concatenate(owners)
+    order = np.argsort(owner, kind="stable")
+    features = (_fmix64(values[order]) >> np.uint64(32)).astype(np.uint32)
+    return features, np.bincount(owner, minlength=len(counts)).astype(np.int64)
+
+
+def batch_signatures(features: np.ndarray, counts: np.ndarray, permutations: np.ndarray) -> np.ndarray:
+    """MinHash signatures (uint32, ``[documents, num_perm]``) of documents given as concatenated feature
+    hashes and counts: for each permutation ``h → a·h + b mod 2³²`` (datasketch's ``affine32``
+    parameters), the smallest value over the document's features. Rows of documents without features
+    are ``2³² − 1``. Works in chunks of about 8,192 features, so memory stays at a few MB."""
+    a, b = permutations
+    sig = np.full((len(counts), len(a)), np.iinfo(np.uint32).max, dtype=np.uint32)
+    doc = np.repeat(np.arange(len(counts)), counts)
+    step = max(1, 1 << 21 >> max(0, len(a).bit_length() - 1))  # ~2M values per chunk
+    for lo in range(0, len(features), step):
+        hi = min(lo + step, len(features))
+        values = features[lo:hi, None] * a + b  # wraps mod 2**32
+        owners = doc[lo:hi]
+        cuts = np.flatnonzero(np.diff(owners, prepend=-1))  # where each document's run starts
+        mins = np.minimum.reduceat(values, cuts, axis=0)
+        rows = owners[cuts]
+        sig[rows] = np.minimum(sig[rows], mins)
+    return sig
+
 
 @functools.cache
 def _scheme() -> dict[str, str]:
@@ -262,6 +366,14 @@ def _scheme() -> dict[str, str]:
 
 
 @functools.cache
+def _permutations(num_perm: int, seed: int) -> np.ndarray:
+    """datasketch's affine permutation parameters ``(a, b)`` as uint32 (``[2, num_perm]``)."""
+    from datasketch import MinHash
+
+    return np.asarray(MinHash(num_perm=num_perm, seed=seed, **_scheme()).permutations).astype(np.uint32)
+
+
+@functools.cache
 def _bands_and_rows(threshold: float, num_perm: int) -> tuple[int, int]:
     """datasketch's choice of LSH bands and rows per band for this threshold (fewest errors, equal weights)."""
     from datasketch import MinHashLSH
@@ -270,25 +382,48 @@ def _bands_and_rows(threshold: float, num_perm: int) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
+#: the default ``threshold`` of each ``shingling``
+_THRESHOLDS = {"words": 0.8, "short": 0.5}
+
+
 class MinHashDedup:
     """Drops near-duplicates with MinHash LSH, keeping the first copy (recipe: ``use = "minhash_dedup"``).
 
-    A document is the set of its word ``ngram``-grams (lower-cased words; a document shorter than
-    ``ngram`` words is one shingle of all its words). Its MinHash signature (datasketch, ``num_perm``
-    permutations from ``seed``) is cut into LSH bands, with datasketch's choice of bands and rows for
-    ``threshold`` (9 bands of 13 rows for 0.8 and 128 permutations): two documents that agree on a whole
-    band are near-duplicates, which happens with high probability above the threshold Jaccard
-    similarity and rarely below it. Example: a 40-word text and the same text with one word changed
-    in the middle share 31 of 41 distinct 5-word shingles (Jaccard 0.76), so they are caught at
-    ``threshold = 0.7`` but mostly not at 0.8; one word changed at the end leaves Jaccard 0.95.
+    ``shingling = "words"`` (default): a document is the set of its word ``ngram``-grams (lower-cased
+    words; a document shorter than ``ngram`` words is one shingle of all its words). Its MinHash signature
+    (datasketch, ``num_perm`` permutations from ``seed``) is cut into LSH bands, with datasketch's choice
+    of bands and rows for ``threshold`` (9 bands of 13 rows for 0.8 and 128 permutations): two documents
+    that agree on a whole band are near-duplicates, which happens with high probability above the
+    threshold Jaccard similarity and rarely below it. Example: a 40-word text and the same text with one
+    word changed in the middle share 31 of 41 distinct 5-word shingles (Jaccard 0.76), so they are caught
+    at ``threshold = 0.7`` but mostly not at 0.8; one word changed at the end leaves Jaccard 0.95. On
+    one-line documents this misses most edits (a 20-word line has 16 shingles; one edit changes 5).
+
+    ``shingling = "short"`` is made for one-line documents: the words of :func:`near_words` (case,
+    accents, apostrophe style, punctuation and emoji ignored), then word 1- and 2-grams for a document of
+    fewer than ``short_words`` words and ``ngram``-grams from there (:func:`short_features`; a one-word
+    edit in a 10-word line leaves Jaccard ≈ 0.73), ``threshold`` 0.5 unless given; signatures are
+    computed for a whole batch at once (:func:`batch_signatures`, datasketch's permutations), and every
+    LSH candidate is verified (as with ``verify = true``).
+
+    ``verify = true``: a candidate pair is a near-duplicate only when the Jaccard similarity estimated
+    from the full signatures (their lowest 8 bits, b-bit MinHash, so ``num_perm`` bytes per kept
+    document) reaches ``threshold``; the band collisions of unrelated documents are then thrown out.
+
+    ``duplicates = "tag"`` keeps near-duplicates instead of dropping them and tells the pipeline which
+    earlier kept document each one resembles (:meth:`decide_clusters`): the splitter then puts every
+    member of a cluster on the side of its first member, so validation never holds a variant of a
+    training document. ``"drop"`` (default) drops them (reason ``near_duplicate``).
 
     The worker computes the signature and reduces each band to a 64-bit hash, so the fingerprint is
-    one ``uint64`` per band; the main process keeps the band hashes of kept documents in a
-    :class:`HashIndex` (~8 bytes per band: ~72 bytes per kept document at the defaults, against a few
-    kilobytes in datasketch's ``MinHashLSH``), and decides in 1 to 10 µs per document (more as the
-    index outgrows the CPU cache). Its decisions are those of a ``MinHashLSH`` with the same settings,
-    up to 64-bit hash collisions. A document without words is never a near-duplicate. Reason:
-    ``near_duplicate``.
+    one ``uint64`` per band (plus the b-bit signature when candidates are verified or clusters tagged);
+    the main process keeps the band hashes of kept documents in a :class:`HashIndex` (~8 bytes per band:
+    ~72 bytes per kept document at the defaults, against a few kilobytes in datasketch's
+    ``MinHashLSH``), and decides in 1 to 10 µs per document (more as the index outgrows the CPU cache).
+    Its decisions are those of a ``MinHashLSH`` with the same settings, up to 64-bit hash collisions.
+    Verifying or tagging keeps, per kept document, its band hashes with its number (16 bytes per band)
+    and its b-bit signature (``num_perm`` bytes), and compares with the first kept document of each
+    candidate band only. A document without words is never a near-duplicate.
     """
 
     name: ClassVar[str] = "minhash_dedup"
@@ -297,24 +432,41 @@ class MinHashDedup:
     def __init__(
         self,
         ngram: int = 5,
-        threshold: float = 0.8,
+        threshold: float | None = None,
         num_perm: int = 128,
         seed: int = 1,
         merge_threshold: int = 262_144,
+        shingling: Literal["words", "short"] = "words",
+        short_words: int = 40,
+        verify: bool = False,
+        duplicates: Literal["drop", "tag"] = "drop",
     ) -> None:
+        if shingling not in _THRESHOLDS:
+            raise ValueError(f"shingling must be 'words' or 'short', not {shingling!r}")
+        if duplicates not in ("drop", "tag"):
+            raise ValueError(f"duplicates must be 'drop' or 'tag', not {duplicates!r}")
+        threshold = _THRESHOLDS[shingling] if threshold is None else threshold
         if ngram < 1:
             raise ValueError(f"ngram must be at least 1, not {ngram}")
+        if shingling == "short" and ngram > _GRAM_MULTIPLIERS.shape[1]:
+            raise ValueError(f"ngram must be at most {_GRAM_MULTIPLIERS.shape[1]} with shingling 'short'")
         if not 0.0 < float(threshold) < 1.0:
             raise ValueError(f"threshold must be between 0 and 1 (exclusive), not {threshold}")
         if num_perm < 2:
             raise ValueError(f"num_perm must be at least 2, not {num_perm}")
         if merge_threshold < 1:
             raise ValueError(f"merge_threshold must be at least 1, not {merge_threshold}")
+        if shingling == "short" and not ngram <= short_words:
+            raise ValueError(f"short_words must be at least ngram ({ngram}), not {short_words}")
         self.ngram = int(ngram)
         self.threshold = float(threshold)
         self.num_perm = int(num_perm)
         self.seed = int(seed)
         self.merge_threshold = int(merge_threshold)
+        self.shingling = shingling
+        self.short_words = int(short_words)
+        self.verify = bool(verify) or shingling == "short"
+        self.duplicates = duplicates
         self.bands, self.rows = _bands_and_rows(self.threshold, self.num_perm)
         rng = np.random.default_rng(self.seed)
         # Random odd multipliers, one per (band, row): a band's hash is sum(value * multiplier) mod 2**64,
@@ -327,9 +479,15 @@ class MinHashDedup:
         self._sketch: Any = None  # a reusable datasketch.MinHash, made in each process on first use
         self.reset()
 
+    @property
+    def _clustered(self) -> bool:
+        """Whether decisions go through :class:`ClusterIndex` (verified candidates, or tagged clusters)."""
+        return self.verify or self.duplicates == "tag"
+
     def reset(self) -> None:
         """Forget every document seen."""
         self._index = HashIndex(self.merge_threshold)
+        self._clusters = ClusterIndex(self.bands, self.num_perm, self.threshold, self.merge_threshold)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -346,9 +504,13 @@ class MinHashDedup:
     def signature(self, text: str) -> np.ndarray | None:
         """The MinHash signature of ``text`` (``num_perm`` hash values), or None without words.
 
-        Shingles are hashed with CRC-32 (datasketch mixes each input hash before permuting it), which
-        is several times faster than datasketch's default SHA-1 and as good for this purpose.
+        With ``shingling = "words"``, shingles are hashed with CRC-32 (datasketch mixes each input hash
+        before permuting it), which is several times faster than datasketch's default SHA-1 and as good
+        for this purpose. With ``"short"``, it is a row of :func:`batch_signatures`.
         """
+        if self.shingling == "short":
+            sig = self._signatures([text])
+            return None if sig is None else sig[0]
         shingles = self.shingles(text)
         if not shingles:
             return None
@@ -363,15 +525,59 @@ class MinHashDedup:
         sketch.update_batch(set(shingles))
         return sketch.hashvalues.copy()
 
-    def fingerprint(self, doc: Document) -> np.ndarray | None:
-        """One 64-bit hash per LSH band (``bands`` uint64), or None for a document without words."""
-        sig = self.signature(doc.text)
-        if sig is None:
+    def _signatures(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The ``"short"`` signatures of ``texts`` (rows of documents without words: all ``2³² − 1``),
+        or None when none has a word."""
+        word_lists = list(map(near_words, texts))
+        features, counts = short_features(word_lists, self.short_words, self.ngram)
+        if not len(features):
             return None
-        values = sig[: self.bands * self.rows].astype(np.uint64).reshape(self.bands, self.rows)
-        return (values * self._multipliers).sum(axis=1, dtype=np.uint64)
+        return batch_signatures(features, counts, _permutations(self.num_perm, self.seed))
+
+    def _band_hashes(self, sig: np.ndarray) -> np.ndarray:
+        """``[documents, bands]`` uint64: each band's row values combined (see ``_multipliers``)."""
+        values = sig[:, : self.bands * self.rows].astype(np.uint64).reshape(len(sig), self.bands, self.rows)
+        return (values * self._multipliers).sum(axis=2, dtype=np.uint64)
+
+    def _packed(self, sig: np.ndarray) -> list[bytes]:
+        """Per document, its band hashes (little-endian uint64) then its b-bit signature (the lowest 8 bits
+        of each value): what :class:`ClusterIndex` reads."""
+        rows = np.concatenate(
+            [self._band_hashes(sig).astype("<u8").view(np.uint8), (sig & 0xFF).astype(np.uint8)], axis=1
+        )
+        width = rows.shape[1]
+        blob = rows.tobytes()
+        return [blob[i : i + width] for i in range(0, len(blob), width)]
+
+    def fingerprint(self, doc: Document) -> Any:
+        """One 64-bit hash per LSH band (``bands`` uint64), or None for a document without words. When
+        candidates are verified or clusters tagged: bytes, the band hashes then the b-bit signature."""
+        return self.fingerprint_batch([doc])[0]
+
+    def fingerprint_batch(self, docs: Sequence[Document]) -> list[Any]:
+        """``[self.fingerprint(d) for d in docs]``; for ``shingling = "short"``, one vectorized pass."""
+        if self.shingling == "short":
+            texts = list(map(_text, docs))
+            sig = self._signatures(texts)
+            if sig is None:
+                return [None] * len(docs)
+            packed = self._packed(sig)
+            empty = np.all(sig == np.iinfo(np.uint32).max, axis=1).tolist()
+            return [None if e else p for e, p in zip(empty, packed, strict=True)]
+        out: list[Any] = []
+        for doc in docs:
+            sig = self.signature(doc.text)
+            if sig is None:
+                out.append(None)
+            elif self._clustered:
+                out.append(self._packed(sig[None, :])[0])
+            else:
+                out.append(self._band_hashes(sig[None, :])[0])
+        return out
 
     def drop_reasons(self, fingerprints: Sequence[Any]) -> list[str | None]:
+        if self._clustered:
+            return self.decide_clusters(fingerprints, None)[0]
         reasons: list[str | None] = [None] * len(fingerprints)
         positions = [i for i, fp in enumerate(fingerprints) if fp is not None]
         if not positions:
@@ -387,3 +593,117 @@ class MinHashDedup:
                 recent.update(bands)
         index.merge_if_full()
         return reasons
+
+    def decide_clusters(
+        self, fingerprints: Sequence[Any], serials: Sequence[int] | None
+    ) -> tuple[list[str | None], list[int | None]]:
+        """Drop reasons and clusters (see :class:`~qckit.components.StatefulFilter`): a near-duplicate is
+        dropped (``duplicates = "drop"``) or kept with the serial of the kept document it resembles
+        (``"tag"``)."""
+        if not self._clustered:
+            return self.drop_reasons(fingerprints), [None] * len(fingerprints)
+        of = self._clusters.decide(fingerprints, serials)
+        if self.duplicates == "tag":
+            return [None] * len(of), of
+        return ["near_duplicate" if c is not None else None for c in of], [None] * len(of)
+
+
+class ClusterIndex:
+    """The kept documents of a verifying or tagging :class:`MinHashDedup`: band hash → first kept document
+    with that band (a Python dict of recent ones, merged into sorted ``uint64``/``int64`` arrays), and
+    each kept document's b-bit signature and serial.
+
+    A document joins the earliest candidate (a kept document sharing a band with it) whose signature
+    agrees on enough values: ``(matches / num_perm − 1/256) / (1 − 1/256) >= threshold`` (two
+    different values have the same lowest 8 bits once in 256). Only kept documents enter the index, so
+    clusters are stars around their first document and never chain.
+    """
+
+    def __init__(self, bands: int, num_perm: int, threshold: float, merge_threshold: int) -> None:
+        self.bands = bands
+        self.num_perm = num_perm
+        self.threshold = threshold
+        self.merge_threshold = merge_threshold
+        self.recent: dict[int, int] = {}
+        self.sorted_keys = np.empty(0, dtype=np.uint64)
+        self.sorted_docs = np.empty(0, dtype=np.int64)
+        self.sketches = np.empty((0, num_perm), dtype=np.uint8)
+        self.serials = np.empty(0, dtype=np.int64)
+        self.n_docs = 0  # kept documents
+        self.offered = 0  # documents seen, the serials when none are given
+        # matches needed: the smallest count whose estimate reaches the threshold
+        self.min_matches = int(np.ceil((threshold * (1 - 1 / 256) + 1 / 256) * num_perm - 1e-9))
+
+    def __len__(self) -> int:
+        return self.n_docs
+
+    def decide(self, fingerprints: Sequence[Any], serials: Sequence[int] | None) -> list[int | None]:
+        """Per document, the serial of the kept document it is a near-duplicate of, or None (then it is
+        kept and indexed)."""
+        n = len(fingerprints)
+        if serials is None:
+            serials = range(self.offered, self.offered + n)
+        self.offered += n
+        out: list[int | None] = [None] * n
+        positions = [i for i, fp in enumerate(fingerprints) if fp is not None]
+        if not positions:
+            return out
+        width = 8 * self.bands
+        rows = np.frombuffer(b"".join([fingerprints[i] for i in positions]), dtype=np.uint8)
+        rows = rows.reshape(len(positions), width + self.num_perm)
+        keys = rows[:, :width].copy().view("<u8").astype(np.uint64)
+        sketches = rows[:, width:]
+        found = self._in_sorted(keys)  # the first kept document of each band in the sorted part, or -1
+        self._reserve(len(positions))
+        recent = self.recent
+        for k, i in enumerate(positions):
+            bands = keys[k].tolist()
+            candidates = {d for d in found[k].tolist() if d >= 0}
+            candidates.update(d for d in map(recent.get, bands) if d is not None)
+            match = None
+            for doc in sorted(candidates):
+                if np.count_nonzero(self.sketches[doc] == sketches[k]) >= self.min_matches:
+                    match = doc
+                    break
+            if match is not None:
+                out[i] = int(self.serials[match])
+                continue
+            doc = self.n_docs
+            self.n_docs += 1
+            self.sketches[doc] = sketches[k]
+            self.serials[doc] = serials[i]
+            for band, old in zip(bands, found[k].tolist(), strict=True):
+                if old < 0:
+                    recent.setdefault(band, doc)
+        self._merge_if_full()
+        return out
+
+    def _in_sorted(self, keys: np.ndarray) -> np.ndarray:
+        if not len(self.sorted_keys):
+            return np.full(keys.shape, -1, dtype=np.int64)
+        idx = np.searchsorted(self.sorted_keys, keys)
+        np.minimum(idx, len(self.sorted_keys) - 1, out=idx)
+        return np.where(self.sorted_keys[idx] == keys, self.sorted_docs[idx], -1)
+
+    def _reserve(self, more: int) -> None:
+        """Room for ``more`` kept documents (capacity doubles, so growing costs linear time)."""
+        need = self.n_docs + more
+        if need <= len(self.serials):
+            return
+        size = max(need, 2 * len(self.serials), 1024)
+        sketches = np.empty((size, self.num_perm), dtype=np.uint8)
+        sketches[: self.n_docs] = self.sketches[: self.n_docs]
+        serials = np.empty(size, dtype=np.int64)
+        serials[: self.n_docs] = self.serials[: self.n_docs]
+        self.sketches, self.serials = sketches, serials
+
+    def _merge_if_full(self) -> None:
+        if len(self.recent) < self.merge_threshold:
+            return
+        keys = np.fromiter(self.recent.keys(), dtype=np.uint64, count=len(self.recent))
+        docs = np.fromiter(self.recent.values(), dtype=np.int64, count=len(self.recent))
+        keys = np.concatenate([self.sorted_keys, keys])
+        docs = np.concatenate([self.sorted_docs, docs])
+        order = np.argsort(keys, kind="stable")  # a band hash is in one of the two parts, never both
+        self.sorted_keys, self.sorted_docs = keys[order], docs[order]
+        self.recent = {}
