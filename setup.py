@@ -23,6 +23,7 @@ except ValueError as exc:
 extensions = [
     Extension("qckit_builtins._textscan", [f"{SOURCES}/textscan.c"], optional=True),
     Extension("qckit_builtins._markerscan", [f"{SOURCES}/markerscan.c"], optional=True),
+    Extension("qckit_builtins._minhash", [f"{SOURCES}/minhash.c"], optional=True),
 ]
 
 setup(ext_modules=[] if NO_EXTENSIONS else extensions)

@@ -42,7 +42,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from qckit.components import Document  # noqa: E402
-from qckit_builtins.filters.dedup import MinHashDedup, near_words, short_features  # noqa: E402
+from qckit_builtins.filters.dedup import MinHashDedup, near_key_bytes, short_features  # noqa: E402
 
 LENGTHS = (10, 20, 40, 80)
 KINDS = ("accents", "apostrophe", "replace_1", "drop_1", "add_1", "replace_2", "emoji")
@@ -131,8 +131,8 @@ def pair_decisions(flt: MinHashDedup, first: list[str], second: list[str]) -> np
 
 
 def jaccard(flt: MinHashDedup, x: str, y: str) -> float:
-    fx = set(short_features([near_words(x)], flt.short_words, flt.ngram)[0].tolist())
-    fy = set(short_features([near_words(y)], flt.short_words, flt.ngram)[0].tolist())
+    fx = set(short_features([near_key_bytes(x).split()], flt.short_words, flt.ngram)[0].tolist())
+    fy = set(short_features([near_key_bytes(y).split()], flt.short_words, flt.ngram)[0].tolist())
     return len(fx & fy) / len(fx | fy) if fx | fy else 1.0
 
 

@@ -19,7 +19,7 @@ from qckit_builtins._env import no_extensions
 
 #: the interface version (``API`` in the C source) this code expects of each accelerator: a build of
 #: another version (an editable checkout not rebuilt after a change) is left unused
-API = {"_textscan": 3, "_markerscan": 2}
+API = {"_textscan": 3, "_markerscan": 2, "_minhash": 1}
 
 
 def _load(name: str) -> ModuleType | None:
@@ -36,8 +36,14 @@ def _load(name: str) -> ModuleType | None:
 textscan = _load("_textscan")
 #: MarkerList.find for a whole batch (``_speedups/markerscan.c``)
 markerscan = _load("_markerscan")
+#: MinHash signatures of a batch of documents, near-dedup's ``shingling = "short"`` (``_speedups/minhash.c``)
+minhash = _load("_minhash")
 
 
 def available() -> dict[str, bool]:
     """Which accelerators this process uses, by name (the benches print it; see README for users)."""
-    return {"textscan": textscan is not None, "markerscan": markerscan is not None}
+    return {
+        "textscan": textscan is not None,
+        "markerscan": markerscan is not None,
+        "minhash": minhash is not None,
+    }

@@ -12,7 +12,7 @@ import operator
 import re
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain, compress
 from typing import Any, ClassVar, Literal
 
@@ -83,17 +83,23 @@ def _build_key_table() -> np.ndarray:
 def dedup_keys(texts: Sequence[str]) -> list[bytes]:
     """``[dedup_key_bytes(t) for t in texts]``, one numpy table look-up for all texts at once (the texts
     holding a character it cannot handle, rare, go one by one); with the C accelerator, one pass per text."""
+    return _table_keys(texts, _key_table(), dedup_key_bytes)
+
+
+def _table_keys(texts: Sequence[str], table: np.ndarray, one: Callable[[str], bytes]) -> list[bytes]:
+    """``[one(t) for t in texts]`` where ``table`` maps each BMP character to what ``one`` makes of it (see
+    :func:`_build_key_table`): word breaks collapsed to one space, none at either end, as UTF-8."""
     scan = accelerated.textscan
     if scan is not None:
-        keys = scan.dedup_keys(list(texts), _key_table(), _RISKY)
+        keys = scan.dedup_keys(list(texts), table, _RISKY)
         for k in [k for k, key in enumerate(keys) if key is None]:
-            keys[k] = dedup_key_bytes(texts[k])
+            keys[k] = one(texts[k])
         return keys
     joined = code_units(texts)
     if joined is None:
-        return list(map(dedup_key_bytes, texts))
+        return list(map(one, texts))
     units, starts = joined
-    key = np.take(_key_table(), units)
+    key = np.take(table, units)
     slow = texts_with(np.flatnonzero(key == _RISKY), starts) if _RISKY in key else []
     # Collapse the word breaks: drop a space followed by a space or a text end, then one preceded by a
     # text end or at the very start.
@@ -108,7 +114,7 @@ def dedup_keys(texts: Sequence[str]) -> list[bytes]:
     keys = key[~drop].tobytes().decode("utf-16-le").encode("utf-8").split(b"\x00")
     del keys[-1]  # after the last text's end
     for k in slow:
-        keys[k] = dedup_key_bytes(texts[k])
+        keys[k] = one(texts[k])
     return keys
 
 
@@ -260,6 +266,16 @@ _COMBINING = re.compile("[\u0300-\u036f]")  # the diacritics NFKD splits off Lat
 _NEAR_WORD = re.compile(r"[^\W_]+")
 
 
+def _near_form(text: str) -> str:
+    text = text.casefold()
+    if not text.isascii():
+        for old, new in _NEAR_REPLACE:
+            if old in text:
+                text = text.replace(old, new)
+        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text))
+    return text
+
+
 def near_words(text: str) -> list[str]:
     """The words that ``shingling = "short"`` compares: case-folded, accents removed (NFKD, then the
     combining diacritics dropped), any apostrophe style, punctuation, symbols and emoji as word breaks.
@@ -267,13 +283,38 @@ def near_words(text: str) -> list[str]:
     >>> near_words("C’est l’Été 🎉!") == near_words("cʼest l'ete") == ["c", "est", "l", "ete"]
     True
     """
-    text = text.casefold()
-    if not text.isascii():
-        for old, new in _NEAR_REPLACE:
-            if old in text:
-                text = text.replace(old, new)
-        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text))
-    return _NEAR_WORD.findall(text)
+    return _NEAR_WORD.findall(_near_form(text))
+
+
+def near_key_bytes(text: str) -> bytes:
+    """UTF-8 of ``" ".join(near_words(text))``."""
+    return " ".join(near_words(text)).encode("utf-8", "surrogatepass")
+
+
+@functools.cache
+def _near_table() -> np.ndarray:
+    """uint16 per BMP code unit: what :func:`near_key_bytes` maps it to (0x20: a word break), or _RISKY
+    where that is not one character (ß → ss, œ → oe, a lone combining mark, a surrogate)."""
+    return cached("near-keys", _build_near_table, __file__)
+
+
+def _build_near_table() -> np.ndarray:
+    table = np.full(0x10000, _RISKY, dtype=np.uint16)
+    for cp, form in enumerate(bmp_mapped(_near_form), start=1):
+        if len(form) == 1 and ord(form) < _RISKY:
+            table[cp] = ord(form) if _NEAR_WORD.fullmatch(form) else 0x20
+        elif form and not _NEAR_WORD.search(form):
+            table[cp] = 0x20  # only word breaks
+    table[0xD800:0xE000] = _RISKY
+    table[0xFFFF] = _RISKY
+    table[0] = 0  # separates the texts
+    return table
+
+
+def near_keys(texts: Sequence[str]) -> list[bytes]:
+    """``[near_key_bytes(t) for t in texts]``, through the table of :func:`_near_table` (as
+    :func:`dedup_keys`)."""
+    return _table_keys(texts, _near_table(), near_key_bytes)
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -294,18 +335,17 @@ _GRAM_MULTIPLIERS = np.random.default_rng(20261207).integers(
 
 
 def short_features(
-    word_lists: Sequence[list[str]], short_words: int, ngram: int
+    word_lists: Sequence[list[bytes]], short_words: int, ngram: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The 32-bit feature hashes of each document, concatenated document after document, and each
-    document's count: word 1- and 2-grams for a document of fewer than ``short_words`` words, word
-    ``ngram``-grams (or one feature of all its words, when shorter) from there. A word is hashed with
-    CRC-32 of its UTF-8, n-grams are combined with odd multipliers and mixed (:func:`_fmix64`)."""
+    """The 32-bit feature hashes of each document (its words in UTF-8), concatenated document after
+    document, and each document's count: word 1- and 2-grams for a document of fewer than
+    ``short_words`` words, word ``ngram``-grams from there. A word is hashed with CRC-32, n-grams are
+    combined with odd multipliers and mixed (:func:`_fmix64`)."""
     counts = np.fromiter(map(len, word_lists), dtype=np.int64, count=len(word_lists))
     n = int(counts.sum())
     if n == 0:
         return np.empty(0, dtype=np.uint32), np.zeros(len(word_lists), dtype=np.int64)
-    words = "\n".join(chain.from_iterable(word_lists)).encode("utf-8", "surrogatepass").split(b"\n")
-    w = np.fromiter(map(zlib.crc32, words), dtype=np.uint64, count=n)
+    w = np.fromiter(map(zlib.crc32, chain.from_iterable(word_lists)), dtype=np.uint64, count=n)
     doc = np.repeat(np.arange(len(counts)), counts)
     starts = np.cumsum(counts) - counts
     left = counts[doc] - (np.arange(n) - starts[doc])  # words from this one to the end of its document
@@ -339,8 +379,18 @@ def batch_signatures(features: np.ndarray, counts: np.ndarray, permutations: np.
     """MinHash signatures (uint32, ``[documents, num_perm]``) of documents given as concatenated feature
     hashes and counts: for each permutation ``h → a·h + b mod 2³²`` (datasketch's ``affine32``
     parameters), the smallest value over the document's features. Rows of documents without features
-    are ``2³² − 1``. Works in chunks of about 8,192 features, so memory stays at a few MB."""
+    are ``2³² − 1``. Works in chunks of about 16,384 features, so memory stays at a few MB; the C
+    accelerator (``_speedups/minhash.c``) gives the same values several times faster."""
     a, b = permutations
+    scan = accelerated.minhash
+    if scan is not None:
+        raw = scan.signatures(
+            np.ascontiguousarray(features, dtype=np.uint32),
+            np.ascontiguousarray(counts, dtype=np.int64),
+            np.ascontiguousarray(a, dtype=np.uint32),
+            np.ascontiguousarray(b, dtype=np.uint32),
+        )
+        return np.frombuffer(raw, dtype=np.uint32).reshape(len(counts), len(a))
     sig = np.full((len(counts), len(a)), np.iinfo(np.uint32).max, dtype=np.uint32)
     doc = np.repeat(np.arange(len(counts)), counts)
     step = max(1, 1 << 21 >> max(0, len(a).bit_length() - 1))  # ~2M values per chunk
@@ -528,7 +578,7 @@ class MinHashDedup:
     def _signatures(self, texts: Sequence[str]) -> np.ndarray | None:
         """The ``"short"`` signatures of ``texts`` (rows of documents without words: all ``2³² − 1``),
         or None when none has a word."""
-        word_lists = list(map(near_words, texts))
+        word_lists = [key.split() for key in near_keys(texts)]
         features, counts = short_features(word_lists, self.short_words, self.ngram)
         if not len(features):
             return None
@@ -608,25 +658,74 @@ class MinHashDedup:
         return ["near_duplicate" if c is not None else None for c in of], [None] * len(of)
 
 
-class ClusterIndex:
-    """The kept documents of a verifying or tagging :class:`MinHashDedup`: band hash → first kept document
-    with that band (a Python dict of recent ones, merged into sorted ``uint64``/``int64`` arrays), and
-    each kept document's b-bit signature and serial.
+class _SortedBands:
+    """Band hash → kept document number, as two sorted ``uint64``/``int64`` array pairs: a small one that
+    each batch's new bands are inserted into (a memmove of a few MB at most) and a large one it is merged
+    into once it holds ``merge_threshold`` bands. 16 bytes per band, no Python object per band."""
 
-    A document joins the earliest candidate (a kept document sharing a band with it) whose signature
+    def __init__(self, merge_threshold: int) -> None:
+        self.merge_threshold = merge_threshold
+        self.levels = [self._empty(), self._empty()]  # large, small
+
+    @staticmethod
+    def _empty() -> tuple[np.ndarray, np.ndarray]:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys, _ in self.levels)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """The document of each band hash (any shape), or -1."""
+        # queries in sorted order walk the arrays in one direction (as in HashIndex.in_sorted)
+        flat = keys.ravel()
+        order = np.argsort(flat)
+        queries = flat[order]
+        found = np.full(len(flat), -1, dtype=np.int64)
+        for sorted_keys, docs in self.levels:
+            if len(sorted_keys):
+                at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+                found = np.where((found < 0) & (sorted_keys[at] == queries), docs[at], found)
+        out = np.empty(len(flat), dtype=np.int64)
+        out[order] = found
+        return out.reshape(keys.shape)
+
+    def add(self, keys: np.ndarray, docs: np.ndarray) -> None:
+        """Add band hashes that are in neither level, each once."""
+        if not len(keys):
+            return
+        order = np.argsort(keys)
+        keys, docs = keys[order], docs[order]
+        small_keys, small_docs = self.levels[1]
+        at = np.searchsorted(small_keys, keys)
+        small_keys, small_docs = np.insert(small_keys, at, keys), np.insert(small_docs, at, docs)
+        if len(small_keys) < self.merge_threshold:
+            self.levels[1] = (small_keys, small_docs)
+            return
+        big_keys, big_docs = self.levels[0]
+        at = np.searchsorted(big_keys, small_keys)
+        self.levels = [
+            (np.insert(big_keys, at, small_keys), np.insert(big_docs, at, small_docs)),
+            self._empty(),
+        ]
+
+
+class ClusterIndex:
+    """The kept documents of a verifying or tagging :class:`MinHashDedup`: band hash → the first kept
+    document with that band (:class:`_SortedBands`), and each kept document's b-bit signature and serial.
+
+    A document joins the earliest candidate (the first kept document of one of its bands) whose signature
     agrees on enough values: ``(matches / num_perm − 1/256) / (1 − 1/256) >= threshold`` (two
     different values have the same lowest 8 bits once in 256). Only kept documents enter the index, so
-    clusters are stars around their first document and never chain.
+    clusters are stars around their first document and never chain. The documents of a batch that share
+    no band with anything (nearly all) are kept and indexed together, in numpy; the others are decided
+    one by one, in order.
     """
 
     def __init__(self, bands: int, num_perm: int, threshold: float, merge_threshold: int) -> None:
         self.bands = bands
         self.num_perm = num_perm
         self.threshold = threshold
-        self.merge_threshold = merge_threshold
-        self.recent: dict[int, int] = {}
-        self.sorted_keys = np.empty(0, dtype=np.uint64)
-        self.sorted_docs = np.empty(0, dtype=np.int64)
+        self.index = _SortedBands(merge_threshold)
         self.sketches = np.empty((0, num_perm), dtype=np.uint8)
         self.serials = np.empty(0, dtype=np.int64)
         self.n_docs = 0  # kept documents
@@ -648,42 +747,68 @@ class ClusterIndex:
         positions = [i for i, fp in enumerate(fingerprints) if fp is not None]
         if not positions:
             return out
-        width = 8 * self.bands
+        m, b, width = len(positions), self.bands, 8 * self.bands
         rows = np.frombuffer(b"".join([fingerprints[i] for i in positions]), dtype=np.uint8)
-        rows = rows.reshape(len(positions), width + self.num_perm)
+        rows = rows.reshape(m, width + self.num_perm)
         keys = rows[:, :width].copy().view("<u8").astype(np.uint64)
         sketches = rows[:, width:]
-        found = self._in_sorted(keys)  # the first kept document of each band in the sorted part, or -1
-        self._reserve(len(positions))
-        recent = self.recent
-        for k, i in enumerate(positions):
-            bands = keys[k].tolist()
-            candidates = {d for d in found[k].tolist() if d >= 0}
-            candidates.update(d for d in map(recent.get, bands) if d is not None)
-            match = None
-            for doc in sorted(candidates):
-                if np.count_nonzero(self.sketches[doc] == sketches[k]) >= self.min_matches:
-                    match = doc
-                    break
-            if match is not None:
-                out[i] = int(self.serials[match])
-                continue
-            doc = self.n_docs
-            self.n_docs += 1
-            self.sketches[doc] = sketches[k]
-            self.serials[doc] = serials[i]
-            for band, old in zip(bands, found[k].tolist(), strict=True):
-                if old < 0:
-                    recent.setdefault(band, doc)
-        self._merge_if_full()
+        batch_serials = np.array([serials[i] for i in positions], dtype=np.int64)
+        found = self.index.find(keys)  # the first kept document of each band before this batch, or -1
+        _, first, inverse, counts = np.unique(
+            keys.ravel(), return_index=True, return_inverse=True, return_counts=True
+        )
+        row = np.repeat(np.arange(m), b)
+        inverse = inverse.ravel()
+        shared_earlier = (row[first[inverse]] < row).reshape(m, b)
+        in_batch = (counts[inverse] > 1).reshape(m, b)  # a band another document of the batch has
+        slow = (found >= 0).any(axis=1) | shared_earlier.any(axis=1)
+        ordered = slow | in_batch.any(axis=1)  # decided in order: slow, or a band a later one may share
+        self._reserve(m)
+        number = np.full(m, -1, dtype=np.int64)  # each kept document's number in the index
+        alone = np.flatnonzero(~ordered)
+        number[alone] = self._keep(sketches[alone], batch_serials[alone])
+        owner: dict[int, int] = {}  # band shared within the batch → its first kept document's number
+        for r in np.flatnonzero(ordered).tolist():
+            shared = [int(k) for k in keys[r][in_batch[r]].tolist()]
+            if slow[r]:
+                candidates = {d for d in found[r].tolist() if d >= 0}
+                candidates.update(owner[k] for k in shared if k in owner)
+                match = next(
+                    (
+                        d
+                        for d in sorted(candidates, key=self.serials.__getitem__)
+                        if np.count_nonzero(self.sketches[d] == sketches[r]) >= self.min_matches
+                    ),
+                    None,
+                )
+                if match is not None:
+                    out[positions[r]] = int(self.serials[match])
+                    continue
+            number[r] = self._keep(sketches[r : r + 1], batch_serials[r : r + 1])[0]
+            for k in shared:
+                owner.setdefault(k, int(number[r]))
+        # index the bands of the kept documents that no earlier document has, each with its first owner
+        kept = number >= 0
+        new = kept[:, None] & (found < 0)
+        band_keys, band_docs = keys[new], np.broadcast_to(number[:, None], keys.shape)[new]
+        if owner:  # bands shared within the batch: only their first kept document's entry
+            shared_keys = np.fromiter(owner.keys(), dtype=np.uint64, count=len(owner))
+            shared_docs = np.fromiter(owner.values(), dtype=np.int64, count=len(owner))
+            order = np.argsort(shared_keys)
+            shared_keys, shared_docs = shared_keys[order], shared_docs[order]
+            at = np.minimum(np.searchsorted(shared_keys, band_keys), len(shared_keys) - 1)
+            mine = (shared_keys[at] != band_keys) | (shared_docs[at] == band_docs)
+            band_keys, band_docs = band_keys[mine], band_docs[mine]
+        self.index.add(band_keys, band_docs)
         return out
 
-    def _in_sorted(self, keys: np.ndarray) -> np.ndarray:
-        if not len(self.sorted_keys):
-            return np.full(keys.shape, -1, dtype=np.int64)
-        idx = np.searchsorted(self.sorted_keys, keys)
-        np.minimum(idx, len(self.sorted_keys) - 1, out=idx)
-        return np.where(self.sorted_keys[idx] == keys, self.sorted_docs[idx], -1)
+    def _keep(self, sketches: np.ndarray, serials: np.ndarray) -> np.ndarray:
+        """Store kept documents (room reserved); their numbers."""
+        start = self.n_docs
+        self.n_docs += len(serials)
+        self.sketches[start : self.n_docs] = sketches
+        self.serials[start : self.n_docs] = serials
+        return np.arange(start, self.n_docs, dtype=np.int64)
 
     def _reserve(self, more: int) -> None:
         """Room for ``more`` kept documents (capacity doubles, so growing costs linear time)."""
@@ -696,14 +821,3 @@ class ClusterIndex:
         serials = np.empty(size, dtype=np.int64)
         serials[: self.n_docs] = self.serials[: self.n_docs]
         self.sketches, self.serials = sketches, serials
-
-    def _merge_if_full(self) -> None:
-        if len(self.recent) < self.merge_threshold:
-            return
-        keys = np.fromiter(self.recent.keys(), dtype=np.uint64, count=len(self.recent))
-        docs = np.fromiter(self.recent.values(), dtype=np.int64, count=len(self.recent))
-        keys = np.concatenate([self.sorted_keys, keys])
-        docs = np.concatenate([self.sorted_docs, docs])
-        order = np.argsort(keys, kind="stable")  # a band hash is in one of the two parts, never both
-        self.sorted_keys, self.sorted_docs = keys[order], docs[order]
-        self.recent = {}
