@@ -212,3 +212,178 @@ def test_dedup_keys_of_a_batch(varied_texts):
     tricky = ["e\u0301t\u00e9", "Stra\u00dfe", "STRASSE", "\u00bd pomme", "1\u20442 pomme", "x\u00a0\u0301"]
     assert dedup_keys(tricky) == [dedup_key(t).encode() for t in tricky]
     assert dedup_key("e\u0301t\u00e9") == "été"
+
+
+# -- shingling = "short": near-duplicates of one-line documents --------------------------------------
+
+SENTENCES = [
+    "C'est l'été pis on s'en va au chalet avec ma blonde en fin de semaine",
+    "Mon chum a magasiné une tuque neuve au dépanneur du coin hier soir",
+    "Il fait frette en maudit à matin, mets ton manteau avant de sortir dehors",
+    "La cabane à sucre ouvre ses portes le premier samedi du mois d'avril",
+    "J'ai jasé avec la voisine pendant une heure à propos de la neige qui tombe",
+    "On a mangé de la poutine au casse-croûte en revenant de la partie de hockey",
+]
+
+
+def variants(text: str) -> dict[str, str]:
+    """The variant kinds of bench/bench_neardup.py, one each."""
+    import unicodedata
+
+    words = text.split()
+    stripped = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+    replaced = [*words[:5], "tabarnouche", *words[6:]]
+    return {
+        "accents": stripped,
+        "apostrophe": text.replace("'", "ʼ"),
+        "replace_1": " ".join(replaced),
+        "drop_1": " ".join(words[:4] + words[5:]),
+        "add_1": " ".join([*words[:3], "ben", *words[3:]]),
+        "emoji": text + " 😂🎉",
+        "case_punct": text.upper() + "!!!",
+    }
+
+
+def short() -> MinHashDedup:
+    return MinHashDedup(shingling="short")
+
+
+@pytest.mark.parametrize("kind", list(variants(SENTENCES[0])))
+def test_short_shingling_catches_every_variant_kind_of_short_sentences(kind):
+    for text in SENTENCES:
+        assert run(short(), [text, variants(text)[kind]]) == [None, "near_duplicate"], text
+    # the former setting misses most of them (the reason for shingling = "short")
+    missed = sum(run(MinHashDedup(), [t, variants(t)[kind]])[1] is None for t in SENTENCES)
+    assert kind in ("emoji", "case_punct") or missed >= 3
+
+
+def test_short_shingling_finds_no_near_duplicate_among_unrelated_short_sentences():
+    rng = random.Random(3)
+    vocabulary = sorted({w.strip(",.") for t in SENTENCES for w in t.lower().split()})
+    texts = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(8, 20))) for _ in range(400)]
+    texts = list(dict.fromkeys(texts))
+    # the same small vocabulary everywhere: many band collisions, all refused by the verification
+    flt = short()
+    assert run(flt, texts, batch=37) == [None] * len(texts)
+    # band collisions happened and the verification refused them
+    unverified = MinHashDedup(shingling="short")
+    unverified._clusters.min_matches = 0
+    assert run(unverified, texts).count("near_duplicate") > 0
+
+
+def test_short_decisions_follow_the_first_kept_document_whatever_the_batches():
+    rng = random.Random(8)
+    texts = []
+    for t in SENTENCES * 3:
+        texts.append(t)
+        texts += rng.sample(list(variants(t).values()), 2)
+    rng.shuffle(texts)
+    flt = short()
+    fps = flt.fingerprint_batch([Document(t) for t in texts])
+    # the reference: one document at a time, candidates = the first kept document of each band
+    first_of_band: dict[int, int] = {}
+    kept: list[np.ndarray] = []
+    expected: list[str | None] = []
+    width = 8 * flt.bands
+    for fp in fps:
+        row = np.frombuffer(fp, dtype=np.uint8)
+        bands, sketch = row[:width].view("<u8").tolist(), row[width:]
+        candidates = sorted({first_of_band[b] for b in bands if b in first_of_band})
+        if any(np.count_nonzero(kept[c] == sketch) >= flt._clusters.min_matches for c in candidates):
+            expected.append("near_duplicate")
+            continue
+        kept.append(sketch)
+        for b in bands:
+            first_of_band.setdefault(b, len(kept) - 1)
+        expected.append(None)
+    assert expected.count(None) == len(SENTENCES)  # each sentence and its variants: one kept
+    for batch in (1, 5, 1000):
+        assert run(short(), texts, batch=batch) == expected
+    merging = MinHashDedup(shingling="short", merge_threshold=30)  # both index levels used
+    assert run(merging, texts, batch=4) == expected
+    assert len(merging._clusters.index.levels[0][0]) > 0
+
+
+def test_short_tag_mode_keeps_near_duplicates_and_names_their_first_document():
+    flt = MinHashDedup(shingling="short", duplicates="tag")
+    texts = [SENTENCES[0], SENTENCES[1], variants(SENTENCES[0])["drop_1"], variants(SENTENCES[1])["emoji"]]
+    fps = flt.fingerprint_batch([Document(t) for t in texts])
+    reasons, clusters = flt.decide_clusters(fps, [10, 11, 12, 13])
+    assert reasons == [None] * 4 and clusters == [None, None, 10, 11]
+    again = flt.fingerprint_batch([Document(variants(SENTENCES[0])["accents"]), Document("!!!")])
+    assert flt.decide_clusters(again, [20, 21]) == ([None, None], [10, None])
+    dropper = MinHashDedup(shingling="short")
+    assert dropper.decide_clusters(fps, [0, 1, 2, 3]) == (
+        [None, None, "near_duplicate", "near_duplicate"],
+        [None] * 4,
+    )
+
+
+def test_short_fingerprints_batch_equals_one_by_one_and_survive_pickle(varied_batches):
+    flt = short()
+    for batch in varied_batches[:40]:
+        docs = [Document(t) for t in batch]
+        assert flt.fingerprint_batch(docs) == [flt.fingerprint(d) for d in docs]
+    run(flt, SENTENCES)
+    clone = pickle.loads(pickle.dumps(flt))
+    assert run(clone, [variants(SENTENCES[2])["replace_1"]]) == ["near_duplicate"]
+    assert flt.fingerprint(Document("!!! 😂")) is None
+
+
+def test_near_keys_ignore_case_accents_apostrophes_and_emoji(varied_texts):
+    from qckit_builtins import accelerated
+    from qckit_builtins.filters.dedup import near_key_bytes, near_keys, near_words
+
+    assert near_words("C’est l’Été 🎉!") == near_words("cʼest l'ete") == ["c", "est", "l", "ete"]
+    assert near_key_bytes("Straße, cœur — ŒUVRE naïve") == b"strasse coeur oeuvre naive"
+    texts = [*varied_texts, "e\u0301te\u0301", "½ pomme", "\u02bcallo\u02bc", "x_y"]
+    expected = [near_key_bytes(t) for t in texts]
+    assert near_keys(texts) == expected
+    scan = accelerated.textscan
+    try:
+        accelerated.textscan = None  # the numpy table path
+        assert near_keys(texts) == expected
+    finally:
+        accelerated.textscan = scan
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_signatures_c_and_numpy_agree(seed):
+    from qckit_builtins import accelerated
+    from qckit_builtins.filters.dedup import _permutations, batch_signatures
+
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 120, size=400)
+    counts[:3] = 0
+    features = rng.integers(0, 2**32, size=int(counts.sum()), dtype=np.uint64).astype(np.uint32)
+    perms = _permutations(64, seed + 1)
+    module = accelerated.minhash
+    try:
+        accelerated.minhash = None
+        reference = batch_signatures(features, counts, perms)
+    finally:
+        accelerated.minhash = module
+    a, b = perms
+    doc = int(np.flatnonzero(counts)[0])
+    start = int(counts[:doc].sum())
+    mine = features[start : start + counts[doc]].astype(np.uint64)
+    assert np.array_equal(reference[doc], ((mine[:, None] * a + b) % 2**32).min(axis=0))
+    assert (reference[:3] == 2**32 - 1).all()
+    if module is None:
+        pytest.skip("the C accelerator is not built here")
+    assert np.array_equal(batch_signatures(features, counts, perms), reference)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shingling": "chars"}, "shingling must be 'words' or 'short'"),
+        ({"duplicates": "keep"}, "duplicates must be 'drop' or 'tag'"),
+        ({"shingling": "short", "short_words": 3}, "short_words must be at least ngram"),
+        ({"shingling": "short", "ngram": 17}, "ngram must be at most 16"),
+    ],
+)
+def test_short_shingling_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MinHashDedup(**kwargs)
+    assert MinHashDedup(shingling="short").threshold == 0.5 and MinHashDedup().threshold == 0.8

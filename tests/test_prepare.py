@@ -281,3 +281,86 @@ def test_a_batch_method_that_returns_too_few_results_is_named(kind, component, m
     ]
     with pytest.raises(ComponentError, match=rf"{component.name}\.{method}.*1 results for 2 items"):
         prepare_texts(texts, {"prepare": {kind: [{"use": component.name}]}}, host=host)
+
+
+TAG = {"use": "minhash_dedup", "shingling": "short", "duplicates": "tag"}
+
+
+def near_duplicate_lines(n: int) -> tuple[list[str], list[int]]:
+    """``n`` unique lines, a third of them followed later by variants (accents, apostrophes, a word, an
+    emoji); the cluster of each line."""
+    import random
+    import unicodedata
+
+    rng = random.Random(4)
+    words = [w.strip(",.’") for g in GOOD for w in g.split()]
+    lines, groups = [], []
+    for i in range(n):
+        text = f"{' '.join(rng.choice(words) for _ in range(rng.randint(8, 16)))} numéro {i} ici."
+        lines.append(text)
+        groups.append(i)
+        if i % 3 == 0:
+            for variant in (
+                "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c)),
+                text.replace(" ici", " ben ici") + " 😂",
+            ):
+                lines.insert(rng.randrange(len(lines) - 1, len(lines) + 30), variant)
+                groups.insert(len(lines) - 1, i)
+    order = sorted(range(len(lines)), key=lambda k: (groups[k] + rng.random() * 40, k))
+    # keep each cluster's original first: the variants come later in corpus order
+    lines = [lines[k] for k in order]
+    groups = [groups[k] for k in order]
+    return lines, groups
+
+
+def test_tagged_near_duplicates_stay_on_one_side_of_the_split(tmp_path):
+    lines, groups = near_duplicate_lines(600)
+    src = corpus(tmp_path, lines)
+    group_of = dict(zip(lines, groups, strict=True))
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        r = recipe_for([src], out, workers=workers, batch_bytes=2048, merge=True, filters=[TAG])
+        result = run_prepare(r.prepare)
+        outputs[workers] = ((out / "train.txt").read_bytes(), (out / "val.txt").read_bytes())
+    assert outputs[1] == outputs[2]
+    train, val = read_lines(tmp_path / "out1" / "train.txt"), read_lines(tmp_path / "out1" / "val.txt")
+    assert sorted(train + val) == sorted(lines)  # tagged, not dropped
+    assert not {group_of[t] for t in train} & {group_of[t] for t in val}
+    stats = result.stats["sets"][0]
+    assert stats["clustered"] == len(lines) - len(set(groups))  # every variant found
+    assert len(val) == len(lines) - int(len(lines) * 0.9)  # the random splitter's count, by cluster
+
+
+def test_without_near_duplicates_tagging_changes_nothing(tmp_path):
+    lines, groups = near_duplicate_lines(300)
+    originals = list({g: line for line, g in reversed(list(zip(lines, groups, strict=True)))}.values())
+    src = corpus(tmp_path, originals)
+    plain, tagged = tmp_path / "plain", tmp_path / "tagged"
+    run_prepare(recipe_for([src], plain, merge=True, filters=[]).prepare)
+    result = run_prepare(recipe_for([src], tagged, merge=True, filters=[TAG]).prepare)
+    assert "clustered" not in result.stats["sets"][0] and result.stats["kept"] == 300
+    for name in ("train.txt", "val.txt"):
+        assert (plain / name).read_bytes() == (tagged / name).read_bytes()
+
+
+def test_a_cluster_across_input_files_follows_its_first_member(tmp_path):
+    first = [f"{g} Première série, numéro {i}." for i, g in enumerate(GOOD * 5)]
+    second = [line.replace("é", "e").upper() + " 🎉" for line in first]  # a variant of each, in the next file
+    a, b = corpus(tmp_path, first, "a.txt"), corpus(tmp_path, second, "b.txt")
+    out = tmp_path / "out"
+    splitter = {"use": "random", "val_split": 0.5, "seed": 7}
+    result = run_prepare(recipe_for([a, b], out, merge=False, filters=[TAG], splitter=splitter).prepare)
+    val_a = {first.index(t) for t in read_lines(out / "val_1.txt")}
+    val_b = {second.index(t) for t in read_lines(out / "val_2.txt")}
+    assert val_a == val_b and 0 < len(val_a) < len(first)
+    assert result.stats["sets"][1]["clustered"] == len(second)
+
+
+def test_prepare_texts_keeps_tagged_clusters_on_one_side():
+    lines, groups = near_duplicate_lines(200)
+    result = prepare_texts(lines, {"prepare": {"filters": [TAG], "normalizers": []}})
+    group_of = dict(zip(lines, groups, strict=True))
+    train = {group_of[d.text] for d in result.train}
+    assert train.isdisjoint(group_of[d.text] for d in result.val)
+    assert result.stats["sets"][0]["clustered"] > 0

@@ -162,3 +162,63 @@ def test_random_split_batch_path_equals_is_val_at_every_offset(seed):
         assert batched == one_by_one
     with pytest.raises(IndexError):
         splitter.is_val_batch(490, 20)
+
+
+def clustered_leaders(n: int, seed: int) -> list[int]:
+    """Leaders of ``n`` documents: most alone, some in clusters of 2 to 5 led by their first member."""
+    rng = random.Random(seed)
+    order = rng.sample(range(n), n // 3)
+    leaders = list(range(n))
+    while order:
+        group = [order.pop() for _ in range(min(rng.randint(2, 5), len(order)))]
+        for member in group:
+            leaders[member] = min(group)
+    return leaders
+
+
+@pytest.mark.parametrize(("n", "val_split"), [(1000, 0.1), (137, 0.25), (20, 0.5)])
+def test_random_split_by_cluster_keeps_members_with_their_first_and_the_count(n, val_split):
+    leaders = clustered_leaders(n, n)
+    splitter = RandomSplitter(val_split=val_split, seed=3)
+    splitter.start_clusters(n, 0, leaders)
+    sides = splitter.is_val_batch(0, n)
+    assert all(sides[i] == sides[lead] for i, lead in enumerate(leaders))
+    assert sum(sides) == validation_count(n, val_split)
+    again = RandomSplitter(val_split=val_split, seed=3)
+    again.start_clusters(n, 0, leaders)
+    assert again.is_val_batch(0, n) == sides  # deterministic
+    other = RandomSplitter(val_split=val_split, seed=4)
+    other.start_clusters(n, 0, leaders)
+    assert other.is_val_batch(0, n) != sides
+
+
+def test_random_split_by_cluster_leaves_earlier_set_members_and_refuses_bad_leaders():
+    splitter = RandomSplitter(val_split=0.5, seed=1)
+    splitter.start_clusters(4, 1, [-1, 1, 1, -1])
+    sides = splitter.is_val_batch(0, 4)
+    assert sides[0] is False and sides[3] is False and sides[1] == sides[2]
+    with pytest.raises(ValueError, match="one leader per document"):
+        splitter.start_clusters(3, 0, [0, 1])
+
+
+def test_split_set_gives_members_their_leaders_side_whatever_the_splitter():
+    import types
+
+    import numpy as np
+
+    from qckit.prepare.clusters import SetClusters
+    from qckit.prepare.output import MemorySink, SpoolBatch, split_set
+
+    docs = [Document(f"Document {i} pis toute", "c.txt", i + 1) for i in range(200)]
+    leaders = clustered_leaders(200, 5)
+    spec = types.SimpleNamespace(instance=HashSplitter(val_split=0.3), name="hash", owner="qckit")
+    batches = [SpoolBatch(len(docs[i : i + 32]), None, 0, docs[i : i + 32]) for i in range(0, 200, 32)]
+    sink = MemorySink()
+    clusters = SetClusters(0, np.array(leaders), {}, {})
+    counts = split_set(iter(batches), 200, 0, spec, sink, clusters)
+    val = {d.line - 1 for d in sink.val}
+    assert all((i in val) == (lead in val) for i, lead in enumerate(leaders))
+    assert counts["clustered"] == sum(i != lead for i, lead in enumerate(leaders)) > 0
+    # the hash splitter alone would have split some clusters: the pipeline's following is what holds them
+    alone = {i for i, d in enumerate(docs) if spec.instance.is_val(i, d)}
+    assert any((i in alone) != (lead in alone) for i, lead in enumerate(leaders))
