@@ -107,6 +107,15 @@ def test_ray_output_is_byte_identical_to_local_for_any_shard_count(ray_cluster, 
     assert min(seen_shards) == 3 and max(seen_shards) > 10  # one shard per file … many byte ranges
 
 
+@pytest.mark.parametrize("merge", [True, False])
+def test_ray_keeps_near_duplicate_clusters_on_the_sides_local_does(ray_cluster, corpus, tmp_path, merge):
+    tag = {"use": "minhash_dedup", "shingling": "short", "duplicates": "tag"}
+    local = prepare(corpus, tmp_path / "local", {"use": "local"}, merge=merge, extra_filters=[tag])
+    assert sum(s.get("clustered", 0) for s in local.stats["sets"]) > 10  # the corpus repeats its words
+    prepare(corpus, tmp_path / "ray", {"use": "ray", "shard_bytes": 1024}, merge=merge, extra_filters=[tag])
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+
+
 def test_a_killed_worker_is_retried_and_the_output_is_unchanged(ray_cluster, corpus, tmp_path):
     text = corpus[0].read_text(encoding="utf-8").splitlines()
     text[250] += " KILL-ME"
