@@ -228,7 +228,7 @@ def prepare_ratio(size_mb: float, repeat: int, workers: int) -> None:
     recipe = recipe[: recipe.index("[train]")]
     recipe = re.sub(r"(?m)^inputs = .*$", f"inputs = [{str(corpus)!r}]", recipe)
     recipe = re.sub(r"(?m)^workers = \d+", f"workers = {workers}", recipe)
-    block = re.search(r'\[\[prepare\.filters\]\]\nuse = "minhash_dedup"\n(?:[a-z_]+ = .*\n)*', recipe)
+    block = re.search(r'\[\[prepare\.filters\]\]\nuse = "minhash_dedup".*\n(?:[a-z_]+ = .*\n)*', recipe)
     assert block, "the main recipe has no minhash_dedup filter"
     variants = {
         "without near-dedup": "",
