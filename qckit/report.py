@@ -252,13 +252,10 @@ def prepare_report(stats: dict[str, Any]) -> RenderableType:
     )
     for s in stats.get("sets", []):
         if "train" in s:
-            _row(
-                funnel,
-                f"  {s.get('name', 'set')}",
-                f"{s['train']:,} / {s['val']:,}",
-                "",
-                f"{s['bytes'] / 1e6:.2f} MB" if "bytes" in s else "",
-            )
+            detail = f"{s['bytes'] / 1e6:.2f} MB" if "bytes" in s else ""
+            if s.get("clustered"):  # near-duplicates kept on their cluster's side (duplicates = "tag")
+                detail += f"{', ' if detail else ''}{s['clustered']:,} near-duplicates beside their first"
+            _row(funnel, f"  {s.get('name', 'set')}", f"{s['train']:,} / {s['val']:,}", "", detail)
     # a stage label ("changed by control_chars") stays on one line up to 32 columns, then wraps between
     # words; counts and shares are never cut
     labels = [Text(str(c)).plain if not isinstance(c, Text) else c.plain for c in funnel.columns[0].cells]

@@ -216,3 +216,12 @@ def test_the_check_plan_keeps_settings_and_names_whole_at_80_columns():
     for whole in ("collapse_punctuation", "check_only_flagged=True", "merge_threshold=262144", "(qckit)"):
         assert whole in words or f"{whole}," in words, whole
     assert any(line.split() == ["inputs"] for line in text.splitlines())  # too long: the value goes under
+
+
+def test_prepare_report_counts_near_duplicates_kept_beside_their_cluster(stats):
+    from qckit.report import prepare_report
+
+    tagged = {**stats, "sets": [{**stats["sets"][0], "clustered": 1234}]}
+    console = Console(width=120, record=True, force_terminal=False)
+    console.print(prepare_report(tagged))
+    assert "1,234 near-duplicates beside their first" in " ".join(console.export_text().split())
