@@ -24,7 +24,7 @@ class Clusters:
     def __init__(self) -> None:
         self.serials = 0  # documents offered to the stateful filters so far
         self._dropped: list[np.ndarray] = []
-        self._links: list[tuple[int, int]] = []  # (member serial, serial of the document it resembles)
+        self._links: list[np.ndarray] = []  # [links, 2]: member serial, serial of the document it resembles
         #: side of each leader that a later set's documents follow (kept number → validation)
         self.sides: dict[int, bool] = {}
 
@@ -38,7 +38,8 @@ class Clusters:
             dropped = np.ones(n, dtype=bool)
             dropped[list(kept)] = False
             self._dropped.append(self.serials + np.flatnonzero(dropped))
-        self._links.extend(links)
+        if links:
+            self._links.append(np.array(links, dtype=np.int64).reshape(-1, 2))
         self.serials += n
 
     def for_sets(self, sizes: Sequence[int]) -> list[SetClusters | None]:
@@ -48,7 +49,7 @@ class Clusters:
         if not self._links:
             return out
         dropped = np.concatenate(self._dropped) if self._dropped else np.empty(0, dtype=np.int64)
-        links = np.array(self._links, dtype=np.int64)
+        links = np.concatenate(self._links)
         members, roots = links[:, 0], links[:, 1]
         # A root that is itself a member (two filters tagging) joins its own root's cluster.
         order = np.argsort(members, kind="stable")
@@ -103,12 +104,12 @@ class SetClusters:
 
     offset: int  # kept number of the set's first document
     leaders: np.ndarray  # per document: its leader's index in the set (itself when alone), or -1
-    earlier: dict[
-        int, int
-    ]  # index of a document whose leader is in an earlier set → the leader's kept number
+    #: index of each document whose leader is in an earlier set → that leader's kept number
+    earlier: dict[int, int]
     #: the sides of leaders that later sets follow, by kept number, shared by every set (Clusters.sides)
     sides: dict[int, bool]
     _flags: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    _followed: np.ndarray | None = None  # kept numbers of this set's documents in ``sides``, sorted
 
     @property
     def n_members(self) -> int:
@@ -118,8 +119,12 @@ class SetClusters:
     def follow(self, start: int, flags: Sequence[bool]) -> list[bool]:
         """The sides of documents ``start …`` once every member takes its leader's side (``flags``: the
         splitter's answers); called batch after batch, in order."""
-        if not len(self._flags):
+        if self._followed is None:  # every set's clusters are known by the first split
             self._flags = np.zeros(len(self.leaders), dtype=bool)
+            end_number = self.offset + len(self.leaders)
+            self._followed = np.array(
+                sorted(k for k in self.sides if self.offset <= k < end_number), dtype=np.int64
+            )
         end = start + len(flags)
         side = np.array(flags, dtype=bool)
         self._flags[start:end] = side
@@ -130,6 +135,7 @@ class SetClusters:
         for k in np.flatnonzero(~inside).tolist():
             side[k] = self.sides[self.earlier[start + k]]
         self._flags[start:end] = side
-        for number in [n for n in self.sides if self.offset + start <= n < self.offset + end]:
+        lo, hi = np.searchsorted(self._followed, [self.offset + start, self.offset + end])
+        for number in self._followed[lo:hi].tolist():
             self.sides[number] = bool(side[number - self.offset - start])
         return side.tolist()
