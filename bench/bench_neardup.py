@@ -247,20 +247,23 @@ def prepare_ratio(size_mb: float, repeat: int, workers: int) -> None:
         path.write_text(text, encoding="utf-8")
         commands[name] = [sys.executable, "-m", "qckit", "run", str(path), "--stage", "prepare"]
     walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(repeat):
         line = []
         for name, cmd in commands.items():
             wall, cpu, rss = run_measured(cmd)
             walls[name].append(wall)
+            cpus[name].append(cpu)
             line.append(f"{name} {wall:.2f} s (cpu {cpu:.1f} s, {rss:.0f} MB)")
         print(f"round {round_ + 1}: " + "; ".join(line))
-    base = statistics.median(walls["without near-dedup"])
+    base = "without near-dedup"
     for name in list(variants)[1:]:
-        ratio = statistics.median(
-            w / b for w, b in zip(walls[name], walls["without near-dedup"], strict=True)
-        )
+        wall = statistics.median(w / b for w, b in zip(walls[name], walls[base], strict=True))
+        cpu = statistics.median(c / b for c, b in zip(cpus[name], cpus[base], strict=True))
         print(
-            f"main recipe prepare, {name}: {statistics.median(walls[name]):.2f} s, {ratio:.2f}x the time without ({base:.2f} s)"
+            f"main recipe prepare, {name}: {wall:.2f}x the wall time without, {cpu:.2f}x the CPU time "
+            f"(medians of the rounds' ratios; {statistics.median(walls[name]):.2f} s against "
+            f"{statistics.median(walls[base]):.2f} s)"
         )
     for name in variants:
         out = work / re.sub(r"\W+", "_", name)

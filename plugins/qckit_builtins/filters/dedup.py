@@ -432,8 +432,10 @@ def _bands_and_rows(threshold: float, num_perm: int) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
-#: the default ``threshold`` of each ``shingling``
+#: the default ``threshold`` and ``num_perm`` of each ``shingling`` (64 permutations catch one-word edits
+#: of one-line documents as well as 128 do, in half the memory: ``bench/bench_neardup.py``)
 _THRESHOLDS = {"words": 0.8, "short": 0.5}
+_NUM_PERMS = {"words": 128, "short": 64}
 
 
 class MinHashDedup:
@@ -452,9 +454,9 @@ class MinHashDedup:
     ``shingling = "short"`` is made for one-line documents: the words of :func:`near_words` (case,
     accents, apostrophe style, punctuation and emoji ignored), then word 1- and 2-grams for a document of
     fewer than ``short_words`` words and ``ngram``-grams from there (:func:`short_features`; a one-word
-    edit in a 10-word line leaves Jaccard ≈ 0.73), ``threshold`` 0.5 unless given; signatures are
-    computed for a whole batch at once (:func:`batch_signatures`, datasketch's permutations), and every
-    LSH candidate is verified (as with ``verify = true``).
+    edit in a 10-word line leaves Jaccard ≈ 0.73), ``threshold`` 0.5 and ``num_perm`` 64 unless given
+    (14 bands of 4 rows); signatures are computed for a whole batch at once (:func:`batch_signatures`,
+    datasketch's permutations), and every LSH candidate is verified (as with ``verify = true``).
 
     ``verify = true``: a candidate pair is a near-duplicate only when the Jaccard similarity estimated
     from the full signatures (their lowest 8 bits, b-bit MinHash, so ``num_perm`` bytes per kept
@@ -472,8 +474,9 @@ class MinHashDedup:
     ``MinHashLSH``), and decides in 1 to 10 µs per document (more as the index outgrows the CPU cache).
     Its decisions are those of a ``MinHashLSH`` with the same settings, up to 64-bit hash collisions.
     Verifying or tagging keeps, per kept document, its band hashes with its number (16 bytes per band)
-    and its b-bit signature (``num_perm`` bytes), and compares with the first kept document of each
-    candidate band only. A document without words is never a near-duplicate.
+    and its b-bit signature (``num_perm`` bytes): 296 bytes at the ``"short"`` defaults. It compares a
+    document with the first kept document of each candidate band only. A document without words is
+    never a near-duplicate.
     """
 
     name: ClassVar[str] = "minhash_dedup"
@@ -483,7 +486,7 @@ class MinHashDedup:
         self,
         ngram: int = 5,
         threshold: float | None = None,
-        num_perm: int = 128,
+        num_perm: int | None = None,
         seed: int = 1,
         merge_threshold: int = 262_144,
         shingling: Literal["words", "short"] = "words",
@@ -496,6 +499,7 @@ class MinHashDedup:
         if duplicates not in ("drop", "tag"):
             raise ValueError(f"duplicates must be 'drop' or 'tag', not {duplicates!r}")
         threshold = _THRESHOLDS[shingling] if threshold is None else threshold
+        num_perm = _NUM_PERMS[shingling] if num_perm is None else num_perm
         if ngram < 1:
             raise ValueError(f"ngram must be at least 1, not {ngram}")
         if shingling == "short" and ngram > _GRAM_MULTIPLIERS.shape[1]:
@@ -518,6 +522,8 @@ class MinHashDedup:
         self.verify = bool(verify) or shingling == "short"
         self.duplicates = duplicates
         self.bands, self.rows = _bands_and_rows(self.threshold, self.num_perm)
+        # datasketch's permutations, taken here so that worker processes need not import datasketch
+        self._permutations = _permutations(self.num_perm, self.seed) if shingling == "short" else None
         rng = np.random.default_rng(self.seed)
         # Random odd multipliers, one per (band, row): a band's hash is sum(value * multiplier) mod 2**64,
         # and different multipliers per band keep equal values in different bands apart. Two different
@@ -582,7 +588,7 @@ class MinHashDedup:
         features, counts = short_features(word_lists, self.short_words, self.ngram)
         if not len(features):
             return None
-        return batch_signatures(features, counts, _permutations(self.num_perm, self.seed))
+        return batch_signatures(features, counts, self._permutations)
 
     def _band_hashes(self, sig: np.ndarray) -> np.ndarray:
         """``[documents, bands]`` uint64: each band's row values combined (see ``_multipliers``)."""
