@@ -386,4 +386,5 @@ def test_batch_signatures_c_and_numpy_agree(seed):
 def test_short_shingling_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MinHashDedup(**kwargs)
-    assert MinHashDedup(shingling="short").threshold == 0.5 and MinHashDedup().threshold == 0.8
+    tuned, former = MinHashDedup(shingling="short"), MinHashDedup()
+    assert (tuned.threshold, tuned.num_perm, former.threshold, former.num_perm) == (0.5, 64, 0.8, 128)
