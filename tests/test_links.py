@@ -646,3 +646,44 @@ def test_train_outputs_follow_the_umask(tmp_path, tiny_model_dir):
         assert _mode(out / name) == 0o664, name
     cache = [p for p in (out / ".cache").iterdir() if not p.name.startswith(".")]
     assert cache and all(_mode(p) == 0o775 for p in cache)
+
+
+def test_the_prepare_spool_is_data_never_pickle(tmp_path):
+    """The spool (kept documents between the workers and the writers, under .qckit/run-*/) is read back
+    as data: a planted pickle is refused by name and never runs."""
+    import pickle
+
+    import numpy as np
+
+    from qckit.errors import InputError
+    from qckit.prepare.output import SPOOL_MAGIC, Spool
+    from qckit.prepare.resultfile import read_values, write_value
+
+    record = (
+        "a.txt",
+        2,
+        [(b"un\ndeux\n", np.array([3, 5], dtype=np.int64))],
+        7,
+        [("un", 1, {"lang": "fr"}, {})],
+    )
+    path = tmp_path / "records"
+    with path.open("wb") as handle:
+        handle.write(SPOOL_MAGIC)
+        write_value(handle, record)
+    with path.open("rb") as handle:
+        (back,) = read_values(handle, path.stat().st_size, SPOOL_MAGIC, "qckit spool")
+    assert back[:2] == record[:2] and back[3:] == record[3:]
+    assert back[2][0][0] == record[2][0][0] and np.array_equal(back[2][0][1], record[2][0][1])
+
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    spool = Spool(tmp_path, 1, with_docs=False)
+    spool.paths[0].write_bytes(SPOOL_MAGIC + pickle.dumps(Planted()))
+    spool._started.add(0)
+    with pytest.raises(InputError, match=r"spool-0\.bin: not the spool this run wrote"):
+        list(spool.batches(0))
+    assert not marker.exists()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import pickle
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,9 @@ import numpy as np
 
 from qckit._fs import errors_name
 from qckit.components import Document, _document
-from qckit.errors import ComponentError
+from qckit.errors import ComponentError, InputError
 from qckit.prepare.clusters import Clusters, SetClusters
+from qckit.prepare.resultfile import read_values, write_value
 from qckit.prepare.work import BatchResult
 from qckit.settings import output_name
 
@@ -38,8 +39,13 @@ class SpoolBatch:
     docs: list[Document] | None  # when the splitter or the caller needs the documents themselves
 
 
+#: the first bytes of a spool file (records in :mod:`qckit.prepare.resultfile`'s data-only format)
+SPOOL_MAGIC = b"qckit-spool 1\n"
+
+
 class Spool:
-    """The kept documents of each output set, in corpus order, in one pickle stream per set.
+    """The kept documents of each output set, in corpus order, in one file of records per set (data
+    only, never pickle: the run's directory may be on shared storage).
 
     For files, what is spooled is what the writers will write: the lines the workers formatted, as
     UTF-8 bytes, so that the driver never decodes or re-encodes a text. Documents themselves are
@@ -51,7 +57,7 @@ class Spool:
     """
 
     def __init__(self, directory: Path, n_sets: int, with_docs: bool) -> None:
-        self.paths = [directory / f"spool-{i}.pkl" for i in range(n_sets)]
+        self.paths = [directory / f"spool-{i}.bin" for i in range(n_sets)]
         self.with_docs = with_docs
         self._started: set[int] = set()  # the sets whose file exists
         self._open: tuple[int, Any] | None = None  # (set, file) of the one open spool file
@@ -73,15 +79,17 @@ class Spool:
         rows = _rows(result, kept) if self.with_docs else None
         record = (result.source, len(kept), formatted, text_bytes, rows)
         with errors_name(self.paths[result.set_index]):
-            pickle.dump(record, self._file(result.set_index), pickle.HIGHEST_PROTOCOL)
+            write_value(self._file(result.set_index), record)
 
     def _file(self, set_index: int) -> Any:
         """The spool file of ``set_index``, open for appending (the previous set's closed)."""
         if self._open is not None and self._open[0] == set_index:
             return self._open[1]
         self.close()
-        mode = "ab" if set_index in self._started else "wb"
-        f = open(self.paths[set_index], mode)  # noqa: SIM115 - closed by close()
+        started = set_index in self._started
+        f = open(self.paths[set_index], "ab" if started else "wb")  # noqa: SIM115 - closed by close()
+        if not started:
+            f.write(SPOOL_MAGIC)
         self._started.add(set_index)
         self._open = (set_index, f)
         return f
@@ -102,12 +110,16 @@ class Spool:
         """The kept documents of one set, batch by batch, in corpus order."""
         if set_index not in self._started:
             return
-        with open(self.paths[set_index], "rb") as f:
+        path = self.paths[set_index]
+        with errors_name(path), open(path, "rb") as f:
+            records = read_values(f, os.fstat(f.fileno()).st_size, SPOOL_MAGIC, "qckit spool")
             while True:
                 try:
-                    source, n, formatted, text_bytes, rows = pickle.load(f)
-                except EOFError:
+                    source, n, formatted, text_bytes, rows = next(records)
+                except StopIteration:
                     return
+                except ValueError as exc:  # changed under the running run: refuse, build nothing
+                    raise InputError(path, f"not the spool this run wrote ({exc})") from None
                 docs = None
                 if rows is not None:
                     docs = [

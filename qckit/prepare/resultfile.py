@@ -37,7 +37,7 @@ import numpy as np
 from qckit.components import IssueLog
 from qckit.prepare.work import BatchResult
 
-__all__ = ["MAGIC", "UnstorableFingerprint", "read_results", "write_result"]
+__all__ = ["MAGIC", "UnstorableFingerprint", "read_results", "read_values", "write_result", "write_value"]
 
 #: the first bytes of a results file (the ``1`` is the format's version)
 MAGIC = b"qckit-shard-results 1\n"
@@ -56,6 +56,21 @@ _CONTAINERS = (list, dict)
 # -- writing ---------------------------------------------------------------------------------------
 
 
+def write_value(handle: IO[bytes], value: Any) -> None:
+    """Append one value built of data (see the module docstring) to ``handle``, framed like a batch: the
+    prepare spool's records use this format too (:func:`read_values` reads them back)."""
+    blobs = _Blobs()
+    _write_frame(handle, _encode(value, blobs, "value"), blobs)
+
+
+def _write_frame(handle: IO[bytes], fields: Any, blobs: _Blobs) -> None:
+    text = json.dumps(fields, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode()
+    handle.write(_HEAD.pack(len(text), blobs.size))
+    handle.write(text)
+    for part in blobs.parts:
+        handle.write(part)
+
+
 def write_result(handle: IO[bytes], result: BatchResult) -> None:
     """Append one batch result to ``handle`` (opened on a file that starts with :data:`MAGIC`)."""
     blobs = _Blobs()
@@ -72,11 +87,7 @@ def write_result(handle: IO[bytes], result: BatchResult) -> None:
             fields[name] = [_fingerprints(i, prints, blobs) for i, prints in enumerate(value)]
             continue
         fields[name] = _encode(value, blobs, name)
-    text = json.dumps(fields, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode()
-    handle.write(_HEAD.pack(len(text), blobs.size))
-    handle.write(text)
-    for part in blobs.parts:
-        handle.write(part)
+    _write_frame(handle, fields, blobs)
 
 
 class UnstorableFingerprint(TypeError):
@@ -189,9 +200,21 @@ def _stack(values: list[Any], blobs: _Blobs) -> dict[str, Any] | None:
 def read_results(handle: io.BufferedIOBase, size: int) -> Iterator[BatchResult]:
     """The batch results of a file of ``size`` bytes, in order; ``ValueError`` saying what is wrong
     with it (nothing but data is ever built from it)."""
-    if handle.read(len(MAGIC)) != MAGIC:
-        raise ValueError("not a qckit shard results file (no magic line)")
-    position, index = len(MAGIC), 0
+    yield from _frames(handle, size, MAGIC, _result, "qckit shard results")
+
+
+def read_values(handle: io.BufferedIOBase, size: int, magic: bytes, what: str) -> Iterator[Any]:
+    """The values :func:`write_value` appended to a file of ``size`` bytes that starts with ``magic``
+    (``what`` names the kind of file in errors)."""
+    yield from _frames(
+        handle, size, magic, lambda fields, parts, index: _decode(fields, parts, f"record {index}"), what
+    )
+
+
+def _frames(handle: io.BufferedIOBase, size: int, magic: bytes, build: Any, what: str) -> Iterator[Any]:
+    if handle.read(len(magic)) != magic:
+        raise ValueError(f"not a {what} file (no magic line)")
+    position, index = len(magic), 0
     while position < size:
         head = handle.read(_HEAD.size)
         if len(head) != _HEAD.size:
@@ -206,7 +229,7 @@ def read_results(handle: io.BufferedIOBase, size: int) -> Iterator[BatchResult]:
         parts = _Parts(handle, blob_len)
         try:
             fields = json.loads(text)
-            result = _result(fields, parts, index)
+            result = build(fields, parts, index)
         except RecursionError:  # JSON nested deeper than any batch result is
             raise ValueError(f"batch {index}: nested too deeply") from None
         except json.JSONDecodeError as exc:
