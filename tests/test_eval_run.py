@@ -230,7 +230,13 @@ def test_compare_plot_draws_loss_retain_limits_and_confidence_bands(trained):
         low <= value <= high
         for (_, low, high), (_, value) in zip(one.bands["pairs"], one.curves["pairs"], strict=True)
     )
-    assert one.bands["val"] == []  # bits per byte has no interval
+    # bits per byte: the bootstrap over documents of the document protocol; the stream protocol has none
+    assert [step for step, *_ in one.bands["val"]] == [0, 6, 12]
+    assert all(
+        low <= value <= high
+        for (_, low, high), (_, value) in zip(one.bands["val"], one.curves["val"], strict=True)
+    )
+    assert one.bands["seen"] == []
     figure = plot_figure([one])
     axes = {a.get_title(): a for a in figure.axes}
     assert list(axes) == [
@@ -252,4 +258,5 @@ def test_compare_plot_draws_loss_retain_limits_and_confidence_bands(trained):
     assert seen_limit.get_ydata()[0] == pytest.approx(one.sets["seen"]["before"] * 1.02)  # the default 2 %
     assert not limits["val [bpb/document] (target)"]  # a target set has no limit
     assert axes["pairs [minimal_pairs] (target)"].collections  # the band
-    assert not axes["val [bpb/document] (target)"].collections
+    assert axes["val [bpb/document] (target)"].collections  # the bootstrap band
+    assert not axes["seen [bpb/stream] (retain)"].collections
