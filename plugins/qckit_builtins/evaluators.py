@@ -16,6 +16,7 @@ from typing import Any
 
 from qckit import hookimpl
 from qckit.evaluate import PROTOCOLS
+from qckit.evaluate.cole import choice_format
 from qckit.evaluate.rows import template_fields
 
 
@@ -184,6 +185,8 @@ class MultipleChoice:
     ``choices`` (or the set's ``choices``, e.g. ``["non", "oui"]``) and the answer under
     ``answer_field`` (an index or the choice's text); ``chat = true`` (set or row) wraps the prompt in
     the tokenizer's chat template. Each choice is scored after ``delimiter`` (default one space).
+    ``format`` (``qfrcola``, ``qfrcore``, ``qfrcort``) reads a COLE task's released rows: it fills
+    ``template``, ``choices`` and ``answer_field`` where they are not given (:mod:`qckit.evaluate.cole`).
     ``metric``: ``accuracy``, ``accuracy_norm`` (per character, lm-eval's acc_norm),
     ``accuracy_bytes`` or ``macro_f1``. A regression is in points: ``before − after``.
     """
@@ -199,19 +202,22 @@ class MultipleChoice:
         metric: str = "accuracy",
         template: str = "",
         choices: list[str] | None = None,
-        answer_field: str = "answer",
+        answer_field: str = "",
         delimiter: str = " ",
         chat: bool = False,
         prefix_token: str | int | None = None,
         split_special_tokens: bool = False,
+        format: str = "",
     ) -> None:
         _check_metric(metric, self.METRICS)
+        preset = choice_format(format)
+        template = template or preset.get("template", "")
+        choices = choices if choices is not None else preset.get("choices")
+        answer_field = answer_field or preset.get("answer_field", "answer")
         if template:
             template_fields(template)
         if choices is not None and (len(choices) < 2 or not all(c.strip() for c in choices)):
             raise ValueError("choices must list at least two non-empty strings")
-        if not answer_field:
-            raise ValueError("answer_field must name a field of the rows")
         _check_prefix(prefix_token)
         self.metric = metric
         self.template = template
@@ -221,6 +227,7 @@ class MultipleChoice:
         self.chat = chat
         self.prefix_token = prefix_token
         self.split_special_tokens = split_special_tokens
+        self.format = format
 
     def load(self, path: Path, tokenizer: Any) -> Any:
         from qckit.evaluate.choice import read_choices

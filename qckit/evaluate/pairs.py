@@ -1,11 +1,12 @@
 """Minimal pairs: does the model give the grammatical sentence of each pair the higher probability?
 
-Rows (JSON Lines, one pair per line) come in either of two layouts:
+Rows (JSON Lines, one pair per line) come in one of these layouts:
 
 * BLiMP: ``sentence_good``, ``sentence_bad``, optionally a phenomenon under ``phenomenon``,
   ``linguistic_phenomenon``, ``linguistics_term`` or ``UID`` (the first one present is used);
 * QFrBLiMP: ``sentence_a``, ``sentence_b`` and ``label`` = the index (0 or 1) of the grammatical
-  sentence, optionally ``category`` or ``type``.
+  sentence, optionally ``category`` or ``type``; or ``grammatical`` and ``ungrammatical`` (the layout
+  of COLE's dataset card, :mod:`qckit.evaluate.cole`).
 
 ``group_by`` names the field to group by instead (a phenomenon is a string or a number; a field
 holding anything else is passed over). A bad row (not JSON, a missing, empty or non-string sentence,
@@ -48,8 +49,10 @@ __all__ = ["PHENOMENON_FIELDS", "SENTENCE_FIELDS", "Pair", "PairSet", "read_pair
 #: fields that name a pair's phenomenon, in the order they are looked for (BLiMP's, then QFrBLiMP's)
 PHENOMENON_FIELDS = ("phenomenon", "linguistic_phenomenon", "linguistics_term", "UID", "category", "type")
 NO_PHENOMENON = "(none)"
-#: the sentence fields of the two layouts (BLiMP's, then QFrBLiMP's): a row holding one is a minimal pair
-SENTENCE_FIELDS = ("sentence_good", "sentence_bad", "sentence_a", "sentence_b")
+#: (grammatical, ungrammatical) field names of the layouts that name the sentences: BLiMP's, COLE's QFrBLiMP card
+_NAMED_LAYOUTS = (("sentence_good", "sentence_bad"), ("grammatical", "ungrammatical"))
+#: the sentence fields of every layout (BLiMP's, then QFrBLiMP's): a row holding one is a minimal pair
+SENTENCE_FIELDS = ("sentence_good", "sentence_bad", "sentence_a", "sentence_b", "grammatical", "ungrammatical")
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,11 @@ def read_pairs(path: str | Path, *, group_by: str = "") -> PairSet:
 
 
 def _pair(row: dict[str, Any], line: int, source: str, issues: IssueLog, group_by: str) -> Pair | None:
-    if "sentence_good" in row or "sentence_bad" in row:
-        good, bad = text_field(row, "sentence_good"), text_field(row, "sentence_bad")
+    named = next((k for k in _NAMED_LAYOUTS if k[0] in row or k[1] in row), None)
+    if named is not None:
+        good, bad = text_field(row, named[0]), text_field(row, named[1])
         if good is None or bad is None:
-            missing = "sentence_good" if good is None else "sentence_bad"
+            missing = named[0] if good is None else named[1]
             issues.add("missing_sentence", source, line, f"{missing} is missing, empty or not text")
             return None
     elif "sentence_a" in row or "sentence_b" in row:
@@ -118,7 +122,8 @@ def _pair(row: dict[str, Any], line: int, source: str, issues: IssueLog, group_b
             "missing_sentence",
             source,
             line,
-            "expected sentence_good and sentence_bad (BLiMP) or sentence_a, sentence_b and label (QFrBLiMP)",
+            "expected sentence_good and sentence_bad (BLiMP), sentence_a, sentence_b and label, or grammatical "
+            "and ungrammatical (QFrBLiMP)",
         )
         return None
     if good == bad:
