@@ -145,10 +145,25 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     observer = RichObserver(new_console(stderr=True))  # progress on stderr: stdout holds the results alone
     context = EvalContext(tokenizer, max_length=max_length, batch_size=batch_size, observer=observer)
     suite = EvalSuite(sets, context)  # reads every file before the model is loaded
+    plan = None
+    if args.export_lm_eval:
+        from qckit.evaluate import lm_eval_tasks
+
+        # refused before the model loads: the sets and their rows decide
+        plan = lm_eval_tasks.plan_export(sets, suite.data, tokenizer, source=args.recipe or SOURCE)
     model = load_model(source, trust_remote_code=args.trust_remote_code)
     if args.adapter:
         model = load_adapter(model, args.adapter)
+    if plan is not None:
+        lm_eval_tasks.write_export(
+            plan,
+            args.export_lm_eval,
+            max_length=context.scorer(model).max_length,
+            model=lm_eval_tasks.model_name(model_spec, args.adapter),
+        )
     measurement = suite.measure(model, 0)
+    if plan is not None:
+        lm_eval_tasks.write_results(args.export_lm_eval, measurement, plan)
     for numbers in measurement.values():
         numbers.pop("step", None)
     if args.json:
@@ -163,6 +178,11 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
             # one file: named by its file name, printed as written; a recipe's sets by their names
             label = name if recipe is not None else Path(eval_set.settings.path).name
             console.print(report.eval_line("", numbers, label, seconds=False))
+    if plan is not None:
+        note = (
+            f"lm-eval tasks of {len(plan.tasks)} set(s) written to {args.export_lm_eval} (see its README.md)"
+        )
+        (Console(stderr=True) if args.json else console).print(report.literal(note))  # stdout: the JSON only
     return 0
 
 
@@ -218,4 +238,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--trust_remote_code", action="store_true")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.add_argument(
+        "--export-lm-eval",
+        dest="export_lm_eval",
+        metavar="DIR",
+        help="also write each set as an lm-evaluation-harness task (YAML + its rows) into DIR",
+    )
     p.set_defaults(func=cmd_evaluate)
