@@ -255,7 +255,7 @@ def test_readme_command_and_qckit_results(exported, tiny_model_dir):
     out, data = exported
     readme = (out / "README.md").read_text(encoding="utf-8")
     # the run's evaluation window (the chunker's), the default prefix token (no prefix_token_id)
-    expected = f"--model_args pretrained={tiny_model_dir},max_length=48,dtype=float32 "
+    expected = f"--model_args pretrained={tiny_model_dir},max_length=48,dtype=float32,add_bos_token=False "
     assert expected in readme and "prefix_token_id" not in readme
     assert (
         f"--include_path {out.resolve()} --tasks qckit_val,qckit_qfrblimp,qckit_qfrcola,qckit_qfrcore"
@@ -267,31 +267,57 @@ def test_readme_command_and_qckit_results(exported, tiny_model_dir):
     assert results["qckit_qfrcola"]["metric"] == "macro_f1"
 
 
-def lm_eval_accuracy(out: Path, name: str, model, tokenizer, max_length: int) -> float:
-    """The accuracy lm-eval 0.4.13 computes from the exported task: its requests (context = doc_to_text,
-    continuation = target_delimiter + choice; lm-eval's prefix token for an empty context), scored by
-    the same engine, argmax (first on ties) against doc_to_target."""
+def lm_eval_scores(out: Path, name: str, model, tokenizer, max_length: int) -> tuple[dict, list]:
+    """What lm-eval 0.4.13 computes from the exported task: its requests (context = doc_to_text,
+    continuation = target_delimiter + choice; lm-eval's prefix token for an empty context) scored by the
+    same engine, then acc / acc_norm / acc_bytes (argmax, first on ties) against doc_to_target."""
     from qckit.evaluate.loglik import Scorer, encode_pairs, prefix_token_id
 
     config, rows = read_task(out, name)
     delim = config["target_delimiter"]
     requests = [(r[config["doc_to_text"]], delim + c) for r in rows for c in r[config["doc_to_choice"]]]
     encoded = encode_pairs(tokenizer, requests, prefix_token_id(tokenizer))
-    lls = Scorer(max_length=max_length).loglikelihoods(model, encoded).tolist()
-    correct, k = 0, 0
+    flat = Scorer(max_length=max_length).loglikelihoods(model, encoded).tolist()
+    per_row, hits, k = [], {"acc": 0, "acc_norm": 0, "acc_bytes": 0}, 0
     for r in rows:
-        n = len(r["choices"])
-        scores = lls[k : k + n]
-        correct += scores.index(max(scores)) == r[config["doc_to_target"]]
-        k += n
-    return correct / len(rows)
+        choices = r[config["doc_to_choice"]]
+        lls = flat[k : k + len(choices)]
+        k += len(choices)
+        per_row.append(lls)
+        for metric, scale in (
+            ("acc", lambda c: 1),
+            ("acc_norm", len),
+            ("acc_bytes", lambda c: len(c.encode())),
+        ):
+            scaled = [ll / scale(c) for ll, c in zip(lls, choices, strict=True)]
+            hits[metric] += scaled.index(max(scaled)) == r[config["doc_to_target"]]
+    return {m: h / len(rows) for m, h in hits.items()}, per_row
 
 
 def test_exported_tasks_score_what_qckit_scored(exported, tiny_model, tiny_tokenizer):
+    from qckit.evaluate.choice import score_choices
+    from qckit.evaluate.loglik import EvalContext
+
     out, data = exported
     for name in ("qfrblimp", "qfrcola", "qfrcore"):
-        ours = data["sets"][name]["accuracy"]
-        assert lm_eval_accuracy(out, name, tiny_model, tiny_tokenizer, 48) == ours, name
+        ours = data["sets"][name]
+        theirs, per_row = lm_eval_scores(out, name, tiny_model, tiny_tokenizer, 48)
+        assert theirs == {
+            "acc": ours["accuracy"],
+            "acc_norm": ours["accuracy_norm"],
+            "acc_bytes": ours["accuracy_bytes"],
+        }
+        if name == "qfrblimp":
+            continue
+        # every choice's log-likelihood, not only the argmax: the prompt and the delimiter are qckit's
+        evaluator = MultipleChoice(format=name, delimiter="\n" if name == "qfrcore" else " ")
+        source = out.parent / f"{name}.jsonl"  # the file recipe_text wrote
+        context = EvalContext(tiny_tokenizer, max_length=48)
+        detail = score_choices(
+            tiny_model, evaluator.load(source, None), context, delimiter=evaluator.delimiter, details=True
+        )
+        expected = [item["loglikelihoods"] for item in detail["per_item"]]
+        assert per_row == [pytest.approx(lls, abs=1e-4) for lls in expected], name
 
 
 def test_a_second_export_replaces_the_first_and_a_foreign_directory_is_refused(

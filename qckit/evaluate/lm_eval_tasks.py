@@ -25,7 +25,8 @@ The mapping is exact: lm-eval builds the requests :mod:`qckit.evaluate.loglik` s
 
 The prefix token and ``max_length`` are one setting of lm-eval's model for every task (HFLM's
 ``prefix_token_id`` and ``max_length`` model arguments): the README's command carries the values
-qckit scored with. A set that cannot be exported equal is refused before anything is written, with
+qckit scored with, ``dtype=float32`` (qckit's) and ``add_bos_token=False`` (qckit adds no special token
+to a text; HFLM otherwise lets a tokenizer that adds a BOS add it, one more predicted token per document). A set that cannot be exported equal is refused before anything is written, with
 one line naming it and why (:class:`~qckit.errors.RecipeError`): a kind with no lm-eval output type
 (a plugin's), the ``stream`` protocol, chat-template prompts (lm-eval applies a chat template to every
 task or none), a ``max_length`` of its own, a prefix token other than the other sets',
@@ -291,7 +292,9 @@ def model_name(model_spec: str, adapter: str | None = None) -> str:
 
 def model_args(plan: ExportPlan, max_length: int, model: str) -> str:
     """lm-eval's ``--model_args`` that score as qckit did: the model, ``max_length``, the prefix token."""
-    args = [f"pretrained={model}", f"max_length={max_length}", "dtype=float32"]
+    # add_bos_token=False: lm-eval's HFLM otherwise lets the tokenizer add its own BOS to every text
+    # (a Llama tokenizer does), which qckit never does (the prefix token stands before a text instead)
+    args = [f"pretrained={model}", f"max_length={max_length}", "dtype=float32", "add_bos_token=False"]
     if plan.prefix_token_id is not None:
         args.append(f"prefix_token_id={plan.prefix_token_id}")
     return ",".join(args)
@@ -310,11 +313,11 @@ def _readme(plan: ExportPlan, directory: Path, max_length: int, model: str) -> s
         f"    --include_path {directory} --tasks {tasks}",
         "```",
         "",
-        f"(`--tasks {GROUP}` runs them all.) `max_length={max_length}` is the window qckit scored with",
-        "and must stay: it is lm-eval's one setting for every task. A GGUF model is first written as a",
-        "safetensors folder (`qckit export`, then `pretrained=` that folder); an adapter is `peft=` its",
-        "folder. Batch size, device and dtype do not change the numbers",
-        "beyond float rounding. qckit's own numbers, once measured, are in " + f"`{RESULTS_FILE}`.",
+        f"(`--tasks {GROUP}` runs them all.) Keep the model arguments: `max_length={max_length}` is the",
+        "window qckit scored with (lm-eval has one for every task), `add_bos_token=False` because qckit adds",
+        "no special token to a text, float32 as qckit. A GGUF model is first written as a safetensors",
+        "folder (`qckit export`, then `pretrained=` that folder); an adapter is `peft=` its folder. Batch",
+        f"size and device change nothing beyond float rounding. qckit's own numbers: `{RESULTS_FILE}`.",
         "",
         "| task | qckit kind | lm-eval output type | rows | qckit metric → lm-eval metric |",
         "|---|---|---|---|---|",
