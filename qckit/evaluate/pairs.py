@@ -52,7 +52,14 @@ NO_PHENOMENON = "(none)"
 #: (grammatical, ungrammatical) field names of the layouts that name the sentences: BLiMP's, COLE's QFrBLiMP card
 _NAMED_LAYOUTS = (("sentence_good", "sentence_bad"), ("grammatical", "ungrammatical"))
 #: the sentence fields of every layout (BLiMP's, then QFrBLiMP's): a row holding one is a minimal pair
-SENTENCE_FIELDS = ("sentence_good", "sentence_bad", "sentence_a", "sentence_b", "grammatical", "ungrammatical")
+SENTENCE_FIELDS = (
+    "sentence_good",
+    "sentence_bad",
+    "sentence_a",
+    "sentence_b",
+    "grammatical",
+    "ungrammatical",
+)
 
 
 @dataclass(frozen=True)
