@@ -197,6 +197,121 @@ def compare(label: str, ours: dict, theirs: dict) -> bool:
     return ok and same_length and max(diffs) < 1e-2
 
 
+#: qckit's built-in plugin modules, registered by name where qckit is not installed in this venv
+BUILTIN_PLUGINS = (
+    "readers",
+    "normalizers",
+    "filters",
+    "splitters",
+    "writers",
+    "executors",
+    "chunkers",
+    "adapters",
+    "evaluators",
+)
+QUICKSTART_RECIPE = REPO / "recipes" / "quickstart.toml"
+QUICKSTART_FALLBACK_VAL = REPO / "data" / "sample" / "quebec_sample.txt"
+
+
+def builtin_host():
+    """The installed plugins, or qckit's built-ins by module where qckit is only on the path (no entry points)."""
+    import importlib
+
+    from qckit.host import PluginHost
+
+    host = PluginHost.from_entry_points()
+    if "evaluators" not in host.plugins:
+        for name in BUILTIN_PLUGINS:
+            host.register(importlib.import_module(f"qckit_builtins.{name}"), name=name)
+    return host
+
+
+def tasks_cross_check(args: argparse.Namespace) -> int:
+    """``--tasks``: the quickstart recipe's eval sets (and the choice sample) exported as lm-eval tasks by
+    :mod:`qckit.evaluate.lm_eval_tasks`, scored by qckit, then run by ``lm_eval.simple_evaluate`` from the
+    export directory with the README's model arguments, on the same materialised model (+ adapter)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from qckit.components import EvalSetSettings
+    from qckit.evaluate import lm_eval_tasks
+    from qckit.evaluate.loglik import EvalContext
+    from qckit.evaluate.sets import EvalSet, EvalSuite, plan_sets
+    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
+    from qckit.recipe import load_recipe
+    from qckit_builtins.evaluators import MultipleChoice
+
+    # the quickstart's validation split exists once `qckit run recipes/quickstart.toml` has prepared it;
+    # else every 7th line of the sample corpus (its cp1252 lines decoded as prepare's reader does)
+    overrides = []
+    if not QUICKSTART_VAL.exists():
+        val = Path(tempfile.mkdtemp(prefix="qckit-crosscheck-val-")) / "val.txt"
+        lines = []
+        for raw in QUICKSTART_FALLBACK_VAL.read_bytes().splitlines()[::7]:
+            try:
+                lines.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                lines.append(raw.decode("cp1252"))
+        val.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        overrides = [f'train.val_file="{val}"']
+    recipe = load_recipe(QUICKSTART_RECIPE, overrides=overrides, host=builtin_host())
+    assert recipe.train is not None
+    sets = plan_sets(recipe.train, recipe.host)
+    sets.append(EvalSet(EvalSetSettings("quebec_choice", str(CHOICE)), MultipleChoice()))
+    window = recipe.train.settings.eval_max_length or recipe.train.chunker.instance.max_length
+    print(
+        f"lm_eval {lm_eval.__version__}; model {args.model}; recipe {QUICKSTART_RECIPE.name} "
+        f"({', '.join(s.name for s in sets)}; val {recipe.train.settings.val_file}); max_length {window}"
+    )
+    all_ok = True
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="qckit-crosscheck-") as tmp:
+        model_dir = materialise(args.model, Path(tmp) / "model")
+        source = resolve_model(str(model_dir))
+        tokenizer = load_tokenizer(source)
+        context = EvalContext(tokenizer, max_length=window, batch_size=args.batch_size)
+        suite = EvalSuite(sets, context)
+        plan = lm_eval_tasks.plan_export(sets, suite.data, tokenizer, source=str(QUICKSTART_RECIPE))
+        for label, adapter in [("base", None)] + ([("adapter", args.adapter)] if args.adapter else []):
+            model = load_model(source)
+            if adapter:
+                model = load_adapter(model, adapter)
+            max_length = context.scorer(model).max_length
+            out = Path(tmp) / f"tasks-{label}"
+            name = lm_eval_tasks.model_name(str(model_dir), adapter)
+            lm_eval_tasks.write_export(plan, out, max_length=max_length, model=name)
+            started = time.perf_counter()
+            ours = suite.measure(model, 0)
+            ours_seconds = time.perf_counter() - started
+            del model
+            started = time.perf_counter()
+            theirs = lm_eval.simple_evaluate(
+                model="hf",
+                model_args=lm_eval_tasks.model_args(plan, max_length, name),
+                tasks=[t.task for t in plan.tasks],
+                task_manager=TaskManager(include_path=str(out)),
+                device="cpu",
+                batch_size=args.batch_size,
+            )["results"]
+            theirs_seconds = time.perf_counter() - started
+            print(f"\n== {label} (qckit {ours_seconds:.1f} s, lm-eval {theirs_seconds:.1f} s) ==")
+            print(f"{'task':24}{'metric':17}{'qckit':>14}{'lm-eval 0.4.13':>16}{'ratio':>10}")
+            for task in plan.tasks:
+                for ours_key, their_key in lm_eval_tasks.METRICS[task.output_type].items():
+                    a, b = ours[task.set_name][ours_key], theirs[task.task][f"{their_key},none"]
+                    ratio = a / b if b else float("nan") if a else 1.0
+                    # bits per byte and perplexities: float32 sums in another order; accuracies: identical
+                    ok = abs(ratio - 1) <= 1e-4 if task.output_type == "loglikelihood_rolling" else a == b
+                    all_ok &= ok
+                    mark = "" if ok else "  <-- differs"
+                    print(f"{task.task:24}{their_key:17}{a:14.6f}{b:16.6f}{ratio:10.6f}{mark}")
+                    results.setdefault(label, {})[f"{task.task}/{their_key}"] = {"qckit": a, "lm_eval": b}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("\nall exported tasks score as qckit" if all_ok else "\nSOME TASKS SCORE DIFFERENTLY")
+    return 0 if all_ok else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -213,6 +328,11 @@ def main() -> int:
     )
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument(
+        "--tasks",
+        action="store_true",
+        help="run lm-eval on the quickstart sets exported as tasks (qckit evaluate --export-lm-eval) instead",
+    )
     args = parser.parse_args()
     try:
         import lm_eval  # noqa: F401
@@ -222,6 +342,8 @@ def main() -> int:
             "virtual environment with lm_eval==0.4.13 installed (see its docstring)."
         )
         return 0
+    if args.tasks:
+        return tasks_cross_check(args)
     import lm_eval as lm_eval_module
 
     docs = [line.strip() for line in Path(args.text).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -50,6 +50,7 @@ __all__ = [
     "TASK_PREFIX",
     "GROUP",
     "RESULTS_FILE",
+    "METRICS",
     "TaskExport",
     "ExportPlan",
     "plan_export",
