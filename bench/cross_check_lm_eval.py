@@ -279,7 +279,7 @@ def tasks_cross_check(args: argparse.Namespace) -> int:
             max_length = context.scorer(model).max_length
             out = Path(tmp) / f"tasks-{label}"
             name = lm_eval_tasks.model_name(str(model_dir), adapter)
-            lm_eval_tasks.write_export(plan, out, max_length=max_length, model=name)
+            lm_eval_tasks.write_export(plan, out, tokenizer=tokenizer, max_length=max_length, model=name)
             started = time.perf_counter()
             ours = suite.measure(model, 0)
             ours_seconds = time.perf_counter() - started

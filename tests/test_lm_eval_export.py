@@ -341,6 +341,11 @@ def test_a_second_export_replaces_the_first_and_a_foreign_directory_is_refused(
             "train.val_file: cannot export eval set 'val' as an lm-eval task: the stream protocol",
         ),
         (
+            "split_special_tokens = true",
+            "",
+            "train.eval.qfrcore: cannot export eval set 'qfrcore' as an lm-eval task: split_special_tokens",
+        ),
+        (
             "chat = true",
             "",
             "train.eval.qfrcore: cannot export eval set 'qfrcore' as an lm-eval task: line 1 asks for the chat template",
@@ -375,3 +380,36 @@ def test_one_shared_prefix_override_becomes_a_model_argument(tmp_path, tiny_mode
     status, text = run(["evaluate", "--recipe", str(recipe), "--export-lm-eval", str(out)])
     assert status == 0, text
     assert ",prefix_token_id=1 " in (out / "README.md").read_text()
+
+
+def test_rows_qckit_cannot_score_are_left_out_as_qckit_leaves_them(tmp_path, tiny_model_dir):
+    long_choice = " ".join(["pantoute"] * 80)  # far more than the 48-token window
+    rows = [
+        {
+            "prompt": "Au Québec, « pantoute », ça veut dire :",
+            "choices": ["pas du tout", "beaucoup"],
+            "answer": 0,
+        },
+        {"prompt": "Et ça ?", "choices": ["court", long_choice], "answer": 0},
+    ]
+    extra = f"""
+[[train.eval]]
+name = "long"
+kind = "choice"
+path = "{write(tmp_path / "long.jsonl", rows)}"
+"""
+    recipe = recipe_text(tiny_model_dir, tmp_path, extra=extra)
+    out = tmp_path / "tasks"
+    status, text = run(["evaluate", "--recipe", str(recipe), "--export-lm-eval", str(out), "--json"])
+    assert status == 0, text
+    data = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    assert (
+        data["sets"]["long"]["items"] == 1
+        and data["sets"]["long"]["bad_row_kinds"]["unscorable"]["count"] == 1
+    )
+    _, exported = read_task(out, "long")
+    assert [r["line"] for r in exported] == [1]
+    assert (
+        "qckit_long: 1 row(s) left out, as qckit does not score them (first: line 2:"
+        in (out / "README.md").read_text()
+    )

@@ -158,6 +158,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         lm_eval_tasks.write_export(
             plan,
             args.export_lm_eval,
+            tokenizer=tokenizer,
             max_length=context.scorer(model).max_length,
             model=lm_eval_tasks.model_name(model_spec, args.adapter),
         )

@@ -54,6 +54,7 @@ __all__ = [
     "TaskExport",
     "ExportPlan",
     "plan_export",
+    "drop_unscorable",
     "write_export",
     "write_results",
     "dump_yaml",
@@ -90,6 +91,8 @@ class TaskExport:
     config: dict[str, Any]
     rows: list[dict[str, Any]]
     metric: str  # the set's headline qckit metric
+    prefix: int = 0  # the prefix token the set scores with
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # (line, why): rows qckit cannot score
 
     @property
     def task(self) -> str:
@@ -140,8 +143,8 @@ def plan_export(
                 source,
             )
         task = _task(s, data[s.name], source)
+        wanted = task.prefix = prefix_token_id(tokenizer, getattr(ev, "prefix_token", None))
         if task.output_type == "loglikelihood_rolling" or any(not r["prompt"] for r in task.rows):
-            wanted = prefix_token_id(tokenizer, getattr(ev, "prefix_token", None))
             if prefix is None:
                 prefix = (wanted, s.name)
             elif wanted != prefix[0]:
@@ -232,12 +235,37 @@ def _aggregation(metric: str) -> str:
     )
 
 
+def drop_unscorable(plan: ExportPlan, tokenizer: Any, max_length: int) -> None:
+    """Leave out of each multiple-choice task the rows qckit does not score at ``max_length`` (a text
+    that encodes to no token or to more than ``max_length``: its kinds count them as bad rows), found
+    with the same encoding and rule (:func:`~qckit.evaluate.loglik.request_problem`); noted in
+    ``dropped``."""
+    from qckit.evaluate.loglik import encode_pairs, request_problem
+
+    for task in plan.tasks:
+        if task.output_type != "multiple_choice":
+            continue
+        delimiter = task.config["target_delimiter"]
+        kept = []
+        for row in task.rows:
+            requests = encode_pairs(
+                tokenizer, [(row["prompt"], delimiter + c) for c in row["choices"]], task.prefix
+            )
+            problem = next((p for p in (request_problem(r, max_length) for r in requests) if p), None)
+            if problem:
+                task.dropped.append((row["line"], problem))
+            else:
+                kept.append(row)
+        task.rows = kept
+
+
 def write_export(
-    plan: ExportPlan, directory: str | Path, *, max_length: int, model: str = "MODEL"
+    plan: ExportPlan, directory: str | Path, *, tokenizer: Any, max_length: int, model: str = "MODEL"
 ) -> list[Path]:
     """Write the tasks of ``plan`` as the directory ``directory``, all together or not at all (an earlier
-    export there is replaced whole). ``max_length`` is the window qckit scores with; ``model`` names the
-    model in the README's command. Returns the task YAML files.
+    export there is replaced whole), without the rows qckit cannot score (:func:`drop_unscorable`).
+    ``max_length`` is the window qckit scores with; ``model`` names the model in the README's command.
+    Returns the task YAML files.
 
     Raises :class:`~qckit.errors.InputError` when ``directory`` holds anything but an earlier export.
     """
@@ -248,6 +276,7 @@ def write_export(
         raise InputError(
             final, f"exists and is not an lm-eval export (no {GROUP}.yaml); name a new or empty directory"
         )
+    drop_unscorable(plan, tokenizer, max_length)
     written: list[Path] = []
     with _fs.staging_dir(final) as work:
         for task in plan.tasks:
@@ -326,6 +355,13 @@ def _readme(plan: ExportPlan, directory: Path, max_length: int, model: str) -> s
     for t in plan.tasks:
         pairs = ", ".join(f"{q} → {m}" for q, m in METRICS[t.output_type].items())
         lines.append(f"| {t.task} | {t.kind} | {t.output_type} | {len(t.rows)} | {pairs} |")
+    lines.append("")
+    for t in plan.tasks:
+        if t.dropped:
+            line, why = t.dropped[0]
+            lines.append(
+                f"{t.task}: {len(t.dropped)} row(s) left out, as qckit does not score them (first: line {line}: {why})."
+            )
     lines.append("")
     return "\n".join(lines)
 
