@@ -4,6 +4,7 @@
     python bench/cross_check_lm_eval.py --adapter runs/quickstart/model     # … plus the quickstart's LoRA
     python bench/cross_check_lm_eval.py --model ./my-model --text held_out.txt --max_length 2048
     python bench/cross_check_lm_eval.py --max_length 1024                   # a fixed window on both sides
+    python bench/cross_check_lm_eval.py --tasks [--adapter …]               # the exported quickstart tasks
 
 This script installs nothing. lm_eval must not go into qckit's environment (it downgrades
 python-dateutil), so run it from a second virtual environment that has both::
@@ -28,6 +29,13 @@ What is compared, for the base model and (with ``--adapter``) the model with the
   lm-eval does: the string becomes the special token), and one longer than 1024 tokens (the documents
   of ``--text`` joined), which tells the default ``max_length`` apart: without ``--max_length`` both
   sides take the model's context length by lm-eval's rule (printed, and checked equal).
+
+With ``--tasks``, instead: the quickstart recipe's eval sets and the choice sample written as lm-eval
+tasks (``qckit evaluate --export-lm-eval``, :mod:`qckit.evaluate.lm_eval_tasks`; without a prepared
+quickstart, every 7th line of the sample corpus stands for its validation split), scored by qckit's
+``EvalSuite`` and by ``lm_eval.simple_evaluate`` from the export directory with the model arguments its
+README gives (the recipe's window): every metric side by side with its ratio. Goal: bits per byte and
+perplexities within 1e-4 (ratio 1.000), identical accuracies.
 
 lm-eval cannot load the quickstart's GGUF file the way qckit does (dequantized, marks cleared), so the
 model is first materialised with qckit's loader into a temporary directory (``save_pretrained``,
