@@ -78,6 +78,11 @@ METRICS: dict[str, dict[str, str]] = {
     "multiple_choice": {"accuracy": "acc", "accuracy_norm": "acc_norm", "accuracy_bytes": "acc_bytes"},
 }
 _LOWER_IS_BETTER = {"bits_per_byte", "byte_perplexity", "word_perplexity"}
+_AGGREGATIONS = {
+    "bits_per_byte": "bits_per_byte",
+    "byte_perplexity": "weighted_perplexity",
+    "word_perplexity": "weighted_perplexity",
+}
 
 
 @dataclass
@@ -164,6 +169,8 @@ def plan_export(
 def _task(s: Any, loaded: Any, source: str | None) -> TaskExport:
     kind = s.kind
     metric = str(s.evaluator.metric)
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
     if kind == "bpb":
         if s.protocol != "document":
             raise _refuse(
@@ -179,13 +186,7 @@ def _task(s: Any, loaded: Any, source: str | None) -> TaskExport:
         }
         rows = [{"text": text} for text in loaded.texts]
     elif kind == "minimal_pairs":
-        config = {
-            "output_type": "multiple_choice",
-            "doc_to_text": "prompt",
-            "doc_to_choice": "choices",
-            "doc_to_target": "answer",
-            "target_delimiter": s.evaluator.delimiter,
-        }
+        config = _multiple_choice(s.evaluator.delimiter)
         rows = [
             {
                 "prompt": "",
@@ -205,13 +206,7 @@ def _task(s: Any, loaded: Any, source: str | None) -> TaskExport:
                 "(--apply_chat_template) or to none",
                 source,
             )
-        config = {
-            "output_type": "multiple_choice",
-            "doc_to_text": "prompt",
-            "doc_to_choice": "choices",
-            "doc_to_target": "answer",
-            "target_delimiter": s.evaluator.delimiter,
-        }
+        config = _multiple_choice(s.evaluator.delimiter)
         rows = [
             {"prompt": item.prompt, "choices": list(item.choices), "answer": item.answer, "line": item.line}
             for item in loaded.items
@@ -228,11 +223,20 @@ def _task(s: Any, loaded: Any, source: str | None) -> TaskExport:
     return TaskExport(s.name, kind, str(s.settings.path), output_type, config, rows, metric)
 
 
+def _multiple_choice(delimiter: str) -> dict[str, Any]:
+    # the row fields lm-eval reads by name (no Jinja template: it would drop a trailing newline)
+    return {
+        "output_type": "multiple_choice",
+        "doc_to_text": "prompt",
+        "doc_to_choice": "choices",
+        "doc_to_target": "answer",
+        "target_delimiter": delimiter,
+    }
+
+
 def _aggregation(metric: str) -> str:
-    # lm-eval's perplexities and bits per byte are ratios of corpus totals: its own aggregations
-    return {"bits_per_byte": "bits_per_byte", "byte_perplexity": "weighted_perplexity"}.get(
-        metric, "weighted_perplexity" if metric == "word_perplexity" else "mean"
-    )
+    # bits per byte and the perplexities are ratios of corpus totals: lm-eval's own aggregations; accuracies a mean
+    return _AGGREGATIONS.get(metric, "mean")
 
 
 def drop_unscorable(plan: ExportPlan, tokenizer: Any, max_length: int) -> None:
