@@ -428,3 +428,20 @@ def test_the_readme_names_the_model_as_lm_eval_loads_it(tmp_path):
         model_args(plan, 128, "M")
         == "pretrained=M,max_length=128,dtype=float32,add_bos_token=False,prefix_token_id=7"
     )
+
+
+def test_a_cole_file_on_the_command_line(tmp_path, tiny_model_dir):
+    cola = write(tmp_path / "qfrcola.jsonl", QFRCOLA)
+    base = ["evaluate", "--model", str(tiny_model_dir), "--choice", str(cola), "--max_length", "48"]
+    status, text = run([*base, "--format", "qfrcola", "--json"])
+    assert status == 0, text
+    assert json.loads(text[text.index("{") : text.rindex("}") + 1])["items"] == 3
+    status, text = run([*base, "--format", "qfrblimp"])
+    assert (
+        status == 2
+        and "--format: evaluator 'choice': format must be one of qfrcola, qfrcore, qfrcort" in text
+    )
+    status, text = run(
+        ["evaluate", "--model", str(tiny_model_dir), "--pairs", str(cola), "--format", "qfrcola"]
+    )
+    assert status == 2 and "--format does not apply to --pairs" in text

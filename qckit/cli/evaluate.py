@@ -52,6 +52,7 @@ FILE_FLAGS: dict[str, tuple[str, dict[str, str]]] = {
             "choices": "choices",
             "answer_field": "answer_field",
             "chat": "chat",
+            "format": "format",
             "prefix_token": "prefix_token",
             "split_special_tokens": "split_special_tokens",
         },
@@ -224,6 +225,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--choices", nargs="+", help="--choice: the same choices for every row, e.g. non oui")
     p.add_argument("--answer_field", help="--choice: the row field holding the answer (answer)")
     p.add_argument("--chat", action="store_true", help="--choice: wrap prompts in the chat template")
+    p.add_argument(
+        "--format",
+        help="--choice: a COLE task's released rows (qfrcola, qfrcore, qfrcort): template, choices, answer_field",
+    )
     p.add_argument(
         "--split_special_tokens",
         action="store_true",
