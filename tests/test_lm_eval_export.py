@@ -320,10 +320,13 @@ def test_exported_tasks_score_what_qckit_scored(exported, tiny_model, tiny_token
         assert per_row == [pytest.approx(lls, abs=1e-4) for lls in expected], name
 
 
-def test_a_second_export_replaces_the_first_and_a_foreign_directory_is_refused(
-    exported, tmp_path, tiny_model_dir
-):
+def test_a_second_export_replaces_the_first_and_a_foreign_directory_is_refused(tmp_path, tiny_model_dir):
     recipe = recipe_text(tiny_model_dir, tmp_path)
+    out = tmp_path / "tasks"
+    assert run(["evaluate", "--recipe", str(recipe), "--export-lm-eval", str(out)])[0] == 0
+    (out / "qckit_gone.yaml").write_text("task: qckit_gone\n")  # a set the recipe no longer has
+    assert run(["evaluate", "--recipe", str(recipe), "--export-lm-eval", str(out)])[0] == 0
+    assert not (out / "qckit_gone.yaml").exists() and (out / "qckit_val.yaml").is_file()
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
