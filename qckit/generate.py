@@ -126,9 +126,9 @@ def complete(
         options.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     config = GenerationConfig(**options)
     device = model_device(model)
-    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     completions = []
-    with eval_mode(model):
+    # sampling draws from torch's global generator: fork it, so the caller's random state is left as it was
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), eval_mode(model):
         for prompt in prompts:
             if settings.chat:
                 text = tokenizer.apply_chat_template(
@@ -137,8 +137,10 @@ def complete(
                 ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
             else:
                 ids = tokenizer(prompt, return_tensors="pt").input_ids
-            if settings.do_sample:  # each prompt draws from the same seeded stream, whatever came before
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+            if (
+                settings.do_sample
+            ):  # each prompt its own seed: a completion never depends on the other prompts
+                torch.manual_seed(_prompt_seed(settings.seed, prompt))
             out = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=torch.ones_like(ids).to(device),
@@ -146,3 +148,11 @@ def complete(
             )
             completions.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     return completions
+
+
+def _prompt_seed(seed: int, prompt: str) -> int:
+    """The sampling seed of one prompt: from the settings' seed and the prompt's text alone."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}\x00{prompt}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**63)

@@ -52,9 +52,9 @@ def _format_of(path: Path) -> tuple[str, bool]:
     if compressed:
         suffixes = suffixes[:-1]
     last = suffixes[-1] if suffixes else ""
-    if last in (".txt", ".text", ""):
+    if last == ".txt":  # the built-in readers' suffixes (txt, jsonl, each optionally gzipped)
         return "txt", compressed
-    if last in (".jsonl", ".ndjson"):
+    if last == ".jsonl":
         return "jsonl", compressed
     raise InputError(path, "not a .txt or .jsonl file (optionally .gz): convert it, or write a reader plugin")
 

@@ -102,7 +102,7 @@ def recipe_reference() -> str:
     """The README's recipe-key reference (Markdown, without the markers): the top-level keys, then each
     stage's table, the tables nested in it (``[[train.data]]``) and its components' entry keys."""
     parts = [
-        "Generated from the settings dataclasses by `python -m qckit.recipe_reference --write README.md`"
+        "Generated from the settings dataclasses by `python -m qckit.cli.reference --write README.md`"
         " (do not edit by hand). A default written `unset` means the key is absent; `required` keys have"
         " none.",
         _top_level(),
@@ -134,29 +134,6 @@ def replace_block(text: str, block: str, where: str = "<text>") -> str:
     head, rest = text.split(START)
     _, tail = rest.split(END)
     return f"{head}{START}\n{block}{END}{tail}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``--write FILE`` rewrites FILE's generated block; ``--check FILE`` exits 1 when it differs."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in ("--write", "--check"):
-        sys.stderr.write("usage: python -m qckit.recipe_reference (--write | --check) README.md\n")
-        return 2
-    path = Path(args[1])
-    try:
-        text = path.read_text(encoding="utf-8")
-        new = replace_block(text, recipe_reference(), str(path))
-    except (OSError, ValueError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    if args[0] == "--check":
-        if new != text:
-            sys.stderr.write(f"{path}: the recipe keys differ from the settings; run --write {path}\n")
-            return 1
-        return 0
-    if new != text:
-        path.write_text(new, encoding="utf-8")
-    return 0
 
 
 # -- rendering ---------------------------------------------------------------------------------------
@@ -268,7 +245,3 @@ def _text(text: str) -> str:
         pos = m.end()
     out.append(re.sub(r"([<*])", r"\\\1", text[pos:]))
     return "".join(out).replace("|", "\\|")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -242,7 +242,10 @@ def select_run(
         observer=obs,
     )
     suite = EvalSuite(sets, context)
-    identity = digest({"eval_sets": evaluation_identity(sets)})
+    # what makes two measurements of the same weights comparable: the sets, the base, the scoring window
+    identity = digest(
+        {"eval_sets": evaluation_identity(sets), "base": base_spec, "max_length": context.max_length}
+    )
     cache_path = run_dir / _cache_name()
     cache = _read_cache(cache_path)
     measured = cached = 0
@@ -280,6 +283,8 @@ def select_run(
                 model = load_model(
                     resolve_model(str(candidate.path)), trust_remote_code=settings.trust_remote_code
                 )
+            if device is not None:
+                model.to(device)  # the base's state (and so every interpolation) is on the device too
             strength = _Strength(model, base_state, candidate.is_adapter)
         for value in strengths:
             strength.set(value)
@@ -374,6 +379,7 @@ def write_selected(run_dir: str | Path, checkpoint: str, strength: float, output
         raise InputError(run_dir, f"has no complete {checkpoint} (it has {', '.join(found)})")
     candidate = found[checkpoint]
     output = Path(output)
+    _check_selected_output(run_dir, output)
     with staging_dir(output) as tmp:
         for item in candidate.path.iterdir():
             if (
@@ -397,6 +403,12 @@ def write_selected(run_dir: str | Path, checkpoint: str, strength: float, output
                 else:
                     scaled[key] = value
             save_file({k: v.contiguous() for k, v in scaled.items()}, str(tmp / _ADAPTER_WEIGHTS))
+            from qckit.export import run_base
+            from qckit.models import set_adapter_base
+
+            base_reference = run_base(run_dir)  # a checkpoint's copy names the path the run loaded
+            if base_reference:
+                set_adapter_base(tmp, base_reference)
         else:
             from qckit.models import load_merged
 
@@ -404,18 +416,42 @@ def write_selected(run_dir: str | Path, checkpoint: str, strength: float, output
             tuned, tokenizer, _ = load_merged(str(candidate.path))
             base_model, _, _ = load_merged(str(summary["model"]))
             base_state = base_model.state_dict()
-            with torch.no_grad():
-                for name, param in tuned.state_dict().items():
+            with torch.no_grad():  # parameters, not the state dict: tied weights are interpolated once
+                for name, param in tuned.named_parameters():
                     if name in base_state and base_state[name].shape == param.shape:
                         param.copy_(base_state[name] + strength * (param - base_state[name]))
             tuned.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         atomic_write_json(
-            tmp / "qckit_selection.json",
+            tmp / SELECTION_RECORD,
             {"run": str(run_dir), "checkpoint": checkpoint, "strength": strength},
         )
         replace_dir(tmp, output)
     return output
+
+
+#: what :func:`write_selected` leaves in its output: an existing folder without it is not replaced
+SELECTION_RECORD = "qckit_selection.json"
+
+
+def _check_selected_output(run_dir: Path, output: Path) -> None:
+    """Refuse an output that would destroy something else: the run folder, a folder holding it, or an
+    existing path that is not an earlier selection."""
+    run, out = run_dir.resolve(), output.resolve()
+    if out == run or out in run.parents:
+        raise InputError(output, f"holds the run {run_dir}: choose a new directory for the selected point")
+    if output.is_symlink() or (output.exists() and not (output / SELECTION_RECORD).is_file()):
+        raise InputError(output, "exists and is not an earlier selection: choose a new directory")
+
+
+def clear_selected(run_dir: Path, output: Path) -> bool:
+    """Remove an earlier selection at ``output`` (when a new selection writes none); whether there was one."""
+    from qckit._fs import remove_entry
+
+    if output.is_dir() and not output.is_symlink() and (output / SELECTION_RECORD).is_file():
+        remove_entry(output.parent, output.name)
+        return True
+    return False
 
 
 def _base_tensors(run_dir: Path, adapter_tensors: dict[str, Any]) -> dict[str, Any]:
@@ -439,9 +475,15 @@ def _base_tensors(run_dir: Path, adapter_tensors: dict[str, Any]) -> dict[str, A
     return out
 
 
-def record_selection(run_dir: str | Path, selection: dict[str, Any], written: Path | None) -> None:
+def record_selection(
+    run_dir: str | Path, selection: dict[str, Any], written: Path | None, observer: Observer | None = None
+) -> None:
     """Keep ``selection`` in the run's ``training_summary.json`` (``selection``, with where the chosen point
-    was written) and write the model card again, which then names the chosen strength."""
+    was written) and write the model card again, which then names the chosen strength -- unless the card
+    was edited since qckit wrote it (``model_card.sha256`` in the summary): then it is left as it is, with a
+    warning to ``observer``."""
+    import hashlib
+
     from qckit._fs import atomic_write_text
     from qckit.model_card import model_card
     from qckit.train.checkpoints import CARD_NAME, RECIPE_NAME, SUMMARY_NAME
@@ -449,8 +491,24 @@ def record_selection(run_dir: str | Path, selection: dict[str, Any], written: Pa
     run_dir = Path(run_dir)
     summary = _summary(run_dir)
     summary["selection"] = {**selection, "written_to": str(written) if written else None}
+    card_path = run_dir / CARD_NAME
+    recorded = (summary.get("model_card") or {}).get("sha256")
+    edited = card_path.is_file() and recorded not in (
+        None,
+        hashlib.sha256(card_path.read_bytes()).hexdigest(),
+    )
+    if not edited:
+        recipe = run_dir / RECIPE_NAME
+        recipe_text = recipe.read_text(encoding="utf-8") if recipe.is_file() else None
+        is_peft = (run_dir / "adapter_config.json").is_file()
+        card = model_card(summary, recipe_text, is_peft=is_peft)
+        summary["model_card"] = {
+            "file": CARD_NAME,
+            "sha256": hashlib.sha256(card.encode("utf-8")).hexdigest(),
+        }
+        atomic_write_text(card_path, card)
+    elif observer is not None:
+        observer.warn(
+            f"{card_path} was edited since qckit wrote it: left as it is (the selection is in the summary)"
+        )
     atomic_write_json(run_dir / SUMMARY_NAME, summary)
-    recipe = run_dir / RECIPE_NAME
-    recipe_text = recipe.read_text(encoding="utf-8") if recipe.is_file() else None
-    is_peft = (run_dir / "adapter_config.json").is_file()
-    atomic_write_text(run_dir / CARD_NAME, model_card(summary, recipe_text, is_peft=is_peft))

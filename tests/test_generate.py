@@ -45,9 +45,11 @@ def _greedy(model, tokenizer, prompt: str, n: int) -> str:
 
 def test_greedy_completions_are_the_argmax_continuation(tiny_model, tiny_tokenizer):
     settings = GenerationSettings(max_new_tokens=6)
+    tiny_model.train()
     got = complete(tiny_model, tiny_tokenizer, PROMPTS, settings)
+    assert tiny_model.training and all(m.training for m in tiny_model.modules())  # modes restored
+    tiny_model.eval()
     assert got == [_greedy(tiny_model, tiny_tokenizer, p, 6) for p in PROMPTS]
-    assert tiny_model.training is False or tiny_model.training is True  # modes restored, not forced
 
 
 def test_sampling_is_reproducible_from_its_seed(tiny_model, tiny_tokenizer):
@@ -55,7 +57,13 @@ def test_sampling_is_reproducible_from_its_seed(tiny_model, tiny_tokenizer):
     first = complete(tiny_model, tiny_tokenizer, PROMPTS, sampled)
     assert complete(tiny_model, tiny_tokenizer, PROMPTS, sampled) == first
     # a prompt's completion does not depend on the prompts before it
-    assert complete(tiny_model, tiny_tokenizer, PROMPTS[:1], sampled) == first[:1]
+    assert complete(tiny_model, tiny_tokenizer, PROMPTS[1:], sampled) == first[1:]
+    # nor does it touch the caller's random state
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    complete(tiny_model, tiny_tokenizer, PROMPTS, sampled)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_bad_settings_and_prompt_files_are_one_line(tmp_path):

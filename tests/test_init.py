@@ -79,6 +79,8 @@ def test_init_reads_formats_sizes_and_the_jsonl_text_field(tmp_path):
     assert inspect_input(both).text_field == "text"  # the reader's default field wins when present
     for name, content, what in [
         ("c.csv", "a,b\n", "not a .txt or .jsonl"),
+        ("e.ndjson", "{}\n", "not a .txt or .jsonl"),
+        ("notes", "Y fait frette.\n", "not a .txt or .jsonl"),
         ("d.jsonl", "[1, 2]\n", "no JSON object with a string field"),
     ]:
         (tmp_path / name).write_text(content, encoding="utf-8")

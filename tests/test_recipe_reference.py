@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from qckit import recipe_reference as ref
+from qckit.cli import reference as reference_cli
 from qckit.components import EvalSetSettings
 from qckit.recipe import _nested_dataclass
 from qckit.settings import PrepareSettings
@@ -55,7 +56,7 @@ def _settings_classes() -> list[type]:
 def test_readme_block_equals_the_generated_reference():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert ref.replace_block(text, ref.recipe_reference()) == text, (
-        "README.md's recipe keys are stale: run python -m qckit.recipe_reference --write README.md"
+        "README.md's recipe keys are stale: run python -m qckit.cli.reference --write README.md"
     )
     # the section sits right before the exit statuses
     assert text.index("## Recipe keys") < text.index(ref.START) < text.index("## Exit statuses")
@@ -119,15 +120,15 @@ def test_docstring_roles_become_code():
 def test_replace_block_and_the_command(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{ref.START}\nold\n{ref.END}\n\n## after\n", encoding="utf-8")
-    assert ref.main(["--check", str(readme)]) == 1
-    assert ref.main(["--write", str(readme)]) == 0
+    assert reference_cli.main(["--check", str(readme)]) == 1
+    assert reference_cli.main(["--write", str(readme)]) == 0
     assert (
         readme.read_text(encoding="utf-8")
         == f"# x\n\n{ref.START}\n{ref.recipe_reference()}{ref.END}\n\n## after\n"
     )
-    assert ref.main(["--check", str(readme)]) == 0
+    assert reference_cli.main(["--check", str(readme)]) == 0
     readme.write_text("no markers\n", encoding="utf-8")
-    assert ref.main(["--check", str(readme)]) == 2
+    assert reference_cli.main(["--check", str(readme)]) == 2
     assert "needs one <!-- recipe-keys:start -->" in capsys.readouterr().err
     with pytest.raises(ValueError, match="README.md: needs one"):
         ref.replace_block(f"{ref.END}\n{ref.START}\n", "x", "README.md")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,70 @@ def test_intervals_follow_the_metric_and_its_direction():
     assert out["other"]["change_ci95"] is None
     assert report.change_with_interval(out["val"], gain=True) == "+10.0 % [+5.0, +15.0]"
     assert report.change_with_interval(out["pairs"]) == "+10.0 pts [+2.0, +18.0]"
+
+
+def test_the_selected_output_never_replaces_something_else(run_dir, tmp_path):
+    from qckit.errors import InputError
+    from qckit.select import write_selected
+
+    for bad in (run_dir, run_dir.parent):
+        with pytest.raises(InputError, match="holds the run"):
+            write_selected(run_dir, "checkpoint-4", 0.5, bad)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(InputError, match="not an earlier selection"):
+        write_selected(run_dir, "checkpoint-4", 0.5, other)
+    assert (other / "keep.txt").read_text(encoding="utf-8") == "mine"
+    first = write_selected(run_dir, "checkpoint-4", 0.5, tmp_path / "sel")
+    assert write_selected(run_dir, "checkpoint-4", 0.25, first) == first  # an earlier selection is replaced
+    config = json.loads((first / "adapter_config.json").read_text())
+    assert (
+        config["base_model_name_or_path"]
+        == json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    )  # the run's shareable base reference, not the path a checkpoint was loaded from
+
+
+def test_an_edited_card_is_kept_and_another_max_length_is_measured_again(run_dir):
+    from qckit.select import record_selection, select_run
+
+    card = run_dir / "README.md"
+    card.write_text(card.read_text(encoding="utf-8") + "\nLicence: CC-BY-4.0 (mine)\n", encoding="utf-8")
+    selection = select_run(run_dir, strengths=[0, 1], checkpoints="final")
+    record_selection(run_dir, selection, None)
+    assert card.read_text(encoding="utf-8").endswith("Licence: CC-BY-4.0 (mine)\n")
+    again = select_run(run_dir, strengths=[0, 1], checkpoints="final", max_length=16)
+    assert again["evaluations"] == 3 and again["cached_evaluations"] == 0  # another window: new numbers
+
+
+def test_a_full_fine_tune_selection_writes_the_interpolated_tied_model(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qckit.models import load_model, resolve_model
+    from qckit.select import write_selected
+
+    # a tied model (SmolLM2, Llama-3.2-1B/3B are): embed_tokens and lm_head are one tensor
+    tied_dir = tmp_path / "tied"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.get_input_embeddings().weight
+    model.save_pretrained(tied_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tied_dir)
+    tiny_model_dir = tied_dir
+    recipe = _recipe(tmp_path, tiny_model_dir)
+    text = re.sub(
+        r'\[\[train\.adapters\]\]\s*use = "lora"\s*r = 4\s*', "", recipe.read_text(encoding="utf-8")
+    )
+    text = text.replace("report_to = []\n", "report_to = []\nadapters = []\n")  # the whole model trains
+    assert "lora" not in text
+    recipe.write_text(text, encoding="utf-8")
+    status, out = _run(["run", str(recipe)])
+    assert status == 0, out
+    run = tmp_path / "run"
+    written = write_selected(run, "final", 0.5, tmp_path / "half")
+    base = load_model(resolve_model(str(tiny_model_dir))).state_dict()
+    tuned = load_model(resolve_model(str(run))).state_dict()
+    half = load_model(resolve_model(str(written))).state_dict()
+    assert any(not torch.equal(base[n], tuned[n]) for n in base)
+    for name in base:
+        torch.testing.assert_close(half[name], (base[name] + tuned[name]) / 2, rtol=0, atol=1e-6)

@@ -59,7 +59,7 @@ def plot_frontier(selection: dict[str, Any]) -> bytes:
 
 def cmd_select(args: argparse.Namespace, console: Console) -> int:
     quiet_third_party()
-    from qckit.select import record_selection, select_run, write_selected
+    from qckit.select import clear_selected, record_selection, select_run, write_selected
     from qckit.train.checkpoints import SELECTED_DIR
 
     if args.plot and not args.plot.lower().endswith(".png"):
@@ -75,10 +75,12 @@ def cmd_select(args: argparse.Namespace, console: Console) -> int:
     )
     written = None
     chosen = selection["chosen"]
+    output = Path(args.output or Path(args.run_dir) / SELECTED_DIR)
     if chosen and not args.no_write:
-        output = Path(args.output or Path(args.run_dir) / SELECTED_DIR)
         written = write_selected(args.run_dir, chosen["checkpoint"], chosen["strength"], output)
-    record_selection(args.run_dir, selection, written)
+    elif clear_selected(Path(args.run_dir), output):  # an earlier choice no longer stands
+        observer.warn(f"removed {output}: the point an earlier selection wrote there is no longer chosen")
+    record_selection(args.run_dir, selection, written, observer)
     if args.plot:
         atomic_write_bytes(args.plot, plot_frontier(selection))
     if args.json:

@@ -21,7 +21,7 @@ import numpy as np
 
 from qckit._fs import errors_name
 from qckit.components import Document, _document
-from qckit.errors import ComponentError, InputError
+from qckit.errors import ComponentError, InputError, QckitError
 from qckit.prepare.clusters import Clusters, SetClusters
 from qckit.prepare.resultfile import read_values, write_value
 from qckit.prepare.work import BatchResult
@@ -79,7 +79,13 @@ class Spool:
         rows = _rows(result, kept) if self.with_docs else None
         record = (result.source, len(kept), formatted, text_bytes, rows)
         with errors_name(self.paths[result.set_index]):
-            write_value(self._file(result.set_index), record)
+            try:
+                write_value(self._file(result.set_index), record)
+            except TypeError as exc:  # a component put something else than data into a document's meta
+                raise QckitError(
+                    f"{result.source}: a document's meta or metrics cannot be kept between the stages ({exc}); "
+                    "components must store data there (str, numbers, lists, dicts with string keys)"
+                ) from None
 
     def _file(self, set_index: int) -> Any:
         """The spool file of ``set_index``, open for appending (the previous set's closed)."""

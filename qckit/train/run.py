@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -699,7 +700,14 @@ class TrainRun:
         from qckit.model_card import model_card
 
         is_peft = hasattr(self.trainer.model, "peft_config")
-        atomic_write_text(output_dir / CARD_NAME, model_card(summary, self.recipe_text, is_peft=is_peft))
+        card = model_card(summary, self.recipe_text, is_peft=is_peft)
+        atomic_write_text(output_dir / CARD_NAME, card)
+        # the card's hash: a later `qckit select` rewrites the card only while nobody has edited it
+        summary["model_card"] = {
+            "file": CARD_NAME,
+            "sha256": hashlib.sha256(card.encode("utf-8")).hexdigest(),
+        }
+        atomic_write_json(summary_path, summary)
         self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME, output_dir / CARD_NAME])
         self.obs.report("summary", summary)
         if self.settings.select is not None:
@@ -716,7 +724,7 @@ class TrainRun:
                 "train.select: the run has no recipe to read its eval sets from; run qckit select later"
             )
             return None
-        from qckit.select import record_selection, select_run, write_selected
+        from qckit.select import clear_selected, record_selection, select_run, write_selected
 
         chosen = self.settings.select
         assert chosen is not None  # run() calls this only with [train.select]
@@ -729,12 +737,14 @@ class TrainRun:
             device=self.args.device,
         )
         written = None
-        if selection["chosen"] is not None:
+        if selection["chosen"] is None:
+            clear_selected(self.output_dir, self.output_dir / SELECTED_DIR)
+        else:
             point = selection["chosen"]
             written = write_selected(
                 self.output_dir, point["checkpoint"], point["strength"], self.output_dir / SELECTED_DIR
             )
-        record_selection(self.output_dir, selection, written)
+        record_selection(self.output_dir, selection, written, self.obs)
         self.obs.report("selection", selection)
         return json.loads((self.output_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
 

@@ -161,7 +161,7 @@ class TrainSettings:
         0  #: evaluate on val_file every N optimizer steps; 0 = at the end of every epoch; -1 = never
     )
     evaluate_before: bool = True  #: measure the model on val_file before training (the baseline)
-    eval_batch_size: int = 0  #: windows per evaluation batch; 0 = batch_size
+    eval_batch_size: int = 0  #: evaluation batch: this × min(window, 1024) tokens per pass; 0 = batch_size
     eval_max_length: int = 0  #: evaluation window in tokens; 0 = the chunker's max_length
     #: how val_file's bits per byte are scored: document (lm-eval's loglikelihood_rolling) or stream
     eval_protocol: str = "document"
