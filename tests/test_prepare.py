@@ -364,3 +364,19 @@ def test_prepare_texts_keeps_tagged_clusters_on_one_side():
     train = {group_of[d.text] for d in result.train}
     assert train.isdisjoint(group_of[d.text] for d in result.val)
     assert result.stats["sets"][0]["clustered"] > 0
+
+
+def test_the_defaults_keep_near_duplicates_on_one_side_of_the_split():
+    """Default settings drop no near-duplicate (as the seed) but split by cluster: a variant of a training
+    sentence never lands in validation."""
+    from qckit.defaults import NEAR_DUPLICATES, PREPARE_DEFAULTS
+
+    assert NEAR_DUPLICATES in PREPARE_DEFAULTS["filters"] and NEAR_DUPLICATES["duplicates"] == "tag"
+    lines, groups = near_duplicate_lines(200)
+    result = prepare_texts(lines, {"prepare": {"splitter": {"use": "random", "val_split": 0.3, "seed": 1}}})
+    group_of = dict(zip(lines, groups, strict=True))
+    kept = [d.text for d in [*result.train, *result.val]]
+    train = {group_of[t] for t in (d.text for d in result.train) if t in group_of}
+    val = {group_of[t] for t in (d.text for d in result.val) if t in group_of}
+    assert train.isdisjoint(val) and result.stats["sets"][0]["clustered"] > 0
+    assert len(kept) > len(set(groups))  # variants kept, not dropped

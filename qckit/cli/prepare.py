@@ -32,8 +32,13 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
         help="output format: txt (the seed's), jsonl with metadata, or both",
     )
     p.add_argument(
-        "--minhash", action="store_true", help="also remove near-duplicates (MinHash, word 5-grams)"
+        "--near_duplicates",
+        choices=["tag", "drop", "off"],
+        default="tag",
+        help="near-duplicates (short-text MinHash): tag = keep them, each cluster on one side of the split "
+        "(default); drop = keep the first of each cluster; off = not looked for",
     )
+    p.add_argument("--minhash", action="store_true", help="the same as --near_duplicates drop")
     p.add_argument(
         "--all_languages",
         action="store_true",
@@ -80,8 +85,13 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
     filters[0].update(min_length=ns.min_length, max_length=ns.max_length)
     if ns.all_languages:
         filters = [f for f in filters if f["use"] != defaults.LANGUAGE_FILTER]
-    if ns.minhash:
-        filters.append({"use": "minhash_dedup"})
+    near = "drop" if ns.minhash else ns.near_duplicates
+    if near == "off":
+        filters = [f for f in filters if f["use"] != defaults.NEAR_DUPLICATES["use"]]
+    else:
+        filters = [
+            {**f, "duplicates": near} if f["use"] == defaults.NEAR_DUPLICATES["use"] else f for f in filters
+        ]
     if ns.decontaminate:
         filters.append({"use": "decontaminate", "files": list(ns.decontaminate)})
     writers = {
