@@ -152,7 +152,7 @@ def _top_level() -> str:
         rows.append(f"| {shown} | {type_name} | {default} | {meaning} |")
     for stage in STAGES:
         rows.append(f"| `[{stage}]` | table | unset | the {stage} stage (below); a recipe has one or both |")
-    return "### Top level\n\n" + "\n".join(rows)
+    return "#### Top level\n\n" + "\n".join(rows)
 
 
 def _table_name(key: str, many: bool) -> str:
@@ -162,7 +162,7 @@ def _table_name(key: str, many: bool) -> str:
 
 def _section(title: str, cls: type) -> list[str]:
     """A table's heading, its class docstring and its keys."""
-    return [f"### `{title}`", _text(_docstring(cls)), settings_table(cls)]
+    return [f"#### `{title}`", _text(_docstring(cls)), settings_table(cls)]
 
 
 def _components_line(stage: str) -> str:

@@ -242,7 +242,7 @@ def test_the_real_process_exits_130_on_sigint_and_2_on_a_bad_recipe(tmp_path, ho
 def test_readme_lists_every_exit_status_once():
     """README's table is a copy of the one table, ``errors.exit_statuses()`` (which ``qckit --help`` prints)."""
     text = README.read_text(encoding="utf-8")
-    section = text.split("## Exit statuses", 1)[1].split("\n## ", 1)[0]
+    section = text.split("\n### Exit statuses\n", 1)[1].split("\n#", 1)[0]
     rows = re.findall(r"^\| (\d+) \| (.*?) \|\s*`?(\w*)`?\s*\|$", section, flags=re.M)
     assert rows == [(str(status), meaning, raised) for status, meaning, raised in errors.exit_statuses()]
     codes = [cls.exit_code for cls in errors.ERROR_CLASSES]

@@ -58,8 +58,14 @@ def test_readme_block_equals_the_generated_reference():
     assert ref.replace_block(text, ref.recipe_reference()) == text, (
         "README.md's recipe keys are stale: run python -m qckit.cli.reference --write README.md"
     )
-    # the section sits right before the exit statuses
-    assert text.index("## Recipe keys") < text.index(ref.START) < text.index("## Exit statuses")
+    # the block is the Reference's "Recipe keys" section, right before the exit statuses
+    assert (
+        text.index("\n## Reference\n")
+        < text.index("\n### Recipe keys\n")
+        < text.index(ref.START)
+        < text.index(ref.END)
+        < text.index("\n### Exit statuses\n")
+    )
 
 
 @pytest.mark.parametrize("cls", _settings_classes(), ids=lambda c: c.__name__)
@@ -78,11 +84,11 @@ def test_every_settings_field_has_a_meaning(cls):
 def test_nested_train_tables_have_their_own_section():
     reference = ref.recipe_reference()
     for title in (
-        "### `[prepare]`",
-        "### `[train]`",
-        "### `[[train.data]]`",
-        "### `[train.select]`",
-        "### `[[train.eval]]`",
+        "#### `[prepare]`",
+        "#### `[train]`",
+        "#### `[[train.data]]`",
+        "#### `[train.select]`",
+        "#### `[[train.eval]]`",
     ):
         assert title in reference
     assert "`qckit plugins filter NAME`" in reference and "`kind = NAME`" in reference
