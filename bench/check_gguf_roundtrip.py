@@ -44,9 +44,9 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from qckit.documents import BatchEncoder
     from qckit.export import export_model
     from qckit.models import load_model, load_tokenizer, resolve_model
-    from qckit.train.packing import BatchEncoder
 
     hf_logging.set_verbosity_error()
     source = resolve_model(args.model)

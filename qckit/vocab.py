@@ -268,9 +268,9 @@ def fertility(tokenizer: Any, texts: Iterable[str], batch_size: int = 1000) -> d
     """Tokens per word and bytes per token of ``texts`` (documents, EOS not counted), with the counts.
 
     Words are whitespace-separated, bytes are UTF-8, tokens are what training packs (the
-    :class:`~qckit.train.packing.BatchEncoder` ids): the definitions of the packed dataset's own numbers.
+    :class:`~qckit.documents.BatchEncoder` ids): the definitions of the packed dataset's own numbers.
     """
-    from qckit.train.packing import BatchEncoder
+    from qckit.documents import BatchEncoder
 
     encode = BatchEncoder(tokenizer)
     documents = words = size = tokens = 0

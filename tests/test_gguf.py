@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from qckit.documents import BatchEncoder
 from qckit.errors import InputError, QckitError
 from qckit.export import export_model
 from qckit.gguf_cache import SOURCE_NAME, cache_root
 from qckit.gguf_export import GGUF_OUTTYPES, gguf_pre_tokenizer, iter_tensor_names, write_gguf
 from qckit.models import dequantized_source, load_model, load_tokenizer, resolve_model
 from qckit.testing import SAMPLE_SENTENCES, save_tiny_gguf, write_corpus
-from qckit.train.packing import BatchEncoder
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from qckit.components import IGNORE_INDEX, PackingStats
+from qckit.documents import tokenize_batch
 from qckit.errors import RecipeError
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
 from qckit.train import TrainSettings, run_train
 from qckit.train.isolation import check_document_isolation
-from qckit.train.packing import document_positions, forward_inputs, pack_texts, tokenize_batch
+from qckit.train.packing import document_positions, forward_inputs, pack_texts
 from qckit_builtins.adapters import LoraAdapter
 from qckit_builtins.chunkers import WindowChunker
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from qckit.documents import BatchEncoder
 from qckit.errors import InputError, QckitError
 from qckit.testing import make_tiny_llama
-from qckit.train.packing import BatchEncoder, tokenizer_fingerprint
+from qckit.train.packing import tokenizer_fingerprint
 from qckit.vocab import fertility, grow_embeddings, grow_tokenizer, read_token_list
 
 WORDS = ["magasiner", "tuque", "maringouins", "dépanneur", "pantoute", "écoeurants"]

@@ -90,7 +90,7 @@ class BitsPerByte:
 
     def texts(self, path: Path) -> Iterator[str]:
         """Each document that ``load`` keeps (the first ``max_documents``)."""
-        from qckit.train.packing import iter_documents
+        from qckit.documents import iter_documents
 
         documents = (text for _, text in iter_documents(path))
         return islice(documents, self.max_documents) if self.max_documents else documents

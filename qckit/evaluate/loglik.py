@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from qckit.documents import BatchEncoder
 from qckit.errors import QckitError
 from qckit.progress import NullObserver, Observer
-from qckit.train.packing import BatchEncoder
 
 __all__ = [
     "Request",

@@ -291,9 +291,9 @@ class TrainRun:
         first), and the validation texts."""
         from transformers import set_seed
 
+        from qckit.documents import iter_documents
         from qckit.models import load_tokenizer, resolve_model
         from qckit.train.mixing import MixedDataset
-        from qckit.train.packing import iter_documents
 
         settings = self.settings
         set_seed(settings.seed)
