@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qckit.errors import InputError, QckitError
+from qckit.outputs import SUMMARY_NAME
 
 if TYPE_CHECKING:
     from qckit.models import ModelSource
@@ -86,8 +87,6 @@ def run_base(directory: str | Path) -> str | None:
     """The base model a run folder names: its adapter's ``base_model_name_or_path`` (a local base as its
     absolute path: :func:`qckit.models.shareable_reference`), else its summary's ``model``; ``None``
     when neither does."""
-    from qckit.train.checkpoints import SUMMARY_NAME
-
     directory = Path(directory)
     for name, key in (("adapter_config.json", "base_model_name_or_path"), (SUMMARY_NAME, "model")):
         path = directory / name
@@ -111,8 +110,6 @@ def read_run(run_dir: str | Path, *, base: str | None = None) -> RunModel:
     it. Raises :class:`~qckit.errors.InputError` naming the folder (not a run, no base named, a base
     that cannot be found from here) or the unreadable file.
     """
-    from qckit.train.checkpoints import SUMMARY_NAME
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(

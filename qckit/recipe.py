@@ -42,7 +42,7 @@ from qckit.components import EvalSource, Filter, ability, has_surrogates
 from qckit.errors import RecipeError
 from qckit.host import ComponentInfo, PluginHost
 from qckit.kinds import STAGES, stage_kinds
-from qckit.settings import STATE_DIR, PrepareSettings
+from qckit.settings import STATE_DIR, PrepareSettings, text_pair
 from qckit.train.settings import TrainSettings
 
 #: recipes are small hand-written files; anything larger is refused before it is read into memory
@@ -289,13 +289,13 @@ def _build_train(data: dict, host: PluginHost, source: str) -> TrainPlan:
     # Without an explicit train_file (or [[train.data]] sources), train on what the prepare stage of the
     # same recipe writes; the validation file then defaults to its val file.
     if "prepare" in data:
-        out = Path(data["prepare"].get("output", "./data"))
-        merged = data["prepare"].get("merge", False) or len(data["prepare"].get("inputs", [])) == 1
-        suffix = "" if data["prepare"].get("merge", False) else "_1"
-        if merged and not table.get("train_file"):
+        prepare = data["prepare"]
+        out = Path(prepare.get("output", PrepareSettings.output))
+        pair = text_pair(bool(prepare.get("merge", PrepareSettings.merge)), len(prepare.get("inputs", [])))
+        if pair is not None and not table.get("train_file"):
             if not table.get("data"):
-                table["train_file"] = str(out / f"train{suffix}.txt")
-            table.setdefault("val_file", str(out / f"val{suffix}.txt"))
+                table["train_file"] = str(out / pair[0])
+            table.setdefault("val_file", str(out / pair[1]))
     keys = {k.key for k in stage_kinds("train")}
     scalars = {k: v for k, v in table.items() if k not in keys}
     settings = build_dataclass(TrainSettings, scalars, "train", source, extra_keys=keys)

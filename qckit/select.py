@@ -30,6 +30,7 @@ from typing import Any
 
 from qckit._fs import atomic_write_json, replace_dir, staging_dir
 from qckit.errors import InputError, QckitError
+from qckit.outputs import CARD_NAME, CHECKPOINT_PREFIX, RECIPE_NAME, SELECTION_CACHE_NAME, SUMMARY_NAME
 from qckit.progress import NullObserver, Observer, phase
 from qckit.train.settings import DEFAULT_STRENGTHS
 
@@ -73,7 +74,7 @@ def candidates(run_dir: Path, which: str = "all") -> list[Candidate]:
     found: list[Candidate] = []
     if which == "all":
         steps = []
-        for path in run_dir.glob("checkpoint-*"):
+        for path in run_dir.glob(f"{CHECKPOINT_PREFIX}*"):
             marker = read_marker(path)
             weights = _weights_file(path)
             if marker is not None and weights is not None and path.is_dir() and not path.is_symlink():
@@ -92,8 +93,6 @@ def candidates(run_dir: Path, which: str = "all") -> list[Candidate]:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    from qckit.train.checkpoints import SUMMARY_NAME
-
     path = run_dir / SUMMARY_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -208,7 +207,7 @@ def select_run(
     from qckit.evaluate.sets import EvalSuite, breaches, outcome, plan_sets
     from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model, tokenizer_source
     from qckit.recipe import load_recipe
-    from qckit.train.checkpoints import RECIPE_NAME, digest, evaluation_identity
+    from qckit.train.checkpoints import digest, evaluation_identity
 
     started = time.perf_counter()
     obs = observer or NullObserver()
@@ -246,7 +245,7 @@ def select_run(
     identity = digest(
         {"eval_sets": evaluation_identity(sets), "base": base_spec, "max_length": context.max_length}
     )
-    cache_path = run_dir / _cache_name()
+    cache_path = run_dir / SELECTION_CACHE_NAME
     cache = _read_cache(cache_path)
     measured = cached = 0
 
@@ -345,12 +344,6 @@ def _frontier(points: list[dict[str, Any]]) -> list[int]:
         if not beaten:
             keep.append(i)
     return keep
-
-
-def _cache_name() -> str:
-    from qckit.train.checkpoints import SELECTION_CACHE_NAME
-
-    return SELECTION_CACHE_NAME
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
@@ -486,7 +479,6 @@ def record_selection(
 
     from qckit._fs import atomic_write_text
     from qckit.model_card import model_card
-    from qckit.train.checkpoints import CARD_NAME, RECIPE_NAME, SUMMARY_NAME
 
     run_dir = Path(run_dir)
     summary = _summary(run_dir)

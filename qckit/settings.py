@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 STATS_FILE = "prepare_stats.json"
 #: every dropped document with its filter and reason (``[prepare] rejects = true``)
 REJECTS_FILE = "rejected.jsonl"
+#: the two parts of every output set, in the order a run writes them
+PARTS = ("train", "val")
+#: the suffix of the text files the train stage reads (one document per line: the ``txt`` writer's)
+TEXT_SUFFIX = ".txt"
 #: default ``[prepare] max_line_bytes``: a longer input line is counted and skipped without being held
 MAX_LINE_BYTES = 4 << 20
 #: qckit's own directory inside a prepare output directory: the lock, the generations of outputs,
@@ -65,7 +69,7 @@ class PrepareSettings:
             output_name(part, set_suffix, suffix)
             for set_suffix in set_suffixes(self.merge, n_inputs)
             for suffix in writer_suffixes
-            for part in ("train", "val")
+            for part in PARTS
         ]
         return [*names, *([REJECTS_FILE] if self.rejects else []), self.stats_file]
 
@@ -79,3 +83,13 @@ def set_suffixes(merge: bool, n_inputs: int) -> list[str]:
 def output_name(part: str, set_suffix: str, writer_suffix: str) -> str:
     """``train_1.txt``: the file of one part (``train``/``val``) of one set for one writer."""
     return f"{part}{set_suffix}{writer_suffix}"
+
+
+def text_pair(merge: bool, n_inputs: int) -> tuple[str, str] | None:
+    """The names of the train and val text files a prepare run writes when it writes one set (``merge``,
+    or a single input), the train stage's default files; ``None`` when it writes several sets or none."""
+    sets = set_suffixes(merge, n_inputs)
+    if len(sets) != 1:
+        return None
+    train, val = (output_name(part, sets[0], TEXT_SUFFIX) for part in PARTS)
+    return train, val

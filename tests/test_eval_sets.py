@@ -9,7 +9,8 @@ from rich.console import Console
 
 from qckit import report
 from qckit.errors import RecipeError
-from qckit.evaluate.sets import breaches, is_scalar_key, logged_scalars, outcome, plan_sets, scalar_key
+from qckit.evaluate.sets import breaches, logged_scalars, outcome, plan_sets
+from qckit.outputs import is_scalar_key, scalar_key
 from qckit.recipe import build_recipe
 
 

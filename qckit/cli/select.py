@@ -59,8 +59,8 @@ def plot_frontier(selection: dict[str, Any]) -> bytes:
 
 def cmd_select(args: argparse.Namespace, console: Console) -> int:
     quiet_third_party()
+    from qckit.outputs import SELECTED_DIR
     from qckit.select import clear_selected, record_selection, select_run, write_selected
-    from qckit.train.checkpoints import SELECTED_DIR
 
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InputError(args.plot, "--plot writes a PNG file: give it a .png name")

@@ -44,7 +44,7 @@ from typing import Any
 from qckit.components import ATTENTION_MODES
 from qckit.errors import RecipeError
 from qckit.hardware import DEVICES, PRECISIONS
-from qckit.train.tracking import TRACKERS
+from qckit.train.settings import TRACKERS
 
 __all__ = ["SEED_DEFAULTS", "add_train_flags", "train_flags_to_recipe"]
 

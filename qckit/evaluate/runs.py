@@ -4,7 +4,7 @@ A run directory is a train stage's ``output_dir``: ``training_summary.json`` hol
 set's description and before / after / change / breach, see :func:`qckit.evaluate.sets.outcome`) and
 every measurement (``eval_before``, ``eval_history``, ``eval_after``: with the accuracies' 95 % intervals),
 ``trainer_state.json`` the log history in which each measurement of a set is a row with ``step`` and
-its numbers under :func:`qckit.evaluate.sets.scalar_key`, and the training loss (rows with ``loss``);
+its numbers under :func:`qckit.outputs.scalar_key`, and the training loss (rows with ``loss``);
 ``recipe.toml`` the recipe, whose ``name`` names the run.
 """
 
@@ -17,14 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from qckit.errors import InputError
-from qckit.evaluate.sets import breaches, scalar_key
-from qckit.train.run import RECIPE_NAME as RECIPE_FILE
-from qckit.train.run import SUMMARY_NAME as SUMMARY_FILE
+from qckit.evaluate.sets import breaches
+from qckit.outputs import RECIPE_NAME, SUMMARY_NAME, TRAINER_STATE_NAME, scalar_key
 
-__all__ = ["Run", "read_run", "STATE_FILE"]
-
-#: the Trainer's state file in a run directory (transformers' ``TRAINER_STATE_NAME``)
-STATE_FILE = "trainer_state.json"
+__all__ = ["Run", "read_run"]
 
 
 @dataclass
@@ -63,17 +59,17 @@ def read_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise InputError(path, "not a run directory" if path.exists() else "run directory not found")
-    summary_path = path / SUMMARY_FILE
+    summary_path = path / SUMMARY_NAME
     if not summary_path.is_file():
-        raise InputError(path, f"not a finished run: no {SUMMARY_FILE}")
+        raise InputError(path, f"not a finished run: no {SUMMARY_NAME}")
     summary = _read_json(summary_path)
     sets = summary.get("eval_sets") if isinstance(summary, dict) else None
     if not isinstance(sets, dict) or not sets:
         raise InputError(
             summary_path, "no eval sets in this summary (a run without val_file or [[train.eval]])"
         )
-    run = Run(path, sets, recipe_name=_recipe_name(path / RECIPE_FILE))
-    state_path = path / STATE_FILE
+    run = Run(path, sets, recipe_name=_recipe_name(path / RECIPE_NAME))
+    state_path = path / TRAINER_STATE_NAME
     history = _read_json(state_path).get("log_history", []) if state_path.is_file() else []
     history = [row for row in history if isinstance(row, dict) and "step" in row]
     run.loss = sorted(

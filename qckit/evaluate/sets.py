@@ -30,6 +30,7 @@ from typing import Any
 
 from qckit import defaults
 from qckit.components import EvalSetSettings
+from qckit.outputs import scalar_key
 from qckit.progress import NullObserver, phase
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "plan_sets",
     "outcome",
     "breaches",
-    "is_scalar_key",
-    "scalar_key",
     "logged_scalars",
 ]
 
@@ -206,20 +205,9 @@ def breaches(outcomes: dict[str, dict[str, Any]]) -> list[str]:
     return [name for name, entry in outcomes.items() if entry.get("breach")]
 
 
-def scalar_key(name: str, protocol: str, key: str) -> str:
-    """``eval_<set>/<protocol>/<key>`` (no protocol part for a set without one): the name of a set's
-    number in the Trainer's log, trainer_state.json and TensorBoard, so two protocols never share a curve."""
-    return f"eval_{name}/{protocol}/{key}" if protocol else f"eval_{name}/{key}"
-
-
-def is_scalar_key(key: str) -> bool:
-    """Whether a log entry is an eval set's number (named by :func:`scalar_key`), not a training one."""
-    return key.startswith("eval_") and "/" in key
-
-
 def logged_scalars(measurement: dict[str, dict[str, Any]]) -> dict[str, float]:
     """The scalars of a measurement for the Trainer's log: every top-level float of each set except
-    ``seconds``, under :func:`scalar_key`."""
+    ``seconds``, under :func:`qckit.outputs.scalar_key`."""
     out: dict[str, float] = {}
     for name, numbers in measurement.items():
         protocol = numbers.get("protocol") or ""

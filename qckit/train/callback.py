@@ -13,7 +13,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from qckit.components import ModelAdapter, ability
-from qckit.evaluate.sets import EvalSuite, is_scalar_key, logged_scalars
+from qckit.evaluate.sets import EvalSuite, logged_scalars
+from qckit.outputs import CHECKPOINT_PREFIX, is_scalar_key
 from qckit.progress import Observer
 
 __all__ = ["QckitCallback", "TrainProgress", "eval_sets_tensorboard"]
@@ -22,7 +23,7 @@ __all__ = ["QckitCallback", "TrainProgress", "eval_sets_tensorboard"]
 def eval_sets_tensorboard(writer: Any) -> Any:
     """A ``TensorBoardCallback`` writing into ``writer`` that gives each eval set its own scalar group.
 
-    Held-out numbers are logged as ``eval_<set>/<protocol>/<key>`` (:func:`qckit.evaluate.sets.scalar_key`);
+    Held-out numbers are logged as ``eval_<set>/<protocol>/<key>`` (:func:`qckit.outputs.scalar_key`);
     the stock callback would rename them all ``eval/…``, one group for every set. These keep their name.
     """
     from transformers.integrations import TensorBoardCallback
@@ -161,7 +162,7 @@ class QckitCallback(TrainerCallback):
             from qckit._fs import follow_umask
             from qckit.train.checkpoints import write_marker
 
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoint = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
             follow_umask(checkpoint.glob("*.safetensors"))  # safetensors writes them 0600
             write_marker(checkpoint, self.fingerprint, self.progress.eval_before, state.global_step)
 

@@ -28,16 +28,19 @@ from typing import Any
 
 from qckit._fs import atomic_write_json, file_sha256, jsonable, path_error, refuse_link, remove_entry
 from qckit.errors import InputError, RecipeError
+from qckit.outputs import (
+    CACHE_DIR,
+    CHECKPOINT_PREFIX,
+    MARKER,
+    RUN_OUTPUT_DIRS,
+    RUN_OUTPUTS,
+    SUMMARY_NAME,
+    TRAINER_STATE_NAME,
+)
 from qckit.train.settings import WSD, WSD_KEYS
-from qckit.train.tracking import MLRUNS_DIR, WANDB_DIR
 
 __all__ = [
-    "LOGS_DIR",
-    "MARKER",
-    "MERGED_DIR",
     "NOT_IDENTITY",
-    "RECIPE_NAME",
-    "SUMMARY_NAME",
     "check_output_dir",
     "choose_checkpoint",
     "checkpoints",
@@ -52,17 +55,6 @@ __all__ = [
     "write_marker",
 ]
 
-#: the completion marker written last into every checkpoint directory
-MARKER = "qckit_run.json"
-#: what a finished run writes at the top of its output directory (besides the model): its summary,
-#: the recipe it ran, TensorBoard's event files and, with ``export_merged``, the merged model
-SUMMARY_NAME = "training_summary.json"
-RECIPE_NAME = "recipe.toml"
-CARD_NAME = "README.md"  # the model card (qckit.model_card), the name the Hugging Face Hub and peft use
-SELECTED_DIR = "selected"  # the adapter (or model) at the point qckit select chose (qckit.select)
-SELECTION_CACHE_NAME = "selection_evaluations.json"  # qckit select's evaluations, by weights and strength
-LOGS_DIR = "logs"
-MERGED_DIR = "merged"
 MARKER_FORMAT = 1
 #: settings that change what a run writes or shows, never the weights it trains (not part of its identity);
 #: train_file / data / val_file / model enter the fingerprint by content instead of by path
@@ -97,11 +89,11 @@ NOT_IDENTITY = frozenset(
         "model",
     }
 )
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_CHECKPOINT = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 #: the weight files of a model saved in several parts
 _SHARDED_WEIGHTS = re.compile(r"^model-\d+-of-\d+\.safetensors$")
 #: what the Trainer needs besides the weights and the optimizer to continue exactly where it stopped
-_STATE_FILES = ("trainer_state.json", "scheduler.pt")
+_STATE_FILES = (TRAINER_STATE_NAME, "scheduler.pt")
 #: the optimizer state as ``Trainer._load_optimizer_and_scheduler`` finds it: ``optimizer.pt`` (plain),
 #: ``optimizer.bin`` (accelerate's FSDP FULL_STATE_DICT) or a directory named ``optimizer*`` (FSDP sharded)
 _OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin")
@@ -307,9 +299,9 @@ def _unloadable(checkpoint: Path, allow_pickle: bool) -> str | None:
     if not _has_optimizer(checkpoint):
         return f"no optimizer state ({' or '.join(_OPTIMIZER_FILES)} or an {_OPTIMIZER_DIR}_N/ directory)"
     try:
-        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
     except ValueError:
-        return "trainer_state.json is not valid JSON"
+        return f"{TRAINER_STATE_NAME} is not valid JSON"
     weights = sorted(checkpoint.glob("*.safetensors"))
     pickled = sorted(checkpoint.glob("*.bin")) if allow_pickle else []
     pickled = [p for p in pickled if p.name not in ("training_args.bin", *_OPTIMIZER_FILES)]
@@ -384,30 +376,6 @@ def refuse_fresh_run(output_dir: Path) -> None:
         )
 
 
-#: what a run writes at the top of its output directory (removed by ``overwrite_output_dir``)
-RUN_OUTPUTS = (
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "adapter_model.bin",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "trainer_state.json",
-    "training_args.bin",
-    SUMMARY_NAME,
-    RECIPE_NAME,
-    CARD_NAME,
-    SELECTION_CACHE_NAME,
-)
-RUN_OUTPUT_DIRS = (LOGS_DIR, MERGED_DIR, SELECTED_DIR, MLRUNS_DIR, WANDB_DIR)
-
-
 def is_run_output(output_dir: Path) -> bool:
     """Whether ``output_dir`` holds a qckit run: its summary, or a checkpoint with qckit's marker."""
     return (output_dir / SUMMARY_NAME).is_file() or any(
@@ -443,10 +411,6 @@ def check_output_dir(output_dir: Path, model: str, *, overwrite: bool) -> None:
             f"{SUMMARY_NAME}); nothing was removed: delete them yourself or choose another output_dir",
             key="train.output_dir",
         )
-
-
-#: the packing cache's default place in the output directory (``train.cache_dir`` unset)
-CACHE_DIR = ".cache"
 
 
 def _run_entries(output_dir: Path) -> list[Path]:

@@ -37,13 +37,13 @@ from qckit import __version__
 from qckit._fs import atomic_write_json, atomic_write_text, follow_umask, remove_entry
 from qckit.components import Chunker, ModelAdapter, ability
 from qckit.errors import HardwareError, InputError, QckitError, RecipeError
+from qckit.outputs import CACHE_DIR, CARD_NAME, LOGS_DIR, MERGED_DIR, RECIPE_NAME, SELECTED_DIR, SUMMARY_NAME
 from qckit.progress import NullObserver, Observer, phase
 from qckit.train import checkpoints
-from qckit.train.checkpoints import CARD_NAME, LOGS_DIR, MERGED_DIR, RECIPE_NAME, SELECTED_DIR, SUMMARY_NAME
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
 from qckit.train.settings import WSD, TrainSettings
 
-__all__ = ["TrainResult", "TrainRun", "run_train", "SUMMARY_NAME", "RECIPE_NAME", "LOGS_DIR", "MERGED_DIR"]
+__all__ = ["TrainResult", "TrainRun", "run_train"]
 
 
 @dataclass
@@ -308,7 +308,7 @@ class TrainRun:
             from qckit.vocab import grow_tokenizer
 
             self.tokenizer, self.vocab_growth = grow_tokenizer(base_tokenizer, self.new_words)
-        cache_dir = Path(settings.cache_dir) if settings.cache_dir else self.output_dir / ".cache"
+        cache_dir = Path(settings.cache_dir) if settings.cache_dir else self.output_dir / CACHE_DIR
         with _main_process_first(self.env):
             packed = [
                 _pack(Path(source.path), self.tokenizer, self.chunker, cache_dir, self.obs)

@@ -14,13 +14,13 @@ from typing import Any
 
 from qckit.evaluate import PROTOCOLS
 from qckit.hardware import DEVICES, PRECISIONS
-from qckit.train.tracking import TRACKERS
 
 __all__ = [
     "DECAY_TYPES",
     "DEFAULT_STRENGTHS",
     "EXHAUSTED",
     "SCHEDULERS",
+    "TRACKERS",
     "WSD",
     "WSD_KEYS",
     "DataSource",
@@ -46,6 +46,8 @@ SCHEDULERS = (
 )
 #: shapes of WSD's decay phase (transformers' ``decay_type``)
 DECAY_TYPES = ("linear", "cosine", "1-sqrt")
+#: the ``report_to`` values (:mod:`qckit.train.tracking` drives them)
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 #: the settings of WSD: refused with any other ``lr_scheduler`` (they would silently do nothing)
 WSD_KEYS = ("decay_fraction", "min_lr_ratio", "decay_type", "decay_source", "decay_share")
 

@@ -30,24 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from qckit.errors import RecipeError
-from qckit.evaluate.sets import is_scalar_key
+from qckit.outputs import MLRUNS_DIR, is_scalar_key
 
 __all__ = [
-    "TRACKERS",
-    "MLRUNS_DIR",
-    "WANDB_DIR",
     "check_trackers",
     "tracker_metrics",
     "MlflowTracker",
     "WandbTracker",
 ]
 
-#: the ``report_to`` values
-TRACKERS = ("tensorboard", "mlflow", "wandb")
-#: the default local MLflow store, under the output directory
-MLRUNS_DIR = "mlruns"
-#: where ``wandb.init(dir=<output_dir>)`` keeps an offline run's files, under the output directory
-WANDB_DIR = "wandb"
 _PACKAGES = {
     "mlflow": ("mlflow", "pip install 'qckit[tracking]'"),
     "wandb": ("wandb", "pip install 'qckit[wandb]'"),
@@ -67,7 +58,7 @@ def check_trackers(report_to: Iterable[str]) -> None:
 
 def tracker_metrics(logs: dict[str, Any]) -> dict[str, float]:
     """Trainer log entries as tracker metrics, under the names TensorBoard shows: an eval set's number keeps
-    its name (``eval_<set>/<protocol>/<key>``, :func:`qckit.evaluate.sets.scalar_key`), any other entry
+    its name (``eval_<set>/<protocol>/<key>``, :func:`qckit.outputs.scalar_key`), any other entry
     becomes ``train/<key>``; numbers only, no text."""
     out: dict[str, float] = {}
     for key, value in logs.items():
