@@ -122,10 +122,10 @@ def carry_delta(
         return written
 
     from qckit._fs import replace_dir, staging_dir
-    from qckit.export import _MERGE_DTYPE, EXPORT_RECORD
-    from qckit.hardware import model_dtype
+    from qckit.export import EXPORT_RECORD
+    from qckit.hardware import outtype_precision, torch_dtype
 
-    model = model.to(model_dtype(_MERGE_DTYPE[outtype], trains_base_weights=False))
+    model = model.to(torch_dtype(outtype_precision(outtype)))
     with staging_dir(output) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qckit.errors import InputError, QckitError
+from qckit.hardware import outtype_precision
 from qckit.outputs import SUMMARY_NAME
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ EXPORT_FORMATS = ("safetensors", "gguf")
 OUTTYPES = {"safetensors": ("f32", "f16", "bf16"), "gguf": ("f32", "f16", "bf16", "q8_0")}
 #: the ``--outtype`` of each format when none is given
 DEFAULT_OUTTYPE = {"safetensors": "f32", "gguf": "f16"}
-_MERGE_DTYPE = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
 #: the provenance of a delta export (run, base, onto, strength), a JSON file in a safetensors folder …
 EXPORT_RECORD = "qckit_export.json"
 #: … and the same JSON as one string in a GGUF file's metadata
@@ -185,7 +185,7 @@ def export_model(
         from qckit.models import merge_and_export
 
         return merge_and_export(
-            model, adapter_dir, output, dtype=_MERGE_DTYPE[outtype], trust_remote_code=trust_remote_code
+            model, adapter_dir, output, dtype=outtype_precision(outtype), trust_remote_code=trust_remote_code
         )
 
     from qckit.gguf_export import source_gguf_pre, write_gguf

@@ -1,5 +1,8 @@
 """What this machine can do, and which numeric precision to train in.
 
+:data:`PRECISION_TABLE` is the one table of precisions: each one's torch dtype, ``TrainingArguments``
+flags and ``qckit export --outtype``; loading, training, the time estimate and export read it.
+
 :func:`detect_environment` looks at the hardware once (devices, bf16/fp16 support, the process's place in
 a ``torchrun``/``accelerate`` launch, whether bitsandbytes is installed) and returns an immutable
 :class:`Environment`. Everything that decides *whether* something can run takes an ``Environment``
@@ -17,7 +20,28 @@ from typing import Any
 
 from qckit.errors import HardwareError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+@dataclass(frozen=True)
+class Precision:
+    """One numeric precision and what it means wherever qckit uses it."""
+
+    name: str  #: the ``precision`` setting (once ``auto`` is resolved), the merge dtype of an export
+    dtype: str  #: the name of its ``torch`` dtype (torch is imported only where a dtype is needed)
+    #: the ``TrainingArguments`` keywords: mixed precision (autocast) for the half types, none for fp32
+    trainer_flags: dict[str, bool]
+    outtype: str  #: the ``qckit export --outtype`` of weights saved in it
+
+
+#: every precision by name, in the order of :data:`PRECISIONS`
+PRECISION_TABLE = {
+    p.name: p
+    for p in (
+        Precision("fp32", "float32", {}, "f32"),
+        Precision("bf16", "bfloat16", {"bf16": True}, "bf16"),
+        Precision("fp16", "float16", {"fp16": True}, "f16"),
+    )
+}
+PRECISIONS = ("auto", *PRECISION_TABLE)
 #: ``device`` settings: ``auto`` uses a GPU when there is one; ``cpu`` keeps everything on the CPU
 DEVICES = ("auto", "cpu")
 
@@ -195,13 +219,7 @@ def trainer_precision_kwargs(precision: str) -> dict[str, Any]:
     ``{"bf16": True}``, ``{"fp16": True}`` or ``{}`` for fp32. Mixed precision: the Trainer runs the
     forward pass under autocast; the trainable (master) weights stay fp32 (see :func:`model_dtype`).
     """
-    if precision == "bf16":
-        return {"bf16": True}
-    if precision == "fp16":
-        return {"fp16": True}
-    if precision == "fp32":
-        return {}
-    raise HardwareError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
+    return dict(precision_info(precision).trainer_flags)
 
 
 def model_dtype(precision: str, *, trains_base_weights: bool) -> Any:
@@ -215,13 +233,38 @@ def model_dtype(precision: str, *, trains_base_weights: bool) -> Any:
       must update fp32 master weights (fp16 weights also make the gradient scaler fail with
       "Attempting to unscale FP16 gradients"); autocast still computes in half precision.
     """
+    name = precision_info(precision).name  # an unknown name is refused either way
+    return torch_dtype("fp32" if trains_base_weights else name)
+
+
+def precision_info(precision: str) -> Precision:
+    """The :data:`PRECISION_TABLE` entry of ``precision``; ``HardwareError`` for any other name."""
+    try:
+        return PRECISION_TABLE[precision]
+    except KeyError:
+        *first, last = PRECISION_TABLE
+        raise HardwareError(
+            f"unknown precision {precision!r}; expected {', '.join(first)} or {last}"
+        ) from None
+
+
+def torch_dtype(precision: str) -> Any:
+    """The ``torch.dtype`` of ``precision`` (``"bf16"`` → ``torch.bfloat16``)."""
     import torch
 
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise HardwareError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
-    if precision == "fp32" or trains_base_weights:
-        return torch.float32
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+    return getattr(torch, precision_info(precision).dtype)
+
+
+def autocast_dtype(precision: str) -> Any:
+    """The dtype the Trainer autocasts the forward pass to under ``precision``; ``None`` for fp32 (no
+    autocast)."""
+    return torch_dtype(precision) if precision_info(precision).trainer_flags else None
+
+
+def outtype_precision(outtype: str) -> str:
+    """The precision of weights exported as ``outtype`` (``"f16"`` → ``"fp16"``); ``KeyError`` for an
+    outtype that is no precision (``q8_0``)."""
+    return {p.outtype: p.name for p in PRECISION_TABLE.values()}[outtype]
 
 
 def _int_env(name: str, default: int) -> int:

@@ -531,9 +531,6 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 # -- export ----------------------------------------------------------------------------------------
 
-#: merge dtypes by name
-MERGE_DTYPES = ("fp32", "bf16", "fp16")
-
 
 def load_merged(
     base_spec: str,
@@ -549,16 +546,15 @@ def load_merged(
     The tokenizer is the adapter directory's when it has one (a run that grew the vocabulary saves its
     tokenizer there), else the base's.
     """
-    import torch
+    from qckit.hardware import PRECISION_TABLE, torch_dtype
 
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if dtype not in dtypes:
-        raise QckitError(f"merge dtype must be one of {', '.join(MERGE_DTYPES)}, got {dtype!r}")
+    if dtype not in PRECISION_TABLE:
+        raise QckitError(f"merge dtype must be one of {', '.join(PRECISION_TABLE)}, got {dtype!r}")
     source = resolve_model(base_spec)
     adapter = Path(adapter_dir) if adapter_dir is not None else None
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise InputError(adapter, "not a LoRA adapter directory (no adapter_config.json)")
-    model = load_model(source, dtype=dtypes[dtype], trust_remote_code=trust_remote_code)
+    model = load_model(source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
     if adapter is not None:
         model = load_adapter(model, adapter).merge_and_unload()
     if hasattr(model, "config"):

@@ -10,11 +10,14 @@ import torch
 
 from qckit.errors import HardwareError
 from qckit.hardware import (
+    PRECISIONS,
     Environment,
+    autocast_dtype,
     choose_precision,
     cpu_has_native_bf16,
     detect_environment,
     model_dtype,
+    outtype_precision,
     trainer_precision_kwargs,
 )
 
@@ -132,6 +135,20 @@ def test_load_dtype_keeps_trained_weights_fp32() -> None:
         model_dtype("bf16", trains_base_weights=True) is torch.float32
     )  # full fine-tuning: fp32 master weights
     assert model_dtype("fp16", trains_base_weights=True) is torch.float32
+    with pytest.raises(HardwareError, match="unknown precision 'auto'"):
+        model_dtype("auto", trains_base_weights=True)
+
+
+def test_the_precision_table_is_what_training_timing_and_export_read() -> None:
+    from qckit.export import OUTTYPES
+
+    # the time estimate autocasts as the Trainer does: only where the Trainer flags mixed precision
+    assert [autocast_dtype(p) for p in ("fp32", "bf16", "fp16")] == [None, torch.bfloat16, torch.float16]
+    # every safetensors outtype is a precision, and back
+    assert {outtype_precision(t) for t in OUTTYPES["safetensors"]} == set(PRECISIONS) - {"auto"}
+    assert [outtype_precision(t) for t in ("f32", "f16", "bf16")] == ["fp32", "fp16", "bf16"]
+    with pytest.raises(KeyError):
+        outtype_precision("q8_0")
 
 
 def test_a_run_pinned_to_the_cpu_sees_no_accelerator() -> None:

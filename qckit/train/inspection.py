@@ -12,6 +12,7 @@ import statistics
 import time
 from typing import Any
 
+from qckit.hardware import autocast_dtype
 from qckit.train.settings import WSD
 
 __all__ = [
@@ -82,7 +83,7 @@ def measure_pass_seconds(
 
     if passes <= 0 or len(dataset) == 0:
         return None
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = autocast_dtype(precision)
     rng_devices = [device] if device.type == "cuda" else []
     timed: list[float] = []
     was_training = model.training
@@ -97,8 +98,8 @@ def measure_pass_seconds(
                 started = time.perf_counter()
                 with torch.autocast(
                     device_type=device.type,
-                    dtype=autocast_dtype or torch.float32,
-                    enabled=autocast_dtype is not None,
+                    dtype=autocast or torch.float32,
+                    enabled=autocast is not None,
                 ):
                     loss = model(**forward_inputs(batch)).loss
                 loss.backward()
