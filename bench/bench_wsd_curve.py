@@ -114,7 +114,9 @@ def main() -> None:
                 step - 1, steps, warmup, decay, ns.min_lr_ratio, ns.decay_type
             )
             worst = max(worst, abs(logged[step] - expected))
-            _, tokens = run.train_ds.drawn(run._windows_drawn(step), start=run._windows_drawn(step - 1))
+            _, tokens = run.train_ds.drawn(
+                run.plan.windows_drawn(step), start=run.plan.windows_drawn(step - 1)
+            )
             part = french["during" if phase == "decay" else "before"]
             part[0] += tokens[1]
             part[1] += sum(tokens)

@@ -366,3 +366,17 @@ def test_4bit_lora_trains_and_saves_a_clean_base_config(tmp_path, tiny_model_dir
     assert result.global_step == 2 and result.summary["adapters"] == ["4bit", "lora"]
     assert (out / "adapter_model.safetensors").is_file()
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
+
+
+def test_a_run_shows_a_phase_result_only_once_it_got_there(tmp_path, tiny_model_dir, corpus):
+    from qckit.train import TrainRun
+
+    out = tmp_path / "out"
+    chunker = WindowChunker(max_length=32, stride=0, min_length=8)
+    run = TrainRun(_settings(out, tiny_model_dir, corpus, max_steps=1), chunker, [])
+    with pytest.raises(AttributeError, match=r"call run\(\) first"):
+        run.trainer  # noqa: B018
+    checked = run.check()  # the phases can be run one by one, each given what it reads
+    data = run.data(checked)
+    assert len(data.train_ds) > 0 and data.suite.names == ["val"] and data.vocabulary() is None
+    assert checked.resume.resume_from is None and not (out / "training_summary.json").exists()

@@ -1,18 +1,22 @@
-"""The train stage as an object: :class:`TrainRun`, one method per phase, state as fields.
+"""The train stage as an object: :class:`TrainRun`, one method per phase, each returning its result
+to the phases after it.
 
-Phases, in order (:meth:`TrainRun.run`)::
+Phases, in order (:meth:`TrainRun.run`), and what each returns::
 
-    check      hardware and adapter checks, input files, words to add, the checkpoint to resume from
-               (nothing loaded yet)
-    data       tokenizer (grown by train.add_tokens), packed training windows (cached), validation documents
-    model      the model loaded as the adapters ask (embeddings grown), context checks, the adapters' wrapping
-    arguments  TrainingArguments (the seed's defaults come in through the settings; adapters edit them)
-    inspect    optimizer steps (WSD: the decay phase's steps and windows), device placement, the
-               document-isolation check, the inspection report with a measured time estimate
-    trainer    the Trainer with TensorBoard and qckit's callback (progress, held-out evaluation); its
-               optimizer takes the adapters' parameter groups (qckit.train.trainer)
-    train      trainer.train()
-    summary    model, state, training_summary.json and recipe.toml written; the TrainResult returned
+    check          Checked: hardware and adapter checks, input files, words to add, the checkpoint to
+                   resume from (ResumePoint; nothing loaded yet)
+    data           Data: tokenizer (grown by train.add_tokens), packed training windows (cached),
+                   validation documents, the eval sets read once
+    load_model     LoadedModel: the model loaded as the adapters ask (embeddings grown), context checks,
+                   the adapters' wrapping
+    arguments      Arguments: TrainingArguments (the seed's defaults come in through the settings;
+                   adapters edit them)
+    inspect        Plan: optimizer steps (WSD: the decay phase's steps and windows), device placement, the
+                   document-isolation check, the inspection report with a measured time estimate
+    build_trainer  Built: the Trainer with TensorBoard and qckit's callback (progress, held-out
+                   evaluation); its optimizer takes the adapters' parameter groups (qckit.train.trainer)
+    train          trainer.train()'s output
+    summary        model, state, training_summary.json and recipe.toml written; the TrainResult returned
 
 Library code: nothing is printed; progress and reports go to the :class:`~qckit.progress.Observer`.
 Top-level imports are light (torch and transformers are imported by the phases that need them).
@@ -43,7 +47,18 @@ from qckit.train import checkpoints
 from qckit.train.inspection import estimate_optimizer_steps, human_seconds, inspection, measure_pass_seconds
 from qckit.train.settings import WSD, TrainSettings
 
-__all__ = ["TrainResult", "TrainRun", "run_train"]
+__all__ = [
+    "TrainResult",
+    "TrainRun",
+    "run_train",
+    "Checked",
+    "ResumePoint",
+    "Data",
+    "LoadedModel",
+    "Arguments",
+    "Plan",
+    "Built",
+]
 
 
 @dataclass
@@ -109,10 +124,118 @@ class _WarningsKept:
         self.observer.warn(message)
 
 
+@dataclass
+class ResumePoint:
+    """The run's identity and where it starts (:meth:`TrainRun.resume_point`)."""
+
+    fingerprint: dict[str, Any]
+    resume_from: str | None = None  #: the checkpoint to continue from; ``None``: from the beginning
+    baseline: dict[str, Any] | None = None  #: that checkpoint's recorded held-out numbers before training
+    debris: list[Path] = field(default_factory=list)  #: broken checkpoints newer than ``resume_from``
+
+
+@dataclass
+class Checked:
+    """What :meth:`TrainRun.check` decided before anything heavy is loaded."""
+
+    env: Any  #: the :class:`~qckit.hardware.Environment` of this process
+    precision: str  #: fp32, bf16 or fp16 (``auto`` resolved for this machine)
+    eval_sets: list[Any]  #: the named eval sets (the validation file's when none were given)
+    new_words: list[str]  #: ``train.add_tokens``'s words (empty without it)
+    resume: ResumePoint
+
+
+@dataclass
+class Data:
+    """The tokenizer, the training windows and the eval sets, read once (:meth:`TrainRun.data`)."""
+
+    source: Any  #: the base model's :class:`~qckit.models.ModelSource`
+    tokenizer: Any  #: grown by ``train.add_tokens`` when set
+    train_ds: Any  #: the :class:`~qckit.train.mixing.MixedDataset` of every source
+    val_texts: list[str] | None  #: the validation documents (``None`` without a validation file)
+    #: the held-out seam (:class:`~qckit.evaluate.sets.EvalSuite`); build_trainer sets its window and device
+    suite: Any
+    vocab_growth: Any = None  #: :class:`qckit.vocab.VocabGrowth` when train.add_tokens grew the tokenizer
+    fertility_before: dict[str, float] | None = None  #: on the training corpus, before growing
+
+    def vocabulary(self, with_tokens: bool = False) -> dict[str, Any] | None:
+        """What ``train.add_tokens`` did, with the corpus fertility before and after (``None`` without it)."""
+        if self.vocab_growth is None or self.fertility_before is None:
+            return None
+        data = self.vocab_growth.as_dict()
+        if not with_tokens:
+            data.pop("tokens")
+        ds = self.train_ds
+        after = {
+            "tokens_per_word": ds.fertility,
+            "bytes_per_token": ds.num_bytes / ds.num_doc_tokens if ds.num_doc_tokens else 0.0,
+        }
+        before = {k: self.fertility_before[k] for k in ("tokens_per_word", "bytes_per_token")}
+        data["fertility"] = {"before": before, "after": after}
+        return data
+
+
+@dataclass
+class LoadedModel:
+    """The model as the adapters wrapped it, and the windows it reads (:meth:`TrainRun.load_model`)."""
+
+    model: Any
+    base_config: Any  #: the base model's configuration (as the adapters' ``base_model_config`` edit it)
+    window: int  #: the chunker's window length
+    eval_max_length: int  #: the evaluation window (eval_max_length or the window, within the context)
+    trainable: int  #: trainable parameters
+    total: int  #: all parameters
+
+
+@dataclass
+class Arguments:
+    """The Trainer's arguments (:meth:`TrainRun.arguments`)."""
+
+    args: Any  #: ``transformers.TrainingArguments``
+    world_size: int  #: processes training together
+
+
+@dataclass
+class Plan:
+    """The optimizer steps and what they draw, the placement, the inspection (:meth:`TrainRun.inspect`)."""
+
+    steps: int  #: optimizer steps of the whole run
+    step_batch: int  #: windows per micro-batch of one process (batch_size x its GPUs under DataParallel)
+    accumulation: int  #: micro-batches per optimizer step
+    world_size: int
+    windows_per_epoch: int
+    placed: bool  #: whether qckit moves the model to the device (not an accelerate device map, not quantized)
+    inspection: dict[str, Any] | None = None  #: the inspection report (``None`` with inspect_data off)
+
+    def windows_drawn(self, global_step: int) -> int:
+        """Windows the run has drawn after ``global_step`` optimizer steps (epoch after epoch)."""
+        per_epoch = self.windows_per_epoch
+        steps_per_epoch = estimate_optimizer_steps(
+            per_epoch, self.step_batch, self.accumulation, 1, self.world_size
+        )
+        per_step = self.step_batch * self.accumulation * self.world_size
+        epochs, rest = divmod(global_step, steps_per_epoch)
+        return epochs * per_epoch + min(rest * per_step, per_epoch)
+
+
+@dataclass
+class Built:
+    """The Trainer and what watches it (:meth:`TrainRun.build_trainer`)."""
+
+    trainer: Any  #: :class:`~qckit.train.trainer.QckitTrainer`
+    callback: Any  #: :class:`~qckit.train.callback.QckitCallback`
+    progress: Any  #: :class:`~qckit.train.callback.TrainProgress`: before/after numbers, timings
+    samples: Any = None  #: :class:`qckit.train.samples.SampleLog` when train.sample_prompts are set
+    writer: Any = None  #: TensorBoard's ``SummaryWriter`` (rank 0 with report_to tensorboard)
+
+
 class TrainRun:
     """One run of the train stage (see the module docstring for the phases).
 
-    Fields are filled in phase by phase; a phase only reads fields of the phases before it.
+    Each phase returns its result (:class:`Checked`, :class:`Data`, :class:`LoadedModel`,
+    :class:`Arguments`, :class:`Plan`, :class:`Built`) and takes the earlier results it reads as
+    arguments; :meth:`run` shows the order. After :meth:`run`, ``tokenizer``, ``train_ds``,
+    ``vocab_growth``, ``model``, ``plan`` and ``trainer`` give a look inside (tests, benches).
     """
 
     def __init__(
@@ -134,45 +257,17 @@ class TrainRun:
         self.observer = observer or NullObserver()
         self.recipe_text = recipe_text
         self.output_dir = Path(settings.output_dir)
-        # check
-        self.env: Any = None
-        self.obs: _WarningsKept = _WarningsKept(self.observer)
-        self.precision = ""
         self.sources = settings.sources()
         self.val_path: Path | None = Path(settings.val_file) if settings.val_file else None
-        self.resume_from: str | None = None
-        self.fingerprint: dict[str, Any] = {}
-        self.resumed_baseline: dict[str, Any] | None = None
-        self.debris: list[Path] = []  # broken checkpoints newer than the one resumed from
-        self.trackers: list[Any] = []  # MLflow / W&B runs (main process only)
-        self.new_words: list[str] = []
-        # data
-        self.source: Any = None
-        self.tokenizer: Any = None
-        self.vocab_growth: Any = None  # qckit.vocab.VocabGrowth when train.add_tokens grew the tokenizer
-        self.fertility_before: dict[str, float] | None = None  # on the training corpus, before growing
-        self.train_ds: Any = None
-        self.val_texts: list[str] | None = None
-        # model
-        self.model: Any = None
-        self.base_config: Any = None
-        self.window = 0
-        self.eval_max_length = 0
-        self.trainable = self.total = 0
-        # arguments / inspect
-        self.args: Any = None
-        self.world_size = 1
-        self.step_batch = settings.batch_size
-        self.steps = 0
-        self.placed = False
-        self.inspection: dict[str, Any] | None = None
-        # trainer / train
-        self.suite: Any = None  # qckit.evaluate.sets.EvalSuite: the held-out seam
-        self.progress: Any = None
-        self.callback: Any = None
-        self.samples: Any = None  # qckit.train.samples.SampleLog when train.sample_prompts are set
-        self.trainer: Any = None
-        self.output: Any = None
+        #: the observer the phases report to, keeping the warnings for the summary (check silences the
+        #: other ranks)
+        self.obs: _WarningsKept = _WarningsKept(self.observer)
+        #: MLflow / W&B runs (main process only), owned here so that a failed phase still ends them
+        self.trackers: list[Any] = []
+        self._data: Data | None = None
+        self._loaded: LoadedModel | None = None
+        self._plan: Plan | None = None
+        self._built: Built | None = None
 
     @property
     def shards_model(self) -> bool:
@@ -180,23 +275,49 @@ class TrainRun:
         return any(ability(a, ModelAdapter, "shards_model") for a in self.adapters)
 
     def run(self) -> TrainResult:
-        self.check()
+        checked = self.check()
         with _quiet_transformers():
             try:
-                self.data()
-                self.load_model()
-                self.arguments()
-                self.inspect()
-                self.build_trainer()
-                self.train()
-                return self.summary()
+                data = self._data = self.data(checked)
+                loaded = self._loaded = self.load_model(checked, data)
+                arguments = self.arguments(checked, loaded)
+                plan = self._plan = self.inspect(checked, data, loaded, arguments)
+                built = self._built = self.build_trainer(checked, data, loaded, arguments, plan)
+                output = self.train(built, checked.resume)
+                return self.summary(checked, data, loaded, arguments, plan, built, output)
             except BaseException as exc:  # the trackers' runs end as failed (or killed), not left open
                 self._close_trackers("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
                 raise
 
+    # -- after run(): a look inside ---------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        return _done(self._data).tokenizer
+
+    @property
+    def train_ds(self) -> Any:
+        return _done(self._data).train_ds
+
+    @property
+    def vocab_growth(self) -> Any:
+        return _done(self._data).vocab_growth
+
+    @property
+    def model(self) -> Any:
+        return _done(self._loaded).model
+
+    @property
+    def plan(self) -> Plan:
+        return _done(self._plan)
+
+    @property
+    def trainer(self) -> Any:
+        return _done(self._built).trainer
+
     # -- phases -----------------------------------------------------------------------------------
 
-    def check(self) -> None:
+    def check(self) -> Checked:
         """Everything that can be refused before anything heavy is loaded (hardware, files, resume)."""
         settings = self.settings
         if not self.sources:
@@ -206,48 +327,51 @@ class TrainRun:
             )
         from qckit.hardware import choose_precision, detect_environment
 
-        self.env = env = detect_environment(settings.device)
+        env = detect_environment(settings.device)
         self.obs = _WarningsKept(self.observer if env.is_main_process else NullObserver())
         for adapter in self.adapters:
             adapter.check(env, self.adapter_names)
-        self.precision = choose_precision(env, settings.precision)
+        precision = choose_precision(env, settings.precision)
         from qckit.train.tracking import check_trackers
 
         check_trackers(settings.report_to)
-        if self.eval_sets is None:
+        eval_sets = self.eval_sets
+        if eval_sets is None:
             from qckit.evaluate.sets import validation_set
 
             found = validation_set(settings)
-            self.eval_sets = [found] if found is not None else []
-        checked_train_inputs(settings, self.eval_sets)
+            eval_sets = [found] if found is not None else []
+        checked_train_inputs(settings, eval_sets)
         if settings.trust_remote_code:
             self.obs.warn(
                 f"trust_remote_code = true: Python code shipped with the model {settings.model} will run on this "
                 f"machine"
             )
-        self._check_new_words()
-        self.resume_point()
+        new_words = self._check_new_words()
+        return Checked(env, precision, eval_sets, new_words, self.resume_point(eval_sets))
 
-    def resume_point(self) -> None:
+    def resume_point(self, eval_sets: list[Any]) -> ResumePoint:
         """The run's fingerprint, and what to do with the checkpoints already in ``output_dir``: resume
         from the newest complete one of this same run, clear them (``overwrite_output_dir``), or refuse."""
         settings = self.settings
         checkpoints.check_output_dir(self.output_dir, settings.model, overwrite=settings.overwrite_output_dir)
-        self.fingerprint = checkpoints.fingerprint(
-            settings,
-            self.sources,
-            checkpoints.component_settings(self.chunker),
-            [checkpoints.component_settings(a) for a in self.adapters],
-            checkpoints.evaluation_identity(self.eval_sets or []),
+        point = ResumePoint(
+            checkpoints.fingerprint(
+                settings,
+                self.sources,
+                checkpoints.component_settings(self.chunker),
+                [checkpoints.component_settings(a) for a in self.adapters],
+                checkpoints.evaluation_identity(eval_sets),
+            )
         )
         if settings.overwrite_output_dir:  # the earlier run's outputs go in build_trainer
-            return
+            return point
         if not settings.resume:
             checkpoints.refuse_fresh_run(self.output_dir)
-            return
+            return point
         chosen = checkpoints.choose_checkpoint(
             self.output_dir,
-            self.fingerprint,
+            point.fingerprint,
             allow_pickle=settings.allow_pickle_weights,
             warn=self.obs.warn,
         )
@@ -255,40 +379,41 @@ class TrainRun:
             self.obs.warn(
                 f"resume: no checkpoint-* directory in {self.output_dir}; starting from the beginning"
             )
-            return
-        path, marker, self.debris = chosen
-        self.resume_from = str(path)
-        self.resumed_baseline = marker.get("baseline")
-        # self.eval_sets (resolved by check): the validation file's and [[train.eval]]'s
-        if self.resumed_baseline is None and self.eval_sets and settings.evaluate_before:
+            return point
+        path, marker, point.debris = chosen
+        point.resume_from = str(path)
+        point.baseline = marker.get("baseline")
+        if point.baseline is None and eval_sets and settings.evaluate_before:
             self.obs.warn(
                 f"{path.name} records no baseline held-out numbers (the run that wrote it did not measure them): "
                 f"before/after are not reported"
             )
+        return point
 
-    def _check_new_words(self) -> None:
+    def _check_new_words(self) -> list[str]:
         """Read ``train.add_tokens``; refuse it when an adapter freezes the embeddings (new rows would never learn)."""
         if not self.settings.add_tokens:
-            return
+            return []
         from qckit.vocab import read_token_list
 
-        self.new_words = read_token_list(self.settings.add_tokens)
+        new_words = read_token_list(self.settings.add_tokens)
         frozen = [
             a.name
             for a in self.adapters
             if ability(a, ModelAdapter, "freezes_base_model")
             and not ability(a, ModelAdapter, "trains_embeddings")
         ]
-        if self.new_words and frozen:
+        if new_words and frozen:
             raise RecipeError(
                 f"new tokens need trainable embeddings, but the {frozen[0]} adapter freezes them: set "
                 f"train_embeddings = true on it (their rows would stay at their initial values)",
                 key="train.add_tokens",
             )
+        return new_words
 
-    def data(self) -> None:
+    def data(self, checked: Checked) -> Data:
         """The tokenizer, the packed windows of every source mixed by share (rank 0 fills the caches
-        first), and the validation texts."""
+        first), the validation texts and the eval sets (read and tokenized once)."""
         from transformers import set_seed
 
         from qckit.documents import iter_documents
@@ -297,33 +422,35 @@ class TrainRun:
 
         settings = self.settings
         set_seed(settings.seed)
-        self.source = resolve_model(settings.model)
+        model_source = resolve_model(settings.model)
         loading = "loading the tokenizer"
-        if self.source.kind == "gguf":  # loading its tokenizer fills the GGUF cache: a first run's long step
+        if model_source.kind == "gguf":  # loading its tokenizer fills the GGUF cache: a first run's long step
             loading += " (a GGUF model is dequantized on first use, then cached)"
         with phase(self.obs, loading):
-            self.tokenizer = load_tokenizer(self.source, trust_remote_code=settings.trust_remote_code)
-        base_tokenizer = self.tokenizer
-        if self.new_words:
+            tokenizer = load_tokenizer(model_source, trust_remote_code=settings.trust_remote_code)
+        base_tokenizer = tokenizer
+        vocab_growth = fertility_before = None
+        if checked.new_words:
             from qckit.vocab import grow_tokenizer
 
-            self.tokenizer, self.vocab_growth = grow_tokenizer(base_tokenizer, self.new_words)
+            tokenizer, vocab_growth = grow_tokenizer(base_tokenizer, checked.new_words)
         cache_dir = Path(settings.cache_dir) if settings.cache_dir else self.output_dir / CACHE_DIR
-        with _main_process_first(self.env):
+        with _main_process_first(checked.env):
             packed = [
-                _pack(Path(source.path), self.tokenizer, self.chunker, cache_dir, self.obs)
+                _pack(Path(source.path), tokenizer, self.chunker, cache_dir, self.obs)
                 for source in self.sources
             ]
         decay = (settings.decay_source, settings.decay_share) if settings.decay_source else None
-        self.train_ds = MixedDataset(self.sources, packed, settings.seed, decay=decay)
-        if self.vocab_growth is not None:
+        train_ds = MixedDataset(self.sources, packed, settings.seed, decay=decay)
+        if vocab_growth is not None:
             from qckit.vocab import fertility
 
             corpus = (text for source in self.sources for _, text in iter_documents(source.path))
-            self.fertility_before = fertility(base_tokenizer, corpus)
+            fertility_before = fertility(base_tokenizer, corpus)
+        val_texts = None
         if self.val_path is not None:
-            self.val_texts = [text for _, text in iter_documents(self.val_path)]
-            if not self.val_texts:
+            val_texts = [text for _, text in iter_documents(self.val_path)]
+            if not val_texts:
                 raise InputError(self.val_path, "the validation file has no documents (every line is blank)")
         else:
             self.obs.warn(
@@ -334,70 +461,73 @@ class TrainRun:
         from qckit.evaluate.sets import EvalSuite
 
         # every eval set is read and tokenized once, now; build_trainer sets the evaluation window and device
-        self.suite = EvalSuite(self.eval_sets or [], EvalContext(self.tokenizer, observer=self.obs))
+        suite = EvalSuite(checked.eval_sets, EvalContext(tokenizer, observer=self.obs))
+        return Data(model_source, tokenizer, train_ds, val_texts, suite, vocab_growth, fertility_before)
 
-    def load_model(self) -> None:
+    def load_model(self, checked: Checked, data: Data) -> LoadedModel:
         """Load the model as the adapters ask, check the windows fit its context, and wrap it."""
         from qckit.hardware import model_dtype
         from qckit.models import count_parameters, load_model
 
-        settings, env = self.settings, self.env
+        settings, env = self.settings, checked.env
         trains_base = not any(ability(a, ModelAdapter, "freezes_base_model") for a in self.adapters)
         load_kwargs: dict[str, Any] = {}
         for adapter in self.adapters:
             adapter.load_kwargs(load_kwargs, env)
-        dtype = load_kwargs.pop("dtype", None) or model_dtype(self.precision, trains_base_weights=trains_base)
-        if self.source.kind != "gguf" and not settings.allow_pickle_weights:
+        dtype = load_kwargs.pop("dtype", None) or model_dtype(
+            checked.precision, trains_base_weights=trains_base
+        )
+        if data.source.kind != "gguf" and not settings.allow_pickle_weights:
             load_kwargs.setdefault("use_safetensors", True)  # pickle weights can run code when loaded
         if settings.attn_implementation:
             load_kwargs.setdefault("attn_implementation", settings.attn_implementation)
-        with phase(self.obs, f"loading model {self.source.display}"):
+        with phase(self.obs, f"loading model {data.source.display}"):
             model = load_model(
-                self.source,
+                data.source,
                 dtype=dtype,
                 trust_remote_code=settings.trust_remote_code,
                 extra_kwargs=load_kwargs,
             )
-        if self.vocab_growth is not None:
+        if data.vocab_growth is not None:
             from qckit.vocab import grow_embeddings
 
-            grow_embeddings(model, self.vocab_growth)  # before wrapping: peft copies what it trains
-        self.base_config = copy.deepcopy(model.config)
+            grow_embeddings(model, data.vocab_growth)  # before wrapping: peft copies what it trains
+        base_config = copy.deepcopy(model.config)
         for adapter in self.adapters:
             edit = ability(adapter, ModelAdapter, "base_model_config")
             if edit is not None:
-                edit(self.base_config)
-        seq_length = self.train_ds.seq_length
+                edit(base_config)
+        seq_length = data.train_ds.seq_length
         max_positions = getattr(model.config, "max_position_embeddings", None)
-        self.window = int(ability(self.chunker, Chunker, "max_length") or seq_length)
+        window = int(ability(self.chunker, Chunker, "max_length") or seq_length)
         if max_positions and seq_length > max_positions:
             raise RecipeError(
                 f"training windows of {seq_length} tokens exceed the model's context "
                 f"(max_position_embeddings = {max_positions}); lower max_length",
                 key="train.chunker.max_length",
             )
-        self.eval_max_length = settings.eval_max_length or self.window
+        eval_max_length = settings.eval_max_length or window
         if max_positions:
-            self.eval_max_length = min(self.eval_max_length, int(max_positions))
+            eval_max_length = min(eval_max_length, int(max_positions))
         if getattr(model, "config", None) is not None:
             model.config.use_cache = False
         for adapter in self.adapters:
             model = adapter.wrap_model(model, env)
-        self.trainable, self.total = count_parameters(model)
-        if self.trainable == 0:
+        trainable, total = count_parameters(model)
+        if trainable == 0:
             raise QckitError(
                 f"the model has no trainable parameters after the adapters {self.adapter_names or '(none)'}"
             )
-        self.model = model
+        return LoadedModel(model, base_config, window, eval_max_length, trainable, total)
 
-    def arguments(self) -> None:
+    def arguments(self, checked: Checked, loaded: LoadedModel) -> Arguments:
         """``TrainingArguments`` from the settings, edited by the adapters; gradient checkpointing turned on."""
         from transformers import TrainingArguments
 
         from qckit.hardware import trainer_precision_kwargs
         from qckit.models import enable_gradient_checkpointing
 
-        settings, env = self.settings, self.env
+        settings, env = self.settings, checked.env
         kwargs: dict[str, Any] = dict(
             output_dir=str(self.output_dir),
             per_device_train_batch_size=settings.batch_size,
@@ -429,115 +559,128 @@ class TrainRun:
             use_cpu=env.device == "cpu",
             ddp_find_unused_parameters=False,  # LoRA and full fine-tuning use every trainable weight each step
             torch_compile=settings.torch_compile,
-            **trainer_precision_kwargs(self.precision),
+            **trainer_precision_kwargs(checked.precision),
         )
         # Checkpointing contract with the adapters: they see the request and may take it over (fsdp uses its
         # own); if it is still there afterwards, qckit turns it on the peft-safe way on the wrapped model.
         kwargs["activation_checkpointing"] = settings.gradient_checkpointing
         for adapter in self.adapters:
-            adapter.training_args(kwargs, self.model, env)
+            adapter.training_args(kwargs, loaded.model, env)
         if kwargs.pop("activation_checkpointing", False):
-            enable_gradient_checkpointing(self.model)
+            enable_gradient_checkpointing(loaded.model)
         kwargs["activation_checkpointing"] = False
         try:
-            self.args = TrainingArguments(**kwargs)
+            args = TrainingArguments(**kwargs)
         except ValueError as exc:
             detail = " ".join(str(exc).split())[:400]
             if settings.optimizer in detail:
                 raise RecipeError(f"unknown optimizer: {detail}", key="train.optimizer") from None
             raise QckitError(f"invalid training arguments: {detail}") from None
-        self.world_size = max(int(self.args.world_size), 1)
-        if self.world_size != env.world_size:
+        world_size = max(int(args.world_size), 1)
+        if world_size != env.world_size:
             raise HardwareError(
-                f"{env.world_size} processes were launched but the Trainer set up {self.world_size} (no "
+                f"{env.world_size} processes were launched but the Trainer set up {world_size} (no "
                 f"distributed training on {env.device}); each process would train alone"
             )
+        return Arguments(args, world_size)
 
-    def inspect(self) -> None:
+    def inspect(self, checked: Checked, data: Data, loaded: LoadedModel, arguments: Arguments) -> Plan:
         """Optimizer steps (and WSD's decay phase), device placement, and the inspection report with a
         measured time estimate."""
-        settings = self.settings
+        settings, args, train_ds = self.settings, arguments.args, data.train_ds
         # one process driving several GPUs (torch DataParallel) splits a batch of batch_size x n_gpu
-        self.step_batch = settings.batch_size * max(int(getattr(self.args, "n_gpu", 1) or 1), 1)
-        self.steps = estimate_optimizer_steps(
-            len(self.train_ds),
-            self.step_batch,
+        step_batch = settings.batch_size * max(int(getattr(args, "n_gpu", 1) or 1), 1)
+        steps = estimate_optimizer_steps(
+            len(train_ds),
+            step_batch,
             settings.gradient_accumulation_steps,
             settings.num_epochs,
-            self.world_size,
+            arguments.world_size,
             settings.max_steps,
         )
-        if settings.lr_scheduler == WSD:  # its decay steps, and the decay phase's windows for its own mix
-            self.args.lr_scheduler_kwargs = settings.scheduler_kwargs(self.steps)
-            decay_from = self.steps - settings.decay_steps(self.steps)
-            self.train_ds.set_decay(self._windows_drawn(decay_from), self._windows_drawn(self.steps))
-        model = self.model
-        self.placed = getattr(model, "hf_device_map", None) is None and not getattr(
-            model, "is_quantized", False
+        model = loaded.model
+        placed = getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False)
+        plan = Plan(
+            steps,
+            step_batch,
+            settings.gradient_accumulation_steps,
+            arguments.world_size,
+            len(train_ds),
+            placed,
         )
-        if self.placed and not self.shards_model:
-            model.to(self.args.device)
+        if settings.lr_scheduler == WSD:  # its decay steps, and the decay phase's windows for its own mix
+            args.lr_scheduler_kwargs = settings.scheduler_kwargs(steps)
+            decay_from = steps - settings.decay_steps(steps)
+            train_ds.set_decay(plan.windows_drawn(decay_from), plan.windows_drawn(steps))
+        if placed and not self.shards_model:
+            model.to(args.device)
         if ability(self.chunker, Chunker, "attention") == "document":
             from qckit.train.isolation import check_document_isolation
 
             with phase(self.obs, "checking document isolation"):
-                check_document_isolation(model, self.tokenizer.eos_token_id)
+                check_document_isolation(model, data.tokenizer.eos_token_id)
         if not settings.inspect_data:
-            return
-        data = inspection(
+            return plan
+        report = inspection(
             settings,
-            self.train_ds,
-            self.tokenizer,
-            len(self.val_texts) if self.val_texts is not None else None,
-            steps=self.steps,
-            world_size=self.world_size,
-            step_batch=self.step_batch,
-            trainable=self.trainable,
-            total=self.total,
-            precision=self.precision,
-            device=self.env.describe(),
+            train_ds,
+            data.tokenizer,
+            len(data.val_texts) if data.val_texts is not None else None,
+            steps=steps,
+            world_size=arguments.world_size,
+            step_batch=step_batch,
+            trainable=loaded.trainable,
+            total=loaded.total,
+            precision=checked.precision,
+            device=checked.env.describe(),
             adapters=self.adapter_names,
-            window=self.window,
-            sources=self.train_ds.source_report(),
-            vocabulary=self.vocabulary(),
+            window=loaded.window,
+            sources=train_ds.source_report(),
+            vocabulary=data.vocabulary(),
         )
-        data.update(self._time_estimate())
-        self.inspection = data
-        self.obs.report("inspection", data)
+        report.update(self._time_estimate(checked, data, loaded, args, plan))
+        plan.inspection = report
+        self.obs.report("inspection", report)
+        return plan
 
-    def _time_estimate(self) -> dict[str, Any]:
+    def _time_estimate(
+        self, checked: Checked, data: Data, loaded: LoadedModel, args: Any, plan: Plan
+    ) -> dict[str, Any]:
         """The inspection's training time estimate, from a few timed forward+backward passes."""
         settings = self.settings
-        data: dict[str, Any] = {}
+        report: dict[str, Any] = {}
         seconds = None
-        if settings.timing_warmup_steps > 0 and not self.shards_model and self.placed:
+        if settings.timing_warmup_steps > 0 and not self.shards_model and plan.placed:
             with phase(self.obs, f"timing {settings.timing_warmup_steps} forward+backward passes"):
                 seconds = measure_pass_seconds(
-                    self.model,
-                    self.train_ds,
+                    loaded.model,
+                    data.train_ds,
                     settings.batch_size,
                     settings.timing_warmup_steps,
-                    self.args.device,
-                    self.precision,
+                    args.device,
+                    checked.precision,
                 )
         if seconds is not None:
-            remaining = self.steps
-            if self.resume_from is not None:
-                remaining = max(self.steps - _checkpoint_step(self.resume_from), 0)
+            remaining = plan.steps
+            resume_from = checked.resume.resume_from
+            if resume_from is not None:
+                remaining = max(plan.steps - _checkpoint_step(resume_from), 0)
             accumulation = settings.gradient_accumulation_steps
             estimate = seconds * accumulation * remaining
-            data["seconds_per_micro_batch"] = seconds
-            data["estimated_train_time_s"] = estimate
-            data["estimated_train_time"] = (
+            report["seconds_per_micro_batch"] = seconds
+            report["estimated_train_time_s"] = estimate
+            report["estimated_train_time"] = (
                 f"~{human_seconds(estimate)} (estimate: {remaining} steps x {accumulation} micro-batches x "
                 f"{seconds:.3g} s, the median of {settings.timing_warmup_steps} timed forward+backward passes; "
                 f"excludes optimizer steps, evaluation and checkpoints)"
             )
         else:
-            data["estimated_train_time"] = "not measured" + (" under FSDP" if self.shards_model else "")
-        return data
+            report["estimated_train_time"] = "not measured" + (" under FSDP" if self.shards_model else "")
+        return report
 
-    def build_trainer(self) -> None:
+    def build_trainer(
+        self, checked: Checked, data: Data, loaded: LoadedModel, arguments: Arguments, plan: Plan
+    ) -> Built:
         """The Trainer with qckit's callback and the trackers (TensorBoard into ``<output_dir>/logs``,
         MLflow, W&B), over an output directory cleared of an earlier run's leftovers."""
         from transformers import default_data_collator
@@ -547,56 +690,58 @@ class TrainRun:
         from qckit.train.callback import QckitCallback, TrainProgress
         from qckit.train.trainer import QckitTrainer
 
-        settings = self.settings
-        self._clear_leftovers()
-        self.suite.context = EvalContext(
-            self.tokenizer,
-            max_length=self.eval_max_length,
+        settings, env, args = self.settings, checked.env, arguments.args
+        self._clear_leftovers(env, checked.resume.debris)
+        data.suite.context = EvalContext(
+            data.tokenizer,
+            max_length=loaded.eval_max_length,
             batch_size=settings.eval_batch_size or settings.batch_size,
-            device=self.args.device,
+            device=args.device,
             observer=self.obs,
         )
-        self.progress = TrainProgress()
+        progress = TrainProgress()
+        samples = None
         if settings.sample_prompts:
             from qckit.train.samples import SampleLog
 
-            self.samples = SampleLog(
-                settings.sample_prompts, self.tokenizer, settings.sample_max_new_tokens, self.obs
+            samples = SampleLog(
+                settings.sample_prompts, data.tokenizer, settings.sample_max_new_tokens, self.obs
             )
-        self.callback = QckitCallback(
-            self.progress,
-            self.suite,
+        callback = QckitCallback(
+            progress,
+            data.suite,
             self.obs,
             eval_steps=settings.eval_steps,
             evaluate_before=settings.evaluate_before,
             adapters=self.adapters,
-            fingerprint=self.fingerprint,
-            resumed_baseline=self.resumed_baseline,
-            is_main_process=self.env.is_main_process,
-            samples=self.samples,
+            fingerprint=checked.resume.fingerprint,
+            resumed_baseline=checked.resume.baseline,
+            is_main_process=env.is_main_process,
+            samples=samples,
         )
+        writer, tracking = self._tracker_callbacks(env, checked.resume.resume_from)
         trainer = QckitTrainer(  # its create_optimizer asks the adapters for parameter groups
-            model=self.model,
-            args=self.args,
-            train_dataset=self.train_ds,
+            model=loaded.model,
+            args=args,
+            train_dataset=data.train_ds,
             data_collator=default_data_collator,  # windows are pre-padded, labels -100 on padding and context
-            processing_class=self.tokenizer,
-            callbacks=[self.callback, *self._tracker_callbacks()],
+            processing_class=data.tokenizer,
+            callbacks=[callback, *tracking],
             adapters=self.adapters,
-            planned_steps=self.steps if settings.lr_scheduler == WSD else None,
+            planned_steps=plan.steps if settings.lr_scheduler == WSD else None,
         )
-        if self.samples is not None and self.env.is_main_process:
-            self.samples.sinks.extend(self._sample_sinks())
+        if samples is not None and env.is_main_process:
+            samples.sinks.extend(self._sample_sinks(writer))
         trainer.remove_callback(PrinterCallback)  # library code never prints
         trainer.remove_callback(ProgressCallback)
-        self.callback.trainer = trainer
-        self.trainer = trainer
+        callback.trainer = trainer
+        return Built(trainer, callback, progress, samples, writer)
 
-    def _clear_leftovers(self) -> None:
+    def _clear_leftovers(self, env: Any, debris: Sequence[Path]) -> None:
         """``overwrite_output_dir``: an earlier run's outputs go; a resume: the broken newer checkpoints go.
         Rank 0 alone removes them; the other ranks wait for it (they would race on the same files)."""
-        with _main_process_first(self.env):
-            if not self.env.is_main_process:
+        with _main_process_first(env):
+            if not env.is_main_process:
                 return
             if self.settings.overwrite_output_dir:
                 removed = checkpoints.clear_output_dir(self.output_dir)
@@ -605,15 +750,16 @@ class TrainRun:
                         f"overwrite_output_dir: removed {', '.join(removed)} of an earlier run from "
                         f"{self.output_dir}"
                     )
-            for checkpoint in self.debris:  # the resumed run writes these steps again
+            for checkpoint in debris:  # the resumed run writes these steps again
                 remove_entry(checkpoint.parent, checkpoint.name)
 
-    def _tracker_callbacks(self) -> list[Any]:
-        """TensorBoard's callback and one for the MLflow / W&B runs ``report_to`` asks for (rank 0 only)."""
+    def _tracker_callbacks(self, env: Any, resume_from: str | None) -> tuple[Any, list[Any]]:
+        """TensorBoard's writer, and the callbacks of TensorBoard and of the MLflow / W&B runs ``report_to``
+        asks for (rank 0 only: ``(None, [])`` on the others)."""
         settings = self.settings
-        self._writer = None
-        if not self.env.is_main_process:
-            return []
+        writer = None
+        if not env.is_main_process:
+            return writer, []
         from qckit.train.tracking import flat_params, make_trackers, tracker_callback
 
         callbacks: list[Any] = []
@@ -622,8 +768,8 @@ class TrainRun:
 
             from qckit.train.callback import eval_sets_tensorboard
 
-            self._writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
-            callbacks.append(eval_sets_tensorboard(self._writer))
+            writer = SummaryWriter(log_dir=str(self.output_dir / LOGS_DIR))
+            callbacks.append(eval_sets_tensorboard(writer))
         params = flat_params(
             {
                 "settings": dataclasses.asdict(settings),
@@ -632,8 +778,8 @@ class TrainRun:
             }
         )
         tags = {"qckit_version": __version__, "model": settings.model}
-        if self.resume_from:
-            tags["resumed_from"] = self.resume_from
+        if resume_from:
+            tags["resumed_from"] = resume_from
         for tracker in make_trackers(
             settings.report_to,
             output_dir=self.output_dir,
@@ -646,14 +792,13 @@ class TrainRun:
             self.trackers.append(tracker)  # kept as built: closed by run() if a later one fails
         if self.trackers:
             callbacks.append(tracker_callback(self.trackers))
-        return callbacks
+        return writer, callbacks
 
-    def _sample_sinks(self) -> list[Any]:
+    def _sample_sinks(self, writer: Any) -> list[Any]:
         """Where sample completions are logged besides the report: TensorBoard's text tab, the trackers."""
         from qckit.train.samples import samples_markdown
 
         sinks: list[Any] = []
-        writer = self._writer
         if writer is not None:
 
             def to_tensorboard(step: int, rows: list[dict[str, str]]) -> None:
@@ -664,20 +809,30 @@ class TrainRun:
         sinks += [tracker.log_samples for tracker in self.trackers]
         return sinks
 
-    def train(self) -> None:
+    def train(self, built: Built, resume: ResumePoint) -> Any:
+        """``trainer.train()`` from the resume point; its ``TrainOutput``."""
         try:
-            self.output = self.trainer.train(resume_from_checkpoint=self.resume_from)
+            return built.trainer.train(resume_from_checkpoint=resume.resume_from)
         finally:
-            self.callback.close_task()
-            if self._writer is not None:
-                self._writer.close()
+            built.callback.close_task()
+            if built.writer is not None:
+                built.writer.close()
 
-    def summary(self) -> TrainResult:
+    def summary(
+        self,
+        checked: Checked,
+        data: Data,
+        loaded: LoadedModel,
+        arguments: Arguments,
+        plan: Plan,
+        built: Built,
+        output: Any,
+    ) -> TrainResult:
         """Save the model and the state; on rank 0 also the summary, the recipe and the merged model."""
-        trainer, progress, output_dir = self.trainer, self.progress, self.output_dir
+        trainer, progress, output_dir = built.trainer, built.progress, self.output_dir
         with phase(self.obs, f"saving the model into {output_dir}"):
             trainer.save_model(str(output_dir))
-            if self.env.is_main_process:
+            if checked.env.is_main_process:
                 follow_umask(output_dir.glob("*.safetensors"))  # safetensors writes them 0600
             trainer.save_state()
         state = trainer.state
@@ -689,17 +844,17 @@ class TrainRun:
             eval_after=progress.eval_after,
             eval_history=progress.eval_history,
         )
-        if not self.env.is_main_process:
+        if not checked.env.is_main_process:
             return result
-        merged_dir = self._save_beside_the_adapter()
-        summary = self._summary_data(merged_dir)
+        is_peft = hasattr(trainer.model, "peft_config")
+        merged_dir = self._save_beside_the_adapter(checked.precision, loaded.base_config, is_peft)
+        summary = self._summary_data(checked, data, loaded, arguments, plan, built, output, merged_dir)
         summary_path = output_dir / SUMMARY_NAME
         atomic_write_json(summary_path, summary)
         if self.recipe_text is not None:
             atomic_write_text(output_dir / RECIPE_NAME, self.recipe_text)
         from qckit.model_card import model_card
 
-        is_peft = hasattr(self.trainer.model, "peft_config")
         card = model_card(summary, self.recipe_text, is_peft=is_peft)
         atomic_write_text(output_dir / CARD_NAME, card)
         # the card's hash: a later `qckit select` rewrites the card only while nobody has edited it
@@ -711,13 +866,13 @@ class TrainRun:
         self._close_trackers("FINISHED", [summary_path, output_dir / RECIPE_NAME, output_dir / CARD_NAME])
         self.obs.report("summary", summary)
         if self.settings.select is not None:
-            summary = self._select() or summary
+            summary = self._select(loaded.eval_max_length, arguments.args.device) or summary
         result.summary = summary
         result.summary_path = summary_path
         result.merged_dir = merged_dir
         return result
 
-    def _select(self) -> dict[str, Any] | None:
+    def _select(self, max_length: int, device: Any) -> dict[str, Any] | None:
         """``[train.select]``: choose the strength and checkpoint now (:mod:`qckit.select`); the summary after."""
         if self.recipe_text is None:
             self.obs.warn(
@@ -733,8 +888,8 @@ class TrainRun:
             strengths=chosen.strengths,
             checkpoints=chosen.checkpoints,
             observer=self.obs,
-            max_length=self.eval_max_length,
-            device=self.args.device,
+            max_length=max_length,
+            device=device,
         )
         written = None
         if selection["chosen"] is None:
@@ -748,15 +903,14 @@ class TrainRun:
         self.obs.report("selection", selection)
         return json.loads((self.output_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
 
-    def _save_beside_the_adapter(self) -> Path | None:
+    def _save_beside_the_adapter(self, precision: str, base_config: Any, is_peft: bool) -> Path | None:
         """A peft run: the base model's config.json beside the adapter, and the merged model when asked."""
         settings, output_dir = self.settings, self.output_dir
-        is_peft = hasattr(self.trainer.model, "peft_config")
         if is_peft:
             from qckit.models import set_adapter_base, shareable_reference
 
-            self.base_config.use_cache = True
-            self.base_config.save_pretrained(str(output_dir))
+            base_config.use_cache = True
+            base_config.save_pretrained(str(output_dir))
             # peft recorded the path the base was loaded from: for a GGUF, this machine's cache
             set_adapter_base(output_dir, shareable_reference(settings.model))
         if not settings.export_merged:
@@ -773,37 +927,47 @@ class TrainRun:
                 settings.model,
                 output_dir,
                 output_dir / MERGED_DIR,
-                dtype=self.precision,
+                dtype=precision,
                 trust_remote_code=settings.trust_remote_code,
             )
 
-    def _summary_data(self, merged_dir: Path | None) -> dict[str, Any]:
+    def _summary_data(
+        self,
+        checked: Checked,
+        data: Data,
+        loaded: LoadedModel,
+        arguments: Arguments,
+        plan: Plan,
+        built: Built,
+        output: Any,
+        merged_dir: Path | None,
+    ) -> dict[str, Any]:
         """The content of ``training_summary.json``."""
-        settings, state, progress = self.settings, self.trainer.state, self.progress
+        settings, state, progress = self.settings, built.trainer.state, built.progress
         output_dir = self.output_dir
         now = time.perf_counter()
         train_seconds = (progress.train_ended or now) - (progress.train_started or now)
         compute_seconds = max(train_seconds - progress.eval_seconds_in_train, 1e-9)
         tokens_this_run = state.num_input_tokens_seen - progress.tokens_at_start
         final_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
-        train_loss = self.output.training_loss
+        train_loss = output.training_loss
         from qckit.evaluate.sets import breaches, outcome
 
-        eval_sets = outcome(self.suite.describe(), progress.eval_before, progress.eval_after)
+        eval_sets = outcome(data.suite.describe(), progress.eval_before, progress.eval_after)
         summary: dict[str, Any] = {
             "qckit_version": __version__,
             "model": settings.model,
             "adapters": self.adapter_names,
             "adapter_settings": [checkpoints.component_settings(a) for a in self.adapters],
             "chunker": checkpoints.component_settings(self.chunker),
-            "precision": self.precision,
-            "device": self.env.describe(),
-            "world_size": self.world_size,
+            "precision": checked.precision,
+            "device": checked.env.describe(),
+            "world_size": arguments.world_size,
             "train_file": settings.train_file or None,
-            "sources": self.train_ds.source_report(self._windows_drawn(state.global_step)),
+            "sources": data.train_ds.source_report(plan.windows_drawn(state.global_step)),
             "val_file": str(self.val_path) if self.val_path else None,
             "output_dir": str(output_dir),
-            "resumed_from": self.resume_from,
+            "resumed_from": checked.resume.resume_from,
             "global_step": state.global_step,
             "max_steps": state.max_steps,
             "epochs": state.epoch,
@@ -816,18 +980,18 @@ class TrainRun:
             "eval_sets": eval_sets,
             "retain_breaches": breaches(eval_sets),
             "eval_history": progress.eval_history,
-            "samples": self.samples.history if self.samples is not None else [],
+            "samples": built.samples.history if built.samples is not None else [],
             "tokens_seen": state.num_input_tokens_seen,
             "tokens_seen_this_run": tokens_this_run,
-            "windows": len(self.train_ds),  # per epoch
+            "windows": len(data.train_ds),  # per epoch
             "train_runtime_s": train_seconds,
-            "eval_runtime_s": self.suite.seconds,
+            "eval_runtime_s": data.suite.seconds,
             "tokens_per_s": tokens_this_run / compute_seconds,
-            "trainable_parameters": self.trainable,
-            "total_parameters": self.total,
-            "packing": self.train_ds.summary(),
-            "vocabulary": self.vocabulary(with_tokens=True),
-            "estimated_train_time_s": (self.inspection or {}).get("estimated_train_time_s"),
+            "trainable_parameters": loaded.trainable,
+            "total_parameters": loaded.total,
+            "packing": data.train_ds.summary(),
+            "vocabulary": data.vocabulary(with_tokens=True),
+            "estimated_train_time_s": (plan.inspection or {}).get("estimated_train_time_s"),
             "merged_dir": str(merged_dir) if merged_dir else None,
             "settings": dataclasses.asdict(settings),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -857,34 +1021,15 @@ class TrainRun:
                     f"{type(tracker).__name__}: could not end its run as {status} ({type(exc).__name__}: {detail})"
                 )
 
-    def vocabulary(self, with_tokens: bool = False) -> dict[str, Any] | None:
-        """What ``train.add_tokens`` did, with the corpus fertility before and after (``None`` without it)."""
-        if self.vocab_growth is None or self.fertility_before is None:
-            return None
-        data = self.vocab_growth.as_dict()
-        if not with_tokens:
-            data.pop("tokens")
-        ds = self.train_ds
-        after = {
-            "tokens_per_word": ds.fertility,
-            "bytes_per_token": ds.num_bytes / ds.num_doc_tokens if ds.num_doc_tokens else 0.0,
-        }
-        before = {k: self.fertility_before[k] for k in ("tokens_per_word", "bytes_per_token")}
-        data["fertility"] = {"before": before, "after": after}
-        return data
-
-    def _windows_drawn(self, global_step: int) -> int:
-        """Windows the run has drawn after ``global_step`` optimizer steps (epoch after epoch)."""
-        per_epoch = len(self.train_ds)
-        steps_per_epoch = estimate_optimizer_steps(
-            per_epoch, self.step_batch, self.settings.gradient_accumulation_steps, 1, self.world_size
-        )
-        per_step = self.step_batch * self.settings.gradient_accumulation_steps * self.world_size
-        epochs, rest = divmod(global_step, steps_per_epoch)
-        return epochs * per_epoch + min(rest * per_step, per_epoch)
-
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _done(result: Any) -> Any:
+    """A phase's result after :meth:`TrainRun.run` got that far; an error before."""
+    if result is None:
+        raise AttributeError("the run has not reached this phase (call run() first)")
+    return result
 
 
 @contextlib.contextmanager
