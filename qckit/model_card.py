@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qckit import report
+from qckit.outputs import RECIPE_NAME
 
 __all__ = ["model_card", "ollama_modelfile"]
 
@@ -272,7 +273,7 @@ def model_card(summary: dict[str, Any], recipe_text: str | None = None, *, is_pe
     ]
     if recipe_text:
         fence = "````" if "```" in recipe_text else "```"
-        lines += ["", "## Recipe", "", "<details><summary>recipe.toml</summary>", "", f"{fence}toml"]
+        lines += ["", "## Recipe", "", f"<details><summary>{RECIPE_NAME}</summary>", "", f"{fence}toml"]
         lines += [recipe_text.rstrip("\n"), fence, "", "</details>"]
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from qckit import report
 from qckit._fs import atomic_write_bytes
 from qckit.errors import InputError, QckitError
+from qckit.outputs import SUMMARY_NAME
 
 
 def plot_runs(runs: list[Any], title: str = "") -> bytes:
@@ -113,9 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="the eval sets of finished runs side by side (before/after/change, forgetting), optionally plotted",
     )
-    p.add_argument(
-        "runs", nargs="+", metavar="RUN_DIR", help="a train output_dir (holds training_summary.json)"
-    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help=f"a train output_dir (holds {SUMMARY_NAME})")
     p.add_argument("--plot", metavar="OUT.png", help="draw each set's metric over steps, one line per run")
     p.add_argument("--json", action="store_true", help="print the runs' eval sets and curves as JSON")
     p.set_defaults(func=cmd_compare)
