@@ -168,6 +168,18 @@ def _training(summary: dict[str, Any]) -> list[str]:
     return _table(["", ""], [[k, v] for k, v in facts])
 
 
+#: how to run the model with llama.cpp and Ollama, the same for an adapter and a full model
+_GGUF_HOWTO = [
+    "**llama.cpp / Ollama** (one GGUF file; `model.Modelfile` for `ollama create` is written beside it):",
+    "",
+    "```bash",
+    "qckit export THIS_FOLDER --output model.gguf",
+    'llama-cli -m model.gguf -p "Y fait frette à matin, "',
+    "ollama create my-quebec-model -f model.Modelfile",
+    "```",
+]
+
+
 def _usage(summary: dict[str, Any], is_peft: bool) -> list[str]:
     reference = str(summary.get("model", ""))
     if not is_peft:
@@ -181,13 +193,7 @@ def _usage(summary: dict[str, Any], is_peft: bool) -> list[str]:
             'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_HUB_ID_OF_THIS_FOLDER")',
             "```",
             "",
-            "**llama.cpp / Ollama** (one GGUF file; `model.Modelfile` for `ollama create` is written beside it):",
-            "",
-            "```bash",
-            "qckit export THIS_FOLDER --output model.gguf",
-            'llama-cli -m model.gguf -p "Y fait frette à matin, "',
-            "ollama create my-quebec-model -f model.Modelfile",
-            "```",
+            *_GGUF_HOWTO,
         ]
     lines = [
         "**peft** (the adapter on its base model):",
@@ -216,13 +222,7 @@ def _usage(summary: dict[str, Any], is_peft: bool) -> list[str]:
         "qckit export THIS_FOLDER --output merged/",
         "```",
         "",
-        "**llama.cpp / Ollama** (one GGUF file; `model.Modelfile` for `ollama create` is written beside it):",
-        "",
-        "```bash",
-        "qckit export THIS_FOLDER --output model.gguf",
-        'llama-cli -m model.gguf -p "Y fait frette à matin, "',
-        "ollama create my-quebec-model -f model.Modelfile",
-        "```",
+        *_GGUF_HOWTO,
         "",
         "**A chatty Quebec model**: the same change carried onto the base's instruct sibling (chat vector):",
         "",
