@@ -50,9 +50,11 @@ DEVICES = ("auto", "cpu")
 class Environment:
     """The hardware and launch context of this process.
 
-    ``device`` is ``"cuda"``, ``"mps"`` or ``"cpu"``. ``bf16_supported`` refers to ``device``: on CUDA it
-    is ``torch.cuda.is_bf16_supported()``, on CPU whether the CPU computes bf16 natively (AVX512-BF16
-    or AMX-BF16), since emulated bf16 is slower than fp32. ``fp16_supported`` is True on CUDA only
+    ``device`` is ``"cuda"``, ``"mps"`` or ``"cpu"``. ``bf16_supported`` means *native* bf16 on ``device``:
+    on CUDA ``torch.cuda.is_bf16_supported(including_emulation=False)`` (compute capability 8.0+), on CPU
+    whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16), since emulated bf16 is slower than
+    fp32. ``bf16_emulated`` is True where bf16 runs only through emulation (a T4 or V100: torch's plain
+    ``is_bf16_supported()`` counts that too), so an explicit ``bf16`` works there, slowly. ``fp16_supported`` is True on CUDA only
     (fp16 mixed precision needs a GPU's gradient scaler path). ``world_size``/``rank``/``local_rank``
     come from the variables ``torchrun`` and ``accelerate launch`` set; a plain ``python`` run is rank
     0 of 1. ``bitsandbytes_version`` is ``None`` when bitsandbytes is not installed.
@@ -64,6 +66,7 @@ class Environment:
     cuda_capability: tuple[int, int] | None = None
     gpu_memory: tuple[int, ...] = ()  #: total memory of each visible GPU, in bytes
     bf16_supported: bool = False
+    bf16_emulated: bool = False
     fp16_supported: bool = False
     world_size: int = 1
     rank: int = 0
@@ -91,6 +94,7 @@ class Environment:
             gpu_memory=(),
             cuda_capability=None,
             bf16_supported=cpu_has_native_bf16(),
+            bf16_emulated=False,
             fp16_supported=False,
         )
 
@@ -105,7 +109,15 @@ class Environment:
             where = "mps: Apple GPU"
         else:
             where = f"cpu: {self.cpu_count} cores"
-        kinds = [k for k, ok in (("bf16", self.bf16_supported), ("fp16", self.fp16_supported)) if ok]
+        kinds = [
+            k
+            for k, ok in (
+                ("bf16", self.bf16_supported),
+                ("bf16 emulated", self.bf16_emulated),
+                ("fp16", self.fp16_supported),
+            )
+            if ok
+        ]
         parts = [where, ", ".join(kinds) if kinds else "fp32 only"]
         if self.distributed:
             parts.append(f"rank {self.rank}/{self.world_size}")
@@ -139,13 +151,15 @@ def detect_environment(device: str = "auto") -> Environment:
     )
     if torch.cuda.is_available():
         count = torch.cuda.device_count()
+        native_bf16 = bool(torch.cuda.is_bf16_supported(including_emulation=False))
         return Environment(
             device="cuda",
             gpu_count=count,
             gpu_names=tuple(torch.cuda.get_device_name(i) for i in range(count)),
             gpu_memory=tuple(int(torch.cuda.get_device_properties(i).total_memory) for i in range(count)),
             cuda_capability=tuple(torch.cuda.get_device_capability(0)),  # type: ignore[arg-type]
-            bf16_supported=bool(torch.cuda.is_bf16_supported()),
+            bf16_supported=native_bf16,
+            bf16_emulated=not native_bf16 and bool(torch.cuda.is_bf16_supported(including_emulation=True)),
             fp16_supported=True,
             **common,
         )
@@ -184,11 +198,13 @@ def cpu_has_native_bf16() -> bool:
 def choose_precision(env: Environment, requested: str = "auto") -> str:
     """Pick the training precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
 
-    ``"auto"`` gives bf16 on a CUDA GPU that supports it, fp16 on older CUDA GPUs and fp32 elsewhere.
+    ``"auto"`` gives bf16 on a CUDA GPU that computes it natively, fp16 on older CUDA GPUs (a T4 or V100
+    emulates bf16, slower than fp16) and fp32 elsewhere.
     On a CPU, auto stays fp32 even when the CPU has native bf16: bf16 autocast on CPU only pays off on
     some CPUs and ops, and on a CPU *without* native bf16 it is emulated and clearly slower than fp32
     (the silent slowdown); ask for ``"bf16"`` explicitly to use it. An explicit ``"bf16"`` is refused
-    where the device cannot do bf16, and ``"fp16"`` is refused without CUDA (the seed script enabled
+    where the device cannot do bf16 at all (on a GPU that emulates it, it is allowed:
+    :func:`precision_warnings` says why it is slow), and ``"fp16"`` is refused without CUDA (the seed script enabled
     fp16 by default and crashed on CPU).
     """
     if requested not in PRECISIONS:
@@ -200,7 +216,7 @@ def choose_precision(env: Environment, requested: str = "auto") -> str:
     if requested == "fp16" and env.device != "cuda":
         alternatives = 'precision = "auto" (fp32 here)' + (' or "bf16"' if env.bf16_supported else "")
         raise HardwareError(f"precision 'fp16' needs a CUDA GPU; this machine has none — use {alternatives}")
-    if requested == "bf16" and not env.bf16_supported:
+    if requested == "bf16" and not (env.bf16_supported or env.bf16_emulated):
         if env.device == "cuda":
             names = ", ".join(sorted(set(env.gpu_names))) or "this GPU"
             raise HardwareError(
@@ -213,11 +229,26 @@ def choose_precision(env: Environment, requested: str = "auto") -> str:
     return requested
 
 
+def precision_warnings(env: Environment, precision: str) -> list[str]:
+    """What is worth a warning about training in ``precision`` (from :func:`choose_precision`) on ``env``.
+
+    bf16 on a GPU that only emulates it (a T4 or V100) runs, but slower than fp16 or even fp32.
+    """
+    if precision == "bf16" and env.device == "cuda" and not env.bf16_supported:
+        names = ", ".join(sorted(set(env.gpu_names))) or "this GPU"
+        return [
+            f"precision 'bf16': {names} has no native bf16 and emulates it, slower than fp16; "
+            f'precision = "auto" chooses fp16 here'
+        ]
+    return []
+
+
 def trainer_precision_kwargs(precision: str) -> dict[str, Any]:
     """The ``transformers.TrainingArguments`` keywords for a precision from :func:`choose_precision`.
 
     ``{"bf16": True}``, ``{"fp16": True}`` or ``{}`` for fp32. Mixed precision: the Trainer runs the
-    forward pass under autocast; the trainable (master) weights stay fp32 (see :func:`model_dtype`).
+    forward pass under autocast; the trainable (master) weights are fp32 (see :func:`model_dtype` and
+    :func:`qckit.models.upcast_trainable`).
     """
     return dict(precision_info(precision).trainer_flags)
 
@@ -227,8 +258,9 @@ def model_dtype(precision: str, *, trains_base_weights: bool) -> Any:
 
     * fp32 → float32.
     * bf16/fp16 with a frozen base (LoRA, quantized base): the base is loaded in that half type, which
-      halves its memory; the LoRA weights, the only trainable ones, are kept in float32 by peft and
-      the Trainer autocasts the forward pass.
+      halves its memory; whatever trains (LoRA matrices, embeddings and head of ``train_embeddings``,
+      biases, ``modules_to_save``) is cast to float32 after wrapping
+      (:func:`qckit.models.upcast_trainable`) and the Trainer autocasts the forward pass.
     * bf16/fp16 while training the base weights (full fine-tuning): float32, because the optimizer
       must update fp32 master weights (fp16 weights also make the gradient scaler fail with
       "Attempting to unscale FP16 gradients"); autocast still computes in half precision.

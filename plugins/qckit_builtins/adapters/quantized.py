@@ -88,7 +88,7 @@ class FourBitAdapter(_QuantizedBase):
             raise HardwareError(
                 '4bit compute_dtype "fp16" needs a CUDA GPU; use compute_dtype = "auto" (fp32 here)'
             )
-        if self.compute_dtype in ("bf16", "bfloat16") and not env.bf16_supported:
+        if self.compute_dtype in ("bf16", "bfloat16") and not (env.bf16_supported or env.bf16_emulated):
             raise HardwareError('4bit compute_dtype "bf16" is not supported here; use compute_dtype = "auto"')
 
     def resolved_compute_dtype(self, env: Any) -> Any:
