@@ -529,6 +529,54 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+def upcast_trainable(model: Any) -> int:
+    """Cast every trainable floating-point parameter of ``model`` to float32, in place; how many were cast.
+
+    A base loaded in bf16/fp16 leaves peft's trainable copies in that type (the embeddings and head of
+    ``modules_to_save``, biases of ``bias = "all"``): fp16 ones make the gradient scaler fail ("Attempting
+    to unscale FP16 gradients") and bf16 ones make AdamW round most small updates away. In float32 the
+    optimizer keeps full-precision (master) weights; the forward pass still computes in the base's half
+    type under autocast: the Trainer's while training, and for any other forward (evaluation, samples,
+    the isolation check) the one this function wraps around the model's forward when it cast something.
+    The parameter objects stay the same, so tied weights stay tied.
+    """
+    import torch
+
+    cast = 0
+    half: Any = None
+    for param in model.parameters():
+        if not param.is_floating_point() or param.dtype == torch.float32:
+            continue
+        if param.requires_grad:
+            param.data = param.data.float()
+            cast += 1
+        else:
+            half = param.dtype
+    if cast and half is not None:
+        _autocast_forward(unwrap_model(model), half)
+    return cast
+
+
+def _autocast_forward(base: Any, dtype: Any) -> None:
+    """Run ``base``'s forward under autocast to ``dtype`` unless an autocast is already on: fp32 trained
+    weights and a half-precision frozen base cannot meet in a plain forward (mismatched matmul dtypes)."""
+    import functools
+
+    import torch
+
+    forward = base.forward
+
+    @functools.wraps(forward)
+    def autocast_forward(*args: Any, **kwargs: Any) -> Any:
+        device = next(base.parameters()).device.type
+        if torch.is_autocast_enabled(device):
+            return forward(*args, **kwargs)
+        with torch.autocast(device_type=device, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    base.forward = autocast_forward
+
+
 # -- export ----------------------------------------------------------------------------------------
 
 

@@ -325,13 +325,15 @@ class TrainRun:
                 "no training file: set train.train_file (or --train_file), or list [[train.data]] sources",
                 key="train.train_file",
             )
-        from qckit.hardware import choose_precision, detect_environment
+        from qckit.hardware import choose_precision, detect_environment, precision_warnings
 
         env = detect_environment(settings.device)
         self.obs = _WarningsKept(self.observer if env.is_main_process else NullObserver())
         for adapter in self.adapters:
             adapter.check(env, self.adapter_names)
         precision = choose_precision(env, settings.precision)
+        for message in precision_warnings(env, precision):
+            self.obs.warn(message)
         from qckit.train.tracking import check_trackers
 
         check_trackers(settings.report_to)
@@ -467,7 +469,7 @@ class TrainRun:
     def load_model(self, checked: Checked, data: Data) -> LoadedModel:
         """Load the model as the adapters ask, check the windows fit its context, and wrap it."""
         from qckit.hardware import model_dtype
-        from qckit.models import count_parameters, load_model
+        from qckit.models import count_parameters, load_model, upcast_trainable
 
         settings, env = self.settings, checked.env
         trains_base = not any(ability(a, ModelAdapter, "freezes_base_model") for a in self.adapters)
@@ -513,6 +515,7 @@ class TrainRun:
             model.config.use_cache = False
         for adapter in self.adapters:
             model = adapter.wrap_model(model, env)
+        upcast_trainable(model)  # fp32 master weights for the optimizer whatever the base's dtype
         trainable, total = count_parameters(model)
         if trainable == 0:
             raise QckitError(
@@ -729,6 +732,7 @@ class TrainRun:
             callbacks=[callback, *tracking],
             adapters=self.adapters,
             planned_steps=plan.steps if settings.lr_scheduler == WSD else None,
+            max_skipped_steps=settings.max_skipped_steps,
         )
         if samples is not None and env.is_main_process:
             samples.sinks.extend(self._sample_sinks(writer))
@@ -987,6 +991,7 @@ class TrainRun:
             "train_runtime_s": train_seconds,
             "eval_runtime_s": data.suite.seconds,
             "tokens_per_s": tokens_this_run / compute_seconds,
+            "skipped_steps": built.trainer.skipped_steps,  # fp16: steps the loss scaler skipped (overflow)
             "trainable_parameters": loaded.trainable,
             "total_parameters": loaded.total,
             "packing": data.train_ds.summary(),
@@ -1004,6 +1009,11 @@ class TrainRun:
             self.obs.warn(
                 f"retain set {name} regressed by {entry['regression'] * 100:.2f}{unit} of {entry['metric']}, "
                 f"more than the {entry['max_regression'] * 100:g}{unit} it allows (forgetting)"
+            )
+        if summary["skipped_steps"]:
+            self.obs.warn(
+                f"fp16: the loss scaler skipped {summary['skipped_steps']} of {state.global_step} optimizer steps "
+                f"(overflowing gradients); they did not update the weights"
             )
         summary["warnings"] = list(self.obs.warnings)
         return summary

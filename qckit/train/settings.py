@@ -155,6 +155,10 @@ class TrainSettings:
     )
     seed: int = 42  #: seeds the data order, the weight initialisation of adapters and dropout
     precision: str = "auto"  #: one of :data:`PRECISIONS` (auto chooses for the hardware)
+    #: fp16: consecutive optimizer steps the loss scaler may skip (overflowing gradients; counted in the
+    #: summary's skipped_steps) before the run stops; the scale starts at 2^16 and halves at each skip,
+    #: so 25 in a row means gradients that overflow even unscaled
+    max_skipped_steps: int = 25
     device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
     gradient_checkpointing: bool = True  #: recompute activations in the backward pass (less memory, slower)
     #: transformers' attention implementation (sdpa, eager, flash_attention_2, flex_attention …); "" = its default
@@ -238,6 +242,7 @@ class TrainSettings:
         )
         need(bool(self.optimizer.strip()), "optimizer", "must name a transformers optimizer")
         need(self.seed >= 0, "seed", "must be 0 or more")
+        need(self.max_skipped_steps >= 1, "max_skipped_steps", "must be at least 1")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         need(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
         need(

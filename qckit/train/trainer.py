@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from qckit.components import ModelAdapter, ability
 from qckit.errors import QckitError, TrainingError
@@ -69,6 +69,10 @@ class QckitTrainer(Trainer):
     was placed in; a non-finite loss or gradient norm stops training with a
     :class:`~qckit.errors.TrainingError` naming the step (instead of the Trainer's silent skipping).
 
+    fp16 (a loss scaler): overflowing gradients are routine there, the scaler skips the step and halves
+    its scale. Such steps are counted (:attr:`skipped_steps`, and ``skipped_steps`` / ``loss_scale`` in
+    each log line); only ``max_skipped_steps`` skipped in a row stop training, naming the last one.
+
     Each group is split like the Trainer's own grouping (no weight decay on biases and norms) and keeps
     its own options (``lr`` …); the optimizer class and its other keywords come from ``optim`` as usual.
     """
@@ -78,12 +82,24 @@ class QckitTrainer(Trainer):
         *args: Any,
         adapters: list[Any] | None = None,
         planned_steps: int | None = None,
+        max_skipped_steps: int = 25,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.qckit_adapters = list(adapters or [])
         #: the optimizer steps qckit placed a WSD decay phase in (its scheduler arguments, the data mix)
         self.planned_steps = planned_steps
+        #: fp16: skipped steps in a row that stop training (``train.max_skipped_steps``)
+        self.max_skipped_steps = max_skipped_steps
+        #: fp16: optimizer steps the loss scaler skipped in this process (overflowing gradients)
+        self.skipped_steps = 0
+        self._skipped_in_a_row = 0
+        self.add_callback(_StepOutcome(self))
+
+    @property
+    def scales_loss(self) -> bool:
+        """Whether a loss scaler (fp16) guards the steps: a non-finite gradient then skips the step."""
+        return self.accelerator.scaler is not None
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         if self.planned_steps is not None and num_training_steps != self.planned_steps:
@@ -104,27 +120,55 @@ class QckitTrainer(Trainer):
         loss = super().training_step(model, inputs, *args, **kwargs)
         # several processes: a rank stopping alone would leave the others waiting in the gradient
         # all-reduce; a non-finite loss makes the (all-reduced) gradient norm non-finite on every rank
-        if self.args.world_size == 1 and not bool(torch.isfinite(loss)):
-            self._diverged(f"the training loss is {float(loss)}")
+        # (fp16: a loss overflowing in the forward pass gives non-finite gradients, and the scaler skips the step)
+        if self.args.world_size == 1 and not self.scales_loss and not bool(torch.isfinite(loss)):
+            self._diverged(f"the training loss is {float(loss)} (non-finite)")
         return loss
 
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        if norm is not None and not math.isfinite(float(norm)):
-            self._diverged(f"the gradient norm is {float(norm)}")
+        if norm is not None and not self.scales_loss and not math.isfinite(float(norm)):
+            self._diverged(f"the gradient norm is {float(norm)} (non-finite)")
         return norm
 
-    def _diverged(self, what: str) -> None:
-        """Stop training: nothing of this step reaches the weights, the checkpoints written so far stay."""
+    def _step_ended(self) -> None:
+        """After each optimizer step: count a step the loss scaler skipped; stop after too many in a row."""
+        if not self.scales_loss:
+            return
+        if not self.accelerator.optimizer_step_was_skipped:
+            self._skipped_in_a_row = 0
+            return
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        if self._skipped_in_a_row >= self.max_skipped_steps:
+            scale = self.accelerator.scaler.get_scale()
+            self._diverged(
+                f"the gradients overflowed fp16 at {self._skipped_in_a_row} optimizer steps in a row (the loss "
+                f"scale fell to {scale:g}; train.max_skipped_steps = {self.max_skipped_steps})",
+                step=self.state.global_step,
+            )
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self.scales_loss and "loss" in logs:  # the training log lines
+            logs = {
+                **logs,
+                "skipped_steps": self.skipped_steps,
+                "loss_scale": self.accelerator.scaler.get_scale(),
+            }
+        super().log(logs, *args, **kwargs)
+
+    def _diverged(self, what: str, step: int | None = None) -> None:
+        """Stop training at ``step`` (the one running by default): nothing of it reaches the weights, the
+        checkpoints written so far stay."""
         from pathlib import Path
 
         from qckit.train.checkpoints import checkpoints, read_marker
 
-        step = self.state.global_step + 1
+        step = self.state.global_step + 1 if step is None else step
         kept = next((p for p in checkpoints(Path(str(self.args.output_dir))) if read_marker(p)), None)
         last = f"the last good checkpoint, {kept}, is kept" if kept else "no checkpoint was written before it"
         raise TrainingError(
-            f"training stopped at optimizer step {step}: {what} (non-finite); the step was not applied and "
+            f"training stopped at optimizer step {step}: {what}; the step was not applied and "
             f"{last}. Lower train.learning_rate or check the data and the model's precision"
         )
 
@@ -163,3 +207,13 @@ class QckitTrainer(Trainer):
             )
         self.optimizer = optimizer_cls(split, **optimizer_kwargs)
         return self.optimizer
+
+
+class _StepOutcome(TrainerCallback):
+    """Hands each step's end to :meth:`QckitTrainer._step_ended` (the Trainer has no hook of its own there)."""
+
+    def __init__(self, trainer: QckitTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._step_ended()
