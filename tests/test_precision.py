@@ -58,7 +58,7 @@ class OverflowAt(LoraAdapter):
         return model
 
 
-def _run(out: Path, model: Path, corpus, adapter, precision: str, **overrides):
+def _run(out: Path, model: Path, corpus, adapter, precision: str, observer=None, **overrides):
     """A whole run, phase by phase, in ``precision`` (fp16: with torch's CPU ``GradScaler``)."""
     settings = tiny_train_settings(
         corpus,
@@ -66,7 +66,7 @@ def _run(out: Path, model: Path, corpus, adapter, precision: str, **overrides):
         model,
         **{"max_steps": 6, "eval_steps": -1, "inspect_data": False, "report_to": [], **overrides},
     )
-    obs = RecordingObserver()
+    obs = observer or RecordingObserver()
     run = TrainRun(settings, WindowChunker(max_length=64, stride=8, min_length=8), [adapter], observer=obs)
     checked = dataclasses.replace(run.check(), precision=precision)
     data = run.data(checked)
@@ -137,6 +137,30 @@ def test_fp16_overflow_is_skipped_and_counted(tmp_path, tiny_model_dir, corpus):
     assert logged[2]["loss_scale"] == logged[1]["loss_scale"] / 2  # the skip halved the scale
     before, after = _new_rows(trainer, data, initial)
     assert torch.isfinite(after).all() and (after != before).any(dim=1).sum() >= 2
+
+
+class CrashAfter(RecordingObserver):
+    """Stands for the process dying (kill -9) during training step ``step``, after its checkpoints."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def advance(self, task, amount=1, **fields):
+        super().advance(task, amount, **fields)
+        if task == "train" and amount and not fields.get("resumed"):
+            self.seen += 1
+            if self.seen == self.step:
+                raise KeyboardInterrupt
+
+
+def test_a_resumed_fp16_run_goes_on_counting_skipped_steps(tmp_path, tiny_model_dir, corpus):
+    out, overrides = tmp_path / "out", {"save_steps": 4}
+    with pytest.raises(KeyboardInterrupt):  # skips step 2, checkpoint-4, dies at step 5
+        _run(out, tiny_model_dir, corpus, OverflowAt(2), "fp16", observer=CrashAfter(5), **overrides)
+    # the resumed process counts its own forwards: its 2nd is step 6
+    result, *_ = _run(out, tiny_model_dir, corpus, OverflowAt(2), "fp16", resume=True, **overrides)
+    assert result.summary["resumed_from"] and result.summary["skipped_steps"] == 2
 
 
 def test_fp16_overflow_in_a_row_stops_the_run_naming_the_step(tmp_path, tiny_model_dir, corpus):

@@ -131,6 +131,13 @@ class QckitTrainer(Trainer):
             self._diverged(f"the gradient norm is {float(norm)} (non-finite)")
         return norm
 
+    def _train_began(self) -> None:
+        """A resumed run goes on counting from the checkpoint's last training log line (the skips after
+        that line, before the checkpoint, are not known)."""
+        logged = (h["skipped_steps"] for h in reversed(self.state.log_history) if "skipped_steps" in h)
+        self.skipped_steps = int(next(logged, 0))
+        self._skipped_in_a_row = 0
+
     def _step_ended(self) -> None:
         """After each optimizer step: count a step the loss scaler skipped; stop after too many in a row."""
         if not self.scales_loss:
@@ -210,10 +217,13 @@ class QckitTrainer(Trainer):
 
 
 class _StepOutcome(TrainerCallback):
-    """Hands each step's end to :meth:`QckitTrainer._step_ended` (the Trainer has no hook of its own there)."""
+    """Hands the start of training and each step's end to the trainer (it has no hooks of its own there)."""
 
     def __init__(self, trainer: QckitTrainer) -> None:
         self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._train_began()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer._step_ended()
