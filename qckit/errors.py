@@ -115,12 +115,13 @@ class HardwareError(QckitError):
 
 
 class TrainingError(QckitError):
-    """Training went wrong while it ran (a non-finite loss or gradient norm). Names the optimizer step;
-    the checkpoints written before it are kept."""
+    """Training went wrong while it ran (a non-finite loss or gradient norm; in fp16, too many steps in a
+    row skipped by the loss scaler). Names the optimizer step; the checkpoints written before it are kept."""
 
     exit_code = 7
     exit_meaning = (
-        "training diverged: a non-finite loss or gradient norm (the step named; earlier checkpoints kept)"
+        "training diverged: a non-finite loss or gradient norm, in fp16 train.max_skipped_steps in a row (the "
+        "step named; earlier checkpoints kept)"
     )
 
 

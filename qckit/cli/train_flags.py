@@ -204,7 +204,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=PRECISIONS,
-        help="auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU (default: auto)",
+        help="auto = bf16 on GPUs that compute it natively, else fp16 on CUDA, fp32 on CPU (default: auto)",
     )
     train.add_argument(
         "--device",

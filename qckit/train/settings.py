@@ -114,7 +114,8 @@ class TrainSettings:
     The defaults are the seed script's: Llama-3.2-1B, 3 epochs, batch 8 × 8 accumulation steps,
     learning rate 1e-5 with a cosine schedule and 3 % warmup, AdamW, no weight decay, gradient
     clipping at 1.0, seed 42, gradient checkpointing on. Precision ``"auto"`` is bf16 on GPUs that
-    support it, fp16 on older CUDA GPUs and fp32 on CPU (the seed forced fp16, which crashes on CPU).
+    compute it natively, fp16 on older CUDA GPUs and fp32 on CPU (the seed forced fp16, which crashes on
+    CPU).
     """
 
     train_file: str = ""  #: training corpus, one document per line (the one-source form of ``data``)
