@@ -170,8 +170,8 @@ def _run_in_process(
         adapters.append(
             FourBitAdapter(quant_type="nf4", double_quant=True) if check == "4bit-nf4" else EightBitAdapter()
         )
-    if not torch.cuda.is_bf16_supported():
-        raise Skip(f"{torch.cuda.get_device_name(0)} has no bf16")
+    if not torch.cuda.is_bf16_supported(including_emulation=False):  # a T4 or V100 only emulates it
+        raise Skip(f"{torch.cuda.get_device_name(0)} has no native bf16")
     settings = TrainSettings(
         train_file=str(train_file),
         output_dir=str(out),
