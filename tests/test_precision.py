@@ -214,3 +214,18 @@ def test_auto_precision_chooses_bf16_only_where_native():
     no_bf16 = dataclasses.replace(T4, bf16_emulated=False)
     with pytest.raises(HardwareError, match="'bf16' is not supported by Tesla T4"):
         choose_precision(no_bf16, "bf16")
+
+
+def test_the_run_warns_about_emulated_bf16(tmp_path, tiny_model_dir, corpus, monkeypatch):
+    import qckit.hardware
+
+    monkeypatch.setattr(qckit.hardware, "detect_environment", lambda device="auto": T4)  # a fabricated T4
+    obs = RecordingObserver()
+    settings = tiny_train_settings(corpus, tmp_path / "out", tiny_model_dir, precision="bf16")
+    run = TrainRun(
+        settings, WindowChunker(max_length=64, stride=8, min_length=8), [LoraAdapter()], observer=obs
+    )
+    assert run.check().precision == "bf16"
+    assert any("emulates it" in data for event, _, data in obs.events if event == "warn")
+    auto = TrainRun(dataclasses.replace(settings, precision="auto"), run.chunker, [LoraAdapter()])
+    assert auto.check().precision == "fp16"
