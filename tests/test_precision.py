@@ -98,7 +98,7 @@ def test_bf16_trains_new_token_rows_in_fp32(tmp_path, tiny_model_dir, corpus):
     lr = 1e-5  # AdamW moves each entry by about lr per step: far below a bf16 weight's rounding step
     result, trainer, data, initial, _ = _run(
         tmp_path / "out", tiny_model_dir, corpus, LoraAdapter(train_embeddings=True, bias="all"), "bf16",
-        learning_rate=lr, add_tokens=NEW_WORDS, max_steps=4,
+        learning_rate=lr, add_tokens=NEW_WORDS, max_steps=4, sample_prompts=["On a"], sample_max_new_tokens=4,
     )  # fmt: skip
     assert trainer.accelerator.native_amp and trainer.accelerator.mixed_precision == "bf16"
     trainable = [p for p in trainer.model.parameters() if p.requires_grad]
@@ -121,6 +121,7 @@ def test_bf16_trains_new_token_rows_in_fp32(tmp_path, tiny_model_dir, corpus):
         optimizer.step()
     assert (rows.detach() != before.bfloat16()).float().mean().item() < 0.2
     assert result.summary["skipped_steps"] == 0
+    assert result.summary["samples"]  # generation outside the Trainer: fp32 head on a bf16 base, autocast
 
 
 def test_fp16_overflow_is_skipped_and_counted(tmp_path, tiny_model_dir, corpus):
