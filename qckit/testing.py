@@ -37,6 +37,10 @@ __all__ = [
     "tiny_train_settings",
     "FLOAT32_SUMS_RTOL",
     "approx_sums",
+    "REFERENCE_FLASH_ATTENTION",
+    "flash_attn_func",
+    "flash_attn_varlen_func",
+    "register_reference_flash_attention",
 ]
 
 BOS_TOKEN = "<s>"
@@ -289,3 +293,95 @@ def approx_sums(
     values = list(expected) if isinstance(expected, Sequence) else [expected]
     magnitude = sum(abs(s) for s in sums) if sums else max(abs(v) for v in values)
     return pytest.approx(expected, rel=0, abs=rtol * magnitude + floor)
+
+
+#: the ``attn_implementation`` name of the pure-torch flash-attention stand-in (it contains "flash", so
+#: transformers treats it as a flash kernel: its real wrapper, masks and padding-free path run)
+REFERENCE_FLASH_ATTENTION = "qckit_flash_reference"
+
+
+def _reference_attention(q: Any, k: Any, v: Any, causal: bool, softmax_scale: float | None) -> Any:
+    """Exact attention of one sequence, flash layout ``(seq, heads, dim)``: softmax(QKᵀ·scale) V, the
+    causal mask aligned bottom-right like flash-attention 2, key/value heads repeated for grouped queries."""
+    import torch
+
+    scale = softmax_scale if softmax_scale is not None else q.shape[-1] ** -0.5
+    heads = q.shape[1]
+    k = k.repeat_interleave(heads // k.shape[1], dim=1)
+    v = v.repeat_interleave(heads // v.shape[1], dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale
+    if causal:
+        lq, lk = q.shape[0], k.shape[0]
+        allowed = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.einsum("hqk,khd->qhd", scores.softmax(dim=-1), v.float()).to(q.dtype)
+
+
+def flash_attn_func(
+    q: Any, k: Any, v: Any, dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False
+) -> Any:
+    """``flash_attn.flash_attn_func`` in pure torch, exact (no dropout): ``(batch, seq, heads, dim)`` in,
+    the same out; every row one sequence."""
+    import torch
+
+    return torch.stack(
+        [_reference_attention(*row, causal, softmax_scale) for row in zip(q, k, v, strict=True)]
+    )
+
+
+def flash_attn_varlen_func(
+    q: Any,
+    k: Any,
+    v: Any,
+    cu_seqlens_q: Any,
+    cu_seqlens_k: Any,
+    max_seqlen_q: int | None = None,
+    max_seqlen_k: int | None = None,
+    dropout_p: float = 0.0,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+) -> Any:
+    """``flash_attn.flash_attn_varlen_func`` in pure torch, exact (no dropout): ``(total, heads, dim)``
+    tensors holding the sequences that ``cu_seqlens_*`` (cumulative lengths, ``0 … total``) delimit."""
+    import torch
+
+    bounds_q, bounds_k = (b.tolist() for b in (cu_seqlens_q, cu_seqlens_k))
+    out = [
+        _reference_attention(q[a:b], k[c:d], v[c:d], causal, softmax_scale)
+        for a, b, c, d in zip(bounds_q, bounds_q[1:], bounds_k, bounds_k[1:], strict=False)
+    ]
+    return torch.cat(out) if out else q.new_empty(q.shape)
+
+
+def register_reference_flash_attention(
+    name: str = REFERENCE_FLASH_ATTENTION, *, dense: Any = None, varlen: Any = None
+) -> str:
+    """Make ``attn_implementation=name`` run transformers' real flash-attention wrapper
+    (``integrations.flash_attention`` and ``_flash_attention_forward``: its dense, unpadded and
+    padding-free paths) with ``dense`` / ``varlen`` as the kernels (default :func:`flash_attn_func` /
+    :func:`flash_attn_varlen_func`), on any device. ``name`` must contain "flash" (transformers routes
+    such names to its flash code). Registering a name again replaces its kernels; returns ``name``."""
+    import transformers.modeling_flash_attention_utils as fa
+    from transformers import AttentionInterface
+    from transformers.integrations.flash_attention import flash_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    if "flash" not in name:
+        raise ValueError(f"{name!r}: a flash-attention stand-in's name must contain 'flash'")
+    kernels = getattr(fa._lazy_imports, "qckit_kernels", None)
+    if kernels is None:  # wrap the lookup lazy_import_flash_attention makes, once
+        load, kernels = fa._lazy_imports, {}
+
+        def lazy_imports(implementation: str | None, *args: Any, **kwargs: Any) -> tuple:
+            if implementation not in kernels:
+                return load(implementation, *args, **kwargs)
+            return (*kernels[implementation], None, fa._pad_input, fa._unpad_input)
+
+        lazy_imports.qckit_kernels = kernels  # type: ignore[attr-defined]
+        fa._lazy_imports = lazy_imports
+    kernels[name] = (dense or flash_attn_func, varlen or flash_attn_varlen_func)
+    if fa._loaded_implementation == name:  # loaded with other kernels: load again on the next call
+        fa._loaded_implementation = None
+    AttentionInterface.register(name, flash_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS["flash_attention_2"])
+    return name

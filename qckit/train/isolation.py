@@ -1,12 +1,14 @@
-"""Does this model, with the attention implementation it actually uses, isolate packed documents?
+"""Does this model, run as training will run it, isolate packed documents?
 
-Document-isolated packing (a chunker with ``attention = "document"``) relies on transformers: position
-ids that restart at a document start, and no 2-D attention mask, make its masking utilities build a
-block-diagonal causal mask (sdpa, eager, flex attention) or pass per-document lengths to
-flash-attention (varlen). An architecture whose forward does not do that (custom code, an attention
-implementation without packed-sequence support) would silently attend across documents, so
-:func:`check_document_isolation` measures it on the loaded model before training: the logits of a
-document packed after another must equal those of the document run alone.
+Document-isolated packing (a chunker with ``attention = "document"``) relies on transformers and on the
+batch form: for sdpa, eager and flex attention, position ids that restart at a document start and no
+2-D attention mask make its masking utilities build a block-diagonal causal mask per row; for a
+flash-attention kernel, :class:`~qckit.train.packing.WindowCollator` flattens the micro-batch into one
+row with explicit per-document lengths (varlen), since transformers' flash wrapper reads packed
+sequences from position ids only in a batch of one row. An architecture whose forward does not do
+that (custom code, an attention implementation without packed-sequence support) would silently attend
+across documents, so :func:`check_document_isolation` measures it before training, on a batch shaped
+like training's, through the same collator, on the placed model under the Trainer's autocast.
 """
 
 from __future__ import annotations
@@ -15,22 +17,42 @@ from typing import Any
 
 from qckit.errors import RecipeError
 
-__all__ = ["check_document_isolation"]
+__all__ = ["check_document_isolation", "ISOLATION_TOLERANCE"]
+
+#: the largest accepted ratio of a packed document's logit (and gradient) difference from the document
+#: run alone, to the difference without isolation: float32 differs in rounding only; bf16/fp16 kernels
+#: round differently for another batch shape, still far below what attending across documents moves
+ISOLATION_TOLERANCE = {"fp32": 1e-3, "half": 0.1}
+
+#: document lengths (tokens, before their EOS) of the check's two windows; the second window is padded
+_DOCUMENTS = ((6, 5), (4, 3))
 
 
-def check_document_isolation(model: Any, eos_id: int, *, key: str = "train.chunker.attention") -> float:
-    """Raise :class:`~qckit.errors.RecipeError` (at ``key``) unless ``model`` keeps packed documents apart.
+def check_document_isolation(
+    model: Any,
+    eos_id: int,
+    *,
+    pad_id: int | None = None,
+    autocast: Any = None,
+    key: str = "train.chunker.attention",
+) -> float:
+    """Raise :class:`~qckit.errors.RecipeError` (at ``key``, naming the model and its attention kernel)
+    unless ``model`` keeps packed documents apart as training runs it; return the worse of the two ratios.
 
-    Three forward passes on 12 tokens, in eval mode and without gradients (modes are restored): the
-    second of two packed documents with restarting position ids, the same document alone, and the
-    packed pair without position ids (attention across the boundary, the control). The documents are
-    isolated when the first differs from the second by less than a tenth of what the control does.
-    Returns that ratio.
+    The batch is two windows (two documents each, the second window padded) collated like training's
+    (:func:`~qckit.train.packing.window_collator`) and passed like the Trainer does
+    (:func:`~qckit.train.packing.forward_inputs`), on ``model``'s device, under ``torch.autocast`` to
+    ``autocast`` (the run's, ``None`` for none), in eval mode (modes are restored; no weight gets a
+    gradient). Checked: every document's logits against the document run alone, relative to the
+    difference the same windows give without isolation (the control); and the gradient of every document's
+    logits with respect to the input embeddings of the other documents, relative to that of its own.
+    Both ratios must stay below :data:`ISOLATION_TOLERANCE` for the compute dtype.
     """
     import torch
 
     from qckit.evaluate.loglik import model_device
     from qckit.models import unwrap_model
+    from qckit.train.packing import forward_inputs, window_collator
 
     config = getattr(model, "config", None)
     vocab = int(getattr(config, "vocab_size", 0) or 0)
@@ -39,39 +61,127 @@ def check_document_isolation(model: Any, eos_id: int, *, key: str = "train.chunk
     if vocab < 8:
         raise RecipeError(f"cannot check document isolation on {what}: no vocabulary size", key=key)
     device = model_device(model)
-    generator = torch.Generator().manual_seed(0)
-    first = torch.randint(0, vocab, (6,), generator=generator)
-    second = torch.randint(0, vocab, (5,), generator=generator)
-    eos = torch.tensor([eos_id])
-    packed = torch.cat([first, eos, second])[None].to(device)
-    positions = torch.cat([torch.arange(7), torch.arange(5)])[None].to(device)
-    alone = second[None].to(device)
+    collator = window_collator(model)
+    rows, spans = _windows(vocab, eos_id, eos_id if pad_id is None else pad_id, collator.flatten)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collator(rows).items()}
+    inputs = forward_inputs(batch)
+    inputs.pop("labels", None)
+    plain = {  # the control: the same windows as plain rows, attending across their documents
+        "input_ids": torch.stack([r["input_ids"] for r in rows]).to(device),
+        "attention_mask": torch.stack([r["attention_mask"] for r in rows]).to(device),
+        "use_cache": False,
+    }
+    half = autocast is not None or next(model.parameters()).dtype != torch.float32
+    tolerance = ISOLATION_TOLERANCE["half" if half else "fp32"]
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        with torch.no_grad():
-            isolated = model(input_ids=packed, position_ids=positions, use_cache=False).logits[0, 7:].float()
-            reference = model(input_ids=alone, use_cache=False).logits[0].float()
-            crossing = model(input_ids=packed, use_cache=False).logits[0, 7:].float()
-    except Exception as exc:  # an architecture that refuses packed position ids
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            with torch.no_grad():
+                control = model(**plain).logits.float()
+                alone = [
+                    model(input_ids=ids[None].to(device), use_cache=False).logits[0].float()
+                    for ids in (span.ids for span in spans)
+                ]
+            embeddings = model.get_input_embeddings()(inputs.pop("input_ids")).detach().requires_grad_(True)
+            logits = model(inputs_embeds=embeddings, **inputs).logits
+            gradient = _gradient_leak(logits, embeddings, spans)
+    except Exception as exc:  # an architecture or kernel that refuses the batch form, the device or the dtype
         raise RecipeError(
-            f"{what} cannot run packed documents with restarting position ids ({type(exc).__name__}: "
-            f'{" ".join(str(exc).split())[:200]}); set attention = "window"',
+            f"cannot check that {what} isolates packed documents ({type(exc).__name__}: "
+            f'{" ".join(str(exc).split())[:200]}); set attention = "window" for it',
             key=key,
         ) from None
     finally:
         for module, training in modes:
             module.training = training
-    difference = float((isolated - reference).abs().max())
-    control = float((crossing - reference).abs().max())
-    ratio = difference / control if control > 0 else (0.0 if difference == 0 else float("inf"))
-    if not ratio < 0.1:
+    logits = logits.detach().float()
+    difference = max(
+        float((logits[s.row, s.flat] - ref).abs().max()) for s, ref in zip(spans, alone, strict=True)
+    )
+    crossing = max(
+        float((control[s.plain_row, s.plain] - ref).abs().max()) for s, ref in zip(spans, alone, strict=True)
+    )
+    ratio = difference / crossing if crossing > 0 else (0.0 if difference == 0 else float("inf"))
+    worst = max(ratio, gradient)
+    if not worst < tolerance:
         raise RecipeError(
-            f"{what} does not isolate packed documents: with position ids restarting at a document start, "
-            f"its tokens still attend to the previous document (logits differ by {difference:.3g} from the "
-            f"document alone; {control:.3g} without isolation): this architecture or attention implementation "
-            f'does not build the packed-sequence mask from position ids. Set attention = "window" for it, or '
-            f"use a model whose transformers implementation supports packed sequences (Llama, Mistral, Qwen2 …)",
+            f"{what} does not isolate packed documents in training's batch form ({len(rows)} windows, one "
+            f"padded, {'flattened' if collator.flatten else 'stacked'}): a document's logits differ by "
+            f"{difference:.3g} from the document alone ({crossing:.3g} without isolation) and its gradient "
+            f"reaches other documents ({gradient:.3g} of its own); this architecture or attention kernel does not "
+            f'keep packed sequences apart. Set attention = "window" for it, or use an attention implementation '
+            f"and model whose transformers code supports packed sequences (Llama, Mistral, Qwen2 …)",
             key=key,
         )
-    return ratio
+    return worst
+
+
+class _Span:
+    """One document of the check's batch: its token ids (EOS included), where it sits in the collated
+    batch (``row``, ``flat`` slice) and in the plain stacked windows (``plain_row``, ``plain`` slice)."""
+
+    def __init__(self, ids: Any, row: int, start: int, plain_row: int, plain_start: int) -> None:
+        self.ids = ids
+        self.row, self.flat = row, slice(start, start + len(ids))
+        self.plain_row, self.plain = plain_row, slice(plain_start, plain_start + len(ids))
+
+
+def _windows(vocab: int, eos: int, pad: int, flatten: bool) -> tuple[list[dict[str, Any]], list[_Span]]:
+    """The check's windows as dataset items (the training item code, padded to the longest) and the spans
+    of their documents; random ids that are neither EOS nor padding."""
+    import numpy as np
+    import torch
+
+    from qckit.components import PackingStats
+    from qckit.train.packing import PackedDataset
+
+    generator = torch.Generator().manual_seed(0)
+    specials = torch.tensor([eos, pad])
+    windows, spans, flat_start = [], [], 0
+    for index, lengths in enumerate(_DOCUMENTS):
+        tokens, offset = [], 0
+        for length in lengths:
+            ids = torch.randint(0, vocab, (length,), generator=generator)
+            ids = torch.where(torch.isin(ids, specials), (ids + 2) % vocab, ids)  # eos/pad: another id
+            ids = torch.cat([ids, torch.tensor([eos])])
+            spans.append(
+                _Span(ids, 0 if flatten else index, flat_start + offset if flatten else offset, index, offset)
+            )
+            tokens.append(ids)
+            offset += len(ids)
+        windows.append(torch.cat(tokens).numpy().astype(np.int32))
+        flat_start += offset
+    ids = np.concatenate(windows)
+    offsets = np.concatenate([[0], np.cumsum([len(w) for w in windows])]).astype(np.int64)
+    dataset = PackedDataset(
+        ids,
+        ids.copy(),
+        offsets,
+        pad_id=pad,
+        stats=PackingStats(),
+        num_words=0,
+        num_bytes=0,
+        num_doc_tokens=0,
+        trained=np.zeros(len(windows), dtype=np.int32),
+    )
+    dataset.document_eos = eos
+    return [dataset[i] for i in range(len(dataset))], spans
+
+
+def _gradient_leak(logits: Any, embeddings: Any, spans: list[_Span]) -> float:
+    """The largest gradient, of a fixed random projection of one document's logits, reaching the input
+    embeddings of the other documents, relative to the largest reaching its own."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for span in spans:
+        out = logits[span.row, span.flat].float()
+        weights = torch.randn(out.shape, generator=generator).to(out.device)
+        (grad,) = torch.autograd.grad((out * weights).sum(), embeddings, retain_graph=True)
+        magnitude = grad.abs().amax(dim=-1)
+        own = float(magnitude[span.row, span.flat].max())
+        magnitude[span.row, span.flat] = 0
+        worst = max(worst, float(magnitude.max()) / own if own > 0 else float("inf"))
+    return worst

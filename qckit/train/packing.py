@@ -39,6 +39,9 @@ __all__ = [
     "tokenizer_fingerprint",
     "document_positions",
     "forward_inputs",
+    "WindowCollator",
+    "window_collator",
+    "flattens_batches",
 ]
 
 PACKING_FORMAT_VERSION = 2  # bump when the tokenization or the stored arrays change
@@ -250,13 +253,78 @@ def forward_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     packed sequences from position ids that restart only when no 2-D attention mask is given, and
     builds the block-diagonal causal mask itself (sdpa, eager, flex) or passes the sequence lengths to
     flash-attention (varlen). The padding is a sequence of its own then, so nothing attends to it. The
-    KV cache is switched off too: with a cache, transformers does not look for packed sequences.
+    KV cache is switched off too: with a cache, transformers does not look for packed sequences. A
+    flattened batch (:class:`WindowCollator`) always has position ids: its all-ones mask is left out too.
     """
     if "position_ids" in batch:
         inputs = {k: v for k, v in batch.items() if k != "attention_mask"}
         inputs["use_cache"] = False
         return inputs
     return batch
+
+
+def flattens_batches(model: Any) -> bool:
+    """Whether ``model``'s attention implementation is a flash-attention kernel (transformers' flash
+    wrapper: ``flash_attention_2/3/4``, the ``kernels`` flash variants, any registered ``*flash*`` name),
+    whose micro-batches :class:`WindowCollator` flattens into one row."""
+    from transformers.utils.generic import is_flash_attention_requested
+
+    config = getattr(model, "config", None)
+    implementation = getattr(config, "_attn_implementation", None)
+    return bool(implementation) and is_flash_attention_requested(
+        requested_attention_implementation=implementation
+    )
+
+
+class WindowCollator:
+    """The Trainer's data collator for packed windows (items of :class:`PackedDataset` or a mix of them).
+
+    Stacked (``flatten=False``, sdpa / eager / flex): the pre-padded windows as rows, like
+    ``default_data_collator``; document isolation then comes from the position ids (:func:`forward_inputs`).
+
+    Flattened (``flatten=True``, flash-attention kernels): the real tokens of the micro-batch's windows
+    concatenated into one row, padding-free. Position ids restart at every window and document start,
+    and ``cu_seq_lens_q/k`` / ``max_length_q/k`` give the sequence lengths explicitly, so transformers'
+    flash wrapper runs the varlen kernel per document. Why: with more than one row it derives the lengths
+    from position ids only for a batch of one row, and otherwise runs dense causal attention over each
+    whole row (documents would attend to each other); and no padding token is computed. The labels are
+    the windows' own (position 0 of every window and every document start are -100, so no token is
+    predicted across a boundary), and ``attention_mask`` is all ones: it only lets the Trainer count the
+    tokens (``num_input_tokens_seen``); :func:`forward_inputs` leaves it out of the model's inputs.
+    """
+
+    def __init__(self, flatten: bool) -> None:
+        self.flatten = flatten
+
+    def __repr__(self) -> str:
+        return f"WindowCollator(flatten={self.flatten})"
+
+    def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        if not self.flatten:
+            return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        parts: dict[str, list[torch.Tensor]] = {"input_ids": [], "labels": [], "position_ids": []}
+        for item in items:
+            n = int(item["attention_mask"].sum())
+            parts["input_ids"].append(item["input_ids"][:n])
+            parts["labels"].append(item["labels"][:n])
+            positions = item.get("position_ids")
+            parts["position_ids"].append(positions[:n] if positions is not None else torch.arange(n))
+        batch: dict[str, Any] = {key: torch.cat(value)[None] for key, value in parts.items()}
+        positions = batch["position_ids"][0]
+        starts = torch.nonzero(positions == 0).flatten()
+        lengths = torch.diff(starts, append=torch.tensor([len(positions)]))
+        cu_seq_lens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+        longest = int(lengths.max())
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        batch.update(
+            cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=longest, max_length_k=longest
+        )
+        return batch
+
+
+def window_collator(model: Any) -> WindowCollator:
+    """The collator training ``model`` needs: flattened for a flash-attention kernel, else stacked."""
+    return WindowCollator(flatten=flattens_batches(model))
 
 
 def _document_eos(chunker: Chunker, tokenizer: Any) -> int | None:

@@ -618,10 +618,17 @@ class TrainRun:
         if placed and not self.shards_model:
             model.to(args.device)
         if ability(self.chunker, Chunker, "attention") == "document":
+            from qckit.hardware import autocast_dtype
             from qckit.train.isolation import check_document_isolation
 
+            # on the placed model, under training's autocast, through training's collator
             with phase(self.obs, "checking document isolation"):
-                check_document_isolation(model, data.tokenizer.eos_token_id)
+                check_document_isolation(
+                    model,
+                    data.tokenizer.eos_token_id,
+                    pad_id=data.tokenizer.pad_token_id,
+                    autocast=autocast_dtype(checked.precision),
+                )
         if not settings.inspect_data:
             return plan
         report = inspection(
@@ -686,11 +693,11 @@ class TrainRun:
     ) -> Built:
         """The Trainer with qckit's callback and the trackers (TensorBoard into ``<output_dir>/logs``,
         MLflow, W&B), over an output directory cleared of an earlier run's leftovers."""
-        from transformers import default_data_collator
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from qckit.evaluate.loglik import EvalContext
         from qckit.train.callback import QckitCallback, TrainProgress
+        from qckit.train.packing import window_collator
         from qckit.train.trainer import QckitTrainer
 
         settings, env, args = self.settings, checked.env, arguments.args
@@ -727,7 +734,7 @@ class TrainRun:
             model=loaded.model,
             args=args,
             train_dataset=data.train_ds,
-            data_collator=default_data_collator,  # windows are pre-padded, labels -100 on padding and context
+            data_collator=window_collator(loaded.model),  # flattened for flash kernels, else padded windows
             processing_class=data.tokenizer,
             callbacks=[callback, *tracking],
             adapters=self.adapters,
