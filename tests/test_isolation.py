@@ -153,3 +153,44 @@ def test_tokenizing_never_injects_eos_inside_a_document(tiny_tokenizer):
     # document boundaries are found from EOS ids, so a document's own text must never produce one
     ids = tokenize_batch(tiny_tokenizer, [f"fin {tiny_tokenizer.eos_token} encore"])[0]
     assert tiny_tokenizer.eos_token_id not in ids
+
+
+class _TrainerPlacedLora(LoraAdapter):
+    """LoRA declaring that the Trainer places (shards) the model, as the fsdp adapter does."""
+
+    shards_model = True
+
+
+def test_a_model_the_trainer_places_is_checked_when_training_begins(tmp_path, tiny_tokenizer, tiny_model_dir):
+    train = write_corpus(tmp_path / "train.txt", list(SAMPLE_SENTENCES) * 2)
+    settings = TrainSettings(
+        train_file=str(train),
+        output_dir=str(tmp_path / "out"),
+        model=str(tiny_model_dir),
+        max_steps=1,
+        batch_size=2,
+        save_steps=0,
+        inspect_data=False,
+    )
+    chunker = WindowChunker(max_length=64, stride=8, min_length=8)
+    assert run_train(settings, chunker, [_TrainerPlacedLora()]).global_step == 1
+    from transformers import OPTConfig, OPTForCausalLM
+
+    model_dir = tmp_path / "opt"
+    OPTForCausalLM(
+        OPTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            ffn_dim=64,
+            vocab_size=len(tiny_tokenizer),
+            word_embed_proj_dim=32,
+            max_position_embeddings=256,
+        )
+    ).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    settings.model, settings.output_dir = str(model_dir), str(tmp_path / "opt_out")
+    lora = _TrainerPlacedLora(target_modules=("q_proj", "v_proj"))
+    with pytest.raises(RecipeError, match=r"OPTForCausalLM .* does not isolate packed documents"):
+        run_train(settings, chunker, [lora])
+    assert not list((tmp_path / "opt_out").glob("checkpoint-*"))

@@ -8,16 +8,22 @@ row with explicit per-document lengths (varlen), since transformers' flash wrapp
 sequences from position ids only in a batch of one row. An architecture whose forward does not do
 that (custom code, an attention implementation without packed-sequence support) would silently attend
 across documents, so :func:`check_document_isolation` measures it before training, on a batch shaped
-like training's, through the same collator, on the placed model under the Trainer's autocast.
+like training's, through the same collator, on the placed model under the Trainer's autocast. A model
+the Trainer shards (FSDP) is placed only when training begins: :class:`DocumentIsolationCallback` checks
+it then, on every process.
+
+Imported only by the train stage (it imports transformers).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from transformers import TrainerCallback
+
 from qckit.errors import RecipeError
 
-__all__ = ["check_document_isolation", "ISOLATION_TOLERANCE"]
+__all__ = ["check_document_isolation", "DocumentIsolationCallback", "ISOLATION_TOLERANCE"]
 
 #: the largest accepted ratio of a packed document's logit (and gradient) difference from the document
 #: run alone, to the difference without isolation: float32 differs in rounding only; bf16/fp16 kernels
@@ -34,6 +40,7 @@ def check_document_isolation(
     *,
     pad_id: int | None = None,
     autocast: Any = None,
+    gradients: bool = True,
     key: str = "train.chunker.attention",
 ) -> float:
     """Raise :class:`~qckit.errors.RecipeError` (at ``key``, naming the model and its attention kernel)
@@ -46,7 +53,9 @@ def check_document_isolation(
     gradient). Checked: every document's logits against the document run alone, relative to the
     difference the same windows give without isolation (the control); and the gradient of every document's
     logits with respect to the input embeddings of the other documents, relative to that of its own.
-    Both ratios must stay below :data:`ISOLATION_TOLERANCE` for the compute dtype.
+    Both ratios must stay below :data:`ISOLATION_TOLERANCE` for the compute dtype. ``gradients=False``
+    checks the logits only (a sharded model: a backward pass outside the Trainer would disturb FSDP's
+    gradient hooks); the kernels that pass it mask the same keys in their backward pass.
     """
     import torch
 
@@ -83,9 +92,15 @@ def check_document_isolation(
                     model(input_ids=ids[None].to(device), use_cache=False).logits[0].float()
                     for ids in (span.ids for span in spans)
                 ]
-            embeddings = model.get_input_embeddings()(inputs.pop("input_ids")).detach().requires_grad_(True)
-            logits = model(inputs_embeds=embeddings, **inputs).logits
-            gradient = _gradient_leak(logits, embeddings, spans)
+            if gradients:
+                embeddings = (
+                    model.get_input_embeddings()(inputs.pop("input_ids")).detach().requires_grad_(True)
+                )
+                logits = model(inputs_embeds=embeddings, **inputs).logits
+                gradient = _gradient_leak(logits, embeddings, spans)
+            else:
+                with torch.no_grad():
+                    logits, gradient = model(**inputs).logits, 0.0
     except Exception as exc:  # an architecture or kernel that refuses the batch form, the device or the dtype
         raise RecipeError(
             f"cannot check that {what} isolates packed documents ({type(exc).__name__}: "
@@ -115,6 +130,20 @@ def check_document_isolation(
             key=key,
         )
     return worst
+
+
+class DocumentIsolationCallback(TrainerCallback):
+    """Runs :func:`check_document_isolation` (logits only) when training begins, on the model as the
+    Trainer placed it: for a model the Trainer shards (FSDP), which is not on its devices before. Every
+    process runs it (a sharded forward needs them all) and raises the same refusal."""
+
+    def __init__(self, eos_id: int, *, pad_id: int | None = None, autocast: Any = None) -> None:
+        self.eos_id, self.pad_id, self.autocast = eos_id, pad_id, autocast
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        check_document_isolation(
+            model, self.eos_id, pad_id=self.pad_id, autocast=self.autocast, gradients=False
+        )
 
 
 class _Span:

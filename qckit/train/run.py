@@ -617,18 +617,11 @@ class TrainRun:
             train_ds.set_decay(plan.windows_drawn(decay_from), plan.windows_drawn(steps))
         if placed and not self.shards_model:
             model.to(args.device)
-        if ability(self.chunker, Chunker, "attention") == "document":
-            from qckit.hardware import autocast_dtype
+        if self.isolates_documents and not self.shards_model:  # a sharded model: when training begins
             from qckit.train.isolation import check_document_isolation
 
-            # on the placed model, under training's autocast, through training's collator
             with phase(self.obs, "checking document isolation"):
-                check_document_isolation(
-                    model,
-                    data.tokenizer.eos_token_id,
-                    pad_id=data.tokenizer.pad_token_id,
-                    autocast=autocast_dtype(checked.precision),
-                )
+                check_document_isolation(model, **self._isolation_kwargs(data, checked))
         if not settings.inspect_data:
             return plan
         report = inspection(
@@ -688,6 +681,22 @@ class TrainRun:
             report["estimated_train_time"] = "not measured" + (" under FSDP" if self.shards_model else "")
         return report
 
+    @property
+    def isolates_documents(self) -> bool:
+        """Whether the chunker packs documents with ``attention = "document"`` (checked before training)."""
+        return ability(self.chunker, Chunker, "attention") == "document"
+
+    def _isolation_kwargs(self, data: Data, checked: Checked) -> dict[str, Any]:
+        """The isolation check's batch ids and the Trainer's autocast dtype (the run's precision)."""
+        from qckit.hardware import autocast_dtype
+
+        tokenizer = data.tokenizer
+        return {
+            "eos_id": tokenizer.eos_token_id,
+            "pad_id": tokenizer.pad_token_id,
+            "autocast": autocast_dtype(checked.precision),
+        }
+
     def build_trainer(
         self, checked: Checked, data: Data, loaded: LoadedModel, arguments: Arguments, plan: Plan
     ) -> Built:
@@ -730,13 +739,18 @@ class TrainRun:
             samples=samples,
         )
         writer, tracking = self._tracker_callbacks(env, checked.resume.resume_from)
+        callbacks = [callback, *tracking]
+        if self.isolates_documents and self.shards_model:  # placed by the Trainer: checked on its model
+            from qckit.train.isolation import DocumentIsolationCallback
+
+            callbacks.insert(0, DocumentIsolationCallback(**self._isolation_kwargs(data, checked)))
         trainer = QckitTrainer(  # its create_optimizer asks the adapters for parameter groups
             model=loaded.model,
             args=args,
             train_dataset=data.train_ds,
             data_collator=window_collator(loaded.model),  # flattened for flash kernels, else padded windows
             processing_class=data.tokenizer,
-            callbacks=[callback, *tracking],
+            callbacks=callbacks,
             adapters=self.adapters,
             planned_steps=plan.steps if settings.lr_scheduler == WSD else None,
             max_skipped_steps=settings.max_skipped_steps,
