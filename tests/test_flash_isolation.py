@@ -206,3 +206,25 @@ def test_a_run_with_the_flash_stand_in_trains_like_sdpa(tmp_path, tiny_model_dir
     # the same documents, isolated the same way: the same losses up to float32 rounding over 3 steps
     assert flash.summary["train_loss"] == pytest.approx(sdpa.summary["train_loss"], abs=1e-4)
     assert np.isfinite(flash.summary["train_loss"])
+
+
+def test_the_time_estimate_times_training_batch_form(tiny_model_dir, packed):
+    from qckit.train.inspection import measure_pass_seconds
+
+    calls = {"dense": 0, "varlen": 0}
+
+    def counted(kind, kernel):
+        def run(*args, **kwargs):
+            calls[kind] += 1
+            return kernel(*args, **kwargs)
+
+        return run
+
+    name = register_reference_flash_attention(
+        "qckit_flash_counted",
+        dense=counted("dense", flash_attn_func),
+        varlen=counted("varlen", flash_attn_varlen_func),
+    )
+    seconds = measure_pass_seconds(_model(tiny_model_dir, name), packed, 2, 1, torch.device("cpu"), "fp32")
+    assert seconds is not None and seconds > 0
+    assert calls["varlen"] and not calls["dense"]  # the flattened rows, as training runs them

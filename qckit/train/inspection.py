@@ -77,14 +77,14 @@ def measure_pass_seconds(
     the gradients are discarded and the RNG state is restored, so training is unchanged.
     """
     import torch
-    from transformers import default_data_collator
 
-    from qckit.train.packing import forward_inputs
+    from qckit.train.packing import forward_inputs, window_collator
 
     if passes <= 0 or len(dataset) == 0:
         return None
     autocast = autocast_dtype(precision)
     rng_devices = [device] if device.type == "cuda" else []
+    collate = window_collator(model)  # training's batch form (flattened for flash kernels)
     timed: list[float] = []
     was_training = model.training
     with torch.random.fork_rng(devices=rng_devices):
@@ -92,7 +92,9 @@ def measure_pass_seconds(
         try:
             for i in range(passes + 1):
                 rows = [dataset[(i * batch_size + j) % len(dataset)] for j in range(batch_size)]
-                batch = {k: v.to(device) for k, v in default_data_collator(rows).items()}
+                batch = {
+                    k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collate(rows).items()
+                }
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 started = time.perf_counter()
