@@ -44,7 +44,7 @@ def main() -> None:
     from transformers import default_data_collator
     from transformers.utils import logging as hf_logging
 
-    from qckit.hardware import choose_precision, detect_environment, model_dtype
+    from qckit.hardware import autocast_dtype, choose_precision, detect_environment, model_dtype
     from qckit.models import enable_gradient_checkpointing, load_model, load_tokenizer, resolve_model
     from qckit.testing import save_tiny_model
     from qckit.train.isolation import check_document_isolation
@@ -83,7 +83,9 @@ def main() -> None:
         enable_gradient_checkpointing(model)
         model.to(device).train()
         # what the training run checks before it starts: the timed "document" steps really isolate
-        isolation = check_document_isolation(model, tokenizer.eos_token_id)
+        isolation = check_document_isolation(
+            model, tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, autocast=autocast_dtype(precision)
+        )
         # the raw sample (messy on purpose: its few invalid bytes replaced) plus the standard-French one
         sample = REPO / "data" / "sample"
         texts = [

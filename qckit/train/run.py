@@ -738,6 +738,13 @@ class TrainRun:
             is_main_process=env.is_main_process,
             samples=samples,
         )
+        collator = window_collator(loaded.model)  # flattened for flash kernels, else the padded windows
+        gpus = int(getattr(args, "n_gpu", 1) or 1)
+        if collator.flatten and gpus > 1:  # DataParallel scatters rows, and a flattened batch has one
+            raise HardwareError(
+                f"{loaded.model.config._attn_implementation} trains on one flattened row per micro-batch, which "
+                f"torch DataParallel cannot split over {gpus} GPUs; launch one process per GPU (torchrun)"
+            )
         writer, tracking = self._tracker_callbacks(env, checked.resume.resume_from)
         callbacks = [callback, *tracking]
         if self.isolates_documents and self.shards_model:  # placed by the Trainer: checked on its model
@@ -748,7 +755,7 @@ class TrainRun:
             model=loaded.model,
             args=args,
             train_dataset=data.train_ds,
-            data_collator=window_collator(loaded.model),  # flattened for flash kernels, else padded windows
+            data_collator=collator,
             processing_class=data.tokenizer,
             callbacks=callbacks,
             adapters=self.adapters,

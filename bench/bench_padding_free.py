@@ -1,0 +1,132 @@
+"""Padding-free (flattened) micro-batches vs padded rows, with the CPU stand-in flash kernel.
+
+    python bench/bench_padding_free.py                    # tiny random Llama, windows 128, batch 8
+    python bench/bench_padding_free.py --seq 256 --batch 8 --steps 20 --fill 0.5
+
+On a CPU there is no flash-attention: the kernel is qckit.testing's exact pure-torch stand-in, run
+through transformers' real flash wrapper, so the numbers say what the batch form costs in that wrapper
+and in a kernel that computes only what it is given, not what flash-attention does on a GPU
+(bench/gpu_check.sh measures that). Three ways to feed the same windows, one training step each
+(forward + backward + AdamW, float32), alternating step by step over the same batches:
+
+* ``flash padding-free``: qckit's form for a flash kernel (:class:`qckit.train.packing.WindowCollator`,
+  one row, per-document lengths: varlen over each document, no padding token);
+* ``flash padded rows``: the windows as padded rows with their attention mask (transformers unpads them
+  and runs varlen per row: documents not isolated, padding not computed);
+* ``sdpa padded rows``: qckit's form for sdpa (position ids, block-diagonal mask, padding computed).
+
+Windows are cut to a random length between ``--fill`` x seq and seq (padding as in a mix of sources of
+different window lengths; 1.0 = full windows). Tokens/s counts real tokens; ratios are against
+``flash padded rows`` in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per form")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--fill", type=float, default=0.5, help="shortest window, as a share of --seq")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    ns = parser.parse_args()
+
+    import tempfile
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from qckit.components import IGNORE_INDEX
+    from qckit.testing import register_reference_flash_attention, save_tiny_model
+    from qckit.train.isolation import check_document_isolation
+    from qckit.train.packing import WindowCollator, document_positions, forward_inputs, pack_texts
+    from qckit_builtins.chunkers import WindowChunker
+
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    flash = register_reference_flash_attention()
+    sample = REPO / "data" / "sample"
+    texts = [
+        line
+        for name in ("quebec_sample.txt", "standard_french.txt")
+        for line in (sample / name).read_bytes().decode("utf-8", errors="replace").splitlines()
+    ]
+    with tempfile.TemporaryDirectory(prefix="qckit-bench-padding-free-") as tmp:
+        model_dir = save_tiny_model(Path(tmp) / "tiny", hidden_size=256, num_layers=4)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        models = {
+            kind: AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=kind).train()
+            for kind in (flash, "sdpa")
+        }
+    eos = tokenizer.eos_token_id
+    data = pack_texts(texts, tokenizer, WindowChunker(max_length=ns.seq, stride=16, min_length=16))
+    rng = np.random.default_rng(0)
+
+    def cut(index: int) -> dict[str, torch.Tensor]:
+        item = data[index]
+        n = int(rng.integers(max(int(ns.fill * ns.seq), 2), ns.seq + 1))
+        n = min(n, int(item["attention_mask"].sum()))
+        item["input_ids"][n:] = data.pad_id
+        item["labels"][n:] = IGNORE_INDEX
+        item["attention_mask"][n:] = 0
+        item["position_ids"] = torch.from_numpy(
+            document_positions(item["input_ids"][:n].numpy(), eos, ns.seq)
+        )
+        return item
+
+    forms = {
+        "flash padding-free": (flash, lambda items: forward_inputs(WindowCollator(flatten=True)(items))),
+        "flash padded rows": (
+            flash,
+            lambda items: {
+                k: v for k, v in WindowCollator(flatten=False)(items).items() if k != "position_ids"
+            },
+        ),
+        "sdpa padded rows": ("sdpa", lambda items: forward_inputs(WindowCollator(flatten=False)(items))),
+    }
+    optimizers = {kind: torch.optim.AdamW(m.parameters(), lr=1e-5) for kind, m in models.items()}
+    isolation = {kind: check_document_isolation(m, eos, pad_id=data.pad_id) for kind, m in models.items()}
+    tokens: dict[str, list[float]] = {form: [] for form in forms}
+    for step in range(ns.warmup + ns.steps):
+        items = [cut((step * ns.batch + j) % len(data)) for j in range(ns.batch)]
+        real = sum(int(item["attention_mask"].sum()) for item in items)
+        order = list(forms) if step % 2 == 0 else list(reversed(forms))
+        for form in order:
+            kind, make = forms[form]
+            inputs = make([{k: v.clone() for k, v in item.items()} for item in items])
+            begin = time.perf_counter()
+            loss = models[kind](**inputs).loss
+            loss.backward()
+            optimizers[kind].step()
+            optimizers[kind].zero_grad(set_to_none=True)
+            if step >= ns.warmup:
+                tokens[form].append(real / (time.perf_counter() - begin))
+    print(
+        f"tiny Llama (hidden 256, 4 layers), CPU stand-in flash kernel ({flash!r}, pure torch: not a GPU "
+        f"flash-attention); {len(data)} windows of <= {ns.seq} tokens cut to >= {ns.fill:g} x seq, batch "
+        f"{ns.batch}, torch threads {torch.get_num_threads()}; isolation check ratios "
+        + ", ".join(f"{kind} {ratio:.2g}" for kind, ratio in isolation.items())
+    )
+    base = statistics.median(tokens["flash padded rows"])
+    for form, values in tokens.items():
+        median = statistics.median(values)
+        print(
+            f"{form:20s}: {median:10.0f} tokens/s (median of {len(values)}), x{median / base:.2f} vs flash padded rows"
+        )
+
+
+if __name__ == "__main__":
+    main()
