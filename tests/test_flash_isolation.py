@@ -228,3 +228,16 @@ def test_the_time_estimate_times_training_batch_form(tiny_model_dir, packed):
     seconds = measure_pass_seconds(_model(tiny_model_dir, name), packed, 2, 1, torch.device("cpu"), "fp32")
     assert seconds is not None and seconds > 0
     assert calls["varlen"] and not calls["dense"]  # the flattened rows, as training runs them
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_the_check_batch_is_two_windows_one_padded_with_no_special_id_inside_a_document(flatten):
+    from qckit.train.isolation import _windows
+
+    rows, spans = _windows(8, 3, 4, flatten)
+    assert len(rows) == 2 and int(rows[1]["attention_mask"].sum()) < len(rows[1]["input_ids"])
+    batch = WindowCollator(flatten)(rows)
+    for span in spans:
+        assert not set(span.ids[:-1].tolist()) & {3, 4} and int(span.ids[-1]) == 3
+        assert torch.equal(batch["input_ids"][span.row, span.flat], span.ids)
+        assert int(batch["position_ids"][span.row, span.flat][0]) == 0

@@ -166,13 +166,14 @@ def _windows(vocab: int, eos: int, pad: int, flatten: bool) -> tuple[list[dict[s
     from qckit.train.packing import PackedDataset
 
     generator = torch.Generator().manual_seed(0)
-    specials = torch.tensor([eos, pad])
+    specials = sorted({eos, pad})
     windows, spans, flat_start = [], [], 0
     for index, lengths in enumerate(_DOCUMENTS):
         tokens, offset = [], 0
         for length in lengths:
-            ids = torch.randint(0, vocab, (length,), generator=generator)
-            ids = torch.where(torch.isin(ids, specials), (ids + 2) % vocab, ids)  # eos/pad: another id
+            ids = torch.randint(0, vocab - len(specials), (length,), generator=generator)
+            for special in specials:  # onto the ids that are neither EOS nor padding
+                ids += (ids >= special).long()
             ids = torch.cat([ids, torch.tensor([eos])])
             spans.append(
                 _Span(ids, 0 if flatten else index, flat_start + offset if flatten else offset, index, offset)
