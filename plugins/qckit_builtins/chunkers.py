@@ -39,7 +39,8 @@ class WindowChunker:
 
     * ``"document"`` (the default): only the tokens of its own document. Position ids restart at 0 at
       every document start (the token after an EOS; the EOS ends its document), the train stage lets
-      transformers build the block-diagonal causal mask from them, and the first token of each document
+      transformers build the block-diagonal causal mask from them (a flash-attention kernel gets each
+      micro-batch as one padding-free row with per-document lengths), and the first token of each document
       inside a window is context only (label -100): nothing of its own document precedes it, and
       predicting it from the previous document is exactly the cross-document signal this removes;
     * ``"window"``: the whole window, across document boundaries (the seed's behaviour).
