@@ -2,6 +2,7 @@
 
     python bench/bench_padding_free.py                    # tiny random Llama, windows 128, batch 8
     python bench/bench_padding_free.py --seq 256 --batch 8 --steps 20 --fill 0.5
+    python bench/bench_padding_free.py --attn flash_attention_2   # on a CUDA GPU with flash-attn: the real kernel
 
 On a CPU there is no flash-attention: the kernel is qckit.testing's exact pure-torch stand-in, run
 through transformers' real flash wrapper, so the numbers say what the batch form costs in that wrapper
@@ -17,7 +18,8 @@ and in a kernel that computes only what it is given, not what flash-attention do
 
 Windows are cut to a random length between ``--fill`` x seq and seq (padding as in a mix of sources of
 different window lengths; 1.0 = full windows). Tokens/s counts real tokens; ratios are against
-``flash padded rows`` in the same run.
+``flash padded rows`` in the same run. ``--attn`` names a real flash kernel instead of the stand-in: on
+a CUDA GPU the models are placed there and the steps run under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--fill", type=float, default=0.5, help="shortest window, as a share of --seq")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    parser.add_argument("--attn", default="", help="a flash attn_implementation (default: the CPU stand-in)")
     ns = parser.parse_args()
 
     import tempfile
@@ -57,7 +60,9 @@ def main() -> None:
         torch.set_num_threads(ns.threads)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    flash = register_reference_flash_attention()
+    flash = ns.attn or register_reference_flash_attention()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = torch.bfloat16 if device.type == "cuda" else None
     sample = REPO / "data" / "sample"
     texts = [
         line
@@ -68,7 +73,7 @@ def main() -> None:
         model_dir = save_tiny_model(Path(tmp) / "tiny", hidden_size=256, num_layers=4)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         models = {
-            kind: AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=kind).train()
+            kind: AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=kind).to(device).train()
             for kind in (flash, "sdpa")
         }
     eos = tokenizer.eos_token_id
@@ -98,7 +103,10 @@ def main() -> None:
         "sdpa padded rows": ("sdpa", lambda items: forward_inputs(WindowCollator(flatten=False)(items))),
     }
     optimizers = {kind: torch.optim.AdamW(m.parameters(), lr=1e-5) for kind, m in models.items()}
-    isolation = {kind: check_document_isolation(m, eos, pad_id=data.pad_id) for kind, m in models.items()}
+    isolation = {
+        kind: check_document_isolation(m, eos, pad_id=data.pad_id, autocast=autocast)
+        for kind, m in models.items()
+    }
     tokens: dict[str, list[float]] = {form: [] for form in forms}
     for step in range(ns.warmup + ns.steps):
         items = [cut((step * ns.batch + j) % len(data)) for j in range(ns.batch)]
@@ -107,16 +115,24 @@ def main() -> None:
         for form in order:
             kind, make = forms[form]
             inputs = make([{k: v.clone() for k, v in item.items()} for item in items])
+            inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             begin = time.perf_counter()
-            loss = models[kind](**inputs).loss
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                loss = models[kind](**inputs).loss
             loss.backward()
             optimizers[kind].step()
             optimizers[kind].zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             if step >= ns.warmup:
                 tokens[form].append(real / (time.perf_counter() - begin))
     print(
-        f"tiny Llama (hidden 256, 4 layers), CPU stand-in flash kernel ({flash!r}, pure torch: not a GPU "
-        f"flash-attention); {len(data)} windows of <= {ns.seq} tokens cut to >= {ns.fill:g} x seq, batch "
+        f"tiny Llama (hidden 256, 4 layers) on {device.type}"
+        + (f", autocast {autocast}" if autocast is not None else "")
+        + (f", flash kernel {flash!r}" if ns.attn else f", CPU stand-in flash kernel ({flash!r}, pure torch)")
+        + f"; {len(data)} windows of <= {ns.seq} tokens cut to >= {ns.fill:g} x seq, batch "
         f"{ns.batch}, torch threads {torch.get_num_threads()}; isolation check ratios "
         + ", ".join(f"{kind} {ratio:.2g}" for kind, ratio in isolation.items())
     )
