@@ -13,7 +13,6 @@ import torch
 
 from qckit.errors import RecipeError
 from qckit.testing import (
-    REFERENCE_FLASH_ATTENTION,
     SAMPLE_SENTENCES,
     approx_sums,
     flash_attn_func,
@@ -41,6 +40,25 @@ def _leaky_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, **kwargs):
 
 
 LEAKY = register_reference_flash_attention("qckit_flash_leaky", varlen=_leaky_varlen)
+
+
+def _counted_kernels():
+    """A stand-in registered under its own name that counts its dense and varlen calls, the most rows one
+    dense call got (over 1: dense attention over rows of several documents) and the most sequences one
+    varlen call got."""
+    calls = {"dense": 0, "dense_rows": 0, "varlen": 0, "sequences": 0}
+
+    def dense(q, *args, **kwargs):
+        calls["dense"] += 1
+        calls["dense_rows"] = max(calls["dense_rows"], q.shape[0])
+        return flash_attn_func(q, *args, **kwargs)
+
+    def varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, **kwargs):
+        calls["varlen"] += 1
+        calls["sequences"] = max(calls["sequences"], len(cu_seqlens_q) - 1)
+        return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, **kwargs)
+
+    return register_reference_flash_attention("qckit_flash_counted", dense=dense, varlen=varlen), calls
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +204,9 @@ def test_the_isolation_check_refuses_a_kernel_that_fails_on_the_batch(tiny_model
 
 def test_a_run_with_the_flash_stand_in_trains_like_sdpa(tmp_path, tiny_model_dir):
     train = write_corpus(tmp_path / "train.txt", list(SAMPLE_SENTENCES) * 2)
+    counted, calls = _counted_kernels()
     results = {}
-    for implementation in ("sdpa", REFERENCE_FLASH_ATTENTION):
+    for implementation in ("sdpa", counted):
         settings = tiny_train_settings(
             [train],
             tmp_path / implementation,
@@ -200,7 +219,10 @@ def test_a_run_with_the_flash_stand_in_trains_like_sdpa(tmp_path, tiny_model_dir
         results[implementation] = run_train(
             settings, WindowChunker(max_length=64, stride=8, min_length=8), []
         )
-    sdpa, flash = results["sdpa"], results[REFERENCE_FLASH_ATTENTION]
+    sdpa, flash = results["sdpa"], results[counted]
+    # the Trainer's batches reach the varlen kernel, several documents per micro-batch of 4 windows
+    # (dense calls: the isolation check's documents run alone, one row each)
+    assert calls["varlen"] and calls["dense_rows"] <= 1 and calls["sequences"] > 4
     assert flash.global_step == sdpa.global_step == 3
     assert flash.summary["tokens_seen"] == sdpa.summary["tokens_seen"]
     # the same documents, isolated the same way: the same losses up to float32 rounding over 3 steps
@@ -211,20 +233,7 @@ def test_a_run_with_the_flash_stand_in_trains_like_sdpa(tmp_path, tiny_model_dir
 def test_the_time_estimate_times_training_batch_form(tiny_model_dir, packed):
     from qckit.train.inspection import measure_pass_seconds
 
-    calls = {"dense": 0, "varlen": 0}
-
-    def counted(kind, kernel):
-        def run(*args, **kwargs):
-            calls[kind] += 1
-            return kernel(*args, **kwargs)
-
-        return run
-
-    name = register_reference_flash_attention(
-        "qckit_flash_counted",
-        dense=counted("dense", flash_attn_func),
-        varlen=counted("varlen", flash_attn_varlen_func),
-    )
+    name, calls = _counted_kernels()
     seconds = measure_pass_seconds(_model(tiny_model_dir, name), packed, 2, 1, torch.device("cpu"), "fp32")
     assert seconds is not None and seconds > 0
     assert calls["varlen"] and not calls["dense"]  # the flattened rows, as training runs them
