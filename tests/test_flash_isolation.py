@@ -168,8 +168,15 @@ def test_the_flattened_batch_keeps_labels_loss_and_token_counts(tiny_model_dir, 
 
 
 def test_flash_implementations_are_recognised(tiny_model_dir):
+    from types import SimpleNamespace
+
     assert flattens_batches(_model(tiny_model_dir, FLASH))
     assert not flattens_batches(_model(tiny_model_dir, "sdpa"))
+    # transformers' flash wrapper serves these too (the names as the model config holds them)
+    for name in ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn2"):
+        assert flattens_batches(SimpleNamespace(config=SimpleNamespace(_attn_implementation=name)))
+    for name in ("eager", "flex_attention", None):
+        assert not flattens_batches(SimpleNamespace(config=SimpleNamespace(_attn_implementation=name)))
 
 
 @pytest.mark.parametrize("autocast", [None, torch.bfloat16])
