@@ -254,6 +254,31 @@ def test_new_rows_trained_and_the_adapter_loads_with_the_grown_vocabulary(vocab_
     torch.testing.assert_close(got, expected.cpu(), rtol=1e-4, atol=1e-4)
 
 
+def test_the_adapter_saves_each_trained_matrix_once_and_loads_without_warning(vocab_run, tiny_model_dir) -> None:
+    import warnings
+
+    from safetensors import safe_open
+
+    from qckit.models import load_adapter, load_model, resolve_model
+
+    run, _, _, root = vocab_run
+    path = root / "model" / "adapter_model.safetensors"
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    full = sorted(key for key in tensors if "lora_" not in key)
+    assert full == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
+    rows = run.vocab_growth.new_size
+    assert all(tensors[key].shape[0] == rows for key in full)
+    # one copy of each trained matrix plus the LoRA matrices (peft's "auto" made it three of each)
+    data = sum(t.numel() * t.element_size() for t in tensors.values())
+    matrix = tensors[full[0]].numel() * tensors[full[0]].element_size()
+    assert data < 3 * matrix and path.stat().st_size < data + 64 * 1024
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_adapter(load_model(resolve_model(str(tiny_model_dir))), root / "model")
+    assert not [w for w in caught if "unexpected" in str(w.message).lower()]
+
+
 @pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
 def test_exported_models_have_the_grown_vocabulary(vocab_run, tiny_model_dir, fmt: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer

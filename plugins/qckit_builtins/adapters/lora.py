@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -32,7 +33,8 @@ class LoraAdapter:
     ``train_embeddings = true`` also trains the input embeddings and the output head in full (peft
     ``modules_to_save``; kept tied when the model ties them) at ``embedding_learning_rate`` (the run's
     learning rate when left out): what new tokens need, and what lets the existing rows of dialect
-    words move. The adapter then saves both matrices, so it grows by their size.
+    words move. The adapter then saves each trained matrix once (one for a tied model), so it grows by
+    their size.
     """
 
     name: ClassVar[str] = "lora"
@@ -139,6 +141,13 @@ class LoraAdapter:
             ensure_weight_tying=bool(modules_to_save) and _ties_embeddings(model),
         )
         wrapped = get_peft_model(model, config)
+        if modules_to_save:
+            # The trained copies (modules_to_save) already hold the grown matrices; peft's "auto" would also save
+            # the whole wrappers when the vocabulary was resized (three copies of each matrix, and keys that
+            # warn as unexpected on load), so each trained matrix is saved once.
+            wrapped.save_pretrained = functools.partial(
+                type(wrapped).save_pretrained, wrapped, save_embedding_layers=False
+            )
         resolved = wrapped.peft_config["default"].target_modules
         self.adapted_modules = tuple(sorted({name.rsplit(".", 1)[-1] for name in resolved}))
         notes = [f"lora: adapting {', '.join(self.adapted_modules)}"]
