@@ -169,3 +169,20 @@ def test_recipes_list_sources_with_key_paths(tmp_path):
         }
     )
     assert both.train.settings.train_file == "" and both.train.settings.val_file == str(Path("d") / "val.txt")
+
+
+def test_the_time_estimate_runs_on_a_one_window_repeat_source(tiny_tokenizer, tiny_model):
+    from qckit.train.inspection import measure_pass_seconds
+
+    chunker = WindowChunker(max_length=32, stride=0, min_length=4)
+    quebec = pack_texts(list(SAMPLE_SENTENCES) * 2, tiny_tokenizer, chunker)
+    one = pack_texts(["Une seule petite phrase pour une fenêtre."], tiny_tokenizer, chunker)
+    assert len(one) == 1
+    # a repeated one-window source draws more windows per epoch than the sources hold
+    mixed = MixedDataset([DataSource("qc.txt", 0.5, "stop"), DataSource("one.txt", 0.5)], [quebec, one], seed=0)
+    assert len(mixed) > mixed.windows
+    alone = MixedDataset([DataSource("one.txt", 1.0)], [one], seed=0)  # smaller than a batch
+    for dataset in (mixed, alone):  # enough passes to reach the last draw of an epoch
+        passes = len(dataset) // 4 + 1
+        seconds = measure_pass_seconds(tiny_model, dataset, 4, passes, torch.device("cpu"), "fp32")
+        assert seconds is not None and seconds > 0

@@ -73,6 +73,7 @@ def measure_pass_seconds(
 ) -> float | None:
     """Median seconds per forward+backward micro-batch over ``passes`` timed passes on real windows.
 
+    The windows are taken in epoch 0's drawing order, cycling when a batch needs more than an epoch has.
     One untimed warm-up pass comes first (allocations, kernel selection). No optimizer step is taken,
     the gradients are discarded and the RNG state is restored, so training is unchanged.
     """
@@ -82,6 +83,9 @@ def measure_pass_seconds(
 
     if passes <= 0 or len(dataset) == 0:
         return None
+    # the windows in the order the run draws them: a MixedDataset's length is its draws per epoch, which a
+    # repeated source makes more than the windows it holds (indexing by position would run past them)
+    order = dataset.epoch_order(0) if hasattr(dataset, "epoch_order") else range(len(dataset))
     autocast = autocast_dtype(precision)
     rng_devices = [device] if device.type == "cuda" else []
     collate = window_collator(model)  # training's batch form (flattened for flash kernels)
@@ -91,7 +95,7 @@ def measure_pass_seconds(
         model.train()
         try:
             for i in range(passes + 1):
-                rows = [dataset[(i * batch_size + j) % len(dataset)] for j in range(batch_size)]
+                rows = [dataset[int(order[(i * batch_size + j) % len(order)])] for j in range(batch_size)]
                 batch = {
                     k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collate(rows).items()
                 }
