@@ -113,3 +113,56 @@ def test_output_dir_that_is_the_model_directory_is_refused_in_one_line(tmp_path,
     assert "\n" not in message
     assert message.startswith("train.output_dir: ") and "is the base model's directory" in message
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
+def _geometry(world_size: int, batch_size: int = 4, accumulation: int = 2, gpus: int = 0) -> dict[str, int]:
+    from qckit.hardware import Environment
+    from qckit.train.checkpoints import batch_geometry
+    from qckit.train.settings import TrainSettings
+
+    settings = TrainSettings(batch_size=batch_size, gradient_accumulation_steps=accumulation)
+    env = Environment(device="cuda" if gpus else "cpu", gpu_count=gpus, world_size=world_size)
+    return batch_geometry(settings, env)
+
+
+def test_batch_geometry_counts_processes_data_parallel_gpus_and_accumulation():
+    assert _geometry(1) == {
+        "world_size": 1,
+        "micro_batch": 4,
+        "gradient_accumulation_steps": 2,
+        "global_batch": 8,
+    }
+    assert _geometry(2)["global_batch"] == 16
+    assert _geometry(1, gpus=2)["micro_batch"] == 8  # one process drives both GPUs (DataParallel)
+    assert _geometry(2, gpus=2)["micro_batch"] == 4  # one process per GPU
+
+
+def test_a_resume_with_another_batch_geometry_is_refused_naming_both(tmp_path):
+    two = {**FINGERPRINT, "geometry": _geometry(2)}
+    checkpoint = _checkpoint(tmp_path, 4, "optimizer.pt")
+    write_marker(checkpoint, two, None, 4)
+    one = {**FINGERPRINT, "geometry": _geometry(1)}
+    with pytest.raises(InputError) as caught:
+        choose_checkpoint(tmp_path, one, allow_pickle=False, warn=lambda _: None)
+    message = str(caught.value)
+    assert "\n" not in message and "checkpoint-4" in message
+    assert "2 process(es) x 4 windows x 2 accumulation = 16 windows per step" in message
+    assert "1 process(es) x 4 windows x 2 accumulation = 8 windows per step" in message
+    chosen = choose_checkpoint(
+        tmp_path, two, allow_pickle=False, warn=lambda _: None
+    )  # the same geometry resumes
+    assert chosen is not None and chosen[0] == checkpoint
+
+
+def test_a_checkpoint_from_before_the_geometry_still_resumes(tmp_path):
+    checkpoint = _checkpoint(tmp_path, 2, "optimizer.pt")  # its marker has no geometry
+    run = {**FINGERPRINT, "geometry": _geometry(1)}
+    chosen = choose_checkpoint(tmp_path, run, allow_pickle=False, warn=lambda _: None)
+    assert chosen is not None and chosen[0] == checkpoint
+    with pytest.raises(InputError, match="another run"):  # the rest must still match
+        choose_checkpoint(
+            tmp_path,
+            {"settings": {"learning_rate": 0.5}, "geometry": _geometry(1)},
+            allow_pickle=False,
+            warn=print,
+        )

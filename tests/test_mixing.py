@@ -179,7 +179,9 @@ def test_the_time_estimate_runs_on_a_one_window_repeat_source(tiny_tokenizer, ti
     one = pack_texts(["Une seule petite phrase pour une fenêtre."], tiny_tokenizer, chunker)
     assert len(one) == 1
     # a repeated one-window source draws more windows per epoch than the sources hold
-    mixed = MixedDataset([DataSource("qc.txt", 0.5, "stop"), DataSource("one.txt", 0.5)], [quebec, one], seed=0)
+    mixed = MixedDataset(
+        [DataSource("qc.txt", 0.5, "stop"), DataSource("one.txt", 0.5)], [quebec, one], seed=0
+    )
     assert len(mixed) > mixed.windows
     alone = MixedDataset([DataSource("one.txt", 1.0)], [one], seed=0)  # smaller than a batch
     for dataset in (mixed, alone):  # enough passes to reach the last draw of an epoch

@@ -254,7 +254,9 @@ def test_new_rows_trained_and_the_adapter_loads_with_the_grown_vocabulary(vocab_
     torch.testing.assert_close(got, expected.cpu(), rtol=1e-4, atol=1e-4)
 
 
-def test_the_adapter_saves_each_trained_matrix_once_and_loads_without_warning(vocab_run, tiny_model_dir) -> None:
+def test_the_adapter_saves_each_trained_matrix_once_and_loads_without_warning(
+    vocab_run, tiny_model_dir
+) -> None:
     import warnings
 
     from safetensors import safe_open
@@ -264,7 +266,7 @@ def test_the_adapter_saves_each_trained_matrix_once_and_loads_without_warning(vo
     run, _, _, root = vocab_run
     path = root / "model" / "adapter_model.safetensors"
     with safe_open(str(path), framework="pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not iterable)
     full = sorted(key for key in tensors if "lora_" not in key)
     assert full == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
     rows = run.vocab_growth.new_size

@@ -5,7 +5,10 @@
   warmup_stable_decay, minus its keys, the chunker's and adapters' settings,
   each training source's name, weight, ``exhausted`` and content hash, the base model's identity
   (its config and the headers of its weight files, never its path) and the eval sets' identity
-  (:func:`evaluation_identity`: the baseline must stay comparable).
+  (:func:`evaluation_identity`: the baseline must stay comparable), and the batch geometry
+  (:func:`batch_geometry`: processes, windows per micro-batch, accumulation, the global batch), which
+  decides the epoch position of a step: a resume with another geometry would repeat or skip windows,
+  so it is refused naming both.
 * Every ``checkpoint-N/`` gets ``qckit_run.json`` (:data:`MARKER`) once the Trainer has written
   everything else into it: the fingerprint and the baseline held-out numbers. A checkpoint without
   it was interrupted while saving (or was not written by qckit).
@@ -41,6 +44,7 @@ from qckit.train.settings import WSD, WSD_KEYS
 
 __all__ = [
     "NOT_IDENTITY",
+    "batch_geometry",
     "check_output_dir",
     "choose_checkpoint",
     "checkpoints",
@@ -130,14 +134,40 @@ def model_identity(spec: str) -> dict[str, Any]:
     }
 
 
+def batch_geometry(settings: Any, env: Any) -> dict[str, int]:
+    """How one optimizer step draws its windows: ``world_size`` processes, each a micro-batch of
+    ``micro_batch`` windows (``batch_size`` per GPU: one process drives all visible GPUs under DataParallel),
+    ``gradient_accumulation_steps`` micro-batches per step, ``global_batch`` windows in all."""
+    data_parallel = env.gpu_count if env.device == "cuda" and not env.distributed else 1
+    micro_batch = settings.batch_size * max(data_parallel, 1)
+    world_size = max(int(env.world_size), 1)
+    accumulation = settings.gradient_accumulation_steps
+    return {
+        "world_size": world_size,
+        "micro_batch": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "global_batch": world_size * micro_batch * accumulation,
+    }
+
+
+def _geometry_line(geometry: dict[str, Any]) -> str:
+    """``"2 processes x 4 windows x 2 accumulation = 16 windows per step"``."""
+    return (
+        f"{geometry.get('world_size')} process(es) x {geometry.get('micro_batch')} windows x "
+        f"{geometry.get('gradient_accumulation_steps')} accumulation = {geometry.get('global_batch')} windows per step"
+    )
+
+
 def fingerprint(
     settings: Any,
     sources: list[Any],
     chunker: dict[str, Any],
     adapters: list[dict[str, Any]],
     evaluation: list[dict[str, Any]],
+    geometry: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The run's identity (see the module docstring), as plain JSON data."""
+    """The run's identity (see the module docstring), as plain JSON data (``geometry``:
+    :func:`batch_geometry`)."""
     import dataclasses
 
     resolved = {k: v for k, v in dataclasses.asdict(settings).items() if k not in NOT_IDENTITY}
@@ -164,6 +194,7 @@ def fingerprint(
             ],
             "model": model_identity(settings.model),
             "evaluation": evaluation,
+            **({"geometry": geometry} if geometry is not None else {}),
         }
     )
 
@@ -333,6 +364,8 @@ def choose_checkpoint(
     if not found:
         return None
     expected = digest(run_fingerprint)
+    # a checkpoint written before the geometry entered the fingerprint: the rest must match
+    without_geometry = digest({k: v for k, v in run_fingerprint.items() if k != "geometry"})
     skipped: list[str] = []
     newer: list[Path] = []
     for checkpoint in found:
@@ -342,7 +375,17 @@ def choose_checkpoint(
             skipped.append(f"{checkpoint.name} incomplete")
             newer.append(checkpoint)
             continue
-        if marker.get("fingerprint_sha256") != expected:
+        recorded = marker.get("fingerprint") or {}
+        geometry, before = run_fingerprint.get("geometry"), recorded.get("geometry")
+        if geometry is not None and before is not None and before != geometry:
+            raise InputError(
+                checkpoint,
+                f"this checkpoint was trained with {_geometry_line(before)}; this run has "
+                f"{_geometry_line(geometry)}: its windows and schedule would not continue exactly; resume with "
+                f"the same processes, batch_size and gradient_accumulation_steps, or use another output_dir",
+            )
+        accepted = {expected, without_geometry} if before is None else {expected}
+        if marker.get("fingerprint_sha256") not in accepted:
             raise InputError(
                 checkpoint,
                 f"this checkpoint belongs to another run ({differences(marker.get('fingerprint') or {}, run_fingerprint)}); "

@@ -350,9 +350,9 @@ class TrainRun:
                 f"machine"
             )
         new_words = self._check_new_words()
-        return Checked(env, precision, eval_sets, new_words, self.resume_point(eval_sets))
+        return Checked(env, precision, eval_sets, new_words, self.resume_point(eval_sets, env))
 
-    def resume_point(self, eval_sets: list[Any]) -> ResumePoint:
+    def resume_point(self, eval_sets: list[Any], env: Any) -> ResumePoint:
         """The run's fingerprint, and what to do with the checkpoints already in ``output_dir``: resume
         from the newest complete one of this same run, clear them (``overwrite_output_dir``), or refuse."""
         settings = self.settings
@@ -364,6 +364,7 @@ class TrainRun:
                 checkpoints.component_settings(self.chunker),
                 [checkpoints.component_settings(a) for a in self.adapters],
                 checkpoints.evaluation_identity(eval_sets),
+                checkpoints.batch_geometry(settings, env),
             )
         )
         if settings.overwrite_output_dir:  # the earlier run's outputs go in build_trainer
