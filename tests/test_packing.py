@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import default_data_collator
 
-from qckit.components import PackingStats
+from qckit.components import IGNORE_INDEX, PackingStats
 from qckit.errors import InputError
 from qckit.progress import RecordingObserver
 from qckit.testing import SAMPLE_SENTENCES, write_corpus
@@ -30,9 +30,18 @@ def corpus(tmp_path):
 
 
 def expected_windows(tokenizer, chunker, docs):
-    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    """The chunker's windows of ``docs``, each document after a BOS that is context, never a target."""
+    bos = tokenizer.bos_token_id
+    ids = [[bos, *doc] for doc in tokenizer(docs, add_special_tokens=False)["input_ids"]]
     stats = PackingStats()
-    return list(chunker.windows(ids, tokenizer.eos_token_id, stats)), stats
+    windows = []
+    for window_ids, labels in chunker.windows(ids, tokenizer.eos_token_id, stats):
+        starts = [t == bos and label != IGNORE_INDEX for t, label in zip(window_ids, labels, strict=True)]
+        stats.tokens_kept -= sum(starts)
+        windows.append(
+            (window_ids, [IGNORE_INDEX if s else label for s, label in zip(starts, labels, strict=True)])
+        )
+    return windows, stats
 
 
 def test_pack_file_matches_the_chunker_and_counts_the_corpus(corpus, tiny_tokenizer):
@@ -45,7 +54,7 @@ def test_pack_file_matches_the_chunker_and_counts_the_corpus(corpus, tiny_tokeni
         got_ids, got_labels = data.window(i)
         assert got_ids.tolist() == ids and got_labels.tolist() == labels
     n_tokens = sum(len(x) for x in tiny_tokenizer(DOCS, add_special_tokens=False)["input_ids"])
-    assert stats.tokens_total == n_tokens + len(DOCS)
+    assert stats.tokens_total == n_tokens + 2 * len(DOCS)  # a BOS and an EOS per document
     assert data.num_bytes == sum(len(d.encode()) for d in DOCS)
     assert data.num_words == sum(len(d.split()) for d in DOCS)
     assert data.fertility == pytest.approx(n_tokens / data.num_words)
@@ -151,7 +160,7 @@ def test_progress_is_reported_per_batch(corpus, tiny_tokenizer):
 def test_decode_sample_marks_the_overlap_context(tiny_tokenizer):
     data = pack_texts(DOCS, tiny_tokenizer, WindowChunker(max_length=32, stride=8, min_length=1))
     first, second = data.decode_sample(0, tiny_tokenizer), data.decode_sample(1, tiny_tokenizer)
-    assert "⟦context" not in first and first.startswith(DOCS[0][:10])
+    assert "⟦context" not in first and first.startswith("<s>" + DOCS[0][:10])
     assert second.startswith("⟦context: ") and "⟧" in second
     ids, _ = data.window(1)
     assert second.replace("⟦context: ", "").replace("⟧", "") == tiny_tokenizer.decode(ids.tolist())
@@ -189,9 +198,47 @@ def test_special_token_strings_in_documents_stay_text(tiny_tokenizer):
     data = pack_texts([doc, doc], tiny_tokenizer, WindowChunker(max_length=128, stride=0, min_length=1))
     ids, _ = data.window(0)
     assert ids.tolist().count(tiny_tokenizer.eos_token_id) == 2  # the two document ends, nothing else
-    assert tiny_tokenizer.bos_token_id not in ids.tolist()
-    assert tiny_tokenizer.decode(ids.tolist()) == f"{doc}</s>{doc}</s>"
+    assert ids.tolist().count(tiny_tokenizer.bos_token_id) == 2  # the two document starts, nothing else
+    assert tiny_tokenizer.decode(ids.tolist()) == f"<s>{doc}</s><s>{doc}</s>"
     plain = tiny_tokenizer(DOCS, add_special_tokens=False)["input_ids"]
     assert pack_texts(
         DOCS, tiny_tokenizer, WindowChunker(max_length=4096, stride=0, min_length=1)
-    ).input_ids.tolist() == [tok for ids in plain for tok in ids + [tiny_tokenizer.eos_token_id]]
+    ).input_ids.tolist() == [
+        tok for ids in plain for tok in [tiny_tokenizer.bos_token_id, *ids, tiny_tokenizer.eos_token_id]
+    ]
+
+
+@pytest.mark.parametrize("attention", ["window", "document"])
+def test_each_document_starts_with_the_evaluation_prefix_token_as_context(tiny_tokenizer, attention):
+    from qckit.evaluate.loglik import prefix_token_id
+
+    bos = tiny_tokenizer.bos_token_id
+    assert prefix_token_id(tiny_tokenizer) == bos  # the evaluation scores a document after its BOS
+    chunker = WindowChunker(max_length=4096, stride=0, min_length=1, attention=attention)
+    data = pack_texts(DOCS[:5], tiny_tokenizer, chunker)
+    ids, labels = (a.tolist() for a in data.window(0))
+    starts = [0] + [i + 1 for i, t in enumerate(ids[:-1]) if t == tiny_tokenizer.eos_token_id]
+    assert len(starts) == 5 and all(ids[i] == bos for i in starts) and ids.count(bos) == 5
+    assert all(labels[i] == IGNORE_INDEX for i in starts)  # context, never a target
+    assert all(labels[i + 1] == ids[i + 1] for i in starts)  # the first word is predicted from the BOS
+    assert data.stats.tokens_kept == int(data.trained.sum()) == sum(label != IGNORE_INDEX for label in labels)
+
+
+def test_without_a_separate_bos_documents_are_eos_separated(tiny_tokenizer, tmp_path):
+    import copy
+
+    from qckit.train.packing import cache_key, document_start
+
+    path = write_corpus(tmp_path / "train.txt", DOCS[:5])
+    chunker = WindowChunker(max_length=4096, stride=0, min_length=1)
+    no_bos = copy.deepcopy(tiny_tokenizer)
+    no_bos.bos_token = None
+    assert document_start(tiny_tokenizer) == tiny_tokenizer.bos_token_id and document_start(no_bos) is None
+    shared = copy.deepcopy(tiny_tokenizer)
+    shared.bos_token = shared.eos_token  # GPT-2's rule: BOS = EOS, which already separates documents
+    assert document_start(shared) is None
+    plain = tiny_tokenizer(DOCS[:5], add_special_tokens=False)["input_ids"]
+    assert pack_texts(DOCS[:5], no_bos, chunker).input_ids.tolist() == [
+        tok for ids in plain for tok in [*ids, tiny_tokenizer.eos_token_id]
+    ]
+    assert cache_key(path, tiny_tokenizer, chunker) != cache_key(path, no_bos, chunker)

@@ -6,8 +6,8 @@ tokenizer's Rust backend (which spreads a batch over all cores), feeds the token
 :class:`PackedDataset` that the Hugging Face ``Trainer`` and ``default_data_collator`` accept as is.
 
 The cache lives in ``cache_dir/<key>/`` where the key is a sha256 over the packing format version,
-the tokenizer (its serialized backend and special token ids), the *content* of the data file and the
-chunker's ``cache_key()``. Editing the file, changing the tokenizer or any chunker setting misses.
+the tokenizer (its serialized backend and special token ids, which decide :func:`document_start`), the
+*content* of the data file and the chunker's ``cache_key()``. Editing the file, changing the tokenizer or any chunker setting misses.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ __all__ = [
     "pack_texts",
     "tokenizer_fingerprint",
     "document_positions",
+    "document_start",
     "forward_inputs",
     "WindowCollator",
     "window_collator",
     "flattens_batches",
 ]
 
-PACKING_FORMAT_VERSION = 2  # bump when the tokenization or the stored arrays change
+PACKING_FORMAT_VERSION = 3  # bump when the tokenization or the stored arrays change (3: BOS per document)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str | None:
@@ -331,6 +332,15 @@ def _document_eos(chunker: Chunker, tokenizer: Any) -> int | None:
     return _special_ids(tokenizer)[0] if ability(chunker, Chunker, "attention") == "document" else None
 
 
+def document_start(tokenizer: Any) -> int | None:
+    """The token each training document starts with, so that training sees a document as the evaluation
+    scores it (after :func:`qckit.evaluate.loglik.prefix_token_id`: BOS, else EOS): the BOS when the
+    tokenizer has one other than its EOS; ``None`` otherwise (the EOS ending the document before is then
+    the prefix already). The packer labels it :data:`IGNORE_INDEX`: it is context, never a target."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    return int(bos) if bos is not None and bos != eos else None
+
+
 def _special_ids(tokenizer: Any) -> tuple[int, int]:
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -381,6 +391,7 @@ def _pack(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     eos, pad = _special_ids(tokenizer)
+    start = document_start(tokenizer)
     encode = BatchEncoder(tokenizer)
     counts = {"words": 0, "bytes": 0, "doc_tokens": 0}
     stats = PackingStats()
@@ -391,7 +402,7 @@ def _pack(
             counts["bytes"] += batch_bytes
             counts["words"] += sum(len(text.split()) for text in batch)
             counts["doc_tokens"] += sum(map(len, ids))
-            yield from ids
+            yield from ids if start is None else ([start, *doc] for doc in ids)
             observer.advance(
                 "tokenize",
                 batch_bytes,
@@ -410,6 +421,10 @@ def _pack(
             raise QckitError(f"chunker {chunker.name!r} yielded a window with mismatched or empty labels")
         id_parts.append(np.fromiter(window_ids, dtype=np.int32, count=n))
         label_parts.append(np.fromiter(window_labels, dtype=np.int32, count=n))
+        if start is not None:  # a document's start token is context (BatchEncoder never yields it inside one)
+            starts = (id_parts[-1] == start) & (label_parts[-1] != IGNORE_INDEX)
+            label_parts[-1][starts] = IGNORE_INDEX
+            stats.tokens_kept -= int(np.count_nonzero(starts))
         lengths.append(n)
         trained.append(int(np.count_nonzero(label_parts[-1] != IGNORE_INDEX)))
     if stats.documents == 0:
