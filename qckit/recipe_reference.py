@@ -189,6 +189,8 @@ def _type_name(hint: Any) -> str:
         return " or ".join(_type_name(a) for a in args if a is not type(None))
     if dataclasses.is_dataclass(hint):
         return "table"
+    if origin is typing.Literal:
+        return " or ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args)
     if origin in (list, tuple):
         item = args[0] if args else Any
         return "array of tables" if dataclasses.is_dataclass(item) else f"array of {_type_name(item)}s"

@@ -293,7 +293,7 @@ def test_defaults_are_the_seed_script_defaults():
     )
     assert (
         s.optimizer == "adamw_torch"
-        and s.gradient_checkpointing
+        and s.gradient_checkpointing == "auto"
         and s.inspect_data
         and s.inspect_samples == 5
     )
@@ -400,3 +400,9 @@ def test_tokens_per_s_counts_trained_tokens_and_the_summary_names_the_context_co
     assert s["tokens_seen_this_run"] == context  # the Trainer's count: every window token
     assert s["trained_tokens_this_run"] == trained < context  # the overlap context is not trained
     assert np.isclose(s["tokens_per_s"] / s["context_tokens_per_s"], trained / context)
+    # gradient checkpointing "auto" (the default) is off on the CPU, and the run says why
+    assert s["gradient_checkpointing"].startswith("off (auto: on cpu")
+    assert run.plan.inspection["gradient_checkpointing"] == s["gradient_checkpointing"]
+    from qckit.models import is_gradient_checkpointing
+
+    assert not is_gradient_checkpointing(run.model)

@@ -43,6 +43,8 @@ def test_defaults_build_the_seed_recipe():
     )
     assert (settings.learning_rate, settings.gradient_accumulation_steps, settings.seed) == (1e-5, 8, 42)
     assert settings.inspect_data and settings.inspect_samples == 5
+    assert settings.gradient_checkpointing == "auto"
+    assert _recipe("--gradient_checkpointing")["train"]["gradient_checkpointing"] is True
     assert (plan.chunker.name, plan.chunker.instance.max_length, plan.chunker.instance.stride) == (
         "window",
         1024,

@@ -32,7 +32,7 @@ are additions:
   Passing it explicitly still works.
 * Extras: ``--val_file`` (held-out perplexity and bits-per-byte before/after training), ``--resume``,
   ``--max_steps``, ``--precision``, ``--use_8bit``, ``--lora_dropout``, ``--eval_steps``,
-  ``--save_steps``, ``--logging_steps``, ``--no_gradient_checkpointing``, ``--export_merged``,
+  ``--save_steps``, ``--logging_steps``, ``--[no_]gradient_checkpointing``, ``--export_merged``,
   ``--trust_remote_code``, ``--cache_dir``, ``--overwrite_output_dir``, ``--report_to``, ``--attention``.
 """
 
@@ -213,10 +213,19 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         help="auto = a CUDA GPU when there is one; cpu = train on the CPU even beside a GPU (default: auto)",
     )
     train.add_argument(
+        "--gradient_checkpointing",
+        dest="gradient_checkpointing",
+        action="store_const",
+        const=True,
+        default="auto",
+        help="recompute activations in the backward pass (less memory, slower); default: auto, on only when "
+        "the memory estimate needs it",
+    )
+    train.add_argument(
         "--no_gradient_checkpointing",
         dest="gradient_checkpointing",
-        action="store_false",
-        default=True,
+        action="store_const",
+        const=False,
         help="keep activations instead of recomputing them (faster, more memory)",
     )
     train.add_argument(
@@ -336,7 +345,7 @@ def train_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
         "seed": ns.seed,
         "precision": ns.precision,
         "device": ns.device,
-        "gradient_checkpointing": bool(ns.gradient_checkpointing),
+        "gradient_checkpointing": ns.gradient_checkpointing,
         "eval_steps": ns.eval_steps,
         "save_steps": ns.save_steps,
         "logging_steps": ns.logging_steps,

@@ -194,6 +194,8 @@ class Arguments:
 
     args: Any  #: ``transformers.TrainingArguments``
     world_size: int  #: processes training together
+    #: gradient checkpointing asked of the adapters and why (:mod:`qckit.train.activations`)
+    checkpointing: Any = None
 
 
 @dataclass
@@ -274,6 +276,11 @@ class TrainRun:
         self._loaded: LoadedModel | None = None
         self._plan: Plan | None = None
         self._built: Built | None = None
+
+    @property
+    def trains_base_model(self) -> bool:
+        """Whether the base model's own weights train (no adapter freezes them: a full fine-tune)."""
+        return not any(ability(a, ModelAdapter, "freezes_base_model") for a in self.adapters)
 
     @property
     def shards_model(self) -> bool:
@@ -479,7 +486,7 @@ class TrainRun:
         from qckit.models import count_parameters, load_model, upcast_trainable
 
         settings, env = self.settings, checked.env
-        trains_base = not any(ability(a, ModelAdapter, "freezes_base_model") for a in self.adapters)
+        trains_base = self.trains_base_model
         load_kwargs: dict[str, Any] = {}
         for adapter in self.adapters:
             adapter.load_kwargs(load_kwargs, env)
@@ -573,7 +580,8 @@ class TrainRun:
         )
         # Checkpointing contract with the adapters: they see the request and may take it over (fsdp uses its
         # own); if it is still there afterwards, qckit turns it on the peft-safe way on the wrapped model.
-        kwargs["activation_checkpointing"] = settings.gradient_checkpointing
+        checkpointing = self._checkpointing(checked, loaded)
+        kwargs["activation_checkpointing"] = checkpointing.enabled
         for adapter in self.adapters:
             adapter.training_args(kwargs, loaded.model, env)
         if kwargs.pop("activation_checkpointing", False):
@@ -592,7 +600,22 @@ class TrainRun:
                 f"{env.world_size} processes were launched but the Trainer set up {world_size} (no "
                 f"distributed training on {env.device}); each process would train alone"
             )
-        return Arguments(args, world_size)
+        return Arguments(args, world_size, checkpointing)
+
+    def _checkpointing(self, checked: Checked, loaded: LoadedModel) -> Any:
+        """``train.gradient_checkpointing`` decided for this model and machine (``auto``: from the memory estimate)."""
+        from qckit.train.activations import choose_gradient_checkpointing, memory_method
+
+        return choose_gradient_checkpointing(
+            self.settings.gradient_checkpointing,
+            checked.env,
+            loaded.base_config,
+            method=memory_method(loaded.model, self.trains_base_model),
+            precision=checked.precision,
+            batch_size=self.settings.batch_size,
+            window=loaded.window,
+            lora_r=next((int(a.r) for a in self.adapters if isinstance(getattr(a, "r", None), int)), 16),
+        )
 
     def inspect(self, checked: Checked, data: Data, loaded: LoadedModel, arguments: Arguments) -> Plan:
         """Optimizer steps (and WSD's decay phase), device placement, and the inspection report with a
@@ -648,6 +671,7 @@ class TrainRun:
             sources=train_ds.source_report(),
             vocabulary=data.vocabulary(),
         )
+        report["gradient_checkpointing"] = arguments.checkpointing.line()
         report.update(self._time_estimate(checked, data, loaded, args, plan))
         plan.inspection = report
         self.obs.report("inspection", report)
@@ -1004,6 +1028,7 @@ class TrainRun:
             "precision": checked.precision,
             "device": checked.env.describe(),
             "world_size": arguments.world_size,
+            "gradient_checkpointing": arguments.checkpointing.line(),
             "train_file": settings.train_file or None,
             "sources": data.train_ds.source_report(plan.windows_drawn(state.global_step)),
             "val_file": str(self.val_path) if self.val_path else None,

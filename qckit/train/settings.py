@@ -10,7 +10,7 @@ import difflib
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qckit.evaluate import PROTOCOLS
 from qckit.hardware import DEVICES, PRECISIONS
@@ -113,7 +113,8 @@ class TrainSettings:
 
     The defaults are the seed script's: Llama-3.2-1B, 3 epochs, batch 8 × 8 accumulation steps,
     learning rate 1e-5 with a cosine schedule and 3 % warmup, AdamW, no weight decay, gradient
-    clipping at 1.0, seed 42, gradient checkpointing on. Precision ``"auto"`` is bf16 on GPUs that
+    clipping at 1.0, seed 42, gradient checkpointing ``"auto"`` (on where the memory estimate needs it:
+    :mod:`qckit.train.activations`; the seed always had it on). Precision ``"auto"`` is bf16 on GPUs that
     compute it natively, fp16 on older CUDA GPUs and fp32 on CPU (the seed forced fp16, which crashes on
     CPU).
     """
@@ -161,7 +162,9 @@ class TrainSettings:
     #: so 25 in a row means gradients that overflow even unscaled
     max_skipped_steps: int = 25
     device: str = "auto"  #: auto (a CUDA GPU when there is one) or cpu (train on the CPU even beside a GPU)
-    gradient_checkpointing: bool = True  #: recompute activations in the backward pass (less memory, slower)
+    #: recompute activations in the backward pass (less memory, slower); "auto" = only when the memory estimate
+    #: without it exceeds 85 % of the GPU's memory (never on the CPU)
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
     #: transformers' attention implementation (sdpa, eager, flash_attention_2, flex_attention …); "" = its default
     attn_implementation: str = ""
     eval_steps: int = (
@@ -246,6 +249,11 @@ class TrainSettings:
         need(self.max_skipped_steps >= 1, "max_skipped_steps", "must be at least 1")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         need(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
+        need(
+            isinstance(self.gradient_checkpointing, bool) or self.gradient_checkpointing == "auto",
+            "gradient_checkpointing",
+            'must be true, false or "auto"',
+        )
         need(
             self.eval_steps >= -1,
             "eval_steps",
