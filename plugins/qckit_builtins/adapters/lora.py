@@ -33,8 +33,8 @@ class LoraAdapter:
     ``train_embeddings = true`` also trains the input embeddings and the output head in full (peft
     ``modules_to_save``; kept tied when the model ties them) at ``embedding_learning_rate`` (the run's
     learning rate when left out): what new tokens need, and what lets the existing rows of dialect
-    words move. The adapter then saves each trained matrix once (one for a tied model), so it grows by
-    their size.
+    words move. The adapter then saves each trained matrix once (a tied model's shared matrix under both
+    of its names, as peft saves and re-ties it), so it grows by their size.
     """
 
     name: ClassVar[str] = "lora"
