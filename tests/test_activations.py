@@ -72,6 +72,8 @@ def test_auto_is_off_on_the_cpu_and_on_for_an_unknown_architecture():
     assert not cpu.enabled and cpu.line().startswith("off (auto: on cpu")
     gpt2 = {"n_embd": 768, "n_layer": 12, "vocab_size": 50257}
     assert _choose("auto", _gpu(80), gpt2).line() == "on (auto: no memory estimate for this architecture)"
+    unable = _choose("auto", _gpu(2), LLAMA_8B, supported=False)  # a model that cannot recompute: off
+    assert unable.line() == "off (auto: the model does not support it)"
 
 
 @pytest.mark.parametrize("setting", [True, False])

@@ -60,13 +60,17 @@ def choose_gradient_checkpointing(
     batch_size: int,
     window: int,
     lora_r: int = 16,
+    supported: bool = True,
 ) -> CheckpointingChoice:
     """The run's choice for ``setting`` (``true``, ``false`` or ``"auto"``; see the module docstring).
-    ``config`` is the model's configuration (a ``PretrainedConfig`` or its dict)."""
+    ``config`` is the model's configuration (a ``PretrainedConfig`` or its dict); ``supported``: whether
+    the model can recompute its activations (``auto`` then leaves it off; ``true`` is refused later)."""
     if setting != AUTO:
         return CheckpointingChoice(
             bool(setting), "train.gradient_checkpointing = " + str(bool(setting)).lower()
         )
+    if not supported:
+        return CheckpointingChoice(False, "auto: the model does not support it")
     if env.device != "cuda":
         return CheckpointingChoice(
             False, f"auto: on {env.device} the activations are kept in the machine's memory, not a GPU's"

@@ -604,6 +604,7 @@ class TrainRun:
 
     def _checkpointing(self, checked: Checked, loaded: LoadedModel) -> Any:
         """``train.gradient_checkpointing`` decided for this model and machine (``auto``: from the memory estimate)."""
+        from qckit.models import unwrap_model
         from qckit.train.activations import choose_gradient_checkpointing, memory_method
 
         return choose_gradient_checkpointing(
@@ -615,6 +616,7 @@ class TrainRun:
             batch_size=self.settings.batch_size,
             window=loaded.window,
             lora_r=next((int(a.r) for a in self.adapters if isinstance(getattr(a, "r", None), int)), 16),
+            supported=bool(getattr(unwrap_model(loaded.model), "supports_gradient_checkpointing", False)),
         )
 
     def inspect(self, checked: Checked, data: Data, loaded: LoadedModel, arguments: Arguments) -> Plan:
