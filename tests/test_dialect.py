@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from qckit.components import Document
-from qckit_builtins.filters.dialect import MarkerList, QuebecMarkers, _builtin_markers
+from qckit_builtins.filters.dialect import MarkerList, QuebecMarkers, builtin_markers
 
 
 def tag(text: str, **kwargs) -> tuple[str | None, Document]:
@@ -16,7 +16,7 @@ def tag(text: str, **kwargs) -> tuple[str | None, Document]:
 
 
 def test_builtin_list_is_large_enough():
-    assert len(_builtin_markers()) >= 80
+    assert len(builtin_markers()) >= 80
 
 
 def test_counts_markers_words_and_lists_distinct_entries():

@@ -12,9 +12,9 @@ from qckit_builtins.filters.dialect import (
     _FOLD_OTHER,
     MarkerList,
     QuebecMarkers,
-    _builtin_markers,
     _file_markers,
     _fold_tables,
+    builtin_markers,
 )
 
 pytestmark = pytest.mark.skipif(accelerated.markerscan is None, reason="qckit_builtins._markerscan not built")
@@ -78,7 +78,7 @@ def _assert_like_find(markers: MarkerList, texts: list[str]) -> None:
 @_settings
 @given(texts=_texts)
 def test_like_find_with_the_builtin_list(texts):
-    _assert_like_find(_builtin_markers(), texts)
+    _assert_like_find(builtin_markers(), texts)
 
 
 @_settings
@@ -88,7 +88,7 @@ def test_like_find_with_stems_phrases_and_shields(custom, texts):
 
 
 def test_like_find_on_varied_texts(custom, varied_texts):
-    for markers in (_builtin_markers(), _file_markers(custom)):
+    for markers in (builtin_markers(), _file_markers(custom)):
         _assert_like_find(markers, list(varied_texts))
 
 
@@ -182,7 +182,7 @@ def test_tag_all_sets_metrics_and_meta_like_drop_reason(custom, monkeypatch):
 def test_tag_all_leaves_slow_documents_and_refuses_bad_input():
     scan = accelerated.markerscan
     assert scan is not None
-    matcher = _builtin_markers().scan_matcher(scan)
+    matcher = builtin_markers().scan_matcher(scan)
     keys = ("a", "b", "c", "d")
     docs = [Document("pis 😀"), Document("pis pis"), Document("rien")]
     below, slow = matcher.tag_all(docs, keys, 1000.0)

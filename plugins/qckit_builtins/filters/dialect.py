@@ -537,7 +537,9 @@ class _BatchMatcher:
 
 
 @functools.cache
-def _builtin_markers() -> MarkerList:
+def builtin_markers() -> MarkerList:
+    """The built-in marker list, ``qckit_builtins/data/quebec_markers.txt`` (parsed once per process): the
+    ``quebec_markers`` tagger's default, and the French evidence of ``dialect_langid``."""
     data = resources.files("qckit_builtins").joinpath("data/quebec_markers.txt")
     return MarkerList(data.read_text(encoding="utf-8"), "qckit_builtins/data/quebec_markers.txt")
 
@@ -586,7 +588,7 @@ class QuebecMarkers:
 
     @property
     def markers(self) -> MarkerList:
-        return _builtin_markers() if self.markers_file is None else _file_markers(self.markers_file)
+        return builtin_markers() if self.markers_file is None else _file_markers(self.markers_file)
 
     def drop_reason(self, doc: Document) -> str | None:
         count, n_words, found = self.markers.find(doc.text)
