@@ -13,7 +13,7 @@ from qckit.components import Document
 from qckit.prepare import prepare_texts, run_prepare
 from qckit.recipe import build_recipe, load_recipe
 from qckit.report import prepare_report
-from qckit_builtins.filters.dialect import _builtin_markers, fold_words
+from qckit_builtins.filters.dialect import builtin_markers, fold_words
 from qckit_builtins.filters.dialect_langid import DialectLangId, english_words
 from qckit_builtins.filters.quality import french_stop_words
 
@@ -114,7 +114,7 @@ def test_english_list_holds_single_words_that_are_not_french_evidence():
     words = english_words()
     assert len(words) > 250
     french = {token for word in french_stop_words() for token in fold_words(word)}
-    markers = _builtin_markers()
+    markers = builtin_markers()
     assert not words & french
     assert not words & set(markers.words)
 

@@ -3,7 +3,8 @@
  * Each function takes a list of str and walks every text once, reading the str's own storage (no copy,
  * no encoding): the counts of the heuristic filters (the reference and fallback is
  * qckit_builtins.filters.heuristics), the pre-checks that pick the texts a normalizer may change
- * (qckit_builtins._batch) and the keys of exact deduplication (qckit_builtins.filters.dedup). The results
+ * (qckit_builtins._batch), the keys of exact deduplication (qckit_builtins.filters.dedup) and py3langid's
+ * features (qckit_builtins.langmodel; these walk the texts' UTF-8 bytes). The results
  * are exactly those of the Python they replace, named in each docstring. Whitespace is Py_UNICODE_ISSPACE and letters Py_UNICODE_ISALPHA: the very tests that
  * str.split() and str.isalpha() make.
  */
@@ -727,6 +728,104 @@ error:
     return NULL;
 }
 
+/* -- py3langid's features ----------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(langid_features_doc,
+"langid_features(texts, nextmove, rowbase, output, n_features, /) -> (bounds, ids, counts)\n\n"
+"py3langid.langid.visit_counts for each bytes of ``texts``: from state 0, the DFA walk\n"
+"``state = nextmove[rowbase[state] + byte]`` counting feature ``output[state]`` wherever it is >= 0.\n"
+"``nextmove`` and ``rowbase`` are uint32 buffers, ``output`` an int32 buffer (one value per state);\n"
+"a value out of range raises ValueError. Text k's distinct features, in the order of their first\n"
+"visit (the Counter's order), are ids[bounds[k]:bounds[k + 1]] and their counts alike: ``bounds``\n"
+"holds n + 1 int64, ``ids`` and ``counts`` int32, as bytes in native order.");
+
+static PyObject *
+langid_features(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *texts, *result = NULL;
+    Py_buffer next = {0}, rows = {0}, out = {0};
+    Py_ssize_t n_features;
+    int64_t *bounds = NULL;
+    int32_t *ids = NULL, *counts = NULL;
+    Py_ssize_t *slot = NULL;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*n:langid_features", &PyList_Type, &texts, &next, &rows, &out,
+                          &n_features))
+        return NULL;
+    const uint32_t *nextmove = next.buf, *rowbase = rows.buf;
+    const int32_t *output = out.buf;
+    Py_ssize_t n_next = next.len / 4, n_states = rows.len / 4;
+    Py_ssize_t n = PyList_GET_SIZE(texts), total = 0;
+    if (next.len % 4 || rows.len % 4 || out.len != rows.len || n_features < 0) {
+        PyErr_SetString(PyExc_ValueError, "langid_features: tables of mismatched sizes");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyList_GET_ITEM(texts, k);
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "texts[%zd] is not bytes", k);
+            goto done;
+        }
+        total += PyBytes_GET_SIZE(item);
+    }
+    /* a text has at most one feature per byte */
+    bounds = PyMem_Malloc((n + 1) * sizeof(int64_t));
+    ids = PyMem_Malloc((total + 1) * sizeof(int32_t));
+    counts = PyMem_Malloc((total + 1) * sizeof(int32_t));
+    slot = PyMem_Malloc((n_features + 1) * sizeof(Py_ssize_t));
+    if (bounds == NULL || ids == NULL || counts == NULL || slot == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t f = 0; f < n_features; f++)
+        slot[f] = -1;  /* where the current text's count of feature f is, -1 before its first visit */
+    Py_ssize_t used = 0;
+    bounds[0] = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyList_GET_ITEM(texts, k);
+        const unsigned char *text = (const unsigned char *)PyBytes_AS_STRING(item);
+        Py_ssize_t size = PyBytes_GET_SIZE(item), first = used;
+        uint32_t state = 0;
+        for (Py_ssize_t j = 0; j < size; j++) {
+            if (state >= (uint64_t)n_states || rowbase[state] + (Py_ssize_t)text[j] >= n_next)
+                goto out_of_range;
+            state = nextmove[rowbase[state] + text[j]];
+            if (state >= (uint64_t)n_states)
+                goto out_of_range;
+            int32_t f = output[state];
+            if (f < 0)
+                continue;
+            if (f >= n_features)
+                goto out_of_range;
+            if (slot[f] < 0) {
+                slot[f] = used;
+                ids[used] = f;
+                counts[used++] = 1;
+            }
+            else {
+                counts[slot[f]]++;
+            }
+        }
+        for (Py_ssize_t i = first; i < used; i++)
+            slot[ids[i]] = -1;
+        bounds[k + 1] = used;
+    }
+    result = Py_BuildValue("(y#y#y#)", (const char *)bounds, (n + 1) * (Py_ssize_t)sizeof(int64_t),
+                           (const char *)ids, used * (Py_ssize_t)sizeof(int32_t), (const char *)counts,
+                           used * (Py_ssize_t)sizeof(int32_t));
+    goto done;
+out_of_range:
+    PyErr_SetString(PyExc_ValueError, "langid_features: a table value is out of range");
+done:
+    PyMem_Free(bounds);
+    PyMem_Free(ids);
+    PyMem_Free(counts);
+    PyMem_Free(slot);
+    PyBuffer_Release(&next);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"non_alpha_space", non_alpha_space, METH_O, non_alpha_space_doc},
     {"word_counts", word_counts, METH_O, word_counts_doc},
@@ -736,6 +835,7 @@ static PyMethodDef methods[] = {
     {"whitespace_candidates", whitespace_candidates, METH_VARARGS, whitespace_candidates_doc},
     {"dedup_keys", dedup_keys, METH_VARARGS, dedup_keys_doc},
     {"blake2b_64", blake2b_64_many, METH_O, blake2b_64_doc},
+    {"langid_features", langid_features, METH_VARARGS, langid_features_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -755,7 +855,7 @@ PyInit__textscan(void)
     PyObject *m = PyModule_Create(&module);
     /* the interface version that qckit_builtins.accelerated expects: bump it with every change of the
      * functions' arguments or results, so that a stale build is left unused instead of misused */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 3) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 4) < 0) {
         Py_DECREF(m);
         return NULL;
     }

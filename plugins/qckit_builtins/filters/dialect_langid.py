@@ -37,12 +37,13 @@ report show what was dropped as which language.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from importlib import resources
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from qckit.components import Document
-from qckit_builtins.filters.dialect import _builtin_markers, fold_words
-from qckit_builtins.filters.langid import _codes, _identifier
+from qckit_builtins import langmodel
+from qckit_builtins.filters.dialect import builtin_markers, fold_words
 from qckit_builtins.filters.quality import count_stop_words, french_stop_words, read_word_list, stop_word_set
 
 #: French, English, and the languages short French is confused with (the candidates' default)
@@ -108,7 +109,7 @@ class DialectLangId:
         max_english_share: float = 0.5,
         sample_chars: int = 2000,
     ) -> None:
-        self.candidates = _codes("candidates", candidates)
+        self.candidates = langmodel.language_codes("candidates", candidates)
         if _FRENCH not in self.candidates or _ENGLISH not in self.candidates:
             raise ValueError("candidates must include fr and en")
         for key, value in (
@@ -130,15 +131,6 @@ class DialectLangId:
         self.rescue_confidence = float(rescue_confidence)
         self.max_english_share = float(max_english_share)
         self.sample_chars = int(sample_chars)
-        self._ident: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_ident"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def required_confidence(self, n_words: int) -> float:
         """The French probability a document of ``n_words`` words needs without evidence."""
@@ -151,38 +143,72 @@ class DialectLangId:
 
     def probabilities(self, text: str) -> dict[str, float]:
         """The candidates' normalized probabilities for ``text``."""
-        if self._ident is None:
-            self._ident = _identifier(self.candidates)
-        return dict(self._ident.rank(text))
+        candidates = langmodel.scorer(self.candidates)
+        probs = candidates.probabilities(langmodel.features([text]))[0].tolist()
+        return dict(zip(candidates.codes, probs, strict=True))
 
     def drop_reason(self, doc: Document) -> str | None:
-        text = doc.text
-        if self.sample_chars and len(text) > self.sample_chars:
-            text = text[: self.sample_chars]
+        return self.drop_reason_batch([doc])[0]
+
+    def drop_reason_batch(self, docs: Sequence[Document]) -> list[str | None]:
+        """``[drop_reason(d) for d in docs]``: the model scores the whole batch at once (see
+        :mod:`qckit_builtins.langmodel`); the few documents it drops as another candidate than English
+        are scored again among all languages, from the same features, to name what they are."""
+        texts = [doc.text for doc in docs]
+        if self.sample_chars:
+            texts = [text[: self.sample_chars] if len(text) > self.sample_chars else text for text in texts]
+        candidates = langmodel.scorer(self.candidates)
+        feats = langmodel.features(texts)
+        rows = candidates.probabilities(feats).tolist()
+        french_column = candidates.codes.index(_FRENCH)
         english = english_words()
-        tokens = fold_words(text)
-        n_english = sum(1 for token in tokens if token in english)
-        share = n_english / len(tokens) if tokens else 0.0
-        doc.meta["english_share"] = round(share, 4)
-        doc.metrics[WORDS] = float(len(tokens))
-        doc.metrics[ENGLISH_WORDS] = float(n_english)
-        probs = self.probabilities(text)
-        if share > self.max_english_share:
-            return self._drop(doc, text, probs, _ENGLISH)
-        french = probs[_FRENCH]
+        reasons: list[str | None] = [None] * len(docs)
+        dropped: dict[int, tuple[str, float]] = {}  # document → (language, its probability)
+        for k, (doc, text, probs) in enumerate(zip(docs, texts, rows, strict=True)):
+            tokens = fold_words(text)
+            n_english = sum(1 for token in tokens if token in english)
+            share = n_english / len(tokens) if tokens else 0.0
+            doc.meta["english_share"] = round(share, 4)
+            doc.metrics[WORDS] = float(len(tokens))
+            doc.metrics[ENGLISH_WORDS] = float(n_english)
+            if share > self.max_english_share:
+                dropped[k] = (_ENGLISH, probs[candidates.codes.index(_ENGLISH)])
+                continue
+            kept = self._kept(text, probs[french_column], n_english)
+            if kept is not None:
+                self._keep(doc, *kept)
+                continue
+            best = max(range(len(probs)), key=probs.__getitem__)
+            dropped[k] = (candidates.codes[best], probs[best])
+        # a language outside the candidates, when the full model is sure of it (the same features)
+        to_name = [k for k, (lang, _) in dropped.items() if lang != _ENGLISH]
+        if to_name:
+            named = langmodel.scorer(None).classify(feats.take(to_name))
+            for k, (other, score) in zip(to_name, named, strict=True):
+                if other not in self.candidates and score >= self.min_confidence:
+                    dropped[k] = (other, score)
+        for k, (lang, score) in dropped.items():
+            docs[k].meta["lang"] = lang
+            docs[k].meta["lang_score"] = round(score, 4)
+            reasons[k] = "low_confidence" if lang == _FRENCH else f"lang:{lang}"
+        return reasons
+
+    def _kept(self, text: str, french: float, n_english: int) -> tuple[float, str | None] | None:
+        """(French probability, rescue or None) when the document stays, else None."""
         words = text.split()
         if french >= self.required_confidence(len(words)):
-            return self._keep(doc, french, None)
-        markers = _builtin_markers()
+            return french, None
+        markers = builtin_markers()
         if french >= self.rescue_confidence and markers.find(text)[0]:
-            return self._keep(doc, french, "markers")
+            return french, "markers"
         if n_english:
+            english = english_words()
             rest = " ".join(word for word in words if english.isdisjoint(fold_words(word)))
             if count_stop_words(rest, _french_function_words()) or markers.find(rest)[0]:
                 rest_french = self.probabilities(rest)[_FRENCH]
                 if rest_french >= self.rescue_confidence:
-                    return self._keep(doc, rest_french, "code_switching")
-        return self._drop(doc, text, probs, max(probs, key=probs.__getitem__))
+                    return rest_french, "code_switching"
+        return None
 
     def _keep(self, doc: Document, french: float, rescue: str | None) -> None:
         doc.meta["lang"] = _FRENCH
@@ -190,17 +216,6 @@ class DialectLangId:
         doc.metrics[RESCUED] = 0.0 if rescue is None else 1.0
         if rescue is not None:
             doc.meta["lang_rescue"] = rescue
-        return None
-
-    def _drop(self, doc: Document, text: str, probs: dict[str, float], lang: str) -> str:
-        score = probs[lang]
-        if lang != _ENGLISH:  # a language outside the candidates, when the full model is sure of it
-            other, other_score = _identifier(None).classify(text)
-            if other not in self.candidates and other_score >= self.min_confidence:
-                lang, score = other, float(other_score)
-        doc.meta["lang"] = lang
-        doc.meta["lang_score"] = round(score, 4)
-        return "low_confidence" if lang == _FRENCH else f"lang:{lang}"
 
     def summary(self, sums: dict[str, float]) -> dict[str, float]:
         """The kept corpus's share of English words, and how many documents French evidence kept."""

@@ -2,57 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-import re
-import threading
 from typing import Any, ClassVar
 
 from qckit.components import Document
-
-_CODE = re.compile(r"[a-z]{2,3}")
-_IDENTIFIERS: dict[tuple[str, ...] | None, Any] = {}  # one classifier per candidate set and process
-_LOCK = threading.Lock()
-
-
-def _identifier(candidates: tuple[str, ...] | None) -> Any:
-    """A py3langid classifier with normalized probabilities, restricted to ``candidates`` when given.
-
-    Loading the model takes ~0.6 s and ~90 MB; it happens once per process. A restricted classifier
-    shares the full one's tables (only its class columns are its own).
-    """
-    with _LOCK:
-        ident = _IDENTIFIERS.get(candidates)
-        if ident is None:
-            full = _IDENTIFIERS.get(None)
-            if full is None:
-                from py3langid import langid as pl
-
-                if hasattr(pl.LanguageIdentifier, "from_model_file"):  # py3langid >= 0.4
-                    full = pl.LanguageIdentifier.from_model_file(pl.MODEL_FILE, norm_probs=True)
-                else:  # py3langid 0.3
-                    full = pl.LanguageIdentifier.from_pickled_model(pl.MODEL_FILE, norm_probs=True)
-                _IDENTIFIERS[None] = full
-            ident = full
-            if candidates is not None:
-                unknown = sorted(set(candidates) - set(full.nb_classes))
-                if unknown:
-                    raise ValueError(f"candidates: py3langid does not know {', '.join(unknown)}")
-                ident = copy.copy(full)  # set_languages replaces the class columns, never the tables
-                ident.set_languages(list(candidates))
-                _IDENTIFIERS[candidates] = ident
-        return ident
-
-
-def _codes(key: str, value: list[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    codes = tuple(dict.fromkeys(str(code).strip().lower() for code in value))
-    if not codes:
-        raise ValueError(f"{key} must name at least one language")
-    bad = [code for code in codes if not _CODE.fullmatch(code)]
-    if bad:
-        raise ValueError(f"{key}: {', '.join(bad)} is not an ISO 639 code such as 'fr'")
-    return codes
+from qckit_builtins.langmodel import identifier, language_codes
 
 
 class LangIdFilter:
@@ -83,11 +36,11 @@ class LangIdFilter:
         candidates: list[str] | None = None,
         sample_chars: int = 2000,
     ) -> None:
-        self.languages = _codes("languages", languages)
+        self.languages = language_codes("languages", languages)
         if not 0.0 <= float(min_confidence) <= 1.0:
             raise ValueError(f"min_confidence must be between 0 and 1, not {min_confidence}")
         self.min_confidence = float(min_confidence)
-        self.candidates = None if candidates is None else _codes("candidates", candidates)
+        self.candidates = None if candidates is None else language_codes("candidates", candidates)
         if self.candidates is not None:
             missing = [code for code in self.languages if code not in self.candidates]
             if missing:
@@ -117,7 +70,7 @@ class LangIdFilter:
     def check_languages(self) -> None:
         """Load the model now and raise ``ValueError`` if py3langid does not know a code of ``languages``."""
         if self._ident is None:
-            self._ident = _identifier(self.candidates)
+            self._ident = identifier(self.candidates)
         unknown = [code for code in self.languages if code not in set(self._ident.nb_classes)]
         if unknown:
             raise ValueError(f"languages: py3langid does not know {', '.join(unknown)}")

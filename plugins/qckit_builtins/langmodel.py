@@ -1,0 +1,223 @@
+"""py3langid's model, shared by the language filters: loaded once per process, scored a batch at a time.
+
+:func:`identifier` is py3langid's own classifier (the ``langid`` filter classifies with it, text by
+text). :func:`features` and :class:`LanguageScorer` give the same model's probabilities for a whole
+batch: the features of every text at once (py3langid's byte-level DFA walk, in C with
+``accelerated.textscan``, else py3langid's own Python walk: the same counts in the same order), then one
+numpy pass per batch for the scores. A batch's features serve several scorers, so a text is walked once
+whether it is scored among a few candidates or, to name what it is, among all 97 languages.
+
+The probabilities are py3langid's ``norm_probs`` ones (the naive-Bayes log scores divided by the square
+root of the text's UTF-8 length, then a softmax over the scored languages) up to float32 rounding: the
+sums run in another order than py3langid's matrix product, the same order for a text whatever the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+import threading
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from qckit_builtins import accelerated
+
+_CODE = re.compile(r"[a-z]{2,3}")
+_IDENTIFIERS: dict[tuple[str, ...] | None, Any] = {}  # one classifier per candidate set and process
+_LOCK = threading.Lock()
+
+
+def identifier(candidates: tuple[str, ...] | None) -> Any:
+    """A py3langid classifier with normalized probabilities, restricted to ``candidates`` when given.
+
+    Loading the model takes ~0.6 s and ~90 MB; it happens once per process. A restricted classifier
+    shares the full one's tables (only its class columns are its own).
+    """
+    with _LOCK:
+        ident = _IDENTIFIERS.get(candidates)
+        if ident is None:
+            full = _IDENTIFIERS.get(None)
+            if full is None:
+                from py3langid import langid as pl
+
+                if hasattr(pl.LanguageIdentifier, "from_model_file"):  # py3langid >= 0.4
+                    full = pl.LanguageIdentifier.from_model_file(pl.MODEL_FILE, norm_probs=True)
+                else:  # py3langid 0.3
+                    full = pl.LanguageIdentifier.from_pickled_model(pl.MODEL_FILE, norm_probs=True)
+                _IDENTIFIERS[None] = full
+            ident = full
+            if candidates is not None:
+                check_known("candidates", candidates)
+                ident = copy.copy(full)  # set_languages replaces the class columns, never the tables
+                ident.set_languages(list(candidates))
+                _IDENTIFIERS[candidates] = ident
+        return ident
+
+
+def language_codes(key: str, value: list[str] | str) -> tuple[str, ...]:
+    """A recipe's list of ISO 639 codes (one string is a list of one), lower-cased, duplicates removed;
+    ``ValueError`` naming ``key`` when it is empty or holds something else than a code. Whether
+    py3langid knows the codes is :func:`check_known`'s question (it needs the model)."""
+    if isinstance(value, str):
+        value = [value]
+    codes = tuple(dict.fromkeys(str(code).strip().lower() for code in value))
+    if not codes:
+        raise ValueError(f"{key} must name at least one language")
+    bad = [code for code in codes if not _CODE.fullmatch(code)]
+    if bad:
+        raise ValueError(f"{key}: {', '.join(bad)} is not an ISO 639 code such as 'fr'")
+    return codes
+
+
+def check_known(key: str, codes: Sequence[str]) -> None:
+    """``ValueError`` naming ``key`` and the codes py3langid does not know (loads the model)."""
+    full = _IDENTIFIERS.get(None) or identifier(None)
+    unknown = sorted(set(codes) - set(full.nb_classes))
+    if unknown:
+        raise ValueError(f"{key}: py3langid does not know {', '.join(unknown)}")
+
+
+class _Tables:
+    """The DFA of the full model as the flat arrays ``textscan.langid_features`` reads."""
+
+    def __init__(self, ident: Any) -> None:
+        self.nextmove = np.asarray(ident.tk_nextmove, dtype=np.uint32)  # no copy: stored as uint32
+        self.rows = np.asarray(ident.tk_row, dtype=np.uint32) << 8  # a state's row offset
+        self.output = np.asarray(ident.tk_output, dtype=np.int32)  # the feature a state emits, or -1
+        self.n_features = int(ident.nb_ptc.shape[0])
+
+
+@functools.cache
+def _tables() -> _Tables:
+    return _Tables(identifier(None))
+
+
+@functools.cache
+def _python_walk() -> tuple[Any, list[int], Any]:
+    """py3langid's own Python DFA walk and its tables (the fallback without the C accelerator)."""
+    from py3langid.langid import visit_counts
+
+    ident = identifier(None)
+    return visit_counts, [row << 8 for row in ident.tk_row], ident
+
+
+def utf8(text: str) -> bytes:
+    """The bytes py3langid classifies for ``text``: lower-cased when all upper case, NFC, UTF-8."""
+    if text.isupper():
+        text = text.lower()
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    return text.encode("utf-8", "surrogatepass")
+
+
+class Features:
+    """The features of a batch of texts: text ``k``'s distinct feature ids are
+    ``ids[bounds[k]:bounds[k + 1]]`` (in the order of their first occurrence), ``weights`` their
+    ``log1p(count)`` alike (float32), ``sizes[k]`` its UTF-8 length."""
+
+    __slots__ = ("bounds", "ids", "sizes", "weights")
+
+    def __init__(self, bounds: np.ndarray, ids: np.ndarray, weights: np.ndarray, sizes: np.ndarray) -> None:
+        self.bounds = bounds
+        self.ids = ids
+        self.weights = weights
+        self.sizes = sizes
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def take(self, rows: Sequence[int]) -> Features:
+        """The features of the texts at ``rows`` only, in that order."""
+        index = np.asarray(rows, dtype=np.intp)
+        starts, ends = self.bounds[index], self.bounds[index + 1]
+        lengths = ends - starts
+        bounds = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        picked = np.repeat(starts - bounds[:-1], lengths) + np.arange(bounds[-1])
+        return Features(bounds, self.ids[picked], self.weights[picked], self.sizes[index])
+
+
+def features(texts: Sequence[str]) -> Features:
+    """The features of every text (see :class:`Features`), as py3langid counts them."""
+    encoded = [utf8(text) for text in texts]
+    scan = accelerated.textscan
+    if scan is not None:
+        tables = _tables()
+        raw_bounds, raw_ids, raw_counts = scan.langid_features(
+            encoded, tables.nextmove, tables.rows, tables.output, tables.n_features
+        )
+        bounds = np.frombuffer(raw_bounds, dtype=np.int64)
+        ids = np.frombuffer(raw_ids, dtype=np.int32)
+        counts = np.frombuffer(raw_counts, dtype=np.int32)
+    else:
+        walk, rows, ident = _python_walk()
+        found = [walk(ident.tk_nextmove, rows, ident.tk_output, text) or {} for text in encoded]
+        bounds = np.zeros(len(found) + 1, dtype=np.int64)
+        np.cumsum([len(counter) for counter in found], out=bounds[1:])
+        ids = np.fromiter((f for counter in found for f in counter), dtype=np.int32, count=int(bounds[-1]))
+        counts = np.fromiter(
+            (c for counter in found for c in counter.values()), dtype=np.int32, count=int(bounds[-1])
+        )
+    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    return Features(bounds, ids, np.log1p(counts.astype(np.float32)), sizes)
+
+
+class LanguageScorer:
+    """The normalized probabilities of ``candidates`` (all of py3langid's languages for None) for the
+    texts of a :class:`Features`: py3langid's own with ``set_languages(candidates)``.
+
+    ``codes``: the languages, in the model's order (the columns of :meth:`probabilities`).
+    """
+
+    def __init__(self, candidates: tuple[str, ...] | None) -> None:
+        full = identifier(None)
+        if candidates is not None:
+            check_known("candidates", candidates)
+        classes = list(full.nb_classes)
+        columns = [i for i, code in enumerate(classes) if candidates is None or code in candidates]
+        labels = [classes[i] for i in columns]
+        self.codes = list(dict.fromkeys(labels))
+        # a label in several columns (py3langid's script aliases: srl → sr): their sum, in its first
+        self._first = [labels.index(code) for code in self.codes]
+        self._aliases = [(labels.index(code), i) for i, code in enumerate(labels) if labels.index(code) != i]
+        # float16, as stored: a candidates' copy is small, the full table a view
+        self._table = full.nb_ptc if candidates is None else np.ascontiguousarray(full.nb_ptc[:, columns])
+        self._prior = np.asarray(full.nb_pc, dtype=np.float32)[columns]
+
+    def probabilities(self, feats: Features) -> np.ndarray:
+        """A (texts × codes) float32 array; a text without any feature gets the uniform distribution."""
+        n, bounds = len(feats), feats.bounds
+        scores = np.zeros((n, len(self._prior)), dtype=np.float32)
+        present = np.flatnonzero(bounds[1:] > bounds[:-1])
+        if len(present):
+            weighted = self._table[feats.ids] * feats.weights[:, None]  # float32
+            # rows in order within each text: a text's sums do not depend on the rest of the batch
+            scores[present] = np.add.reduceat(weighted, bounds[present], axis=0) + self._prior
+        scale = (1.0 / np.sqrt(np.maximum(feats.sizes, 1))).astype(np.float32)
+        scores *= scale[:, None]
+        scores -= scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=1, keepdims=True)
+        for first, other in self._aliases:
+            scores[:, first] += scores[:, other]
+        return scores[:, self._first] if self._aliases else scores
+
+    def classify(self, feats: Features) -> list[tuple[str, float]]:
+        """The most likely language of each text and its probability (py3langid's ``classify``)."""
+        probs = self.probabilities(feats)
+        best = probs.argmax(axis=1)
+        return [
+            (self.codes[i], p)
+            for i, p in zip(best.tolist(), probs[np.arange(len(best)), best].tolist(), strict=True)
+        ]
+
+
+@functools.cache
+def scorer(candidates: tuple[str, ...] | None) -> LanguageScorer:
+    """The :class:`LanguageScorer` of ``candidates``, one per process (never pickled: components hold
+    the codes and ask here)."""
+    return LanguageScorer(candidates)
