@@ -98,7 +98,7 @@ def test_confidence_needed_grows_with_the_length():
 
 
 def test_low_confidence_french_and_languages_outside_the_candidates(flt):
-    strict = DialectLangId(min_confidence=1.0, short_confidence=1.0, rescue_confidence=1.0)
+    strict = DialectLangId(min_confidence=1.0, short_confidence=1.0, rescue_confidence=1.0, distinctive_words=0)
     reason, meta = decide(strict, "Nous avons mangé au restaurant avec des amis.")
     assert reason == "low_confidence" and meta["lang"] == "fr"
     # Polish is not a candidate: the full model names it

@@ -19,7 +19,7 @@ from qckit_builtins._env import no_extensions
 
 #: the interface version (``API`` in the C source) this code expects of each accelerator: a build of
 #: another version (an editable checkout not rebuilt after a change) is left unused
-API = {"_textscan": 4, "_markerscan": 2, "_minhash": 1}
+API = {"_textscan": 4, "_markerscan": 3, "_minhash": 1}
 
 
 def _load(name: str) -> ModuleType | None:
@@ -35,7 +35,7 @@ def _load(name: str) -> ModuleType | None:
 #: per-text scans: counts, the normalizers' pre-checks, dedup keys and fingerprints, py3langid's features
 #: (``_speedups/textscan.c``)
 textscan = _load("_textscan")
-#: MarkerList.find for a whole batch (``_speedups/markerscan.c``)
+#: MarkerList.find for a whole batch, and word-list counts (``_speedups/markerscan.c``)
 markerscan = _load("_markerscan")
 #: MinHash signatures of a batch of documents, near-dedup's ``shingling = "short"`` (``_speedups/minhash.c``)
 minhash = _load("_minhash")

@@ -607,6 +607,7 @@ typedef struct {
     Py_ssize_t capacity;
     int32_t *codes, *labels;  /* per token (a run of tokens that are neither is kept as one) */
     Py_ssize_t n_tokens, tokens_capacity, labels_capacity;
+    Py_ssize_t n_folded;      /* every token: len(fold_words(text)) */
     int hit;                  /* a token has a code or a label */
 } Scan;
 
@@ -664,6 +665,7 @@ head_at(const char *letters, Py_ssize_t length)
             }                                                                                            \
             last_plain = plain;                                                                          \
             hit |= !plain;                                                                               \
+            n_folded++;                                                                                  \
             start += length;                                                                             \
             length = 0;                                                                                  \
         }                                                                                                \
@@ -684,6 +686,7 @@ scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_
     char *start = s->letters;  /* the current token's first letter: tokens are not kept, only letters */
     int32_t *codes = s->codes, *labels = s->labels;
     Py_ssize_t n_words = 0, length = 0, n_tokens = 0, min_stem = m->min_stem;
+    Py_ssize_t n_folded = 0;
     int in_word = 0, last_plain = 0, hit = 0;
     for (Py_ssize_t j = 0; j < n; j++) {
         Py_UCS4 ch = PyUnicode_READ(kind, data, j);
@@ -722,6 +725,7 @@ scan_kind(const Matcher *m, Scan *s, const int kind, const void *data, Py_ssize_
     codes[n_tokens] = -1;  /* after the last token, for match_tokens (no token is empty: n_tokens <= n) */
     s->n_tokens = n_tokens;
     s->hit = hit;
+    s->n_folded = n_folded;
     *words = n_words;
     return 0;
 }
@@ -1047,8 +1051,66 @@ error:
     return NULL;
 }
 
+PyDoc_STRVAR(count_all_doc,
+"count_all(texts, /) -> (counts, tokens, slow)\n\n"
+"For each text of a list of str, counts[k] is MarkerList.find(texts[k])'s marker count and tokens[k]\n"
+"len(fold_words(texts[k])), except for the indices in ``slow`` (see find_all; 0 and 0 there).");
+
+static PyObject *
+count_all(Matcher *self, PyObject *texts)
+{
+    if (!PyList_Check(texts)) {
+        PyErr_SetString(PyExc_TypeError, "texts must be a list of str");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    PyObject *counts = PyList_New(n), *tokens = PyList_New(n), *slow = PyList_New(0);
+    Batch b;
+    if (batch_init(self, &b) < 0 || counts == NULL || tokens == NULL || slow == NULL)
+        goto error;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *text = PyList_GET_ITEM(texts, k);
+        Py_ssize_t n_words = 0, count = 0, n_folded = 0, n_found = 0;
+        if (!PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "texts[%zd] is not a str", k);
+            goto error;
+        }
+        if (PyUnicode_READY(text) < 0)
+            goto error;
+        int status = scan_text(self, &b.s, PyUnicode_KIND(text), PyUnicode_DATA(text),
+                               PyUnicode_GET_LENGTH(text), &n_words);
+        if (status < 0)
+            goto error;
+        if (status) {
+            if (append_index(slow, k) < 0)
+                goto error;
+        }
+        else {
+            count = b.s.hit ? match_tokens(self, &b.s, b.seen, k + 1, b.ids, &n_found) : 0;
+            n_folded = b.s.n_folded;
+        }
+        PyObject *a = PyLong_FromSsize_t(count), *c = PyLong_FromSsize_t(n_folded);
+        if (a == NULL || c == NULL) {
+            Py_XDECREF(a);
+            Py_XDECREF(c);
+            goto error;
+        }
+        PyList_SET_ITEM(counts, k, a);
+        PyList_SET_ITEM(tokens, k, c);
+    }
+    batch_free(&b);
+    return Py_BuildValue("(NNN)", counts, tokens, slow);
+error:
+    batch_free(&b);
+    Py_XDECREF(counts);
+    Py_XDECREF(tokens);
+    Py_XDECREF(slow);
+    return NULL;
+}
+
 static PyMethodDef matcher_methods[] = {
     {"find_all", (PyCFunction)find_all, METH_O, find_all_doc},
+    {"count_all", (PyCFunction)count_all, METH_O, count_all_doc},
     {"tag_all", (PyCFunction)tag_all, METH_VARARGS, tag_all_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1084,7 +1146,7 @@ PyInit__markerscan(void)
     PyObject *m = PyModule_Create(&module);
     /* the interface version that qckit_builtins.accelerated expects: bump it with every change of
      * matcher()'s or find_all()'s arguments or results, so that a stale build is left unused */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 3) < 0) {
         Py_DECREF(m);
         return NULL;
     }
