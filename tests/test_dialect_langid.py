@@ -13,8 +13,9 @@ from qckit.components import Document
 from qckit.prepare import prepare_texts, run_prepare
 from qckit.recipe import build_recipe, load_recipe
 from qckit.report import prepare_report
+from qckit_builtins import accelerated, langmodel
 from qckit_builtins.filters.dialect import builtin_markers, fold_words
-from qckit_builtins.filters.dialect_langid import DialectLangId, english_words
+from qckit_builtins.filters.dialect_langid import DialectLangId, english_words, french_distinctive_words
 from qckit_builtins.filters.quality import french_stop_words
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,9 @@ def test_confidence_needed_grows_with_the_length():
 
 
 def test_low_confidence_french_and_languages_outside_the_candidates(flt):
-    strict = DialectLangId(min_confidence=1.0, short_confidence=1.0, rescue_confidence=1.0, distinctive_words=0)
+    strict = DialectLangId(
+        min_confidence=1.0, short_confidence=1.0, rescue_confidence=1.0, distinctive_words=0
+    )
     reason, meta = decide(strict, "Nous avons mangé au restaurant avec des amis.")
     assert reason == "low_confidence" and meta["lang"] == "fr"
     # Polish is not a candidate: the full model names it
@@ -214,3 +217,77 @@ def test_all_languages_flag_leaves_the_decision_out():
     assert "dialect_langid" in uses([])
     assert "dialect_langid" not in uses(["--all_languages"])
     assert uses(["--all_languages"])[0] == "length"  # --min_length still reaches the length filter
+
+
+def test_clearly_french_documents_are_kept_without_the_model(flt):
+    text = "Nous avons soupé chez ma tante avec elle, pis toute."  # nous, avons, chez, avec, elle
+    reason, meta = decide(flt, text)
+    assert reason is None and meta["lang"] == "fr" and "lang_score" not in meta  # the model was not asked
+    reason, meta = decide(DialectLangId(distinctive_words=0), text)  # the fast path off
+    assert reason is None and meta["lang_score"] > 0.5
+    # fewer distinctive words than English ones, or too few: the model decides
+    assert "lang_score" in decide(flt, "Nous avons eu un meeting avec the boss and the team today")[1]
+    assert "lang_score" in decide(flt, "Nous avons mangé des pommes.")[1]
+
+
+def test_the_distinctive_words_are_single_words_and_never_english():
+    words = french_distinctive_words()
+    assert len(words) > 50
+    assert not words & english_words()
+    # the function words other candidates share are left out (Dutch "je", Catalan/Italian "qui", "les" …)
+    assert not words & {"je", "pas", "qui", "les", "des", "la", "le", "de", "il", "que", "en", "et", "l", "d"}
+
+
+MIXED = [
+    *REPORTED,
+    *FOREIGN.values(),
+    "Je feel pas ben à soir",
+    "Check ben ça.",
+    "Je capote ben raide.",
+    "Nous avons soupé chez ma tante avec elle, pis toute.",
+    "Rada miasta zatwierdziła budżet na przyszły rok.",
+    "Je pense que the meeting was about the money we need for the truck",
+    "",
+    "12345 67890",
+    "Y fait frette à matin " * 200,  # past sample_chars
+]
+
+
+def _decisions(flt: DialectLangId, texts: list[str], batch: bool) -> list[tuple]:
+    docs = [Document(text) for text in texts]
+    reasons = flt.drop_reason_batch(docs) if batch else [flt.drop_reason(doc) for doc in docs]
+    return [(reason, doc.meta, doc.metrics) for reason, doc in zip(reasons, docs, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "settings", [{}, {"distinctive_words": 0}, {"min_confidence": 0.99, "sample_chars": 0}]
+)
+def test_the_batch_method_is_drop_reason_for_each(settings):
+    flt = DialectLangId(**settings)
+    assert _decisions(flt, MIXED, batch=True) == _decisions(flt, MIXED, batch=False)
+
+
+def test_the_same_decisions_without_the_accelerators(flt, monkeypatch):
+    texts = [*MIXED, *CORPUS]
+    with_c = _decisions(flt, texts, batch=True)
+    monkeypatch.setattr(accelerated, "textscan", None)
+    monkeypatch.setattr(accelerated, "markerscan", None)
+    assert _decisions(flt, texts, batch=True) == with_c
+
+
+def test_the_batch_scores_are_py3langids():
+    texts = [*REPORTED, *FOREIGN.values(), "Rada miasta zatwierdziła budżet.", "", "ÇA VA PAS PANTOUTE"]
+    feats = langmodel.features(texts)
+    candidates = ("fr", "en", "es", "de")
+    for scorer, ident in (
+        (langmodel.scorer(candidates), langmodel.identifier(candidates)),
+        (langmodel.scorer(None), langmodel.identifier(None)),
+    ):
+        probs = scorer.probabilities(feats)
+        for k, text in enumerate(texts):
+            expected = dict(ident.rank(text))
+            assert dict(zip(scorer.codes, probs[k].tolist(), strict=True)) == pytest.approx(
+                expected, abs=1e-5
+            )
+        named = scorer.classify(feats)
+        assert [lang for lang, _ in named] == [ident.classify(text)[0] for text in texts]

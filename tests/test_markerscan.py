@@ -15,6 +15,7 @@ from qckit_builtins.filters.dialect import (
     _file_markers,
     _fold_tables,
     builtin_markers,
+    fold_words,
 )
 
 pytestmark = pytest.mark.skipif(accelerated.markerscan is None, reason="qckit_builtins._markerscan not built")
@@ -66,13 +67,19 @@ def _needs_python(text: str) -> bool:
 
 def _assert_like_find(markers: MarkerList, texts: list[str]) -> None:
     assert accelerated.markerscan is not None
-    counts, words, found, slow = markers.scan_matcher(accelerated.markerscan).find_all(texts)
+    matcher = markers.scan_matcher(accelerated.markerscan)
+    counts, words, found, slow = matcher.find_all(texts)
     assert slow == [k for k, text in enumerate(texts) if _needs_python(text)]
+    # count_all: find's count and the folded words (dialect_langid's word counts)
+    only_counts, tokens, count_slow = matcher.count_all(texts)
+    assert count_slow == slow
     for k, text in enumerate(texts):
         if k in slow:
             assert found[k] is None
+            assert (only_counts[k], tokens[k]) == (0, 0)
         else:
             assert (counts[k], words[k], found[k]) == markers.find(text), repr(text)
+            assert (only_counts[k], tokens[k]) == (counts[k], len(fold_words(text))), repr(text)
 
 
 @_settings

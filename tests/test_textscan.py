@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -220,3 +221,45 @@ def test_a_character_that_one_normalizer_brings_is_seen_by_the_next() -> None:
     batch = ["Le cÅ“ur de la ville.", "Rien à faire ici."]
     texts = MojibakeNormalizer().normalize_batch(batch)
     assert FoldLigaturesNormalizer().normalize_batch(texts) == ["Le coeur de la ville.", "Rien à faire ici."]
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.text(alphabet=alphabet, max_size=40), max_size=8))
+def test_langid_features_are_py3langid_counts(texts):
+    from py3langid.langid import visit_counts
+
+    from qckit_builtins import langmodel
+
+    ident = langmodel.identifier(None)
+    tables = langmodel._tables()
+    encoded = [langmodel.utf8(text) for text in texts]
+    raw_bounds, raw_ids, raw_counts = textscan.langid_features(
+        encoded, tables.nextmove, tables.rows, tables.output, tables.n_features
+    )
+    bounds, ids, counts = (
+        np.frombuffer(raw, dtype=t)
+        for raw, t in zip((raw_bounds, raw_ids, raw_counts), (np.int64, np.int32, np.int32), strict=True)
+    )
+    rows = [row << 8 for row in ident.tk_row]
+    for k, data in enumerate(encoded):
+        expected = visit_counts(ident.tk_nextmove, rows, ident.tk_output, data) or {}
+        got = slice(bounds[k], bounds[k + 1])
+        assert list(zip(ids[got].tolist(), counts[got].tolist(), strict=True)) == list(expected.items())
+
+
+def test_langid_features_refuse_tables_out_of_range():
+    from qckit_builtins import langmodel
+
+    tables = langmodel._tables()
+    bad_output = tables.output.copy()
+    bad_output[bad_output >= 0] = tables.n_features  # a feature id past the model's
+    with pytest.raises(ValueError, match="out of range"):
+        textscan.langid_features([b"bonjour"], tables.nextmove, tables.rows, bad_output, tables.n_features)
+    with pytest.raises(ValueError, match="out of range"):
+        textscan.langid_features(
+            [b"bonjour"], tables.nextmove[:1000], tables.rows, tables.output, tables.n_features
+        )
+    with pytest.raises(ValueError, match="mismatched"):
+        textscan.langid_features([b"x"], tables.nextmove, tables.rows[:10], tables.output, tables.n_features)
+    with pytest.raises(TypeError, match="texts\\[0\\] is not bytes"):
+        textscan.langid_features(["x"], tables.nextmove, tables.rows, tables.output, tables.n_features)
