@@ -48,10 +48,14 @@ def _key(name: str, sources: tuple[str, ...]) -> str:
     return digest.hexdigest()[:24]
 
 
-def cached_table(name: str, build: Callable[[], np.ndarray], sources: Sequence[str]) -> np.ndarray:
+def cached_table(
+    name: str, build: Callable[[], np.ndarray], sources: Sequence[str], mmap: bool = False
+) -> np.ndarray:
     """The array ``build()`` returns, read from the cache when an entry for ``name`` and ``sources`` is
     there, else built and stored (see the module docstring). ``sources``: the files whose code decides
-    the table (usually ``[__file__]`` of the builder's module and of the helpers it calls)."""
+    the table (usually ``[__file__]`` of the builder's module and of the helpers it calls, or a data
+    file it reads). ``mmap``: read the entry memory-mapped, read-only (for large tables: the processes
+    that map it share its pages, and reading it costs nothing until it is used)."""
     root = cache_root()
     if root is None:
         return build()
@@ -61,8 +65,9 @@ def cached_table(name: str, build: Callable[[], np.ndarray], sources: Sequence[s
         return build()
     if path.parent.is_symlink():  # never written or cleaned through a link
         return build()
+    mode = "r" if mmap else None
     with contextlib.suppress(OSError, ValueError, EOFError):
-        table = np.load(path, allow_pickle=False)
+        table = np.load(path, mmap_mode=mode, allow_pickle=False)
         if isinstance(table, np.ndarray):
             return table
     table = build()
@@ -77,4 +82,6 @@ def cached_table(name: str, build: Callable[[], np.ndarray], sources: Sequence[s
             info = old.lstat()  # a link is not an entry qckit wrote: left alone
             if old != path and stat.S_ISREG(info.st_mode) and info.st_atime < stale and info.st_mtime < stale:
                 old.unlink(missing_ok=True)
+        if mmap:  # the mapped entry, so that this process reads it as the next ones will
+            return np.load(path, mmap_mode=mode, allow_pickle=False)
     return table

@@ -114,3 +114,17 @@ def test_the_builtin_tables_come_back_equal_from_the_cache(cache: Path) -> None:
         for a, b, c in zip(expected, cold, warm, strict=True):
             assert a.dtype == b.dtype == c.dtype and np.array_equal(a, b) and np.array_equal(a, c)
     assert len(list(cache.glob("*.npy"))) == 4  # one entry each, read back the second time
+
+
+def test_a_mapped_entry_is_read_only_and_the_same_from_the_first_run(
+    cache: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build = Builder()
+    first = cached_table("mapped", build, [str(source)], mmap=True)
+    second = cached_table("mapped", build, [str(source)], mmap=True)
+    assert build.calls == 1
+    for table in (first, second):
+        assert isinstance(table, np.memmap) and not table.flags.writeable
+        assert table.tolist() == build().tolist()
+    monkeypatch.setenv("QCKIT_CACHE", "off")  # no cache: the built array itself
+    assert not isinstance(cached_table("mapped", build, [str(source)], mmap=True), np.memmap)

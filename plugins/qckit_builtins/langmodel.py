@@ -20,10 +20,12 @@ import re
 import threading
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qckit.table_cache import cached_table
 from qckit_builtins import accelerated
 
 _CODE = re.compile(r"[a-z]{2,3}")
@@ -74,26 +76,53 @@ def language_codes(key: str, value: list[str] | str) -> tuple[str, ...]:
 
 
 def check_known(key: str, codes: Sequence[str]) -> None:
-    """``ValueError`` naming ``key`` and the codes py3langid does not know (loads the model)."""
-    full = _IDENTIFIERS.get(None) or identifier(None)
-    unknown = sorted(set(codes) - set(full.nb_classes))
+    """``ValueError`` naming ``key`` and the codes py3langid does not know."""
+    unknown = sorted(set(codes) - set(model_table("classes").tolist()))
     if unknown:
         raise ValueError(f"{key}: py3langid does not know {', '.join(unknown)}")
+
+
+@functools.cache
+def _model_arrays() -> dict[str, np.ndarray]:
+    """The full model as flat arrays (loads py3langid's model: ~0.6 s)."""
+    ident = identifier(None)
+    return {
+        "nextmove": np.asarray(ident.tk_nextmove, dtype=np.uint32),  # the DFA's distinct rows
+        "rows": np.asarray(ident.tk_row, dtype=np.uint32) << 8,  # a state's row offset in nextmove
+        "output": np.asarray(ident.tk_output, dtype=np.int32),  # the feature a state emits, or -1
+        "ptc": np.asarray(ident.nb_ptc),  # log P(feature | class), float16, features × classes
+        "pc": np.asarray(ident.nb_pc, dtype=np.float32),  # log P(class)
+        "classes": np.array(ident.nb_classes),  # the class columns' codes (an alias repeats a code)
+    }
+
+
+@functools.cache
+def model_table(name: str) -> np.ndarray:
+    """One array of py3langid's full model (``nextmove``, ``rows``, ``output``, ``ptc``, ``pc``,
+    ``classes``), kept in qckit's table cache (:mod:`qckit.table_cache`, memory-mapped): loading the
+    model once per worker would cost each ~0.6 s of CPU and ~130 MB of its own; mapped, the workers
+    share the pages and load nothing. The key is this module and py3langid's code and model file."""
+    import py3langid
+    from py3langid import langid as pl
+
+    package = Path(py3langid.__file__).parent
+    sources = [__file__, pl.__file__, str(package / "modelio.py"), str(package / pl.MODEL_FILE)]
+    return cached_table(f"py3langid-{name}", lambda: _model_arrays()[name], sources, mmap=True)
 
 
 class _Tables:
     """The DFA of the full model as the flat arrays ``textscan.langid_features`` reads."""
 
-    def __init__(self, ident: Any) -> None:
-        self.nextmove = np.asarray(ident.tk_nextmove, dtype=np.uint32)  # no copy: stored as uint32
-        self.rows = np.asarray(ident.tk_row, dtype=np.uint32) << 8  # a state's row offset
-        self.output = np.asarray(ident.tk_output, dtype=np.int32)  # the feature a state emits, or -1
-        self.n_features = int(ident.nb_ptc.shape[0])
+    def __init__(self) -> None:
+        self.nextmove = model_table("nextmove")
+        self.rows = model_table("rows")
+        self.output = model_table("output")
+        self.n_features = int(model_table("ptc").shape[0])
 
 
 @functools.cache
 def _tables() -> _Tables:
-    return _Tables(identifier(None))
+    return _Tables()
 
 
 @functools.cache
@@ -174,10 +203,10 @@ class LanguageScorer:
     """
 
     def __init__(self, candidates: tuple[str, ...] | None) -> None:
-        full = identifier(None)
         if candidates is not None:
             check_known("candidates", candidates)
-        classes = list(full.nb_classes)
+        classes = model_table("classes").tolist()
+        ptc = model_table("ptc")
         columns = [i for i, code in enumerate(classes) if candidates is None or code in candidates]
         labels = [classes[i] for i in columns]
         self.codes = list(dict.fromkeys(labels))
@@ -185,8 +214,8 @@ class LanguageScorer:
         self._first = [labels.index(code) for code in self.codes]
         self._aliases = [(labels.index(code), i) for i, code in enumerate(labels) if labels.index(code) != i]
         # float16, as stored: a candidates' copy is small, the full table a view
-        self._table = full.nb_ptc if candidates is None else np.ascontiguousarray(full.nb_ptc[:, columns])
-        self._prior = np.asarray(full.nb_pc, dtype=np.float32)[columns]
+        self._table = ptc if candidates is None else np.ascontiguousarray(ptc[:, columns])
+        self._prior = np.asarray(model_table("pc"), dtype=np.float32)[columns]
 
     def probabilities(self, feats: Features) -> np.ndarray:
         """A (texts × codes) float32 array; a text without any feature gets the uniform distribution."""
