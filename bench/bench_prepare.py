@@ -6,19 +6,27 @@
     python bench/bench_prepare.py --size-mb 1000 --skip-seed      # qckit's peak RSS on 1 GB
     python bench/bench_prepare.py --one-line-mb 1000              # peak RSS on a file of one 1 GB line
 
-Both run as separate processes on the same generated corpus, in the same run, alternating
-(seed, qckit, seed, qckit …) so that a change in the machine's load hits both; the ratio printed last
-is the median of the rounds. Each line also gives the CPU seconds of the whole process tree, which a
-busy machine changes less than wall time. Peak RSS is sampled every 20 ms over the whole process tree
-(main process + workers, summed) with psutil. qckit runs the `qckit prepare` defaults: the seed's four
-filters, exact deduplication, mojibake repair (ftfy on flagged lines), URL/e-mail removal, NFC, and
-the Quebec-marker tagger, on all cores.
+They run as separate processes on the same generated corpus, in the same run, alternating
+(seed, qckit, qckit, seed, qckit, qckit …) so that a change in the machine's load hits all; the ratios
+printed last are the medians of the rounds. Each line also gives the CPU seconds of the whole process
+tree, which a busy machine changes less than wall time. Peak RSS is sampled every 20 ms over the whole
+process tree (main process + workers, summed) with psutil. qckit runs twice per round, on all cores:
+
+* the seed's steps (``--all_languages``): the seed's four filters, exact deduplication, mojibake repair
+  (ftfy on flagged lines), URL/e-mail removal, NFC and the Quebec-marker tagger, which never drops: the
+  like-for-like comparison (the seed had no language filter). The sha256 of its train/val files is
+  printed: the same corpus gives the same digest as before ``dialect_langid`` was added (``--size-mb 50``:
+  the digest in bench/README.md);
+* the ``qckit prepare`` defaults: the same plus ``dialect_langid``, the language decision. Its kept
+  documents are checked to be among the first run's, the difference being what ``dialect_langid`` dropped.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import resource
 import statistics
@@ -26,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -71,6 +80,38 @@ def count_lines(path: Path) -> int:
 def qckit_prepare(corpus: Path, out: Path, workers: int, batch_bytes: int | None = None) -> list[str]:
     extra = [] if batch_bytes is None else ["--set", f"prepare.batch_bytes={batch_bytes}"]
     return [*_qckit_prepare(corpus, out, workers), *extra]
+
+
+#: ``qckit prepare`` with the seed's steps only (no language decision: the seed had none)
+SEED_STEPS = ["--all_languages"]
+
+
+def outputs_digest(out: Path) -> str:
+    """sha256 of the train and val files, in that order (the first 16 hex digits)."""
+    digest = hashlib.sha256()
+    for name in ("train_1.txt", "val_1.txt"):
+        digest.update((out / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def check_language_drops(seed_steps: Path, defaults: Path) -> str:
+    """The defaults' kept documents are among the seed steps' ones; what the language decision dropped."""
+    lines: dict[Path, Counter[bytes]] = {}
+    for out in (seed_steps, defaults):
+        lines[out] = Counter(
+            line for name in ("train_1.txt", "val_1.txt") for line in (out / name).read_bytes().splitlines()
+        )
+    extra = lines[defaults] - lines[seed_steps]
+    if extra:
+        raise SystemExit(f"the defaults kept {sum(extra.values())} documents the seed's steps did not")
+    stats = json.loads((defaults / "prepare_stats.json").read_text(encoding="utf-8"))
+    language = stats["filters"]["dialect_langid"]
+    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(language["reasons"].items(), key=lambda kv: -kv[1]))
+    fewer = sum(lines[seed_steps].values()) - sum(lines[defaults].values())
+    return (
+        f"{fewer:,} fewer documents kept; dialect_langid dropped {language['dropped']:,} ({reasons}), "
+        "the others being duplicates that exact_dedup drops otherwise"
+    )
 
 
 def _qckit_prepare(corpus: Path, out: Path, workers: int) -> list[str]:
@@ -190,7 +231,7 @@ def main() -> None:
     if args.batch_bytes:
         sweep_batch_bytes(args, corpus, work, seed_cmd, size_mb)
         return
-    ratios, python_ratios = [], []
+    ratios, python_ratios, seed_steps_ratios = [], [], []
     python_env = {**os.environ, "QCKIT_NO_EXTENSIONS": "1"}
     for round_ in range(1 if args.skip_seed else args.repeat):
         if not args.skip_seed:
@@ -198,9 +239,15 @@ def main() -> None:
             print(
                 f"seed (re-impl): {s_wall:7.2f} s  {size_mb / s_wall:7.2f} MB/s  cpu {s_cpu:6.2f} s  peak RSS {s_rss:7.1f} MB"
             )
+        a_wall, a_cpu, a_rss = run_measured(
+            [*qckit_prepare(corpus, work / "qckit-seed-steps", args.workers), *SEED_STEPS]
+        )
+        print(
+            f"qckit, seed's steps: {a_wall:7.2f} s  {size_mb / a_wall:7.2f} MB/s  cpu {a_cpu:6.2f} s  peak RSS {a_rss:7.1f} MB (tree)"
+        )
         q_wall, q_cpu, q_rss = run_measured(qckit_prepare(corpus, work / "qckit", args.workers))
         print(
-            f"qckit prepare : {q_wall:7.2f} s  {size_mb / q_wall:7.2f} MB/s  cpu {q_cpu:6.2f} s  peak RSS {q_rss:7.1f} MB (tree)"
+            f"qckit defaults     : {q_wall:7.2f} s  {size_mb / q_wall:7.2f} MB/s  cpu {q_cpu:6.2f} s  peak RSS {q_rss:7.1f} MB (tree)"
         )
         if args.python_too:
             p_wall, p_cpu, p_rss = run_measured(
@@ -214,21 +261,33 @@ def main() -> None:
                     raise SystemExit(f"{name} differs with and without the C accelerators")
         if not args.skip_seed:
             ratios.append(s_wall / q_wall)
+            seed_steps_ratios.append(s_wall / a_wall)
             print(
-                f"  round {round_ + 1}: speed ratio qckit/seed {s_wall / q_wall:.2f}x  memory ratio {q_rss / s_rss:.2f}x"
-                + (f"  (without C {s_wall / p_wall:.2f}x)" if args.python_too else "")
+                f"  round {round_ + 1}: speed ratio qckit/seed: seed's steps {s_wall / a_wall:.2f}x, defaults "
+                f"{s_wall / q_wall:.2f}x  memory ratio {a_rss / s_rss:.2f}x, {q_rss / s_rss:.2f}x"
+                + (f"  (defaults without C {s_wall / p_wall:.2f}x)" if args.python_too else "")
             )
             if args.python_too:
                 python_ratios.append(s_wall / p_wall)
+    print(f"qckit, seed's steps: train/val sha256 {outputs_digest(work / 'qckit-seed-steps')}")
+    print(f"qckit defaults: {check_language_drops(work / 'qckit-seed-steps', work / 'qckit')}")
     if ratios:
-        print(f"speed ratio qckit/seed: {statistics.median(ratios):.2f}x (median of {len(ratios)})")
+        print(
+            f"speed ratio qckit/seed (median of {len(ratios)}): seed's steps {statistics.median(seed_steps_ratios):.2f}x, "
+            f"defaults (with the language decision) {statistics.median(ratios):.2f}x"
+        )
         if python_ratios:
             print(
                 f"without the C accelerators: {statistics.median(python_ratios):.2f}x; same train/val bytes as with them"
             )
         kept_q = count_lines(work / "qckit" / "train_1.txt") + count_lines(work / "qckit" / "val_1.txt")
         kept_s = count_lines(work / "seed" / "train_1.txt") + count_lines(work / "seed" / "val_1.txt")
-        print(f"documents kept: qckit {kept_q:,} (deduplicated, repaired)  seed {kept_s:,}")
+        kept_a = count_lines(work / "qckit-seed-steps" / "train_1.txt") + count_lines(
+            work / "qckit-seed-steps" / "val_1.txt"
+        )
+        print(
+            f"documents kept: qckit seed's steps {kept_a:,} (deduplicated, repaired), defaults {kept_q:,}  seed {kept_s:,}"
+        )
 
 
 if __name__ == "__main__":

@@ -102,12 +102,16 @@ def model_table(name: str) -> np.ndarray:
     ``classes``), kept in qckit's table cache (:mod:`qckit.table_cache`, memory-mapped): loading the
     model once per worker would cost each ~0.6 s of CPU and ~130 MB of its own; mapped, the workers
     share the pages and load nothing. The key is this module and py3langid's code and model file."""
+    return cached_table(f"py3langid-{name}", lambda: _model_arrays()[name], _model_sources(), mmap=True)
+
+
+@functools.cache
+def _model_sources() -> list[str]:
     import py3langid
     from py3langid import langid as pl
 
     package = Path(py3langid.__file__).parent
-    sources = [__file__, pl.__file__, str(package / "modelio.py"), str(package / pl.MODEL_FILE)]
-    return cached_table(f"py3langid-{name}", lambda: _model_arrays()[name], sources, mmap=True)
+    return [__file__, pl.__file__, str(package / "modelio.py"), str(package / pl.MODEL_FILE)]
 
 
 class _Tables:
@@ -213,8 +217,17 @@ class LanguageScorer:
         # a label in several columns (py3langid's script aliases: srl → sr): their sum, in its first
         self._first = [labels.index(code) for code in self.codes]
         self._aliases = [(labels.index(code), i) for i, code in enumerate(labels) if labels.index(code) != i]
-        # float16, as stored: a candidates' copy is small, the full table a view
-        self._table = ptc if candidates is None else np.ascontiguousarray(ptc[:, columns])
+        # float16, as stored; the candidates' columns are an entry of their own (a copy made here would
+        # read the whole table in every worker)
+        if candidates is None:
+            self._table = ptc
+        else:
+            self._table = cached_table(
+                f"py3langid-columns-{'-'.join(self.codes)}",
+                lambda: np.ascontiguousarray(ptc[:, columns]),
+                _model_sources(),
+                mmap=True,
+            )
         self._prior = np.asarray(model_table("pc"), dtype=np.float32)[columns]
 
     def probabilities(self, feats: Features) -> np.ndarray:
