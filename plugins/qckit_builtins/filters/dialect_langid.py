@@ -6,6 +6,12 @@ under any confidence threshold (the ``langid`` filter at 0.5 dropped 23 of a use
 sentences that pass the seed's filters, and 59 % of the bench's short ones), and a sentence with one
 English word is at the mercy of that word. The decision here, in order:
 
+0. **Clearly French.** A document with at least ``distinctive_words`` (3) words of
+   ``data/french_distinctive_words.txt`` (frequent French words that are no word of the other
+   candidates: "nous", "avec", "dans", "une", "j'", "qu'" …), more of them than English words, making
+   at least 5 % of its words and with English under ``max_english_share``, is French: the model is not
+   asked (on the bench's corpus, 5 lines in 6; no sentence of the other languages' sets, tuning or
+   held out, qualifies). The others go through the steps below.
 1. **English share.** The share of the document's words found in ``data/english_words.txt`` (frequent
    English words that are not also French words) is measured and written to ``doc.meta``. A document
    is dropped as English (``lang:en``) only when English dominates (``max_english_share``); below that
@@ -32,6 +38,12 @@ when py3langid's full model is at least ``min_confidence`` sure of a language ou
 (Polish, Swedish, Haitian Creole …), that one; ``low_confidence`` when French was the most likely but
 short of the threshold. The prepare funnel counts drops per reason, so ``prepare_stats.json`` and the
 report show what was dropped as which language.
+
+Cost: the whole batch is decided at once. The words are counted in C (``accelerated.markerscan``),
+py3langid's features of the documents in doubt are walked in C (``accelerated.textscan``) and scored in
+one numpy pass (:mod:`qckit_builtins.langmodel`); the documents dropped as another candidate than
+English are scored among all languages from the same features. The model's arrays are memory-mapped
+from qckit's table cache, shared by the workers (read from py3langid once per cache).
 """
 
 from __future__ import annotations
@@ -117,22 +129,27 @@ class DialectLangId:
     """Keeps Quebec French, short, colloquial and code-switched included (recipe: ``use = "dialect_langid"``).
 
     The decision and why it is made so are in the module's docstring
-    (``qckit_builtins/filters/dialect_langid.py``). In short: drops a document as English only when English words are more than
+    (``qckit_builtins/filters/dialect_langid.py``). In short: keeps a document rich in distinctive French
+    words without asking the model; drops a document as English only when English words are more than
     ``max_english_share`` of it; otherwise py3langid, restricted to ``candidates``, must give French at
     least ``short_confidence`` (documents of ``short_words`` words or fewer) to ``min_confidence``
     (``long_words`` words or more, linear in between); a document with French evidence (a Quebec marker,
     or French function words beside its English words) needs only ``rescue_confidence``.
     ``sample_chars``: measure and classify only the first N characters (0 = the whole text). Markers are
-    the built-in list of the ``quebec_markers`` tagger.
+    the built-in list of the ``quebec_markers`` tagger. ``distinctive_words``: a document with this many
+    distinctive French words (``data/french_distinctive_words.txt``), more than its English words and
+    5 % of its words, is kept without the model (0 = every document goes to the model).
 
     Writes ``doc.meta["lang"]`` (the identified language), ``doc.meta["lang_score"]`` (its probability
-    among the candidates), ``doc.meta["english_share"]`` and, for a document kept on evidence,
+    among the candidates; absent for a document kept on its distinctive words: the model was not asked),
+    ``doc.meta["english_share"]`` and, for a document kept on evidence,
     ``doc.meta["lang_rescue"]`` (``"markers"`` or ``"code_switching"``). Reasons: ``lang:<code>`` (the
     identified language, e.g. ``lang:es``) and ``low_confidence``. Metrics ``lang_words``,
     ``lang_english_words`` and ``lang_rescued`` give the kept corpus's English-word share and rescued
     documents (:meth:`summary`).
 
-    Like ``langid``, the model is loaded once per process on first use and never pickled.
+    The model is read on first use in each process (memory-mapped from qckit's table cache) and never
+    pickled.
     """
 
     name: ClassVar[str] = "dialect_langid"
