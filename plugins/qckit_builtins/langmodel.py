@@ -5,7 +5,9 @@ text). :func:`features` and :class:`LanguageScorer` give the same model's probab
 batch: the features of every text at once (py3langid's byte-level DFA walk, in C with
 ``accelerated.textscan``, else py3langid's own Python walk: the same counts in the same order), then one
 numpy pass per batch for the scores. A batch's features serve several scorers, so a text is walked once
-whether it is scored among a few candidates or, to name what it is, among all 97 languages.
+whether it is scored among a few candidates or, to name what it is, among all 97 languages. Their arrays
+(:func:`model_table`) are memory-mapped from qckit's table cache: the workers share them, and only the
+first run per cache loads py3langid's model to write them.
 
 The probabilities are py3langid's ``norm_probs`` ones (the naive-Bayes log scores divided by the square
 root of the text's UTF-8 length, then a softmax over the scored languages) up to float32 rounding: the
