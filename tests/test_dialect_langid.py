@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -15,7 +16,12 @@ from qckit.recipe import build_recipe, load_recipe
 from qckit.report import prepare_report
 from qckit_builtins import accelerated, langmodel
 from qckit_builtins.filters.dialect import builtin_markers, fold_words
-from qckit_builtins.filters.dialect_langid import DialectLangId, english_words, french_distinctive_words
+from qckit_builtins.filters.dialect_langid import (
+    CANDIDATES,
+    DialectLangId,
+    english_words,
+    french_distinctive_words,
+)
 from qckit_builtins.filters.quality import french_stop_words
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,7 +281,9 @@ def test_the_same_decisions_without_the_accelerators(flt, monkeypatch):
     assert _decisions(flt, texts, batch=True) == with_c
 
 
-def test_the_batch_scores_are_py3langids():
+@pytest.mark.parametrize("cells", [1 << 20, 300])  # 300: a few texts per run among 9, one among all
+def test_the_batch_scores_are_py3langids(cells, monkeypatch):
+    monkeypatch.setattr(langmodel, "_CHUNK_CELLS", cells)
     texts = [*REPORTED, *FOREIGN.values(), "Rada miasta zatwierdziła budżet.", "", "ÇA VA PAS PANTOUTE"]
     feats = langmodel.features(texts)
     candidates = ("fr", "en", "es", "de")
@@ -291,3 +299,14 @@ def test_the_batch_scores_are_py3langids():
             )
         named = scorer.classify(feats)
         assert [lang for lang, _ in named] == [ident.classify(text)[0] for text in texts]
+
+
+def test_the_scores_do_not_depend_on_how_the_batch_is_cut(monkeypatch):
+    feats = langmodel.features([*MIXED, *CORPUS])
+    scorers = [langmodel.scorer(tuple(CANDIDATES)), langmodel.scorer(None)]
+    whole = [scorer.probabilities(feats) for scorer in scorers]
+    monkeypatch.setattr(langmodel, "_CHUNK_CELLS", 50)
+    for scorer, expected in zip(scorers, whole, strict=True):
+        assert np.array_equal(scorer.probabilities(feats), expected)
+    one_by_one = np.concatenate([scorers[0].probabilities(feats.take([k])) for k in range(len(feats))])
+    assert np.array_equal(one_by_one, whole[0])

@@ -201,6 +201,10 @@ def features(texts: Sequence[str]) -> Features:
     return Features(bounds, ids, np.log1p(counts.astype(np.float32)), sizes)
 
 
+#: table cells (features × languages) scored at once: 4 MB of float32
+_CHUNK_CELLS = 1 << 20
+
+
 class LanguageScorer:
     """The normalized probabilities of ``candidates`` (all of py3langid's languages for None) for the
     texts of a :class:`Features`: py3langid's own with ``set_languages(candidates)``.
@@ -237,10 +241,21 @@ class LanguageScorer:
         n, bounds = len(feats), feats.bounds
         scores = np.zeros((n, len(self._prior)), dtype=np.float32)
         present = np.flatnonzero(bounds[1:] > bounds[:-1])
-        if len(present):
-            weighted = self._table[feats.ids] * feats.weights[:, None]  # float32
-            # rows in order within each text: a text's sums do not depend on the rest of the batch
-            scores[present] = np.add.reduceat(weighted, bounds[present], axis=0) + self._prior
+        # the texts in runs of about _CHUNK_CELLS table cells, so that a batch of long texts scored among
+        # every language never needs a large temporary; a text's rows are summed in order within it,
+        # so its sums do not depend on the rest of the batch nor on the runs
+        per_run = max(1, _CHUNK_CELLS // len(self._prior))
+        done = 0
+        while done < len(present):
+            first_feature = bounds[present[done]]
+            stop = int(np.searchsorted(bounds[present + 1], first_feature + per_run, side="right"))
+            stop = max(stop, done + 1)
+            texts = present[done:stop]
+            rows = slice(first_feature, bounds[texts[-1] + 1])
+            weighted = self._table[feats.ids[rows]] * feats.weights[rows, None]  # float32
+            starts = bounds[texts] - first_feature
+            scores[texts] = np.add.reduceat(weighted, starts, axis=0) + self._prior
+            done = stop
         scale = (1.0 / np.sqrt(np.maximum(feats.sizes, 1))).astype(np.float32)
         scores *= scale[:, None]
         scores -= scores.max(axis=1, keepdims=True)
