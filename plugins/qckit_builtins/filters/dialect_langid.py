@@ -222,23 +222,25 @@ class DialectLangId:
         n_words, n_english, n_distinctive = word_counts(texts)
         reasons: list[str | None] = [None] * len(docs)
         shares = [
-            english / words if words else 0.0 for english, words in zip(n_english, n_words, strict=True)
+            english / words if english else 0.0 for english, words in zip(n_english, n_words, strict=True)
         ]
+        least = self.distinctive_words or float("inf")  # 0: the fast path off
         doubt = []  # the documents the model decides
-        for k, (doc, share) in enumerate(zip(docs, shares, strict=True)):
-            doc.meta["english_share"] = round(share, 4)
-            doc.metrics[WORDS] = float(n_words[k])
-            doc.metrics[ENGLISH_WORDS] = float(n_english[k])
-            distinctive = n_distinctive[k]
+        for k, (doc, share, words, english, distinctive) in enumerate(
+            zip(docs, shares, n_words, n_english, n_distinctive, strict=True)
+        ):
+            doc.meta["english_share"] = round(share, 4) if english else 0.0
+            metrics = doc.metrics
+            metrics[WORDS] = float(words)
+            metrics[ENGLISH_WORDS] = float(english)
             if (
-                self.distinctive_words
-                and distinctive >= self.distinctive_words
-                and distinctive > n_english[k]
-                and distinctive >= _DISTINCTIVE_SHARE * n_words[k]
+                distinctive >= least
+                and distinctive > english
+                and distinctive >= _DISTINCTIVE_SHARE * words
                 and share <= self.max_english_share
             ):
                 doc.meta["lang"] = _FRENCH
-                doc.metrics[RESCUED] = 0.0
+                metrics[RESCUED] = 0.0
             else:
                 doubt.append(k)
         if not doubt:
