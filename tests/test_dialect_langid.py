@@ -21,6 +21,7 @@ from qckit_builtins.filters.dialect_langid import (
     DialectLangId,
     english_words,
     french_distinctive_words,
+    word_counts,
 )
 from qckit_builtins.filters.quality import french_stop_words
 
@@ -310,3 +311,11 @@ def test_the_scores_do_not_depend_on_how_the_batch_is_cut(monkeypatch):
         assert np.array_equal(scorer.probabilities(feats), expected)
     one_by_one = np.concatenate([scorers[0].probabilities(feats.take([k])) for k in range(len(feats))])
     assert np.array_equal(one_by_one, whole[0])
+
+
+def test_word_counts_are_the_same_without_the_accelerator(monkeypatch):
+    texts = [*MIXED, *CORPUS, "L'ŒUVRE d'J'AI qu’il", "ﬁn de semaine nous avons 😀", "nous\ud800avec dans"]
+    with_c = word_counts(texts)
+    monkeypatch.setattr(accelerated, "markerscan", None)
+    assert word_counts(texts) == with_c
+    assert with_c[2][texts.index("Nous avons soupé chez ma tante avec elle, pis toute.")] == 5

@@ -70,16 +70,38 @@ def _assert_like_find(markers: MarkerList, texts: list[str]) -> None:
     matcher = markers.scan_matcher(accelerated.markerscan)
     counts, words, found, slow = matcher.find_all(texts)
     assert slow == [k for k, text in enumerate(texts) if _needs_python(text)]
-    # count_all: find's count and the folded words (dialect_langid's word counts)
-    only_counts, tokens, count_slow = matcher.count_all(texts)
+    # count_all: find's count, the part of it flagged (all, none) and the folded words (dialect_langid's)
+    n_entries = len(_entries(markers))
+    only_counts, all_flagged, tokens, count_slow = matcher.count_all(texts, b"\x01" * n_entries)
+    assert matcher.count_all(texts, bytes(n_entries))[1] == [0] * len(texts)
     assert count_slow == slow
     for k, text in enumerate(texts):
         if k in slow:
             assert found[k] is None
-            assert (only_counts[k], tokens[k]) == (0, 0)
+            assert (only_counts[k], all_flagged[k], tokens[k]) == (0, 0, 0)
         else:
             assert (counts[k], words[k], found[k]) == markers.find(text), repr(text)
-            assert (only_counts[k], tokens[k]) == (counts[k], len(fold_words(text))), repr(text)
+            assert (only_counts[k], all_flagged[k], tokens[k]) == (
+                counts[k],
+                counts[k],
+                len(fold_words(text)),
+            )
+
+
+def _entries(markers: MarkerList) -> set[str]:
+    phrases = {label for options in markers.phrases.values() for _, label in options if label is not None}
+    return set(markers.words.values()) | set(markers.stems.values()) | phrases
+
+
+def test_count_all_counts_the_flagged_entries_apart():
+    words = ["pis", "tsé", "icitte", "char"]  # entries in sorted order: char, icitte, pis, tsé
+    markers = MarkerList("\n".join(words), "<words>")
+    assert accelerated.markerscan is not None
+    matcher = markers.scan_matcher(accelerated.markerscan)
+    counts, flagged, tokens, slow = matcher.count_all(["pis tsé pis, mon char", "rien"], bytes([0, 0, 1, 0]))
+    assert (counts, flagged, tokens, slow) == ([4, 0], [2, 0], [5, 1], [])
+    with pytest.raises(ValueError, match="one byte per entry"):
+        matcher.count_all(["pis"], bytes(3))
 
 
 @_settings

@@ -746,10 +746,11 @@ scan_text(const Matcher *m, Scan *s, int kind, const void *data, Py_ssize_t leng
 }
 
 /* find's loop over the tokens of ``s``: the marker count, and the distinct label ids into ``found``
- * (``seen[id] == stamp``: already there). */
+ * (``seen[id] == stamp``: already there). With ``flagged`` (one byte per label id), the count of the
+ * markers whose label is flagged goes to ``*n_flagged``. */
 static Py_ssize_t
 match_tokens(const Matcher *m, const Scan *s, Py_ssize_t *seen, Py_ssize_t stamp, int32_t *found,
-             Py_ssize_t *n_found)
+             Py_ssize_t *n_found, const unsigned char *flagged, Py_ssize_t *n_flagged)
 {
     Py_ssize_t count = 0, i = 0, n = s->n_tokens;
     while (i < n) {
@@ -774,6 +775,8 @@ match_tokens(const Matcher *m, const Scan *s, Py_ssize_t *seen, Py_ssize_t stamp
         }
         if (label >= 0) {
             count++;
+            if (flagged != NULL && flagged[label])
+                (*n_flagged)++;
             if (seen[label] != stamp) {
                 seen[label] = stamp;
                 found[(*n_found)++] = label;
@@ -853,7 +856,7 @@ find_one(const Matcher *m, Batch *b, PyObject *text, Py_ssize_t k, Py_ssize_t *c
     if (status)
         return status;
     Py_ssize_t n_found = 0;
-    *count = b->s.hit ? match_tokens(m, &b->s, b->seen, k + 1, b->ids, &n_found) : 0;
+    *count = b->s.hit ? match_tokens(m, &b->s, b->seen, k + 1, b->ids, &n_found, NULL, NULL) : 0;
     *entries = labels_list(m, b->ids, n_found);
     return *entries == NULL ? -1 : 0;
 }
@@ -1052,25 +1055,34 @@ error:
 }
 
 PyDoc_STRVAR(count_all_doc,
-"count_all(texts, /) -> (counts, tokens, slow)\n\n"
-"For each text of a list of str, counts[k] is MarkerList.find(texts[k])'s marker count and tokens[k]\n"
-"len(fold_words(texts[k])), except for the indices in ``slow`` (see find_all; 0 and 0 there).");
+"count_all(texts, flagged, /) -> (counts, flagged_counts, tokens, slow)\n\n"
+"For each text of a list of str, counts[k] is MarkerList.find(texts[k])'s marker count, flagged_counts[k]\n"
+"the part of it whose entries are flagged (``flagged``: bytes, one 0 or 1 per label id, the entries in\n"
+"sorted order) and tokens[k] len(fold_words(texts[k])), except for the indices in ``slow`` (see\n"
+"find_all; 0 there).");
 
 static PyObject *
-count_all(Matcher *self, PyObject *texts)
+count_all(Matcher *self, PyObject *args)
 {
-    if (!PyList_Check(texts)) {
-        PyErr_SetString(PyExc_TypeError, "texts must be a list of str");
+    PyObject *texts;
+    Py_buffer flags = {0};
+    if (!PyArg_ParseTuple(args, "O!y*:count_all", &PyList_Type, &texts, &flags))
+        return NULL;
+    if (flags.len != PyTuple_GET_SIZE(self->labels)) {
+        PyBuffer_Release(&flags);
+        PyErr_SetString(PyExc_ValueError, "flagged must hold one byte per entry");
         return NULL;
     }
+    const unsigned char *flagged = flags.buf;
     Py_ssize_t n = PyList_GET_SIZE(texts);
-    PyObject *counts = PyList_New(n), *tokens = PyList_New(n), *slow = PyList_New(0);
+    PyObject *counts = PyList_New(n), *flagged_counts = PyList_New(n), *tokens = PyList_New(n);
+    PyObject *slow = PyList_New(0);
     Batch b;
-    if (batch_init(self, &b) < 0 || counts == NULL || tokens == NULL || slow == NULL)
+    if (batch_init(self, &b) < 0 || counts == NULL || flagged_counts == NULL || tokens == NULL || slow == NULL)
         goto error;
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *text = PyList_GET_ITEM(texts, k);
-        Py_ssize_t n_words = 0, count = 0, n_folded = 0, n_found = 0;
+        Py_ssize_t n_words = 0, count = 0, n_flagged = 0, n_folded = 0, n_found = 0;
         if (!PyUnicode_Check(text)) {
             PyErr_Format(PyExc_TypeError, "texts[%zd] is not a str", k);
             goto error;
@@ -1086,23 +1098,29 @@ count_all(Matcher *self, PyObject *texts)
                 goto error;
         }
         else {
-            count = b.s.hit ? match_tokens(self, &b.s, b.seen, k + 1, b.ids, &n_found) : 0;
+            count = b.s.hit ? match_tokens(self, &b.s, b.seen, k + 1, b.ids, &n_found, flagged, &n_flagged) : 0;
             n_folded = b.s.n_folded;
         }
-        PyObject *a = PyLong_FromSsize_t(count), *c = PyLong_FromSsize_t(n_folded);
-        if (a == NULL || c == NULL) {
+        PyObject *a = PyLong_FromSsize_t(count), *f = PyLong_FromSsize_t(n_flagged);
+        PyObject *c = PyLong_FromSsize_t(n_folded);
+        if (a == NULL || f == NULL || c == NULL) {
             Py_XDECREF(a);
+            Py_XDECREF(f);
             Py_XDECREF(c);
             goto error;
         }
         PyList_SET_ITEM(counts, k, a);
+        PyList_SET_ITEM(flagged_counts, k, f);
         PyList_SET_ITEM(tokens, k, c);
     }
     batch_free(&b);
-    return Py_BuildValue("(NNN)", counts, tokens, slow);
+    PyBuffer_Release(&flags);
+    return Py_BuildValue("(NNNN)", counts, flagged_counts, tokens, slow);
 error:
     batch_free(&b);
+    PyBuffer_Release(&flags);
     Py_XDECREF(counts);
+    Py_XDECREF(flagged_counts);
     Py_XDECREF(tokens);
     Py_XDECREF(slow);
     return NULL;
@@ -1110,7 +1128,7 @@ error:
 
 static PyMethodDef matcher_methods[] = {
     {"find_all", (PyCFunction)find_all, METH_O, find_all_doc},
-    {"count_all", (PyCFunction)count_all, METH_O, count_all_doc},
+    {"count_all", (PyCFunction)count_all, METH_VARARGS, count_all_doc},
     {"tag_all", (PyCFunction)tag_all, METH_VARARGS, tag_all_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -96,10 +96,15 @@ def french_distinctive_words() -> frozenset[str]:
 
 
 @functools.cache
-def _matcher(words: frozenset[str]) -> Any:
-    """The C matcher counting ``words`` (folded single words: a marker list without stems or phrases)."""
+def _matcher() -> tuple[Any, bytes]:
+    """The C matcher counting English and distinctive French words (one marker list of single folded
+    words, its entries the words themselves), and the flags of the French ones by entry, in sorted order
+    (the matcher's label ids)."""
     assert accelerated.markerscan is not None
-    return MarkerList("\n".join(sorted(words)), "<words>").scan_matcher(accelerated.markerscan)
+    english, distinctive = english_words(), french_distinctive_words()
+    words = sorted(english | distinctive)
+    matcher = MarkerList("\n".join(words), "<words>").scan_matcher(accelerated.markerscan)
+    return matcher, bytes(word in distinctive for word in words)
 
 
 def word_counts(texts: list[str]) -> tuple[list[int], list[int], list[int]]:
@@ -107,8 +112,9 @@ def word_counts(texts: list[str]) -> tuple[list[int], list[int], list[int]]:
     French words (C with ``accelerated.markerscan``, else :func:`fold_words`, the reference)."""
     english, distinctive = english_words(), french_distinctive_words()
     if accelerated.markerscan is not None:
-        n_english, n_words, slow = _matcher(english).count_all(texts)
-        n_distinctive = _matcher(distinctive).count_all(texts)[0]
+        matcher, flagged = _matcher()
+        n_either, n_distinctive, n_words, slow = matcher.count_all(texts, flagged)
+        n_english = [either - french for either, french in zip(n_either, n_distinctive, strict=True)]
     else:
         n = len(texts)
         n_english, n_words, n_distinctive, slow = [0] * n, [0] * n, [0] * n, range(n)
