@@ -44,8 +44,14 @@ def _key(name: str, sources: tuple[str, ...]) -> str:
     for part in (name, sys.version, unicodedata.unidata_version, np.__version__):
         digest.update(part.encode() + b"\x00")
     for source in sources:
-        digest.update(Path(source).read_bytes() + b"\x00")
+        digest.update(_file_digest(source) + b"\x00")
     return digest.hexdigest()[:24]
+
+
+@functools.cache
+def _file_digest(source: str) -> bytes:
+    """A source's SHA-256, read once per process (a data file may be a source of several tables)."""
+    return hashlib.sha256(Path(source).read_bytes()).digest()
 
 
 def cached_table(

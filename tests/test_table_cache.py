@@ -54,6 +54,7 @@ def test_another_builder_is_another_entry_and_entries_unused_for_a_month_go(
     (first,) = cache.glob("t-*.npy")
     source.write_text("TABLE = 2\n")
     table_cache._key.cache_clear()  # a new process: the sources are read again
+    table_cache._file_digest.cache_clear()
     cached_table("t", build, [str(source)])
     assert build.calls == 2
     assert len(list(cache.glob("t-*.npy"))) == 2  # another checkout may still use the first
@@ -61,6 +62,7 @@ def test_another_builder_is_another_entry_and_entries_unused_for_a_month_go(
     os.utime(first, (month_ago, month_ago))
     source.write_text("TABLE = 3\n")
     table_cache._key.cache_clear()
+    table_cache._file_digest.cache_clear()
     cached_table("t", build, [str(source)])
     assert first not in set(cache.glob("t-*.npy")) and len(list(cache.glob("t-*.npy"))) == 2
 
