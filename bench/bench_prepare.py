@@ -254,7 +254,7 @@ def main() -> None:
                 qckit_prepare(corpus, work / "qckit-python", args.workers), python_env
             )
             print(
-                f"qckit, no C   : {p_wall:7.2f} s  {size_mb / p_wall:7.2f} MB/s  cpu {p_cpu:6.2f} s  peak RSS {p_rss:7.1f} MB (tree)"
+                f"defaults, no C     : {p_wall:7.2f} s  {size_mb / p_wall:7.2f} MB/s  cpu {p_cpu:6.2f} s  peak RSS {p_rss:7.1f} MB (tree)"
             )
             for name in ("train_1.txt", "val_1.txt"):
                 if (work / "qckit" / name).read_bytes() != (work / "qckit-python" / name).read_bytes():
