@@ -26,6 +26,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def cached_table(
         return build()
     if path.parent.is_symlink():  # never written or cleaned through a link
         return build()
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     with contextlib.suppress(OSError, ValueError, EOFError):
         table = np.load(path, mmap_mode=mode, allow_pickle=False)
         if isinstance(table, np.ndarray):
