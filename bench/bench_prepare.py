@@ -10,15 +10,19 @@ They run as separate processes on the same generated corpus, in the same run, al
 (seed, qckit, qckit, seed, qckit, qckit …) so that a change in the machine's load hits all; the ratios
 printed last are the medians of the rounds. Each line also gives the CPU seconds of the whole process
 tree, which a busy machine changes less than wall time. Peak RSS is sampled every 20 ms over the whole
-process tree (main process + workers, summed) with psutil. qckit runs twice per round, on all cores:
+process tree (main process + workers, summed) with psutil. qckit runs three times per round, on all cores:
 
-* the seed's steps (``--all_languages``): the seed's four filters, exact deduplication, mojibake repair
-  (ftfy on flagged lines), URL/e-mail removal, NFC and the Quebec-marker tagger, which never drops: the
-  like-for-like comparison (the seed had no language filter). The sha256 of its train/val files is
-  printed: the same corpus gives the same digest as before ``dialect_langid`` was added (``--size-mb 50``:
-  the digest in bench/README.md);
-* the ``qckit prepare`` defaults: the same plus ``dialect_langid``, the language decision. Its kept
-  documents are checked to be among the first run's, the difference being what ``dialect_langid`` dropped.
+* the seed's steps (``--all-languages --near-duplicates off``): the seed's four filters, exact
+  deduplication, mojibake repair (ftfy on flagged lines), URL/e-mail removal, NFC and the Quebec-marker
+  tagger, which never drops: the like-for-like comparison (the seed had neither a language filter nor
+  near-duplicates). The sha256 of its train/val files is printed: the same corpus gives the same digest
+  as before ``dialect_langid`` and the near-duplicate tagging were added (``--size-mb 50``: the digest
+  in the README's Performance table);
+* the seed's steps plus ``dialect_langid``, the language decision (``--near-duplicates off``). Its kept
+  documents are checked to be among the first run's, the difference being what ``dialect_langid``
+  dropped;
+* the ``qckit prepare`` defaults: the same plus the near-duplicate tagging (clusters kept on one side
+  of the split, none dropped).
 """
 
 from __future__ import annotations
@@ -82,8 +86,10 @@ def qckit_prepare(corpus: Path, out: Path, workers: int, batch_bytes: int | None
     return [*_qckit_prepare(corpus, out, workers), *extra]
 
 
-#: ``qckit prepare`` with the seed's steps only (no language decision: the seed had none)
-SEED_STEPS = ["--all_languages"]
+#: ``qckit prepare`` with the seed's steps only (no language decision, no near-duplicates: the seed had neither)
+SEED_STEPS = ["--all-languages", "--near-duplicates", "off"]
+#: … and with the language decision
+WITH_LANGUAGE = ["--near-duplicates", "off"]
 
 
 def outputs_digest(out: Path) -> str:
@@ -231,7 +237,7 @@ def main() -> None:
     if args.batch_bytes:
         sweep_batch_bytes(args, corpus, work, seed_cmd, size_mb)
         return
-    ratios, python_ratios, seed_steps_ratios = [], [], []
+    ratios, python_ratios, seed_steps_ratios, language_ratios = [], [], [], []
     python_env = {**os.environ, "QCKIT_NO_EXTENSIONS": "1"}
     for round_ in range(1 if args.skip_seed else args.repeat):
         if not args.skip_seed:
@@ -244,6 +250,12 @@ def main() -> None:
         )
         print(
             f"qckit, seed's steps: {a_wall:7.2f} s  {size_mb / a_wall:7.2f} MB/s  cpu {a_cpu:6.2f} s  peak RSS {a_rss:7.1f} MB (tree)"
+        )
+        l_wall, l_cpu, l_rss = run_measured(
+            [*qckit_prepare(corpus, work / "qckit-language", args.workers), *WITH_LANGUAGE]
+        )
+        print(
+            f"  + language       : {l_wall:7.2f} s  {size_mb / l_wall:7.2f} MB/s  cpu {l_cpu:6.2f} s  peak RSS {l_rss:7.1f} MB (tree)"
         )
         q_wall, q_cpu, q_rss = run_measured(qckit_prepare(corpus, work / "qckit", args.workers))
         print(
@@ -262,19 +274,22 @@ def main() -> None:
         if not args.skip_seed:
             ratios.append(s_wall / q_wall)
             seed_steps_ratios.append(s_wall / a_wall)
+            language_ratios.append(s_wall / l_wall)
             print(
-                f"  round {round_ + 1}: speed ratio qckit/seed: seed's steps {s_wall / a_wall:.2f}x, defaults "
-                f"{s_wall / q_wall:.2f}x  memory ratio {a_rss / s_rss:.2f}x, {q_rss / s_rss:.2f}x"
+                f"  round {round_ + 1}: speed ratio qckit/seed: seed's steps {s_wall / a_wall:.2f}x, + language "
+                f"{s_wall / l_wall:.2f}x, defaults {s_wall / q_wall:.2f}x  memory ratio {a_rss / s_rss:.2f}x, "
+                f"{l_rss / s_rss:.2f}x, {q_rss / s_rss:.2f}x"
                 + (f"  (defaults without C {s_wall / p_wall:.2f}x)" if args.python_too else "")
             )
             if args.python_too:
                 python_ratios.append(s_wall / p_wall)
     print(f"qckit, seed's steps: train/val sha256 {outputs_digest(work / 'qckit-seed-steps')}")
-    print(f"qckit defaults: {check_language_drops(work / 'qckit-seed-steps', work / 'qckit')}")
+    print(f"qckit + language: {check_language_drops(work / 'qckit-seed-steps', work / 'qckit-language')}")
     if ratios:
         print(
             f"speed ratio qckit/seed (median of {len(ratios)}): seed's steps {statistics.median(seed_steps_ratios):.2f}x, "
-            f"defaults (with the language decision) {statistics.median(ratios):.2f}x"
+            f"+ language {statistics.median(language_ratios):.2f}x, "
+            f"defaults (+ near-duplicate tagging) {statistics.median(ratios):.2f}x"
         )
         if python_ratios:
             print(
