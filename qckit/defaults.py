@@ -1,13 +1,11 @@
 """Default component lists, used where a recipe (or the seed-compatible flags) leaves a list out.
 
 They reproduce the seed's ``prepare_data.py`` behaviour with its bugs fixed (NFC instead of NFKC, a
-correct URL pattern, mojibake repair that keeps French typography, exact deduplication) plus three
+correct URL pattern, mojibake repair that keeps French typography, exact deduplication) plus two
 components the seed lacked: ``dialect_langid``, the language decision made for a Quebec corpus (other
 languages out; short, colloquial and code-switched Quebec French kept, see
-``qckit_builtins/filters/dialect_langid.py``), the Quebec-marker tagger, which never drops anything
-but measures dialect density for the report, and near-duplicate tagging, which drops nothing either but
-keeps variants of one text on the same side of the train/val split (validation never measures
-memorisation of a training sentence's variant).
+``qckit_builtins/filters/dialect_langid.py``), and the Quebec-marker tagger, which never drops anything
+but measures dialect density for the report.
 """
 
 from __future__ import annotations
@@ -16,8 +14,9 @@ from typing import Any
 
 #: the defaults' language decision (``qckit prepare --all_languages`` leaves it out, as the seed had none)
 LANGUAGE_FILTER = "dialect_langid"
-#: the defaults' near-duplicate step: short-text MinHash that *tags* (keeps) near-duplicates, so that the
-#: splitter keeps each cluster on one side of train/val (``qckit prepare --near_duplicates drop|off``)
+#: the near-duplicate step ``qckit prepare --near_duplicates tag|drop`` adds: short-text MinHash; ``tag`` keeps
+#: near-duplicates with each cluster on one side of train/val. Not a default: on a plain corpus it costs more
+#: than the rest of prepare (bench/bench_prepare.py); the main recipe drops near-duplicates
 NEAR_DUPLICATES: dict[str, Any] = {"use": "minhash_dedup", "shingling": "short", "duplicates": "tag"}
 
 PREPARE_DEFAULTS: dict[str, Any] = {
@@ -39,7 +38,6 @@ PREPARE_DEFAULTS: dict[str, Any] = {
         {"use": LANGUAGE_FILTER},
         {"use": "quebec_markers"},
         {"use": "exact_dedup"},
-        NEAR_DUPLICATES,
     ],
     "splitter": {"use": "random", "val_split": 0.1, "seed": 42},
     "writers": [{"use": "txt"}],

@@ -366,14 +366,26 @@ def test_prepare_texts_keeps_tagged_clusters_on_one_side():
     assert result.stats["sets"][0]["clustered"] > 0
 
 
-def test_the_defaults_keep_near_duplicates_on_one_side_of_the_split():
-    """Default settings drop no near-duplicate (as the seed) but split by cluster: a variant of a training
-    sentence never lands in validation."""
+def test_near_duplicates_tag_keeps_variants_on_one_side_of_the_split():
+    """``qckit prepare --near_duplicates tag``: no near-duplicate dropped, but a variant of a training sentence
+    never lands in validation."""
+    import argparse
+
+    from qckit.cli.prepare import add_parser, prepare_flags_to_recipe
     from qckit.defaults import NEAR_DUPLICATES, PREPARE_DEFAULTS
 
-    assert NEAR_DUPLICATES in PREPARE_DEFAULTS["filters"] and NEAR_DUPLICATES["duplicates"] == "tag"
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    ns = parser.parse_args(["prepare", "--input", "a.txt", "--output", "out", "--near_duplicates", "tag"])
+    filters = prepare_flags_to_recipe(ns)["prepare"]["filters"]
+    assert filters[-1] == NEAR_DUPLICATES and NEAR_DUPLICATES not in PREPARE_DEFAULTS["filters"]
+    default = parser.parse_args(["prepare", "--input", "a.txt", "--output", "out"])
+    assert not any(
+        f["use"] == "minhash_dedup" for f in prepare_flags_to_recipe(default)["prepare"]["filters"]
+    )
     lines, groups = near_duplicate_lines(200)
-    result = prepare_texts(lines, {"prepare": {"splitter": {"use": "random", "val_split": 0.3, "seed": 1}}})
+    recipe = {"filters": filters, "splitter": {"use": "random", "val_split": 0.3, "seed": 1}}
+    result = prepare_texts(lines, {"prepare": recipe})
     group_of = dict(zip(lines, groups, strict=True))
     kept = [d.text for d in [*result.train, *result.val]]
     train = {group_of[t] for t in (d.text for d in result.train) if t in group_of}

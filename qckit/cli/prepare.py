@@ -34,9 +34,9 @@ def add_prepare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--near_duplicates",
         choices=["tag", "drop", "off"],
-        default="tag",
-        help="near-duplicates (short-text MinHash): tag = keep them, each cluster on one side of the split "
-        "(default); drop = keep the first of each cluster; off = not looked for",
+        default="off",
+        help="near-duplicates (short-text MinHash): tag = keep them, each cluster on one side of the split; "
+        "drop = keep the first of each cluster; off = not looked for (default, as the seed)",
     )
     p.add_argument("--minhash", action="store_true", help="the same as --near_duplicates drop")
     p.add_argument(
@@ -86,12 +86,8 @@ def prepare_flags_to_recipe(ns: argparse.Namespace) -> dict[str, Any]:
     if ns.all_languages:
         filters = [f for f in filters if f["use"] != defaults.LANGUAGE_FILTER]
     near = "drop" if ns.minhash else ns.near_duplicates
-    if near == "off":
-        filters = [f for f in filters if f["use"] != defaults.NEAR_DUPLICATES["use"]]
-    else:
-        filters = [
-            {**f, "duplicates": near} if f["use"] == defaults.NEAR_DUPLICATES["use"] else f for f in filters
-        ]
+    if near != "off":
+        filters.append({**defaults.NEAR_DUPLICATES, "duplicates": near})
     if ns.decontaminate:
         filters.append({"use": "decontaminate", "files": list(ns.decontaminate)})
     writers = {

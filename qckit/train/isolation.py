@@ -182,11 +182,11 @@ def _windows(vocab: int, eos: int, pad: int, flatten: bool) -> tuple[list[dict[s
             offset += len(ids)
         windows.append(torch.cat(tokens).numpy().astype(np.int32))
         flat_start += offset
-    ids = np.concatenate(windows)
+    flat_ids = np.concatenate(windows)
     offsets = np.concatenate([[0], np.cumsum([len(w) for w in windows])]).astype(np.int64)
     dataset = PackedDataset(
-        ids,
-        ids.copy(),
+        flat_ids,
+        flat_ids.copy(),
         offsets,
         pad_id=pad,
         stats=PackingStats(),
