@@ -295,3 +295,42 @@ def test_a_full_fine_tune_selection_writes_the_interpolated_tied_model(tmp_path,
     assert any(not torch.equal(base[n], tuned[n]) for n in base)
     for name in base:
         torch.testing.assert_close(half[name], (base[name] + tuned[name]) / 2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["dora", "rslora"])
+def test_dora_and_rslora_strengths_are_written_as_measured(variant, tiny_model_dir, tmp_path):
+    """Strength scales B·A inside DoRA's and rsLoRA's own formulas: the written adapter is the point measured."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from qckit.models import load_model, load_tokenizer, resolve_model
+    from qckit.select import _Strength, write_selected
+
+    source = resolve_model(str(tiny_model_dir))
+    base_state = load_model(source).state_dict()
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        use_dora=variant == "dora",
+        use_rslora=variant == "rslora",
+    )
+    tuned = get_peft_model(load_model(source), config)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for name, param in tuned.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a trained-looking adapter: B is zero at initialisation
+    run = tmp_path / "run"
+    tuned.save_pretrained(run)
+    (run / "training_summary.json").write_text(json.dumps({"model": str(tiny_model_dir), "global_step": 1}))
+    ids = load_tokenizer(source)(SAMPLE_SENTENCES[1], return_tensors="pt").input_ids
+    measured = PeftModel.from_pretrained(load_model(source), str(run))
+    _Strength(measured, base_state, True).set(0.5)
+    written = write_selected(run, "final", 0.5, tmp_path / "half")
+    loaded = PeftModel.from_pretrained(load_model(source), str(written))
+    full = PeftModel.from_pretrained(load_model(source), str(run))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, measured(ids).logits, rtol=0, atol=1e-5)
+        assert not torch.allclose(
+            loaded(ids).logits, full(ids).logits, atol=1e-3
+        )  # half is not the whole delta
