@@ -773,8 +773,19 @@ class ClusterIndex:
         number = np.full(m, -1, dtype=np.int64)  # each kept document's number in the index
         alone = np.flatnonzero(~ordered)
         number[alone] = self._keep(sketches[alone], batch_serials[alone])
+        # a document whose bands meet only earlier batches (none shared within this one) cannot meet another
+        # document of this batch: its candidates are all known, so it is decided with the others at once
+        independent = slow & ~in_batch.any(axis=1)
+        rows_ = np.flatnonzero(independent)
+        if len(rows_):
+            matched = self._first_matches(found[rows_], sketches[rows_])
+            for r, serial in zip(rows_.tolist(), matched.tolist(), strict=True):
+                if serial >= 0:
+                    out[positions[r]] = serial
+            fresh = rows_[matched < 0]
+            number[fresh] = self._keep(sketches[fresh], batch_serials[fresh])
         owner: dict[int, int] = {}  # band shared within the batch → its first kept document's number
-        for r in np.flatnonzero(ordered).tolist():
+        for r in np.flatnonzero(ordered & ~independent).tolist():
             shared = [int(k) for k in keys[r][in_batch[r]].tolist()]
             if slow[r]:
                 candidates = {d for d in found[r].tolist() if d >= 0}
@@ -807,6 +818,17 @@ class ClusterIndex:
             band_keys, band_docs = band_keys[mine], band_docs[mine]
         self.index.add(band_keys, band_docs)
         return out
+
+    def _first_matches(self, candidates: np.ndarray, sketches: np.ndarray) -> np.ndarray:
+        """Per row, the serial of the earliest candidate (kept documents' numbers, -1 for none) whose signature
+        agrees with the row's sketch on enough values; -1 where none does (:meth:`decide`'s rule, in numpy)."""
+        valid = candidates >= 0
+        safe = np.where(valid, candidates, 0)
+        agree = np.count_nonzero(self.sketches[safe] == sketches[:, None, :], axis=2)
+        ok = valid & (agree >= self.min_matches)
+        serials = np.where(ok, self.serials[safe], np.iinfo(np.int64).max)
+        best = serials.min(axis=1)
+        return np.where(ok.any(axis=1), best, -1)
 
     def _keep(self, sketches: np.ndarray, serials: np.ndarray) -> np.ndarray:
         """Store kept documents (room reserved); their numbers."""
