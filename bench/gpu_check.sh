@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: short real training runs on a CUDA machine, printing tokens/s and MFU for each of
-# bf16 LoRA, document-isolated packing (sdpa and flash-attention), 4-bit NF4 double-quant, 8-bit and
-# FSDP over all visible GPUs. Skips cleanly (exit 0) where no CUDA GPU is visible. At most 5 minutes.
+# bf16 LoRA, document-isolated packing (sdpa, flash-attention padding-free at batch 8, a full fine-tune with
+# flash), fp16 with trained embeddings and the loss scaler, the flash stand-in against flash-attn, automatic
+# gradient checkpointing, 4-bit NF4 double-quant, 8-bit and FSDP over all visible GPUs. Skips cleanly (exit 0) where no CUDA GPU is visible. At most 5 minutes.
 #
 #   bash bench/gpu_check.sh                        # every check
 #   bash bench/gpu_check.sh --only fsdp 4bit-nf4   # some of them (see bench/gpu_check.py --help)

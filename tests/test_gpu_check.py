@@ -55,4 +55,29 @@ def test_mfu_arithmetic_and_peaks(monkeypatch):
     # 50k tokens/s of that model on 2 GPUs of 100 TFLOP/s
     assert gpu.mfu(50_000, per_token, 100.0, gpus=2) == pytest.approx(50_000 * per_token / 2e14)
     assert gpu.mfu(50_000, per_token, None) is None
-    assert set(gpu.CHECKS) == {"bf16-lora", "bf16-lora-doc", "bf16-lora-flash", "4bit-nf4", "8bit", "fsdp"}
+    # every GPU path of issue #15 has its check, and every check is documented in the script's docstring
+    assert {
+        "bf16-lora", "bf16-lora-doc", "bf16-lora-flash", "bf16-full-flash", "fp16-lora-emb", "flash-kernel",
+        "auto-ckpt", "4bit-nf4", "8bit", "fsdp",
+    } == set(gpu.CHECKS)  # fmt: skip
+    assert all(f"\n    {check} " in gpu.__doc__ for check in gpu.CHECKS)
+
+
+def test_the_new_rows_measure_reads_a_real_run(tmp_path, tiny_model_dir):
+    """The fp16 check's measure of the new tokens' rows, run on a CPU training of the tiny model."""
+    from qckit.testing import SAMPLE_SENTENCES, tiny_train_settings, write_corpus
+    from qckit.train import run_train
+    from qckit_builtins.adapters import LoraAdapter
+    from qckit_builtins.chunkers import WindowChunker
+
+    gpu = _module()
+    train = write_corpus(tmp_path / "train.txt", list(SAMPLE_SENTENCES) * 2)
+    out = tmp_path / "run"
+    settings = tiny_train_settings(
+        [train], out, tiny_model_dir, max_steps=2, inspect_data=False, add_tokens=gpu.NEW_WORDS
+    )
+    run_train(
+        settings, WindowChunker(max_length=32, stride=0, min_length=8), [LoraAdapter(train_embeddings=True)]
+    )
+    text = gpu._new_rows_moved(tiny_model_dir, out, gpu.NEW_WORDS)
+    assert text.startswith("new rows moved ") and text.count("e") >= 2
