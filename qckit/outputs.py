@@ -18,6 +18,7 @@ __all__ = [
     "CHECKPOINT_PREFIX",
     "SELECTED_DIR",
     "SELECTION_CACHE_NAME",
+    "SELECTION_RECORD",
     "LOGS_DIR",
     "MERGED_DIR",
     "MLRUNS_DIR",
@@ -44,6 +45,7 @@ MARKER = "qckit_run.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 SELECTED_DIR = "selected"  # the adapter (or model) at the point qckit select chose (qckit.select)
 SELECTION_CACHE_NAME = "selection_evaluations.json"  # qckit select's evaluations, by weights and strength
+SELECTION_RECORD = "qckit_selection.json"  # in a selected/ folder: which point it holds (qckit.select)
 LOGS_DIR = "logs"  # TensorBoard's event files
 MERGED_DIR = "merged"  # export_merged = true: the adapter folded into the base model
 #: the default local MLflow store

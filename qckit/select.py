@@ -30,7 +30,14 @@ from typing import Any
 
 from qckit._fs import atomic_write_json, replace_dir, staging_dir
 from qckit.errors import InputError, QckitError
-from qckit.outputs import CARD_NAME, CHECKPOINT_PREFIX, RECIPE_NAME, SELECTION_CACHE_NAME, SUMMARY_NAME
+from qckit.outputs import (
+    CARD_NAME,
+    CHECKPOINT_PREFIX,
+    RECIPE_NAME,
+    SELECTION_CACHE_NAME,
+    SELECTION_RECORD,
+    SUMMARY_NAME,
+)
 from qckit.progress import NullObserver, Observer, phase
 from qckit.train.settings import DEFAULT_STRENGTHS
 
@@ -421,10 +428,6 @@ def write_selected(run_dir: str | Path, checkpoint: str, strength: float, output
         )
         replace_dir(tmp, output)
     return output
-
-
-#: what :func:`write_selected` leaves in its output: an existing folder without it is not replaced
-SELECTION_RECORD = "qckit_selection.json"
 
 
 def _check_selected_output(run_dir: Path, output: Path) -> None:

@@ -112,3 +112,19 @@ def test_cli_generate_prints_base_and_trained_side_by_side(run_dir, tmp_path):
     console = Console(width=80, record=True, force_terminal=False)
     assert main(["generate", str(run_dir)], console=console) == QckitError.exit_code
     assert "no prompt" in console.export_text()
+
+
+def test_a_gguf_file_generates_like_its_dequantized_model(tmp_path):
+    from qckit.models import load_merged
+    from qckit.testing import save_tiny_gguf
+
+    gguf = save_tiny_gguf(tmp_path / "tiny.Q8_0.gguf")
+    settings = GenerationSettings(max_new_tokens=5)
+    loaded = load_for_generation(str(gguf))
+    model, tokenizer, _ = load_merged(str(gguf))
+    assert complete(loaded.model, loaded.tokenizer, PROMPTS, settings) == complete(
+        model, tokenizer, PROMPTS, settings
+    )
+    console = Console(width=100, record=True, force_terminal=False)
+    assert main(["generate", str(gguf), PROMPTS[0], "--max-new-tokens", "3", "--json"], console=console) == 0
+    assert json.loads(console.export_text())[0]["prompt"] == PROMPTS[0]
