@@ -184,6 +184,7 @@ def false_positives(n_pairs: int, seed: int) -> None:
 
 def speed_and_memory(n_docs: int, seed: int) -> None:
     gen = Sentences(seed + 2)
+    sizes: list[tuple[float, float]] = []  # the tuned index's bytes per kept document, its band table's load
     for n in LENGTHS:
         texts = [gen.text(gen.words_of(n)) for _ in range(n_docs)]
         docs = [Document(t) for t in texts]
@@ -206,6 +207,10 @@ def speed_and_memory(n_docs: int, seed: int) -> None:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             rates.append((n_docs / fp_s, n_docs / decide_s, peak))
+            if settings is TUNED:
+                index = flt._clusters
+                held = index.index.keys.nbytes + index.index.docs.nbytes + len(index) * (flt.num_perm + 8)
+                sizes.append((held / len(index), len(index.index) / len(index.index.keys)))
         (tf, td, tp), (ff, fd, fpk) = rates
         print(
             f"{n:2d} words: fingerprints/s tuned {tf:9,.0f} former {ff:9,.0f} ({tf / ff:.1f}x); "
@@ -213,10 +218,11 @@ def speed_and_memory(n_docs: int, seed: int) -> None:
             f"peak while deciding {n_docs:,}: tuned {tp / 1e6:.1f} MB, former {fpk / 1e6:.1f} MB"
         )
     flt = MinHashDedup(**TUNED)
-    per_doc = 8 * flt.bands * 2 + flt.num_perm + 8
     print(
-        f"tuned index once merged: {per_doc} bytes per kept document ({flt.bands} bands x 16 bytes, "
-        f"{flt.num_perm} b-bit values, a serial); former: {8 * MinHashDedup(**FORMER).bands} bytes"
+        f"tuned index: {min(b for b, _ in sizes):.0f}-{max(b for b, _ in sizes):.0f} bytes per kept document "
+        f"({flt.bands} bands in a hash table {min(u for _, u in sizes):.0%}-{max(u for _, u in sizes):.0%} full "
+        f"at 12 bytes a slot, {flt.num_perm} b-bit values, a serial); former: "
+        f"{8 * MinHashDedup(**FORMER).bands} bytes"
     )
 
 

@@ -271,7 +271,57 @@ def test_short_shingling_finds_no_near_duplicate_among_unrelated_short_sentences
     assert run(unverified, texts).count("near_duplicate") > 0
 
 
-def test_short_decisions_follow_the_first_kept_document_whatever_the_batches():
+def naive_clusters(flt: MinHashDedup, fingerprints: list) -> list[int | None]:
+    """The rule, one document at a time: the earliest of the first kept documents of its bands whose b-bit
+    signature agrees on enough values (its position in the stream), or None (then it is kept)."""
+    first_of_band: dict[int, int] = {}
+    kept: dict[int, np.ndarray] = {}
+    out: list[int | None] = []
+    width = 8 * flt.bands
+    for serial, fp in enumerate(fingerprints):
+        if fp is None:
+            out.append(None)
+            continue
+        row = np.frombuffer(fp, dtype=np.uint8)
+        bands, sketch = row[:width].view("<u8").tolist(), row[width:]
+        candidates = sorted({first_of_band[b] for b in bands if b in first_of_band})
+        match = next(
+            (c for c in candidates if np.count_nonzero(kept[c] == sketch) >= flt._clusters.min_matches), None
+        )
+        out.append(match)
+        if match is None:
+            kept[serial] = sketch
+            for b in bands:
+                first_of_band.setdefault(b, serial)
+    return out
+
+
+def tagged(texts: list[str], batches: list[int]) -> list[int | None]:
+    """The clusters a tagging filter gives ``texts`` decided in batches of the given sizes."""
+    flt = MinHashDedup(shingling="short", duplicates="tag")
+    fps = flt.fingerprint_batch([Document(t) for t in texts])
+    out: list[int | None] = []
+    start = 0
+    for size in batches:
+        out += flt.decide_clusters(fps[start : start + size], list(range(start, start + size)))[1]
+        start += size
+    assert start == len(texts)
+    return out
+
+
+@pytest.fixture(params=["accelerator", "numpy"])
+def decide_path(request, monkeypatch):
+    """Decisions by the ``_minhash`` accelerator, then by the numpy code (the same arrays, the same rule)."""
+    from qckit_builtins import accelerated
+
+    if request.param == "numpy":
+        monkeypatch.setattr(accelerated, "minhash", None)
+    elif accelerated.minhash is None:
+        pytest.skip("the _minhash accelerator is not built (tests/test_accelerated.py says why)")
+    return request.param
+
+
+def test_short_decisions_follow_the_first_kept_document_whatever_the_batches(decide_path):
     rng = random.Random(8)
     texts = []
     for t in SENTENCES * 3:
@@ -279,29 +329,67 @@ def test_short_decisions_follow_the_first_kept_document_whatever_the_batches():
         texts += rng.sample(list(variants(t).values()), 2)
     rng.shuffle(texts)
     flt = short()
-    fps = flt.fingerprint_batch([Document(t) for t in texts])
-    # the reference: one document at a time, candidates = the first kept document of each band
-    first_of_band: dict[int, int] = {}
-    kept: list[np.ndarray] = []
-    expected: list[str | None] = []
-    width = 8 * flt.bands
-    for fp in fps:
-        row = np.frombuffer(fp, dtype=np.uint8)
-        bands, sketch = row[:width].view("<u8").tolist(), row[width:]
-        candidates = sorted({first_of_band[b] for b in bands if b in first_of_band})
-        if any(np.count_nonzero(kept[c] == sketch) >= flt._clusters.min_matches for c in candidates):
-            expected.append("near_duplicate")
-            continue
-        kept.append(sketch)
-        for b in bands:
-            first_of_band.setdefault(b, len(kept) - 1)
-        expected.append(None)
+    expected = [
+        None if c is None else "near_duplicate"
+        for c in naive_clusters(flt, flt.fingerprint_batch([Document(t) for t in texts]))
+    ]
     assert expected.count(None) == len(SENTENCES)  # each sentence and its variants: one kept
     for batch in (1, 5, 1000):
         assert run(short(), texts, batch=batch) == expected
-    merging = MinHashDedup(shingling="short", merge_threshold=30)  # both index levels used
-    assert run(merging, texts, batch=4) == expected
-    assert len(merging._clusters.index.levels[0][0]) > 0
+    assert run(short(), texts, batch=4) == expected
+
+
+def test_band_table_grows_and_finds_what_either_path_added(monkeypatch):
+    from qckit_builtins import accelerated
+    from qckit_builtins.filters.dedup import _BandTable
+
+    rng = np.random.default_rng(4)
+    keys = np.unique(rng.integers(1, 2**64, size=6000, dtype=np.uint64, endpoint=False))
+    keys[:3] = [1, 2, 2**63]  # small and large values next to each other
+    keys = np.unique(keys)
+    rng.shuffle(keys)
+    docs = np.arange(len(keys), dtype=np.int64)
+    table = _BandTable()
+    module = accelerated.minhash
+    for turn, part in enumerate(np.array_split(np.arange(len(keys)), 12)):
+        monkeypatch.setattr(accelerated, "minhash", module if turn % 2 else None)  # both fill one table
+        table.add(keys[part], docs[part])
+        assert len(table) == part[-1] + 1 <= table.MAX_LOAD * len(table.keys)
+    assert len(table.keys) >= 8192  # it grew from 1024 (the moves done by both paths)
+    assert np.array_equal(table.find(keys), docs)
+    absent = np.setdiff1d(rng.integers(1, 2**64, size=2000, dtype=np.uint64, endpoint=False), keys)
+    assert (table.find(absent.reshape(40, -1)) == -1).all()
+    filled = np.flatnonzero(table.keys)
+    assert sorted(table.keys[filled].tolist()) == sorted(keys.tolist())
+
+
+@pytest.mark.parametrize("stream", ["templated", "drifting"])
+def test_a_document_is_compared_with_the_first_kept_document_of_each_band_only(decide_path, stream):
+    # Lines of one template (spam with a number: half their word 1- and 2-grams shared) and chains of edits
+    # (each variant one more word away) agree with many earlier lines: a line may agree with a kept line of
+    # its batch that owns none of its bands (their common bands belong to an earlier batch's line), and must
+    # not be joined to it. Batches of random sizes, decided by the accelerator and by numpy.
+    rng = random.Random(5)
+    if stream == "templated":
+        texts = [f"$$$ GAGNEZ {rng.randint(1, 5000)}$ MAINTENANT $$$ CLIQUEZ ICI $$$" for _ in range(400)]
+    else:
+        vocabulary = sorted({w for t in SENTENCES for w in t.split()})
+        texts = []
+        for sentence in SENTENCES * 4:
+            words = sentence.split()
+            for position in rng.sample(range(len(words)), 6):
+                words[position] = rng.choice(vocabulary)
+                texts.append(" ".join(words))
+    flt = short()
+    expected = naive_clusters(flt, flt.fingerprint_batch([Document(t) for t in texts]))
+    assert 0 < expected.count(None) < len(texts)
+    for _ in range(10):
+        sizes, left = [], len(texts)
+        while left:
+            sizes.append(min(left, rng.randint(1, 80)))
+            left -= sizes[-1]
+        assert tagged(texts, sizes) == expected, sizes
+    assert tagged(texts, [len(texts)]) == expected
 
 
 def test_short_tag_mode_keeps_near_duplicates_and_names_their_first_document():

@@ -19,7 +19,7 @@ from qckit_builtins._env import no_extensions
 
 #: the interface version (``API`` in the C source) this code expects of each accelerator: a build of
 #: another version (an editable checkout not rebuilt after a change) is left unused
-API = {"_textscan": 4, "_markerscan": 3, "_minhash": 1}
+API = {"_textscan": 4, "_markerscan": 3, "_minhash": 2}
 
 
 def _load(name: str) -> ModuleType | None:
@@ -37,7 +37,8 @@ def _load(name: str) -> ModuleType | None:
 textscan = _load("_textscan")
 #: MarkerList.find for a whole batch, and word-list counts (``_speedups/markerscan.c``)
 markerscan = _load("_markerscan")
-#: MinHash signatures of a batch of documents, near-dedup's ``shingling = "short"`` (``_speedups/minhash.c``)
+#: MinHash signatures of a batch of documents (near-dedup's ``shingling = "short"``) and the verifying or
+#: tagging near-dedup's decisions (``_speedups/minhash.c``)
 minhash = _load("_minhash")
 
 

@@ -1,5 +1,7 @@
-/* qckit_builtins._minhash: MinHash signatures of a batch of documents given as feature hashes.
+/* qckit_builtins._minhash: MinHash signatures of a batch of documents given as feature hashes, and the
+ * near-duplicate decisions of a verifying/tagging minhash_dedup.
  *
+ * signatures:
  * The reference and fallback is qckit_builtins.filters.dedup.batch_signatures (numpy); the result is
  * exactly its: for each document and permutation k, the smallest (a[k] * h + b[k]) mod 2**32 over the
  * document's feature hashes h (datasketch's affine32 permutations), 2**32 - 1 for a document without
@@ -68,15 +70,193 @@ done:
     return out;
 }
 
+/* The band table (dedup._BandTable): open addressing with linear probing over two arrays, keys uint64
+ * (0 = an empty slot; a band hash of 0 is stored as 1) and values uint32 (a kept document's number).
+ * A key's first slot is fmix64(key) & (capacity - 1); capacity is a power of two. */
+static inline uint64_t
+fmix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+/* the slot holding key, or the empty slot where it would go */
+static inline Py_ssize_t
+probe(const uint64_t *tkeys, uint64_t mask, uint64_t key)
+{
+    uint64_t s = fmix64(key) & mask;
+    while (tkeys[s] != 0 && tkeys[s] != key)
+        s = (s + 1) & mask;
+    return (Py_ssize_t)s;
+}
+
+PyDoc_STRVAR(decide_doc,
+"decide(table_keys, used, table_docs, kept_sketches, kept_serials, n_kept, keys, sketches, serials,\n"
+"       min_matches, out, /) -> (n_kept, bands_added)\n\n"
+"dedup.ClusterIndex.decide for one batch, in document order. table_keys (uint64, `used` of them\n"
+"filled) and table_docs (uint32): the band table, writable, a power-of-two capacity with room for every\n"
+"band of the batch; kept_sketches (uint8, num_perm per document) and kept_serials (int64): the kept\n"
+"documents, writable, room for the batch; keys: the batch's band hashes (uint64, bands per document,\n"
+"none 0); sketches (uint8, num_perm per document), serials (int64): the batch's; out (int64, writable):\n"
+"per document, the serial of the earliest kept document (by serial) among the first kept documents of\n"
+"its bands whose sketch agrees on at least min_matches values, else -1 (the document is then kept, and\n"
+"its bands not yet in the table added).");
+
+static PyObject *
+decide(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer tk, td, ks, kv, bk, bs, bv, ov;
+    Py_ssize_t used, n_kept, min_matches;
+    if (!PyArg_ParseTuple(args, "w*nw*w*w*ny*y*y*nw*:decide", &tk, &used, &td, &ks, &kv, &n_kept, &bk, &bs,
+                          &bv, &min_matches, &ov))
+        return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t cap = tk.len / 8, m = bv.len / 8;
+    const Py_ssize_t perm = m ? bs.len / m : 0, bands = m ? bk.len / 8 / m : 0;
+    const Py_ssize_t room = kv.len / 8;
+    if (tk.len % 8 || td.len != cap * 4 || cap == 0 || (cap & (cap - 1)) || bv.len % 8 || ov.len != bv.len
+        || (m && (bs.len % m || bk.len % (8 * m) || perm == 0 || bands == 0)) || kv.len % 8
+        || (perm && ks.len != room * perm) || n_kept < 0 || n_kept + m > room || n_kept + m > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "decide: inconsistent buffer sizes");
+        goto done;
+    }
+    /* probing always ends on an empty slot only while the table has room for every band of the batch */
+    if (used < 0 || used + m * bands >= cap) {
+        PyErr_SetString(PyExc_ValueError, "decide: the band table has no room for this batch");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < m * bands; i++) {
+        if (((const uint64_t *)bk.buf)[i] == 0) {
+            PyErr_SetString(PyExc_ValueError, "decide: a band hash of 0 (stored as 1)");
+            goto done;
+        }
+    }
+    Py_ssize_t added = 0;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t *tkeys = tk.buf;
+    uint32_t *tdocs = td.buf;
+    uint8_t *kept = ks.buf;
+    int64_t *kept_serials = kv.buf, *out = ov.buf;
+    const uint64_t *keys = bk.buf, mask = (uint64_t)cap - 1;
+    const uint8_t *sketches = bs.buf;
+    const int64_t *serials = bv.buf;
+    for (Py_ssize_t r = 0; r < m; r++) {
+        const uint64_t *k = keys + r * bands;
+        const uint8_t *sketch = sketches + r * perm;
+        int64_t best = -1;
+        for (Py_ssize_t j = 0; j < bands; j++) {
+            const Py_ssize_t s = probe(tkeys, mask, k[j]);
+            if (tkeys[s] == 0)
+                continue;
+            const uint32_t d = tdocs[s];
+            const int64_t serial = kept_serials[d];
+            if (best >= 0 && serial >= best)
+                continue;  /* an earlier candidate already agrees (or this one was just compared) */
+            const uint8_t *other = kept + (Py_ssize_t)d * perm;
+            Py_ssize_t agree = 0;
+            for (Py_ssize_t p = 0; p < perm; p++)
+                agree += other[p] == sketch[p];
+            if (agree >= min_matches)
+                best = serial;
+        }
+        out[r] = best;
+        if (best >= 0)
+            continue;
+        const uint32_t d = (uint32_t)n_kept++;
+        memcpy(kept + (Py_ssize_t)d * perm, sketch, perm);
+        kept_serials[d] = serials[r];
+        for (Py_ssize_t j = 0; j < bands; j++) {
+            const Py_ssize_t s = probe(tkeys, mask, k[j]);
+            if (tkeys[s] == 0) {
+                tkeys[s] = k[j];
+                tdocs[s] = d;
+                added++;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("nn", n_kept, added);
+done:
+    PyBuffer_Release(&tk);
+    PyBuffer_Release(&td);
+    PyBuffer_Release(&ks);
+    PyBuffer_Release(&kv);
+    PyBuffer_Release(&bk);
+    PyBuffer_Release(&bs);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
+PyDoc_STRVAR(insert_doc,
+"insert(table_keys, used, table_docs, keys, docs, /) -> added\n\n"
+"Adds each band hash of keys (uint64, none 0) that is not in the band table yet, with its document of\n"
+"docs (uint32): what dedup._BandTable.reserve does to move the bands into a larger table. The table\n"
+"(decide's first three arguments) must have room for all of them.");
+
+static PyObject *
+insert(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer tk, td, bk, bd;
+    Py_ssize_t used;
+    if (!PyArg_ParseTuple(args, "w*nw*y*y*:insert", &tk, &used, &td, &bk, &bd))
+        return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t cap = tk.len / 8, n = bk.len / 8;
+    if (tk.len % 8 || td.len != cap * 4 || cap == 0 || (cap & (cap - 1)) || bk.len % 8 || bd.len != n * 4) {
+        PyErr_SetString(PyExc_ValueError, "insert: inconsistent buffer sizes");
+        goto done;
+    }
+    if (used < 0 || used + n >= cap) {
+        PyErr_SetString(PyExc_ValueError, "insert: the band table has no room for these bands");
+        goto done;
+    }
+    const uint64_t *keys = bk.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (keys[i] == 0) {
+            PyErr_SetString(PyExc_ValueError, "insert: a band hash of 0 (stored as 1)");
+            goto done;
+        }
+    }
+    Py_ssize_t added = 0;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t *tkeys = tk.buf;
+    uint32_t *tdocs = td.buf;
+    const uint32_t *docs = bd.buf;
+    const uint64_t mask = (uint64_t)cap - 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_ssize_t s = probe(tkeys, mask, keys[i]);
+        if (tkeys[s] == 0) {
+            tkeys[s] = keys[i];
+            tdocs[s] = docs[i];
+            added++;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(added);
+done:
+    PyBuffer_Release(&tk);
+    PyBuffer_Release(&td);
+    PyBuffer_Release(&bk);
+    PyBuffer_Release(&bd);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"signatures", signatures, METH_VARARGS, signatures_doc},
+    {"decide", decide, METH_VARARGS, decide_doc},
+    {"insert", insert, METH_VARARGS, insert_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_minhash",
-    .m_doc = "MinHash signatures of a batch of documents (see minhash.c).",
+    .m_doc = "MinHash signatures and near-duplicate decisions of a batch of documents (see minhash.c).",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -87,7 +267,7 @@ PyInit__minhash(void)
     PyObject *m = PyModule_Create(&module);
     /* the interface version that qckit_builtins.accelerated expects: bump it with every change of the
      * functions' arguments or results */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 1) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -473,10 +473,10 @@ class MinHashDedup:
     ~72 bytes per kept document at the defaults, against a few kilobytes in datasketch's
     ``MinHashLSH``), and decides in 1 to 10 µs per document (more as the index outgrows the CPU cache).
     Its decisions are those of a ``MinHashLSH`` with the same settings, up to 64-bit hash collisions.
-    Verifying or tagging keeps, per kept document, its band hashes with its number (16 bytes per band)
-    and its b-bit signature (``num_perm`` bytes): 296 bytes at the ``"short"`` defaults. It compares a
-    document with the first kept document of each candidate band only. A document without words is
-    never a near-duplicate.
+    Verifying or tagging keeps, per kept document, its band hashes with its number in a hash table
+    (:class:`_BandTable`: 17 to 34 bytes per band), its b-bit signature (``num_perm`` bytes) and its serial:
+    310 to 550 bytes at the ``"short"`` defaults. It compares a document with the first kept document of
+    each candidate band only. A document without words is never a near-duplicate.
     """
 
     name: ClassVar[str] = "minhash_dedup"
@@ -543,7 +543,7 @@ class MinHashDedup:
     def reset(self) -> None:
         """Forget every document seen."""
         self._index = HashIndex(self.merge_threshold)
-        self._clusters = ClusterIndex(self.bands, self.num_perm, self.threshold, self.merge_threshold)
+        self._clusters = ClusterIndex(self.bands, self.num_perm, self.threshold)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -664,74 +664,104 @@ class MinHashDedup:
         return ["near_duplicate" if c is not None else None for c in of], [None] * len(of)
 
 
-class _SortedBands:
-    """Band hash → kept document number, as two sorted ``uint64``/``int64`` array pairs: a small one that
-    each batch's new bands are inserted into (a memmove of a few MB at most) and a large one it is merged
-    into once it holds ``merge_threshold`` bands. 16 bytes per band, no Python object per band."""
+class _BandTable:
+    """Band hash → the first kept document with that band: open addressing with linear probing over two
+    arrays, ``keys`` (``uint64``, 0 marks an empty slot: :meth:`ClusterIndex.decide` stores a band hash of 0
+    as 1) and ``docs`` (``uint32``). A key's first slot is ``fmix64(key) & (capacity − 1)``; the capacity is
+    a power of two, doubled before the table would be more than 70 % full, so 12 bytes per slot come to
+    17 to 34 bytes per band. ``_speedups/minhash.c`` reads and fills the same arrays."""
 
-    def __init__(self, merge_threshold: int) -> None:
-        self.merge_threshold = merge_threshold
-        self.levels = [self._empty(), self._empty()]  # large, small
+    MAX_LOAD = 0.7
 
-    @staticmethod
-    def _empty() -> tuple[np.ndarray, np.ndarray]:
-        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+    def __init__(self) -> None:
+        self.keys = np.zeros(1024, dtype=np.uint64)
+        self.docs = np.zeros(1024, dtype=np.uint32)
+        self.used = 0
 
     def __len__(self) -> int:
-        return sum(len(keys) for keys, _ in self.levels)
+        return self.used
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        return (_fmix64(keys.astype(np.uint64)) & np.uint64(len(self.keys) - 1)).astype(np.int64)
+
+    def reserve(self, more: int) -> None:
+        """Room for ``more`` bands (the capacity doubles until they fit under the load limit)."""
+        capacity = len(self.keys)
+        while self.used + more > self.MAX_LOAD * capacity:
+            capacity *= 2
+        if capacity == len(self.keys):
+            return
+        filled = np.flatnonzero(self.keys)
+        keys, docs = self.keys[filled], self.docs[filled]
+        self.keys = np.zeros(capacity, dtype=np.uint64)
+        self.docs = np.zeros(capacity, dtype=np.uint32)
+        self.used = 0
+        self._insert(keys, docs)
 
     def find(self, keys: np.ndarray) -> np.ndarray:
-        """The document of each band hash (any shape), or -1."""
-        # queries in sorted order walk the arrays in one direction (as in HashIndex.in_sorted)
+        """The document of each band hash (any shape, none 0), or -1."""
         flat = keys.ravel()
-        order = np.argsort(flat)
-        queries = flat[order]
         found = np.full(len(flat), -1, dtype=np.int64)
-        for sorted_keys, docs in self.levels:
-            if len(sorted_keys):
-                at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
-                found = np.where((found < 0) & (sorted_keys[at] == queries), docs[at], found)
-        out = np.empty(len(flat), dtype=np.int64)
-        out[order] = found
-        return out.reshape(keys.shape)
+        pending = np.arange(len(flat))
+        slots = self._slots(flat)
+        mask = len(self.keys) - 1
+        while len(pending):
+            held = self.keys[slots]
+            hit = held == flat[pending]
+            found[pending[hit]] = self.docs[slots[hit]]
+            go_on = ~hit & (held != 0)
+            pending, slots = pending[go_on], (slots[go_on] + 1) & mask
+        return found.reshape(keys.shape)
 
     def add(self, keys: np.ndarray, docs: np.ndarray) -> None:
-        """Add band hashes that are in neither level, each once."""
-        if not len(keys):
+        """Add band hashes that are not in the table, each once (room reserved)."""
+        self.reserve(len(keys))
+        self._insert(keys, docs)
+
+    def _insert(self, keys: np.ndarray, docs: np.ndarray) -> None:
+        scan = accelerated.minhash
+        if scan is not None:
+            keys = np.ascontiguousarray(keys, dtype=np.uint64)
+            self.used += scan.insert(
+                self.keys, self.used, self.docs, keys, np.ascontiguousarray(docs, dtype=np.uint32)
+            )
             return
-        order = np.argsort(keys)
-        keys, docs = keys[order], docs[order]
-        small_keys, small_docs = self.levels[1]
-        at = np.searchsorted(small_keys, keys)
-        small_keys, small_docs = np.insert(small_keys, at, keys), np.insert(small_docs, at, docs)
-        if len(small_keys) < self.merge_threshold:
-            self.levels[1] = (small_keys, small_docs)
-            return
-        big_keys, big_docs = self.levels[0]
-        at = np.searchsorted(big_keys, small_keys)
-        self.levels = [
-            (np.insert(big_keys, at, small_keys), np.insert(big_docs, at, small_docs)),
-            self._empty(),
-        ]
+        # every key goes to the first empty slot of its probe sequence; keys contending for one slot take it
+        # in turn, so each key's probe path is filled up to its slot (all that lookups need)
+        mask = len(self.keys) - 1
+        slots = self._slots(keys)
+        pending = np.arange(len(keys))
+        while len(pending):
+            free = self.keys[slots] == 0
+            _, first = np.unique(np.where(free, slots, -1), return_index=True)
+            won = first[free[first]]
+            self.keys[slots[won]] = keys[pending[won]]
+            self.docs[slots[won]] = docs[pending[won]]
+            self.used += len(won)
+            lost = np.ones(len(pending), dtype=bool)
+            lost[won] = False
+            pending = pending[lost]
+            slots = np.where(free[lost], slots[lost], (slots[lost] + 1) & mask)
 
 
 class ClusterIndex:
     """The kept documents of a verifying or tagging :class:`MinHashDedup`: band hash → the first kept
-    document with that band (:class:`_SortedBands`), and each kept document's b-bit signature and serial.
+    document with that band (:class:`_BandTable`), and each kept document's b-bit signature and serial.
 
     A document joins the earliest candidate (the first kept document of one of its bands) whose signature
     agrees on enough values: ``(matches / num_perm − 1/256) / (1 − 1/256) >= threshold`` (two
     different values have the same lowest 8 bits once in 256). Only kept documents enter the index, so
-    clusters are stars around their first document and never chain. The documents of a batch that share
-    no band with anything (nearly all) are kept and indexed together, in numpy; the others are decided
-    one by one, in order.
+    clusters are stars around their first document and never chain. A batch is decided one document after
+    the other in the ``_minhash`` accelerator; without it, in numpy: the documents of a batch that share no
+    band with anything (nearly all) are kept and indexed together, the others decided one by one, in
+    order. Both fill the same arrays, with the same decisions.
     """
 
-    def __init__(self, bands: int, num_perm: int, threshold: float, merge_threshold: int) -> None:
+    def __init__(self, bands: int, num_perm: int, threshold: float) -> None:
         self.bands = bands
         self.num_perm = num_perm
         self.threshold = threshold
-        self.index = _SortedBands(merge_threshold)
+        self.index = _BandTable()
         self.sketches = np.empty((0, num_perm), dtype=np.uint8)
         self.serials = np.empty(0, dtype=np.int64)
         self.n_docs = 0  # kept documents
@@ -757,8 +787,24 @@ class ClusterIndex:
         rows = np.frombuffer(b"".join([fingerprints[i] for i in positions]), dtype=np.uint8)
         rows = rows.reshape(m, width + self.num_perm)
         keys = rows[:, :width].copy().view("<u8").astype(np.uint64)
-        sketches = rows[:, width:]
+        keys[keys == 0] = 1  # 0 marks the band table's empty slots
+        sketches = np.ascontiguousarray(rows[:, width:])
         batch_serials = np.array([serials[i] for i in positions], dtype=np.int64)
+        self._reserve(m)
+        self.index.reserve(m * b)
+        scan = accelerated.minhash
+        if scan is not None:
+            matched = np.empty(m, dtype=np.int64)
+            self.n_docs, added = scan.decide(
+                self.index.keys, self.index.used, self.index.docs, self.sketches, self.serials, self.n_docs,
+                keys, sketches, batch_serials, self.min_matches, matched,
+            )  # fmt: skip
+            self.index.used += added
+            for r, serial in zip(
+                np.flatnonzero(matched >= 0).tolist(), matched[matched >= 0].tolist(), strict=True
+            ):
+                out[positions[r]] = serial
+            return out
         found = self.index.find(keys)  # the first kept document of each band before this batch, or -1
         _, first, inverse, counts = np.unique(
             keys.ravel(), return_index=True, return_inverse=True, return_counts=True
@@ -769,7 +815,6 @@ class ClusterIndex:
         in_batch = (counts[inverse] > 1).reshape(m, b)  # a band another document of the batch has
         slow = (found >= 0).any(axis=1) | shared_earlier.any(axis=1)
         ordered = slow | in_batch.any(axis=1)  # decided in order: slow, or a band a later one may share
-        self._reserve(m)
         number = np.full(m, -1, dtype=np.int64)  # each kept document's number in the index
         alone = np.flatnonzero(~ordered)
         number[alone] = self._keep(sketches[alone], batch_serials[alone])
@@ -802,8 +847,10 @@ class ClusterIndex:
                     out[positions[r]] = int(self.serials[match])
                     continue
             number[r] = self._keep(sketches[r : r + 1], batch_serials[r : r + 1])[0]
-            for k in shared:
-                owner.setdefault(k, int(number[r]))
+            # a band an earlier batch has keeps that batch's document as its first (found, not owner)
+            for k, before in zip(shared, found[r][in_batch[r]].tolist(), strict=True):
+                if before < 0:
+                    owner.setdefault(k, int(number[r]))
         # index the bands of the kept documents that no earlier document has, each with its first owner
         kept = number >= 0
         new = kept[:, None] & (found < 0)
