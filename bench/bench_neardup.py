@@ -131,8 +131,8 @@ def pair_decisions(flt: MinHashDedup, first: list[str], second: list[str]) -> np
 
 
 def jaccard(flt: MinHashDedup, x: str, y: str) -> float:
-    fx = set(short_features([near_key_bytes(x).split()], flt.short_words, flt.ngram)[0].tolist())
-    fy = set(short_features([near_key_bytes(y).split()], flt.short_words, flt.ngram)[0].tolist())
+    fx = set(short_features([near_key_bytes(x)], flt.short_words, flt.ngram)[0].tolist())
+    fy = set(short_features([near_key_bytes(y)], flt.short_words, flt.ngram)[0].tolist())
     return len(fx & fy) / len(fx | fy) if fx | fy else 1.0
 
 

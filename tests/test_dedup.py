@@ -435,6 +435,36 @@ def test_near_keys_ignore_case_accents_apostrophes_and_emoji(varied_texts):
         accelerated.textscan = scan
 
 
+@pytest.mark.parametrize(("short_words", "ngram"), [(40, 5), (3, 1), (6, 3), (16, 16)])
+def test_short_features_c_and_numpy_agree(monkeypatch, varied_texts, short_words, ngram):
+    import zlib
+
+    from qckit_builtins import accelerated
+    from qckit_builtins.filters.dedup import _GRAM_MULTIPLIERS, _fmix64, near_keys, short_features
+
+    if accelerated.minhash is None:
+        pytest.skip("the _minhash accelerator is not built (tests/test_accelerated.py says why)")
+    rng = random.Random(short_words)
+    keys = near_keys(varied_texts)
+    keys += [b"", b" ", b"a", b"\tun  deux\x0btrois\n", "été ça".encode()]  # bytes.split()'s separators
+    keys += [b" ".join(rng.choices([b"x", b"yy", b"zz", b"w"], k=n)) for n in range(60)]
+    mine = short_features(keys, short_words, ngram)
+    monkeypatch.setattr(accelerated, "minhash", None)
+    reference = short_features(keys, short_words, ngram)
+    assert [a.tolist() for a in mine] == [a.tolist() for a in reference]
+    assert mine[1].sum() == len(mine[0])
+    words = [zlib.crc32(w) for w in b"un deux trois".split()]  # the rule, written out for one document
+    uni = [
+        int(_fmix64(np.array([w * int(_GRAM_MULTIPLIERS[0, 0]) % 2**64], dtype=np.uint64))[0] >> 32)
+        for w in words
+    ]
+    features, counts = short_features([b"un deux trois"], short_words, ngram)
+    if short_words > 3:
+        assert counts.tolist() == [5] and features[:3].tolist() == uni
+    else:
+        assert counts.tolist() == [3 - ngram + 1]
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_batch_signatures_c_and_numpy_agree(seed):
     from qckit_builtins import accelerated
@@ -476,3 +506,31 @@ def test_short_shingling_rejects_bad_settings(kwargs, message):
         MinHashDedup(**kwargs)
     tuned, former = MinHashDedup(shingling="short"), MinHashDedup()
     assert (tuned.threshold, tuned.num_perm, former.threshold, former.num_perm) == (0.5, 64, 0.8, 128)
+
+
+def test_short_setup_takes_datasketchs_parameters_from_the_table_cache(tmp_path):
+    # datasketch imports scipy (0.4 s of every prepare run's driver): its values are read from the cache
+    import os
+    import subprocess
+    import sys
+
+    from datasketch import MinHash, MinHashLSH
+
+    from qckit_builtins.filters.dedup import _scheme
+
+    code = (
+        "import sys; from qckit_builtins.filters.dedup import MinHashDedup; f = MinHashDedup(shingling='short');"
+        "print(f.bands, f.rows, f._permutations.tolist(), 'datasketch' in sys.modules, sep=';')"
+    )
+    env = {**os.environ, "QCKIT_CACHE": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.split(";")
+        for _ in range(2)
+    ]
+    assert [run[-1].strip() for run in runs] == ["True", "False"]  # built once, then read
+    assert runs[0][:3] == runs[1][:3]
+    lsh = MinHashLSH(threshold=0.5, num_perm=64)
+    permutations = np.asarray(MinHash(num_perm=64, seed=1, **_scheme()).permutations).astype(np.uint32)
+    assert runs[1][:3] == [str(lsh.b), str(lsh.r), str(permutations.tolist())]

@@ -19,7 +19,7 @@ from qckit_builtins._env import no_extensions
 
 #: the interface version (``API`` in the C source) this code expects of each accelerator: a build of
 #: another version (an editable checkout not rebuilt after a change) is left unused
-API = {"_textscan": 4, "_markerscan": 3, "_minhash": 2}
+API = {"_textscan": 4, "_markerscan": 3, "_minhash": 3}
 
 
 def _load(name: str) -> ModuleType | None:

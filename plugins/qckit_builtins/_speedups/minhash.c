@@ -70,9 +70,7 @@ done:
     return out;
 }
 
-/* The band table (dedup._BandTable): open addressing with linear probing over two arrays, keys uint64
- * (0 = an empty slot; a band hash of 0 is stored as 1) and values uint32 (a kept document's number).
- * A key's first slot is fmix64(key) & (capacity - 1); capacity is a power of two. */
+/* MurmurHash3's 64-bit finalizer (dedup._fmix64) */
 static inline uint64_t
 fmix64(uint64_t h)
 {
@@ -83,6 +81,135 @@ fmix64(uint64_t h)
     h ^= h >> 33;
     return h;
 }
+
+/* CRC-32 (zlib's: reflected polynomial 0xEDB88320, initial and final xor 0xFFFFFFFF), byte at a time */
+static uint32_t crc_table[256];
+
+static void
+crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static inline uint32_t
+crc32_of(const unsigned char *p, Py_ssize_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < n; i++)
+        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* bytes.split()'s separators: ASCII whitespace */
+static inline int
+is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+#define MAX_GRAM 16
+
+PyDoc_STRVAR(features_doc,
+"features(keys, short_words, ngram, multipliers, /) -> (features, counts)\n\n"
+"dedup.short_features of keys (a list of bytes, split on ASCII whitespace into words): uint32 feature\n"
+"hashes, documents after documents, and the int64 count of each (bytes, native byte order).\n"
+"multipliers: dedup._GRAM_MULTIPLIERS (uint64, 3 rows of 16).");
+
+static PyObject *
+features(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *keys;
+    Py_ssize_t short_words, ngram;
+    Py_buffer mv;
+    if (!PyArg_ParseTuple(args, "O!nny*:features", &PyList_Type, &keys, &short_words, &ngram, &mv))
+        return NULL;
+    PyObject *out_f = NULL, *out_c = NULL, *result = NULL;
+    const Py_ssize_t n_docs = PyList_GET_SIZE(keys);
+    if (mv.len != 3 * MAX_GRAM * 8 || ngram < 1 || ngram > MAX_GRAM || short_words < ngram) {
+        PyErr_SetString(PyExc_ValueError, "features: multipliers must be uint64[3, 16], 1 <= ngram <= 16, "
+                                          "ngram <= short_words");
+        goto done;
+    }
+    for (Py_ssize_t d = 0; d < n_docs; d++) {
+        if (!PyBytes_Check(PyList_GET_ITEM(keys, d))) {
+            PyErr_SetString(PyExc_TypeError, "features: keys must be bytes");
+            goto done;
+        }
+    }
+    if ((out_c = PyBytes_FromStringAndSize(NULL, n_docs * 8)) == NULL)
+        goto done;
+    int64_t *counts = (int64_t *)PyBytes_AS_STRING(out_c);
+    /* pass 1: each document's words (in counts), and the features of all */
+    Py_ssize_t total = 0;
+    for (Py_ssize_t d = 0; d < n_docs; d++) {
+        PyObject *key = PyList_GET_ITEM(keys, d);
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(key);
+        const Py_ssize_t len = PyBytes_GET_SIZE(key);
+        Py_ssize_t words = 0;
+        for (Py_ssize_t i = 0; i < len; i++)
+            words += !is_space(p[i]) && (i == 0 || is_space(p[i - 1]));
+        counts[d] = words;
+        /* a short document: its unigrams and bigrams; a longer one: its n-grams */
+        total += words < short_words ? (words ? 2 * words - 1 : 0) : words - ngram + 1;
+    }
+    if ((out_f = PyBytes_FromStringAndSize(NULL, total * 4)) == NULL)
+        goto done;
+    uint32_t *f = (uint32_t *)PyBytes_AS_STRING(out_f);
+    const uint64_t *mult = mv.buf;  /* [3][MAX_GRAM]: unigram, bigram and n-gram multipliers */
+    /* pass 2: the features; counts become the features' counts */
+    for (Py_ssize_t d = 0; d < n_docs; d++) {
+        PyObject *key = PyList_GET_ITEM(keys, d);
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(key);
+        const Py_ssize_t len = PyBytes_GET_SIZE(key);
+        const int short_doc = counts[d] < short_words;
+        uint32_t *next = f, *bigram = f + counts[d];  /* a short document: unigrams, then bigrams */
+        uint64_t ring[MAX_GRAM];  /* the last ngram word hashes: word i at ring[i % ngram] */
+        Py_ssize_t words = 0, i = 0;
+        while (i < len) {
+            while (i < len && is_space(p[i]))
+                i++;
+            if (i == len)
+                break;
+            Py_ssize_t j = i;
+            while (j < len && !is_space(p[j]))
+                j++;
+            const uint64_t w = crc32_of(p + i, j - i);
+            i = j;
+            if (short_doc) {
+                *next++ = (uint32_t)(fmix64(w * mult[0]) >> 32);
+                if (words > 0) {
+                    const uint64_t prev = ring[(words - 1) % ngram];
+                    *bigram++ = (uint32_t)(fmix64(prev * mult[MAX_GRAM] + w * mult[MAX_GRAM + 1]) >> 32);
+                }
+            }
+            ring[words % ngram] = w;
+            words++;
+            if (!short_doc && words >= ngram) {
+                uint64_t gram = 0;  /* unsigned: wraps mod 2**64 as numpy's does */
+                for (Py_ssize_t g = 0; g < ngram; g++)
+                    gram += ring[(words - ngram + g) % ngram] * mult[2 * MAX_GRAM + g];
+                *next++ = (uint32_t)(fmix64(gram) >> 32);
+            }
+        }
+        counts[d] = short_doc ? (words ? 2 * words - 1 : 0) : words - ngram + 1;
+        f += counts[d];
+    }
+    result = PyTuple_Pack(2, out_f, out_c);
+done:
+    Py_XDECREF(out_f);
+    Py_XDECREF(out_c);
+    PyBuffer_Release(&mv);
+    return result;
+}
+
+/* The band table (dedup._BandTable): open addressing with linear probing over two arrays, keys uint64
+ * (0 = an empty slot; a band hash of 0 is stored as 1) and values uint32 (a kept document's number).
+ * A key's first slot is fmix64(key) & (capacity - 1); capacity is a power of two. */
 
 /* the slot holding key, or the empty slot where it would go */
 static inline Py_ssize_t
@@ -250,6 +377,7 @@ static PyMethodDef methods[] = {
     {"signatures", signatures, METH_VARARGS, signatures_doc},
     {"decide", decide, METH_VARARGS, decide_doc},
     {"insert", insert, METH_VARARGS, insert_doc},
+    {"features", features, METH_VARARGS, features_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -264,10 +392,11 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__minhash(void)
 {
+    crc_init();
     PyObject *m = PyModule_Create(&module);
     /* the interface version that qckit_builtins.accelerated expects: bump it with every change of the
      * functions' arguments or results */
-    if (m != NULL && PyModule_AddIntConstant(m, "API", 2) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "API", 3) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import operator
 import re
 import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
 from itertools import chain, compress
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -334,13 +336,17 @@ _GRAM_MULTIPLIERS = np.random.default_rng(20261207).integers(
 ) * np.uint64(2) + np.uint64(1)
 
 
-def short_features(
-    word_lists: Sequence[list[bytes]], short_words: int, ngram: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The 32-bit feature hashes of each document (its words in UTF-8), concatenated document after
-    document, and each document's count: word 1- and 2-grams for a document of fewer than
-    ``short_words`` words, word ``ngram``-grams from there. A word is hashed with CRC-32, n-grams are
-    combined with odd multipliers and mixed (:func:`_fmix64`)."""
+def short_features(keys: Sequence[bytes], short_words: int, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 32-bit feature hashes of each document (its :func:`near_keys`: words in UTF-8 between spaces),
+    concatenated document after document, and each document's count: word 1- and 2-grams for a document
+    of fewer than ``short_words`` words (unigrams, then bigrams), word ``ngram``-grams from there. A word
+    is hashed with CRC-32, n-grams are combined with odd multipliers and mixed (:func:`_fmix64`). The C
+    accelerator (``_speedups/minhash.c``) gives the same values without a Python object per word."""
+    scan = accelerated.minhash
+    if scan is not None:
+        raw_features, raw_counts = scan.features(list(keys), short_words, ngram, _GRAM_MULTIPLIERS)
+        return np.frombuffer(raw_features, dtype=np.uint32), np.frombuffer(raw_counts, dtype=np.int64)
+    word_lists = [key.split() for key in keys]
     counts = np.fromiter(map(len, word_lists), dtype=np.int64, count=len(word_lists))
     n = int(counts.sum())
     if n == 0:
@@ -415,21 +421,42 @@ def _scheme() -> dict[str, str]:
     return {"scheme": "affine32"} if "scheme" in inspect.signature(MinHash.__init__).parameters else {}
 
 
+def _datasketch_sources() -> list[str]:
+    """The files that decide datasketch's permutations and LSH parameters (the table cache's key), found
+    without importing datasketch (which imports scipy: 0.4 s of the driver's time per prepare run)."""
+    spec = importlib.util.find_spec("datasketch")
+    if spec is None or spec.origin is None:
+        raise ImportError("minhash_dedup needs datasketch (pip install datasketch)")
+    package = Path(spec.origin).parent
+    return [str(package / "minhash.py"), str(package / "lsh.py"), __file__]
+
+
 @functools.cache
 def _permutations(num_perm: int, seed: int) -> np.ndarray:
-    """datasketch's affine permutation parameters ``(a, b)`` as uint32 (``[2, num_perm]``)."""
-    from datasketch import MinHash
+    """datasketch's affine permutation parameters ``(a, b)`` as uint32 (``[2, num_perm]``), kept in the
+    table cache."""
 
-    return np.asarray(MinHash(num_perm=num_perm, seed=seed, **_scheme()).permutations).astype(np.uint32)
+    def build() -> np.ndarray:
+        from datasketch import MinHash
+
+        return np.asarray(MinHash(num_perm=num_perm, seed=seed, **_scheme()).permutations).astype(np.uint32)
+
+    return cached(f"minhash-permutations-{num_perm}-{seed}", build, *_datasketch_sources())
 
 
 @functools.cache
 def _bands_and_rows(threshold: float, num_perm: int) -> tuple[int, int]:
-    """datasketch's choice of LSH bands and rows per band for this threshold (fewest errors, equal weights)."""
-    from datasketch import MinHashLSH
+    """datasketch's choice of LSH bands and rows per band for this threshold (fewest errors, equal
+    weights), kept in the table cache."""
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    return lsh.b, lsh.r
+    def build() -> np.ndarray:
+        from datasketch import MinHashLSH
+
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        return np.array([lsh.b, lsh.r], dtype=np.int64)
+
+    bands, rows = cached(f"lsh-bands-{threshold!r}-{num_perm}", build, *_datasketch_sources()).tolist()
+    return int(bands), int(rows)
 
 
 #: the default ``threshold`` and ``num_perm`` of each ``shingling`` (64 permutations catch one-word edits
@@ -584,8 +611,7 @@ class MinHashDedup:
     def _signatures(self, texts: Sequence[str]) -> np.ndarray | None:
         """The ``"short"`` signatures of ``texts`` (rows of documents without words: all ``2³² − 1``),
         or None when none has a word."""
-        word_lists = [key.split() for key in near_keys(texts)]
-        features, counts = short_features(word_lists, self.short_words, self.ngram)
+        features, counts = short_features(near_keys(texts), self.short_words, self.ngram)
         if not len(features):
             return None
         return batch_signatures(features, counts, self._permutations)
