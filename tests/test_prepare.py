@@ -392,3 +392,20 @@ def test_near_duplicates_tag_keeps_variants_on_one_side_of_the_split():
     val = {group_of[t] for t in (d.text for d in result.val) if t in group_of}
     assert train.isdisjoint(val) and result.stats["sets"][0]["clustered"] > 0
     assert len(kept) > len(set(groups))  # variants kept, not dropped
+
+
+def test_rejected_lines_are_what_json_dumps_writes(varied_texts):
+    import json
+
+    from qckit.prepare.output import _reject_lines
+
+    rejected = [
+        (i + 1, "minhash_dedup", f"reason {i % 3} «ç»\\", text) for i, text in enumerate(varied_texts)
+    ]
+    source = 'dir "ç"/a\\b\t.txt'
+    expected = "".join(
+        json.dumps({"source": source, "line": n, "filter": f, "reason": r, "text": t}, ensure_ascii=False)
+        + "\n"
+        for n, f, r, t in rejected
+    )
+    assert _reject_lines(source, rejected) == expected
