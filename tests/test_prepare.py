@@ -7,6 +7,7 @@ import json
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qckit import hookimpl
@@ -409,3 +410,19 @@ def test_rejected_lines_are_what_json_dumps_writes(varied_texts):
         for n, f, r, t in rejected
     )
     assert _reject_lines(source, rejected) == expected
+
+
+def test_lines_are_split_and_selected_whole_and_in_order():
+    from qckit.prepare.output import _select, _split_lines
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 300, size=1000)
+    blob = rng.integers(0, 256, size=int(lengths.sum()), dtype=np.uint8).tobytes()
+    lines = [
+        blob[end - n : end] for n, end in zip(lengths.tolist(), np.cumsum(lengths).tolist(), strict=True)
+    ]
+    for to_val in (rng.random(1000) < 0.3, np.zeros(1000, dtype=bool), np.ones(1000, dtype=bool)):
+        train = b"".join(line for line, v in zip(lines, to_val, strict=True) if not v)
+        val = b"".join(line for line, v in zip(lines, to_val, strict=True) if v)
+        assert _split_lines(blob, lengths, to_val) == (train, val)
+        assert _select(blob, lengths, to_val) == val

@@ -142,7 +142,7 @@ def _mask(n: int, kept: list[int]) -> np.ndarray:
 
 def _select(blob: bytes, lengths: np.ndarray, keep: np.ndarray) -> bytes:
     """The lines of ``blob`` (of ``lengths`` bytes each) where ``keep`` is true, concatenated."""
-    return b"".join(_line_runs(blob, lengths, keep)[1])
+    return np.frombuffer(blob, dtype=np.uint8)[np.repeat(keep, lengths)].tobytes()
 
 
 def _rows(result: BatchResult, kept: list[int]) -> list[tuple]:
@@ -249,26 +249,12 @@ class FileSink:
             self._stack.close()
 
 
-def _line_runs(
-    blob: bytes, lengths: np.ndarray, side: np.ndarray
-) -> tuple[list[memoryview], list[memoryview]]:
-    """The lines of ``blob`` (of ``lengths`` bytes each) where ``side`` is false, and those where it is
-    true, as one slice per run of consecutive lines on the same side."""
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    runs = np.flatnonzero(np.diff(side.view(np.int8), prepend=np.int8(-1)))  # where a side begins
-    run_ends = [*starts[runs[1:]].tolist(), int(ends[-1])]
-    view = memoryview(blob)
-    parts: tuple[list[memoryview], list[memoryview]] = ([], [])
-    for start, end, on in zip(starts[runs].tolist(), run_ends, side[runs].tolist(), strict=True):
-        parts[on].append(view[start:end])
-    return parts
-
-
 def _split_lines(blob: bytes, lengths: np.ndarray, to_val: np.ndarray) -> tuple[bytes, bytes]:
-    """The lines where ``to_val`` is false, and those where it is true, each concatenated."""
-    train, val = _line_runs(blob, lengths, to_val)
-    return b"".join(train), b"".join(val)
+    """The lines of ``blob`` (of ``lengths`` bytes each) where ``to_val`` is false, and those where it is
+    true, each concatenated (a byte mask: slicing run by run costs a Python step per run of lines)."""
+    data = np.frombuffer(blob, dtype=np.uint8)
+    on_val = np.repeat(to_val, lengths)
+    return data[~on_val].tobytes(), data[on_val].tobytes()
 
 
 def split_set(

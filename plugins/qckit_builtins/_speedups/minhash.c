@@ -211,6 +211,23 @@ done:
  * (0 = an empty slot; a band hash of 0 is stored as 1) and values uint32 (a kept document's number).
  * A key's first slot is fmix64(key) & (capacity - 1); capacity is a power of two. */
 
+/* A table larger than the CPU cache costs a memory access per probe: the slots of the next document's
+ * bands (of the key a few places ahead) are asked for early, so that those accesses overlap. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+#define PREFETCH_AHEAD 16
+
+static inline void
+prefetch_slot(const uint64_t *tkeys, const uint32_t *tdocs, uint64_t mask, uint64_t key)
+{
+    const uint64_t s = fmix64(key) & mask;
+    PREFETCH(tkeys + s);
+    PREFETCH(tdocs + s);
+}
+
 /* the slot holding key, or the empty slot where it would go */
 static inline Py_ssize_t
 probe(const uint64_t *tkeys, uint64_t mask, uint64_t key)
@@ -271,10 +288,15 @@ decide(PyObject *Py_UNUSED(module), PyObject *args)
     const uint64_t *keys = bk.buf, mask = (uint64_t)cap - 1;
     const uint8_t *sketches = bs.buf;
     const int64_t *serials = bv.buf;
+    for (Py_ssize_t j = 0; j < bands; j++)
+        prefetch_slot(tkeys, tdocs, mask, keys[j]);
     for (Py_ssize_t r = 0; r < m; r++) {
         const uint64_t *k = keys + r * bands;
         const uint8_t *sketch = sketches + r * perm;
         int64_t best = -1;
+        if (r + 1 < m)
+            for (Py_ssize_t j = 0; j < bands; j++)
+                prefetch_slot(tkeys, tdocs, mask, k[bands + j]);
         for (Py_ssize_t j = 0; j < bands; j++) {
             const Py_ssize_t s = probe(tkeys, mask, k[j]);
             if (tkeys[s] == 0)
@@ -356,6 +378,8 @@ insert(PyObject *Py_UNUSED(module), PyObject *args)
     const uint32_t *docs = bd.buf;
     const uint64_t mask = (uint64_t)cap - 1;
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + PREFETCH_AHEAD < n)
+            prefetch_slot(tkeys, tdocs, mask, keys[i + PREFETCH_AHEAD]);
         const Py_ssize_t s = probe(tkeys, mask, keys[i]);
         if (tkeys[s] == 0) {
             tkeys[s] = keys[i];
