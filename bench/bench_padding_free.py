@@ -3,6 +3,7 @@
     python bench/bench_padding_free.py                    # tiny random Llama, windows 128, batch 8
     python bench/bench_padding_free.py --seq 256 --batch 8 --steps 20 --fill 0.5
     python bench/bench_padding_free.py --attn flash_attention_2   # on a CUDA GPU with flash-attn: the real kernel
+    python bench/bench_padding_free.py --hidden 768 --layers 12 --json out.json   # a larger model; medians as JSON
 
 On a CPU there is no flash-attention: the kernel is qckit.testing's exact pure-torch stand-in, run
 through transformers' real flash wrapper, so the numbers say what the batch form costs in that wrapper
@@ -19,12 +20,14 @@ and in a kernel that computes only what it is given, not what flash-attention do
 Windows are cut to a random length between ``--fill`` x seq and seq (padding as in a mix of sources of
 different window lengths; 1.0 = full windows). Tokens/s counts real tokens; ratios are against
 ``flash padded rows`` in the same run. ``--attn`` names a real flash kernel instead of the stand-in: on
-a CUDA GPU the models are placed there and the steps run under bf16 autocast.
+a CUDA GPU the models are placed there and the steps run under bf16 autocast. ``--json`` also writes
+the medians and the model's shape (``bench/gpu_check.py`` reads them to compute MFU).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +44,9 @@ def main() -> None:
     parser.add_argument("--fill", type=float, default=0.5, help="shortest window, as a share of --seq")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--attn", default="", help="a flash attn_implementation (default: the CPU stand-in)")
+    parser.add_argument("--hidden", type=int, default=256, help="hidden size (heads of 64)")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--json", help="also write the medians and the model's shape to this file")
     ns = parser.parse_args()
 
     import tempfile
@@ -70,7 +76,9 @@ def main() -> None:
         for line in (sample / name).read_bytes().decode("utf-8", errors="replace").splitlines()
     ]
     with tempfile.TemporaryDirectory(prefix="qckit-bench-padding-free-") as tmp:
-        model_dir = save_tiny_model(Path(tmp) / "tiny", hidden_size=256, num_layers=4)
+        model_dir = save_tiny_model(
+            Path(tmp) / "tiny", hidden_size=ns.hidden, num_layers=ns.layers, num_heads=max(ns.hidden // 64, 1)
+        )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         models = {
             kind: AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=kind).to(device).train()
@@ -128,20 +136,31 @@ def main() -> None:
                 torch.cuda.synchronize()
             if step >= ns.warmup:
                 tokens[form].append(real / (time.perf_counter() - begin))
+    parameters = sum(p.numel() for p in models[flash].parameters())
     print(
-        f"tiny Llama (hidden 256, 4 layers) on {device.type}"
+        f"tiny Llama (hidden {ns.hidden}, {ns.layers} layers, {parameters / 1e6:.1f} M parameters) on {device.type}"
         + (f", autocast {autocast}" if autocast is not None else "")
         + (f", flash kernel {flash!r}" if ns.attn else f", CPU stand-in flash kernel ({flash!r}, pure torch)")
         + f"; {len(data)} windows of <= {ns.seq} tokens cut to >= {ns.fill:g} x seq, batch "
         f"{ns.batch}, torch threads {torch.get_num_threads()}; isolation check ratios "
         + ", ".join(f"{kind} {ratio:.2g}" for kind, ratio in isolation.items())
     )
-    base = statistics.median(tokens["flash padded rows"])
-    for form, values in tokens.items():
-        median = statistics.median(values)
+    medians = {form: statistics.median(values) for form, values in tokens.items()}
+    base = medians["flash padded rows"]
+    for form, median in medians.items():
         print(
-            f"{form:20s}: {median:10.0f} tokens/s (median of {len(values)}), x{median / base:.2f} vs flash padded rows"
+            f"{form:20s}: {median:10.0f} tokens/s (median of {len(tokens[form])}), x{median / base:.2f} vs flash padded rows"
         )
+    if ns.json:
+        shape = {"parameters": parameters, "layers": ns.layers, "hidden": ns.hidden, "seq": ns.seq}
+        record = {
+            **shape,
+            "device": device.type,
+            "attn": flash,
+            "tokens_per_s": medians,
+            "isolation": isolation,
+        }
+        Path(ns.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
