@@ -145,12 +145,17 @@ def test_train_embeddings_trains_both_matrices_at_their_own_rate(tiny_tokenizer,
     lora = LoraAdapter(r=2, alpha=4, train_embeddings=True, embedding_learning_rate=5e-5)
     assert lora.trains_embeddings
     model = lora.wrap_model(base, CPU)
-    full = {n for n in _trainable(model) if "modules_to_save" in n}
-    assert {n.split(".")[-4] for n in full} == ({"embed_tokens"} if tied else {"embed_tokens", "lm_head"})
+    full = {n for n in _trainable(model) if "lora_" not in n}
     inner = model.base_model.model
-    head = inner.lm_head.modules_to_save["default"].weight
-    embed = inner.model.embed_tokens.modules_to_save["default"].weight
-    assert (head is embed) == tied  # a tied head stays tied to the trained embeddings
+    if tied:  # the one shared matrix trains in place: the head stays tied to the trained embeddings
+        assert full == {"base_model.model.model.embed_tokens.weight"}
+        head, embed = inner.lm_head.weight, inner.model.embed_tokens.weight
+        assert head is embed and head is base.lm_head.weight
+    else:  # two trained copies
+        assert {n.split(".")[-4] for n in full} == {"embed_tokens", "lm_head"}
+        head = inner.lm_head.modules_to_save["default"].weight
+        embed = inner.model.embed_tokens.modules_to_save["default"].weight
+        assert head is not embed
     groups = lora.optimizer_param_groups(model, 1e-3)
     assert groups is not None
     rates = {id(p): g["lr"] for g in groups for p in g["params"]}

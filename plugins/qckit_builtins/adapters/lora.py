@@ -30,11 +30,13 @@ class LoraAdapter:
     (LoRA+: the B matrices, and the 1-D parameters such as DoRA magnitudes, learn ``ratio`` times
     faster than the A matrices; 0 = off, the paper suggests 16).
 
-    ``train_embeddings = true`` also trains the input embeddings and the output head in full (peft
-    ``modules_to_save``; kept tied when the model ties them) at ``embedding_learning_rate`` (the run's
-    learning rate when left out): what new tokens need, and what lets the existing rows of dialect
-    words move. The adapter then saves each trained matrix once (a tied model's shared matrix under both
-    of its names, as peft saves and re-ties it), so it grows by their size.
+    ``train_embeddings = true`` also trains the input embeddings and the output head in full at
+    ``embedding_learning_rate`` (the run's learning rate when left out): what new tokens need, and what
+    lets the existing rows of dialect words move. An untied model's two matrices train as peft copies
+    (``modules_to_save``); a tied model's one shared matrix trains in place, so the head stays tied to it.
+    The adapter saves each trained matrix once (vocabulary × hidden in the trained dtype), and peft
+    alone loads it back: the tied matrix in peft's ``save_embedding_layers`` format, under the input
+    embeddings' name, loaded into the base model where the head shares it.
     """
 
     name: ClassVar[str] = "lora"
@@ -122,7 +124,11 @@ class LoraAdapter:
                     key=_TARGETS_KEY,
                 )
             targets = list(self.target_modules)
-        modules_to_save = _embedding_module_names(model) if self.train_embeddings else None
+        # A tied model's one shared matrix trains in place (see _save_each_matrix_once); an untied model's
+        # input embeddings and head train as peft copies (modules_to_save).
+        embeddings = _embedding_module_names(model) if self.train_embeddings else []
+        in_place = bool(embeddings) and _ties_embeddings(model)
+        modules_to_save = embeddings if embeddings and not in_place else None
         kbit = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
         if kbit and not (self._sharded and getattr(model, "is_loaded_in_4bit", False)):
             # Freezes the base, upcasts norms/embeddings to fp32 for stability. Checkpointing is the
@@ -138,21 +144,18 @@ class LoraAdapter:
             use_dora=self.use_dora,
             use_rslora=self.use_rslora,
             modules_to_save=modules_to_save,
-            ensure_weight_tying=bool(modules_to_save) and _ties_embeddings(model),
         )
         wrapped = get_peft_model(model, config)
-        if modules_to_save:
-            # The trained copies (modules_to_save) already hold the grown matrices; peft's "auto" would also save
-            # the whole wrappers when the vocabulary was resized (three copies of each matrix, and keys that
-            # warn as unexpected on load), so each trained matrix is saved once.
-            wrapped.save_pretrained = functools.partial(
-                type(wrapped).save_pretrained, wrapped, save_embedding_layers=False
-            )
+        if in_place:
+            unwrap_model(wrapped).get_input_embeddings().weight.requires_grad_(True)
+        if embeddings:
+            wrapped.save_pretrained = functools.partial(_save_each_matrix_once, wrapped, in_place)
         resolved = wrapped.peft_config["default"].target_modules
         self.adapted_modules = tuple(sorted({name.rsplit(".", 1)[-1] for name in resolved}))
         notes = [f"lora: adapting {', '.join(self.adapted_modules)}"]
-        if modules_to_save:
-            notes.append(f"lora: training {' and '.join(modules_to_save)} in full")
+        if embeddings:
+            tied = " (tied: one matrix)" if in_place else ""
+            notes.append(f"lora: training {' and '.join(embeddings)} in full{tied}")
         self.notes = tuple(notes)
         return wrapped
 
@@ -173,12 +176,13 @@ class LoraAdapter:
         from peft.tuners.lora.layer import Embedding as LoraEmbedding
 
         modules = dict(model.named_modules())
+        embeddings = unwrap_model(model).get_input_embeddings().weight  # a tied model's, trained in place
         groups: dict[str, list[Any]] = {"base": [], "embedding": [], "lora_B": []}
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
             owner = modules.get(".".join(name.split(".")[:-2]))
-            if ".modules_to_save." in name or isinstance(owner, LoraEmbedding):
+            if ".modules_to_save." in name or isinstance(owner, LoraEmbedding) or param is embeddings:
                 groups["embedding"].append(param)
             elif self.loraplus_lr_ratio and ("lora_B" in name or param.ndim == 1):
                 groups["lora_B"].append(param)
@@ -207,6 +211,27 @@ def _embedding_module_names(model: Any) -> list[str]:
                     names.append(leaf)
                 break
     return names
+
+
+def _save_each_matrix_once(model: Any, in_place: bool, save_directory: str, **kwargs: Any) -> None:
+    """``model.save_pretrained`` of a LoRA model that trains the embeddings: each trained matrix saved once.
+
+    Untied, the trained copies (``modules_to_save``) hold the matrices, grown ones included; peft's
+    ``save_embedding_layers="auto"`` would also save the whole layers when the vocabulary was resized
+    (three copies of each matrix, and keys that warn as unexpected on load), so it is off. Tied, the
+    shared matrix trains in place: peft's ``save_embedding_layers`` format saves it under the input
+    embeddings' name and loads it back into the base model, where the head shares it -- peft alone
+    reloads it tied, with no wrapper. The head's name for the same matrix is left out of the state dict
+    (peft would save it as a second copy, and its ``ensure_weight_tying`` wrappers need that copy on load).
+    """
+    if in_place:
+        state = kwargs.pop("state_dict", None)
+        if state is None:
+            state = model.state_dict()
+        head = model.get_output_embeddings()
+        head_name = next(name for name, module in model.named_modules() if module is head)
+        kwargs["state_dict"] = {k: v for k, v in state.items() if not k.startswith(f"{head_name}.")}
+    type(model).save_pretrained(model, save_directory, save_embedding_layers=in_place, **kwargs)
 
 
 def _ties_embeddings(model: Any) -> bool:
