@@ -156,12 +156,14 @@ def make_tiny_llama(
     num_layers: int = 2,
     num_heads: int = 4,
     seed: int = 0,
+    tied: bool = False,
 ) -> LlamaForCausalLM:
     """A randomly initialised, tiny ``LlamaForCausalLM`` (float32) whose vocabulary matches ``tokenizer``.
 
     The weights depend only on the arguments (the global torch RNG is left untouched). The config has
     the tokenizer's bos/eos/pad ids, ``intermediate_size = 2 * hidden_size``, 512 positions and
-    untied input/output embeddings (so LoRA and adapters see a realistic layout).
+    untied input/output embeddings (so LoRA and adapters see a realistic layout), or with ``tied`` one
+    matrix for both (``tie_word_embeddings``, as SmolLM2 and Llama-3.2-1B have).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -176,7 +178,7 @@ def make_tiny_llama(
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
         max_position_embeddings=512,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -197,17 +199,18 @@ def save_tiny_model(
     num_layers: int = 2,
     num_heads: int = 4,
     seed: int = 0,
+    tied: bool = False,
 ) -> Path:
     """Train a tiny tokenizer on ``texts``, build a tiny Llama for it, save both (safetensors) in ``directory``.
 
     ``AutoModelForCausalLM.from_pretrained(directory)`` and ``AutoTokenizer.from_pretrained(directory)``
-    load the result offline. Returns ``directory`` as a :class:`~pathlib.Path`.
+    load the result offline (``tied``: see :func:`make_tiny_llama`). Returns ``directory`` as a :class:`~pathlib.Path`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
     model = make_tiny_llama(
-        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
+        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed, tied=tied
     )
     tokenizer.save_pretrained(directory)
     model.save_pretrained(directory, safe_serialization=True)

@@ -58,6 +58,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_tied_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`tiny_model_dir` with tied input/output embeddings (one matrix, as SmolLM2 has); read-only."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_tied_model"), SAMPLE_SENTENCES, tied=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir: Path):
     """The tokenizer of :func:`tiny_model_dir`, loaded with ``AutoTokenizer`` (shared: do not mutate)."""
     from transformers import AutoTokenizer

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -171,9 +173,10 @@ def test_the_packing_cache_misses_after_growing(tiny_tokenizer, grown, tmp_path:
 # -- through the train stage -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def vocab_run(tmp_path_factory, tiny_model_dir):
-    """A LoRA run that adds WORDS and trains the embeddings at their own learning rate."""
+@pytest.fixture(scope="module", params=["untied", "tied"])
+def vocab_run(request, tmp_path_factory):
+    """A LoRA run that adds WORDS and trains the embeddings at their own learning rate, on the untied tiny
+    model (two trained matrices) and on the tied one (one); ``(run, result, observer, root, base)``."""
     from qckit.progress import RecordingObserver
     from qckit.testing import SAMPLE_SENTENCES, write_corpus
     from qckit.train import TrainRun, TrainSettings
@@ -181,7 +184,8 @@ def vocab_run(tmp_path_factory, tiny_model_dir):
     from qckit_builtins.chunkers import WindowChunker
 
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("vocab_run")
+    base = request.getfixturevalue("tiny_tied_model_dir" if request.param == "tied" else "tiny_model_dir")
+    root = tmp_path_factory.mktemp(f"vocab_run_{request.param}")
     words = root / "words.txt"
     words.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
     corpus = write_corpus(
@@ -191,7 +195,7 @@ def vocab_run(tmp_path_factory, tiny_model_dir):
         train_file=str(corpus),
         val_file=str(write_corpus(root / "val.txt", SAMPLE_SENTENCES[:6])),
         output_dir=str(root / "model"),
-        model=str(tiny_model_dir),
+        model=str(base),
         add_tokens=str(words),
         max_steps=4,
         batch_size=4,
@@ -204,11 +208,11 @@ def vocab_run(tmp_path_factory, tiny_model_dir):
     lora = LoraAdapter(r=4, alpha=8, train_embeddings=True, embedding_learning_rate=1e-3)
     run = TrainRun(settings, WindowChunker(max_length=32, stride=0, min_length=8), [lora], observer=obs)
     result = run.run()
-    return run, result, obs, root
+    return run, result, obs, root, base
 
 
 def test_train_grows_the_vocabulary_and_reports_fertility(vocab_run, tiny_tokenizer) -> None:
-    run, result, obs, _ = vocab_run
+    run, result, obs, _, _ = vocab_run
     inspection = next(data for event, name, data in obs.events if event == "report" and name == "inspection")
     vocab = inspection["vocabulary"]
     assert vocab["words_added"] == len(WORDS) and vocab["old_vocab_size"] == len(tiny_tokenizer)
@@ -232,18 +236,18 @@ def test_train_grows_the_vocabulary_and_reports_fertility(vocab_run, tiny_tokeni
     assert "Vocabulary:" in text and "before" in text and "after" in text
 
 
-def test_new_rows_trained_and_the_adapter_loads_with_the_grown_vocabulary(vocab_run, tiny_model_dir) -> None:
+def test_new_rows_trained_and_the_adapter_loads_with_the_grown_vocabulary(vocab_run) -> None:
     from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
 
-    run, _, _, root = vocab_run
+    run, _, _, root, base_dir = vocab_run
     out = root / "model"
     growth = run.vocab_growth
     tokenizer = load_tokenizer(resolve_model(str(out)))
     assert len(tokenizer) == growth.new_size
-    tuned = load_adapter(load_model(resolve_model(str(tiny_model_dir))), out).eval()
+    tuned = load_adapter(load_model(resolve_model(str(base_dir))), out).eval()
     assert tuned.get_input_embeddings().weight.shape[0] == growth.new_size
     # trained, so no longer the mean of the pieces it started from
-    base = load_model(resolve_model(str(tiny_model_dir))).get_input_embeddings().weight
+    base = load_model(resolve_model(str(base_dir))).get_input_embeddings().weight
     trained = tuned.get_input_embeddings().weight
     token = growth.added[-1]
     assert not torch.allclose(trained[token.id], base[list(token.pieces)].mean(0), atol=1e-6)
@@ -254,42 +258,82 @@ def test_new_rows_trained_and_the_adapter_loads_with_the_grown_vocabulary(vocab_
     torch.testing.assert_close(got, expected.cpu(), rtol=1e-4, atol=1e-4)
 
 
-def test_the_adapter_saves_each_trained_matrix_once_and_loads_without_warning(
-    vocab_run, tiny_model_dir
-) -> None:
+@contextlib.contextmanager
+def _load_messages() -> Iterator[list[str]]:
+    """The warnings (deprecations of lazily imported code aside) and the transformers/peft log records of
+    warning level or above emitted inside the block, filled in when it ends."""
+    import logging
     import warnings
 
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(f"{record.name}: {record.getMessage()}")
+
+    handler = Keep(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("transformers", "peft")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield messages
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    messages += [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
+
+
+def test_the_adapter_holds_each_trained_matrix_once_and_peft_alone_loads_it(vocab_run) -> None:
+    from peft import AutoPeftModelForCausalLM, PeftModel
     from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from qckit.models import load_adapter, load_model, resolve_model
-
-    run, _, _, root = vocab_run
+    run, _, _, root, base_dir = vocab_run
+    tied = AutoConfig.from_pretrained(base_dir).tie_word_embeddings
     path = root / "model" / "adapter_model.safetensors"
     with safe_open(str(path), framework="pt") as handle:
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not iterable)
     full = sorted(key for key in tensors if "lora_" not in key)
-    assert full == ["base_model.model.lm_head.weight", "base_model.model.model.embed_tokens.weight"]
-    rows = run.vocab_growth.new_size
-    assert all(tensors[key].shape[0] == rows for key in full)
-    # one copy of each trained matrix plus the LoRA matrices (peft's "auto" made it three of each)
-    data = sum(t.numel() * t.element_size() for t in tensors.values())
-    matrix = tensors[full[0]].numel() * tensors[full[0]].element_size()
-    assert data < 3 * matrix and path.stat().st_size < data + 64 * 1024
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        load_adapter(load_model(resolve_model(str(tiny_model_dir))), root / "model")
-    assert not [w for w in caught if "unexpected" in str(w.message).lower()]
+    embed, head = "base_model.model.model.embed_tokens.weight", "base_model.model.lm_head.weight"
+    assert full == ([embed] if tied else [head, embed])  # a tied model's one matrix, under one name
+    rows, hidden = run.vocab_growth.new_size, run.model.config.hidden_size
+    matrix = rows * hidden * 4  # float32
+    assert all(tensors[k].shape == (rows, hidden) and tensors[k].dtype == torch.float32 for k in full)
+    lora = sum(t.numel() * t.element_size() for k, t in tensors.items() if k not in full)
+    assert 0 < lora < matrix
+    assert len(full) * matrix + lora <= path.stat().st_size < len(full) * matrix + lora + 64 * 1024
+
+    ids = torch.tensor([BatchEncoder(run.tokenizer)(["Mets ta tuque pis va magasiner au dépanneur"])[0]])
+    assert max(ids[0]) >= run.vocab_growth.old_size
+    with torch.no_grad():
+        expected = run.model.eval()(input_ids=ids).logits
+    # peft alone, as the model card says (the tokenizer in the folder grows the base) and by hand
+    with _load_messages() as auto_messages:
+        auto = AutoPeftModelForCausalLM.from_pretrained(str(root / "model"))
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    base.resize_token_embeddings(rows)
+    with _load_messages() as messages:
+        loaded = PeftModel.from_pretrained(base, str(root / "model"))
+    # AutoPeft grows the base with transformers' default mean resizing, which says so; nothing else
+    assert messages == [] and [m for m in auto_messages if "mean_resizing=False" not in m] == []
+    for model in (auto, loaded):
+        inner = model.get_base_model()
+        assert (inner.lm_head.weight is inner.model.embed_tokens.weight) == tied
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(input_ids=ids).logits, expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
-def test_exported_models_have_the_grown_vocabulary(vocab_run, tiny_model_dir, fmt: str) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def test_exported_models_have_the_grown_vocabulary(vocab_run, fmt: str) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from qckit.export import export_model
 
-    run, _, _, root = vocab_run
+    run, _, _, root, base = vocab_run
     target = root / ("merged" if fmt == "safetensors" else "gguf" / Path("tuned.gguf"))
-    out = export_model(str(tiny_model_dir), target, adapter_dir=root / "model", format=fmt, outtype="f32")
+    out = export_model(str(base), target, adapter_dir=root / "model", format=fmt, outtype="f32")
     if fmt == "safetensors":
         model = AutoModelForCausalLM.from_pretrained(out)
         tokenizer = AutoTokenizer.from_pretrained(out)
@@ -298,6 +342,8 @@ def test_exported_models_have_the_grown_vocabulary(vocab_run, tiny_model_dir, fm
         tokenizer = AutoTokenizer.from_pretrained(out.parent, gguf_file=out.name)
     size = run.vocab_growth.new_size
     assert model.config.vocab_size == size and model.get_input_embeddings().weight.shape[0] == size
+    tied = AutoConfig.from_pretrained(base).tie_word_embeddings
+    assert (model.lm_head.weight is model.get_input_embeddings().weight) == tied  # one matrix, as trained
     text = "Mets ta tuque pis va magasiner au dépanneur"
     ids = BatchEncoder(tokenizer)([text])[0]
     assert ids == BatchEncoder(run.tokenizer)([text])[0] and max(ids) >= run.vocab_growth.old_size
@@ -335,16 +381,16 @@ def test_add_tokens_setting_is_validated() -> None:
         build_recipe({"train": {"train_file": "x.txt", "add_tokens": ["ok", " "]}})
 
 
-def test_qckit_evaluate_with_the_adapter_uses_the_runs_grown_tokenizer(vocab_run, tiny_model_dir) -> None:
+def test_qckit_evaluate_with_the_adapter_uses_the_runs_grown_tokenizer(vocab_run) -> None:
     import json
 
     from rich.console import Console
 
     from qckit.cli import main
 
-    _, result, _, root = vocab_run
+    _, result, _, root, base = vocab_run
     out = Console(width=200, record=True, force_terminal=False)
-    argv = ["evaluate", "--model", str(tiny_model_dir), "--adapter", str(root / "model")]
+    argv = ["evaluate", "--model", str(base), "--adapter", str(root / "model")]
     argv += ["--val_file", str(root / "val.txt"), "--max_length", "32", "--json"]
     assert main(argv, console=out, stderr=Console(file=open(os.devnull, "w"))) == 0  # noqa: SIM115
     numbers = json.loads(out.export_text())
