@@ -4,7 +4,7 @@ WiSE-FT (Wortsman et al., CVPR 2022) interpolates between the base and the tuned
 ``λ`` of the learned delta often gains most of the target while losing less of what the base knew. For a
 LoRA run the *adapter strength* is that fraction: the low-rank update ``B·A`` is scaled by ``λ`` (DoRA,
 rsLoRA alike: the scale multiplies ``B·A`` inside their formulas), and the tensors the run trained in
-full (``modules_to_save``: embeddings, the output head; trained biases) are interpolated,
+full (the embeddings and the output head, a tied pair as its one matrix; trained biases) are interpolated,
 ``W_base + λ (W_trained − W_base)``. For a full fine-tune every tensor is interpolated so.
 
 :func:`select_run` measures every eval set of the run on each kept checkpoint (and the final weights)
@@ -126,25 +126,18 @@ class _Strength:
         with torch.no_grad():
             if is_adapter:
                 from peft.tuners.lora import LoraLayer
-                from peft.utils import ModulesToSaveWrapper
 
                 for module in model.modules():
                     if isinstance(module, LoraLayer):
                         for name, value in module.scaling.items():
                             self.scalings.append((module, name, float(value)))
-                    if isinstance(module, ModulesToSaveWrapper):
-                        original = dict(module.original_module.named_parameters())
-                        for adapter in module.modules_to_save.values():
-                            for key, param in adapter.named_parameters():
-                                if key in original and original[key].shape == param.shape:
-                                    self.full.append(
-                                        (param, original[key].detach().clone(), param.detach().clone())
-                                    )
+                # the tensors trained in full (modules_to_save copies, a tied model's embeddings trained in
+                # place, biases), each against the base's tensor of its name, as write_selected reads them (a
+                # grown matrix has none there and stays as trained); parameters, so tied ones come once
                 for name, param in model.named_parameters():
-                    if name.endswith(".bias") and "lora_" not in name and "modules_to_save" not in name:
-                        base_name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
-                        base = base_state.get(base_name)
-                        if base is not None and not torch.equal(base, param.detach()):
+                    if _LORA_FACTORS.search(name) is None:
+                        base = base_state.get(_base_name(name))
+                        if base is not None and base.shape == param.shape and not torch.equal(base, param):
                             self.full.append((param, base, param.detach().clone()))
             else:
                 for name, param in model.named_parameters():
@@ -451,7 +444,7 @@ def clear_selected(run_dir: Path, output: Path) -> bool:
 
 
 def _base_tensors(run_dir: Path, adapter_tensors: dict[str, Any]) -> dict[str, Any]:
-    """The base model's values of the adapter's full tensors (modules_to_save, biases), by adapter key."""
+    """The base model's values of the adapter's full tensors (embeddings, head, biases), by adapter key."""
     full = [k for k in adapter_tensors if _LORA_FACTORS.search(k) is None]
     if not full:
         return {}
@@ -461,14 +454,16 @@ def _base_tensors(run_dir: Path, adapter_tensors: dict[str, Any]) -> dict[str, A
     base = load_model(resolve_model(str(summary["model"]))).state_dict()
     out = {}
     for key in full:
-        name = (
-            key.removeprefix("base_model.model.").replace(".modules_to_save", "").replace(".base_layer", "")
-        )
-        name = re.sub(r"\.modules_to_save\.[^.]+", "", name)
-        value = base.get(name)
+        value = base.get(_base_name(key))
         if value is not None and value.shape == adapter_tensors[key].shape:
             out[key] = value.to(adapter_tensors[key].dtype)
     return out
+
+
+def _base_name(name: str) -> str:
+    """The base model's name of an adapter tensor: a key of the adapter file or a loaded model's parameter."""
+    name = re.sub(r"\.modules_to_save\.[^.]+", "", name.removeprefix("base_model.model."))
+    return name.replace(".base_layer", "")
 
 
 def record_selection(

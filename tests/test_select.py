@@ -334,3 +334,53 @@ def test_dora_and_rslora_strengths_are_written_as_measured(variant, tiny_model_d
         assert not torch.allclose(
             loaded(ids).logits, full(ids).logits, atol=1e-3
         )  # half is not the whole delta
+
+
+@pytest.mark.parametrize("grown", [False, True], ids=["same_vocab", "grown_vocab"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_trained_embeddings_strengths_are_written_as_measured(tied, grown, request, tmp_path):
+    """The embeddings trained in full (a tied model's one matrix in place, an untied model's two copies) are
+    interpolated once each, and the written adapter is the point measured; a grown matrix has no base value
+    to move towards and stays as trained, in both."""
+    from qckit.hardware import Environment
+    from qckit.models import load_adapter, load_model, load_tokenizer, resolve_model
+    from qckit.select import _Strength, write_selected
+    from qckit_builtins.adapters import LoraAdapter
+
+    base_dir = request.getfixturevalue("tiny_tied_model_dir" if tied else "tiny_model_dir")
+    source = resolve_model(str(base_dir))
+    base_state = load_model(source).state_dict()
+    tuned = load_model(source)
+    if grown:
+        tuned.resize_token_embeddings(tuned.config.vocab_size + 3, mean_resizing=False)
+    tuned = LoraAdapter(r=4, alpha=8, train_embeddings=True).wrap_model(tuned, Environment())
+    with torch.no_grad():
+        torch.manual_seed(0)
+        for name, param in tuned.named_parameters():
+            if param.requires_grad:  # a trained-looking adapter: B is zero at initialisation
+                param.add_(torch.randn_like(param) * (0.5 if "lora_B" in name else 0.05))
+    run = tmp_path / "run"
+    tuned.save_pretrained(str(run))
+    (run / "training_summary.json").write_text(json.dumps({"model": str(base_dir), "global_step": 1}))
+    ids = load_tokenizer(source)(SAMPLE_SENTENCES[1], return_tensors="pt").input_ids
+    measured = load_adapter(load_model(source), run)
+    strength = _Strength(measured, base_state, True)
+    vocab = measured.get_input_embeddings().weight.shape[0]
+    embeddings = [p for p, _, _ in strength.full if p.shape[0] == vocab]
+    assert len(embeddings) == (0 if grown else 1 if tied else 2)
+    strength.set(0.5)
+    written = write_selected(run, "final", 0.5, tmp_path / "half")
+    loaded = load_adapter(load_model(source), written)  # grows the base as the adapter needs, then peft
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, measured(ids).logits, rtol=0, atol=1e-5)
+    if tied:
+        inner = measured.get_base_model()
+        assert inner.lm_head.weight is inner.model.embed_tokens.weight
+    if not grown:  # half-way between the base's matrix and the trained one
+        trained = load_adapter(load_model(source), run).get_input_embeddings().weight
+        torch.testing.assert_close(
+            measured.get_input_embeddings().weight,
+            (base_state["model.embed_tokens.weight"] + trained) / 2,
+            rtol=0,
+            atol=1e-6,
+        )
