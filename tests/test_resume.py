@@ -197,6 +197,33 @@ def test_a_fresh_run_over_old_checkpoints_stops_unless_told_to_overwrite(
     assert json.loads((out / "training_summary.json").read_text())["settings"]["learning_rate"] == 1e-3
 
 
+def test_a_tied_model_with_new_tokens_resumes_exactly(tmp_path, tiny_tied_model_dir, corpus):
+    """The tied embeddings trained in place (and grown by add_tokens) come back from the checkpoint's
+    adapter, where they are stored once: the resumed run is the uninterrupted one."""
+
+    def run(out: Path, observer=None, **overrides):
+        lora = LoraAdapter(r=4, alpha=8, train_embeddings=True)
+        settings = _settings(
+            out, tiny_tied_model_dir, corpus, add_tokens=["pantoute", "magasiner"], **overrides
+        )
+        return run_train(settings, _chunker(), [lora], observer=observer)
+
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    run(straight)
+    with pytest.raises(Crash):  # dies during step 5, after checkpoint-4 was written
+        run(out, observer=CrashAtStep(5))
+    checkpoint = load_file(out / "checkpoint-4" / "adapter_model.safetensors")
+    assert [k for k in checkpoint if "lora_" not in k] == ["base_model.model.model.embed_tokens.weight"]
+    resumed = run(out, resume=True)
+    assert resumed.summary["resumed_from"].endswith("checkpoint-4")
+    assert _losses(out) == _losses(straight) and len(_losses(out)) == 8
+    mine, theirs = (
+        load_file(out / "adapter_model.safetensors"),
+        load_file(straight / "adapter_model.safetensors"),
+    )
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
 def test_resume_with_only_broken_checkpoints_says_how_to_start_afresh(tmp_path, tiny_model_dir, corpus):
     out = tmp_path / "out"
     (out / "checkpoint-3").mkdir(parents=True)
