@@ -131,6 +131,27 @@ def test_lora_delta_onto_the_sibling_is_the_sibling_plus_scaled_delta(
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(models["sibling"]).get_vocab()
 
 
+def test_a_tied_runs_delta_onto_a_tied_sibling_moves_its_one_matrix(
+    tiny_tied_model_dir: Path, tmp_path: Path
+) -> None:
+    """The tied embeddings trained in place (stored once in the adapter) carry over as one matrix."""
+    from transformers import AutoModelForCausalLM
+
+    from qckit_builtins.adapters import LoraAdapter
+
+    sibling = save_tiny_model(tmp_path / "sibling", seed=1, tied=True)
+    run_dir = _train(tmp_path, tiny_tied_model_dir, "run", [LoraAdapter(r=4, alpha=8, train_embeddings=True)])
+    out = carry_delta(read_run(run_dir), tmp_path / "out", onto=str(sibling), strength=0.5)
+    written, target = _weights(out), _weights(sibling)
+    delta = _lora_delta(run_dir, _weights(tiny_tied_model_dir))
+    assert written.keys() == target.keys() and "lm_head.weight" not in written  # tied: one matrix
+    for name, value in written.items():
+        assert float((value - (target[name] + 0.5 * delta[name])).abs().max()) <= ATOL, name
+    assert float(delta["model.embed_tokens.weight"].abs().max()) > 1e-3  # the embeddings moved
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
 def test_strength_zero_writes_the_sibling_exactly(models, lora_run, tmp_path: Path) -> None:
     out = carry_delta(read_run(lora_run), tmp_path / "out", onto=str(models["sibling"]), strength=0)
     written, sibling = _weights(out), _weights(models["sibling"])
