@@ -310,6 +310,7 @@ def test_the_adapter_holds_each_trained_matrix_once_and_peft_alone_loads_it(voca
     with torch.no_grad():
         expected = run.model.eval()(input_ids=ids).logits
     # peft alone, as the model card says (the tokenizer in the folder grows the base) and by hand
+    assert "AutoPeftModelForCausalLM.from_pretrained" in (root / "model" / "README.md").read_text("utf-8")
     with _load_messages() as auto_messages:
         auto = AutoPeftModelForCausalLM.from_pretrained(str(root / "model"))
     base = AutoModelForCausalLM.from_pretrained(base_dir)
@@ -351,6 +352,22 @@ def test_exported_models_have_the_grown_vocabulary(vocab_run, fmt: str) -> None:
         expected = run.model.eval()(input_ids=torch.tensor([ids])).logits
         got = model.eval()(input_ids=torch.tensor([ids])).logits
     assert float((got - expected).abs().max()) <= 1e-3
+
+
+def test_qckit_generate_on_the_run_folder_is_the_trained_model(vocab_run) -> None:
+    from qckit.generate import GenerationSettings, complete, load_for_generation
+
+    run, _, _, root, base = vocab_run
+    loaded = load_for_generation(str(root / "model"))  # the adapter merged into its base
+    assert len(loaded.tokenizer) == run.vocab_growth.new_size
+    tied = loaded.model.config.tie_word_embeddings
+    assert (loaded.model.lm_head.weight is loaded.model.get_input_embeddings().weight) == tied
+    ids = torch.tensor([BatchEncoder(loaded.tokenizer)(["Mets ta tuque pis va magasiner"])[0]])
+    with torch.no_grad():
+        expected = run.model.eval()(input_ids=ids).logits
+        got = loaded.model.eval()(input_ids=ids).logits
+    assert float((got - expected).abs().max()) <= 1e-4  # merged: the LoRA products summed in another order
+    assert complete(loaded.model, loaded.tokenizer, ["Mets ta tuque"], GenerationSettings(max_new_tokens=3))
 
 
 def test_add_tokens_with_frozen_embeddings_is_refused_before_loading(tmp_path: Path, tiny_model_dir) -> None:
