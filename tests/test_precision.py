@@ -181,14 +181,19 @@ def test_bf16_non_finite_gradient_still_stops_the_run(tmp_path, tiny_model_dir, 
         _run(tmp_path / "out", tiny_model_dir, corpus, OverflowAt(2), "bf16")
 
 
-def test_upcast_trainable_casts_only_what_trains(tiny_model_dir):
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_upcast_trainable_casts_only_what_trains(request, tied: bool):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float16)
+    model_dir = request.getfixturevalue("tiny_tied_model_dir" if tied else "tiny_model_dir")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float16)
     model = LoraAdapter(train_embeddings=True, bias="all").wrap_model(model, Environment())
     half = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype == torch.float16]
-    assert any("modules_to_save" in n for n in half)  # peft's trainable copies keep the base's dtype
+    # peft's trainable copies, or a tied model's own matrix trained in place, keep the base's dtype
+    assert any(("embed_tokens.weight" if tied else "modules_to_save") in n for n in half)
     assert upcast_trainable(model) == len(half)
+    inner = model.get_base_model()
+    assert (inner.lm_head.weight is inner.model.embed_tokens.weight) == tied  # still one matrix, in fp32
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     assert all(p.dtype == torch.float16 for p in model.parameters() if not p.requires_grad)
     ids = torch.tensor([[0, 5, 9, 14]])
