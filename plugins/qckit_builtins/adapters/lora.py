@@ -34,9 +34,10 @@ class LoraAdapter:
     ``embedding_learning_rate`` (the run's learning rate when left out): what new tokens need, and what
     lets the existing rows of dialect words move. An untied model's two matrices train as peft copies
     (``modules_to_save``); a tied model's one shared matrix trains in place, so the head stays tied to it.
-    The adapter saves each trained matrix once (vocabulary × hidden in the trained dtype), and peft
-    alone loads it back: the tied matrix in peft's ``save_embedding_layers`` format, under the input
-    embeddings' name, loaded into the base model where the head shares it.
+    The adapter saves each trained matrix once (vocabulary × hidden × 4 bytes: what trains is float32),
+    and peft alone loads it back: the tied matrix in peft's ``save_embedding_layers`` format, under the
+    input embeddings' name, loaded into the base model itself, where the head shares it (so, as with any
+    adapter in that format, ``disable_adapter()`` keeps the trained embeddings).
     """
 
     name: ClassVar[str] = "lora"
@@ -124,8 +125,9 @@ class LoraAdapter:
                     key=_TARGETS_KEY,
                 )
             targets = list(self.target_modules)
-        # A tied model's one shared matrix trains in place (see _save_each_matrix_once); an untied model's
-        # input embeddings and head train as peft copies (modules_to_save).
+        # An untied model's input embeddings and head train as peft copies (modules_to_save); a tied model's
+        # one matrix trains in place, not as peft's ensure_weight_tying copy, which peft 0.22 saves under
+        # both names and cannot load from one (the head's key is required): see _save_each_matrix_once.
         embeddings = _embedding_module_names(model) if self.train_embeddings else []
         in_place = bool(embeddings) and _ties_embeddings(model)
         modules_to_save = embeddings if embeddings and not in_place else None
@@ -219,10 +221,9 @@ def _save_each_matrix_once(model: Any, in_place: bool, save_directory: str, **kw
     Untied, the trained copies (``modules_to_save``) hold the matrices, grown ones included; peft's
     ``save_embedding_layers="auto"`` would also save the whole layers when the vocabulary was resized
     (three copies of each matrix, and keys that warn as unexpected on load), so it is off. Tied, the
-    shared matrix trains in place: peft's ``save_embedding_layers`` format saves it under the input
-    embeddings' name and loads it back into the base model, where the head shares it -- peft alone
-    reloads it tied, with no wrapper. The head's name for the same matrix is left out of the state dict
-    (peft would save it as a second copy, and its ``ensure_weight_tying`` wrappers need that copy on load).
+    shared matrix trains in place and is saved in peft's ``save_embedding_layers`` format: under the
+    input embeddings' name, which peft loads back into the base model, where the head shares it. The
+    head's name for the same tensor is left out of the state dict: peft would save it as a second copy.
     """
     if in_place:
         state = kwargs.pop("state_dict", None)
