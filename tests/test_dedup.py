@@ -425,8 +425,22 @@ def test_near_keys_ignore_case_accents_apostrophes_and_emoji(varied_texts):
     assert near_words("C’est l’Été 🎉!") == near_words("cʼest l'ete") == ["c", "est", "l", "ete"]
     assert near_key_bytes("Straße, cœur — ŒUVRE naïve") == b"strasse coeur oeuvre naive"
     texts = [*varied_texts, "e\u0301te\u0301", "½ pomme", "\u02bcallo\u02bc", "x_y"]
+    # the letters spelled out (œ → oe), which the accelerator scans again translated: with anything else
+    spelled = [
+        "cœur",
+        "SŒUR",
+        "ex æquo, Æsope",
+        "Œ",
+        "œœ-æ",
+        "cœur 😂",
+        "cœur™",
+        "cœur e\u0301te\u0301",
+        "Straße œ",
+    ]
+    texts += spelled + [f"{a} {b}" for a, b in zip(spelled, varied_texts[::7], strict=False)]
     expected = [near_key_bytes(t) for t in texts]
     assert near_keys(texts) == expected
+    assert near_keys(["SŒUR", "ex æquo"]) == [b"soeur", b"ex aequo"]
     scan = accelerated.textscan
     try:
         accelerated.textscan = None  # the numpy table path

@@ -88,13 +88,27 @@ def dedup_keys(texts: Sequence[str]) -> list[bytes]:
     return _table_keys(texts, _key_table(), dedup_key_bytes)
 
 
-def _table_keys(texts: Sequence[str], table: np.ndarray, one: Callable[[str], bytes]) -> list[bytes]:
+def _table_keys(
+    texts: Sequence[str],
+    table: np.ndarray,
+    one: Callable[[str], bytes],
+    expand: Sequence[tuple[str, str]] = (),
+) -> list[bytes]:
     """``[one(t) for t in texts]`` where ``table`` maps each BMP character to what ``one`` makes of it (see
-    :func:`_build_key_table`): word breaks collapsed to one space, none at either end, as UTF-8."""
+    :func:`_build_key_table`): word breaks collapsed to one space, none at either end, as UTF-8.
+    ``expand``: characters that ``one`` spells out as several, with their spelling (œ → oe), such that
+    replacing them leaves ``one(t)`` unchanged; the accelerator scans a text holding them again, replaced,
+    rather than leave it to ``one``."""
     scan = accelerated.textscan
     if scan is not None:
         keys = scan.dedup_keys(list(texts), table, _RISKY)
-        for k in [k for k, key in enumerate(keys) if key is None]:
+        slow = [k for k, key in enumerate(keys) if key is None]
+        if slow and expand:
+            again = scan.dedup_keys([_replaced(texts[k], expand) for k in slow], table, _RISKY)
+            for k, key in zip(slow, again, strict=True):
+                keys[k] = key
+            slow = [k for k in slow if keys[k] is None]
+        for k in slow:
             keys[k] = one(texts[k])
         return keys
     joined = code_units(texts)
@@ -118,6 +132,13 @@ def _table_keys(texts: Sequence[str], table: np.ndarray, one: Callable[[str], by
     for k in slow:
         keys[k] = one(texts[k])
     return keys
+
+
+def _replaced(text: str, pairs: Sequence[tuple[str, str]]) -> str:
+    for old, new in pairs:  # str.replace of the few present is faster than str.translate
+        if old in text:
+            text = text.replace(old, new)
+    return text
 
 
 def dedup_key(text: str) -> str:
@@ -271,10 +292,7 @@ _NEAR_WORD = re.compile(r"[^\W_]+")
 def _near_form(text: str) -> str:
     text = text.casefold()
     if not text.isascii():
-        for old, new in _NEAR_REPLACE:
-            if old in text:
-                text = text.replace(old, new)
-        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text))
+        text = _COMBINING.sub("", unicodedata.normalize("NFKD", _replaced(text, _NEAR_REPLACE)))
     return text
 
 
@@ -313,10 +331,14 @@ def _build_near_table() -> np.ndarray:
     return table
 
 
+#: the letters :func:`_near_form` spells out (œ → oe), in either case: the same near key before it casefolds
+_NEAR_EXPAND = [(c, new) for old, new in _NEAR_REPLACE if len(new) > 1 for c in (old, old.upper())]
+
+
 def near_keys(texts: Sequence[str]) -> list[bytes]:
     """``[near_key_bytes(t) for t in texts]``, through the table of :func:`_near_table` (as
     :func:`dedup_keys`)."""
-    return _table_keys(texts, _near_table(), near_key_bytes)
+    return _table_keys(texts, _near_table(), near_key_bytes, _NEAR_EXPAND)
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
