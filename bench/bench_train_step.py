@@ -4,6 +4,7 @@
     python bench/bench_train_step.py --tiny                  # a random Llama, hidden 256, 4 layers, batch 4 x 2
     python bench/bench_train_step.py --tiny --hidden 512 --layers 8 --steps 40 --repeats 3
     python bench/bench_train_step.py --checkpointing on      # both sides with gradient checkpointing
+    python bench/bench_train_step.py --padding-free          # … then padding-free vs padded rows, same shape
 
 By default the shape is ``recipes/quickstart.toml``'s: its model (SmolLM2-135M, dequantized from the
 GGUF once, into qckit's cache), windows of its chunker's ``max_length``, its ``batch_size`` and
@@ -18,6 +19,10 @@ seven seed projections, non-reentrant gradient checkpointing where on, AdamW (ad
 schedule with 3 % warmup, lr 1e-5, max grad norm 1.0, seed 42, TensorBoard logging every 10 steps, no
 checkpoints, no evaluation, the precision qckit picks for this machine (fp32 on CPU, bf16/fp16 on CUDA)
 for both.
+
+``--padding-free`` then runs ``bench/bench_padding_free.py`` at the same shape (a random model of the
+same hidden size and layers, windows of the same length, the same batch; the CPU stand-in flash kernel
+on a CPU) and prints its tokens/s ratios: qckit's padding-free form against padded rows.
 
 A step is one optimizer step (``--batch`` x ``--accum`` windows); its time is the interval between
 consecutive ``on_step_end`` callbacks (the bare side uses a one-line callback; qckit's is the observer's
@@ -34,6 +39,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -206,6 +213,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument(
+        "--padding-free", action="store_true", help="then padding-free vs padded rows, same shape"
+    )
+    parser.add_argument(
         "--checkpointing",
         choices=("auto", "on", "off"),
         help="gradient checkpointing (default: the quickstart's, auto; with --tiny: on)",
@@ -240,6 +250,8 @@ def main() -> None:
         train_file = write_corpus(root / "train.txt", list(SAMPLE_SENTENCES) * 60)
         ns.cache_dir = root / "cache"
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        hidden, layers = config["hidden_size"], config["num_hidden_layers"]
         dataset = pack_file(
             train_file,
             tokenizer,
@@ -272,6 +284,26 @@ def main() -> None:
     print(f"bare Trainer+peft : {b_med * 1e3:8.2f} ms/step (median of {len(bare_times)} steps)")
     ratio = q_med / b_med
     print(f"ratio qckit / bare: {ratio:.3f}  (target <= 1.05: {'ok' if ratio <= 1.05 else 'ABOVE TARGET'})")
+    if ns.padding_free:
+        padding_free(ns, hidden, layers)
+
+
+def padding_free(ns: argparse.Namespace, hidden: int, layers: int) -> None:
+    """``bench_padding_free.py`` at this shape; its medians' ratios."""
+    with tempfile.TemporaryDirectory(prefix="qckit-bench-pf-") as tmp:
+        record_path = Path(tmp) / "record.json"
+        command = [sys.executable, str(Path(__file__).with_name("bench_padding_free.py"))]
+        command += ["--seq", str(ns.seq), "--batch", str(ns.batch * ns.accum), "--hidden", str(hidden)]
+        command += ["--layers", str(layers), "--threads", str(ns.threads), "--json", str(record_path)]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    medians = record["tokens_per_s"]
+    base = medians["flash padded rows"]
+    print(
+        f"padding-free vs padded ({record['attn']} on {record['device']}, hidden {hidden} x {layers} layers, "
+        f"{ns.batch * ns.accum} windows of <= {ns.seq} tokens): "
+        + "; ".join(f"{form} {value:,.0f} tokens/s (x{value / base:.2f})" for form, value in medians.items())
+    )
 
 
 if __name__ == "__main__":
