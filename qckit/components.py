@@ -249,6 +249,15 @@ class Filter(Protocol):
         ...
 
     @optional
+    def resume_key(self) -> str:
+        """What the filter's decisions depend on that its settings do not show, e.g. a digest of the files
+        it read (a word list, eval sets). It joins the settings in a prepare run's fingerprint, so that
+        resuming with other contents is refused instead of mixing decisions. Read such files in
+        ``__init__`` (or ``use_eval_sets``), in the main process, and carry their contents to the
+        workers: a file read again by each worker could have changed."""
+        ...
+
+    @optional
     def use_eval_sets(self, sets: Sequence[EvalSource], kinds: Mapping[str, type]) -> None:
         """For a filter that keeps eval sets out of the training data (decontamination): called once when
         the recipe is loaded, with the recipe's ``[[train.eval]]`` sets (none without a train stage) and

@@ -231,3 +231,33 @@ def test_shards_cut_big_files_at_record_starts_and_number_their_lines(corpus):
     for shard in (s for s in numbered if s.path == str(corpus[0])):
         records = list(readers["txt"].instance.records_between(corpus[0], shard.start, shard.end))
         assert records[0] == lines[shard.first_line - 1]
+
+
+def test_a_resume_is_refused_when_a_file_a_filter_read_has_changed(tmp_path):
+    from types import SimpleNamespace
+
+    from qckit_builtins.filters.decontam import Decontaminate
+    from qckit_builtins.filters.dialect import QuebecMarkers
+
+    markers, evals = tmp_path / "markers.txt", tmp_path / "eval.txt"
+    markers.write_text("icitte\n", encoding="utf-8")
+    evals.write_text("une phrase de l'ensemble d'évaluation assez longue pour compter\n", encoding="utf-8")
+
+    def components():
+        made = [QuebecMarkers(markers_file=str(markers)), Decontaminate(files=[str(evals)])]
+        return [
+            SimpleNamespace(kind="filter", name=f.name, params={}, owner="qckit", instance=f) for f in made
+        ]
+
+    files: list = []  # the inputs' part of the fingerprint is tested above
+    work = tmp_path / "work"
+    work.mkdir()
+    shard_mod.save_plan(work, shard_mod.fingerprint(files, components(), {}), [])
+    assert shard_mod.load_plan(work, shard_mod.fingerprint(files, components(), {})) == []  # same contents
+    # the workers get the contents read in the main process, and a resume compares them
+    for path, name in ((markers, "quebec_markers"), (evals, "decontaminate")):
+        before = path.read_text(encoding="utf-8")
+        path.write_text(before.replace("e", "é", 1), encoding="utf-8")
+        with pytest.raises(InputError, match=rf"cannot resume: the files the filter '{name}' reads changed"):
+            shard_mod.load_plan(work, shard_mod.fingerprint(files, components(), {}))
+        path.write_text(before, encoding="utf-8")

@@ -12,7 +12,6 @@ from qckit_builtins.filters.dialect import (
     _FOLD_OTHER,
     MarkerList,
     QuebecMarkers,
-    _file_markers,
     _fold_tables,
     builtin_markers,
     fold_words,
@@ -113,11 +112,11 @@ def test_like_find_with_the_builtin_list(texts):
 @_settings
 @given(texts=_texts)
 def test_like_find_with_stems_phrases_and_shields(custom, texts):
-    _assert_like_find(_file_markers(custom), texts)
+    _assert_like_find(QuebecMarkers(markers_file=custom).markers, texts)
 
 
 def test_like_find_on_varied_texts(custom, varied_texts):
-    for markers in (builtin_markers(), _file_markers(custom)):
+    for markers in (builtin_markers(), QuebecMarkers(markers_file=custom).markers):
         _assert_like_find(markers, list(varied_texts))
 
 

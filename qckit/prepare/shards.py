@@ -237,15 +237,25 @@ def read_results(work_dir: str | Path, shard: Shard) -> Iterator[BatchResult]:
 
 def fingerprint(files: list[InputFile], components: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
     """What a shard's results depend on: inputs (path, size, modification time), the components that run
-    in workers with their settings and plugins, and the settings that shape batches."""
+    in workers with their settings, plugins and the contents of the files they read (``resume_key``), and
+    the settings that shape batches."""
     inputs = []
     for inp in files:
         st = os.stat(inp.path)
         inputs.append({"path": os.path.abspath(inp.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    comps = [
-        {"kind": c.kind, "name": c.name, "params": c.params, "owner": c.owner, "class": _qualname(c.instance)}
-        for c in components
-    ]
+    comps = []
+    for c in components:
+        entry = {
+            "kind": c.kind,
+            "name": c.name,
+            "params": c.params,
+            "owner": c.owner,
+            "class": _qualname(c.instance),
+        }
+        resume_key = getattr(c.instance, "resume_key", None)  # the contents of the files it read
+        if resume_key is not None:
+            entry["contents"] = resume_key()
+        comps.append(entry)
     return {
         "format": _FORMAT,
         "qckit": __version__,
@@ -299,7 +309,17 @@ def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for path, info in new_inputs.items():
         if info != old_inputs[path]:
             return f"input {path} changed since the interrupted run (size or modification time)"
-    if old.get("components") != new.get("components"):
+    old_parts, new_parts = old.get("components", []), new.get("components", [])
+    if old_parts != new_parts:
+        if len(old_parts) == len(new_parts):
+            for was, now in zip(old_parts, new_parts, strict=True):
+                same_settings = {k: v for k, v in was.items() if k != "contents"} == {
+                    k: v for k, v in now.items() if k != "contents"
+                }
+                if same_settings and was.get("contents") != now.get("contents"):
+                    return (
+                        f"the files the {now['kind']} {now['name']!r} reads changed since the interrupted run"
+                    )
         return "the recipe's readers, normalizers or filters changed since the interrupted run"
     return "the recipe's settings changed since the interrupted run"
 

@@ -386,6 +386,23 @@ class Decontaminate:
             ) from None
         return EvalSource(entry if sep else path, path, evaluator, kind)
 
+    def resume_key(self) -> str:
+        """A digest of the index: the eval sets' names, texts and settings (their contents, not paths)."""
+        index = self._built()
+        digest = hashlib.sha256(
+            repr((index.names, index.texts, index.short, self.ngram, self.min_words)).encode()
+        )
+        for array in (
+            index.hashes,
+            index.owners,
+            index.heads,
+            index.head_sizes,
+            index.head_full,
+            index.head_owners,
+        ):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
     def _built(self) -> EvalNgrams:
         if self.index is None:  # made without a recipe: its files only, read by the built-in kinds
             self.use_eval_sets([], _builtin_kinds())

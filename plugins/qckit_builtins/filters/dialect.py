@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import operator
 import re
 import unicodedata
@@ -544,12 +545,16 @@ def builtin_markers() -> MarkerList:
     return MarkerList(data.read_text(encoding="utf-8"), "qckit_builtins/data/quebec_markers.txt")
 
 
-@functools.cache
-def _file_markers(path: str) -> MarkerList:
+def _read_markers(path: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"markers_file: cannot read {path}: {exc.strerror}") from None
+
+
+@functools.cache
+def _file_markers(text: str, path: str) -> MarkerList:
+    """The list of a ``markers_file``'s text (built once per process and contents)."""
     return MarkerList(text, path)
 
 
@@ -581,14 +586,24 @@ class QuebecMarkers:
         if float(min_density) < 0:
             raise ValueError(f"min_density must be at least 0, not {min_density}")
         self.min_density = float(min_density)
-        # Resolved now, so that worker processes read the same file; a bad file is reported right away.
+        # Read now, in the main process: the workers get these contents (the file may change while they
+        # run), and a bad file is reported right away.
         self.markers_file = None if markers_file is None else str(Path(markers_file).resolve())
+        self._markers_text = None if self.markers_file is None else _read_markers(self.markers_file)
         if self.markers_file is not None:
-            _file_markers(self.markers_file)
+            self.markers  # noqa: B018 - parsed now, so that a bad entry fails before any work
 
     @property
     def markers(self) -> MarkerList:
-        return builtin_markers() if self.markers_file is None else _file_markers(self.markers_file)
+        if self.markers_file is None or self._markers_text is None:
+            return builtin_markers()
+        return _file_markers(self._markers_text, self.markers_file)
+
+    def resume_key(self) -> str:
+        """The SHA-256 of the ``markers_file`` read (empty for the built-in list, part of the code)."""
+        if self._markers_text is None:
+            return ""
+        return hashlib.sha256(self._markers_text.encode("utf-8")).hexdigest()
 
     def drop_reason(self, doc: Document) -> str | None:
         count, n_words, found = self.markers.find(doc.text)
