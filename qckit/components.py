@@ -447,6 +447,9 @@ class ModelAdapter(Protocol):
     #: True when the input embeddings and the output head train although the base is frozen (lora's
     #: ``train_embeddings``): required by ``train.add_tokens`` with such an adapter, so new rows learn
     trains_embeddings: bool = False
+    #: one-line remarks for the run report (what the adapter decided: the modules LoRA adapts, how FSDP
+    #: loads the weights), complete once ``training_args`` has run; the inspection report lists them
+    notes: tuple[str, ...] = ()
 
     def check(self, env: Any, adapters: Sequence[str]) -> None:
         """Raise :class:`qckit.errors.HardwareError` if this adapter cannot run here or with the others
@@ -454,6 +457,15 @@ class ModelAdapter(Protocol):
 
     def load_kwargs(self, kwargs: dict[str, Any], env: Any) -> None:
         """Edit the keyword arguments of ``AutoModelForCausalLM.from_pretrained`` (quantization config …)."""
+
+    @optional
+    def loads_weights(self, kwargs: dict[str, Any], env: Any) -> bool:
+        """Whether this process reads the model's weights, given the finished ``from_pretrained`` keywords
+        (every adapter's ``load_kwargs`` applied; called on every process, before loading). ``False``:
+        it builds the model without them (the parameters on the meta device: ``qckit.models.load_model``
+        with ``weights=False``) and this adapter answers for their arrival before training (FSDP: the
+        Trainer broadcasts rank 0's when it shards the model). Without this ability every process loads."""
+        ...
 
     def wrap_model(self, model: Any, env: Any) -> Any:
         """Return the model to train (a peft model, a prepared k-bit model …)."""

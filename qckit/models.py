@@ -15,6 +15,7 @@ importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -176,6 +177,7 @@ def load_model(
     dtype: Any = None,
     trust_remote_code: bool = False,
     extra_kwargs: dict[str, Any] | None = None,
+    weights: bool = True,
 ) -> Any:
     """Load ``source`` with ``AutoModelForCausalLM.from_pretrained``.
 
@@ -185,6 +187,10 @@ def load_model(
     plain model whose quantization marks are then cleared (:func:`clear_gguf_marks`) so that the
     Trainer, peft and ``save_pretrained`` accept it; that copy is kept in the GGUF cache and later
     loads read it (:func:`dequantized_source`).
+
+    ``weights=False`` builds the same model without reading its weights (:func:`_empty_model`: the
+    parameters on the meta device, no storage): for a process that receives them from another (FSDP's
+    rank 0, when the Trainer shards the model).
     """
     import torch
 
@@ -199,7 +205,7 @@ def load_model(
             "adapter; remove that adapter or start from the original (safetensors) model",
         )
     where = dequantized_source(source, trust_remote_code=trust_remote_code)
-    model = _from_pretrained(where, kwargs)
+    model = _from_pretrained(where, kwargs) if weights else _empty_model(where, kwargs)
     if where is not source and hasattr(model, "config"):
         model.config._name_or_path = source.path_or_id  # as a direct GGUF load names it
     return model
@@ -222,6 +228,55 @@ def _from_pretrained(source: ModelSource, kwargs: dict[str, Any]) -> Any:
     if source.kind == "gguf":
         clear_gguf_marks(model)
     return model
+
+
+#: the ``from_pretrained`` keywords a model built without its weights honours (use_safetensors: nothing is read)
+_EMPTY_MODEL_KEYWORDS = frozenset({"dtype", "trust_remote_code", "attn_implementation", "use_safetensors"})
+
+
+def _empty_model(source: ModelSource, kwargs: dict[str, Any]) -> Any:
+    """The model ``from_pretrained`` would build from ``source``, without its weights: the parameters on
+    the meta device (accelerate's ``init_empty_weights``: no storage, nothing read from the checkpoint),
+    the buffers real (``include_buffers=False``: the rotary tables are computed as the model's own
+    ``__init__`` computes them), tied weights tied, the generation config the checkpoint has.
+
+    transformers 5.25 has no ``from_pretrained`` switch for this: its FSDP path
+    (``FSDP_CPU_RAM_EFFICIENT_LOADING``) still reads every tensor on every rank and only skips their
+    initialization, so the model is built from its config (``AutoModelForCausalLM.from_config``).
+    Keywords other than :data:`_EMPTY_MODEL_KEYWORDS` (a quantization config, a device map) cannot be
+    honoured without the weights and are refused.
+    """
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    unusable = sorted(set(kwargs) - _EMPTY_MODEL_KEYWORDS)
+    if unusable:
+        raise QckitError(
+            f"cannot build {source.display} without its weights with {', '.join(unusable)}: those need the "
+            "weights loaded on every process"
+        )
+    trust_remote_code = bool(kwargs.get("trust_remote_code", False))
+    where = source.pretrained_kwargs()
+    try:
+        config = AutoConfig.from_pretrained(source.path_or_id, trust_remote_code=trust_remote_code, **where)
+        dtype = kwargs.get("dtype", torch.float32)
+        if dtype == "auto":  # from_pretrained's "auto" with no weights to look at: the config's dtype
+            dtype = getattr(config, "dtype", None) or torch.float32
+        model_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+        if kwargs.get("attn_implementation") is not None:
+            model_kwargs["attn_implementation"] = kwargs["attn_implementation"]
+        with init_empty_weights(include_buffers=False):
+            model = AutoModelForCausalLM.from_config(config, **model_kwargs)
+        model.tie_weights()  # init_empty_weights re-registers each parameter on meta, which unties them
+        # from_pretrained reads the checkpoint's generation_config.json (none beside a GGUF file); without
+        # one, the config's own stands, as it does here
+        if model.can_generate() and source.gguf_file is None:
+            with contextlib.suppress(OSError):
+                model.generation_config = GenerationConfig.from_pretrained(source.path_or_id, **where)
+    except Exception as exc:  # as for from_pretrained: unknown architecture, unreadable config …
+        raise _load_error(source, "model", exc) from None
+    return model.eval()  # as from_pretrained returns it
 
 
 def dequantized_source(source: ModelSource, *, trust_remote_code: bool = False) -> ModelSource:

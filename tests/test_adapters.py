@@ -93,7 +93,12 @@ def test_parameters_and_defaults() -> None:
     }
     assert defaults(FourBitAdapter) == {"quant_type": "nf4", "double_quant": True, "compute_dtype": "auto"}
     assert defaults(EightBitAdapter) == {}
-    assert defaults(FsdpAdapter) == {"strategy": "full_shard auto_wrap", "layer_cls": None, "version": 2}
+    assert defaults(FsdpAdapter) == {
+        "strategy": "full_shard auto_wrap",
+        "layer_cls": None,
+        "version": 2,
+        "cpu_ram_efficient_loading": True,
+    }
     # qckit.train loads a frozen base in half precision only when an adapter says it freezes it
     assert LoraAdapter.freezes_base_model is True
     assert not any(cls.freezes_base_model for cls in (FourBitAdapter, EightBitAdapter, FsdpAdapter))

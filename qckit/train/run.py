@@ -497,12 +497,19 @@ class TrainRun:
             load_kwargs.setdefault("use_safetensors", True)  # pickle weights can run code when loaded
         if settings.attn_implementation:
             load_kwargs.setdefault("attn_implementation", settings.attn_implementation)
+        # every adapter that has the ability is asked (each records its decision): all must let this process read
+        answers = [
+            loads(load_kwargs, env)
+            for loads in (ability(a, ModelAdapter, "loads_weights") for a in self.adapters)
+            if loads is not None
+        ]
         with phase(self.obs, f"loading model {data.source.display}"):
             model = load_model(
                 data.source,
                 dtype=dtype,
                 trust_remote_code=settings.trust_remote_code,
                 extra_kwargs=load_kwargs,
+                weights=all(answers),
             )
         if data.vocab_growth is not None:
             from qckit.vocab import grow_embeddings
@@ -674,6 +681,9 @@ class TrainRun:
             vocabulary=data.vocabulary(),
         )
         report["gradient_checkpointing"] = arguments.checkpointing.line()
+        notes = [note for adapter in self.adapters for note in ability(adapter, ModelAdapter, "notes")]
+        if notes:
+            report["adapter_notes"] = "; ".join(notes)
         report.update(self._time_estimate(checked, data, loaded, args, plan))
         plan.inspection = report
         self.obs.report("inspection", report)

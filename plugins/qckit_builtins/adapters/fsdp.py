@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from qckit.errors import HardwareError
+from qckit.errors import HardwareError, QckitError
 from qckit.models import find_decoder_layer_class
 
 _SHARDING = {"full_shard", "shard_grad_op", "no_shard", "hybrid_shard", "hybrid_shard_zero2"}
@@ -22,6 +22,13 @@ class FsdpAdapter:
     seed hard-coded ``LlamaDecoderLayer``). ``version`` 2 (FSDP2, the default of transformers and
     accelerate) or 1 (deprecated). On CPU, the Trainer silently runs plain DDP when asked for FSDP;
     qckit refuses instead.
+
+    ``cpu_ram_efficient_loading`` (default on): rank 0 alone reads the weights into host memory; the
+    other ranks build the model on the meta device (no storage) and receive rank 0's weights when the
+    Trainer shards it (accelerate's option of that name: FSDP2 broadcasts rank 0's full state dict,
+    FSDP1 syncs module states from rank 0). Global rank 0, not each node's first rank: both broadcasts
+    send from global rank 0, so a copy on another node would be read only to be dropped. A quantized
+    base (4bit) is loaded by every rank: accelerate does not broadcast quantized weights.
     """
 
     name: ClassVar[str] = "fsdp"
@@ -29,7 +36,11 @@ class FsdpAdapter:
     shards_model: ClassVar[bool] = True
 
     def __init__(
-        self, strategy: str = "full_shard auto_wrap", layer_cls: str | None = None, version: int = 2
+        self,
+        strategy: str = "full_shard auto_wrap",
+        layer_cls: str | None = None,
+        version: int = 2,
+        cpu_ram_efficient_loading: bool = True,
     ) -> None:
         if version not in (1, 2):
             raise ValueError("version must be 1 or 2")
@@ -53,6 +64,9 @@ class FsdpAdapter:
         self.offload = "offload" in words
         self.layer_cls = layer_cls.strip() if layer_cls else None
         self.version = version
+        self.cpu_ram_efficient_loading = bool(cpu_ram_efficient_loading)
+        #: whether rank 0 alone reads the weights (decided by loads_weights, on every rank alike)
+        self.rank0_loads = False
         #: one-line remarks for the run report, filled in by training_args
         self.notes: tuple[str, ...] = ()
 
@@ -73,6 +87,11 @@ class FsdpAdapter:
     def load_kwargs(self, kwargs: dict[str, Any], env: Any) -> None:
         return None
 
+    def loads_weights(self, kwargs: dict[str, Any], env: Any) -> bool:
+        # every rank decides alike (same recipe, same keywords): what rank 0 sends, the others expect
+        self.rank0_loads = self.cpu_ram_efficient_loading and kwargs.get("quantization_config") is None
+        return env.is_main_process or not self.rank0_loads
+
     def verify_trainer(self, trainer: Any) -> None:
         if not trainer.is_fsdp_enabled:
             raise HardwareError(
@@ -86,6 +105,8 @@ class FsdpAdapter:
             )
 
     def wrap_model(self, model: Any, env: Any) -> Any:
+        if self.rank0_loads:
+            check_same_layout(model)
         return model  # the Trainer (accelerate) shards it
 
     def training_args(self, args: dict[str, Any], model: Any, env: Any) -> None:
@@ -100,13 +121,16 @@ class FsdpAdapter:
             config["reshard_after_forward"] = self.sharding
         if self.offload:
             config["cpu_offload"] = True
+        if self.rank0_loads:  # FSDP1: implies sync_module_states
+            config["cpu_ram_efficient_loading"] = True
         config.setdefault("state_dict_type", "FULL_STATE_DICT")
         wants_checkpointing = bool(args.pop("activation_checkpointing", False))
         wants_checkpointing |= bool(args.pop("gradient_checkpointing", False))
         args.pop("gradient_checkpointing_kwargs", None)
         args.pop("activation_checkpointing_kwargs", None)
         notes = [
-            f"fsdp: version {self.version}, {self.sharding}{' + offload' if self.offload else ''}, wrapping {layer}"
+            f"fsdp: version {self.version}, {self.sharding}{' + offload' if self.offload else ''}, wrapping {layer}",
+            self._loading_note(env.world_size),
         ]
         if wants_checkpointing:
             # FSDP's own activation checkpointing: the model-level one adds a redundant all-gather.
@@ -117,6 +141,45 @@ class FsdpAdapter:
         self.notes = tuple(notes)
         args["fsdp"] = True
         args["fsdp_config"] = config
+
+    def _loading_note(self, world_size: int) -> str:
+        if self.rank0_loads:
+            others = world_size - 1
+            receive = "rank receives" if others == 1 else "ranks receive"
+            return f"fsdp: rank 0 loads the weights, {others} {receive} them"
+        why = (
+            "cpu_ram_efficient_loading = false" if not self.cpu_ram_efficient_loading else "a quantized base"
+        )
+        return f"fsdp: every rank loads the weights ({why})"
+
+
+def check_same_layout(model: Any) -> None:
+    """Refuse, on every rank alike, a model whose state dict (names, shapes, dtypes) differs from rank 0's.
+
+    The broadcast that fills the other ranks walks each rank's own state dict and trusts it to match
+    the sender's: a difference (a model class that builds differently without its weights) would hang
+    the run or mix tensors up silently. One all-gather of the layouts, before the Trainer sees the model.
+    """
+    import torch.distributed as dist  # its process group: set up by the train stage (accelerate's PartialState)
+
+    layout = [(name, f"{tuple(t.shape)} {t.dtype}") for name, t in model.state_dict().items()]
+    layouts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(layouts, layout)
+    main = layouts[0]
+    for rank, other in enumerate(layouts):
+        if other == main:
+            continue
+        sent, built = dict(main), dict(other)
+        name = next((k for k in {**sent, **built} if sent.get(k) != built.get(k)), None)
+        detail = (
+            f"{name}: rank 0 {sent.get(name, 'has none')}, rank {rank} {built.get(name, 'has none')}"
+            if name is not None
+            else "the same tensors in another order"
+        )
+        raise QckitError(
+            f"fsdp: rank {rank} built the model differently from rank 0, which sends it the weights ({detail}); "
+            "set the fsdp adapter's cpu_ram_efficient_loading = false (every rank then loads them)"
+        )
 
 
 def _is_fsdp_wrapped(model: Any) -> bool:
