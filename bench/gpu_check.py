@@ -30,7 +30,8 @@ Checks (each one a real ``qckit.train.run_train`` on the same model and data; FS
                        against torch.cuda.max_memory_allocated
     4bit-nf4           QLoRA: 4-bit NF4 base with double quantization (needs bitsandbytes)
     8bit               LoRA on an 8-bit base (needs bitsandbytes)
-    fsdp               full_shard FSDP over every visible GPU (needs >= 2)
+    fsdp               full_shard FSDP over every visible GPU (needs >= 2); prints the peak host memory (RSS)
+                       of rank 0, which alone reads the weights, and of the other ranks, which receive them
     resume-nproc       LoRA for 2 steps with torchrun on every visible GPU, saving a checkpoint, then --resume
                        as one process on one GPU: qckit must refuse, naming both batch geometries (needs >= 2)
 
@@ -396,10 +397,56 @@ def _torchrun(
     ]  # fmt: skip
 
 
-def _launch(command: list[str], ns: argparse.Namespace, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=ns.timeout, cwd=REPO, env={**os.environ, **env}
-    )
+def _launch(
+    command: list[str], ns: argparse.Namespace, peaks: dict[int, int] | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` (at most ``ns.timeout`` s) with ``env`` added; with ``peaks``, fill it with each
+    rank's peak host memory (:func:`peak_rss_by_rank`)."""
+    if peaks is None:
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=ns.timeout, cwd=REPO, env={**os.environ, **env}
+        )
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            command, stdout=stdout, stderr=stderr, text=True, cwd=REPO, env={**os.environ, **env}
+        )
+        peaks.update(peak_rss_by_rank(proc, ns.timeout))
+        stdout.seek(0)
+        stderr.seek(0)
+        return subprocess.CompletedProcess(command, proc.returncode, stdout.read(), stderr.read())
+
+
+def peak_rss_by_rank(proc: subprocess.Popen, timeout: float, every: float = 0.1) -> dict[int, int]:
+    """Wait for ``proc`` (a launcher such as torchrun), sampling every ``every`` s the resident memory of
+    its descendants that carry a ``RANK`` variable: the peak of each rank, in bytes. Kills ``proc`` and
+    raises ``subprocess.TimeoutExpired`` after ``timeout`` s."""
+    import psutil
+
+    launcher = psutil.Process(proc.pid)
+    ranks: dict[int, int] = {}  # pid -> its RANK (read again while absent: a fork not yet exec'ed has none)
+    peaks: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        try:
+            children = launcher.children(recursive=True)
+        except psutil.Error:  # the launcher is exiting
+            children = []
+        for child in children:
+            try:
+                if child.pid not in ranks:
+                    rank = child.environ().get("RANK", "")
+                    if not rank.isdigit():
+                        continue
+                    ranks[child.pid] = int(rank)
+                peaks[ranks[child.pid]] = max(peaks.get(ranks[child.pid], 0), child.memory_info().rss)
+            except psutil.Error:  # gone between listing and reading
+                continue
+        time.sleep(every)
+    return peaks
 
 
 def _tail(proc: subprocess.CompletedProcess[str]) -> str:
@@ -414,14 +461,23 @@ def _run_fsdp(model_dir: Path, train_file: Path, out: Path, ns: argparse.Namespa
         raise Skip(f"FSDP shards across processes: {gpus} GPU visible, 2 or more needed")
     flags = ["--max_steps", str(ns.steps), "--precision", "bf16", "--save_steps", "100000"]
     flags += ["--no_gradient_checkpointing", "--fsdp", "full_shard auto_wrap"]
-    proc = _launch(_torchrun(gpus, model_dir, train_file, out, ns, *flags), ns)
+    peaks: dict[int, int] = {}
+    proc = _launch(_torchrun(gpus, model_dir, train_file, out, ns, *flags), ns, peaks)
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun exited {proc.returncode}: {_tail(proc)}")
     summary = json.loads((out / "training_summary.json").read_text())
+    others = [peak for rank, peak in peaks.items() if rank != 0]
+    memory = (
+        f"peak host RSS: rank 0 {peaks[0] / 2**30:.2f} GiB, the {len(others)} others at most "
+        f"{max(others) / 2**30:.2f} GiB"
+        if 0 in peaks and others
+        else "peak host RSS: not sampled"
+    )
     return {
         "tokens_per_s": summary["context_tokens_per_s"],
         "gpus": gpus,
         "loss": summary["final_logged_train_loss"],
+        "extra": memory,
     }
 
 

@@ -202,3 +202,20 @@ def test_the_new_rows_measure_reads_a_real_run(tmp_path, tiny_model_dir):
     )
     text = gpu._new_rows_moved(tiny_model_dir, out, gpu.NEW_WORDS)
     assert text.startswith("new rows moved ") and text.count("e") >= 2
+
+
+def test_peak_host_memory_is_sampled_per_rank():
+    """The fsdp check's per-rank peak RSS, on a launcher whose rank 0 holds 200 MB more than rank 1."""
+    gpu = _module()
+    child = (
+        "import os, time; held = bytearray(200 * 2**20 if os.environ['RANK'] == '0' else 1); "
+        "held[::4096] = b'x' * len(held[::4096]); time.sleep(1.5)"
+    )
+    launcher = (
+        "import os, subprocess, sys; procs = [subprocess.Popen([sys.executable, '-c', sys.argv[1]], "
+        "env={**os.environ, 'RANK': str(r)}) for r in (0, 1)]; sys.exit(max(p.wait() for p in procs))"
+    )
+    peaks: dict[int, int] = {}
+    proc = gpu._launch([sys.executable, "-c", launcher, child], argparse.Namespace(timeout=60), peaks)
+    assert proc.returncode == 0 and set(peaks) == {0, 1}
+    assert peaks[0] - peaks[1] > 150 * 2**20
