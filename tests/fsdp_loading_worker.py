@@ -22,13 +22,16 @@ def _full(tensor):
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
-def scenario(model_dir: Path, env, *, lora: bool = False, new_words: tuple[str, ...] = ()) -> dict:
+def scenario(
+    model_dir: Path, env, *, lora: bool = False, new_words: tuple[str, ...] = (), other_rotary: bool = False
+) -> dict:
     import torch
     import torch.distributed as dist
     from accelerate import Accelerator
     from accelerate.utils.fsdp_utils import fsdp2_load_full_state_dict
     from torch.distributed.fsdp import fully_shard
 
+    from qckit.errors import QckitError
     from qckit.models import find_decoder_layer_class, load_model, load_tokenizer, resolve_model, unwrap_model
     from qckit_builtins.adapters import FsdpAdapter, LoraAdapter
 
@@ -54,10 +57,12 @@ def scenario(model_dir: Path, env, *, lora: bool = False, new_words: tuple[str, 
 
         _, growth = grow_tokenizer(load_tokenizer(source), list(new_words))
         grow_embeddings(model, growth)
+    if other_rotary:  # a buffer the broadcast does not send, computed otherwise than rank 0's
+        model.model.rotary_emb.inv_freq.mul_(2)
     try:
         for adapter in adapters:
             model = adapter.wrap_model(model, env)
-    except Exception as exc:  # the layout check: every rank must refuse alike
+    except QckitError as exc:  # the layout check: every rank must refuse alike
         seen["refused"] = f"{type(exc).__name__}: {exc}"
         return seen
     seen["meta_after_wrapping"] = sum(p.is_meta for p in model.parameters())
@@ -106,6 +111,7 @@ def main(model_dir: str, tied_dir: str, out: str) -> None:
         "lora": scenario(Path(model_dir), env, lora=True),
         # a rank that builds another model than rank 0's: refused on every rank before any broadcast
         "mismatch": scenario(Path(model_dir), env, new_words=words if env.rank == 1 else ()),
+        "other_rotary": scenario(Path(model_dir), env, other_rotary=env.rank == 1),
     }
     Path(out, f"rank{env.rank}.json").write_text(json.dumps(runs))
 

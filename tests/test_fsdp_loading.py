@@ -168,4 +168,9 @@ def test_two_ranks_rank_1_receives_rank_0s_weights(tmp_path, tiny_model_dir, tin
     # a rank that built another model is refused on both ranks, before anything is broadcast
     for seen in (rank0["mismatch"], rank1["mismatch"]):
         assert "rank 1 built the model differently from rank 0" in seen["refused"]
-        assert "model.embed_tokens.weight" in seen["refused"]
+        assert (
+            "model.embed_tokens.weight: rank 0 (496, 64) torch.float32, rank 1 (503, 64)" in seen["refused"]
+        )
+    # so is one whose rotary table (a buffer each rank keeps its own of) differs
+    for seen in (rank0["other_rotary"], rank1["other_rotary"]):
+        assert "model.rotary_emb.inv_freq: rank 0 torch.float32 values" in seen["refused"]

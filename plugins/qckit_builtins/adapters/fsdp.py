@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -154,15 +155,20 @@ class FsdpAdapter:
 
 
 def check_same_layout(model: Any) -> None:
-    """Refuse, on every rank alike, a model whose state dict (names, shapes, dtypes) differs from rank 0's.
+    """Refuse, on every rank alike, a model whose state dict (names, shapes, dtypes) differs from rank 0's,
+    or whose non-persistent buffers (rotary tables) hold other values.
 
     The broadcast that fills the other ranks walks each rank's own state dict and trusts it to match
     the sender's: a difference (a model class that builds differently without its weights) would hang
-    the run or mix tensors up silently. One all-gather of the layouts, before the Trainer sees the model.
+    the run or mix tensors up silently. The non-persistent buffers are not sent at all: each rank keeps
+    the ones it computed. One all-gather of the layouts, before the Trainer sees the model.
     """
     import torch.distributed as dist  # its process group: set up by the train stage (accelerate's PartialState)
+    from accelerate.utils.modeling import get_non_persistent_buffers
 
     layout = [(name, f"{tuple(t.shape)} {t.dtype}") for name, t in model.state_dict().items()]
+    kept = get_non_persistent_buffers(model, recurse=True, fqns=True)
+    layout += [(name, f"{t.dtype} values {_digest(t)}") for name, t in model.named_buffers() if name in kept]
     layouts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(layouts, layout)
     main = layouts[0]
@@ -180,6 +186,14 @@ def check_same_layout(model: Any) -> None:
             f"fsdp: rank {rank} built the model differently from rank 0, which sends it the weights ({detail}); "
             "set the fsdp adapter's cpu_ram_efficient_loading = false (every rank then loads them)"
         )
+
+
+def _digest(tensor: Any) -> str:
+    """A short fingerprint of a tensor's bytes (a real one: buffers are never on the meta device here)."""
+    import torch
+
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return hashlib.blake2b(data.numpy().tobytes(), digest_size=8).hexdigest()
 
 
 def _is_fsdp_wrapped(model: Any) -> bool:
