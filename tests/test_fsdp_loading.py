@@ -93,6 +93,16 @@ def test_fsdp_adapter_lets_every_rank_load_when_weights_cannot_be_sent(
     assert f"fsdp: every rank loads the weights ({why})" in adapter.notes
 
 
+def test_the_loading_mode_is_not_part_of_the_runs_identity() -> None:
+    from qckit.train.checkpoints import component_settings
+
+    # the fsdp adapter's settings as a run's fingerprint recorded them before the option: such runs resume
+    before = {"use", "strategy", "sharding", "offload", "layer_cls", "version", "notes"}
+    default = component_settings(FsdpAdapter())
+    assert set(default) == before
+    assert component_settings(FsdpAdapter(cpu_ram_efficient_loading=False)) == default
+
+
 def test_fsdp_config_with_efficient_loading_is_accepted_by_transformers(
     tiny_model, tmp_path, monkeypatch
 ) -> None:

@@ -120,6 +120,7 @@ def test_inspection_and_progress_reach_the_observer(lora_run):
     assert inspection["estimated_train_time_s"] > 0 and "estimate" in inspection["estimated_train_time"]
     assert inspection["trainable_parameters"] == result.summary["trainable_parameters"]
     assert inspection["adapter_notes"].startswith("lora: adapting ")  # the adapters' notes, in the report
+    assert result.summary["adapter_notes"] == inspection["adapter_notes"].split("; ")  # and the summary
     kinds = [name for event, name, _ in obs.events if event == "report"]
     assert (
         kinds.index("inspection")

@@ -283,6 +283,11 @@ class TrainRun:
         return not any(ability(a, ModelAdapter, "freezes_base_model") for a in self.adapters)
 
     @property
+    def adapter_notes(self) -> list[str]:
+        """The adapters' remarks for the reports (complete once the Trainer's arguments are built)."""
+        return [note for adapter in self.adapters for note in ability(adapter, ModelAdapter, "notes")]
+
+    @property
     def shards_model(self) -> bool:
         """Whether an adapter has the Trainer shard the model across processes (FSDP)."""
         return any(ability(a, ModelAdapter, "shards_model") for a in self.adapters)
@@ -681,9 +686,8 @@ class TrainRun:
             vocabulary=data.vocabulary(),
         )
         report["gradient_checkpointing"] = arguments.checkpointing.line()
-        notes = [note for adapter in self.adapters for note in ability(adapter, ModelAdapter, "notes")]
-        if notes:
-            report["adapter_notes"] = "; ".join(notes)
+        if self.adapter_notes:
+            report["adapter_notes"] = "; ".join(self.adapter_notes)
         report.update(self._time_estimate(checked, data, loaded, args, plan))
         plan.inspection = report
         self.obs.report("inspection", report)
@@ -1036,6 +1040,7 @@ class TrainRun:
             "model": settings.model,
             "adapters": self.adapter_names,
             "adapter_settings": [checkpoints.component_settings(a) for a in self.adapters],
+            "adapter_notes": self.adapter_notes,
             "chunker": checkpoints.component_settings(self.chunker),
             "precision": checked.precision,
             "device": checked.env.describe(),

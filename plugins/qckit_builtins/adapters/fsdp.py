@@ -65,9 +65,11 @@ class FsdpAdapter:
         self.offload = "offload" in words
         self.layer_cls = layer_cls.strip() if layer_cls else None
         self.version = version
-        self.cpu_ram_efficient_loading = bool(cpu_ram_efficient_loading)
-        #: whether rank 0 alone reads the weights (decided by loads_weights, on every rank alike)
-        self.rank0_loads = False
+        # How the weights are loaded does not change what the run trains: kept out of the public attributes,
+        # which are the run's identity (an FSDP run from before this option still resumes); the notes say it.
+        self._cpu_ram_efficient_loading = bool(cpu_ram_efficient_loading)
+        # whether rank 0 alone reads the weights (decided by loads_weights, on every rank alike)
+        self._rank0_loads = False
         #: one-line remarks for the run report, filled in by training_args
         self.notes: tuple[str, ...] = ()
 
@@ -90,8 +92,8 @@ class FsdpAdapter:
 
     def loads_weights(self, kwargs: dict[str, Any], env: Any) -> bool:
         # every rank decides alike (same recipe, same keywords): what rank 0 sends, the others expect
-        self.rank0_loads = self.cpu_ram_efficient_loading and kwargs.get("quantization_config") is None
-        return env.is_main_process or not self.rank0_loads
+        self._rank0_loads = self._cpu_ram_efficient_loading and kwargs.get("quantization_config") is None
+        return env.is_main_process or not self._rank0_loads
 
     def verify_trainer(self, trainer: Any) -> None:
         if not trainer.is_fsdp_enabled:
@@ -106,7 +108,7 @@ class FsdpAdapter:
             )
 
     def wrap_model(self, model: Any, env: Any) -> Any:
-        if self.rank0_loads:
+        if self._rank0_loads:
             check_same_layout(model)
         return model  # the Trainer (accelerate) shards it
 
@@ -122,7 +124,7 @@ class FsdpAdapter:
             config["reshard_after_forward"] = self.sharding
         if self.offload:
             config["cpu_offload"] = True
-        if self.rank0_loads:  # FSDP1: implies sync_module_states
+        if self._rank0_loads:  # FSDP1: implies sync_module_states
             config["cpu_ram_efficient_loading"] = True
         config.setdefault("state_dict_type", "FULL_STATE_DICT")
         wants_checkpointing = bool(args.pop("activation_checkpointing", False))
@@ -144,12 +146,12 @@ class FsdpAdapter:
         args["fsdp_config"] = config
 
     def _loading_note(self, world_size: int) -> str:
-        if self.rank0_loads:
+        if self._rank0_loads:
             others = world_size - 1
             receive = "rank receives" if others == 1 else "ranks receive"
             return f"fsdp: rank 0 loads the weights, {others} {receive} them"
         why = (
-            "cpu_ram_efficient_loading = false" if not self.cpu_ram_efficient_loading else "a quantized base"
+            "cpu_ram_efficient_loading = false" if not self._cpu_ram_efficient_loading else "a quantized base"
         )
         return f"fsdp: every rank loads the weights ({why})"
 
