@@ -95,6 +95,26 @@ def scenario(
     return seen
 
 
+def transformers_switch(model_dir: Path) -> dict:
+    """What transformers' own FSDP loading switch does off local rank 0: how many parameters hold storage."""
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    switch = {"ACCELERATE_USE_FSDP": "true", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}
+    before = {name: os.environ.get(name) for name in switch}
+    os.environ.update(switch)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return {"real_parameters": sum(not p.is_meta for p in model.parameters())}
+
+
 def main(model_dir: str, tied_dir: str, out: str) -> None:
     import torch
     from accelerate import PartialState
@@ -112,6 +132,7 @@ def main(model_dir: str, tied_dir: str, out: str) -> None:
         # a rank that builds another model than rank 0's: refused on every rank before any broadcast
         "mismatch": scenario(Path(model_dir), env, new_words=words if env.rank == 1 else ()),
         "other_rotary": scenario(Path(model_dir), env, other_rotary=env.rank == 1),
+        "transformers_switch": transformers_switch(Path(model_dir)),
     }
     Path(out, f"rank{env.rank}.json").write_text(json.dumps(runs))
 
