@@ -129,6 +129,7 @@ def main(model_dir: str, tied_dir: str, out: str) -> None:
         "untied": scenario(Path(model_dir), env),
         "tied_new_tokens": scenario(Path(tied_dir), env, new_words=words),
         "lora": scenario(Path(model_dir), env, lora=True),
+        "lora_tied_new_tokens": scenario(Path(tied_dir), env, lora=True, new_words=words),
         # a rank that builds another model than rank 0's: refused on every rank before any broadcast
         "mismatch": scenario(Path(model_dir), env, new_words=words if env.rank == 1 else ()),
         "other_rotary": scenario(Path(model_dir), env, other_rotary=env.rank == 1),

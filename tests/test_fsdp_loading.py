@@ -161,7 +161,7 @@ def test_two_ranks_rank_1_receives_rank_0s_weights(tmp_path, tiny_model_dir, tin
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
 
-    for name in ("untied", "tied_new_tokens", "lora"):
+    for name in ("untied", "tied_new_tokens", "lora", "lora_tied_new_tokens"):
         sender, receiver = rank0[name], rank1[name]
         assert sender["reads_weights"] and sender["meta_parameters"] == 0
         # rank 1 read nothing: every parameter without storage, through growing and LoRA wrapping too
@@ -172,7 +172,8 @@ def test_two_ranks_rank_1_receives_rank_0s_weights(tmp_path, tiny_model_dir, tin
         assert sender["differing_from_rank0"] == [[], []]
         assert receiver["rows"] == sender["rows"] and receiver["tied"] == sender["tied"]
         assert "fsdp: rank 0 loads the weights, 1 rank receives them" in receiver["notes"]
-    assert rank0["tied_new_tokens"]["tied"] and rank1["tied_new_tokens"]["tied_as_built"]
+    for name in ("tied_new_tokens", "lora_tied_new_tokens"):
+        assert rank0[name]["tied"] and rank1[name]["tied_as_built"]
     assert rank0["tied_new_tokens"]["rows"] > rank0["untied"]["rows"]  # grown by the new words
     assert rank1["lora"]["meta_after_wrapping"] > rank1["lora"]["parameters"]  # LoRA's own weights, on meta
     # a rank that built another model is refused on both ranks, before anything is broadcast
