@@ -448,7 +448,7 @@ class ModelAdapter(Protocol):
     #: ``train_embeddings``): required by ``train.add_tokens`` with such an adapter, so new rows learn
     trains_embeddings: bool = False
     #: one-line remarks for the run report (what the adapter decided: the modules LoRA adapts, how FSDP
-    #: loads the weights), complete once ``training_args`` has run; the inspection report lists them
+    #: loads the weights), complete once ``training_args`` has run; the inspection and the summary list them
     notes: tuple[str, ...] = ()
 
     def check(self, env: Any, adapters: Sequence[str]) -> None:

@@ -102,7 +102,7 @@ def register_model_adapters(register: Register) -> None:
     LoRA, 4-bit, 8-bit, FSDP … They compose; the protocol says when each method is called and which
     abilities the train stage reads: ``freezes_base_model`` (the base may load in half precision),
     ``shards_model`` (the Trainer shards it: no placement, no timed passes), ``trains_embeddings``
-    (new tokens can learn under a frozen base), ``notes`` (remarks for the inspection report), and the
+    (new tokens can learn under a frozen base), ``notes`` (remarks for the reports), and the
     optional ``loads_weights(kwargs, env)`` (this process builds the model without its weights: another
     sends them), ``base_model_config(config)`` (the config saved beside the adapter), ``verify_trainer(trainer)``
     (refuse a Trainer that did not set the model up as asked) and ``optimizer_param_groups(model,
