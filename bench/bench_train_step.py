@@ -54,13 +54,14 @@ QUICKSTART = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.to
 
 
 class StepClock(NullObserver):
-    """An observer that timestamps every ``advance("train")`` (called at each ``on_step_end``)."""
+    """An observer that timestamps every step's ``advance("train", 1)`` (called at each ``on_step_end``)."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
 
     def advance(self, task: str, amount: float = 1, **fields: Any) -> None:
-        if task == "train" and not fields.get("resumed"):
+        # a step's end advances by 1; a logging step's numbers come after it with 0, a resume with its step
+        if task == "train" and amount == 1 and not fields.get("resumed"):
             self.stamps.append(time.perf_counter())
 
 
