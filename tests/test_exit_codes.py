@@ -7,6 +7,7 @@ components raise on purpose.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -224,6 +225,9 @@ def test_the_real_process_exits_130_on_sigint_and_2_on_a_bad_recipe(tmp_path, ho
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a test run started in the background (``cmd &``) ignores SIGINT, and so
+        # would the child, rightly (a background job is not Ctrl-C'd)
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
