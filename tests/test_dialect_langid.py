@@ -14,7 +14,7 @@ from qckit.components import Document
 from qckit.prepare import prepare_texts, run_prepare
 from qckit.recipe import build_recipe, load_recipe
 from qckit.report import prepare_report
-from qckit_builtins import accelerated, langmodel
+from qckit_builtins import accelerated, langmodel, lexicon
 from qckit_builtins.filters.dialect import builtin_markers, fold_words
 from qckit_builtins.filters.dialect_langid import (
     CANDIDATES,
@@ -84,8 +84,9 @@ def test_quebec_markers_rescue_a_short_document_the_model_doubts(flt):
     assert flt.rescue_confidence <= french < flt.required_confidence(len(text.split()))
     reason, meta = decide(flt, text)
     assert reason is None and meta["lang_rescue"] == "markers"
-    # without the marker evidence (rescue off) it is dropped
-    strict = DialectLangId(rescue_confidence=1.0)
+    # without the marker evidence (rescue off) it is dropped; its words alone would keep it (lexicon)
+    assert decide(DialectLangId(rescue_confidence=1.0), text)[1]["lang_rescue"] == "lexicon"
+    strict = DialectLangId(rescue_confidence=1.0, lexicon=False)
     assert strict.drop_reason(Document(text)) is not None
 
 
@@ -107,7 +108,7 @@ def test_confidence_needed_grows_with_the_length():
 
 def test_low_confidence_french_and_languages_outside_the_candidates(flt):
     strict = DialectLangId(
-        min_confidence=1.0, short_confidence=1.0, rescue_confidence=1.0, distinctive_words=0
+        min_confidence=1.0, short_confidence=1.0, rescue_confidence=1.0, distinctive_words=0, lexicon=False
     )
     reason, meta = decide(strict, "Nous avons mangé au restaurant avec des amis.")
     assert reason == "low_confidence" and meta["lang"] == "fr"
@@ -138,6 +139,7 @@ def test_english_list_holds_single_words_that_are_not_french_evidence():
         ({"max_english_share": -0.1}, "max_english_share must be between 0 and 1"),
         ({"short_words": 10, "long_words": 5}, "short_words <= long_words"),
         ({"sample_chars": -1}, "sample_chars must be at least 0"),
+        ({"lexicon_confidence": 1.5}, "lexicon_confidence must be between 0 and 1"),
     ],
 )
 def test_rejects_bad_settings(kwargs, message):
@@ -267,7 +269,8 @@ def _decisions(flt: DialectLangId, texts: list[str], batch: bool) -> list[tuple]
 
 
 @pytest.mark.parametrize(
-    "settings", [{}, {"distinctive_words": 0}, {"min_confidence": 0.99, "sample_chars": 0}]
+    "settings",
+    [{}, {"distinctive_words": 0}, {"min_confidence": 0.99, "sample_chars": 0}, {"lexicon": False}],
 )
 def test_the_batch_method_is_drop_reason_for_each(settings):
     flt = DialectLangId(**settings)
@@ -319,3 +322,109 @@ def test_word_counts_are_the_same_without_the_accelerator(monkeypatch):
     monkeypatch.setattr(accelerated, "markerscan", None)
     assert word_counts(texts) == with_c
     assert with_c[2][texts.index("Nous avons soupé chez ma tante avec elle, pis toute.")] == 5
+
+
+# Very short everyday French that py3langid's n-grams gave to another candidate (40 such sentences
+# written after the defaults were chosen: 7 dropped). Their words decide them.
+VERY_SHORT = [
+    "On verra ben.",
+    "On verra ben demain.",
+    "T'es ben fin.",
+    "Chu en retard.",
+    "On verra bien.",  # standard French too
+    "Bon, ben, salut.",
+    "Merci ben gros.",
+]
+SHORT_FOREIGN = {
+    "Está bien, gracias.": "es",
+    "Nos vemos mañana.": "es",
+    "Ci vediamo domani.": "it",
+    "Va bene, grazie.": "it",
+    "Tudo bem, obrigado.": "pt",
+    "Estou muito cansado.": "pt",
+    "Estic molt cansat.": "ca",
+    "Sunt foarte obosit.": "ro",
+    "Bis morgen, Schatz.": "de",
+    "Ich bin müde.": "de",
+    "Ik ben moe.": "nl",  # Dutch "ben" (am), which the spellings read as "bien"
+    "Tot morgen, schat.": "nl",
+    "See you tomorrow.": "en",
+    "Vi ses imorgon.": "sv",
+}
+
+
+@pytest.mark.parametrize("text", VERY_SHORT)
+def test_very_short_french_is_kept_on_its_words(flt, text):
+    reason, meta = decide(flt, text)
+    assert reason is None and meta["lang"] == "fr" and meta["lang_rescue"] == "lexicon", meta
+    # py3langid alone gives it to another candidate: without the word evidence it is dropped
+    assert DialectLangId(lexicon=False).drop_reason(Document(text)) is not None
+
+
+@pytest.mark.parametrize(("text", "lang"), SHORT_FOREIGN.items())
+def test_very_short_sentences_of_other_languages_are_dropped(flt, text, lang):
+    reason, meta = decide(flt, text)
+    assert reason is not None and "lang_rescue" not in meta, meta
+    assert meta["lang"] != "fr" or lang not in CANDIDATES  # a candidate is named, not low_confidence
+
+
+def test_the_words_must_all_be_french_for_the_vote_to_count(flt):
+    # Swedish is no candidate: its two short words that are French ones win the vote for French, and
+    # with py3langid's probabilities French passes the threshold
+    vote = lexicon.lexicon(flt.candidates).vote("Vi ses imorgon.")
+    joint = {code: p * vote.probabilities[code] for code, p in flt.probabilities("Vi ses imorgon.").items()}
+    assert joint["fr"] / sum(joint.values()) > flt.lexicon_confidence
+    assert vote.not_french == ("imorgon",)
+    assert flt.drop_reason(Document("Vi ses imorgon.")) is not None
+    # a Quebec marker missing from wordfreq's French list counts as a French word
+    vote = lexicon.lexicon(flt.candidates).vote("Y fait frette en masse.")
+    assert "frette" not in vote.not_french  # its spelling: froid
+    vote = lexicon.lexicon(flt.candidates).vote("C'est smatte, ça.")
+    assert vote.not_french == ("smatte",) and "smatte" in builtin_markers().words
+
+
+def test_quebec_spellings_are_looked_up_as_standard_words(flt, monkeypatch):
+    assert lexicon.standard_words("Chu ben tanné, toé.") == ["je", "suis", "bien", "tanne", "toi"]
+    assert all(
+        len(fold_words(quebec)) == 1 and standard for quebec, standard in lexicon.quebec_spellings().items()
+    )
+    lex = lexicon.lexicon(flt.candidates)
+    assert lex.vote("ben").probabilities == lex.vote("bien").probabilities
+    assert max(lex.vote("ben").probabilities.items(), key=lambda item: item[1])[0] == "fr"
+    monkeypatch.setattr(lexicon, "quebec_spellings", dict)  # "ben" read as itself: Dutch first
+    assert max(lex.vote("ben").probabilities.items(), key=lambda item: item[1])[0] == "nl"
+
+
+def test_the_vote_of_no_known_word_is_uniform(flt):
+    lex = lexicon.lexicon(flt.candidates)
+    for text, n_words in (("", 0), ("12345 67890", 2)):
+        vote = lex.vote(text)
+        assert vote.n_words == n_words
+        assert list(vote.probabilities.values()) == pytest.approx(
+            [1 / len(flt.candidates)] * len(flt.candidates)
+        )
+    assert lex.vote("12345 67890").not_french == ("12345", "67890")
+    assert lex.vote("x" * 40 + " verra").not_french == ("x" * 40,)  # past MAX_BYTES: unknown
+
+
+def test_the_word_evidence_only_keeps_what_the_other_steps_dropped():
+    texts = [*MIXED, *CORPUS, *VERY_SHORT, *SHORT_FOREIGN]
+    on, off = DialectLangId(), DialectLangId(lexicon=False)
+    with_lexicon, without = _decisions(on, texts, batch=True), _decisions(off, texts, batch=True)
+    rescued = 0
+    for (reason, meta, metrics), other in zip(with_lexicon, without, strict=True):
+        if meta.get("lang_rescue") == "lexicon":
+            rescued += 1
+            assert reason is None and other[0] is not None
+        else:
+            assert (reason, meta, metrics) == other
+    assert rescued == len(VERY_SHORT)
+
+
+def test_a_candidate_without_word_frequencies_is_reported_on_first_use():
+    flt = DialectLangId(candidates=["fr", "en", "oc"])  # py3langid knows Occitan, wordfreq does not
+    with pytest.raises(ValueError, match="wordfreq has no word list for oc"):
+        flt.drop_reason_batch([Document("Los enfants jògan dins lo parc.")])
+    assert (
+        DialectLangId(candidates=["fr", "en", "oc"], lexicon=False).drop_reason(Document(REPORTED[0])) is None
+    )

@@ -32,6 +32,26 @@ English word is at the mercy of that word. The decision here, in order:
    second follows how code-switching works: the function words come from the language the sentence is
    built in, so "Check ben ça." is French with an English verb; its French part is then classified on
    its own.
+5. **Word evidence for what the n-grams cannot decide.** A text of three or four words holds too few
+   character n-grams for py3langid: "On verra bien." is Spanish to it (es 0.42, fr 0.22) and the Quebec
+   "ben" pulls toward Dutch and German ("On verra ben." de 0.31, nl 0.28); on 40 very short everyday
+   sentences written after the steps above were set, 7 were dropped. Its words decide it: "verra" is
+   a French word and no word of the other candidates. A document still dropped is scored a second
+   time with its words: a naive-Bayes vote among the candidates (:mod:`qckit_builtins.lexicon`:
+   wordfreq's word frequencies, a Quebec spelling looked up as the standard words it stands for, "ben"
+   as "bien", "chu" as "je suis"), combined with py3langid's probabilities as independent evidence (the
+   product, normalized over the candidates). It is kept (``lexicon``) when French gets at least
+   ``lexicon_confidence`` (0.9) of the combination **and** every word is a French word (in wordfreq's
+   French list, or a Quebec marker). Why both models: each fails where the other sees, "T'es ben fin."
+   is Catalan to the n-grams (ca 0.45, fr 0.23) and Spanish-leaning to the words ("es", "fin": fr 0.71,
+   es 0.29), French to both together (0.96); and a language the n-gram model is sure of keeps its
+   veto. Why the coverage: the vote only compares the candidates, so a language outside them wins it
+   for French on two accidental words (Swedish "Vi ses imorgon.": 0.87, combined 0.94), but its other
+   words are no French words. On the tuning sets (``bench/data/langid/``) the Quebec and French
+   sentences whose words are all French get 0.998 or more, the other languages' ones (all English: the
+   French list holds English loanwords) 0.001 or less. The step runs only where everything else
+   dropped the document, so it can keep a document and never drop one (``lexicon = false`` gives the
+   decisions of the steps above).
 
 Everything else is dropped with the reason ``lang:<code>``: the language the candidates identify, or,
 when py3langid's full model is at least ``min_confidence`` sure of a language outside the candidates
@@ -43,7 +63,10 @@ Cost: the whole batch is decided at once. The words are counted in C (``accelera
 py3langid's features of the documents in doubt are walked in C (``accelerated.textscan``) and scored in
 one numpy pass (:mod:`qckit_builtins.langmodel`); the documents dropped as another candidate than
 English are scored among all languages from the same features. The model's arrays are memory-mapped
-from qckit's table cache, shared by the workers (read from py3langid once per cache).
+from qckit's table cache, shared by the workers (read from py3langid once per cache). The word
+frequencies are memory-mapped from the same cache too (~12 MB for the default candidates, shared; built
+from wordfreq's lists once per cache) and looked up only for the documents every other step dropped
+(~20 µs each).
 """
 
 from __future__ import annotations
@@ -54,7 +77,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from qckit.components import Document
-from qckit_builtins import accelerated, langmodel
+from qckit_builtins import accelerated, langmodel, lexicon
 from qckit_builtins.filters.dialect import MarkerList, builtin_markers, fold_words
 from qckit_builtins.filters.quality import count_stop_words, french_stop_words, read_word_list, stop_word_set
 
@@ -144,12 +167,15 @@ class DialectLangId:
     ``sample_chars``: measure and classify only the first N characters (0 = the whole text). Markers are
     the built-in list of the ``quebec_markers`` tagger. ``distinctive_words``: a document with this many
     distinctive French words (``data/french_distinctive_words.txt``), more than its English words and
-    5 % of its words, is kept without the model (0 = every document goes to the model).
+    5 % of its words, is kept without the model (0 = every document goes to the model). ``lexicon``: a
+    document the steps above drop is kept when its words (wordfreq's frequencies) and py3langid together
+    give French at least ``lexicon_confidence`` and its words are all French ones (the module's step 5).
 
     Writes ``doc.meta["lang"]`` (the identified language), ``doc.meta["lang_score"]`` (its probability
     among the candidates; absent for a document kept on its distinctive words: the model was not asked),
     ``doc.meta["english_share"]`` and, for a document kept on evidence,
-    ``doc.meta["lang_rescue"]`` (``"markers"`` or ``"code_switching"``). Reasons: ``lang:<code>`` (the
+    ``doc.meta["lang_rescue"]`` (``"markers"``, ``"code_switching"`` or ``"lexicon"``: then ``lang_score``
+    is the French probability of both models together). Reasons: ``lang:<code>`` (the
     identified language, e.g. ``lang:es``) and ``low_confidence``. Metrics ``lang_words``,
     ``lang_english_words`` and ``lang_rescued`` give the kept corpus's English-word share and rescued
     documents (:meth:`summary`).
@@ -172,6 +198,8 @@ class DialectLangId:
         max_english_share: float = 0.5,
         sample_chars: int = 2000,
         distinctive_words: int = 3,
+        lexicon: bool = True,
+        lexicon_confidence: float = 0.9,
     ) -> None:
         self.candidates = langmodel.language_codes("candidates", candidates)
         if _FRENCH not in self.candidates or _ENGLISH not in self.candidates:
@@ -181,6 +209,7 @@ class DialectLangId:
             ("short_confidence", short_confidence),
             ("rescue_confidence", rescue_confidence),
             ("max_english_share", max_english_share),
+            ("lexicon_confidence", lexicon_confidence),
         ):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{key} must be between 0 and 1, not {value}")
@@ -198,6 +227,8 @@ class DialectLangId:
         self.max_english_share = float(max_english_share)
         self.sample_chars = int(sample_chars)
         self.distinctive_words = int(distinctive_words)
+        self.lexicon = bool(lexicon)
+        self.lexicon_confidence = float(lexicon_confidence)
 
     def required_confidence(self, n_words: int) -> float:
         """The French probability a document of ``n_words`` words needs without evidence."""
@@ -252,6 +283,7 @@ class DialectLangId:
         if not doubt:
             return reasons
         candidates = langmodel.scorer(self.candidates)
+        lex = lexicon.lexicon(self.candidates) if self.lexicon else None  # its errors before any decision
         feats = langmodel.features([texts[k] for k in doubt])
         rows = candidates.probabilities(feats).tolist()
         french_column = candidates.codes.index(_FRENCH)
@@ -262,6 +294,8 @@ class DialectLangId:
                 dropped[i] = (_ENGLISH, probs[english_column])
                 continue
             kept = self._kept(texts[k], probs[french_column], n_english[k])
+            if kept is None and lex is not None:
+                kept = self._kept_on_words(texts[k], dict(zip(candidates.codes, probs, strict=True)), lex)
             if kept is not None:
                 self._keep(docs[k], *kept)
                 continue
@@ -297,6 +331,22 @@ class DialectLangId:
                 if rest_french >= self.rescue_confidence:
                     return rest_french, "code_switching"
         return None
+
+    def _kept_on_words(
+        self, text: str, probs: dict[str, float], lex: lexicon.Lexicon
+    ) -> tuple[float, str] | None:
+        """(French probability of both models, ``"lexicon"``) when the words keep the document, else None."""
+        vote = lex.vote(text)
+        markers = builtin_markers()
+        if not vote.n_words or not all(
+            word in markers.words or word.startswith(markers.stem_tuple) for word in vote.not_french
+        ):
+            return None
+        # both models' evidence, independent given the language: the product, normalized
+        joint = {code: p * vote.probabilities[code] for code, p in probs.items()}
+        total = sum(joint.values())
+        french = joint[_FRENCH] / total if total > 0 else 0.0
+        return (french, "lexicon") if french >= self.lexicon_confidence else None
 
     def _keep(self, doc: Document, french: float, rescue: str | None) -> None:
         doc.meta["lang"] = _FRENCH
