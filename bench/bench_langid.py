@@ -5,20 +5,24 @@
 
 Sets (``bench/data/langid/``, one sentence a line, ``#`` comments; written for this bench): Quebec
 French of three kinds (``quebec_everyday``, ``quebec_short``: 3 to 5 words, ``quebec_codeswitch``:
-English words and chiac-like anglicisms), standard French (``french``), ``english``, and other European
-languages (``other``: ``code<TAB>sentence``). ``heldout/`` holds sets of the same kinds written after
-the filter's defaults were chosen, reported separately.
+English words and chiac-like anglicisms), standard French (``french``), very short everyday Quebec and
+standard French (``french_short``: 3 to 5 words), ``english``, and other languages (``other``,
+``other_short``: 3 to 5 words; ``code<TAB>sentence``). ``heldout/`` holds sets of the same kinds written
+before the defaults they measure were chosen, reported separately (``french_short`` and
+``other_short``: before the word evidence, the ``lexicon`` step).
 
 Every sentence first goes through the seed's own filters (``length`` ≥ 10 characters, ``min_words`` 3,
 ``unique_words`` 0.3, ``alpha_ratio`` 0.7, qckit's defaults): only the sentences that pass them are
 measured, and the excluded ones are counted. Printed: per set, the share kept by ``langid`` (py3langid,
 all languages, ``min_confidence`` 0.5: the filter ``recipes/quebec_cpt.toml`` used before), by
 ``langid`` with ``candidates = ["fr", "en"]`` (the obvious fix, which lets other languages through) and
-by ``dialect_langid`` (defaults); the confusion table of ``dialect_langid`` (true set × kept / dropped as
+by ``dialect_langid`` without its word evidence (``lexicon = false``: the decisions before it) and
+with it (the defaults); the confusion table of ``dialect_langid`` (true set × kept / dropped as
 which language); the goals (≥ 98 % of each Quebec kind and of standard French kept, ≥ 95 % of English and
 other languages dropped); the throughput of both filters, alternating rounds in this process, and the
 ratio new/old, on the French sets (what a Quebec corpus mostly holds) and on every set (``dialect_langid``
-through its batch method, one batch per set, as the prepare stage calls it; ``langid`` has none).
+through its batch method, one batch per set, as the prepare stage calls it; ``langid`` has none), and
+the cost of the word evidence (``dialect_langid`` with / without it, in the same rounds).
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from qckit_builtins.filters.langid import LangIdFilter
 
 DATA = Path(__file__).resolve().parent / "data" / "langid"
 QUEBEC = ("quebec_everyday", "quebec_short", "quebec_codeswitch")
-FRENCH = (*QUEBEC, "french")  # kept sets; the others are dropped sets
-SETS = (*FRENCH, "english", "other")
+FRENCH = (*QUEBEC, "french", "french_short")  # kept sets; the others are dropped sets
+SETS = (*FRENCH, "english", "other", "other_short")
 KEEP_GOAL, DROP_GOAL = 0.98, 0.95
 
 
@@ -53,7 +57,7 @@ def read_set(path: Path, name: str) -> list[tuple[str, str]]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        if name == "other":
+        if name.startswith("other"):
             code, text = line.split("\t", 1)
             pairs.append((f"other:{code}", text))
         else:
@@ -78,7 +82,7 @@ def decide(flt, text: str) -> str:
     return doc.meta.get("lang", "?") if reason != "low_confidence" else "fr?"
 
 
-def measure(folder: Path, title: str, old, old_fr_en, new) -> dict[str, list[str]]:
+def measure(folder: Path, title: str, old, old_fr_en, new, no_lexicon) -> dict[str, list[str]]:
     """Print one folder's tables; return the measured sentences by set."""
     filters = seed_filters()
     rows: dict[str, list[tuple[str, str]]] = {}
@@ -95,13 +99,14 @@ def measure(folder: Path, title: str, old, old_fr_en, new) -> dict[str, list[str
     print(f"\n== {title} ({folder.relative_to(DATA.parent.parent)}) ==")
     print(
         f"{'set':<20}{'measured':>9}{'excluded':>10}{'langid kept':>13}{'langid fr/en':>14}"
-        f"{'dialect_langid kept':>21}  goal"
+        f"{'no lexicon':>12}{'dialect_langid kept':>21}  goal"
     )
     confusion: dict[str, Counter[str]] = {}
     ok = True
     for name, pairs in rows.items():
         old_kept = sum(decide(old, text) == "kept" for _, text in pairs)
         fr_en_kept = sum(decide(old_fr_en, text) == "kept" for _, text in pairs)
+        before_kept = sum(decide(no_lexicon, text) == "kept" for _, text in pairs)
         new_decisions = [decide(new, text) for _, text in pairs]
         for (label, _), decision in zip(pairs, new_decisions, strict=True):
             confusion.setdefault(label, Counter())[decision] += 1
@@ -116,7 +121,7 @@ def measure(folder: Path, title: str, old, old_fr_en, new) -> dict[str, list[str
         ok &= met
         print(
             f"{name:<20}{n:>9}{excluded[name]:>10}{old_kept / n:>12.1%} {fr_en_kept / n:>13.1%}"
-            f" {new_kept / n:>20.1%}  {goal}"
+            f" {before_kept / n:>11.1%} {new_kept / n:>20.1%}  {goal}"
         )
     columns = ["kept", *sorted({d for c in confusion.values() for d in c} - {"kept"})]
     print("\nconfusion (dialect_langid): true set × kept / dropped as (fr? = French below the threshold)")
@@ -137,14 +142,16 @@ def measure(folder: Path, title: str, old, old_fr_en, new) -> dict[str, list[str
     return {name: [text for _, text in pairs] for name, pairs in rows.items()}
 
 
-def throughput(what: str, texts: list[str], old, new, repeat: int) -> None:
-    """Documents per second of each filter, alternating rounds; the median ratio. A filter with a batch
+def throughput(what: str, texts: list[str], old, new, no_lexicon, repeat: int) -> None:
+    """Documents per second of each filter, alternating rounds; the median ratios. A filter with a batch
     method gets the whole set as one batch, as the prepare stage would call it."""
-    for flt in (old, new):  # load the models
+    filters = (("langid", old), ("dialect_langid", new), ("no lexicon", no_lexicon))
+    for _, flt in filters:  # load the models (the word frequencies: a sentence only they keep)
         decide(flt, texts[0])
-    rates: dict[str, list[float]] = {"langid": [], "dialect_langid": []}
+    decide(new, "On verra ben.")
+    rates: dict[str, list[float]] = {key: [] for key, _ in filters}
     for _ in range(repeat):
-        for key, flt in (("langid", old), ("dialect_langid", new)):
+        for key, flt in filters:
             docs = [Document(t) for t in texts]
             start = time.perf_counter()
             if hasattr(flt, "drop_reason_batch"):
@@ -157,7 +164,8 @@ def throughput(what: str, texts: list[str], old, new, repeat: int) -> None:
     print(
         f"throughput, {what} ({len(texts)} sentences), median of {repeat} alternating rounds: "
         f"langid {old_rate:,.0f} docs/s, dialect_langid {new_rate:,.0f} docs/s, "
-        f"ratio new/old {new_rate / old_rate:.2f}"
+        f"ratio new/old {new_rate / old_rate:.2f}; with/without the word evidence "
+        f"{statistics.median(a / b for a, b in zip(rates['dialect_langid'], rates['no lexicon'], strict=True)):.2f}"
     )
 
 
@@ -166,15 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="throughput rounds (default 7)")
     args = parser.parse_args(argv)
     old, old_fr_en, new = LangIdFilter(), LangIdFilter(candidates=["fr", "en"]), DialectLangId()
-    sets = [measure(DATA, "tuning sets", old, old_fr_en, new)]
+    no_lexicon = DialectLangId(lexicon=False)
+    sets = [measure(DATA, "tuning sets", old, old_fr_en, new, no_lexicon)]
     if (DATA / "heldout").is_dir():
         sets.append(
             measure(
                 DATA / "heldout",
-                "held-out sets (written after the defaults were chosen)",
+                "held-out sets (written before the defaults they measure were chosen)",
                 old,
                 old_fr_en,
                 new,
+                no_lexicon,
             )
         )
     french = [text for by_set in sets for name in FRENCH for text in by_set.get(name, [])]
@@ -182,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     # Clearly French documents cost no classification (the fast path); the model scores the others, and a
     # dropped one among all languages too (from the same features) to name its language.
-    throughput("Quebec and standard French, all kept", french, old, new, args.repeat)
-    throughput("every set, half dropped", every, old, new, args.repeat)
+    throughput("Quebec and standard French, all kept", french, old, new, no_lexicon, args.repeat)
+    throughput("every set, half dropped", every, old, new, no_lexicon, args.repeat)
     return 0
 
 

@@ -29,6 +29,7 @@ and import nothing: for the nine default candidates, 206,000 folded words of at 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from qckit.table_cache import cached_table
+from qckit_builtins.filters import dialect
 from qckit_builtins.filters.dialect import fold_words
 
 #: the frequency given to a word missing from a language's list (a tenth of the small lists' least)
@@ -109,12 +111,14 @@ def _arrays(codes: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {"words": np.array(words, dtype=f"S{MAX_BYTES}"), "logp": logp}
 
 
-@functools.cache
-def _sources() -> tuple[str, ...]:
-    import wordfreq
-
-    data = Path(wordfreq.__file__).parent / "data"
-    return (__file__, wordfreq.__file__, *sorted(str(path) for path in data.glob(f"{_LIST}_*.msgpack.gz")))
+def _sources(codes: tuple[str, ...]) -> list[str]:
+    """What the table depends on: this module, the folding (``dialect.py``) and wordfreq's lists of
+    ``codes``, found without importing wordfreq (a worker that reads the table never imports it)."""
+    spec = importlib.util.find_spec("wordfreq")
+    if spec is None or spec.origin is None:
+        raise ValueError("dialect_langid's word evidence needs wordfreq (pip install wordfreq)")
+    data = Path(spec.origin).parent / "data"
+    return [__file__, dialect.__file__, *(str(data / f"{_LIST}_{code}.msgpack.gz") for code in codes)]
 
 
 class Lexicon:
@@ -125,8 +129,9 @@ class Lexicon:
         self.codes = codes
         build = functools.cache(lambda: _arrays(codes))
         name = "wordfreq-" + "-".join(codes)
-        self.words = cached_table(f"{name}-words", lambda: build()["words"], _sources(), mmap=True)
-        self.logp = cached_table(f"{name}-logp", lambda: build()["logp"], _sources(), mmap=True)
+        sources = _sources(codes)
+        self.words = cached_table(f"{name}-words", lambda: build()["words"], sources, mmap=True)
+        self.logp = cached_table(f"{name}-logp", lambda: build()["logp"], sources, mmap=True)
         self._french = codes.index(_FRENCH) if _FRENCH in codes else None
 
     def vote(self, text: str) -> Vote:

@@ -283,7 +283,6 @@ class DialectLangId:
         if not doubt:
             return reasons
         candidates = langmodel.scorer(self.candidates)
-        lex = lexicon.lexicon(self.candidates) if self.lexicon else None  # its errors before any decision
         feats = langmodel.features([texts[k] for k in doubt])
         rows = candidates.probabilities(feats).tolist()
         french_column = candidates.codes.index(_FRENCH)
@@ -294,8 +293,8 @@ class DialectLangId:
                 dropped[i] = (_ENGLISH, probs[english_column])
                 continue
             kept = self._kept(texts[k], probs[french_column], n_english[k])
-            if kept is None and lex is not None:
-                kept = self._kept_on_words(texts[k], dict(zip(candidates.codes, probs, strict=True)), lex)
+            if kept is None and self.lexicon:  # the word frequencies are read on first use
+                kept = self._kept_on_words(texts[k], dict(zip(candidates.codes, probs, strict=True)))
             if kept is not None:
                 self._keep(docs[k], *kept)
                 continue
@@ -332,11 +331,9 @@ class DialectLangId:
                     return rest_french, "code_switching"
         return None
 
-    def _kept_on_words(
-        self, text: str, probs: dict[str, float], lex: lexicon.Lexicon
-    ) -> tuple[float, str] | None:
+    def _kept_on_words(self, text: str, probs: dict[str, float]) -> tuple[float, str] | None:
         """(French probability of both models, ``"lexicon"``) when the words keep the document, else None."""
-        vote = lex.vote(text)
+        vote = lexicon.lexicon(self.candidates).vote(text)
         markers = builtin_markers()
         if not vote.n_words or not all(
             word in markers.words or word.startswith(markers.stem_tuple) for word in vote.not_french
