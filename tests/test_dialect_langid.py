@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -428,3 +430,24 @@ def test_a_candidate_without_word_frequencies_is_reported_on_first_use():
     assert (
         DialectLangId(candidates=["fr", "en", "oc"], lexicon=False).drop_reason(Document(REPORTED[0])) is None
     )
+
+
+def test_a_process_that_reads_the_word_table_does_not_import_wordfreq():
+    lexicon.lexicon(tuple(CANDIDATES))  # the table in this session's cache (QCKIT_CACHE, inherited)
+    code = (
+        "import sys\n"
+        "from qckit.components import Document\n"
+        "from qckit_builtins.filters.dialect_langid import DialectLangId\n"
+        "doc = Document('On verra ben.')\n"
+        "assert DialectLangId().drop_reason(doc) is None and doc.meta['lang_rescue'] == 'lexicon'\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('wordfreq', 'langcodes')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_batch_of_votes_is_each_vote(flt):
+    texts = [*VERY_SHORT, *SHORT_FOREIGN, "", "12345 67890", "x" * 40 + " verra", *CORPUS]
+    lex = lexicon.lexicon(flt.candidates)
+    assert lex.votes(texts) == [lex.vote(text) for text in texts]
+    assert lex.votes(texts[::-1]) == lex.votes(texts)[::-1]

@@ -22,8 +22,10 @@ out.
 Cost: the table is built once per cache from wordfreq's lists (``wordfreq`` is imported then only: ~2 s)
 and memory-mapped from qckit's table cache (:mod:`qckit.table_cache`), so the workers share its pages
 and import nothing: for the nine default candidates, 206,000 folded words of at most ``MAX_BYTES`` bytes
-(5.0 MB) and their float32 log-frequencies (7.4 MB). A vote looks its words up by binary search
-(``np.searchsorted``): ~20 µs for a short text.
+(5.0 MB) and their float32 log-frequencies (7.4 MB): no private memory, ~10 MB of file-backed pages
+in each process's RSS once it has voted, shared by all. A vote looks its words up by binary search
+(``np.searchsorted``): ~20 µs for a short text. :class:`~qckit_builtins.filters.dialect_langid.DialectLangId`
+reads the table only when a document reaches its word step.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -130,27 +133,45 @@ class Lexicon:
         build = functools.cache(lambda: _arrays(codes))
         name = "wordfreq-" + "-".join(codes)
         sources = _sources(codes)
-        self.words = cached_table(f"{name}-words", lambda: build()["words"], sources, mmap=True)
-        self.logp = cached_table(f"{name}-logp", lambda: build()["logp"], sources, mmap=True)
+        # plain arrays over the mapped pages (np.memmap's indexing costs a Python call per access)
+        self.words = cached_table(f"{name}-words", lambda: build()["words"], sources, mmap=True).view(
+            np.ndarray
+        )
+        self.logp = cached_table(f"{name}-logp", lambda: build()["logp"], sources, mmap=True).view(np.ndarray)
         self._french = codes.index(_FRENCH) if _FRENCH in codes else None
 
     def vote(self, text: str) -> Vote:
         """The candidates' probabilities from the words of ``text`` (uniform when none is known)."""
-        words = standard_words(text)
-        keys = np.array(
-            [word.encode() if len(word) <= MAX_BYTES else b"" for word in words], dtype=f"S{MAX_BYTES}"
-        )
+        return self.votes([text])[0]
+
+    def votes(self, texts: Sequence[str]) -> list[Vote]:
+        """``[vote(text) for text in texts]``, the words of all looked up at once (the same numbers: a
+        text's sum runs over its own words, in order, whatever the batch)."""
+        per_text = [standard_words(text) for text in texts]
+        words = [word for text_words in per_text for word in text_words]
+        keys = np.array([w.encode() if len(w) <= MAX_BYTES else b"" for w in words], dtype=f"S{MAX_BYTES}")
         rows = np.minimum(np.searchsorted(self.words, keys), len(self.words) - 1)
         known = (self.words[rows] == keys) & (keys != b"")
-        logp = self.logp[rows[known]]  # the known words' rows
-        scores = logp.sum(axis=0, dtype=np.float64)  # zeros when no word is known: uniform
-        probs = np.exp(scores - scores.max())
-        probs /= probs.sum()
+        logp = np.where(known[:, None], self.logp[rows], np.float32(0.0))  # an unknown word: no evidence
         french = np.zeros(len(words), dtype=bool)
         if self._french is not None:
-            french[known] = logp[:, self._french] > np.float32(math.log(UNKNOWN))
-        not_french = tuple(word for word, ok in zip(words, french.tolist(), strict=True) if not ok)
-        return Vote(dict(zip(self.codes, probs.tolist(), strict=True)), len(words), not_french)
+            french = known & (logp[:, self._french] > np.float32(math.log(UNKNOWN)))
+        lengths = np.array([len(text_words) for text_words in per_text], dtype=np.intp)
+        starts = np.cumsum(lengths) - lengths
+        scores = np.zeros((len(texts), len(self.codes)))
+        filled = lengths > 0  # reduceat gives an empty segment its next row: those stay zeros (uniform)
+        if filled.any():
+            scores[filled] = np.add.reduceat(logp.astype(np.float64), starts[filled], axis=0)
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        not_french: list[list[str]] = [[] for _ in texts]
+        text_of = np.repeat(np.arange(len(texts)), lengths)  # each word's text
+        for position, k in zip(np.flatnonzero(~french).tolist(), text_of[~french].tolist(), strict=True):
+            not_french[k].append(words[position])
+        return [
+            Vote(dict(zip(self.codes, row, strict=True)), n, tuple(missing))
+            for row, n, missing in zip(probs.tolist(), lengths.tolist(), not_french, strict=True)
+        ]
 
 
 @functools.cache

@@ -288,20 +288,29 @@ class DialectLangId:
         french_column = candidates.codes.index(_FRENCH)
         english_column = candidates.codes.index(_ENGLISH)
         dropped: dict[int, tuple[str, float]] = {}  # position in doubt → (language, its probability)
+        on_words: list[int] = []  # positions in doubt that the word step decides
         for i, (k, probs) in enumerate(zip(doubt, rows, strict=True)):
             if shares[k] > self.max_english_share:
                 dropped[i] = (_ENGLISH, probs[english_column])
                 continue
             kept = self._kept(texts[k], probs[french_column], n_english[k])
-            if kept is None and self.lexicon:  # the word frequencies are read on first use
-                kept = self._kept_on_words(texts[k], dict(zip(candidates.codes, probs, strict=True)))
             if kept is not None:
                 self._keep(docs[k], *kept)
-                continue
-            best = max(range(len(probs)), key=probs.__getitem__)
-            dropped[i] = (candidates.codes[best], probs[best])
+            elif self.lexicon:
+                on_words.append(i)
+            else:
+                dropped[i] = self._best(candidates.codes, probs)
+        if on_words:  # the word step, for the batch's remaining documents at once
+            votes = lexicon.lexicon(self.candidates).votes([texts[doubt[i]] for i in on_words])
+            for i, vote in zip(on_words, votes, strict=True):
+                probs = rows[i]
+                french = self._french_on_words(vote, dict(zip(candidates.codes, probs, strict=True)))
+                if french is not None:
+                    self._keep(docs[doubt[i]], french, "lexicon")
+                else:
+                    dropped[i] = self._best(candidates.codes, probs)
         # a language outside the candidates, when the full model is sure of it (the same features)
-        to_name = [i for i, (lang, _) in dropped.items() if lang != _ENGLISH]
+        to_name = sorted(i for i, (lang, _) in dropped.items() if lang != _ENGLISH)
         if to_name:
             named = langmodel.scorer(None).classify(feats.take(to_name))
             for i, (other, score) in zip(to_name, named, strict=True):
@@ -331,9 +340,8 @@ class DialectLangId:
                     return rest_french, "code_switching"
         return None
 
-    def _kept_on_words(self, text: str, probs: dict[str, float]) -> tuple[float, str] | None:
-        """(French probability of both models, ``"lexicon"``) when the words keep the document, else None."""
-        vote = lexicon.lexicon(self.candidates).vote(text)
+    def _french_on_words(self, vote: lexicon.Vote, probs: dict[str, float]) -> float | None:
+        """The French probability of both models when the words keep the document, else None."""
         markers = builtin_markers()
         if not vote.n_words or not all(
             word in markers.words or word.startswith(markers.stem_tuple) for word in vote.not_french
@@ -343,7 +351,12 @@ class DialectLangId:
         joint = {code: p * vote.probabilities[code] for code, p in probs.items()}
         total = sum(joint.values())
         french = joint[_FRENCH] / total if total > 0 else 0.0
-        return (french, "lexicon") if french >= self.lexicon_confidence else None
+        return french if french >= self.lexicon_confidence else None
+
+    @staticmethod
+    def _best(codes: list[str], probs: list[float]) -> tuple[str, float]:
+        best = max(range(len(probs)), key=probs.__getitem__)
+        return codes[best], probs[best]
 
     def _keep(self, doc: Document, french: float, rescue: str | None) -> None:
         doc.meta["lang"] = _FRENCH
