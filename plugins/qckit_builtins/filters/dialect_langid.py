@@ -66,7 +66,7 @@ English are scored among all languages from the same features. The model's array
 from qckit's table cache, shared by the workers (read from py3langid once per cache). The word
 frequencies are memory-mapped from the same cache too (~12 MB for the default candidates, shared; built
 from wordfreq's lists once per cache) and looked up only for the documents every other step dropped
-(~20 µs each).
+(a batch at a time, ~10 µs each).
 """
 
 from __future__ import annotations
