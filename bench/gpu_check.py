@@ -52,6 +52,7 @@ and makes the exit status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -402,39 +403,53 @@ def _launch(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``command`` (at most ``ns.timeout`` s) with ``env`` added; with ``peaks``, fill it with each
     rank's peak host memory (:func:`peak_rss_by_rank`)."""
-    if peaks is None:
-        return subprocess.run(
-            command, capture_output=True, text=True, timeout=ns.timeout, cwd=REPO, env={**os.environ, **env}
-        )
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(
             command, stdout=stdout, stderr=stderr, text=True, cwd=REPO, env={**os.environ, **env}
         )
+        peaks = {} if peaks is None else peaks
         peaks.update(peak_rss_by_rank(proc, ns.timeout))
         stdout.seek(0)
         stderr.seek(0)
         return subprocess.CompletedProcess(command, proc.returncode, stdout.read(), stderr.read())
 
 
+def _stop_tree(proc: subprocess.Popen, descendants: list[Any]) -> None:
+    """Stop ``proc`` and ``descendants``: torchrun starts each rank in a session of its own, so a rank
+    outlives a killed launcher (and keeps its GPU memory) unless it is stopped too."""
+    import psutil
+
+    proc.terminate()  # torchrun stops its ranks on SIGTERM
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
 def peak_rss_by_rank(proc: subprocess.Popen, timeout: float, every: float = 0.1) -> dict[int, int]:
     """Wait for ``proc`` (a launcher such as torchrun), sampling every ``every`` s the resident memory of
-    its descendants that carry a ``RANK`` variable: the peak of each rank, in bytes. Kills ``proc`` and
-    raises ``subprocess.TimeoutExpired`` after ``timeout`` s."""
+    its descendants that carry a ``RANK`` variable: the peak of each rank, in bytes. Stops ``proc`` and
+    its descendants and raises ``subprocess.TimeoutExpired`` after ``timeout`` s."""
     import psutil
 
     launcher = psutil.Process(proc.pid)
     ranks: dict[int, int] = {}  # pid -> its RANK (read again while absent: a fork not yet exec'ed has none)
     peaks: dict[int, int] = {}
     deadline = time.monotonic() + timeout
+    seen: dict[int, Any] = {}  # every descendant met, to stop on a timeout
     while proc.poll() is None:
         if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
+            _stop_tree(proc, list(seen.values()))
             raise subprocess.TimeoutExpired(proc.args, timeout)
         try:
             children = launcher.children(recursive=True)
         except psutil.Error:  # the launcher is exiting
             children = []
+        seen.update((child.pid, child) for child in children)
         for child in children:
             try:
                 if child.pid not in ranks:

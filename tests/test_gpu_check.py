@@ -219,3 +219,24 @@ def test_peak_host_memory_is_sampled_per_rank():
     proc = gpu._launch([sys.executable, "-c", launcher, child], argparse.Namespace(timeout=60), peaks)
     assert proc.returncode == 0 and set(peaks) == {0, 1}
     assert peaks[0] - peaks[1] > 150 * 2**20
+
+
+def test_a_launch_past_its_timeout_stops_every_rank():
+    """torchrun starts each rank in a session of its own: a timeout must stop the ranks, not only torchrun."""
+    import psutil
+
+    gpu = _module()
+    sleeper = "import time; time.sleep(120)"
+    launcher = (
+        "import subprocess, sys; procs = [subprocess.Popen([sys.executable, '-c', sys.argv[1]], "
+        "start_new_session=True) for _ in (0, 1)]; [p.wait() for p in procs]"
+    )
+    before = {p.pid for p in psutil.process_iter()}
+    with pytest.raises(subprocess.TimeoutExpired):
+        gpu._launch([sys.executable, "-c", launcher, sleeper], argparse.Namespace(timeout=3))
+    left = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before and sleeper in (p.info["cmdline"] or [])
+    ]
+    assert left == [], left
