@@ -209,7 +209,9 @@ def speed_and_memory(n_docs: int, seed: int) -> None:
             rates.append((n_docs / fp_s, n_docs / decide_s, peak))
             if settings is TUNED:
                 index = flt._clusters
-                held = index.index.keys.nbytes + index.index.docs.nbytes + len(index) * (flt.num_perm + 8)
+                held = sum(
+                    a.nbytes for a in (index.index.keys, index.index.docs, index.sketches, index.serials)
+                )
                 sizes.append((held / len(index), len(index.index) / len(index.index.keys)))
         (tf, td, tp), (ff, fd, fpk) = rates
         print(
@@ -221,7 +223,7 @@ def speed_and_memory(n_docs: int, seed: int) -> None:
     print(
         f"tuned index: {min(b for b, _ in sizes):.0f}-{max(b for b, _ in sizes):.0f} bytes per kept document "
         f"({flt.bands} bands in a hash table {min(u for _, u in sizes):.0%}-{max(u for _, u in sizes):.0%} full "
-        f"at 12 bytes a slot, {flt.num_perm} b-bit values, a serial); former: "
+        f"at 12 bytes a slot, {flt.num_perm} b-bit values and a serial in arrays that double as they grow); former: "
         f"{8 * MinHashDedup(**FORMER).bands} bytes"
     )
 

@@ -361,6 +361,13 @@ def test_band_table_grows_and_finds_what_either_path_added(monkeypatch):
     assert (table.find(absent.reshape(40, -1)) == -1).all()
     filled = np.flatnonzero(table.keys)
     assert sorted(table.keys[filled].tolist()) == sorted(keys.tolist())
+    for turn in (0, 1):  # a key given twice in one call, or again later, is stored once by either path
+        monkeypatch.setattr(accelerated, "minhash", module if turn else None)
+        twice = _BandTable()
+        twice.add(np.array([5, 5, 7], dtype=np.uint64), np.array([0, 1, 2]))
+        twice.add(np.array([7], dtype=np.uint64), np.array([3]))
+        assert len(twice) == 2 and np.count_nonzero(twice.keys) == 2
+        assert twice.find(np.array([5, 7], dtype=np.uint64)).tolist() == [0, 2]
 
 
 @pytest.mark.parametrize("stream", ["templated", "drifting"])

@@ -261,3 +261,14 @@ def test_a_resume_is_refused_when_a_file_a_filter_read_has_changed(tmp_path):
         with pytest.raises(InputError, match=rf"cannot resume: the files the filter '{name}' reads changed"):
             shard_mod.load_plan(work, shard_mod.fingerprint(files, components(), {}))
         path.write_text(before, encoding="utf-8")
+    # a filter that reads no file adds nothing (a plan saved before resume_key existed still resumes)
+    builtin = SimpleNamespace(
+        kind="filter", name="quebec_markers", params={}, owner="qckit", instance=QuebecMarkers()
+    )
+    assert "contents" not in shard_mod.fingerprint(files, [builtin], {})["components"][0]
+    # a settings change is named as such, even when a file changed too
+    saved = shard_mod.fingerprint(files, components(), {})
+    markers.write_text("asteure\n", encoding="utf-8")
+    changed = shard_mod.fingerprint(files, components(), {})
+    changed["components"][1]["params"] = {"ngram": 12}
+    assert "readers, normalizers or filters changed" in shard_mod._difference(saved, changed)

@@ -253,8 +253,9 @@ def fingerprint(files: list[InputFile], components: list[Any], settings: dict[st
             "class": _qualname(c.instance),
         }
         resume_key = getattr(c.instance, "resume_key", None)  # the contents of the files it read
-        if resume_key is not None:
-            entry["contents"] = resume_key()
+        contents = resume_key() if resume_key is not None else ""
+        if contents:  # none: the entry is as before resume_key existed
+            entry["contents"] = contents
         comps.append(entry)
     return {
         "format": _FORMAT,
@@ -311,12 +312,13 @@ def _difference(old: dict[str, Any], new: dict[str, Any]) -> str:
             return f"input {path} changed since the interrupted run (size or modification time)"
     old_parts, new_parts = old.get("components", []), new.get("components", [])
     if old_parts != new_parts:
-        if len(old_parts) == len(new_parts):
+        settings = [
+            [{k: v for k, v in part.items() if k != "contents"} for part in parts]
+            for parts in (old_parts, new_parts)
+        ]
+        if settings[0] == settings[1]:  # the same components and settings: what they read changed
             for was, now in zip(old_parts, new_parts, strict=True):
-                same_settings = {k: v for k, v in was.items() if k != "contents"} == {
-                    k: v for k, v in now.items() if k != "contents"
-                }
-                if same_settings and was.get("contents") != now.get("contents"):
+                if was.get("contents") != now.get("contents"):
                     return (
                         f"the files the {now['kind']} {now['name']!r} reads changed since the interrupted run"
                     )

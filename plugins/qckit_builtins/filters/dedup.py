@@ -103,9 +103,10 @@ def _table_keys(
     if scan is not None:
         keys = scan.dedup_keys(list(texts), table, _RISKY)
         slow = [k for k, key in enumerate(keys) if key is None]
-        if slow and expand:
-            again = scan.dedup_keys([_replaced(texts[k], expand) for k in slow], table, _RISKY)
-            for k, key in zip(slow, again, strict=True):
+        spelled = [k for k in slow if any(old in texts[k] for old, _ in expand)]
+        if spelled:
+            again = scan.dedup_keys([_replaced(texts[k], expand) for k in spelled], table, _RISKY)
+            for k, key in zip(spelled, again, strict=True):
                 keys[k] = key
             slow = [k for k in slow if keys[k] is None]
         for k in slow:
@@ -523,8 +524,8 @@ class MinHashDedup:
     ``MinHashLSH``), and decides in 1 to 10 µs per document (more as the index outgrows the CPU cache).
     Its decisions are those of a ``MinHashLSH`` with the same settings, up to 64-bit hash collisions.
     Verifying or tagging keeps, per kept document, its band hashes with its number in a hash table
-    (:class:`_BandTable`: 17 to 34 bytes per band), its b-bit signature (``num_perm`` bytes) and its serial:
-    310 to 550 bytes at the ``"short"`` defaults. It compares a document with the first kept document of
+    (:class:`_BandTable`: 17 to 34 bytes per band), its b-bit signature (``num_perm`` bytes) and its serial
+    (in arrays that double as they grow): 310 to 620 bytes at the ``"short"`` defaults. It compares a document with the first kept document of
     each candidate band only. A document without words is never a near-duplicate.
     """
 
@@ -780,7 +781,10 @@ class _BandTable:
         slots = self._slots(keys)
         pending = np.arange(len(keys))
         while len(pending):
-            free = self.keys[slots] == 0
+            held = self.keys[slots]
+            absent = held != keys[pending]  # a key met again (given twice) is in the table: done, as in C
+            pending, slots, held = pending[absent], slots[absent], held[absent]
+            free = held == 0
             _, first = np.unique(np.where(free, slots, -1), return_index=True)
             won = first[free[first]]
             self.keys[slots[won]] = keys[pending[won]]
@@ -790,6 +794,10 @@ class _BandTable:
             lost[won] = False
             pending = pending[lost]
             slots = np.where(free[lost], slots[lost], (slots[lost] + 1) & mask)
+
+
+#: the most kept documents a :class:`ClusterIndex` numbers (its band table's ``uint32`` document numbers)
+_MAX_KEPT = 2**32 - 1
 
 
 class ClusterIndex:
@@ -936,6 +944,10 @@ class ClusterIndex:
     def _reserve(self, more: int) -> None:
         """Room for ``more`` kept documents (capacity doubles, so growing costs linear time)."""
         need = self.n_docs + more
+        if need > _MAX_KEPT:
+            raise ValueError(
+                f"more than {_MAX_KEPT:,} kept documents: the band table numbers them in 32 bits"
+            )
         if need <= len(self.serials):
             return
         size = max(need, 2 * len(self.serials), 1024)
