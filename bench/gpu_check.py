@@ -414,20 +414,25 @@ def _launch(
         return subprocess.CompletedProcess(command, proc.returncode, stdout.read(), stderr.read())
 
 
-def _stop_tree(proc: subprocess.Popen, descendants: list[Any]) -> None:
-    """Stop ``proc`` and ``descendants``: torchrun starts each rank in a session of its own, so a rank
-    outlives a killed launcher (and keeps its GPU memory) unless it is stopped too."""
+def _stop_tree(proc: subprocess.Popen, seen: list[Any]) -> None:
+    """Stop ``proc`` and its descendants (those in ``seen`` and those it has now): torchrun starts each rank
+    in a session of its own, so a rank outlives a killed launcher (and keeps its GPU memory) unless it is
+    stopped too."""
     import psutil
 
+    descendants = {child.pid: child for child in seen}
+    with contextlib.suppress(psutil.Error):
+        descendants.update((child.pid, child) for child in psutil.Process(proc.pid).children(recursive=True))
     proc.terminate()  # torchrun stops its ranks on SIGTERM
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    for child in descendants:
+    for child in descendants.values():
         with contextlib.suppress(psutil.Error):
             child.kill()
+    psutil.wait_procs(list(descendants.values()), timeout=10)
 
 
 def peak_rss_by_rank(proc: subprocess.Popen, timeout: float, every: float = 0.1) -> dict[int, int]:

@@ -152,6 +152,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "exact dedup only sees duplicates inside one batch: copies far apart in the corpus stay",
         (
             "plugins/qckit_builtins/filters/dedup.py",
+            "        seen = np.fromiter(map(recent.__contains__, fingerprints), dtype=bool, count=n)\n"
+            "        if len(index.sorted):\n"
+            "            seen |= index.in_sorted(hashes)\n",
+            "        seen = np.zeros(n, dtype=bool)\n",
+        ),
+        (
+            "plugins/qckit_builtins/filters/dedup.py",
             "            if old or fp in recent:",
             "            if fp in recent:",
         ),
@@ -177,6 +184,11 @@ MUTANTS: tuple[Mutant, ...] = (
     m(
         "bpb-in-nats",
         "bits per byte reported in nats per byte",
+        (
+            "qckit/evaluate/bpb.py",
+            "bits_per_byte=total_nll / math.log(2) / num_bytes,",
+            "bits_per_byte=total_nll / num_bytes,",
+        ),
         ("qckit/evaluate/bpb.py", "/ math.log(2)", ""),
         (
             "qckit/evaluate.py",
