@@ -273,6 +273,30 @@ def write_corpus(path: str | Path, texts: Iterable[str]) -> Path:
     return path
 
 
+class Crash(Exception):
+    """Stands for the process dying (kill -9) during a training step, after its checkpoints were written."""
+
+
+def crash_at_step(step: int, exception: type[BaseException] = Crash) -> Any:
+    """A :class:`~qckit.progress.RecordingObserver` that raises ``exception`` when training step ``step``
+    ends (counting steps only: a logging step's report, ``amount`` 0, and a resume's are not steps)."""
+    from qckit.progress import RecordingObserver
+
+    class CrashAtStep(RecordingObserver):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = 0
+
+        def advance(self, task: str, amount: float = 1, **fields: Any) -> None:
+            super().advance(task, amount, **fields)
+            if task == "train" and amount and not fields.get("resumed"):
+                self.seen += 1
+                if self.seen == step:
+                    raise exception
+
+    return CrashAtStep()
+
+
 #: how far two float32 computations of the same sums may differ, relative to the sums' magnitude (another
 #: CPU's kernels, batch shape or summation order): far above the last bits that differ between machines,
 #: far below any effect a test checks

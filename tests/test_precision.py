@@ -20,7 +20,7 @@ from qckit.errors import HardwareError, TrainingError
 from qckit.hardware import Environment, choose_precision, precision_warnings
 from qckit.models import upcast_trainable
 from qckit.progress import RecordingObserver
-from qckit.testing import SAMPLE_SENTENCES, tiny_train_settings, write_corpus
+from qckit.testing import SAMPLE_SENTENCES, crash_at_step, tiny_train_settings, write_corpus
 from qckit.train import TrainRun
 from qckit_builtins.adapters import LoraAdapter
 from qckit_builtins.chunkers import WindowChunker
@@ -140,25 +140,18 @@ def test_fp16_overflow_is_skipped_and_counted(tmp_path, tiny_model_dir, corpus):
     assert torch.isfinite(after).all() and (after != before).any(dim=1).sum() >= 2
 
 
-class CrashAfter(RecordingObserver):
-    """Stands for the process dying (kill -9) during training step ``step``, after its checkpoints."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def advance(self, task, amount=1, **fields):
-        super().advance(task, amount, **fields)
-        if task == "train" and amount and not fields.get("resumed"):
-            self.seen += 1
-            if self.seen == self.step:
-                raise KeyboardInterrupt
-
-
 def test_a_resumed_fp16_run_goes_on_counting_skipped_steps(tmp_path, tiny_model_dir, corpus):
     out, overrides = tmp_path / "out", {"save_steps": 4}
     with pytest.raises(KeyboardInterrupt):  # skips step 2, checkpoint-4, dies at step 5
-        _run(out, tiny_model_dir, corpus, OverflowAt(2), "fp16", observer=CrashAfter(5), **overrides)
+        _run(
+            out,
+            tiny_model_dir,
+            corpus,
+            OverflowAt(2),
+            "fp16",
+            observer=crash_at_step(5, KeyboardInterrupt),
+            **overrides,
+        )
     # the resumed process counts its own forwards: its 2nd is step 6
     result, *_ = _run(out, tiny_model_dir, corpus, OverflowAt(2), "fp16", resume=True, **overrides)
     assert result.summary["resumed_from"] and result.summary["skipped_steps"] == 2

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from qckit.errors import InputError, RecipeError, TrainingError
 from qckit.progress import RecordingObserver
 from qckit.recipe import build_recipe
-from qckit.testing import SAMPLE_SENTENCES, tiny_train_settings, write_corpus
+from qckit.testing import SAMPLE_SENTENCES, Crash, crash_at_step, tiny_train_settings, write_corpus
 from qckit.train import TrainSettings, run_train
 from qckit.train.checkpoints import read_marker
 from qckit_builtins.adapters import LoraAdapter
@@ -45,23 +45,6 @@ def _chunker() -> WindowChunker:
     return WindowChunker(max_length=64, stride=8, min_length=8)
 
 
-class Crash(Exception):
-    """Stands for the process dying (kill -9) after a checkpoint was written."""
-
-
-class CrashAtStep(RecordingObserver):
-    def __init__(self, step: int) -> None:
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def advance(self, task, amount=1, **fields):
-        super().advance(task, amount, **fields)
-        if task == "train" and amount and not fields.get("resumed"):  # a step (amount 0: a logging step)
-            self.seen += 1
-            if self.seen == self.step:
-                raise Crash
-
-
 def _losses(out: Path) -> list[tuple[int, float]]:
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     return [(h["step"], h["loss"]) for h in history if "loss" in h]
@@ -90,7 +73,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, tiny_model_
     out = tmp_path / "out"
     settings = _settings(out, tiny_model_dir, corpus)
     with pytest.raises(Crash):  # dies during step 5, after checkpoint-4 was written
-        run_train(settings, _chunker(), [LoraAdapter()], observer=CrashAtStep(5))
+        run_train(settings, _chunker(), [LoraAdapter()], observer=crash_at_step(5))
     marker = read_marker(out / "checkpoint-4")
     assert marker is not None and marker["global_step"] == 4
     assert _numbers(marker["baseline"]) == _numbers(
@@ -211,7 +194,7 @@ def test_a_tied_model_with_new_tokens_resumes_exactly(tmp_path, tiny_tied_model_
     straight, out = tmp_path / "straight", tmp_path / "out"
     run(straight)
     with pytest.raises(Crash):  # dies during step 5, after checkpoint-4 was written
-        run(out, observer=CrashAtStep(5))
+        run(out, observer=crash_at_step(5))
     checkpoint = load_file(out / "checkpoint-4" / "adapter_model.safetensors")
     assert [k for k in checkpoint if "lora_" not in k] == ["base_model.model.model.embed_tokens.weight"]
     resumed = run(out, resume=True)

@@ -13,7 +13,7 @@ import torch
 from qckit.errors import InputError, QckitError, RecipeError
 from qckit.progress import RecordingObserver
 from qckit.recipe import build_recipe
-from qckit.testing import SAMPLE_SENTENCES, write_corpus
+from qckit.testing import SAMPLE_SENTENCES, Crash, crash_at_step, write_corpus
 from qckit.train import TrainRun, TrainSettings
 from qckit.train.checkpoints import choose_checkpoint, fingerprint, write_marker
 from qckit.train.mixing import MixedDataset, decay_schedule, decay_shares
@@ -147,23 +147,6 @@ def test_a_trainer_counting_other_steps_than_the_decay_was_placed_in_is_refused(
     assert trainer.create_scheduler(20) is trainer.lr_scheduler is not None  # the planned count is accepted
 
 
-class _Crash(Exception):
-    """Stands for the process dying after a checkpoint was written."""
-
-
-class _CrashAtStep(RecordingObserver):
-    def __init__(self, step: int) -> None:
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def advance(self, task, amount=1, **fields):
-        super().advance(task, amount, **fields)
-        if task == "train" and amount and not fields.get("resumed"):  # a step (amount 0: a logging step)
-            self.seen += 1
-            if self.seen == self.step:
-                raise _Crash
-
-
 def test_a_run_resumed_in_the_decay_phase_equals_the_uninterrupted_run(tmp_path, tiny_model_dir):
     quebec = write_corpus(tmp_path / "quebec.txt", list(SAMPLE_SENTENCES) * 3)
 
@@ -193,8 +176,8 @@ def test_a_run_resumed_in_the_decay_phase_equals_the_uninterrupted_run(tmp_path,
 
     chunker = WindowChunker(max_length=64, stride=8, min_length=8)
     TrainRun(settings(tmp_path / "straight"), chunker, [LoraAdapter()]).run()
-    with pytest.raises(_Crash):  # dies during step 7, in the decay phase, after checkpoint-6
-        TrainRun(settings(tmp_path / "out"), chunker, [LoraAdapter()], observer=_CrashAtStep(7)).run()
+    with pytest.raises(Crash):  # dies during step 7, in the decay phase, after checkpoint-6
+        TrainRun(settings(tmp_path / "out"), chunker, [LoraAdapter()], observer=crash_at_step(7)).run()
     resumed = TrainRun(settings(tmp_path / "out", resume=True), chunker, [LoraAdapter()]).run()
     assert resumed.summary["resumed_from"].endswith("checkpoint-6")
     assert history(tmp_path / "out") == history(tmp_path / "straight") and len(history(tmp_path / "out")) == 8
